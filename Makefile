@@ -1,0 +1,43 @@
+# Two commands do all the set-up: `make demo` and `make test`. Both (re)build .venv only when
+# pyproject.toml changed since the last install.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+PYTEST_ARGS ?=
+# pip on this kind of machine warns about absent local mirrors on every package; keep real errors.
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help venv demo test compile clean
+
+help:
+	@echo "make demo     create .venv and run the whole pipeline locally (kfp.local) on generated data"
+	@echo "make test     create .venv and run the test suite"
+	@echo "make compile  write the KFP pipeline YAML to build/pipeline.yaml"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (first time: a few minutes, TensorFlow is large)"
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24" 2>&1 | $(PIP_FILTER)
+	@$(PY) -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | $(PIP_FILTER)
+	@$(PY) -c "import leukemia_mtl, kfp, cv2, minio" 
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) pipeline.py --run-local --profile demo --output-dir $(DEMO_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+compile: $(STAMP)
+	$(PY) pipeline.py --compile --output build/pipeline.yaml
+
+clean:
+	rm -rf $(VENV) runs build .pytest_cache
