@@ -1,0 +1,147 @@
+"""The one place for settings: named profiles (`demo`, `paper`) built from small dataclasses.
+
+Modules take the dataclass they need as an argument; nothing reads constants from elsewhere.
+A profile can be tweaked without editing code through `get_profile(name, overrides)`, where
+overrides are dotted keys such as ``{"synth.n_smears": 8}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from leukemia_mtl import __version__
+
+FAB_CLASSES: tuple[str, ...] = ("normal", "L1", "L2", "L3")
+
+# ALL-IDB1 is 2592x1944; pixel sizes below are given at that resolution and scaled with width.
+REFERENCE_WIDTH = 2592
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Sizes of the generated stand-in for ALL-IDB (ALL_IDB1 smears + ALL_IDB2 crops)."""
+
+    n_smears: int = 16
+    smear_width: int = 640
+    smear_height: int = 480
+    n_crops: int = 16
+    crop_size: int = 257
+    jpeg_quality: int = 92
+    classes: tuple[str, ...] = FAB_CLASSES
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How datasets are read and checked."""
+
+    negative_class: str = "normal"
+    # ALL-IDB1's `_1` suffix means ALL; without a label file its class is this name.
+    positive_class_name: str = "ALL"
+    # Larger images are refused before decoding (decompression bombs): 8x ALL-IDB1's 5 MP.
+    max_pixels: int = 8 * 2592 * 1944
+    min_side: int = 32
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The paper's ROI step: RGB offsets, monochrome, fixed threshold; then a documented clean-up."""
+
+    offset_red: int = 88
+    offset_green: int = 41
+    offset_blue: int = 20
+    threshold: int = 98
+    # Clean-up of the raw threshold mask, in pixels at REFERENCE_WIDTH (scaled per image):
+    # components smaller than this area are platelets and stain specks, not white cells.
+    min_component_area: float = 1500.0
+    # Dilation that grows a nucleus-only mask into a region around the whole white cell.
+    roi_margin: float = 24.0
+    overlay_examples: int = 4
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Retry policy for object storage; endpoint and credentials come from the environment."""
+
+    attempts: int = 4
+    backoff_seconds: float = 0.5
+    backoff_max_seconds: float = 8.0
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """Container image the components run in (built from docker/)."""
+
+    registry: str = "ghcr.io/leukemia-mtl"
+    cpu_name: str = "leukemia-mtl-cpu"
+    tag: str = __version__
+
+    @property
+    def cpu_image(self) -> str:
+        return f"{self.registry}/{self.cpu_name}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    seed: int = 0
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    # Small enough that the whole DAG runs on a 2-core laptop in minutes.
+    "demo": Profile(name="demo"),
+    # The paper's data sizes: ALL-IDB1's 108 smears at 2592x1944, ALL-IDB2's 260 crops.
+    "paper": Profile(
+        name="paper",
+        synth=SynthConfig(n_smears=108, smear_width=2592, smear_height=1944, n_crops=260),
+    ),
+}
+
+
+class ConfigError(ValueError):
+    """A profile name or override that does not exist or does not fit."""
+
+
+def get_profile(name: str, overrides: Mapping[str, Any] | None = None) -> Profile:
+    """The named profile with dotted-key overrides applied, e.g. {"synth.n_smears": 8}."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; known profiles: {', '.join(sorted(PROFILES))}")
+    profile = PROFILES[name]
+    for key, value in (overrides or {}).items():
+        profile = _override(profile, key.split("."), value, key)
+    return profile
+
+
+def _override(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    head = path[0]
+    if head not in names:
+        raise ConfigError(f"unknown setting {full_key!r}; {type(obj).__name__} has: {', '.join(names)}")
+    current = getattr(obj, head)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"setting {full_key!r}: {head!r} is a value, not a section")
+        return dataclasses.replace(obj, **{head: _override(current, path[1:], value, full_key)})
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"setting {full_key!r} is a section; name one of its fields")
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    expected = type(current)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"setting {full_key!r} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return dataclasses.replace(obj, **{head: value})

@@ -1,0 +1,1 @@
+"""Datasets: the synthetic ALL-IDB generator, loaders and checks, and object storage."""

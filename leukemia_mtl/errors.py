@@ -1,0 +1,42 @@
+"""Errors a user can act on: each names the file or value and what is wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one input, phrased for the person who owns the file."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class LeukemiaMtlError(Exception):
+    """Base class: the CLI prints these as one line (or one line per problem), no traceback."""
+
+
+class ImageError(LeukemiaMtlError):
+    """An image file that cannot be used as it is."""
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        self.problem = Problem(str(path), message)
+        super().__init__(str(self.problem))
+
+
+class DatasetError(LeukemiaMtlError):
+    """A dataset with one or more problems; all of them are listed, not only the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the dataset:\n{lines}")
+
+
+class StorageError(LeukemiaMtlError):
+    """Object storage failed after retries; says which endpoint and object, never credentials."""

@@ -1,0 +1,48 @@
+"""Writes that never leave a half-written file under its final name."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write to a temporary sibling, fsync, then rename over the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_image(path: Path | str, image: np.ndarray, params: list[int] | None = None) -> Path:
+    """Encode with OpenCV by the file's extension; `image` is RGB (HxWx3) or a mask (HxW)."""
+    path = Path(path)
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, encoded = cv2.imencode(path.suffix, pixels, params or [])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode an image as {path.suffix!r} for {path}")
+    return atomic_write_bytes(path, encoded.tobytes())
