@@ -54,9 +54,9 @@ class PreprocessConfig:
     threshold: int = 98
     # Clean-up of the raw threshold mask, in pixels at REFERENCE_WIDTH (scaled per image):
     # components smaller than this area are platelets and stain specks, not white cells.
-    min_component_area: float = 1500.0
+    min_component_area: float = 600.0
     # Dilation that grows a nucleus-only mask into a region around the whole white cell.
-    roi_margin: float = 24.0
+    roi_margin: float = 28.0
     overlay_examples: int = 4
 
 

@@ -51,6 +51,9 @@ class Dataset:
     classes: tuple[str, ...]
     negative_class: str
     notes: list[Problem] = field(default_factory=list)
+    # images whose label is missing or bad: not records, but still decoded by check_images so
+    # that every problem with a file is reported in one pass
+    unlabeled: list[Path] = field(default_factory=list)
 
     def class_counts(self) -> dict[str, int]:
         counts = Counter(r.label for r in self.records)
@@ -106,7 +109,13 @@ def scan_dataset(
     labels_csv: Path | str | None = None,
 ) -> Dataset:
     """Names, labels and blast centres of every image; raises DatasetError listing all problems."""
-    path = Path(path)
+    dataset, problems = _scan(Path(path), data_cfg, layout, labels_csv)
+    if problems:
+        raise DatasetError(problems)
+    return dataset
+
+
+def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str | None) -> tuple[Dataset, list[Problem]]:
     if not path.is_dir():
         raise DatasetError([Problem(str(path), "does not exist or is not a folder")])
     if layout == "auto":
@@ -125,6 +134,8 @@ def scan_dataset(
         entries = _scan_allidb(path, layout, data_cfg, problems, notes)
 
     records = _label_records(path, entries, csv_path, csv_rows, data_cfg, problems)
+    labeled = {r.path for r in records}
+    unlabeled = [e.path for e in entries if e.path not in labeled] + [Path(p.where) for p in problems if _is_unparsed_image(p.where)]
     classes = _ordered_classes(records, data_cfg.negative_class)
     if not records and not problems:
         problems.append(Problem(str(path), "contains no images"))
@@ -140,12 +151,16 @@ def scan_dataset(
                 "set data.negative_class",
             )
         )
-    if problems:
-        raise DatasetError(problems)
-    return Dataset(
+    dataset = Dataset(
         name=path.name, layout=layout, root=path, records=records, classes=classes,
-        negative_class=data_cfg.negative_class, notes=notes,
+        negative_class=data_cfg.negative_class, notes=notes, unlabeled=sorted(set(unlabeled)),
     )
+    return dataset, problems
+
+
+def _is_unparsed_image(where: str) -> bool:
+    path = Path(where)
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
 
 
 @dataclass(frozen=True)
@@ -358,6 +373,11 @@ def check_images(dataset: Dataset, data_cfg: DataConfig, *, progress: bool = Tru
         for conversion in loaded.conversions:
             dataset.notes.append(Problem(str(record.path), conversion))
         checks.append(ImageCheck(record, width, height, loaded.conversions))
+    for path in dataset.unlabeled:
+        try:
+            read_image(path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side)
+        except ImageError as exc:
+            problems.append(exc.problem)
     if problems:
         raise DatasetError(problems)
     return checks
@@ -375,14 +395,22 @@ def load_datasets(
     """Every dataset under `root`, scanned and (by default) fully checked; all problems at once."""
     datasets: list[Dataset] = []
     problems: list[Problem] = []
-    for path in find_datasets(root):
+    paths = find_datasets(root)
+    if labels_csv is not None and len(paths) > 1:
+        raise DatasetError([Problem(str(root), "holds several datasets; give the one the label file belongs to")])
+    for path in paths:
         try:
-            dataset = scan_dataset(path, data_cfg, layout=layout, labels_csv=labels_csv)
-            if check:
-                check_images(dataset, data_cfg, progress=progress)
-            datasets.append(dataset)
-        except DatasetError as exc:
+            dataset, scan_problems = _scan(path, data_cfg, layout, labels_csv)
+        except DatasetError as exc:  # no dataset recognisable at all
             problems.extend(exc.problems)
+            continue
+        problems.extend(scan_problems)
+        if check:
+            try:
+                check_images(dataset, data_cfg, progress=progress)
+            except DatasetError as exc:
+                problems.extend(exc.problems)
+        datasets.append(dataset)
     if problems:
-        raise DatasetError(problems)
+        raise DatasetError(sorted(problems, key=lambda p: p.where))
     return datasets

@@ -75,15 +75,15 @@ STYLES: dict[str, CellStyle] = {
         chromatin_contrast=0.28, chromatin_grain=0.18,
     ),
     "neutrophil": CellStyle(
-        "neutrophil", (1.30, 1.50), (0.30, 0.36), (66.0, 26.0, 104.0), (226.0, 206.0, 218.0),
+        "neutrophil", (1.30, 1.50), (0.30, 0.36), (54.0, 20.0, 94.0), (226.0, 206.0, 218.0),
         chromatin_contrast=0.15, chromatin_grain=0.25, lobes=3, granules_rgb=(196.0, 150.0, 196.0),
     ),
     "eosinophil": CellStyle(
-        "eosinophil", (1.35, 1.55), (0.34, 0.40), (62.0, 24.0, 100.0), (232.0, 180.0, 160.0),
+        "eosinophil", (1.35, 1.55), (0.34, 0.40), (52.0, 18.0, 92.0), (232.0, 180.0, 160.0),
         chromatin_contrast=0.15, chromatin_grain=0.25, lobes=2, granules_rgb=(236.0, 132.0, 84.0),
     ),
     "monocyte": CellStyle(
-        "monocyte", (1.60, 1.90), (0.55, 0.62), (64.0, 28.0, 106.0), (178.0, 178.0, 212.0),
+        "monocyte", (1.60, 1.90), (0.55, 0.62), (56.0, 22.0, 98.0), (178.0, 178.0, 212.0),
         chromatin_contrast=0.12, chromatin_grain=0.2, kidney=True,
     ),
     "L1": CellStyle(

@@ -1,0 +1,3 @@
+from leukemia_mtl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""`python -m leukemia_mtl synth | validate | preprocess`: the library without Kubeflow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from leukemia_mtl.config import ConfigError, get_profile
+from leukemia_mtl.errors import DatasetError, LeukemiaMtlError
+
+
+def _profile_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="demo", help="named settings profile (default: demo)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set synth.n_smears=8 (value parsed as JSON)")
+
+
+def _overrides(pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m leukemia_mtl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write a synthetic dataset in ALL-IDB's layout")
+    synth.add_argument("--out", required=True, type=Path, help="output folder (ALL_IDB1/ and ALL_IDB2/ go inside)")
+    synth.add_argument("--seed", type=int, default=None, help="random seed (default: the profile's)")
+    synth.add_argument("--smears", type=int, help="number of ALL_IDB1 smears")
+    synth.add_argument("--width", type=int, help="smear width in px (ALL-IDB1: 2592)")
+    synth.add_argument("--height", type=int, help="smear height in px (ALL-IDB1: 1944)")
+    synth.add_argument("--crops", type=int, help="number of ALL_IDB2 single-cell crops")
+    _profile_args(synth)
+
+    validate = sub.add_parser("validate", help="check every image and label of a dataset")
+    validate.add_argument("path", type=Path, help="dataset folder (ALL_IDB1, ALL_IDB2, folder-per-class, or a root holding ALL_IDB1/ALL_IDB2)")
+    validate.add_argument("--layout", default="auto", choices=("auto", "allidb1", "allidb2", "folders"))
+    validate.add_argument("--labels", type=Path, help="CSV with columns filename,class[,patient] for multi-class labels")
+    validate.add_argument("--negative-class", help="class that counts as 'no leukemia' for detection (default: normal)")
+    _profile_args(validate)
+
+    prep = sub.add_parser("preprocess", help="the paper's ROI step on a dataset")
+    prep.add_argument("path", type=Path, help="dataset folder")
+    prep.add_argument("--out", required=True, type=Path, help="output folder for ROI masks, ROI images and manifest")
+    _profile_args(prep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except DatasetError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found; fix them and run again.", file=sys.stderr)
+        return 1
+    except (LeukemiaMtlError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = _overrides(args.overrides)
+    if args.command == "synth":
+        for flag, key in (("smears", "synth.n_smears"), ("width", "synth.smear_width"),
+                          ("height", "synth.smear_height"), ("crops", "synth.n_crops")):
+            if getattr(args, flag) is not None:
+                overrides[key] = getattr(args, flag)
+        profile = get_profile(args.profile, overrides)
+        from leukemia_mtl.data.synth import generate
+
+        seed = profile.seed if args.seed is None else args.seed
+        try:
+            out = generate(args.out, profile.synth, seed)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        print(f"wrote {profile.synth.n_smears} smears ({profile.synth.smear_width}x{profile.synth.smear_height}) "
+              f"and {profile.synth.n_crops} crops to {out} (seed {seed})")
+        return 0
+
+    if args.command == "validate":
+        if getattr(args, "negative_class", None):
+            overrides["data.negative_class"] = args.negative_class
+        profile = get_profile(args.profile, overrides)
+        from leukemia_mtl.data.datasets import load_datasets
+
+        datasets = load_datasets(args.path, profile.data, layout=args.layout, labels_csv=args.labels)
+        for dataset in datasets:
+            counts = " ".join(f"{c}={n}" for c, n in dataset.class_counts().items())
+            extras = []
+            if dataset.has_masks:
+                extras.append(f"masks for {sum(r.mask_path is not None for r in dataset.records)}")
+            centres = sum(bool(r.blast_centres) for r in dataset.records)
+            if centres:
+                extras.append(f"blast centres for {centres}")
+            print(f"{dataset.root} ({dataset.layout}): {len(dataset.records)} images; {counts}"
+                  + (f"; {', '.join(extras)}" if extras else ""))
+            for note in dataset.notes:
+                print(f"  note: {note}")
+        total = sum(len(d.records) for d in datasets)
+        print(f"OK: {len(datasets)} dataset(s), {total} images, no problems")
+        return 0
+
+    if args.command == "preprocess":
+        profile = get_profile(args.profile, overrides)
+        from leukemia_mtl.data.datasets import load_datasets
+        from leukemia_mtl.preprocess import preprocess_datasets
+
+        datasets = load_datasets(args.path, profile.data, check=False)
+        summary = preprocess_datasets(datasets, args.out, profile.preprocess, profile.data)
+        print(json.dumps(summary.metrics(), indent=2))
+        print(f"wrote ROI masks, ROI images, manifest.csv and overlay.png to {args.out}")
+        return 0
+    raise AssertionError(args.command)

@@ -1,0 +1,237 @@
+"""The paper's first stage: RGB offsets, monochrome, fixed threshold -> region of interest.
+
+The paper adds red +88, green +41, blue +20 (saturating), converts to monochrome and thresholds
+at 98. Stained nuclei are the darkest, bluest pixels of a smear: the offsets lift red cells and
+plasma well above 98 while nuclei stay below it, so the ROI is the set of pixels *below* the
+threshold. The raw mask marks nuclei and specks; a documented clean-up (closing, dropping
+components smaller than a white cell's nucleus, growing by a margin, filling holes) turns it
+into a region around each white cell. Both masks are kept: the raw one is the paper's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from leukemia_mtl.config import REFERENCE_WIDTH, DataConfig, PreprocessConfig
+from leukemia_mtl.data.datasets import Dataset, ImageRecord
+from leukemia_mtl.data.images import read_image, read_mask
+from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, write_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoiResult:
+    monochrome: np.ndarray  # offset image in grey, uint8 HxW
+    raw_mask: np.ndarray  # the paper's threshold mask, 0/255
+    roi_mask: np.ndarray  # cleaned region around white cells, 0/255
+    roi_image: np.ndarray  # RGB with everything outside the ROI black
+    boxes: list[tuple[int, int, int, int]]  # (x, y, w, h) per region
+
+
+def pixel_scale(width: int, layout: str) -> float:
+    """Microscope scale relative to ALL-IDB1 at 2592 px: smears scale with width, crops are 1."""
+    return 1.0 if layout == "allidb2" else width / REFERENCE_WIDTH
+
+
+def offset_monochrome(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    offsets = (float(cfg.offset_red), float(cfg.offset_green), float(cfg.offset_blue), 0.0)
+    shifted = cv2.add(rgb, offsets)  # uint8 saturating add
+    return cv2.cvtColor(shifted, cv2.COLOR_RGB2GRAY)
+
+
+def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> RoiResult:
+    """ROI of one RGB image (uint8 HxWx3); `scale` is its pixel scale (see `pixel_scale`)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"compute_roi needs 8-bit RGB (HxWx3 uint8), got {rgb.dtype} {rgb.shape}")
+    mono = offset_monochrome(rgb, cfg)
+    _, raw = cv2.threshold(mono, cfg.threshold, 255, cv2.THRESH_BINARY_INV)
+
+    close_px = max(3, int(round(cfg.roi_margin * 0.5 * scale)) | 1)
+    closed = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px)))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= cfg.min_component_area * scale * scale
+    keep[0] = False
+    kept = np.where(keep[labels], 255, 0).astype(np.uint8)
+
+    margin_px = int(round(cfg.roi_margin * scale))
+    if margin_px > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin_px + 1, 2 * margin_px + 1))
+        kept = cv2.dilate(kept, kernel)
+    roi = _fill_holes(kept)
+
+    count, _, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
+    boxes = [tuple(int(v) for v in stats[i, :4]) for i in range(1, count)]
+    roi_image = cv2.bitwise_and(rgb, rgb, mask=roi)
+    return RoiResult(monochrome=mono, raw_mask=raw, roi_mask=roi, roi_image=roi_image, boxes=boxes)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, contours, -1, 255, thickness=cv2.FILLED)
+    return filled
+
+
+def mask_agreement(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """IoU, recall and precision of a 0/255 mask against ground truth (pixel counts)."""
+    p, t = predicted > 0, truth > 0
+    inter = float(np.count_nonzero(p & t))
+    union = float(np.count_nonzero(p | t))
+    tp_fp, tp_fn = float(np.count_nonzero(p)), float(np.count_nonzero(t))
+    return {
+        "iou": inter / union if union else 1.0,
+        "recall": inter / tp_fn if tp_fn else 1.0,
+        "precision": inter / tp_fp if tp_fp else 1.0,
+    }
+
+
+def cell_recall(boxes: list[tuple[int, int, int, int]], centres: tuple[tuple[int, int], ...]) -> float:
+    """Share of known blast centres that fall inside some ROI box."""
+    if not centres:
+        return 1.0
+    hits = sum(any(x <= cx < x + w and y <= cy < y + h for x, y, w, h in boxes) for cx, cy in centres)
+    return hits / len(centres)
+
+
+@dataclass
+class PreprocessSummary:
+    images: int
+    with_ground_truth: int
+    mean_iou: float | None
+    mean_recall: float | None
+    mean_precision: float | None
+    blast_recall: float | None
+    regions: int
+
+    def metrics(self) -> dict[str, float]:
+        out = {"images": float(self.images), "roi_regions": float(self.regions)}
+        for name in ("mean_iou", "mean_recall", "mean_precision", "blast_recall"):
+            value = getattr(self, name)
+            if value is not None:
+                out[f"roi_{name}"] = round(float(value), 4)
+        return out
+
+
+MANIFEST = "manifest.csv"
+MANIFEST_FIELDS = ("dataset", "image_id", "source", "label", "positive", "group", "width", "height",
+                   "roi_fraction", "boxes", "roi_mask", "roi_image", "iou", "recall")
+
+
+def preprocess_datasets(
+    datasets: list[Dataset],
+    out_dir: Path | str,
+    cfg: PreprocessConfig,
+    data_cfg: DataConfig,
+    *,
+    progress: bool = True,
+) -> PreprocessSummary:
+    """ROI mask and ROI-only image for every image; a manifest, a summary and an overlay figure.
+
+    Output layout: `<dataset>/roi_masks/<id>.png`, `<dataset>/roi_images/<id>.png`,
+    `manifest.csv`, `summary.json`, `overlay.png`. Re-running over the same output overwrites
+    each file atomically, so an interrupted run leaves only whole files.
+    """
+    out = Path(out_dir)
+    rows: list[dict[str, object]] = []
+    scores: list[dict[str, float]] = []
+    blast_hits: list[float] = []
+    examples: list[tuple[str, np.ndarray, RoiResult]] = []
+    for dataset in datasets:
+        for record in tqdm(dataset.records, desc=f"preprocess {dataset.name}", unit="img", disable=not progress or None):
+            rgb = read_image(record.path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb
+            height, width = rgb.shape[:2]
+            result = compute_roi(rgb, cfg, pixel_scale(width, dataset.layout))
+            mask_rel = f"{dataset.name}/roi_masks/{record.image_id}.png"
+            image_rel = f"{dataset.name}/roi_images/{record.image_id}.png"
+            write_image(out / mask_rel, result.roi_mask)
+            write_image(out / image_rel, result.roi_image)
+            row: dict[str, object] = {
+                "dataset": dataset.name, "image_id": record.image_id, "source": record.rel_path,
+                "label": record.label, "positive": int(record.positive), "group": f"{dataset.name}/{record.group}",
+                "width": width, "height": height,
+                "roi_fraction": round(float(np.count_nonzero(result.roi_mask)) / result.roi_mask.size, 5),
+                "boxes": json.dumps(result.boxes), "roi_mask": mask_rel, "roi_image": image_rel, "iou": "", "recall": "",
+            }
+            if record.mask_path is not None:
+                agreement = mask_agreement(result.roi_mask, read_mask(record.mask_path, (width, height), max_pixels=data_cfg.max_pixels))
+                scores.append(agreement)
+                row["iou"], row["recall"] = round(agreement["iou"], 4), round(agreement["recall"], 4)
+            if record.blast_centres:
+                blast_hits.append(cell_recall(result.boxes, record.blast_centres))
+            if dataset.layout != "allidb2" and len(examples) < cfg.overlay_examples and _wants_example(examples, record):
+                examples.append((f"{dataset.name}/{record.rel_path} ({record.label})", rgb, result))
+            rows.append(row)
+
+    _write_manifest(out / MANIFEST, rows)
+    summary = PreprocessSummary(
+        images=len(rows),
+        with_ground_truth=len(scores),
+        mean_iou=float(np.mean([s["iou"] for s in scores])) if scores else None,
+        mean_recall=float(np.mean([s["recall"] for s in scores])) if scores else None,
+        mean_precision=float(np.mean([s["precision"] for s in scores])) if scores else None,
+        blast_recall=float(np.mean(blast_hits)) if blast_hits else None,
+        regions=sum(len(json.loads(str(r["boxes"]))) for r in rows),
+    )
+    atomic_write_json(out / "summary.json", {"config": cfg.__dict__, **summary.__dict__})
+    if examples:
+        atomic_write_bytes(out / "overlay.png", overlay_figure(examples))
+    log.info("preprocessed %d images into %s", len(rows), out)
+    return summary
+
+
+def _wants_example(examples: list[tuple[str, np.ndarray, RoiResult]], record: ImageRecord) -> bool:
+    """Prefer one example per class, so the figure shows what each class looks like."""
+    shown = {title.rsplit("(", 1)[-1].rstrip(")") for title, _, _ in examples}
+    return record.label not in shown
+
+
+def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_manifest(root: Path | str) -> list[dict[str, str]]:
+    path = Path(root) / MANIFEST
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_px: int = 480) -> bytes:
+    """PNG: per example, the smear, the offset monochrome, and the ROI outlined on the smear."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(len(examples), 3, figsize=(10.5, 2.9 * len(examples)), squeeze=False)
+    for row, (title, rgb, result) in zip(axes, examples):
+        factor = min(1.0, max_width_px / rgb.shape[1])
+        small = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        mono = cv2.resize(result.monochrome, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(result.roi_mask, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+        outlined = small.copy()
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(outlined, contours, -1, (0, 255, 0), 2)
+        for ax, img, name in zip(row, (small, mono, outlined), ("smear", "RGB offsets + monochrome", "ROI (threshold 98, cleaned)")):
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_title(name, fontsize=9)
+            ax.axis("off")
+        row[0].set_title(f"{title}", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
