@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from leukemia_mtl.config import REFERENCE_WIDTH, DataConfig, PreprocessConfig
+from leukemia_mtl.config import REFERENCE_WIDTH, DataConfig, PreprocessConfig, Profile
 from leukemia_mtl.data.datasets import Dataset, ImageRecord
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, write_image
@@ -235,3 +235,28 @@ def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, profile: Profile) -> PreprocessSummary:
+    """The pipeline stage: the ingest artifact in, ROI artifact and an HTML overlay page out."""
+    from leukemia_mtl import report
+    from leukemia_mtl.data.datasets import load_datasets
+    from leukemia_mtl.data.ingest import DATA_DIR
+
+    # ingest decoded and checked every image; a scan re-reads names and labels only
+    datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)
+    summary = preprocess_datasets(datasets, out_dir, profile.preprocess, profile.data)
+    figure = Path(out_dir) / "overlay.png"
+    parts = [
+        report.paragraph(
+            f"RGB offsets red +{profile.preprocess.offset_red}, green +{profile.preprocess.offset_green}, "
+            f"blue +{profile.preprocess.offset_blue}; monochrome; pixels below {profile.preprocess.threshold} are the "
+            "region of interest, cleaned (closing, components smaller than a nucleus dropped, "
+            f"grown by {profile.preprocess.roi_margin:g} px at 2592 px width, holes filled)."
+        ),
+        report.table(summary.metrics()),
+    ]
+    if figure.is_file():
+        parts.append(report.png_img(figure.read_bytes(), "smears with their regions of interest"))
+    atomic_write_text(overlay_html, report.page("preprocess: regions of interest", *parts))
+    return summary

@@ -89,3 +89,30 @@ def summarise(source: str, datasets: list[Dataset]) -> IngestSummary:
         images=sum(len(d.records) for d in datasets),
         notes=[str(n) for d in datasets for n in d.notes],
     )
+
+
+def fingerprint(source: str, profile: Profile) -> str:
+    """A content version of `source` for cache keys: changes whenever the data would change."""
+    import hashlib
+    import json
+
+    source = source.strip() or SYNTHETIC
+    digest = hashlib.sha256()
+    if source == SYNTHETIC:
+        digest.update(json.dumps({"v": synth.GENERATOR_VERSION, "seed": profile.seed, "synth": asdict(profile.synth)},
+                                 sort_keys=True).encode())
+    elif is_s3_uri(source):
+        from leukemia_mtl.data.storage import parse_s3_uri
+
+        bucket, prefix = parse_s3_uri(source)
+        store = ObjectStore.from_env(profile.storage)
+        for key, size in store.list_keys(bucket, prefix):
+            digest.update(f"{key}\0{size}\0{store.client.stat_object(bucket, key).etag}\n".encode())
+    else:
+        root = Path(source).expanduser()
+        if not root.is_dir():
+            raise DatasetError([Problem(source, "is neither 'synthetic', an s3:// URI, nor an existing folder")])
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"{source.split('://')[0] if '://' in source else 'local' if source != SYNTHETIC else SYNTHETIC}-{digest.hexdigest()[:16]}"
