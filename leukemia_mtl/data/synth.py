@@ -92,7 +92,7 @@ STYLES: dict[str, CellStyle] = {
     ),
     "L2": CellStyle(
         "L2", (1.70, 2.20), (0.66, 0.74), (62.0, 22.0, 102.0), (158.0, 174.0, 224.0),
-        chromatin_contrast=0.14, chromatin_grain=0.22, irregularity=0.16, cleft=True,
+        chromatin_contrast=0.14, chromatin_grain=0.22, irregularity=0.3, cleft=True,
         nucleoli=(1, 3), is_blast=True,
     ),
     "L3": CellStyle(
@@ -246,7 +246,7 @@ def _nucleus_outline(rng: np.random.Generator, style: CellStyle, centre: np.ndar
             r *= 1 + style.irregularity / harmonic * np.cos(harmonic * theta + rng.uniform(0, 2 * np.pi))
     if style.cleft:
         at = rng.uniform(0, 2 * np.pi)
-        r *= 1 - 0.35 * np.exp(-(np.angle(np.exp(1j * (theta - at))) ** 2) / 0.04)
+        r *= 1 - 0.5 * np.exp(-(np.angle(np.exp(1j * (theta - at))) ** 2) / 0.04)
     if style.kidney:
         at = rng.uniform(0, 2 * np.pi)
         r *= 1 - 0.3 * np.exp(-(np.angle(np.exp(1j * (theta - at))) ** 2) / 0.3)
@@ -307,7 +307,7 @@ def _draw_wbc(canvas: _Canvas, style: CellStyle, cx: float, cy: float, scale: fl
 
     vacuoles = int(rng.integers(style.vacuoles[0], style.vacuoles[1] + 1))
     for _ in range(vacuoles):
-        spot = _random_point_inside(rng, body, 0.9)
+        spot = _random_point_inside(rng, body * (1 - nucleus), 0.9)  # vacuoles of the cytoplasm
         if spot is None:
             break
         radius = cell_r * rng.uniform(0.05, 0.1)

@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny synthetic ALL-IDB data, a tiny profile, and a real S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from leukemia_mtl.config import get_profile
+from leukemia_mtl.data.synth import generate
+
+# Small enough to keep the suite fast, large enough that every class and cell type appears.
+TINY = {
+    "synth.n_smears": 8,
+    "synth.smear_width": 480,
+    "synth.smear_height": 360,
+    "synth.n_crops": 6,
+}
+PLANTED_ACCESS_KEY = "AKIAPLANTEDACCESS0001"
+PLANTED_SECRET_KEY = "planted-secret-Zq8x7Vb3nM2kL9"
+
+
+@pytest.fixture(scope="session")
+def tiny_profile():
+    return get_profile("demo", TINY)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory, tiny_profile) -> Path:
+    """Generated once per session; tests that modify data copy it first (see `synthetic_copy`)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, tiny_profile.synth, seed=7, progress=False)
+    return root
+
+
+@pytest.fixture
+def synthetic_copy(synthetic_root, tmp_path) -> Path:
+    target = tmp_path / "data"
+    shutil.copytree(synthetic_root, target)
+    return target
+
+
+@pytest.fixture
+def s3_server():
+    """moto's S3 server speaking the real protocol on 127.0.0.1, on a free port."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    server.endpoint = f"http://{host}:{port}"
+    server.stopped = False
+    yield server
+    if not server.stopped:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """Environment naming the test server, with planted credentials that must never leak."""
+    env = {
+        "MINIO_ENDPOINT": s3_server.endpoint,
+        "MINIO_ACCESS_KEY": PLANTED_ACCESS_KEY,
+        "MINIO_SECRET_KEY": PLANTED_SECRET_KEY,
+    }
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MINIO_SECURE", "MINIO_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env

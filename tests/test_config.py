@@ -1,0 +1,42 @@
+import pytest
+
+from leukemia_mtl.config import PROFILES, ConfigError, get_profile
+
+
+def test_profiles_exist_and_demo_is_small_paper_is_allidb_sized():
+    assert {"demo", "paper"} <= set(PROFILES)
+    paper = get_profile("paper").synth
+    assert (paper.smear_width, paper.smear_height) == (2592, 1944)
+    assert get_profile("demo").synth.smear_width < paper.smear_width
+
+
+def test_overrides_apply_by_dotted_key_without_touching_the_registry():
+    tweaked = get_profile("demo", {"synth.n_smears": 5, "preprocess.threshold": 90, "preprocess.roi_margin": 10})
+    assert tweaked.synth.n_smears == 5
+    assert tweaked.preprocess.threshold == 90
+    assert tweaked.preprocess.roi_margin == 10.0
+    assert get_profile("demo").synth.n_smears != 5 or PROFILES["demo"].synth.n_smears == 5
+
+
+def test_paper_offsets_and_threshold_are_the_defaults():
+    prep = get_profile("demo").preprocess
+    assert (prep.offset_red, prep.offset_green, prep.offset_blue, prep.threshold) == (88, 41, 20, 98)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"synth.nope": 1}, "unknown setting 'synth.nope'"),
+        ({"synth.n_smears": "many"}, "must be int"),
+        ({"synth": 3}, "is a section"),
+        ({"seed.x": 1}, "is a value, not a section"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        get_profile("demo", overrides)
+
+
+def test_unknown_profile_lists_known_ones():
+    with pytest.raises(ConfigError, match="known profiles: demo, paper"):
+        get_profile("fast")

@@ -1,0 +1,85 @@
+"""One image at a time: every kind of bad file gets one clear ImageError naming it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from badinputs import float_tiff, grayscale, palette_png, png_bomb, rgb_image, rgba_png, sixteen_bit_png, truncated_jpeg, write_rgb
+from leukemia_mtl.data.images import read_image, read_mask
+from leukemia_mtl.errors import ImageError
+
+LIMIT = 4096 * 4096
+
+
+def test_good_image_decodes_to_rgb8(tmp_path):
+    path = write_rgb(tmp_path / "ok.png", seed=3)
+    loaded = read_image(path, max_pixels=LIMIT)
+    assert loaded.rgb.dtype == np.uint8 and loaded.rgb.shape == (48, 64, 3)
+    np.testing.assert_array_equal(loaded.rgb, rgb_image(3))  # RGB order, not BGR
+    assert loaded.conversions == ()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: (p / "empty.jpg").write_bytes(b"") and p / "empty.jpg" or p / "empty.jpg", r"is empty \(0 bytes\)"),
+        (lambda p: truncated_jpeg(p / "cut.jpg"), "truncated or corrupt"),
+        (lambda p: (p / "notes.jpg").write_text("these are my notes") and p / "notes.jpg", "cannot be decoded"),
+        (lambda p: (p / "noise.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200))) and p / "noise.png", "truncated or corrupt|cannot be decoded"),
+        (lambda p: png_bomb(p / "bomb.png"), "over the limit|decompression bomb"),
+        (lambda p: float_tiff(p / "float.tif"), "float32 samples"),
+        (lambda p: write_rgb(p / "tiny.png", size=(8, 8)), "smaller than the minimum"),
+        (lambda p: p, "is a directory"),
+    ],
+    ids=["zero-byte", "truncated", "text-as-jpg", "corrupt-png", "bomb", "float-tiff", "too-small", "directory"],
+)
+def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(ImageError, match=message) as info:
+        read_image(path, max_pixels=LIMIT, min_side=16)
+    assert str(path) in str(info.value)
+
+
+def test_bomb_is_refused_before_decoding(tmp_path):
+    """A 10-gigapixel header must not allocate: the check happens on the header alone."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError, match="decompression bomb.*10000000000 pixels"):
+        read_image(png_bomb(tmp_path / "bomb.png"), max_pixels=LIMIT)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+
+
+@pytest.mark.parametrize(
+    "make, conversion",
+    [
+        (grayscale, "grayscale converted to RGB"),
+        (rgba_png, "alpha channel dropped"),
+        (sixteen_bit_png, "16-bit samples scaled to 8-bit"),
+        (palette_png, "palette image expanded to RGB"),
+    ],
+)
+def test_documented_conversions_are_reported(tmp_path, make, conversion):
+    path = make(tmp_path / f"{make.__name__}.png")
+    loaded = read_image(path, max_pixels=LIMIT)
+    assert loaded.rgb.dtype == np.uint8 and loaded.rgb.shape[2] == 3
+    assert conversion in loaded.conversions
+
+
+def test_sixteen_bit_keeps_the_picture(tmp_path):
+    loaded = read_image(sixteen_bit_png(tmp_path / "deep.png", seed=5), max_pixels=LIMIT)
+    assert np.abs(loaded.rgb.astype(int) - rgb_image(5).astype(int)).max() <= 1
+
+
+def test_wrong_extension_is_read_by_content_and_reported(tmp_path):
+    path = tmp_path / "really_png.jpg"
+    write_rgb(tmp_path / "x.png", seed=2).rename(path)
+    loaded = read_image(path, max_pixels=LIMIT)
+    assert "content is PNG although the name ends in .jpg" in loaded.conversions
+
+
+def test_mask_of_the_wrong_size_names_both_sizes(tmp_path):
+    path = write_rgb(tmp_path / "mask.png", size=(32, 32))
+    with pytest.raises(ImageError, match="mask is 32x32 but its image is 64x48"):
+        read_mask(path, (64, 48), max_pixels=LIMIT)
