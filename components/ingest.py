@@ -23,8 +23,10 @@ def ingest(
 
     from leukemia_mtl.artifacts import log_metrics
     from leukemia_mtl.config import get_profile
+    from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.data.ingest import ingest as run_ingest
 
-    summary = run_ingest(data, dataset.path, get_profile(profile, json.loads(overrides or "{}")))
-    dataset.metadata.update({"source": summary.source, "data_version": data_version, "images": summary.images, "datasets": sorted(summary.datasets)})
-    log_metrics(metrics, summary.metrics())
+    with exit_on_user_error():
+        summary = run_ingest(data, dataset.path, get_profile(profile, json.loads(overrides or "{}")))
+        dataset.metadata.update({"source": summary.source, "data_version": data_version, "images": summary.images, "datasets": sorted(summary.datasets)})
+        log_metrics(metrics, summary.metrics())

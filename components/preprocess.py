@@ -21,9 +21,11 @@ def preprocess(
 
     from leukemia_mtl.artifacts import log_metrics
     from leukemia_mtl.config import get_profile
+    from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.preprocess import run_preprocess_stage
 
-    settings = get_profile(profile, json.loads(overrides or "{}"))
-    summary = run_preprocess_stage(Path(dataset.path), Path(roi.path), Path(overlay.path), settings)
-    roi.metadata.update({"images": summary.images})
-    log_metrics(metrics, summary.metrics())
+    with exit_on_user_error():
+        settings = get_profile(profile, json.loads(overrides or "{}"))
+        summary = run_preprocess_stage(Path(dataset.path), Path(roi.path), Path(overlay.path), settings)
+        roi.metadata.update({"images": summary.images})
+        log_metrics(metrics, summary.metrics())

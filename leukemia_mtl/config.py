@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from leukemia_mtl import __version__
+from leukemia_mtl.errors import LeukemiaMtlError
 
 FAB_CLASSES: tuple[str, ...] = ("normal", "L1", "L2", "L3")
 
@@ -109,7 +110,7 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(LeukemiaMtlError, ValueError):
     """A profile name or override that does not exist or does not fit."""
 
 

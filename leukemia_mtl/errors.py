@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,20 @@ class DatasetError(LeukemiaMtlError):
 
 class StorageError(LeukemiaMtlError):
     """Object storage failed after retries; says which endpoint and object, never credentials."""
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """In a pipeline task: a user's error ends the task with its message alone, no traceback.
+
+    Anything else (a bug) keeps its traceback, which is what a developer needs.
+    """
+    try:
+        yield
+    except LeukemiaMtlError as exc:
+        if isinstance(exc, DatasetError):
+            message = "\n".join(f"error: {p}" for p in exc.problems)
+        else:
+            message = f"error: {exc}"
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

@@ -59,7 +59,11 @@ def ingest(source: str, out_dir: Path | str, profile: Profile, *, progress: bool
             raise DatasetError([Problem(source, "is neither 'synthetic', an s3:// URI, nor an existing folder")])
         shutil.copytree(local, staging, ignore=shutil.ignore_patterns(".*"))
 
-    checked = load_datasets(staging, profile.data, progress=progress)
+    try:
+        checked = load_datasets(staging, profile.data, progress=progress)
+    except DatasetError as exc:  # name the user's files, not our staging copy
+        origin = source.rstrip("/") if source != SYNTHETIC else "synthetic"
+        raise DatasetError([Problem(p.where.replace(str(staging), origin, 1), p.message) for p in exc.problems]) from None
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)
