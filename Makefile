@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 # pip on this kind of machine warns about absent local mirrors on every package; keep real errors.
-PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: help venv demo test compile clean
 

@@ -97,15 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
 
-    from leukemia_mtl.cli import _overrides
-    from leukemia_mtl.config import ConfigError
+    from leukemia_mtl.cli import parse_overrides
     from leukemia_mtl.errors import DatasetError, LeukemiaMtlError
 
     try:
-        overrides = _overrides(args.overrides)
+        overrides = parse_overrides(args.overrides)
         started = time.time()
         outputs = run_local(args.profile, args.data, args.output_dir, overrides, cache=not args.no_cache)
-    except (ConfigError, LeukemiaMtlError) as exc:
+    except LeukemiaMtlError as exc:
         problems = exc.problems if isinstance(exc, DatasetError) else [exc]
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -18,7 +18,8 @@ def _profile_args(parser: argparse.ArgumentParser) -> None:
                         help="override one setting, e.g. --set synth.n_smears=8 (value parsed as JSON)")
 
 
-def _overrides(pairs: list[str]) -> dict[str, object]:
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """['synth.n_smears=8', ...] -> {'synth.n_smears': 8}; values are JSON when they parse as JSON."""
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -69,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found; fix them and run again.", file=sys.stderr)
         return 1
-    except (LeukemiaMtlError, ConfigError) as exc:
+    except LeukemiaMtlError as exc:  # ConfigError and StorageError included
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
 def _run(args: argparse.Namespace) -> int:
-    overrides = _overrides(args.overrides)
+    overrides = parse_overrides(args.overrides)
     if args.command == "synth":
         for flag, key in (("smears", "synth.n_smears"), ("width", "synth.smear_width"),
                           ("height", "synth.smear_height"), ("crops", "synth.n_crops")):

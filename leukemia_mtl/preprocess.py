@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from leukemia_mtl.config import REFERENCE_WIDTH, DataConfig, PreprocessConfig, Profile
-from leukemia_mtl.data.datasets import Dataset, ImageRecord
+from leukemia_mtl.data.datasets import Dataset
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, write_image
 
@@ -146,6 +146,7 @@ def preprocess_datasets(
     scores: list[dict[str, float]] = []
     blast_hits: list[float] = []
     examples: list[tuple[str, np.ndarray, RoiResult]] = []
+    shown_labels: set[str] = set()  # one overlay example per class: the figure shows each class
     for dataset in datasets:
         for record in tqdm(dataset.records, desc=f"preprocess {dataset.name}", unit="img", disable=not progress or None):
             rgb = read_image(record.path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb
@@ -168,7 +169,8 @@ def preprocess_datasets(
                 row["iou"], row["recall"] = round(agreement["iou"], 4), round(agreement["recall"], 4)
             if record.blast_centres:
                 blast_hits.append(cell_recall(result.boxes, record.blast_centres))
-            if dataset.layout != "allidb2" and len(examples) < cfg.overlay_examples and _wants_example(examples, record):
+            if dataset.layout != "allidb2" and len(examples) < cfg.overlay_examples and record.label not in shown_labels:
+                shown_labels.add(record.label)
                 examples.append((f"{dataset.name}/{record.rel_path} ({record.label})", rgb, result))
             rows.append(row)
 
@@ -187,12 +189,6 @@ def preprocess_datasets(
         atomic_write_bytes(out / "overlay.png", overlay_figure(examples))
     log.info("preprocessed %d images into %s", len(rows), out)
     return summary
-
-
-def _wants_example(examples: list[tuple[str, np.ndarray, RoiResult]], record: ImageRecord) -> bool:
-    """Prefer one example per class, so the figure shows what each class looks like."""
-    shown = {title.rsplit("(", 1)[-1].rstrip(")") for title, _, _ in examples}
-    return record.label not in shown
 
 
 def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
