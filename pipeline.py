@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kfp import compiler, dsl
-from kfp.dsl import HTML, Dataset
+from kfp.dsl import HTML, Dataset, Model
 
 from components.ingest import ingest
 from components.preprocess import preprocess
+from components.segment import segment
 
 PIPELINE_NAME = "leukemia-mtl"
 DEFAULT_COMPILED = Path("build/pipeline.yaml")
@@ -36,14 +37,19 @@ def build_pipeline(*, cache_ingest: bool = False):
         profile: str = "demo",
         overrides: str = "{}",
         data_version: str = "",
-    ) -> NamedTuple("Outputs", dataset=Dataset, roi=Dataset, roi_overlay=HTML):
+    ) -> NamedTuple("Outputs", dataset=Dataset, roi=Dataset, roi_overlay=HTML, segmenter=Model, cells=Dataset,
+                    segmentation=HTML):
         ingested = ingest(data=data, profile=profile, overrides=overrides, data_version=data_version)
         ingested.set_display_name("ingest")
         ingested.set_caching_options(enable_caching=cache_ingest)
         roi = preprocess(dataset=ingested.outputs["dataset"], profile=profile, overrides=overrides)
         roi.set_display_name("preprocess")
-        outputs = NamedTuple("Outputs", dataset=Dataset, roi=Dataset, roi_overlay=HTML)
-        return outputs(ingested.outputs["dataset"], roi.outputs["roi"], roi.outputs["overlay"])
+        cells = segment(dataset=ingested.outputs["dataset"], roi=roi.outputs["roi"], profile=profile, overrides=overrides)
+        cells.set_display_name("segment")
+        outputs = NamedTuple("Outputs", dataset=Dataset, roi=Dataset, roi_overlay=HTML, segmenter=Model, cells=Dataset,
+                             segmentation=HTML)
+        return outputs(ingested.outputs["dataset"], roi.outputs["roi"], roi.outputs["overlay"], cells.outputs["model"],
+                       cells.outputs["cells"], cells.outputs["figure"])
 
     return leukemia_pipeline
 
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: pipeline run failed: {exc}", file=sys.stderr)
         return 1
     print(f"\npipeline finished in {time.time() - started:.0f}s; outputs:")
-    for name in ("dataset", "roi", "roi_overlay"):
+    for name in ("dataset", "roi", "roi_overlay", "segmenter", "cells", "segmentation"):
         print(f"  {name:12s} {outputs[name]['path']}")
     summary = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
     for dataset, info in summary["datasets"].items():
@@ -123,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     if roi.get("mean_iou") is not None:
         print(f"  ROI vs ground-truth WBC masks: IoU {roi['mean_iou']:.3f}, recall {roi['mean_recall']:.3f}, "
               f"blast centres inside an ROI {roi['blast_recall']:.3f}")
-    print(f"  open {outputs['roi_overlay']['path']} in a browser for the ROI overlay figure")
+    seg = json.loads((Path(outputs["cells"]["path"]) / "summary.json").read_text())
+    if seg.get("unet_dice") is not None:
+        print(f"  held-out smears ({seg['heldout_smears']}): U-Net Dice {seg['unet_dice']:.3f} IoU {seg['unet_iou']:.3f} | "
+              f"threshold ROI Dice {seg['roi_dice']:.3f} IoU {seg['roi_iou']:.3f} (masks: {seg['mask_source']})")
+    print(f"  {seg['crops']} isolated cell crops; U-Net trained in {seg['train_seconds']:.0f}s")
+    print(f"  open {outputs['roi_overlay']['path']} and {outputs['segmentation']['path']} in a browser for the figures")
     print(f"(also listed in {args.output_dir.resolve() / 'outputs.json'})")
     return 0
 

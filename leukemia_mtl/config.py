@@ -62,6 +62,36 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class SegmentConfig:
+    """Residual U-Net white-cell segmentation and the paper's lymphoblast isolation."""
+
+    # Images are resized to this pixel scale (1.0 = ALL-IDB1 at 2592 px) before the U-Net sees
+    # them, so one model serves smears and crops of any resolution at a bounded cost.
+    working_scale: float = 640 / REFERENCE_WIDTH
+    patch_size: int = 64
+    depth: int = 3  # number of 2x2 max-pools
+    base_filters: int = 16
+    epochs: int = 12
+    batch_size: int = 32
+    patches_per_image: int = 48
+    foreground_patch_fraction: float = 0.6  # patches centred on a white cell, the rest anywhere
+    learning_rate: float = 1e-3
+    holdout_fraction: float = 0.25  # smears kept out of training to measure Dice and IoU
+    window_overlap: float = 0.5
+    predict_batch_size: int = 16
+    mask_threshold: float = 0.5
+    # Clean-up and crops, in pixels at REFERENCE_WIDTH (scaled per image)
+    min_cell_area: float = 1200.0
+    crop_size: int = 96
+    crop_margin: float = 0.15  # extra border around a cell's box, as a fraction of its size
+    # Blue-channel isolation: inside the mask keep pixels whose blue is at least red - margin;
+    # red cells (red > blue) overlapping a white cell's edge are removed.
+    blue_margin: int = 12
+    drop_border_cells: bool = True
+    figure_examples: int = 3
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     """Retry policy for object storage; endpoint and credentials come from the environment."""
 
@@ -92,6 +122,7 @@ class Profile:
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
 
@@ -106,6 +137,10 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
         synth=SynthConfig(n_smears=108, smear_width=2592, smear_height=1944, n_crops=260),
+        segment=SegmentConfig(
+            working_scale=0.5, patch_size=256, depth=4, base_filters=32, epochs=60, batch_size=16,
+            patches_per_image=64, crop_size=257,
+        ),
     ),
 }
 

@@ -41,6 +41,10 @@ class DatasetError(LeukemiaMtlError):
         super().__init__(f"{len(self.problems)} problem(s) in the dataset:\n{lines}")
 
 
+class SegmentError(LeukemiaMtlError):
+    """Segmentation cannot run as asked: no training masks, a mismatched model file, no cells."""
+
+
 class StorageError(LeukemiaMtlError):
     """Object storage failed after retries; says which endpoint and object, never credentials."""
 

@@ -17,6 +17,10 @@ TINY = {
     "synth.smear_width": 480,
     "synth.smear_height": 360,
     "synth.n_crops": 6,
+    # a small U-Net that still learns: the pipeline tests check wiring, test_segment the science
+    "segment.epochs": 3,
+    "segment.patches_per_image": 24,
+    "segment.base_filters": 8,
 }
 PLANTED_ACCESS_KEY = "AKIAPLANTEDACCESS0001"
 PLANTED_SECRET_KEY = "planted-secret-Zq8x7Vb3nM2kL9"

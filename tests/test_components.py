@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from kfp.dsl import HTML, Dataset, Metrics
+from kfp.dsl import HTML, Dataset, Metrics, Model
 
 from components.ingest import ingest
 from components.preprocess import preprocess
+from components.segment import segment
 from conftest import TINY
 
 
@@ -80,3 +81,17 @@ def test_preprocess_component_writes_roi_metrics_and_overlay_page(tmp_path):
     page = Path(overlay.path).read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
     assert "pixels below 98" in page
+
+
+def test_segment_component_trains_isolates_and_logs_dice(tmp_path):
+    dataset, _ = _run_ingest(tmp_path, "synthetic")
+    roi, roi_metrics, overlay = (_artifact(k, tmp_path, n) for k, n in ((Dataset, "roi"), (Metrics, "roi_metrics"), (HTML, "overlay")))
+    preprocess.python_func(dataset=dataset, profile="demo", overrides=json.dumps(TINY), roi=roi, metrics=roi_metrics, overlay=overlay)
+    model, cells, metrics, figure = (_artifact(k, tmp_path, n) for k, n in
+                                     ((Model, "model"), (Dataset, "cells"), (Metrics, "seg_metrics"), (HTML, "figure")))
+    segment.python_func(dataset=dataset, roi=roi, profile="demo", overrides=json.dumps(TINY),
+                        model=model, cells=cells, metrics=metrics, figure=figure)
+    assert (Path(model.path) / "segmenter.keras").is_file() and model.metadata["mask_source"] == "ground truth"
+    assert metrics.metadata["crops"] == cells.metadata["crops"] > 0
+    assert {"unet_dice", "roi_dice", "unet_iou", "roi_iou", "cell_recall"} <= set(metrics.metadata)
+    assert Path(figure.path).read_text().startswith("<!doctype html>")

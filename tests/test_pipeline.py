@@ -31,8 +31,9 @@ def test_compiled_yaml_parses_into_a_pipeline_spec(tmp_path, s3_env):
     text, spec = _compile(tmp_path)
     assert spec.pipeline_info.name == "leukemia-mtl"
     tasks = spec.root.dag.tasks
-    assert set(tasks) == {"ingest", "preprocess"}
+    assert set(tasks) == {"ingest", "preprocess", "segment"}
     assert list(tasks["preprocess"].dependent_tasks) == ["ingest"]
+    assert sorted(tasks["segment"].dependent_tasks) == ["ingest", "preprocess"]
     assert tasks["ingest"].caching_options.enable_cache is False  # reads outside the pipeline
     assert tasks["preprocess"].caching_options.enable_cache is True
     params = spec.root.input_definitions.parameters
@@ -63,7 +64,10 @@ def test_local_run_end_to_end_then_cached(tmp_path):
     started = time.time()
     outputs = pipeline.run_local("demo", "synthetic", tmp_path / "run", dict(TINY))
     first = time.time() - started
-    assert set(outputs) == {"dataset", "roi", "roi_overlay"}
+    assert set(outputs) == {"dataset", "roi", "roi_overlay", "segmenter", "cells", "segmentation"}
+    seg = json.loads((Path(outputs["cells"]["path"]) / "summary.json").read_text())
+    assert seg["crops"] > 0 and seg["unet_dice"] is not None
+    assert (Path(outputs["segmenter"]["path"]) / "segmenter.keras").is_file()
     roi = Path(outputs["roi"]["path"])
     summary = json.loads((roi / "summary.json").read_text())
     assert summary["images"] == 14 and summary["mean_recall"] >= 0.85
@@ -109,6 +113,7 @@ def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, sy
     )
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "pipeline finished" in ok.stdout and "roi_overlay" in ok.stdout and "ROI vs ground-truth WBC masks" in ok.stdout
+    assert "U-Net Dice" in ok.stdout and "threshold ROI Dice" in ok.stdout
 
     (synthetic_copy / "ALL_IDB1" / "Im001_1.jpg").write_bytes(b"\xff\xd8broken")
     bad = subprocess.run(

@@ -1,0 +1,163 @@
+"""A trained segmenter as a file bundle, and what it does to any new smear.
+
+The bundle is `segmenter.keras` (the network) plus `segmenter.json` (working scale, patch size,
+what masks it learned from). Prediction resizes the image to the working scale, slides the
+network over it with overlap (so a 2592x1944 smear costs a bounded amount of memory: one batch
+of patches and two float maps), blends the windows, and resizes the probabilities back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from leukemia_mtl.config import REFERENCE_WIDTH, SegmentConfig
+from leukemia_mtl.errors import SegmentError
+from leukemia_mtl.io_utils import atomic_write_json
+from leukemia_mtl.segment.isolate import CellCrop, blue_channel_isolation, clean_mask, extract_cells, isolate
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "segmenter.keras"
+META_FILE = "segmenter.json"
+BUNDLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SegmenterInfo:
+    patch_size: int
+    working_scale: float
+    depth: int
+    base_filters: int
+    mask_source: str
+    bundle_version: int = BUNDLE_VERSION
+
+
+@dataclass
+class Segmentation:
+    probability: np.ndarray  # float32 HxW, original resolution
+    mask: np.ndarray  # cleaned U-Net mask, 0/255
+    blue: np.ndarray  # blue channel on black inside the refined mask
+    refined_mask: np.ndarray  # after the blue-channel step
+    isolated: np.ndarray  # RGB on black
+    cells: list[CellCrop]
+
+
+class Segmenter:
+    def __init__(self, model, info: SegmenterInfo) -> None:
+        self.model = model
+        self.info = info
+
+    def save(self, directory: Path | str) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{MODEL_FILE}.part.keras"
+        self.model.save(tmp)
+        tmp.replace(directory / MODEL_FILE)
+        atomic_write_json(directory / META_FILE, asdict(self.info))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path | str) -> "Segmenter":
+        """Load a bundle; any mismatch between file and metadata is one clear SegmentError."""
+        import keras
+
+        directory = Path(directory)
+        model_path, meta_path = directory / MODEL_FILE, directory / META_FILE
+        for path in (model_path, meta_path):
+            if not path.is_file():
+                raise SegmentError(f"{path}: missing; a segmenter bundle holds {MODEL_FILE} and {META_FILE}")
+        try:
+            info = SegmenterInfo(**json.loads(meta_path.read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise SegmentError(f"{meta_path}: not a segmenter description ({exc})") from None
+        if info.bundle_version != BUNDLE_VERSION:
+            raise SegmentError(f"{meta_path}: bundle version {info.bundle_version}, this code reads {BUNDLE_VERSION}")
+        if not zipfile.is_zipfile(model_path):
+            raise SegmentError(f"{model_path}: not a Keras model file (truncated or another format)")
+        try:
+            model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+        except Exception as exc:  # Keras raises many types for a bad file; the user needs one line
+            raise SegmentError(f"{model_path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc})") from None
+        expected = (None, info.patch_size, info.patch_size, 3)
+        if tuple(model.input_shape) != expected or tuple(model.output_shape) != expected[:3] + (1,):
+            raise SegmentError(
+                f"{model_path}: network takes {model.input_shape} and gives {model.output_shape}, but "
+                f"{meta_path.name} says {info.patch_size}x{info.patch_size} RGB patches to one mask channel"
+            )
+        return cls(model, info)
+
+    # -- prediction -----------------------------------------------------------------------
+
+    def resize_factor(self, scale: float) -> float:
+        return self.info.working_scale / scale
+
+    def predict_probability(self, rgb: np.ndarray, scale: float, cfg: SegmentConfig) -> np.ndarray:
+        """WBC probability per pixel of `rgb` (pixel scale `scale`), at the image's own size."""
+        height, width = rgb.shape[:2]
+        factor = self.resize_factor(scale)
+        small = rgb if abs(factor - 1) < 1e-6 else cv2.resize(
+            rgb, (max(1, round(width * factor)), max(1, round(height * factor))),
+            interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR,
+        )
+        probability = sliding_window(self.model, small, self.info.patch_size, cfg.window_overlap, cfg.predict_batch_size)
+        if probability.shape != (height, width):
+            probability = cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR)
+        return probability
+
+    def segment(
+        self,
+        rgb: np.ndarray,
+        scale: float,
+        cfg: SegmentConfig,
+        *,
+        central_only: bool = False,
+        blast_centres: tuple[tuple[int, int], ...] | None = None,
+    ) -> Segmentation:
+        """Mask, blue-channel isolation and one crop per white cell, for any new smear or crop."""
+        probability = self.predict_probability(rgb, scale, cfg)
+        mask = clean_mask(np.where(probability >= cfg.mask_threshold, 255, 0).astype(np.uint8), scale, cfg)
+        blue, refined = blue_channel_isolation(rgb, mask, scale, cfg)
+        cells = extract_cells(rgb, refined, cfg, central_only=central_only, blast_centres=blast_centres)
+        return Segmentation(probability, mask, blue, refined, isolate(rgb, refined), cells)
+
+
+def segment_smear(segmenter: Segmenter, rgb: np.ndarray, cfg: SegmentConfig, *, width_reference: int = REFERENCE_WIDTH) -> list[CellCrop]:
+    """Cell crops of a new smear at ALL-IDB1 magnification (pixel scale from its width)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise SegmentError(f"a smear must be 8-bit RGB (HxWx3 uint8), got {rgb.dtype} {rgb.shape}")
+    result = segmenter.segment(rgb, rgb.shape[1] / width_reference, cfg)
+    if not result.cells:
+        raise SegmentError("no white cell found in the smear")
+    return result.cells
+
+
+def sliding_window(model, image: np.ndarray, patch: int, overlap: float, batch_size: int) -> np.ndarray:
+    """Blend the network's outputs over overlapping windows with a smooth weight (no seams)."""
+    height, width = image.shape[:2]
+    stride = max(1, int(round(patch * (1 - overlap))))
+    padded_h = patch + max(0, int(np.ceil((height - patch) / stride))) * stride
+    padded_w = patch + max(0, int(np.ceil((width - patch) / stride))) * stride
+    pad_h, pad_w = padded_h - height, padded_w - width
+    # reflecting needs a border smaller than the image; tiny images are padded with black
+    border = cv2.BORDER_REFLECT_101 if pad_h < height and pad_w < width else cv2.BORDER_CONSTANT
+    padded = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, border)
+    ramp = np.hanning(patch + 2)[1:-1].astype(np.float32)
+    weight = np.outer(ramp, ramp) + 1e-3
+    total = np.zeros((padded_h, padded_w), np.float32)
+    weights = np.zeros((padded_h, padded_w), np.float32)
+    corners = [(y, x) for y in range(0, padded_h - patch + 1, stride) for x in range(0, padded_w - patch + 1, stride)]
+    for start in range(0, len(corners), batch_size):
+        chunk = corners[start:start + batch_size]
+        tiles = np.stack([padded[y:y + patch, x:x + patch] for y, x in chunk]).astype(np.float32)
+        predicted = np.asarray(model.predict_on_batch(tiles))[..., 0]
+        for (y, x), probability in zip(chunk, predicted):
+            total[y:y + patch, x:x + patch] += probability * weight
+            weights[y:y + patch, x:x + patch] += weight
+    return (total / weights)[:height, :width]
