@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -46,3 +48,16 @@ def write_image(path: Path | str, image: np.ndarray, params: list[int] | None = 
     if not ok:
         raise ValueError(f"OpenCV could not encode an image as {path.suffix!r} for {path}")
     return atomic_write_bytes(path, encoded.tobytes())
+
+
+def atomic_write_csv(path: Path | str, fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path | str) -> list[dict[str, str]]:
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

@@ -10,8 +10,6 @@ into a region around each white cell. Both masks are kept: the raw one is the pa
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -24,7 +22,8 @@ from tqdm import tqdm
 from leukemia_mtl.config import REFERENCE_WIDTH, DataConfig, PreprocessConfig, Profile
 from leukemia_mtl.data.datasets import Dataset
 from leukemia_mtl.data.images import read_image, read_mask
-from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, write_image
+from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
+from leukemia_mtl.masks import drop_small, fill_holes, mask_agreement
 
 log = logging.getLogger(__name__)
 
@@ -58,41 +57,18 @@ def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> R
 
     close_px = max(3, int(round(cfg.roi_margin * 0.5 * scale)) | 1)
     closed = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px)))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= cfg.min_component_area * scale * scale
-    keep[0] = False
-    kept = np.where(keep[labels], 255, 0).astype(np.uint8)
+    kept = drop_small(closed, cfg.min_component_area * scale * scale)
 
     margin_px = int(round(cfg.roi_margin * scale))
     if margin_px > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin_px + 1, 2 * margin_px + 1))
         kept = cv2.dilate(kept, kernel)
-    roi = _fill_holes(kept)
+    roi = fill_holes(kept)
 
     count, _, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
     boxes = [tuple(int(v) for v in stats[i, :4]) for i in range(1, count)]
     roi_image = cv2.bitwise_and(rgb, rgb, mask=roi)
     return RoiResult(monochrome=mono, raw_mask=raw, roi_mask=roi, roi_image=roi_image, boxes=boxes)
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    filled = np.zeros_like(mask)
-    cv2.drawContours(filled, contours, -1, 255, thickness=cv2.FILLED)
-    return filled
-
-
-def mask_agreement(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """IoU, recall and precision of a 0/255 mask against ground truth (pixel counts)."""
-    p, t = predicted > 0, truth > 0
-    inter = float(np.count_nonzero(p & t))
-    union = float(np.count_nonzero(p | t))
-    tp_fp, tp_fn = float(np.count_nonzero(p)), float(np.count_nonzero(t))
-    return {
-        "iou": inter / union if union else 1.0,
-        "recall": inter / tp_fn if tp_fn else 1.0,
-        "precision": inter / tp_fp if tp_fp else 1.0,
-    }
 
 
 def cell_recall(boxes: list[tuple[int, int, int, int]], centres: tuple[tuple[int, int], ...]) -> float:
@@ -174,7 +150,7 @@ def preprocess_datasets(
                 examples.append((f"{dataset.name}/{record.rel_path} ({record.label})", rgb, result))
             rows.append(row)
 
-    _write_manifest(out / MANIFEST, rows)
+    atomic_write_csv(out / MANIFEST, MANIFEST_FIELDS, rows)
     summary = PreprocessSummary(
         images=len(rows),
         with_ground_truth=len(scores),
@@ -191,28 +167,15 @@ def preprocess_datasets(
     return summary
 
 
-def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
 def read_manifest(root: Path | str) -> list[dict[str, str]]:
-    path = Path(root) / MANIFEST
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(Path(root) / MANIFEST)
 
 
 def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_px: int = 480) -> bytes:
     """PNG: per example, the smear, the offset monochrome, and the ROI outlined on the smear."""
-    import matplotlib
+    from leukemia_mtl.report import figure_png, new_figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, axes = plt.subplots(len(examples), 3, figsize=(10.5, 2.9 * len(examples)), squeeze=False)
+    fig, axes = new_figure(len(examples), 3, (10.5, 2.9 * len(examples)))
     for row, (title, rgb, result) in zip(axes, examples):
         factor = min(1.0, max_width_px / rgb.shape[1])
         small = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
@@ -226,11 +189,7 @@ def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_
             ax.set_title(name, fontsize=9)
             ax.axis("off")
         row[0].set_title(f"{title}", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=90)
 
 
 def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, profile: Profile) -> PreprocessSummary:

@@ -7,6 +7,28 @@ import html
 from typing import Mapping
 
 
+def new_figure(rows: int, cols: int, size: tuple[float, float]):
+    """A matplotlib figure on the headless Agg backend (no display on workers or CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt.subplots(rows, cols, figsize=size, squeeze=False)
+
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+    import io
+
+    from matplotlib import pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def png_img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'

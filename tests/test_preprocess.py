@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from leukemia_mtl.config import PreprocessConfig, SynthConfig
+from leukemia_mtl.config import PreprocessConfig
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.synth import _rng, render_smear
-from leukemia_mtl.preprocess import compute_roi, mask_agreement, offset_monochrome, preprocess_datasets, read_manifest
+from leukemia_mtl.masks import mask_agreement
+from leukemia_mtl.preprocess import compute_roi, offset_monochrome, preprocess_datasets, read_manifest
 
 CFG = PreprocessConfig()
 

@@ -18,8 +18,6 @@ byte-identical files, and image i does not depend on how many images were asked 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -30,11 +28,12 @@ import numpy as np
 from tqdm import tqdm
 
 from leukemia_mtl.config import REFERENCE_WIDTH, SynthConfig
-from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, write_image
+from leukemia_mtl.io_utils import atomic_write_csv, atomic_write_json, atomic_write_text, write_image
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
+LABEL_FIELDS = ("filename", "class", "cell_types")
 _SMEARS, _CROPS, _ORDER = 1, 2, 3
 
 # Red-cell radius at full ALL-IDB scale (px); every other size is a multiple of it.
@@ -419,8 +418,8 @@ def generate(out_dir: Path | str, cfg: SynthConfig, seed: int, *, progress: bool
         write_image(idb1 / f"{stem}.jpg", image, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
         atomic_write_text(idb1 / f"{stem}.xyc", "".join(f"{x} {y}\n" for x, y in truth.blast_centres))
         write_image(idb1 / "masks" / f"{stem}.png", mask)
-        rows.append((f"{stem}.jpg", cls, ";".join(truth.cell_types)))
-    _write_csv(idb1 / "labels.csv", ("filename", "class", "cell_types"), rows)
+        rows.append({"filename": f"{stem}.jpg", "class": cls, "cell_types": ";".join(truth.cell_types)})
+    atomic_write_csv(idb1 / "labels.csv", LABEL_FIELDS, rows)
 
     blast_types = [c for c in cfg.classes if c != "normal"]
     crop_rows = []
@@ -432,21 +431,13 @@ def generate(out_dir: Path | str, cfg: SynthConfig, seed: int, *, progress: bool
         stem = f"Im{index + 1:03d}_{int(blast)}"
         write_image(idb2 / f"{stem}.tif", image)
         write_image(idb2 / "masks" / f"{stem}.png", mask)
-        crop_rows.append((f"{stem}.tif", cell_type if blast else "normal", cell_type))
+        crop_rows.append({"filename": f"{stem}.tif", "class": cell_type if blast else "normal", "cell_types": cell_type})
     if crop_rows:
-        _write_csv(idb2 / "labels.csv", ("filename", "class", "cell_types"), crop_rows)
+        atomic_write_csv(idb2 / "labels.csv", LABEL_FIELDS, crop_rows)
 
     atomic_write_json(out / "synth.json", {"generator_version": GENERATOR_VERSION, "seed": seed, "config": asdict(cfg)})
     log.info("wrote %d smears and %d crops under %s", cfg.n_smears, cfg.n_crops, out)
     return out
-
-
-def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def read_synth_manifest(root: Path | str) -> dict | None:

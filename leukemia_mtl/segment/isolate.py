@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from leukemia_mtl.config import SegmentConfig
+from leukemia_mtl.masks import drop_small, fill_holes
 
 
 @dataclass(frozen=True)
@@ -31,20 +32,6 @@ class CellCrop:
 def _disk(radius: int) -> np.ndarray:
     size = 2 * max(radius, 1) + 1
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    filled = np.zeros_like(mask)
-    cv2.drawContours(filled, contours, -1, 255, thickness=cv2.FILLED)
-    return filled
-
-
-def drop_small(mask: np.ndarray, min_area: float) -> np.ndarray:
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
-    keep[0] = False
-    return np.where(keep[labels], 255, 0).astype(np.uint8)
 
 
 def clean_mask(mask: np.ndarray, scale: float, cfg: SegmentConfig) -> np.ndarray:

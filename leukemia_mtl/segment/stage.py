@@ -9,9 +9,6 @@ Dice and IoU of the U-Net and of the ROI are measured on the held-out ones only.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +21,9 @@ from leukemia_mtl.config import Profile
 from leukemia_mtl.data.datasets import Dataset, ImageRecord, load_datasets
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.errors import SegmentError
-from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, write_image
-from leukemia_mtl.preprocess import mask_agreement, pixel_scale, read_manifest
+from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
+from leukemia_mtl.masks import mask_agreement
+from leukemia_mtl.preprocess import pixel_scale, read_manifest
 from leukemia_mtl.segment.isolate import clean_mask
 
 log = logging.getLogger(__name__)
@@ -61,12 +59,6 @@ class SegmentSummary:
             if value is not None:
                 out[name] = round(float(value), 4)
         return out
-
-
-def dice_score(predicted: np.ndarray, truth: np.ndarray) -> float:
-    p, t = predicted > 0, truth > 0
-    total = int(p.sum()) + int(t.sum())
-    return 2.0 * int((p & t).sum()) / total if total else 1.0
 
 
 def _holdout_split(labels: list[str], groups: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,10 +180,10 @@ def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: Se
             if (dataset.name, record.image_id) in heldout and record.mask_path is not None:
                 truth = read_mask(record.mask_path, (rgb.shape[1], rgb.shape[0]), max_pixels=profile.data.max_pixels)
                 roi = read_mask(roi_masks[(dataset.name, record.image_id)], (rgb.shape[1], rgb.shape[0]), max_pixels=profile.data.max_pixels)
-                scores["unet_dice"].append(dice_score(result.mask, truth))
-                scores["unet_iou"].append(mask_agreement(result.mask, truth)["iou"])
-                scores["roi_dice"].append(dice_score(roi, truth))
-                scores["roi_iou"].append(mask_agreement(roi, truth)["iou"])
+                for name, mask in (("unet", result.mask), ("roi", roi)):
+                    agreement = mask_agreement(mask, truth)
+                    scores[f"{name}_dice"].append(agreement["dice"])
+                    scores[f"{name}_iou"].append(agreement["iou"])
                 count, labels, _, centroids = cv2.connectedComponentsWithStats(truth)
                 cells_total += count - 1
                 cells_found += sum(result.mask[int(cy), int(cx)] > 0 for cx, cy in centroids[1:])
@@ -200,7 +192,7 @@ def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: Se
                     blasts_found += sum(result.mask[y, x] > 0 for x, y in record.blast_centres)
                 if len(examples) < cfg.figure_examples:
                     examples.append((f"{dataset.name}/{record.rel_path} ({record.label})", rgb, truth, result))
-    _write_crops_manifest(out / CROPS_MANIFEST, rows)
+    atomic_write_csv(out / CROPS_MANIFEST, CROP_FIELDS, rows)
     summary.crops = len(rows)
     for name, values in scores.items():
         if values:
@@ -213,27 +205,15 @@ def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: Se
         atomic_write_bytes(out / "segmentation.png", _figure(examples))
 
 
-def _write_crops_manifest(path: Path, rows: list[dict[str, object]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CROP_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
 def read_crops_manifest(root: Path | str) -> list[dict[str, str]]:
-    with (Path(root) / CROPS_MANIFEST).open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(Path(root) / CROPS_MANIFEST)
 
 
 def _figure(examples) -> bytes:
     """Per held-out smear: contours (U-Net green, truth blue), blue channel, isolation, crops."""
-    import matplotlib
+    from leukemia_mtl.report import figure_png, new_figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, axes = plt.subplots(len(examples), 4, figsize=(14, 2.9 * len(examples)), squeeze=False)
+    fig, axes = new_figure(len(examples), 4, (14, 2.9 * len(examples)))
     for row, (title, rgb, truth, result) in zip(axes, examples):
         outlined = rgb.copy()
         thickness = max(1, rgb.shape[1] // 400)
@@ -249,32 +229,21 @@ def _figure(examples) -> bytes:
             ax.set_title(name, fontsize=9)
             ax.axis("off")
         row[0].set_title(title, fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=80)
 
 
 def _curves(history: dict[str, list[float]]) -> bytes:
-    import matplotlib
+    from leukemia_mtl.report import figure_png, new_figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-    for ax, metric in zip(axes, ("loss", "dice_coefficient")):
+    fig, axes = new_figure(1, 2, (9, 3))
+    for ax, metric in zip(axes[0], ("loss", "dice_coefficient")):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + metric)
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, label=("validation " if prefix else "training ") + metric)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=80)
 
 
 def _write_report(out: Path, figure_html: Path, summary: SegmentSummary, profile: Profile) -> None:
