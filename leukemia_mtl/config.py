@@ -92,6 +92,32 @@ class SegmentConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """The paper's augmentation, applied to training images only, to balanced classes."""
+
+    # images per class after augmentation; 0 = as many as the largest class has
+    target_per_class: int = 0
+    flip_horizontal: bool = True
+    flip_vertical: bool = True
+    rotation_max_degrees: float = 180.0  # a random angle in [0, max]
+    shift_fraction: float = 0.1  # of the image side, in x and y
+    scale_range: tuple[float, float] = (0.9, 1.1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbones and their weights; training settings come with the finetune stages."""
+
+    backbones: tuple[str, ...] = ("InceptionV3",)
+    input_size: int = 96
+    # 'imagenet' (Keras download), 'none' (random init), a local folder or file, or an s3:// URI
+    # holding Keras' own weight files (e.g. inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)
+    weights: str = "none"
+    dense_units: int = 256
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     """Retry policy for object storage; endpoint and credentials come from the environment."""
 
@@ -123,6 +149,8 @@ class Profile:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
 
@@ -141,6 +169,7 @@ PROFILES: dict[str, Profile] = {
             working_scale=0.5, patch_size=256, depth=4, base_filters=32, epochs=60, batch_size=16,
             patches_per_image=64, crop_size=257,
         ),
+        model=ModelConfig(backbones=("InceptionV3", "Xception", "InceptionResNetV2"), input_size=299, weights="imagenet"),
     ),
 }
 
