@@ -1,0 +1,1 @@
+"""Classification networks: ImageNet backbones from keras.applications with the paper's heads."""
