@@ -65,12 +65,13 @@ def augment_to_balance(
     cfg: AugmentConfig,
     seed: int,
 ) -> list[Item]:
-    """Originals plus random copies until every class has the target count; training items only."""
+    """Originals plus random copies until every class has as many images as the largest class,
+    and at least `target_per_class`; training items only."""
     assert_no_leakage((item.group for item in train), evaluation_groups)
     if not train:
         raise LeakageError("augmentation got no training images")
     counts = Counter(item.label for item in train)
-    target = cfg.target_per_class or max(counts.values())
+    target = max(cfg.target_per_class, max(counts.values()))
     by_class: dict[str, list[Item]] = defaultdict(list)
     for item in train:
         by_class[item.label].append(item)

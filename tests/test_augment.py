@@ -22,8 +22,8 @@ def _items() -> list[Item]:
 
 def test_classes_are_balanced_and_copies_keep_their_source():
     items = _items()
-    out = augment_to_balance(items, evaluation_groups=["smear9"], cfg=AugmentConfig(), seed=0)
-    assert Counter(i.label for i in out) == {"normal": 5, "L1": 5, "L3": 5}
+    out = augment_to_balance(items, evaluation_groups=["smear9"], cfg=AugmentConfig(target_per_class=0), seed=0)
+    assert Counter(i.label for i in out) == {"normal": 5, "L1": 5, "L3": 5}  # balanced to the largest class
     originals = {i.source_id: i for i in items}
     for copy in (i for i in out if i.augmented):
         source = originals[copy.source_id]
@@ -33,9 +33,11 @@ def test_classes_are_balanced_and_copies_keep_their_source():
         assert "rot" in copy.transform
 
 
-def test_target_per_class_sets_the_size():
+def test_target_per_class_sets_the_size_and_never_unbalances():
     out = augment_to_balance(_items(), [], AugmentConfig(target_per_class=12), seed=0)
     assert Counter(i.label for i in out) == {"normal": 12, "L1": 12, "L3": 12}
+    out = augment_to_balance(_items(), [], AugmentConfig(target_per_class=3), seed=0)
+    assert Counter(i.label for i in out) == {"normal": 5, "L1": 5, "L3": 5}
 
 
 def test_same_seed_same_images_other_seed_other_images():

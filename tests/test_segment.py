@@ -11,11 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import SEGMENT_STAGE
 from leukemia_mtl.config import SegmentConfig, get_profile
-from leukemia_mtl.data.ingest import ingest
 from leukemia_mtl.data.synth import _rng, render_smear
 from leukemia_mtl.errors import SegmentError
-from leukemia_mtl.preprocess import run_preprocess_stage
 from leukemia_mtl.segment.infer import MODEL_FILE, META_FILE, Segmenter, SegmenterInfo, segment_smear
 from leukemia_mtl.segment.isolate import blue_channel_isolation, extract_cells, isolate
 from leukemia_mtl.segment.stage import read_crops_manifest, run_segment_stage
@@ -23,13 +22,6 @@ from leukemia_mtl.segment.stage import read_crops_manifest, run_segment_stage
 keras = pytest.importorskip("keras")
 
 from leukemia_mtl.segment.unet import build_residual_unet, compile_unet  # noqa: E402
-
-# Enough training to learn white cells on tiny smears in well under a minute on 2 cores.
-STAGE = {
-    "synth.n_smears": 12, "synth.smear_width": 480, "synth.smear_height": 360, "synth.n_crops": 4,
-    "segment.epochs": 8, "segment.patches_per_image": 40, "segment.holdout_fraction": 0.25,
-}
-
 
 # --- the network --------------------------------------------------------------------------
 
@@ -81,16 +73,6 @@ def test_a_few_steps_reduce_the_loss_on_synthetic_smears():
 
 
 # --- the stage: training, held-out Dice against the ROI, isolation, crops -----------------
-
-@pytest.fixture(scope="module")
-def stage_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("segment_stage")
-    profile = get_profile("demo", STAGE)
-    ingest("synthetic", root / "ingest", profile, progress=False)
-    run_preprocess_stage(root / "ingest", root / "roi", root / "roi.html", profile)
-    summary = run_segment_stage(root / "ingest", root / "roi", root / "model", root / "cells", root / "segment.html", profile, progress=False)
-    return root, profile, summary
-
 
 def test_unet_beats_the_threshold_roi_on_held_out_smears(stage_run):
     _, _, summary = stage_run
@@ -165,7 +147,7 @@ def test_weak_labels_from_the_roi_when_a_dataset_has_no_masks(stage_run, tmp_pat
     shutil.copytree(root / "ingest", tmp_path / "ingest")
     for masks in (tmp_path / "ingest" / "data").rglob("masks"):
         shutil.rmtree(masks)
-    quick = get_profile("demo", {**STAGE, "segment.epochs": 1, "segment.patches_per_image": 8, "segment.base_filters": 4})
+    quick = get_profile("demo", {**SEGMENT_STAGE, "segment.epochs": 1, "segment.patches_per_image": 8, "segment.base_filters": 4})
     summary = run_segment_stage(tmp_path / "ingest", root / "roi", tmp_path / "model", tmp_path / "cells",
                                 tmp_path / "s.html", quick, progress=False)
     assert summary.mask_source == "preprocess ROI (weak labels)"

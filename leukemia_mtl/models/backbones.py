@@ -93,10 +93,12 @@ def build_classifier(
     *,
     dense_units: int = 0,
     dropout: float = 0.0,
+    head: str = "auto",
 ):
     """Backbone -> global average pooling -> [dropout, dense ReLU] -> dropout -> head.
 
-    Two classes get one sigmoid unit (the paper's binary stages), more get a softmax.
+    head "sigmoid": one unit for two classes (the paper's Eq. 2); "softmax": one unit per class
+    (Eq. 1); "auto": sigmoid for two classes, softmax for more.
     """
     import keras
     from keras import applications, layers
@@ -106,6 +108,8 @@ def build_classifier(
         raise WeightsError(f"{backbone.name} needs inputs of at least {backbone.min_size} px; got {input_size}")
     if n_classes < 2:
         raise WeightsError(f"a classifier needs at least 2 classes; got {n_classes}")
+    if head not in ("auto", "sigmoid", "softmax") or (head == "sigmoid" and n_classes != 2):
+        raise WeightsError(f"head {head!r} does not fit {n_classes} classes (sigmoid is for two)")
     constructor = getattr(applications, backbone.application)
     try:
         base = constructor(include_top=False, weights=weights.keras_argument, input_shape=(input_size, input_size, 3),
@@ -124,7 +128,7 @@ def build_classifier(
         x = layers.Dropout(dropout, name="dropout_dense")(x)
         x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, name="dropout_head")(x)
-    if n_classes == 2:
+    if head == "sigmoid" or (head == "auto" and n_classes == 2):
         outputs = layers.Dense(1, activation="sigmoid", name="head")(x)
     else:
         outputs = layers.Dense(n_classes, activation="softmax", name="head")(x)

@@ -1,0 +1,67 @@
+"""finetune: one transfer-learning stage. `finetune_from_imagenet` runs stage 1 and the classical
+baseline; `finetune_from_previous` runs stages 2 and 3 from the stage before."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def finetune_from_imagenet(
+    training_data: Input[Dataset],
+    backbone: str,
+    stage: str,
+    task: str,
+    profile: str,
+    overrides: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    curves: Output[HTML],
+):
+    """Stage 1 (blood-cell adaptation) or the classical baseline, from the configured weights."""
+    import json
+    from pathlib import Path
+
+    from leukemia_mtl.artifacts import log_metrics
+    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.errors import exit_on_user_error
+    from leukemia_mtl.train.stage import run_finetune_stage
+
+    with exit_on_user_error():
+        settings = get_profile(profile, json.loads(overrides or "{}"))
+        summary = run_finetune_stage(stage, task, backbone, Path(training_data.path), None, Path(model.path), Path(curves.path), settings)
+        model.metadata.update({"framework": "keras", "backbone": backbone, "stage": stage, "task": task,
+                               "weights": summary.weights, "imagenet": summary.imagenet})
+        log_metrics(metrics, summary.metrics())
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def finetune_from_previous(
+    training_data: Input[Dataset],
+    previous: Input[Model],
+    backbone: str,
+    stage: str,
+    task: str,
+    profile: str,
+    overrides: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    curves: Output[HTML],
+):
+    """Stage 2 or 3: the previous stage's backbone (and dense layer) carried over, a new head."""
+    import json
+    from pathlib import Path
+
+    from leukemia_mtl.artifacts import log_metrics
+    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.errors import exit_on_user_error
+    from leukemia_mtl.train.stage import run_finetune_stage
+
+    with exit_on_user_error():
+        settings = get_profile(profile, json.loads(overrides or "{}"))
+        summary = run_finetune_stage(stage, task, backbone, Path(training_data.path), Path(previous.path), Path(model.path),
+                                     Path(curves.path), settings)
+        model.metadata.update({"framework": "keras", "backbone": backbone, "stage": stage, "task": task,
+                               "weights": summary.weights, "carried_over": summary.carried_over})
+        log_metrics(metrics, summary.metrics())

@@ -1,0 +1,194 @@
+"""The split and the arrays each finetune stage trains on.
+
+How the paper's three stages map onto the data (paper Sec. II-E, Fig. 7-8):
+- stage 1 (Eq. 1, softmax): ImageNet features adapted to raw blood images: the single-cell
+  images as they come (ALL-IDB2-style crops with red cells and plasma), normal vs blast;
+- stage 2 (Eq. 2, sigmoid): individual lymphoblasts: the cells segment isolated on black (from
+  training smears only) plus the isolated ALL-IDB2 cells, blast vs normal;
+- stage 3 (softmax): multi-cell images: the smears (segment's isolated smears by default, or the
+  originals), for detection (normal vs ALL) and for the dataset's classes (normal, L1, L2, L3).
+The classical baseline trains ImageNet -> stage 3 directly on the same stage-3 arrays.
+
+One split, by source group and stratified by class, decides for every stage which images are
+for evaluation: crops and augmented copies follow their smear. Augmentation sees training
+images only, and the no-leakage check runs in code before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from leukemia_mtl.augment import Item, assert_no_leakage, augment_to_balance
+from leukemia_mtl.config import Profile
+from leukemia_mtl.data.datasets import Dataset, load_datasets
+from leukemia_mtl.data.images import read_image
+from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.io_utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SPLIT_FILE = "split.json"
+STAGES = ("stage1", "stage2", "stage3")
+BLAST_CLASSES = ("normal", "blast")
+
+
+class TrainingDataError(LeukemiaMtlError):
+    """The data cannot feed a stage: a class missing from training, nothing to evaluate on."""
+
+
+def make_split(datasets: list[Dataset], profile: Profile) -> dict:
+    """Fold `split.fold` of a stratified, grouped K-fold, made per dataset, over source groups."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    eval_groups: set[str] = set()
+    all_groups: set[str] = set()
+    per_dataset = {}
+    for dataset in datasets:
+        groups = [f"{dataset.name}/{r.group}" for r in dataset.records]
+        labels = [r.label for r in dataset.records]
+        if min(Counter(labels).values()) < 2:  # too few of some class: stratify by normal vs ALL
+            labels = [str(r.positive) for r in dataset.records]
+        counts = Counter(labels)
+        folds = min(profile.split.folds, min(counts.values()))
+        if folds < 2:
+            raise TrainingDataError(
+                f"{dataset.root}: too few images to split: {dict(Counter(r.label for r in dataset.records))}; "
+                "a grouped, stratified split needs at least 2 per class"
+            )
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=profile.seed)
+        train_index, eval_index = list(splitter.split(np.zeros(len(groups)), labels, groups=groups))[profile.split.fold % folds]
+        eval_groups.update(groups[i] for i in eval_index)
+        all_groups.update(groups)
+        per_dataset[dataset.name] = {"folds": folds, "train_images": len(train_index), "eval_images": len(eval_index)}
+    train_groups = all_groups - eval_groups
+    assert_no_leakage(train_groups, eval_groups)
+    return {"seed": profile.seed, "fold": profile.split.fold, "per_dataset": per_dataset,
+            "train_groups": sorted(train_groups), "eval_groups": sorted(eval_groups)}
+
+
+def square(image: np.ndarray, size: int) -> np.ndarray:
+    """Pad to a square with black (segment's backdrop) and resize: no distortion of cell shapes."""
+    height, width = image.shape[:2]
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    padded = cv2.copyMakeBorder(image, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(padded, (size, size), interpolation=interpolation)
+
+
+@dataclass
+class StageArrays:
+    """What one stage trains and validates on; copies keep their source and group."""
+
+    classes: tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray  # class names
+    groups_train: np.ndarray
+    sources_train: np.ndarray
+    augmented_train: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    groups_eval: np.ndarray
+    sources_eval: np.ndarray
+
+    def save(self, path: Path) -> Path:
+        """np.savez (no pickling) to a temporary sibling, then rename."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, classes=np.array(self.classes), **{k: v for k, v in self.__dict__.items() if k != "classes"})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "StageArrays":
+        with np.load(path, allow_pickle=False) as data:
+            fields = {k: data[k] for k in data.files}
+        fields["classes"] = tuple(str(c) for c in fields["classes"])
+        return cls(**fields)
+
+
+def _arrays(items: list[Item], eval_groups: set[str], classes: tuple[str, ...], profile: Profile, salt: int, stage: str) -> StageArrays:
+    train = [i for i in items if i.group not in eval_groups]
+    evaluation = [i for i in items if i.group in eval_groups]
+    missing = [c for c in classes if c not in {i.label for i in train}]
+    if missing:
+        raise TrainingDataError(f"{stage}: class(es) {missing} have no training image after the split")
+    if not evaluation:
+        raise TrainingDataError(f"{stage}: no image left for evaluation after the split")
+    assert_no_leakage((i.group for i in train), (i.group for i in evaluation))
+    augmented = augment_to_balance(train, eval_groups, profile.augment, profile.seed + salt)
+
+    def stack(part: list[Item], attribute: str) -> np.ndarray:
+        return np.array([getattr(i, attribute) for i in part])
+
+    return StageArrays(
+        classes=classes,
+        x_train=np.stack([i.image for i in augmented]), y_train=stack(augmented, "label"),
+        groups_train=stack(augmented, "group"), sources_train=stack(augmented, "source_id"),
+        augmented_train=stack(augmented, "augmented"),
+        x_eval=np.stack([i.image for i in evaluation]), y_eval=stack(evaluation, "label"),
+        groups_eval=stack(evaluation, "group"), sources_eval=stack(evaluation, "source_id"),
+    )
+
+
+def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, out_dir: Path, profile: Profile) -> dict:
+    """Write stage1.npz, stage2.npz, stage3.npz (training part augmented, evaluation part as is)."""
+    from leukemia_mtl.data.ingest import DATA_DIR
+    from leukemia_mtl.segment.stage import read_crops_manifest
+
+    size = profile.model.input_size
+    datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)
+    eval_groups = set(split["eval_groups"])
+    max_pixels = profile.data.max_pixels
+
+    raw_cells = [
+        Item(square(read_image(r.path, max_pixels=max_pixels).rgb, size), BLAST_CLASSES[int(r.positive)],
+             source_id=f"{d.name}/{r.image_id}", group=f"{d.name}/{r.group}")
+        for d in datasets if d.layout == "allidb2" for r in d.records
+    ]
+    isolated_cells = [
+        Item(square(cv2.cvtColor(cv2.imread(str(Path(cells_dir) / row["crop"])), cv2.COLOR_BGR2RGB), size),
+             BLAST_CLASSES[int(row["blast"])], source_id=row["crop"], group=row["group"])
+        for row in read_crops_manifest(cells_dir) if row["blast"] != ""
+    ]
+    smears = [d for d in datasets if d.layout != "allidb2"]
+    if not smears:
+        raise TrainingDataError("stage 3 needs multi-cell smear images; the data holds single-cell images only")
+    fab_classes = smears[0].classes
+    smear_items = []
+    for dataset in smears:
+        for record in dataset.records:
+            if profile.train.stage3_images == "isolated":
+                image = cv2.cvtColor(cv2.imread(str(Path(cells_dir) / "isolated" / dataset.name / f"{record.image_id}.png")), cv2.COLOR_BGR2RGB)
+            else:
+                image = read_image(record.path, max_pixels=max_pixels).rgb
+            smear_items.append(Item(square(image, size), record.label, source_id=f"{dataset.name}/{record.image_id}",
+                                    group=f"{dataset.name}/{record.group}"))
+
+    stage1_items = raw_cells or isolated_cells  # without ALL-IDB2-style data, stage 1 adapts on isolated cells
+    summary = {"input_size": size, "stage1_source": "raw single-cell images" if raw_cells else "isolated cells",
+               "stage3_images": profile.train.stage3_images, "stages": {}}
+    for salt, (stage, items, classes) in enumerate(
+        (("stage1", stage1_items, BLAST_CLASSES), ("stage2", isolated_cells, BLAST_CLASSES), ("stage3", smear_items, fab_classes)), start=1
+    ):
+        arrays = _arrays(items, eval_groups, classes, profile, salt, stage)
+        arrays.save(Path(out_dir) / f"{stage}.npz")
+        summary["stages"][stage] = {
+            "classes": list(classes), "train": int(len(arrays.x_train)), "augmented": int(arrays.augmented_train.sum()),
+            "eval": int(len(arrays.x_eval)), "train_counts": dict(Counter(arrays.y_train.tolist())),
+        }
+    atomic_write_json(Path(out_dir) / "summary.json", summary)
+    return summary

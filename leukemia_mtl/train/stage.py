@@ -1,0 +1,211 @@
+"""One finetune stage as the pipeline runs it: arrays in; model bundle, history and figure out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from leukemia_mtl.config import Profile
+from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
+from leukemia_mtl.train.data import StageArrays
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "classifier.keras"
+META_FILE = "classifier.json"
+HISTORY_FILE = "history.json"
+PREDICTIONS_FILE = "predictions.npz"
+
+# stage -> (arrays it trains on, head, dense layers with dropout?)
+STAGES = {
+    "stage1": ("stage1", "softmax", False),  # Eq. 1: GAP + one dense softmax layer
+    "stage2": ("stage2", "sigmoid", True),  # Eq. 2: dense layers with dropout, sigmoid
+    "stage3": ("stage3", "softmax", True),
+    "classical": ("stage3", "softmax", True),  # ImageNet -> stage-3 task directly, same budget
+}
+TASKS = ("blast", "detection", "fab")
+
+
+class StageError(LeukemiaMtlError):
+    """A stage asked for something that does not fit: task, previous model, backbone."""
+
+
+@dataclass
+class ClassifierInfo:
+    backbone: str
+    input_size: int
+    classes: list[str]
+    head: str
+    stage: str
+    task: str
+    weights: str
+    imagenet: bool
+
+
+@dataclass
+class StageSummary:
+    stage: str
+    task: str
+    backbone: str
+    weights: str
+    imagenet: bool
+    carried_over: list[str]
+    train_images: int
+    eval_images: int
+    epochs: int
+    seconds: float
+    images_per_second: float
+    eval_accuracy: float
+    eval_loss: float
+
+    def metrics(self) -> dict[str, float]:
+        return {"eval_accuracy": round(self.eval_accuracy, 4), "eval_loss": round(self.eval_loss, 4),
+                "train_images": self.train_images, "eval_images": self.eval_images, "epochs": self.epochs,
+                "train_seconds": round(self.seconds, 1), "images_per_second": round(self.images_per_second, 1),
+                "imagenet_weights": float(self.imagenet)}
+
+
+def task_labels(arrays: StageArrays, task: str, negative_class: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Classes and train/eval labels of `task` on a stage's arrays (detection merges ALL types)."""
+    if task == "detection":
+        def merge(labels):
+            return np.where(labels == negative_class, negative_class, "ALL")
+        return (negative_class, "ALL"), merge(arrays.y_train), merge(arrays.y_eval)
+    return arrays.classes, arrays.y_train, arrays.y_eval
+
+
+def run_finetune_stage(
+    stage: str,
+    task: str,
+    backbone: str,
+    data_dir: Path,
+    previous_dir: Path | None,
+    model_dir: Path,
+    figure_html: Path,
+    profile: Profile,
+) -> StageSummary:
+    import keras
+
+    from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
+    from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage
+
+    if stage not in STAGES:
+        raise StageError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+    if task not in TASKS or (stage in ("stage1", "stage2")) != (task == "blast"):
+        raise StageError(f"stage {stage} does not do task {task!r} (stages 1-2: blast; stage 3 and classical: detection, fab)")
+    arrays_name, head, with_dense = STAGES[stage]
+    arrays = StageArrays.load(Path(data_dir) / f"{arrays_name}.npz")
+    classes, y_train_names, y_eval_names = task_labels(arrays, task, profile.data.negative_class)
+    y_train, y_eval = (encode_labels(y, classes, head) for y in (y_train_names, y_eval_names))
+
+    starts_from_imagenet = stage in ("stage1", "classical")
+    if starts_from_imagenet == (previous_dir is not None):
+        raise StageError(f"{stage} {'starts from ImageNet and takes no' if starts_from_imagenet else 'needs the'} previous stage's model")
+    weights = resolve_weights(profile.model.weights if starts_from_imagenet else "none", get_backbone(backbone), profile.storage)
+    salt = sum(map(ord, stage + task + backbone))  # a stage's own seed, stable across runs
+    keras.utils.set_random_seed(profile.seed + salt)  # the new head's (and a random backbone's) initial weights
+    model = build_classifier(
+        backbone, profile.model.input_size, len(classes), weights, head=head,
+        dense_units=profile.model.dense_units if with_dense else 0, dropout=profile.model.dropout if with_dense else 0.0,
+    )
+    carried: list[str] = []
+    weights_text, imagenet = weights.description, weights.imagenet
+    if previous_dir is not None:
+        previous, previous_info = load_classifier(previous_dir)
+        if previous_info.backbone != backbone or previous_info.input_size != profile.model.input_size:
+            raise StageError(f"{previous_dir}: a {previous_info.backbone} at {previous_info.input_size} px cannot start "
+                             f"a {backbone} at {profile.model.input_size} px")
+        carried = carry_over(previous, model)
+        weights_text, imagenet = f"{previous_info.stage} ({previous_info.weights})", previous_info.imagenet
+
+    fit = fit_stage(model, arrays.x_train, y_train, arrays.x_eval, y_eval, profile.train, head, profile.seed + salt)
+    probabilities = np.asarray(model.predict(arrays.x_eval.astype(np.float32), verbose=0, batch_size=profile.train.batch_size))
+    eval_loss, eval_accuracy = _score(probabilities, y_eval, head, len(classes))
+
+    info = ClassifierInfo(backbone, profile.model.input_size, list(classes), head, stage, task, weights_text, imagenet)
+    save_classifier(model, info, model_dir)
+    atomic_write_json(Path(model_dir) / HISTORY_FILE, fit.history)
+    _save_predictions(Path(model_dir) / PREDICTIONS_FILE, probabilities, y_eval, arrays)
+    summary = StageSummary(stage, task, backbone, weights_text, imagenet, carried, len(arrays.x_train), len(arrays.x_eval),
+                           len(fit.history.get("loss", [])), fit.seconds, fit.images_per_second,
+                           float(eval_accuracy), float(eval_loss))
+    atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
+    _write_report(figure_html, summary, fit.history)
+    keras.backend.clear_session()
+    return summary
+
+
+def _score(probabilities: np.ndarray, y_true: np.ndarray, head: str, n_classes: int) -> tuple[float, float]:
+    """Cross-entropy and accuracy of the evaluation predictions (scikit-learn; no second graph)."""
+    from sklearn.metrics import accuracy_score, log_loss
+
+    if head == "sigmoid":
+        positive = probabilities.reshape(-1)
+        per_class = np.stack([1 - positive, positive], axis=1)
+    else:
+        per_class = probabilities
+    truth = y_true.astype(int)
+    return float(log_loss(truth, per_class, labels=list(range(n_classes)))), float(accuracy_score(truth, per_class.argmax(axis=1)))
+
+
+def save_classifier(model, info: ClassifierInfo, directory: Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{MODEL_FILE}.part.keras"
+    model.save(tmp)
+    tmp.replace(directory / MODEL_FILE)
+    atomic_write_json(directory / META_FILE, asdict(info))
+
+
+def load_classifier(directory: Path):
+    """(model, info); safe mode, and the file checked against its description."""
+    import keras
+
+    directory = Path(directory)
+    model_path, meta_path = directory / MODEL_FILE, directory / META_FILE
+    for path in (model_path, meta_path):
+        if not path.is_file():
+            raise StageError(f"{path}: missing; a classifier bundle holds {MODEL_FILE} and {META_FILE}")
+    try:
+        info = ClassifierInfo(**json.loads(meta_path.read_text()))
+        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as exc:  # one line for the user, whatever Keras raised
+        raise StageError(f"{model_path}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if tuple(model.input_shape) != (None, info.input_size, info.input_size, 3):
+        raise StageError(f"{model_path}: takes {model.input_shape}, but {META_FILE} says {info.input_size} px")
+    return model, info
+
+
+def _save_predictions(path: Path, probabilities, y_eval, arrays: StageArrays) -> None:
+    import io
+
+    from leukemia_mtl.io_utils import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, probabilities=np.asarray(probabilities), labels=np.asarray(y_eval),
+             groups=arrays.groups_eval, sources=arrays.sources_eval)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _write_report(figure_html: Path, summary: StageSummary, history: dict[str, list[float]]) -> None:
+    from leukemia_mtl import report
+
+    fig, axes = report.new_figure(1, 2, (9, 3))
+    for ax, metric in zip(axes[0], ("loss", "accuracy")):
+        for prefix, style, name in (("", "-", "training"), ("val_", "--", "validation")):
+            values = history.get(prefix + metric)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style, label=f"{name} {metric}")
+        ax.set_xlabel("epoch (warm-up first)")
+        ax.legend(fontsize=8)
+    parts = [report.table(summary.metrics()), report.png_img(report.figure_png(fig, dpi=80), "loss and accuracy per epoch")]
+    if not summary.imagenet:
+        parts.insert(0, report.paragraph("No ImageNet weights: this run started from random initialisation, "
+                                         "so it is not the paper's stage 1 transfer from ImageNet."))
+    title = f"{summary.stage} ({summary.task}), {summary.backbone}"
+    atomic_write_text(figure_html, report.page(title, *parts))
