@@ -92,7 +92,7 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
         data_for_training = augment(dataset=ingested.outputs["dataset"], cells=cells.outputs["cells"],
                                     split=folds.outputs["split"], profile=profile, overrides=overrides)
         data_for_training.set_display_name("augment")
-        with dsl.ParallelFor(items=backbones, parallelism=1) as backbone:
+        with dsl.ParallelFor(items=backbones) as backbone:
             tasks = {}
             for display, stage, task, starts_from in TRAINING_STAGES:
                 common = dict(training_data=data_for_training.outputs["training_data"], backbone=backbone,
@@ -179,8 +179,9 @@ def describe_run(outputs: dict) -> list[str]:
         for model in outputs.get(_model_output(display), []):
             info = json.loads((Path(model["path"]) / "summary.json").read_text())
             imagenet &= info["imagenet"]
+            speed = f"{info['images_per_second']:.0f} img/s" if info["images_per_second"] else "img/s needs 2+ epochs"
             lines.append(f"  {display:20s} {info['backbone']:18s} eval accuracy {info['eval_accuracy']:.3f} "
-                         f"({info['eval_images']} images, {info['epochs']} epochs, {info['images_per_second']:.0f} img/s)  {model['path']}")
+                         f"({info['eval_images']} images, {info['epochs']} epochs, {speed})  {model['path']}")
     if not imagenet:
         lines.append("  note: no ImageNet weights (model.weights=none): stage 1 started from random initialisation, "
                      "so this is not the paper's transfer from ImageNet")

@@ -18,8 +18,8 @@ TINY = {
     "synth.smear_height": 360,
     "synth.n_crops": 6,
     # a small U-Net that still learns: the pipeline tests check wiring, test_segment the science
-    "segment.epochs": 3,
-    "segment.patches_per_image": 24,
+    "segment.epochs": 6,
+    "segment.patches_per_image": 40,
     "segment.base_filters": 8,
     # the fastest backbone to build, at its smallest input, one epoch: the DAG's wiring, not its science
     "model.backbones": ["Xception"],

@@ -95,3 +95,32 @@ def test_segment_component_trains_isolates_and_logs_dice(tmp_path):
     assert metrics.metadata["crops"] == cells.metadata["crops"] > 0
     assert {"unet_dice", "roi_dice", "unet_iou", "roi_iou", "cell_recall"} <= set(metrics.metadata)
     assert Path(figure.path).read_text().startswith("<!doctype html>")
+
+
+def test_split_augment_and_finetune_components(stage_run, tmp_path):
+    from kfp.dsl import Artifact
+
+    from components.augment import augment
+    from components.finetune import finetune_from_imagenet
+    from components.split import split
+    from conftest import SEGMENT_STAGE
+
+    root, _, _ = stage_run
+    overrides = json.dumps(SEGMENT_STAGE)
+    dataset = Dataset(name="dataset", uri=str(root / "ingest"))
+    cells = Dataset(name="cells", uri=str(root / "cells"))
+    folds = _artifact(Artifact, tmp_path, "split")
+    split.python_func(dataset=dataset, profile="demo", overrides=overrides, split=folds)
+    result = json.loads(Path(folds.path).read_text())
+    assert folds.metadata["eval_groups"] == len(result["eval_groups"]) > 0
+    data, metrics = _artifact(Dataset, tmp_path, "training_data"), _artifact(Metrics, tmp_path, "augment_metrics")
+    augment.python_func(dataset=dataset, cells=cells, split=folds, profile="demo", overrides=overrides,
+                        training_data=data, metrics=metrics)
+    assert {p.name for p in Path(data.path).glob("*.npz")} == {"stage1.npz", "stage2.npz", "stage3.npz"}
+    assert metrics.metadata["stage3_train"] > metrics.metadata["stage3_augmented"] > 0
+    model, stage_metrics, curves = (_artifact(k, tmp_path, n) for k, n in ((Model, "model"), (Metrics, "m"), (HTML, "curves")))
+    finetune_from_imagenet.python_func(training_data=data, backbone="Xception", stage="classical", task="detection",
+                                       profile="demo", overrides=overrides, model=model, metrics=stage_metrics, curves=curves)
+    assert model.metadata["imagenet"] is False and model.metadata["task"] == "detection"
+    assert 0 <= stage_metrics.metadata["eval_accuracy"] <= 1
+    assert (Path(model.path) / "classifier.keras").is_file()

@@ -90,7 +90,7 @@ def test_a_stage_trains_and_the_loss_falls():
     loss = result.history["loss"]
     assert len(loss) == 5  # warm-up + fine-tuning epochs
     assert loss[-1] < loss[0], loss
-    assert result.images_per_second > 0
+    assert result.images_per_second > 0  # 4 fine-tuning epochs: the last 3 are steady
 
 
 def test_same_seed_same_weights_after_one_epoch():

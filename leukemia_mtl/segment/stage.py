@@ -9,6 +9,7 @@ Dice and IoU of the U-Net and of the ROI are measured on the held-out ones only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,10 +158,9 @@ def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: Se
         for record in tqdm(dataset.records, desc=f"segment {dataset.name}", unit="img", disable=not progress or None):
             rgb = read_image(record.path, max_pixels=profile.data.max_pixels).rgb
             scale = pixel_scale(rgb.shape[1], dataset.layout)
-            centres = record.blast_centres
-            if central and centres is None:
-                centres = ((rgb.shape[1] // 2, rgb.shape[0] // 2),) if record.positive else ()
-            result = segmenter.segment(rgb, scale, cfg, central_only=central, blast_centres=centres)
+            result = segmenter.segment(rgb, scale, cfg, central_only=central, blast_centres=record.blast_centres)
+            if central:  # a single-cell image: its own label says whether the cell is a blast
+                result.cells = [dataclasses.replace(c, blast=record.positive) for c in result.cells]
             stem = f"{dataset.name}/{record.image_id}"
             write_image(out / "masks" / f"{stem}.png", result.refined_mask)
             write_image(out / "isolated" / f"{stem}.png", result.isolated)

@@ -95,7 +95,7 @@ class EpochTimer:
 class FitResult:
     history: dict[str, list[float]]
     seconds: float
-    images_per_second: float  # training throughput in steady epochs (graph building excluded)
+    images_per_second: float  # steady fine-tuning epochs, graph building excluded; 0 = not measurable
 
 
 def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: str, seed: int, *, verbose: int = 2) -> FitResult:
@@ -123,7 +123,7 @@ def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: s
         for name, values in fitted.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
         if trainable:  # the fine-tuning phase is what costs; its first epoch also builds the graph
-            steady = timer.seconds[1:] or timer.seconds
+            steady = timer.seconds[1:]  # one epoch alone cannot tell training from graph building
     seconds = time.time() - started
     per_epoch = float(np.median(steady)) if steady else 0.0
     return FitResult(history, seconds, len(x_train) / per_epoch if per_epoch else 0.0)
