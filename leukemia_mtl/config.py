@@ -127,7 +127,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     decay_steps: int = 50  # Adam's rate is multiplied by decay_rate every decay_steps steps
     decay_rate: float = 0.9
-    early_stopping_patience: int = 3  # epochs without a better validation loss; best weights restored
+    early_stopping_patience: int = 3  # epochs without a better validation loss (0: no early stopping)
+    restore_best_weights: bool = True  # end with the epoch of the lowest validation loss
     frozen_layers: int = 0  # backbone layers (from the input) that stay frozen while fine-tuning
     stage3_images: str = "isolated"  # multi-cell images for stage 3: segment's "isolated" smears or "original"
     gpus: int = 1  # accelerator limit of each training task on a cluster (ignored locally)

@@ -110,7 +110,7 @@ def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: s
     phases = [(False, cfg.warmup_epochs, []), (True, cfg.epochs, [])]
     if cfg.early_stopping_patience:
         phases[1][2].append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True))
+            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=cfg.restore_best_weights))
     steady: list[float] = []
     for trainable, epochs, callbacks in phases:
         if not epochs:
