@@ -138,6 +138,8 @@ def run_local(profile: str, data: str, output_dir: Path, overrides: dict, cache:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache)
     # our base image has Python; kfp warns because its name does not say so
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
+    # GPU requests and display names matter on a cluster only; kfp.local says so for every task
+    warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
     version = fingerprint(data, settings)
     run = build_pipeline(profile=profile, cache_ingest=cache, until=until)(
         data=data, profile=profile, overrides=json.dumps(overrides, sort_keys=True), data_version=version,
@@ -158,9 +160,9 @@ def run_local(profile: str, data: str, output_dir: Path, overrides: dict, cache:
 def describe_run(outputs: dict) -> list[str]:
     """What a person wants to read after a local run: where things are and the headline numbers."""
     lines = []
-    for name, info in outputs.items():
-        if isinstance(info, dict):
-            lines.append(f"  {name:14s} {info['path']}")
+    order = [name for name, _ in _BASE_OUTPUTS + _SEGMENT_OUTPUTS] + ["training_data"]
+    for name in sorted((n for n, v in outputs.items() if isinstance(v, dict)), key=lambda n: (order + [n]).index(n)):
+        lines.append(f"  {name:14s} {outputs[name]['path']}")
     summary = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
     for dataset, info in summary["datasets"].items():
         lines.append(f"  {dataset}: " + " ".join(f"{c}={n}" for c, n in info["class_counts"].items()))
