@@ -31,8 +31,7 @@ def finetune_from_imagenet(
     with exit_on_user_error():
         settings = get_profile(profile, json.loads(overrides or "{}"))
         summary = run_finetune_stage(stage, task, backbone, Path(training_data.path), None, Path(model.path), Path(curves.path), settings)
-        model.metadata.update({"framework": "keras", "backbone": backbone, "stage": stage, "task": task,
-                               "weights": summary.weights, "imagenet": summary.imagenet})
+        model.metadata.update(summary.model_metadata())
         log_metrics(metrics, summary.metrics())
 
 
@@ -62,6 +61,5 @@ def finetune_from_previous(
         settings = get_profile(profile, json.loads(overrides or "{}"))
         summary = run_finetune_stage(stage, task, backbone, Path(training_data.path), Path(previous.path), Path(model.path),
                                      Path(curves.path), settings)
-        model.metadata.update({"framework": "keras", "backbone": backbone, "stage": stage, "task": task,
-                               "weights": summary.weights, "carried_over": summary.carried_over})
+        model.metadata.update(summary.model_metadata())
         log_metrics(metrics, summary.metrics())

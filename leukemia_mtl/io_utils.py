@@ -61,3 +61,15 @@ def atomic_write_csv(path: Path | str, fieldnames: Sequence[str], rows: Iterable
 def read_csv(path: Path | str) -> list[dict[str, str]]:
     with Path(path).open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def save_model_bundle(model: Any, directory: Path | str, model_file: str, meta_file: str, meta: dict) -> Path:
+    """A Keras model and its JSON description side by side, each written under a temporary name
+    and renamed, so a reader never sees half a bundle under the final names."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{model_file}.part.keras"  # Keras insists on the .keras suffix
+    model.save(tmp)
+    tmp.replace(directory / model_file)
+    atomic_write_json(directory / meta_file, meta)
+    return directory

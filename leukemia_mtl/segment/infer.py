@@ -19,7 +19,7 @@ import numpy as np
 
 from leukemia_mtl.config import REFERENCE_WIDTH, SegmentConfig
 from leukemia_mtl.errors import SegmentError
-from leukemia_mtl.io_utils import atomic_write_json
+from leukemia_mtl.io_utils import save_model_bundle
 from leukemia_mtl.segment.isolate import CellCrop, blue_channel_isolation, clean_mask, extract_cells, isolate
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,7 @@ class Segmenter:
         self.info = info
 
     def save(self, directory: Path | str) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{MODEL_FILE}.part.keras"
-        self.model.save(tmp)
-        tmp.replace(directory / MODEL_FILE)
-        atomic_write_json(directory / META_FILE, asdict(self.info))
-        return directory
+        return save_model_bundle(self.model, directory, MODEL_FILE, META_FILE, asdict(self.info))
 
     @classmethod
     def load(cls, directory: Path | str) -> "Segmenter":

@@ -11,7 +11,7 @@ import numpy as np
 
 from leukemia_mtl.config import Profile
 from leukemia_mtl.errors import LeukemiaMtlError
-from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
+from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, save_model_bundle
 from leukemia_mtl.train.data import StageArrays
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,11 @@ class StageSummary:
     images_per_second: float
     eval_accuracy: float
     eval_loss: float
+
+    def model_metadata(self) -> dict[str, object]:
+        """What the KFP UI shows beside the Model artifact."""
+        return {"framework": "keras", "backbone": self.backbone, "stage": self.stage, "task": self.task,
+                "weights": self.weights, "imagenet": self.imagenet, "carried_over": self.carried_over}
 
     def metrics(self) -> dict[str, float]:
         return {"eval_accuracy": round(self.eval_accuracy, 4), "eval_loss": round(self.eval_loss, 4),
@@ -154,12 +159,7 @@ def _score(probabilities: np.ndarray, y_true: np.ndarray, head: str, n_classes: 
 
 
 def save_classifier(model, info: ClassifierInfo, directory: Path) -> None:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{MODEL_FILE}.part.keras"
-    model.save(tmp)
-    tmp.replace(directory / MODEL_FILE)
-    atomic_write_json(directory / META_FILE, asdict(info))
+    save_model_bundle(model, directory, MODEL_FILE, META_FILE, asdict(info))
 
 
 def load_classifier(directory: Path):
