@@ -18,7 +18,6 @@ byte-identical files, and image i does not depend on how many images were asked 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -438,8 +437,3 @@ def generate(out_dir: Path | str, cfg: SynthConfig, seed: int, *, progress: bool
     atomic_write_json(out / "synth.json", {"generator_version": GENERATOR_VERSION, "seed": seed, "config": asdict(cfg)})
     log.info("wrote %d smears and %d crops under %s", cfg.n_smears, cfg.n_crops, out)
     return out
-
-
-def read_synth_manifest(root: Path | str) -> dict | None:
-    path = Path(root) / "synth.json"
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -36,7 +36,6 @@ from leukemia_mtl.io_utils import atomic_write_json
 log = logging.getLogger(__name__)
 
 SPLIT_FILE = "split.json"
-STAGES = ("stage1", "stage2", "stage3")
 BLAST_CLASSES = ("normal", "blast")
 
 
