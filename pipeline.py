@@ -1,9 +1,13 @@
 """The ALL screening pipeline: one DAG definition, run locally (kfp.local) or compiled for Kubeflow.
 
-    python pipeline.py --compile [--output FILE]
-    python pipeline.py --run-local [--profile demo] [--data PATH_OR_URI] [--output-dir DIR] [--set KEY=VALUE]
+    python pipeline.py --compile [--profile paper] [--output FILE]
+    python pipeline.py --run-local [--profile demo] [--smears PATH_OR_URI] [--cells PATH_OR_URI]
+                       [--negative-class NAME] [--output-dir DIR] [--set KEY=VALUE]
 
-No science here: components/ adapts the library, this file wires the DAG.
+No science here: components/ adapts the library, this file wires the DAG:
+ingest -> preprocess -> segment -> split -> for each (fold, backbone): augment -> stage 1 -> stage 2
+-> stage 3 (detection, FAB) and the classical baseline (detection, FAB) -> crossval -> ttest,
+release -> report.
 """
 
 import argparse
@@ -12,46 +16,47 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 from kfp import compiler, dsl
-from kfp.dsl import HTML, Dataset, Model
+from kfp.dsl import HTML, Artifact, Dataset, Model
 
 from components.augment import augment
+from components.crossval import crossval
 from components.finetune import finetune_from_imagenet, finetune_from_previous
 from components.ingest import ingest
 from components.preprocess import preprocess
+from components.release import release
+from components.report import report
 from components.segment import segment
 from components.split import split
+from components.ttest import ttest
 
 PIPELINE_NAME = "leukemia-mtl"
 DEFAULT_COMPILED = Path("build/pipeline.yaml")
-STOPS = ("preprocess", "segment", "finetune")
-TRAINING_STAGES = (  # (display name, stage, task, starts from)
-    ("stage 1", "stage1", "blast", None),
-    ("stage 2", "stage2", "blast", "stage 1"),
-    ("stage 3 detection", "stage3", "detection", "stage 2"),
-    ("stage 3 FAB", "stage3", "fab", "stage 2"),
-    ("classical detection", "classical", "detection", None),
-    ("classical FAB", "classical", "fab", None),
+STOPS = ("preprocess", "segment", "report")
+TRAINING_STAGES = (  # (display name, stage, task, starts from, component input name)
+    ("stage 1", "stage1", "blast", None, "stage1"),
+    ("stage 2", "stage2", "blast", "stage 1", "stage2"),
+    ("stage 3 detection", "stage3", "detection", "stage 2", "stage3_detection"),
+    ("stage 3 FAB", "stage3", "fab", "stage 2", "stage3_fab"),
+    ("classical detection", "classical", "detection", None, "classical_detection"),
+    ("classical FAB", "classical", "fab", None, "classical_fab"),
 )
-
-
-def _model_output(display: str) -> str:
-    return display.replace(" ", "_").lower() + "_models"
-
+SCORED = ("stage3_detection", "stage3_fab", "classical_detection", "classical_fab")
 
 _BASE_OUTPUTS = [("dataset", Dataset), ("roi", Dataset), ("roi_overlay", HTML)]
 _SEGMENT_OUTPUTS = [("segmenter", Model), ("cells", Dataset), ("segmentation", HTML)]
+_REPORT_OUTPUTS = [("split", Artifact), ("crossval", Artifact), ("ttest", Artifact), ("release", Model),
+                   ("release_manifest", Artifact), ("report", HTML), ("summary", Artifact)]
 OUTPUTS = {
     "preprocess": NamedTuple("Outputs", _BASE_OUTPUTS),
     "segment": NamedTuple("Outputs", _BASE_OUTPUTS + _SEGMENT_OUTPUTS),
-    "finetune": NamedTuple("Outputs", _BASE_OUTPUTS + _SEGMENT_OUTPUTS + [("training_data", Dataset)]
-                           + [(_model_output(display), List[Model]) for display, *_ in TRAINING_STAGES]),
+    "report": NamedTuple("Outputs", _BASE_OUTPUTS + _SEGMENT_OUTPUTS + _REPORT_OUTPUTS),
 }
 
 
-def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: str = "finetune"):
+def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: str = "report"):
     """The DAG. Defaults (profile, backbones, GPUs) come from `profile`; `until` cuts it short.
 
     `cache_ingest` may be on only when `data_version` tracks the data's content (the local runner).
@@ -67,36 +72,38 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
         description="Acute lymphoblastic leukemia detection and FAB classification by multistage transfer learning",
     )
     def leukemia_pipeline(
-        data: str = "synthetic",
+        smears: str = "synthetic",
+        cells: str = "synthetic",
         profile: str = settings.name,
         overrides: str = "{}",
         data_version: str = "",
         backbones: list = list(settings.model.backbones),
     ) -> OUTPUTS[until]:
-        ingested = ingest(data=data, profile=profile, overrides=overrides, data_version=data_version)
+        config = dict(profile=profile, overrides=overrides)
+        ingested = ingest(smears=smears, cells=cells, data_version=data_version, **config)
         ingested.set_display_name("ingest")
         ingested.set_caching_options(enable_caching=cache_ingest)
-        roi = preprocess(dataset=ingested.outputs["dataset"], profile=profile, overrides=overrides)
+        roi = preprocess(dataset=ingested.outputs["dataset"], **config)
         roi.set_display_name("preprocess")
         outputs = [ingested.outputs["dataset"], roi.outputs["roi"], roi.outputs["overlay"]]
         if until == "preprocess":
             return OUTPUTS[until](*outputs)
-        cells = segment(dataset=ingested.outputs["dataset"], roi=roi.outputs["roi"], profile=profile, overrides=overrides)
-        cells.set_display_name("segment")
-        _on_gpu(cells, settings.train.gpus)
-        outputs += [cells.outputs["model"], cells.outputs["cells"], cells.outputs["figure"]]
+        segmented = segment(dataset=ingested.outputs["dataset"], roi=roi.outputs["roi"], **config)
+        segmented.set_display_name("segment")
+        _on_gpu(segmented, settings.train.gpus)
+        outputs += [segmented.outputs["model"], segmented.outputs["cells"], segmented.outputs["figure"]]
         if until == "segment":
             return OUTPUTS[until](*outputs)
-        folds = split(dataset=ingested.outputs["dataset"], profile=profile, overrides=overrides)
+
+        folds = split(dataset=ingested.outputs["dataset"], backbones=backbones, **config)
         folds.set_display_name("split")
-        data_for_training = augment(dataset=ingested.outputs["dataset"], cells=cells.outputs["cells"],
-                                    split=folds.outputs["split"], profile=profile, overrides=overrides)
-        data_for_training.set_display_name("augment")
-        with dsl.ParallelFor(items=backbones) as backbone:
+        with dsl.ParallelFor(items=folds.outputs["Output"]) as run:  # one iteration per (fold, backbone)
+            fold_data = augment(dataset=ingested.outputs["dataset"], cells=segmented.outputs["cells"],
+                                split=folds.outputs["split"], fold=run.fold, **config)
+            fold_data.set_display_name("augment")
             tasks = {}
-            for display, stage, task, starts_from in TRAINING_STAGES:
-                common = dict(training_data=data_for_training.outputs["training_data"], backbone=backbone,
-                              stage=stage, task=task, profile=profile, overrides=overrides)
+            for display, stage, task, starts_from, _ in TRAINING_STAGES:
+                common = dict(training_data=fold_data.outputs["training_data"], backbone=run.backbone, stage=stage, task=task, **config)
                 if starts_from is None:
                     trained = finetune_from_imagenet(**common)
                 else:
@@ -104,8 +111,28 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
                 trained.set_display_name(display)
                 _on_gpu(trained, settings.train.gpus)
                 tasks[display] = trained
-        outputs.append(data_for_training.outputs["training_data"])
-        outputs += [dsl.Collected(tasks[display].outputs["model"]) for display, *_ in TRAINING_STAGES]
+
+        def collected(output: str, names=SCORED) -> dict:
+            """Fan-in over every (fold, backbone): one list per training stage."""
+            return {name: dsl.Collected(tasks[display].outputs[output])
+                    for display, _, _, _, name in TRAINING_STAGES if name in names}
+
+        scored = crossval(**collected("evaluation"))
+        scored.set_display_name("crossval")
+        compared = ttest(crossval=scored.outputs["results"], **config)
+        compared.set_display_name("ttest")
+        released = release(crossval=scored.outputs["results"], segmenter=segmented.outputs["model"],
+                           **collected("model", ("stage2",) + SCORED), **config)
+        released.set_display_name("release")
+        reported = report(
+            data_summary=ingested.outputs["summary"], split=folds.outputs["split"], roi_metrics=roi.outputs["metrics"],
+            roi_overlay=roi.outputs["overlay"], segment_metrics=segmented.outputs["metrics"], segmentation=segmented.outputs["figure"],
+            crossval=scored.outputs["results"], ttest=compared.outputs["results"], release_manifest=released.outputs["manifest"],
+            **collected("evaluation", tuple(name for *_, name in TRAINING_STAGES)), **config,
+        )
+        reported.set_display_name("report")
+        outputs += [folds.outputs["split"], scored.outputs["results"], compared.outputs["results"], released.outputs["model"],
+                    released.outputs["manifest"], reported.outputs["html"], reported.outputs["summary"]]
         return OUTPUTS[until](*outputs)
 
     return leukemia_pipeline
@@ -123,10 +150,9 @@ def compile_pipeline(output: Path, profile: str = "paper") -> Path:
     return output
 
 
-def run_local(profile: str, data: str, output_dir: Path, overrides: dict, cache: bool = True,
-              until: str = "finetune") -> dict:
-    """Run the DAG (to `until`) in this Python environment; returns {output: {path, metadata}}
-    (a list of them for per-backbone outputs)."""
+def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides: dict, cache: bool = True,
+              until: str = "report") -> dict:
+    """Run the DAG (to `until`) in this Python environment; returns {output: {path, metadata}}."""
     from kfp import local
 
     from leukemia_mtl.config import get_profile
@@ -140,53 +166,62 @@ def run_local(profile: str, data: str, output_dir: Path, overrides: dict, cache:
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
     # GPU requests and display names matter on a cluster only; kfp.local says so for every task
     warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
-    version = fingerprint(data, settings)
+    version = fingerprint(smears, cells, settings)
     run = build_pipeline(profile=profile, cache_ingest=cache, until=until)(
-        data=data, profile=profile, overrides=json.dumps(overrides, sort_keys=True), data_version=version,
+        smears=smears, cells=cells, profile=profile, overrides=json.dumps(overrides, sort_keys=True), data_version=version,
         backbones=list(settings.model.backbones),
     )
-
-    def describe(artifact):
-        if isinstance(artifact, list):
-            return [describe(a) for a in artifact]
-        return {"path": artifact.path, "metadata": artifact.metadata}
-
     # cached tasks keep their first run's folders, so paths come from the run's outputs
-    outputs = {name: describe(artifact) for name, artifact in run.outputs.items()}
+    outputs = {name: {"path": artifact.path, "metadata": artifact.metadata} for name, artifact in run.outputs.items()}
     (output_dir / "outputs.json").write_text(json.dumps(outputs, indent=2, default=str) + "\n")
+    if "report" in outputs:  # the files a person opens, under stable names
+        import shutil
+
+        shutil.copyfile(outputs["report"]["path"], output_dir / "report.html")
+        shutil.copyfile(outputs["summary"]["path"], output_dir / "summary.json")
     return outputs
 
 
-def describe_run(outputs: dict) -> list[str]:
+def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
     """What a person wants to read after a local run: where things are and the headline numbers."""
     lines = []
-    order = [name for name, _ in _BASE_OUTPUTS + _SEGMENT_OUTPUTS] + ["training_data"]
-    for name in sorted((n for n, v in outputs.items() if isinstance(v, dict)), key=lambda n: (order + [n]).index(n)):
-        lines.append(f"  {name:14s} {outputs[name]['path']}")
-    summary = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
-    for dataset, info in summary["datasets"].items():
+    summary_of = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
+    for dataset, info in summary_of["datasets"].items():
         lines.append(f"  {dataset}: " + " ".join(f"{c}={n}" for c, n in info["class_counts"].items()))
     roi = json.loads((Path(outputs["roi"]["path"]) / "summary.json").read_text())
     if roi.get("mean_iou") is not None:
-        lines.append(f"  ROI vs ground-truth WBC masks: IoU {roi['mean_iou']:.3f}, recall {roi['mean_recall']:.3f}, "
-                     f"blast centres inside an ROI {roi['blast_recall']:.3f}")
+        lines.append(f"  ROI vs ground-truth WBC masks: IoU {roi['mean_iou']:.3f}, recall {roi['mean_recall']:.3f}")
     if "cells" in outputs:
         seg = json.loads((Path(outputs["cells"]["path"]) / "summary.json").read_text())
         if seg.get("unet_dice") is not None:
-            lines.append(f"  held-out smears ({seg['heldout_smears']}): U-Net Dice {seg['unet_dice']:.3f} IoU {seg['unet_iou']:.3f} | "
-                         f"threshold ROI Dice {seg['roi_dice']:.3f} IoU {seg['roi_iou']:.3f} (masks: {seg['mask_source']})")
-        lines.append(f"  {seg['crops']} isolated cell crops; U-Net trained in {seg['train_seconds']:.0f}s")
-    imagenet = True
-    for display, *_ in TRAINING_STAGES:
-        for model in outputs.get(_model_output(display), []):
-            info = json.loads((Path(model["path"]) / "summary.json").read_text())
-            imagenet &= info["imagenet"]
-            speed = f"{info['images_per_second']:.0f} img/s" if info["images_per_second"] else "img/s needs 2+ epochs"
-            lines.append(f"  {display:20s} {info['backbone']:18s} eval accuracy {info['eval_accuracy']:.3f} "
-                         f"({info['eval_images']} images, {info['epochs']} epochs, {speed})  {model['path']}")
-    if not imagenet:
-        lines.append("  note: no ImageNet weights (model.weights=none): stage 1 started from random initialisation, "
-                     "so this is not the paper's transfer from ImageNet")
+            lines.append(f"  held-out smears: U-Net Dice {seg['unet_dice']:.3f} vs threshold ROI Dice {seg['roi_dice']:.3f}; "
+                         f"{seg['crops']} isolated cell crops")
+    if "summary" not in outputs:
+        lines += [f"  {name:14s} {outputs[name]['path']}" for name in outputs]
+        return lines
+    summary = json.loads(Path(outputs["summary"]["path"]).read_text())
+    lines.append(f"  {len(summary['folds'])}-fold cross-validation (mean ± SD over folds):")
+    lines.append(f"    {'task':10s} {'backbone':18s} {'arm':4s} {'accuracy':>16s} {'macro F1':>16s} {'macro AUC':>16s}")
+    for task, by_backbone in summary["tasks"].items():
+        for backbone, by_arm in by_backbone.items():
+            for arm, result in by_arm.items():
+                cells_text = [("n/a" if result["mean"][m] is None else f"{result['mean'][m]:.3f} ± {result['std'][m]:.3f}")
+                              for m in ("accuracy", "f1_macro", "auc_macro")]
+                lines.append(f"    {task:10s} {backbone:18s} {arm:4s} " + " ".join(f"{c:>16s}" for c in cells_text))
+    for comparison in summary["ttest"]:
+        if comparison["tests"]:
+            test = comparison["tests"][0]
+            p_value = "n/a" if test["p_value"] is None else f"{test['p_value']:.3g}"
+            lines.append(f"  mtl - ctl {comparison['metric']}, {comparison['task']} {comparison['backbone']}: "
+                         f"{test['mean_difference']:+.3f} (corrected resampled t-test p = {p_value})")
+    if summary["release"]:
+        lines.append(f"  released model {summary['release']['version']}: {outputs['release']['path']}"
+                     + (f" (published to {summary['release']['published_to']})" if summary["release"]["published_to"] else ""))
+    for note in summary["limitations"]:
+        lines.append(f"  note: {note}")
+    where = output_dir.resolve() if output_dir else Path(outputs["report"]["path"]).parent
+    lines.append(f"  report: {where / 'report.html' if output_dir else outputs['report']['path']}")
+    lines.append(f"  summary: {where / 'summary.json' if output_dir else outputs['summary']['path']}")
     return lines
 
 
@@ -197,12 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--run-local", action="store_true", help="run the DAG here with kfp.local")
     parser.add_argument("--output", type=Path, default=DEFAULT_COMPILED, help=f"YAML path for --compile (default {DEFAULT_COMPILED})")
     parser.add_argument("--profile", help="settings profile: demo, paper (default: paper for --compile, demo for --run-local)")
-    parser.add_argument("--data", default="synthetic",
-                        help="'synthetic' (generated, the default), a dataset folder, or s3://bucket/prefix")
+    parser.add_argument("--smears", help="smear images (multi-cell; ALL-IDB1 or one folder per class): 'synthetic' "
+                                         "(generated, the default), a folder, or s3://bucket/prefix")
+    parser.add_argument("--cells", help="single-cell images (ALL-IDB2 or one folder per class): 'synthetic' (default), "
+                                        "a folder, s3://bucket/prefix, or 'none'")
+    parser.add_argument("--data", help="shorthand for --smears and --cells both: a folder holding ALL_IDB1/ and ALL_IDB2/")
+    parser.add_argument("--negative-class", help="the class that means 'no leukemia' (default: normal)")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/local"), help="where --run-local writes (default runs/local)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a profile setting, e.g. --set synth.n_smears=8")
-    parser.add_argument("--until", choices=STOPS, default="finetune", help="run the DAG only up to this stage")
+                        help="override a profile setting, e.g. --set split.folds=3")
+    parser.add_argument("--until", choices=STOPS, default="report", help="run the DAG only up to this stage")
     parser.add_argument("--no-cache", action="store_true", help="run every task even if a cached result exists")
     args = parser.parse_args(argv)
 
@@ -218,10 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
 
+    smears = args.smears or args.data or "synthetic"
+    cells = args.cells or args.data or "synthetic"
     try:
         overrides = parse_overrides(args.overrides)
+        if args.negative_class:
+            overrides["data.negative_class"] = args.negative_class
         started = time.time()
-        outputs = run_local(args.profile or "demo", args.data, args.output_dir, overrides, cache=not args.no_cache, until=args.until)
+        outputs = run_local(args.profile or "demo", smears, cells, args.output_dir, overrides, cache=not args.no_cache, until=args.until)
     except LeukemiaMtlError as exc:
         problems = exc.problems if isinstance(exc, DatasetError) else [exc]
         for problem in problems:
@@ -230,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:  # a task failed; kfp.local printed its log above
         print(f"error: pipeline run failed: {exc}", file=sys.stderr)
         return 1
-    print(f"\npipeline finished in {time.time() - started:.0f}s; outputs:")
-    print("\n".join(describe_run(outputs)))
-    print(f"(all paths in {args.output_dir.resolve() / 'outputs.json'}; open the HTML outputs in a browser for the figures)")
+    print(f"\npipeline finished in {time.time() - started:.0f}s")
+    print("\n".join(describe_run(outputs, args.output_dir if args.until == "report" else None)))
+    print(f"(every output's path is in {args.output_dir.resolve() / 'outputs.json'})")
     return 0
 
 

@@ -11,12 +11,13 @@ def augment(
     dataset: Input[Dataset],
     cells: Input[Dataset],
     split: Input[Artifact],
+    fold: int,
     profile: str,
     overrides: str,
     training_data: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """stage1/2/3 arrays: flips, rotation 0-180, shift, scale on training images; evaluation as is."""
+    """stage1/2/3 arrays of one fold: flips, rotation 0-180, shift, scale on training images; evaluation as is."""
     import json
     from pathlib import Path
 
@@ -28,8 +29,8 @@ def augment(
     with exit_on_user_error():
         settings = get_profile(profile, json.loads(overrides or "{}"))
         summary = prepare_training_data(Path(dataset.path), Path(cells.path), json.loads(Path(split.path).read_text()),
-                                        Path(training_data.path), settings)
-        training_data.metadata.update({"input_size": summary["input_size"], "stage1_source": summary["stage1_source"]})
+                                        fold, Path(training_data.path), settings)
+        training_data.metadata.update({"fold": summary["fold_id"], "input_size": summary["input_size"], "stage1_source": summary["stage1_source"]})
         values = {}
         for stage, info in summary["stages"].items():
             values.update({f"{stage}_train": info["train"], f"{stage}_augmented": info["augmented"], f"{stage}_eval": info["eval"]})

@@ -2,7 +2,7 @@
 baseline; `finetune_from_previous` runs stages 2 and 3 from the stage before."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from components import BASE_IMAGE
 
@@ -18,6 +18,7 @@ def finetune_from_imagenet(
     model: Output[Model],
     metrics: Output[Metrics],
     curves: Output[HTML],
+    evaluation: Output[Artifact],
 ):
     """Stage 1 (blood-cell adaptation) or the classical baseline, from the configured weights."""
     import json
@@ -26,13 +27,15 @@ def finetune_from_imagenet(
     from leukemia_mtl.artifacts import log_metrics
     from leukemia_mtl.config import get_profile
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.train.stage import run_finetune_stage
+    from leukemia_mtl.train.stage import export_evaluation, run_finetune_stage
 
     with exit_on_user_error():
         settings = get_profile(profile, json.loads(overrides or "{}"))
         summary = run_finetune_stage(stage, task, backbone, Path(training_data.path), None, Path(model.path), Path(curves.path), settings)
         model.metadata.update(summary.model_metadata())
         log_metrics(metrics, summary.metrics())
+        export_evaluation(Path(model.path), Path(evaluation.path))
+        evaluation.metadata.update(summary.model_metadata())
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -47,6 +50,7 @@ def finetune_from_previous(
     model: Output[Model],
     metrics: Output[Metrics],
     curves: Output[HTML],
+    evaluation: Output[Artifact],
 ):
     """Stage 2 or 3: the previous stage's backbone (and dense layer) carried over, a new head."""
     import json
@@ -55,7 +59,7 @@ def finetune_from_previous(
     from leukemia_mtl.artifacts import log_metrics
     from leukemia_mtl.config import get_profile
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.train.stage import run_finetune_stage
+    from leukemia_mtl.train.stage import export_evaluation, run_finetune_stage
 
     with exit_on_user_error():
         settings = get_profile(profile, json.loads(overrides or "{}"))
@@ -63,3 +67,5 @@ def finetune_from_previous(
                                      Path(curves.path), settings)
         model.metadata.update(summary.model_metadata())
         log_metrics(metrics, summary.metrics())
+        export_evaluation(Path(model.path), Path(evaluation.path))
+        evaluation.metadata.update(summary.model_metadata())

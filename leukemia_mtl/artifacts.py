@@ -23,3 +23,22 @@ def log_metrics(artifact: MetricsArtifact, values: Mapping[str, float]) -> None:
     for name, value in values.items():
         artifact.log_metric(name, float(value))
     atomic_write_json(Path(artifact.path), {k: float(v) for k, v in values.items()})
+
+
+class ClassificationArtifact(Protocol):
+    path: str
+    metadata: dict
+
+    def log_confusion_matrix(self, categories: list[str], matrix: list[list[int]]) -> None: ...
+
+    def log_roc_curve(self, fpr: list[float], tpr: list[float], threshold: list[float]) -> None: ...
+
+
+def log_classification(artifact: ClassificationArtifact, categories: list[str], matrix: list[list[int]],
+                       curve: Mapping[str, list[float]], **metadata: object) -> None:
+    """Confusion matrix and ROC curve for the KFP UI, also written as JSON (see `log_metrics`)."""
+    artifact.log_confusion_matrix(list(categories), [[int(v) for v in row] for row in matrix])
+    if curve.get("fpr"):
+        artifact.log_roc_curve(list(curve["fpr"]), list(curve["tpr"]), list(curve["thresholds"]))
+    artifact.metadata.update(metadata)
+    atomic_write_json(Path(artifact.path), {"categories": list(categories), "matrix": matrix, "roc": dict(curve), **metadata})

@@ -1,4 +1,4 @@
-"""`python -m leukemia_mtl synth | validate | preprocess`: the library without Kubeflow."""
+"""`python -m leukemia_mtl synth | validate | preprocess | predict`: the library without Kubeflow."""
 
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("path", type=Path, help="dataset folder")
     prep.add_argument("--out", required=True, type=Path, help="output folder for ROI masks, ROI images and manifest")
     _profile_args(prep)
+    pred = sub.add_parser("predict", help="classify smear or single-cell images with a released model")
+    pred.add_argument("--model", required=True, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
+    pred.add_argument("images", nargs="+", type=Path, help="image files")
+    pred.add_argument("--kind", default="auto", choices=("auto", "smear", "cell"),
+                      help="auto: square images up to 512 px are single cells, others smears (default)")
+    pred.add_argument("--overlays", type=Path, default=Path("predictions"),
+                      help="folder for the smear overlays (default ./predictions)")
+    pred.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    pred.add_argument("--cache", type=Path, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
     return parser
 
 
@@ -127,4 +136,12 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary.metrics(), indent=2))
         print(f"wrote ROI masks, ROI images, manifest.csv and overlay.png to {args.out}")
         return 0
+    if args.command == "predict":
+        from leukemia_mtl.predict import dumps, format_prediction, predict_images
+
+        results, errors = predict_images(args.model, [str(i) for i in args.images], args.kind, args.overlays, args.cache)
+        print(dumps(results) if args.json else "\n".join(format_prediction(r) for r in results))
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1 if errors else 0
     raise AssertionError(args.command)

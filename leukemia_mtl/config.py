@@ -138,8 +138,22 @@ class TrainConfig:
 class SplitConfig:
     """Grouped, stratified K-fold over source images (and patients where named)."""
 
-    folds: int = 3
-    fold: int = 0  # which fold the single-split stages evaluate on
+    folds: int = 2
+    # repeated K-fold (different shuffles): more paired scores for the t-tests, as the paper's Table V
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Cross-validation statistics and the release of the best model."""
+
+    ttest_metric: str = "accuracy"  # the per-fold score the t-tests compare (any cross-validated metric)
+    confidence: float = 0.95
+    # Release: per task the backbone and arm with the highest mean of this cross-validated metric,
+    # and of those the fold model with the highest held-out value.
+    release_metric: str = "accuracy"
+    # Where the release is published besides the pipeline artifact: s3://bucket/prefix or a folder ("" = nowhere)
+    models_uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,6 +192,7 @@ class Profile:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
 

@@ -37,9 +37,9 @@ class RoiResult:
     boxes: list[tuple[int, int, int, int]]  # (x, y, w, h) per region
 
 
-def pixel_scale(width: int, layout: str) -> float:
+def pixel_scale(width: int, single_cell: bool) -> float:
     """Microscope scale relative to ALL-IDB1 at 2592 px: smears scale with width, crops are 1."""
-    return 1.0 if layout == "allidb2" else width / REFERENCE_WIDTH
+    return 1.0 if single_cell else width / REFERENCE_WIDTH
 
 
 def offset_monochrome(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -127,7 +127,7 @@ def preprocess_datasets(
         for record in tqdm(dataset.records, desc=f"preprocess {dataset.name}", unit="img", disable=not progress or None):
             rgb = read_image(record.path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb
             height, width = rgb.shape[:2]
-            result = compute_roi(rgb, cfg, pixel_scale(width, dataset.layout))
+            result = compute_roi(rgb, cfg, pixel_scale(width, dataset.single_cell))
             mask_rel = f"{dataset.name}/roi_masks/{record.image_id}.png"
             image_rel = f"{dataset.name}/roi_images/{record.image_id}.png"
             write_image(out / mask_rel, result.roi_mask)
@@ -145,7 +145,7 @@ def preprocess_datasets(
                 row["iou"], row["recall"] = round(agreement["iou"], 4), round(agreement["recall"], 4)
             if record.blast_centres:
                 blast_hits.append(cell_recall(result.boxes, record.blast_centres))
-            if dataset.layout != "allidb2" and len(examples) < cfg.overlay_examples and record.label not in shown_labels:
+            if not dataset.single_cell and len(examples) < cfg.overlay_examples and record.label not in shown_labels:
                 shown_labels.add(record.label)
                 examples.append((f"{dataset.name}/{record.rel_path} ({record.label})", rgb, result))
             rows.append(row)

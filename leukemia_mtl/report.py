@@ -56,3 +56,29 @@ def section(heading: str, *parts: str) -> str:
 
 def paragraph(text: str) -> str:
     return f"<p>{html.escape(text)}</p>"
+
+
+def grid(header: list[str], rows: list[list[object]], caption: str = "") -> str:
+    """A table with a header row; cells are escaped."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<tr>{head}</tr>{body}</table>"
+
+
+def subsection(heading: str, *parts: str) -> str:
+    return f"<h3>{html.escape(heading)}</h3>{''.join(parts)}"
+
+
+def body_of(page_html: str) -> str:
+    """The body of one of our own pages (a stage's HTML artifact), without its <h1>, to embed."""
+    start = page_html.find("<body>")
+    end = page_html.rfind("</body>")
+    inner = page_html[start + len("<body>"):end] if start >= 0 and end > start else page_html
+    if inner.startswith("<h1>"):
+        inner = inner[inner.find("</h1>") + len("</h1>"):]
+    return inner
+
+
+def bullets(items: list[str]) -> str:
+    return "<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in items) + "</ul>"

@@ -172,3 +172,33 @@ def compare(first, second, test_train_ratio: float, confidence: float = 0.95, se
         independent_t(first, second, equal_var=True, confidence=confidence),
         wilcoxon_signed_rank(first, second, confidence, seed),
     ]
+
+
+def compare_arms(crossval: dict, metric: str = "accuracy", confidence: float = 0.95, seed: int = 0) -> dict:
+    """Classical (ctl) vs multistage (mtl) per task and backbone, paired by fold, every test.
+
+    `crossval` is evaluate.run_crossval's result. The paper's Table V goes through the same tests
+    so a reader sees what its numbers really give.
+    """
+    from leukemia_mtl.paper import table_v_reanalysis
+
+    comparisons = []
+    for task, by_backbone in crossval["tasks"].items():
+        for backbone, arms in by_backbone.items():
+            if not {"mtl", "ctl"} <= arms.keys():
+                continue
+            scores = {arm: {f["fold_id"]: f[metric] for f in arms[arm]["folds"]} for arm in ("ctl", "mtl")}
+            if scores["ctl"].keys() != scores["mtl"].keys():
+                raise StatsError(f"{task}/{backbone}: the arms were scored on different folds: "
+                                 f"classical {sorted(scores['ctl'])}, multistage {sorted(scores['mtl'])}")
+            folds = sorted(scores["mtl"])
+            ctl, mtl = [scores["ctl"][f] for f in folds], [scores["mtl"][f] for f in folds]
+            entry = {"task": task, "backbone": backbone, "metric": metric, "folds": folds, "ctl": ctl, "mtl": mtl,
+                     "test_train_ratio": arms["mtl"]["test_train_ratio"], "tests": [], "note": ""}
+            if len(folds) < 2:
+                entry["note"] = "one fold: nothing to test"
+            else:
+                entry["tests"] = [r.to_dict() for r in compare(ctl, mtl, entry["test_train_ratio"], confidence, seed)]
+            comparisons.append(entry)
+    return {"metric": metric, "confidence": confidence, "comparisons": comparisons,
+            "paper_table_v": table_v_reanalysis(confidence)}

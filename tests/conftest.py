@@ -101,7 +101,7 @@ def stage_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("segment_stage")
     profile = get_profile("demo", SEGMENT_STAGE)
-    ingest("synthetic", root / "ingest", profile, progress=False)
+    ingest("synthetic", "synthetic", root / "ingest", profile, progress=False)
     run_preprocess_stage(root / "ingest", root / "roi", root / "roi.html", profile)
     summary = run_segment_stage(root / "ingest", root / "roi", root / "model", root / "cells", root / "segment.html", profile, progress=False)
     return root, profile, summary

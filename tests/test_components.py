@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from kfp.dsl import HTML, Dataset, Metrics, Model
+from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components.ingest import ingest
 from components.preprocess import preprocess
@@ -18,27 +18,48 @@ def _artifact(kind, tmp_path: Path, name: str):
     return kind(name=name, uri=str(tmp_path / name))
 
 
-def _run_ingest(tmp_path: Path, data: str, overrides: dict | None = None):
+def _run_ingest(tmp_path: Path, data: str, overrides: dict | None = None, cells: str | None = None):
     dataset, metrics = _artifact(Dataset, tmp_path, "dataset"), _artifact(Metrics, tmp_path, "ingest_metrics")
-    ingest.python_func(data=data, profile="demo", overrides=json.dumps(overrides or TINY), data_version="v1",
-                       dataset=dataset, metrics=metrics)
+    summary = _artifact(Artifact, tmp_path, "ingest_summary")
+    ingest.python_func(smears=data, cells=data if cells is None else cells, profile="demo", overrides=json.dumps(overrides or TINY),
+                       data_version="v1", dataset=dataset, metrics=metrics, summary=summary)
+    assert json.loads(Path(summary.path).read_text())["images"] == dataset.metadata["images"]
     return dataset, metrics
 
 
 def test_ingest_generates_synthetic_data_and_logs_counts(tmp_path):
     dataset, metrics = _run_ingest(tmp_path, "synthetic")
     root = Path(dataset.path)
-    assert (root / "data" / "ALL_IDB1").is_dir() and (root / "dataset.json").is_file()
+    assert (root / "data" / "smears").is_dir() and (root / "data" / "cells").is_dir() and (root / "dataset.json").is_file()
     assert dataset.metadata["images"] == 14 and dataset.metadata["data_version"] == "v1"
-    assert metrics.metadata["ALL_IDB1_L3"] == 2.0
+    assert metrics.metadata["smears_L3"] == 2.0
     assert json.loads(Path(metrics.path).read_text())["images"] == 14.0
     assert not list(root.glob(".data.partial*"))
 
 
 def test_ingest_copies_a_local_folder(tmp_path, synthetic_root):
     dataset, _ = _run_ingest(tmp_path, str(synthetic_root))
-    copied = sorted(p.relative_to(Path(dataset.path) / "data") for p in (Path(dataset.path) / "data").rglob("*.jpg"))
-    assert copied == sorted(p.relative_to(synthetic_root) for p in synthetic_root.rglob("*.jpg"))
+    copied = sorted(p.relative_to(Path(dataset.path) / "data" / "smears") for p in (Path(dataset.path) / "data").rglob("*.jpg"))
+    assert copied == sorted(p.relative_to(synthetic_root / "ALL_IDB1") for p in synthetic_root.rglob("*.jpg"))
+
+
+def test_ingest_takes_smears_and_cells_from_separate_places_or_no_cells(tmp_path, synthetic_root):
+    dataset, metrics = _run_ingest(tmp_path / "a", str(synthetic_root / "ALL_IDB1"), cells="none")
+    assert dataset.metadata["datasets"] == ["smears"] and dataset.metadata["images"] == 8
+    folders = tmp_path / "folders"
+    for label in ("normal", "blast"):
+        (folders / label).mkdir(parents=True)
+    for tif in sorted((synthetic_root / "ALL_IDB2").glob("*.tif")):
+        (folders / ("blast" if tif.stem.endswith("_1") else "normal") / tif.name).write_bytes(tif.read_bytes())
+    dataset, metrics = _run_ingest(tmp_path / "b", "synthetic", cells=str(folders))
+    info = json.loads((Path(dataset.path) / "dataset.json").read_text())["datasets"]
+    assert info["cells"]["layout"] == "folders" and info["cells"]["class_counts"] == {"normal": 3, "blast": 3}
+
+
+def test_ingest_refuses_inputs_in_the_wrong_role(tmp_path, synthetic_root, capsys):
+    with pytest.raises(SystemExit):
+        _run_ingest(tmp_path, str(synthetic_root / "ALL_IDB2"), cells="none")
+    assert f"error: {synthetic_root}/ALL_IDB2: holds single-cell images (ALL-IDB2 layout), not smears" in capsys.readouterr().err
 
 
 def test_ingest_downloads_from_s3(tmp_path, synthetic_root, s3_env):
@@ -48,7 +69,7 @@ def test_ingest_downloads_from_s3(tmp_path, synthetic_root, s3_env):
     store.ensure_bucket("raw")
     store.upload_dir(synthetic_root, "s3://raw/allidb")
     dataset, metrics = _run_ingest(tmp_path, "s3://raw/allidb")
-    assert dataset.metadata["images"] == 14 and dataset.metadata["source"] == "s3://raw/allidb"
+    assert dataset.metadata["images"] == 14 and dataset.metadata["source"] == "smears: s3://raw/allidb; cells: s3://raw/allidb"
 
 
 def test_ingest_stops_on_bad_data_naming_the_users_file_and_publishes_nothing(tmp_path, synthetic_copy, capsys):
@@ -110,17 +131,24 @@ def test_split_augment_and_finetune_components(stage_run, tmp_path):
     dataset = Dataset(name="dataset", uri=str(root / "ingest"))
     cells = Dataset(name="cells", uri=str(root / "cells"))
     folds = _artifact(Artifact, tmp_path, "split")
-    split.python_func(dataset=dataset, profile="demo", overrides=overrides, split=folds)
+    runs = split.python_func(dataset=dataset, backbones=["Xception", "InceptionV3"], profile="demo", overrides=overrides, split=folds)
     result = json.loads(Path(folds.path).read_text())
-    assert folds.metadata["eval_groups"] == len(result["eval_groups"]) > 0
+    assert folds.metadata["folds"] == len(result["folds"]) == 2
+    assert runs == [{"fold": 0, "backbone": "Xception"}, {"fold": 0, "backbone": "InceptionV3"},
+                    {"fold": 1, "backbone": "Xception"}, {"fold": 1, "backbone": "InceptionV3"}]
     data, metrics = _artifact(Dataset, tmp_path, "training_data"), _artifact(Metrics, tmp_path, "augment_metrics")
-    augment.python_func(dataset=dataset, cells=cells, split=folds, profile="demo", overrides=overrides,
+    augment.python_func(dataset=dataset, cells=cells, split=folds, fold=1, profile="demo", overrides=overrides,
                         training_data=data, metrics=metrics)
+    assert data.metadata["fold"] == "r0f1"
     assert {p.name for p in Path(data.path).glob("*.npz")} == {"stage1.npz", "stage2.npz", "stage3.npz"}
     assert metrics.metadata["stage3_train"] > metrics.metadata["stage3_augmented"] > 0
-    model, stage_metrics, curves = (_artifact(k, tmp_path, n) for k, n in ((Model, "model"), (Metrics, "m"), (HTML, "curves")))
+    model, stage_metrics, curves, evaluation = (_artifact(k, tmp_path, n) for k, n in
+                                                ((Model, "model"), (Metrics, "m"), (HTML, "curves"), (Artifact, "evaluation")))
     finetune_from_imagenet.python_func(training_data=data, backbone="Xception", stage="classical", task="detection",
-                                       profile="demo", overrides=overrides, model=model, metrics=stage_metrics, curves=curves)
+                                       profile="demo", overrides=overrides, model=model, metrics=stage_metrics, curves=curves,
+                                       evaluation=evaluation)
+    assert sorted(p.name for p in Path(evaluation.path).iterdir()) == ["classifier.json", "history.json", "predictions.npz", "summary.json"]
+    assert evaluation.metadata["fold"] == "r0f1"
     assert model.metadata["imagenet"] is False and model.metadata["task"] == "detection"
     assert 0 <= stage_metrics.metadata["eval_accuracy"] <= 1
     assert (Path(model.path) / "classifier.keras").is_file()

@@ -31,19 +31,21 @@ def test_compiled_yaml_parses_into_a_pipeline_spec(tmp_path, s3_env):
     text, spec = _compile(tmp_path)
     assert spec.pipeline_info.name == "leukemia-mtl"
     tasks = spec.root.dag.tasks
-    assert {"ingest", "preprocess", "segment", "split", "augment"} <= set(tasks)
+    assert {"ingest", "preprocess", "segment", "split", "crossval", "ttest", "release", "report"} <= set(tasks)
     assert list(tasks["preprocess"].dependent_tasks) == ["ingest"]
     assert sorted(tasks["segment"].dependent_tasks) == ["ingest", "preprocess"]
     assert tasks["ingest"].caching_options.enable_cache is False  # reads outside the pipeline
     assert tasks["preprocess"].caching_options.enable_cache is True
     params = spec.root.input_definitions.parameters
-    assert {"data", "profile", "overrides", "data_version", "backbones"} <= set(params)
-    assert params["data"].default_value.string_value == "synthetic"
+    assert {"smears", "cells", "profile", "overrides", "data_version", "backbones"} <= set(params)
+    assert params["smears"].default_value.string_value == params["cells"].default_value.string_value == "synthetic"
     assert params["profile"].default_value.string_value == "paper"
     backbones = [v.string_value for v in params["backbones"].default_value.list_value.values]
     assert backbones == ["InceptionV3", "Xception", "InceptionResNetV2"]
     loop = next(t for name, t in tasks.items() if name.startswith("for-loop"))
-    assert loop.parameter_iterator.items.input_parameter.endswith("backbones")
+    assert loop.parameter_iterator.item_input.startswith("pipelinechannel--split-Output")  # one per (fold, backbone)
+    assert sorted(tasks["crossval"].dependent_tasks) == sorted([loop_name for loop_name in tasks if loop_name.startswith("for-loop")])
+    assert "crossval" in tasks["ttest"].dependent_tasks and "release" in tasks["report"].dependent_tasks
     images = {e.container.image for e in _executors(spec)}
     assert images == {ImageConfig().cpu_image}
     for executor in _executors(spec):
@@ -91,42 +93,139 @@ def test_compile_cli_writes_the_file(tmp_path):
     assert f"wrote {out}" in result.stdout and out.stat().st_size > 1000
 
 
-def test_local_run_end_to_end_then_cached(tmp_path):
+REPORT_SECTIONS = ("What this run could not do", "Data and split", "Preprocessing", "Segmentation", "Training curves",
+                   "Cross-validation: detection", "Cross-validation: classification", "Classical vs multistage",
+                   "Table V, re-tested", "Released model")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The whole DAG on tiny data, once for the tests below: 2 folds x 1 backbone x 6 trainings."""
+    out = tmp_path_factory.mktemp("demo_run")
     started = time.time()
-    outputs = pipeline.run_local("demo", "synthetic", tmp_path / "run", dict(TINY))
-    first = time.time() - started
-    assert {"dataset", "roi", "roi_overlay", "segmenter", "cells", "segmentation", "training_data"} <= set(outputs)
-    roi = Path(outputs["roi"]["path"])
-    summary = json.loads((roi / "summary.json").read_text())
-    assert summary["images"] == 14 and summary["mean_recall"] >= 0.85
-    assert Path(outputs["roi_overlay"]["path"]).read_text().startswith("<!doctype html>")
+    outputs = pipeline.run_local("demo", "synthetic", "synthetic", out, dict(TINY))
+    return out, outputs, time.time() - started
+
+
+def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run):
+    out, outputs, first = demo_run
+    assert set(pipeline.OUTPUTS["report"]._fields) == set(outputs)
+    roi = json.loads((Path(outputs["roi"]["path"]) / "summary.json").read_text())
+    assert roi["images"] == 14 and roi["mean_recall"] >= 0.85
     seg = json.loads((Path(outputs["cells"]["path"]) / "summary.json").read_text())
     assert seg["crops"] > 0 and seg["unet_dice"] is not None
-    assert (Path(outputs["segmenter"]["path"]) / "segmenter.keras").is_file()
-    for display in ("stage 1", "stage 2", "stage 3 detection", "stage 3 FAB", "classical detection", "classical FAB"):
-        models = outputs[pipeline._model_output(display)]
-        assert len(models) == 1  # one backbone in TINY
-        info = json.loads((Path(models[0]["path"]) / "classifier.json").read_text())
-        assert info["backbone"] == "Xception" and info["input_size"] == 71
-    assert json.loads((Path(outputs["stage_3_fab_models"][0]["path"]) / "summary.json").read_text())["carried_over"] == ["backbone", "dense"]
-    assert json.loads((tmp_path / "run" / "outputs.json").read_text())["roi"]["path"] == str(roi)
-    lines = "\n".join(pipeline.describe_run(outputs))
-    assert "U-Net Dice" in lines and "classical FAB" in lines and "not the paper's transfer from ImageNet" in lines
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["schema"] == "leukemia-mtl/summary/1" and summary["folds"] == ["r0f0", "r0f1"]
+    assert summary["imagenet"] is False and any("ImageNet" in n for n in summary["limitations"])
+    assert any("Synthetic data" in n for n in summary["limitations"])
+    for task in ("detection", "fab"):
+        for arm in ("mtl", "ctl"):
+            result = summary["tasks"][task]["Xception"][arm]
+            assert [f["fold_id"] for f in result["folds"]] == ["r0f0", "r0f1"]
+            accuracies = [f["accuracy"] for f in result["folds"]]
+            assert result["mean"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
+    assert {(c["task"], c["backbone"]) for c in summary["ttest"]} == {("detection", "Xception"), ("fab", "Xception")}
+    assert summary["release"]["version"].startswith("demo-")
+
+    report = (out / "report.html").read_text()
+    for heading in REPORT_SECTIONS:
+        assert heading in report, heading
+    assert report.count("data:image/png;base64,") >= 8  # overlays, U-Net, curves, confusion and ROC per arm and task
+    assert "t = 0.8531" in report and "p = 0.405" in report  # the paper's claim, re-tested
+
+    crossval = json.loads(Path(outputs["crossval"]["path"]).read_text())
+    assert crossval["tasks"]["fab"]["Xception"]["mtl"]["classes"] == ["normal", "L1", "L2", "L3"]
+    split = json.loads(Path(outputs["split"]["path"]).read_text())
+    smears_per_fold = [sorted(g for g in f["eval_groups"] if g.startswith("smears/")) for f in split["folds"]]
+    assert not set(smears_per_fold[0]) & set(smears_per_fold[1])
+    assert len(smears_per_fold[0]) + len(smears_per_fold[1]) == 8  # every smear evaluated exactly once
+
+    lines = "\n".join(pipeline.describe_run(outputs, out))
+    assert "2-fold cross-validation" in lines and "corrected resampled t-test" in lines and str(out / "report.html") in lines
 
     started = time.time()
-    again = pipeline.run_local("demo", "synthetic", tmp_path / "run", dict(TINY))
+    again = pipeline.run_local("demo", "synthetic", "synthetic", out, dict(TINY))
     assert time.time() - started < first / 4  # every task served from the cache
-    assert again["stage_3_fab_models"][0]["path"] == outputs["stage_3_fab_models"][0]["path"]
+    assert again["release"]["path"] == outputs["release"]["path"]
+
+
+def _evaluated_smear(outputs: dict, manifest: dict) -> tuple[Path, dict]:
+    """A smear held out in the released FAB model's fold, and what the evaluation predicted for it."""
+    import numpy as np
+
+    pick = manifest["selection"]["fab"]
+    run_root = Path(outputs["crossval"]["path"]).parents[1]
+    for predictions in run_root.rglob("evaluation/predictions.npz"):
+        folder = predictions.parent
+        info = json.loads((folder / "classifier.json").read_text())
+        summary = json.loads((folder / "summary.json").read_text())
+        if (info["stage"], info["task"], summary["fold_id"]) == ({"mtl": "stage3", "ctl": "classical"}[pick["arm"]], "fab", pick["fold_id"]):
+            with np.load(predictions) as data:
+                source, probabilities = str(data["sources"][0]), data["probabilities"][0]
+            dataset, image_id = source.split("/")
+            image = next((Path(outputs["dataset"]["path"]) / "data" / dataset).glob(f"{image_id}.*"))
+            return image, dict(zip(info["classes"], probabilities.tolist()))
+    raise AssertionError("no evaluation of the released model's fold")
+
+
+def test_predict_gives_the_evaluation_paths_answer(demo_run, tmp_path):
+    out, outputs, _ = demo_run
+    release_dir = Path(outputs["release"]["path"])
+    manifest = json.loads((release_dir / "manifest.json").read_text())
+    image, evaluated = _evaluated_smear(outputs, manifest)
+    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release_dir), "--json",
+                             "--overlays", str(tmp_path / "overlays"), str(image)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (prediction,) = json.loads(result.stdout)
+    assert prediction["kind"] == "smear"
+    assert prediction["probabilities"] == pytest.approx(evaluated, abs=1e-4)
+    assert prediction["label"] == max(evaluated, key=evaluated.get)
+    assert prediction["verdict"] in ("normal", "ALL") and 0 <= prediction["all_probability"] <= 1
+    assert Path(prediction["overlay"]).is_file() and prediction["cells"]
+
+    cell = next((Path(outputs["dataset"]["path"]) / "data" / "cells").glob("*.tif"))
+    text = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release_dir), str(cell)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert ": cell -> " in text.stdout and "detection" in text.stdout
+
+
+def test_release_is_published_verified_and_predicts_from_s3(demo_run, tmp_path, s3_env):
+    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.release import ReleaseError, fetch, publish, verify
+
+    _, outputs, _ = demo_run
+    release_dir = Path(outputs["release"]["path"])
+    manifest = verify(release_dir)
+    profile = get_profile("demo")
+    uri = publish(release_dir, "s3://models/leukemia", profile)
+    assert uri == f"s3://models/leukemia/{manifest['version']}"
+    assert publish(release_dir, "s3://models/leukemia", profile) == uri  # idempotent: same content, same place
+    local = fetch(uri, tmp_path / "cache")
+    assert verify(local)["version"] == manifest["version"]
+    assert publish(release_dir, str(tmp_path / "shelf"), profile) == str(tmp_path / "shelf" / manifest["version"])
+
+    image = next((Path(outputs["dataset"]["path"]) / "data" / "smears").glob("*.jpg"))
+    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", uri, "--cache", str(tmp_path / "c2"),
+                             "--overlays", str(tmp_path / "o"), str(image), str(tmp_path / "missing.jpg")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1  # one image missing: reported, the other still classified
+    assert f"{image}: smear -> " in result.stdout and "missing.jpg" in result.stderr and "Traceback" not in result.stderr
+
+    (local / "fab" / "classifier.keras").write_bytes(b"tampered")
+    with pytest.raises(ReleaseError, match="fab/classifier.keras: checksum differs"):
+        verify(local)
 
 
 def test_local_run_reads_changed_folder_data_not_a_stale_cache(tmp_path, synthetic_copy):
-    first = pipeline.run_local("demo", str(synthetic_copy), tmp_path / "run", dict(TINY), until="preprocess")
+    first = pipeline.run_local("demo", str(synthetic_copy), str(synthetic_copy), tmp_path / "run", dict(TINY), until="preprocess")
     (synthetic_copy / "ALL_IDB1" / "Im001_1.jpg").unlink()
     (synthetic_copy / "ALL_IDB1" / "Im001_1.xyc").unlink()
     (synthetic_copy / "ALL_IDB1" / "masks" / "Im001_1.png").unlink()
     labels = synthetic_copy / "ALL_IDB1" / "labels.csv"
     labels.write_text("".join(line for line in labels.read_text().splitlines(True) if not line.startswith("Im001_1")))
-    second = pipeline.run_local("demo", str(synthetic_copy), tmp_path / "run", dict(TINY), until="preprocess")
+    second = pipeline.run_local("demo", str(synthetic_copy), str(synthetic_copy), tmp_path / "run", dict(TINY), until="preprocess")
     assert json.loads((Path(second["roi"]["path"]) / "summary.json").read_text())["images"] == 13
     assert first["roi"]["path"] != second["roi"]["path"]
 
@@ -137,8 +236,10 @@ def test_local_run_from_s3(tmp_path, synthetic_root, s3_env):
     store = ObjectStore.from_env()
     store.ensure_bucket("raw")
     store.upload_dir(synthetic_root, "s3://raw/allidb")
-    outputs = pipeline.run_local("demo", "s3://raw/allidb", tmp_path / "run", dict(TINY), until="preprocess")
-    assert outputs["dataset"]["metadata"]["source"] == "s3://raw/allidb"
+    outputs = pipeline.run_local("demo", "s3://raw/allidb/ALL_IDB1", "s3://raw/allidb", tmp_path / "run", dict(TINY), until="preprocess")
+    assert outputs["dataset"]["metadata"]["source"] == "smears: s3://raw/allidb/ALL_IDB1; cells: s3://raw/allidb"
+    summary = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
+    assert sorted(summary["datasets"]) == ["cells", "smears"] and summary["datasets"]["cells"]["layout"] == "allidb2"
 
 
 def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, synthetic_copy):
@@ -148,7 +249,7 @@ def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, sy
         cwd=REPO, capture_output=True, text=True,
     )
     assert ok.returncode == 0, ok.stderr[-3000:]
-    assert "pipeline finished" in ok.stdout and "roi_overlay" in ok.stdout and "training_data" not in ok.stdout and "ROI vs ground-truth WBC masks" in ok.stdout
+    assert "pipeline finished" in ok.stdout and "roi_overlay" in ok.stdout and "report" not in ok.stdout and "ROI vs ground-truth WBC masks" in ok.stdout
     assert "U-Net Dice" in ok.stdout and "threshold ROI Dice" in ok.stdout
 
     (synthetic_copy / "ALL_IDB1" / "Im001_1.jpg").write_bytes(b"\xff\xd8broken")

@@ -100,9 +100,9 @@ def test_crops_carry_their_source_image_position_and_label(stage_run):
         assert row["group"] == f"{row['dataset']}/{row['source_image']}"
         if row["label"] == "normal":
             assert row["blast"] == "0"
-    idb1 = [r for r in rows if r["dataset"] == "ALL_IDB1"]
+    idb1 = [r for r in rows if r["dataset"] == "smears"]
     assert {r["blast"] for r in idb1 if r["label"] != "normal"} >= {"1"}
-    idb2 = [r for r in rows if r["dataset"] == "ALL_IDB2"]
+    idb2 = [r for r in rows if r["dataset"] == "cells"]
     assert len(idb2) == 4 and all(r["blast"] == str(r["positive"]) for r in idb2)  # one central cell each
 
 

@@ -11,7 +11,7 @@ import pytest
 from leukemia_mtl.config import TrainConfig, get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.synth import _rng, render_crop
-from leukemia_mtl.train.data import StageArrays, make_split, prepare_training_data, square
+from leukemia_mtl.train.data import StageArrays, make_folds, prepare_training_data, square
 
 keras = pytest.importorskip("keras")
 
@@ -26,10 +26,10 @@ NONE = ResolvedWeights(None, "random", False)
 def training_data(stage_run, tmp_path_factory):
     root, profile, _ = stage_run
     profile = get_profile("demo", {**json.loads(json.dumps(_overrides(profile)))})
-    split = make_split(load_datasets(root / "ingest" / "data", profile.data, check=False), profile)
+    split = make_folds(load_datasets(root / "ingest" / "data", profile.data, check=False), profile)
     out = tmp_path_factory.mktemp("training_data")
-    summary = prepare_training_data(root / "ingest", root / "cells", split, out, profile)
-    return out, split, summary, profile
+    summary = prepare_training_data(root / "ingest", root / "cells", split, 0, out, profile)
+    return out, split["folds"][0], summary, profile
 
 
 def _overrides(profile):
@@ -41,8 +41,8 @@ def _overrides(profile):
 def test_split_is_grouped_and_stratified(training_data):
     _, split, _, _ = training_data
     assert not set(split["train_groups"]) & set(split["eval_groups"])
-    evaluation_smears = [g for g in split["eval_groups"] if g.startswith("ALL_IDB1/")]
-    assert 3 <= len(evaluation_smears) <= 5  # one fold of 3 over 12 smears, 3 per class
+    evaluation_smears = [g for g in split["eval_groups"] if g.startswith("smears/")]
+    assert len(evaluation_smears) == 6  # one fold of 2 over 12 smears, 3 per class
 
 
 def test_augmentation_never_receives_an_evaluation_image(training_data):

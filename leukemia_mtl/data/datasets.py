@@ -55,6 +55,11 @@ class Dataset:
     # that every problem with a file is reported in one pass
     unlabeled: list[Path] = field(default_factory=list)
 
+    @property
+    def single_cell(self) -> bool:
+        """One white cell per image (ALL-IDB2 style, or a run's `cells` input), not a smear."""
+        return self.name == CELLS_DIR or (self.layout == "allidb2" and self.name != SMEARS_DIR)
+
     def class_counts(self) -> dict[str, int]:
         counts = Counter(r.label for r in self.records)
         return {c: counts.get(c, 0) for c in self.classes}
@@ -64,14 +69,18 @@ class Dataset:
         return any(r.mask_path is not None for r in self.records)
 
 
+SMEARS_DIR, CELLS_DIR = "smears", "cells"  # a run's ingested inputs, by role
+
+
 def find_datasets(root: Path | str) -> list[Path]:
-    """ALL_IDB1/ALL_IDB2 under a generator-style root, or the root itself."""
+    """ALL_IDB1/ALL_IDB2 under a generator-style root, a run's smears/cells, or the root itself."""
     root = Path(root)
     if not root.exists():
         raise DatasetError([Problem(str(root), "does not exist")])
     if not root.is_dir():
         raise DatasetError([Problem(str(root), "is a file; give the dataset's folder")])
-    found = [root / name for name in ("ALL_IDB1", "ALL_IDB2") if (root / name).is_dir()]
+    found = [root / name for name in (SMEARS_DIR, CELLS_DIR) if (root / name).is_dir()]
+    found = found or [root / name for name in ("ALL_IDB1", "ALL_IDB2") if (root / name).is_dir()]
     return found or [root]
 
 
@@ -155,6 +164,10 @@ def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str 
         name=path.name, layout=layout, root=path, records=records, classes=classes,
         negative_class=data_cfg.negative_class, notes=notes, unlabeled=sorted(set(unlabeled)),
     )
+    if path.name == SMEARS_DIR and layout == "allidb2":
+        problems.append(Problem(str(path), "holds single-cell images (ALL-IDB2 layout), not smears; give it as the cells input"))
+    if path.name == CELLS_DIR and layout == "allidb1":
+        problems.append(Problem(str(path), "holds smears (ALL-IDB1 layout), not single-cell images; give it as the smears input"))
     return dataset, problems
 
 

@@ -107,7 +107,7 @@ def run_segment_stage(
     cfg = profile.segment
     datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)
     roi_masks = {(row["dataset"], row["image_id"]): Path(roi_dir) / row["roi_mask"] for row in read_manifest(roi_dir)}
-    smears = [(d, r) for d in datasets if d.layout != "allidb2" for r in d.records]
+    smears = [(d, r) for d in datasets if not d.single_cell for r in d.records]
     if len(smears) < 2:
         raise SegmentError(f"segmentation needs at least 2 smears to train and hold out; found {len(smears)}")
 
@@ -119,7 +119,7 @@ def run_segment_stage(
     def pair(i: int) -> tuple[np.ndarray, np.ndarray, str]:
         dataset, record = smears[i]
         rgb = read_image(record.path, max_pixels=profile.data.max_pixels).rgb
-        scale = pixel_scale(rgb.shape[1], dataset.layout)
+        scale = pixel_scale(rgb.shape[1], dataset.single_cell)
         mask, source = _training_mask(dataset, record, roi_masks, (rgb.shape[1], rgb.shape[0]), scale, profile)
         small, small_mask = to_working_scale(rgb, mask, scale, cfg)
         return small, small_mask, source
@@ -154,10 +154,10 @@ def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: Se
     cells_found, cells_total, blasts_found, blasts_total = 0, 0, 0, 0
     examples = []
     for dataset in datasets:
-        central = dataset.layout == "allidb2"
+        central = dataset.single_cell
         for record in tqdm(dataset.records, desc=f"segment {dataset.name}", unit="img", disable=not progress or None):
             rgb = read_image(record.path, max_pixels=profile.data.max_pixels).rgb
-            scale = pixel_scale(rgb.shape[1], dataset.layout)
+            scale = pixel_scale(rgb.shape[1], dataset.single_cell)
             result = segmenter.segment(rgb, scale, cfg, central_only=central, blast_centres=record.blast_centres)
             if central:  # a single-cell image: its own label says whether the cell is a blast
                 result.cells = [dataclasses.replace(c, blast=record.positive) for c in result.cells]

@@ -9,7 +9,7 @@ How the paper's three stages map onto the data (paper Sec. II-E, Fig. 7-8):
   originals), for detection (normal vs ALL) and for the dataset's classes (normal, L1, L2, L3).
 The classical baseline trains ImageNet -> stage 3 directly on the same stage-3 arrays.
 
-One split, by source group and stratified by class, decides for every stage which images are
+One fold of the split, by source group and stratified by class, decides for every stage which images are
 for evaluation: crops and augmented copies follow their smear. Augmentation sees training
 images only, and the no-leakage check runs in code before anything is written.
 """
@@ -43,34 +43,75 @@ class TrainingDataError(LeukemiaMtlError):
     """The data cannot feed a stage: a class missing from training, nothing to evaluate on."""
 
 
-def make_split(datasets: list[Dataset], profile: Profile) -> dict:
-    """Fold `split.fold` of a stratified, grouped K-fold, made per dataset, over source groups."""
+def duplicate_groups(datasets: list[Dataset]) -> dict[str, str]:
+    """{group: canonical group} for groups holding byte-identical image files, so two copies of
+    one image (renamed, or in two datasets) always land on the same side of every split."""
+    import hashlib
+
+    first_group_of: dict[str, str] = {}
+    alias: dict[str, str] = {}
+    for dataset in datasets:
+        for record in dataset.records:
+            digest = hashlib.sha256(Path(record.path).read_bytes()).hexdigest()
+            group = f"{dataset.name}/{record.group}"
+            canonical = first_group_of.setdefault(digest, group)
+            if canonical != group:
+                alias[group] = alias.get(canonical, canonical)
+    # chains (a~b, b~c) resolve to one canonical name
+    for group in list(alias):
+        while alias[group] in alias:
+            alias[group] = alias[alias[group]]
+    return alias
+
+
+def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
+    """Every fold of `split.repeats` x stratified, grouped `split.folds`-fold cross-validation.
+
+    Folds are made per dataset over source groups (a smear, or a patient where a dataset names
+    one; duplicate files merged) and fold k of the run joins fold k of every dataset.
+    """
     from sklearn.model_selection import StratifiedGroupKFold
 
-    eval_groups: set[str] = set()
+    cfg = profile.split
+    alias = duplicate_groups(datasets)
+    n_folds = cfg.folds
+    if n_folds < 2 or cfg.repeats < 1:
+        raise TrainingDataError(f"split.folds must be at least 2 and split.repeats at least 1, got {n_folds} and {cfg.repeats}")
     all_groups: set[str] = set()
-    per_dataset = {}
+    folds = []
+    per_dataset: dict[str, dict] = {}
+    eval_by_fold: list[set[str]] = [set() for _ in range(n_folds * cfg.repeats)]
     for dataset in datasets:
-        groups = [f"{dataset.name}/{r.group}" for r in dataset.records]
-        labels = [r.label for r in dataset.records]
-        if min(Counter(labels).values()) < 2:  # too few of some class: stratify by normal vs ALL
-            labels = [str(r.positive) for r in dataset.records]
-        counts = Counter(labels)
-        folds = min(profile.split.folds, min(counts.values()))
-        if folds < 2:
-            raise TrainingDataError(
-                f"{dataset.root}: too few images to split: {dict(Counter(r.label for r in dataset.records))}; "
-                "a grouped, stratified split needs at least 2 per class"
-            )
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=profile.seed)
-        train_index, eval_index = list(splitter.split(np.zeros(len(groups)), labels, groups=groups))[profile.split.fold % folds]
-        eval_groups.update(groups[i] for i in eval_index)
+        groups = [alias.get(f"{dataset.name}/{r.group}", f"{dataset.name}/{r.group}") for r in dataset.records]
         all_groups.update(groups)
-        per_dataset[dataset.name] = {"folds": folds, "train_images": len(train_index), "eval_images": len(eval_index)}
-    train_groups = all_groups - eval_groups
-    assert_no_leakage(train_groups, eval_groups)
-    return {"seed": profile.seed, "fold": profile.split.fold, "per_dataset": per_dataset,
-            "train_groups": sorted(train_groups), "eval_groups": sorted(eval_groups)}
+        labels = [r.label for r in dataset.records]
+        stratified_by = "class"
+        if min(Counter(labels).values()) < n_folds:  # too few of some class: stratify by normal vs ALL
+            labels, stratified_by = [str(r.positive) for r in dataset.records], "normal vs ALL"
+        if min(Counter(labels).values()) < n_folds or len(set(groups)) < n_folds:
+            raise TrainingDataError(
+                f"{dataset.root}: {n_folds}-fold cross-validation needs at least {n_folds} images of each class "
+                f"(and as many source groups); it has {dict(Counter(r.label for r in dataset.records))} in "
+                f"{len(set(groups))} groups. Set split.folds lower."
+            )
+        per_dataset[dataset.name] = {"images": len(groups), "groups": len(set(groups)), "stratified_by": stratified_by}
+        for repeat in range(cfg.repeats):
+            splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=profile.seed + repeat)
+            for k, (_, eval_index) in enumerate(splitter.split(np.zeros(len(groups)), labels, groups=groups)):
+                eval_by_fold[repeat * n_folds + k].update(groups[i] for i in eval_index)
+    for index, eval_groups in enumerate(eval_by_fold):
+        train_groups = all_groups - eval_groups
+        assert_no_leakage(train_groups, eval_groups)
+        repeat, fold = divmod(index, n_folds)
+        folds.append({"index": index, "id": f"r{repeat}f{fold}", "repeat": repeat, "fold": fold,
+                      "train_groups": sorted(train_groups), "eval_groups": sorted(eval_groups)})
+    return {"seed": profile.seed, "folds_per_repeat": n_folds, "repeats": cfg.repeats, "per_dataset": per_dataset,
+            "group_alias": alias, "folds": folds}
+
+
+def fold_runs(split: dict, backbones: list[str]) -> list[dict]:
+    """The (fold, backbone) pairs the pipeline trains, one loop iteration each."""
+    return [{"fold": f["index"], "backbone": b} for f in split["folds"] for b in backbones]
 
 
 def square(image: np.ndarray, size: int) -> np.ndarray:
@@ -143,27 +184,35 @@ def _arrays(items: list[Item], eval_groups: set[str], classes: tuple[str, ...], 
     )
 
 
-def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, out_dir: Path, profile: Profile) -> dict:
-    """Write stage1.npz, stage2.npz, stage3.npz (training part augmented, evaluation part as is)."""
+def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_index: int, out_dir: Path, profile: Profile) -> dict:
+    """Write stage1.npz, stage2.npz, stage3.npz of one fold (training part augmented, evaluation part as is)."""
     from leukemia_mtl.data.ingest import DATA_DIR
     from leukemia_mtl.segment.stage import read_crops_manifest
 
     size = profile.model.input_size
     datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)
-    eval_groups = set(split["eval_groups"])
+    if not 0 <= fold_index < len(split["folds"]):
+        raise TrainingDataError(f"fold {fold_index} does not exist; the split has {len(split['folds'])} folds")
+    fold = split["folds"][fold_index]
+    eval_groups = set(fold["eval_groups"])
+    alias = split["group_alias"]
+
+    def group_of(name: str) -> str:
+        return alias.get(name, name)
+
     max_pixels = profile.data.max_pixels
 
     raw_cells = [
         Item(square(read_image(r.path, max_pixels=max_pixels).rgb, size), BLAST_CLASSES[int(r.positive)],
-             source_id=f"{d.name}/{r.image_id}", group=f"{d.name}/{r.group}")
-        for d in datasets if d.layout == "allidb2" for r in d.records
+             source_id=f"{d.name}/{r.image_id}", group=group_of(f"{d.name}/{r.group}"))
+        for d in datasets if d.single_cell for r in d.records
     ]
     isolated_cells = [
         Item(square(cv2.cvtColor(cv2.imread(str(Path(cells_dir) / row["crop"])), cv2.COLOR_BGR2RGB), size),
-             BLAST_CLASSES[int(row["blast"])], source_id=row["crop"], group=row["group"])
+             BLAST_CLASSES[int(row["blast"])], source_id=row["crop"], group=group_of(row["group"]))
         for row in read_crops_manifest(cells_dir) if row["blast"] != ""
     ]
-    smears = [d for d in datasets if d.layout != "allidb2"]
+    smears = [d for d in datasets if not d.single_cell]
     if not smears:
         raise TrainingDataError("stage 3 needs multi-cell smear images; the data holds single-cell images only")
     fab_classes = smears[0].classes
@@ -175,10 +224,10 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, out_dir:
             else:
                 image = read_image(record.path, max_pixels=max_pixels).rgb
             smear_items.append(Item(square(image, size), record.label, source_id=f"{dataset.name}/{record.image_id}",
-                                    group=f"{dataset.name}/{record.group}"))
+                                    group=group_of(f"{dataset.name}/{record.group}")))
 
     stage1_items = raw_cells or isolated_cells  # without ALL-IDB2-style data, stage 1 adapts on isolated cells
-    summary = {"input_size": size, "stage1_source": "raw single-cell images" if raw_cells else "isolated cells",
+    summary = {"fold": fold["fold"], "repeat": fold["repeat"], "fold_id": fold["id"], "fold_index": fold_index, "input_size": size, "stage1_source": "raw single-cell images" if raw_cells else "isolated cells",
                "stage3_images": profile.train.stage3_images, "stages": {}}
     for salt, (stage, items, classes) in enumerate(
         (("stage1", stage1_items, BLAST_CLASSES), ("stage2", isolated_cells, BLAST_CLASSES), ("stage3", smear_items, fab_classes)), start=1
@@ -187,6 +236,7 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, out_dir:
         arrays.save(Path(out_dir) / f"{stage}.npz")
         summary["stages"][stage] = {
             "classes": list(classes), "train": int(len(arrays.x_train)), "augmented": int(arrays.augmented_train.sum()),
+            "train_source_images": int(len(set(arrays.sources_train.tolist()))),
             "eval": int(len(arrays.x_eval)), "train_counts": dict(Counter(arrays.y_train.tolist())),
         }
     atomic_write_json(Path(out_dir) / "summary.json", summary)

@@ -55,6 +55,10 @@ class StageSummary:
     weights: str
     imagenet: bool
     carried_over: list[str]
+    fold_id: str
+    repeat: int
+    fold: int
+    train_source_images: int  # before augmentation
     train_images: int
     eval_images: int
     epochs: int
@@ -66,7 +70,7 @@ class StageSummary:
     def model_metadata(self) -> dict[str, object]:
         """What the KFP UI shows beside the Model artifact."""
         return {"framework": "keras", "backbone": self.backbone, "stage": self.stage, "task": self.task,
-                "weights": self.weights, "imagenet": self.imagenet, "carried_over": self.carried_over}
+                "fold": self.fold_id, "weights": self.weights, "imagenet": self.imagenet, "carried_over": self.carried_over}
 
     def metrics(self) -> dict[str, float]:
         return {"eval_accuracy": round(self.eval_accuracy, 4), "eval_loss": round(self.eval_loss, 4),
@@ -105,6 +109,7 @@ def run_finetune_stage(
         raise StageError(f"stage {stage} does not do task {task!r} (stages 1-2: blast; stage 3 and classical: detection, fab)")
     arrays_name, head, with_dense = STAGES[stage]
     arrays = StageArrays.load(Path(data_dir) / f"{arrays_name}.npz")
+    data_summary = json.loads((Path(data_dir) / "summary.json").read_text())
     classes, y_train_names, y_eval_names = task_labels(arrays, task, profile.data.negative_class)
     y_train, y_eval = (encode_labels(y, classes, head) for y in (y_train_names, y_eval_names))
 
@@ -136,7 +141,9 @@ def run_finetune_stage(
     save_classifier(model, info, model_dir)
     atomic_write_json(Path(model_dir) / HISTORY_FILE, fit.history)
     _save_predictions(Path(model_dir) / PREDICTIONS_FILE, probabilities, y_eval, arrays)
-    summary = StageSummary(stage, task, backbone, weights_text, imagenet, carried, len(arrays.x_train), len(arrays.x_eval),
+    summary = StageSummary(stage, task, backbone, weights_text, imagenet, carried, data_summary["fold_id"],
+                           data_summary["repeat"], data_summary["fold"], data_summary["stages"][arrays_name]["train_source_images"],
+                           len(arrays.x_train), len(arrays.x_eval),
                            len(fit.history.get("loss", [])), fit.seconds, fit.images_per_second,
                            float(eval_accuracy), float(eval_loss))
     atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
@@ -160,6 +167,20 @@ def _score(probabilities: np.ndarray, y_true: np.ndarray, head: str, n_classes: 
 
 def save_classifier(model, info: ClassifierInfo, directory: Path) -> None:
     save_model_bundle(model, directory, MODEL_FILE, META_FILE, asdict(info))
+
+
+EVALUATION_FILES = (META_FILE, "summary.json", HISTORY_FILE, PREDICTIONS_FILE)
+
+
+def export_evaluation(model_dir: Path, evaluation_dir: Path) -> Path:
+    """The small files crossval and the report read (no weights), so they never download models."""
+    import shutil
+
+    evaluation_dir = Path(evaluation_dir)
+    evaluation_dir.mkdir(parents=True, exist_ok=True)
+    for name in EVALUATION_FILES:
+        shutil.copyfile(Path(model_dir) / name, evaluation_dir / name)
+    return evaluation_dir
 
 
 def load_classifier(directory: Path):

@@ -1,0 +1,175 @@
+"""Classify new images with a release, by the same steps the evaluation scored.
+
+A smear goes through the segmenter, its white cells are isolated on black (the paper's blue-
+channel step), and the isolated smear (or the original, as the release was trained) is squared
+to the model's input: the stage-3 models give the FAB class and the detection verdict, and the
+stage-2 model scores every segmented cell for the overlay. A single-cell image (ALL-IDB2 style)
+is scored by the stage-2 model on its central cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from leukemia_mtl.config import DataConfig, SegmentConfig
+from leukemia_mtl.errors import LeukemiaMtlError
+
+KINDS = ("auto", "smear", "cell")
+# auto: an image at most this many pixels on its longer side and nearly square is a single cell
+CELL_IMAGE_MAX_SIDE = 512
+CELL_IMAGE_MAX_ASPECT = 1.25
+
+
+class PredictError(LeukemiaMtlError):
+    """An image that cannot be classified (no white cell in it, wrong kind)."""
+
+
+def _config(cls, values: dict):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})
+
+
+@dataclass
+class Prediction:
+    image: str
+    kind: str
+    label: str
+    probabilities: dict[str, float]
+    verdict: str  # detection: the negative class or "ALL"
+    all_probability: float
+    cells: list[dict] = field(default_factory=list)
+    overlay: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Predictor:
+    def __init__(self, release_dir: Path | str) -> None:
+        from leukemia_mtl.release import verify
+        from leukemia_mtl.segment.infer import Segmenter
+        from leukemia_mtl.train.stage import load_classifier
+
+        self.release_dir = Path(release_dir)
+        self.manifest = verify(self.release_dir)
+        settings = self.manifest["settings"]
+        self.segment_cfg = _config(SegmentConfig, settings["segment"])
+        self.data_cfg = _config(DataConfig, settings["data"])
+        self.input_size = int(settings["input_size"])
+        self.stage3_images = settings["stage3_images"]
+        self.segmenter = Segmenter.load(self.release_dir / "segmenter")
+        self.models = {role: load_classifier(self.release_dir / role) for role in ("detection", "fab", "cells")}
+
+    def _probabilities(self, role: str, images: list[np.ndarray]) -> np.ndarray:
+        """(images, classes) probabilities, sigmoid heads expanded to two columns."""
+        from leukemia_mtl.train.data import square
+
+        model, info = self.models[role]
+        batch = np.stack([square(image, self.input_size) for image in images]).astype(np.float32)
+        output = np.asarray(model.predict(batch, verbose=0))
+        if info.head == "sigmoid":
+            positive = output.reshape(-1)
+            output = np.stack([1 - positive, positive], axis=1)
+        return output
+
+    def kind_of(self, rgb: np.ndarray) -> str:
+        height, width = rgb.shape[:2]
+        square_ish = max(height, width) / min(height, width) <= CELL_IMAGE_MAX_ASPECT
+        return "cell" if max(height, width) <= CELL_IMAGE_MAX_SIDE and square_ish else "smear"
+
+    def predict(self, path: Path | str, kind: str = "auto", overlay_dir: Path | str | None = None) -> Prediction:
+        from leukemia_mtl.data.images import read_image
+        from leukemia_mtl.preprocess import pixel_scale
+
+        if kind not in KINDS:
+            raise PredictError(f"kind must be one of {KINDS}, got {kind!r}")
+        rgb = read_image(path, max_pixels=self.data_cfg.max_pixels, min_side=self.data_cfg.min_side).rgb
+        kind = self.kind_of(rgb) if kind == "auto" else kind
+        negative = self.data_cfg.negative_class
+        if kind == "cell":
+            result = self.segmenter.segment(rgb, pixel_scale(rgb.shape[1], single_cell=True), self.segment_cfg, central_only=True)
+            if not result.cells:
+                raise PredictError(f"{path}: no white cell found in this single-cell image")
+            probability = self._probabilities("cells", [result.cells[0].image])[0]
+            classes = self.models["cells"][1].classes
+            blast = float(probability[1])
+            return Prediction(str(path), kind, classes[int(probability.argmax())], dict(zip(classes, map(float, probability))),
+                              "ALL" if blast >= 0.5 else negative, blast)
+
+        result = self.segmenter.segment(rgb, pixel_scale(rgb.shape[1], single_cell=False), self.segment_cfg)
+        image = result.isolated if self.stage3_images == "isolated" else rgb
+        fab = self._probabilities("fab", [image])[0]
+        detection = self._probabilities("detection", [image])[0]
+        fab_classes, detection_classes = self.models["fab"][1].classes, self.models["detection"][1].classes
+        all_probability = float(detection[detection_classes.index("ALL")])
+        cells = []
+        if result.cells:
+            scores = self._probabilities("cells", [c.image for c in result.cells])[:, 1]
+            cells = [{"index": c.index, "bbox": list(c.bbox), "centre": list(c.centre), "blast_probability": float(s)}
+                     for c, s in zip(result.cells, scores)]
+        prediction = Prediction(str(path), "smear", fab_classes[int(fab.argmax())], dict(zip(fab_classes, map(float, fab))),
+                                "ALL" if all_probability >= 0.5 else negative, all_probability, cells)
+        if overlay_dir is not None:
+            prediction.overlay = str(write_overlay(rgb, result.refined_mask, cells, prediction,
+                                                   Path(overlay_dir) / f"{Path(path).stem}_overlay.png"))
+        return prediction
+
+
+def write_overlay(rgb: np.ndarray, mask: np.ndarray, cells: list[dict], prediction: Prediction, path: Path) -> Path:
+    """Each segmented cell outlined (red: likely blast, green: not) with its blast probability."""
+    from leukemia_mtl.io_utils import write_image
+
+    canvas = rgb.copy()
+    thickness = max(1, rgb.shape[1] // 400)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    boxes = {tuple(int(v) for v in cv2.boundingRect(c)): c for c in contours}
+    for cell in cells:
+        colour = (220, 30, 30) if cell["blast_probability"] >= 0.5 else (30, 180, 30)
+        x, y, w, h = cell["bbox"]
+        contour = boxes.get((x, y, w, h))
+        if contour is not None:
+            cv2.drawContours(canvas, [contour], -1, colour, thickness)
+        else:
+            cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
+        cv2.putText(canvas, f"{cell['blast_probability']:.2f}", (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thickness, colour, thickness, cv2.LINE_AA)
+    banner = f"{prediction.label} ({prediction.probabilities[prediction.label]:.2f}); detection: {prediction.verdict}"
+    cv2.putText(canvas, banner, (8, 8 + 14 * thickness), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thickness, (255, 255, 255),
+                thickness + 1, cv2.LINE_AA)
+    return write_image(path, canvas)
+
+
+def predict_images(model: str, images: list[str], kind: str = "auto", overlay_dir: Path | None = None,
+                   cache_dir: Path | None = None) -> tuple[list[dict], list[str]]:
+    """(predictions, errors) for every image; one bad image does not stop the others."""
+    from leukemia_mtl.release import fetch
+
+    predictor = Predictor(fetch(model, cache_dir))
+    results, errors = [], []
+    for image in images:
+        try:
+            results.append(predictor.predict(image, kind, overlay_dir).to_dict())
+        except LeukemiaMtlError as exc:
+            errors.append(str(exc))
+    return results, errors
+
+
+def format_prediction(p: dict) -> str:
+    probabilities = " ".join(f"{c}={v:.3f}" for c, v in p["probabilities"].items())
+    line = f"{p['image']}: {p['kind']} -> {p['label']} [{probabilities}]; detection {p['verdict']} (P(ALL)={p['all_probability']:.3f})"
+    if p["kind"] == "smear":
+        blasts = sum(c["blast_probability"] >= 0.5 for c in p["cells"])
+        line += f"; {len(p['cells'])} cells, {blasts} scored as blasts"
+    if p.get("overlay"):
+        line += f"; overlay {p['overlay']}"
+    return line
+
+
+def dumps(predictions: list[dict]) -> str:
+    return json.dumps(predictions, indent=2)

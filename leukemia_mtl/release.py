@@ -1,0 +1,198 @@
+"""The released model: the best cross-validated models and the settings that feed them, as one
+versioned, checksummed folder that `predict` loads from disk or object storage.
+
+Layout: manifest.json (version, selection and its cross-validated scores, the preprocessing and
+segmentation settings, sha256 of every file) and one bundle per role: segmenter/ (white cells),
+detection/ and fab/ (stage-3 or classical models for multi-cell images), cells/ (the stage-2
+model that scores each isolated cell). The version is derived from the files' content, so
+publishing the same models again is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from leukemia_mtl import __version__
+from leukemia_mtl.config import Profile
+from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.io_utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ROLES = ("segmenter", "detection", "fab", "cells")
+FORMAT = 1
+BUNDLE_FILES = ("segmenter.keras", "segmenter.json", "classifier.keras", "classifier.json")
+
+
+class ReleaseError(LeukemiaMtlError):
+    """A release that cannot be built, published or trusted."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def select(crossval: dict, metric: str) -> dict:
+    """Per task: the (backbone, arm) with the highest mean cross-validated `metric`, then its
+    fold model with the highest held-out value. Ties go to multistage, then to the first name."""
+    chosen = {}
+    for task, by_backbone in crossval["tasks"].items():
+        candidates = []
+        for backbone, by_arm in by_backbone.items():
+            for arm, result in by_arm.items():
+                summary = result["summary"].get(metric)
+                if summary is None:
+                    raise ReleaseError(f"unknown selection metric {metric!r}; one of {', '.join(result['summary'])}")
+                candidates.append((-(summary["mean"] or 0.0), arm != "mtl", backbone, arm))
+        _, _, backbone, arm = min(candidates)
+        result = by_backbone[backbone][arm]
+        fold = max(result["folds"], key=lambda f: (f[metric] if f[metric] is not None else -1.0, -f["repeat"], -f["fold"]))
+        chosen[task] = {"backbone": backbone, "arm": arm, "fold_id": fold["fold_id"], "metric": metric,
+                        "cv_mean": result["summary"][metric]["mean"], "cv_std": result["summary"][metric]["std"],
+                        "fold_value": fold[metric], "classes": result["classes"]}
+    return chosen
+
+
+def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id: str) -> Path:
+    for directory in model_dirs:
+        info = json.loads((directory / "classifier.json").read_text())
+        summary = json.loads((directory / "summary.json").read_text())
+        if (info["stage"], info["task"], info["backbone"], summary["fold_id"]) == (stage, task, backbone, fold_id):
+            return directory
+    raise ReleaseError(f"no {stage} {task} model of {backbone} for fold {fold_id} among the {len(model_dirs)} given")
+
+
+def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
+                  profile: Profile, *, run: dict | None = None) -> dict:
+    """Copy the selected bundles into out_dir and write the manifest; returns the manifest."""
+    from leukemia_mtl.evaluate import ARMS
+
+    model_dirs = [Path(d) for d in model_dirs]
+    out_dir = Path(out_dir)
+    selection = select(crossval, profile.evaluate.release_metric)
+    stage_of_arm = {arm: stage for stage, arm in ARMS.items()}
+    sources = {"segmenter": Path(segmenter_dir)}
+    for task in ("detection", "fab"):
+        if task not in selection:
+            raise ReleaseError(f"cross-validation has no {task} results to release")
+        pick = selection[task]
+        sources[task] = _find(model_dirs, stage_of_arm[pick["arm"]], task, pick["backbone"], pick["fold_id"])
+    # the cell scorer: the stage-2 model trained with the released FAB model's backbone and fold
+    fab = selection["fab"]
+    sources["cells"] = _find(model_dirs, "stage2", "blast", fab["backbone"], fab["fold_id"])
+    selection["cells"] = {"backbone": fab["backbone"], "arm": "mtl", "fold_id": fab["fold_id"], "stage": "stage2"}
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    files = {}
+    for role, source in sources.items():
+        for path in sorted(source.iterdir()):
+            if path.name in BUNDLE_FILES:
+                target = out_dir / role / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                files[f"{role}/{path.name}"] = _sha256(target)
+    content = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
+    manifest = {
+        "format": FORMAT,
+        "name": "leukemia-mtl",
+        "version": f"{profile.name}-{content}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": __version__,
+        "profile": profile.name,
+        "selection": selection,
+        "settings": {"data": asdict(profile.data), "preprocess": asdict(profile.preprocess), "segment": asdict(profile.segment),
+                     "input_size": profile.model.input_size, "stage3_images": profile.train.stage3_images},
+        "run": run or {},
+        "files": files,
+    }
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def verify(release_dir: Path | str) -> dict:
+    """The manifest, after checking every listed file's sha256 (one error naming the bad file)."""
+    release_dir = Path(release_dir)
+    manifest_path = release_dir / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ReleaseError(f"{manifest_path}: not a release manifest ({type(exc).__name__}: {exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise ReleaseError(f"{manifest_path}: release format {manifest.get('format')}, this code reads {FORMAT}")
+    for relative, expected in files.items():
+        path = release_dir / relative
+        if not path.is_file():
+            raise ReleaseError(f"{path}: listed in {MANIFEST} but missing")
+        if _sha256(path) != expected:
+            raise ReleaseError(f"{path}: checksum differs from {MANIFEST} (corrupt or changed)")
+    return manifest
+
+
+def publish(release_dir: Path | str, uri: str, profile: Profile) -> str:
+    """Copy the release to `uri`/<version>/ (s3:// or a folder); the manifest goes last, so a
+    reader that finds it finds every file. Returns where it went."""
+    from leukemia_mtl.data.storage import ObjectStore, is_s3_uri, parse_s3_uri
+
+    release_dir = Path(release_dir)
+    manifest = verify(release_dir)
+    version = manifest["version"]
+    ordered = sorted(manifest["files"]) + [MANIFEST]
+    if is_s3_uri(uri):
+        bucket, prefix = parse_s3_uri(uri)
+        base = "/".join(filter(None, [prefix.strip("/"), version]))
+        store = ObjectStore.from_env(profile.storage)
+        store.ensure_bucket(bucket)
+        for relative in ordered:
+            store.upload_file(release_dir / relative, bucket, f"{base}/{relative}")
+        return f"s3://{bucket}/{base}"
+    target = Path(uri) / version
+    if target.is_dir():
+        verify(target)  # already published: same content, nothing to do
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
+    try:
+        for relative in ordered:
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(release_dir / relative, staging / relative)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return str(target)
+
+
+def fetch(location: str, cache_dir: Path | str | None = None, profile: Profile | None = None) -> Path:
+    """A verified local copy of a release: a folder as is, or s3://bucket/prefix/<version> mirrored
+    into `cache_dir` (default ~/.cache/leukemia-mtl/releases)."""
+    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.data.storage import ObjectStore, is_s3_uri, parse_s3_uri
+
+    if not is_s3_uri(location):
+        path = Path(location)
+        if not path.is_dir():
+            raise ReleaseError(f"{location}: no such release folder")
+        verify(path)
+        return path
+    bucket, prefix = parse_s3_uri(location)
+    cache = Path(cache_dir or Path.home() / ".cache" / "leukemia-mtl" / "releases")
+    target = cache / bucket / prefix.strip("/")
+    store = ObjectStore.from_env((profile or get_profile("demo")).storage)
+    store.download_prefix(location, target)
+    verify(target)
+    return target
