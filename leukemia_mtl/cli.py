@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_overrides(getattr(args, "overrides", []))  # predict takes its settings from the release
     if args.command == "synth":
         for flag, key in (("smears", "synth.n_smears"), ("width", "synth.smear_width"),
                           ("height", "synth.smear_height"), ("crops", "synth.n_crops")):

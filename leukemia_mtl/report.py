@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from typing import Mapping
 
 
@@ -77,7 +78,7 @@ def body_of(page_html: str) -> str:
     inner = page_html[start + len("<body>"):end] if start >= 0 and end > start else page_html
     if inner.startswith("<h1>"):
         inner = inner[inner.find("</h1>") + len("</h1>"):]
-    return inner
+    return re.sub(r"<script\b.*?</script\s*>", "", inner, flags=re.IGNORECASE | re.DOTALL)  # figures and tables only
 
 
 def bullets(items: list[str]) -> str:

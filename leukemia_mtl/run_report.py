@@ -154,6 +154,14 @@ def _per_class_table(result: dict) -> str:
     return report.grid(["class", "precision", "recall", "F1", "AUC"], rows)
 
 
+def _confusion_table(result: dict, caption: str) -> str:
+    """Counts with row percentages, the layout of the paper's Table IV."""
+    classes = result["classes"]
+    rows = [[truth] + [f"{count} ({percent:.2f}%)" for count, percent in zip(counts, percents)]
+            for truth, counts, percents in zip(classes, result["confusion_matrix"], result["confusion_matrix_percent"])]
+    return report.grid(["true \\ predicted"] + list(classes), rows, caption)
+
+
 def _tests_table(tests: list[dict]) -> str:
     rows = [[t["test"], _fmt(t["statistic"]), _fmt(t["df"], 2), _fmt(t["p_value"]), _fmt(t["mean_difference"]),
              f"[{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}]", f"{_fmt(t['effect_size'], 3)} ({t['effect_size_name']})", t["note"]]
@@ -198,11 +206,15 @@ def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metri
             for arm, result in sorted(by_arm.items(), key=lambda kv: kv[0] != "mtl"):
                 title = f"{backbone}, {ARM_NAMES[arm]}"
                 figures = report.png_img(confusion_figure(result["classes"], result["confusion_matrix"],
-                                                          f"{title}: pooled confusion (Table IV)"), f"confusion matrix {title}")
+                                                          f"{title}: pooled confusion"), f"confusion matrix {title}")
                 if result["roc"]:
                     figures += report.png_img(roc_figure({k: {**v, "fpr": np.array(v["fpr"]), "tpr": np.array(v["tpr"])}
-                                                          for k, v in result["roc"].items()}, f"{title}: ROC (Fig. 10)"), f"ROC {title}")
-                parts.append(report.subsection(title, figures, _per_class_table(result)))
+                                                          for k, v in result["roc"].items()}, f"{title}: ROC (Fig. 10)"),
+                                              f"ROC per class with micro and macro averages, {title} (the paper's Fig. 10)")
+                parts.append(report.subsection(
+                    title, figures,
+                    _confusion_table(result, "confusion matrix over all folds, counts and row percentages (the paper's Table IV)"),
+                    _per_class_table(result)))
         sections.append(report.section(f"Cross-validation: {TASK_NAMES[task]}", *parts))
 
     test_parts = [report.paragraph(

@@ -164,7 +164,7 @@ def _evaluated_smear(outputs: dict, manifest: dict) -> tuple[Path, dict]:
             with np.load(predictions) as data:
                 source, probabilities = str(data["sources"][0]), data["probabilities"][0]
             dataset, image_id = source.split("/")
-            image = next((Path(outputs["dataset"]["path"]) / "data" / dataset).glob(f"{image_id}.*"))
+            image = next((Path(outputs["dataset"]["path"]) / "data" / dataset).glob(f"{image_id}.jpg"))
             return image, dict(zip(info["classes"], probabilities.tolist()))
     raise AssertionError("no evaluation of the released model's fold")
 

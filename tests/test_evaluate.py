@@ -1,0 +1,154 @@
+"""Cross-validation metrics against scikit-learn, leakage-free folds, and the run report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from leukemia_mtl.config import get_profile
+from leukemia_mtl.data.datasets import load_datasets
+from leukemia_mtl.evaluate import FoldPredictions, cross_validate, fold_metrics, roc_curves
+from leukemia_mtl.train.data import make_folds
+
+CLASSES = ("normal", "L1", "L2", "L3")
+
+
+def _predictions(seed: int, n: int = 40, classes=CLASSES):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(classes)
+    logits = rng.normal(size=(n, len(classes))) + 1.5 * np.eye(len(classes))[labels]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return labels, probabilities
+
+
+def test_fold_metrics_equal_scikit_learn_on_fixed_predictions():
+    labels, probabilities = _predictions(0)
+    predicted = probabilities.argmax(axis=1)
+    result = fold_metrics(CLASSES, labels, probabilities)
+    assert result["accuracy"] == skm.accuracy_score(labels, predicted)
+    for average in ("macro", "weighted"):
+        assert result[f"precision_{average}"] == skm.precision_score(labels, predicted, average=average, zero_division=0)
+        assert result[f"recall_{average}"] == skm.recall_score(labels, predicted, average=average, zero_division=0)
+        assert result[f"f1_{average}"] == skm.f1_score(labels, predicted, average=average, zero_division=0)
+    assert result["confusion_matrix"] == skm.confusion_matrix(labels, predicted).tolist()
+    assert result["per_class"]["L2"]["recall"] == skm.recall_score(labels, predicted, labels=[2], average=None)[0]
+    assert result["auc_macro"] == pytest.approx(skm.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"), abs=1e-12)
+    assert result["auc_micro"] == pytest.approx(skm.roc_auc_score(labels, probabilities, multi_class="ovr", average="micro"), abs=1e-12)
+
+
+def test_fold_metrics_by_hand_on_a_tiny_binary_case():
+    labels = np.array([0, 0, 1, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
+    result = fold_metrics(("normal", "ALL"), labels, probabilities)
+    # predicted 0 1 1 1 0: TP=2 FP=1 FN=1 TN=1
+    assert result["accuracy"] == pytest.approx(3 / 5)
+    assert result["per_class"]["ALL"]["precision"] == pytest.approx(2 / 3)
+    assert result["per_class"]["ALL"]["recall"] == pytest.approx(2 / 3)
+    assert result["confusion_matrix"] == [[1, 1], [1, 2]]
+    assert result["auc"]["ALL"] == pytest.approx(5 / 6)  # 5 of the 6 (ALL, normal) pairs ranked right
+
+
+def test_a_class_missing_from_a_fold_has_no_auc_instead_of_an_error():
+    labels = np.array([0, 0, 1, 1])
+    probabilities = np.full((4, 4), 0.25)
+    result = fold_metrics(CLASSES, labels, probabilities)
+    assert result["auc"]["L2"] is None and result["auc"]["normal"] is not None
+
+
+def test_cross_validate_means_pooled_confusion_and_roc():
+    folds = []
+    for k in range(3):
+        labels, probabilities = _predictions(k)
+        folds.append(FoldPredictions("fab", "mtl", "Xception", f"r0f{k}", 0, k, CLASSES, labels, probabilities,
+                                     np.array([f"s/{k}-{i}" for i in range(len(labels))]), 80, f"/m{k}"))
+    result = cross_validate(folds)["fab"]["Xception"]["mtl"]
+    accuracies = [fold_metrics(CLASSES, f.labels, f.probabilities)["accuracy"] for f in folds]
+    assert result["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert result["summary"]["accuracy"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert np.sum(result["confusion_matrix"]) == 120
+    assert result["test_train_ratio"] == pytest.approx(40 / 80)
+    assert all(abs(sum(row) - 100) < 0.05 for row in result["confusion_matrix_percent"])
+    labels = np.concatenate([f.labels for f in folds])
+    probabilities = np.concatenate([f.probabilities for f in folds])
+    curves = roc_curves(CLASSES, labels, probabilities)
+    assert curves["micro-average"]["auc"] == pytest.approx(skm.roc_auc_score(labels, probabilities, multi_class="ovr", average="micro"))
+    assert set(curves) == set(CLASSES) | {"micro-average", "macro-average"}
+    with pytest.raises(Exception, match="given twice"):
+        cross_validate(folds + folds[:1])
+
+
+def test_a_planted_duplicate_never_straddles_a_fold(synthetic_copy):
+    smears = synthetic_copy / "ALL_IDB1"
+    # the same image under a second name (and a third, in another class's numbering): a leak if split apart
+    for copy in ("Im090_1", "Im091_1"):
+        for suffix, folder in ((".jpg", smears), (".xyc", smears), (".png", smears / "masks")):
+            shutil.copyfile(folder / f"Im002_1{suffix}", folder / f"{copy}{suffix}")
+    labels = smears / "labels.csv"
+    row = next(line for line in labels.read_text().splitlines() if line.startswith("Im002_1"))
+    labels.write_text(labels.read_text() + "".join(row.replace("Im002_1", c) + "\n" for c in ("Im090_1", "Im091_1")))
+    for repeats in (1, 2):
+        profile = get_profile("demo", {"split.folds": 2, "split.repeats": repeats})
+        split = make_folds(load_datasets(synthetic_copy, profile.data, check=False), profile)
+        assert len(split["folds"]) == 2 * repeats
+        copies = {"ALL_IDB1/Im002_1", "ALL_IDB1/Im090_1", "ALL_IDB1/Im091_1"}
+        assert {split["group_alias"].get(g, g) for g in copies} == {"ALL_IDB1/Im002_1"}
+        for fold in split["folds"]:
+            assert not set(fold["train_groups"]) & set(fold["eval_groups"])
+            assert "ALL_IDB1/Im090_1" not in fold["train_groups"] + fold["eval_groups"]  # merged into its original
+        evaluated = [g for f in split["folds"][:2] for g in f["eval_groups"] if g.startswith("ALL_IDB1/")]
+        assert len(evaluated) == len(set(evaluated)) == 8  # each smear group evaluated once per repeat
+
+
+def test_too_many_folds_for_the_data_is_one_clear_error(synthetic_root):
+    from leukemia_mtl.train.data import TrainingDataError
+
+    profile = get_profile("demo", {"split.folds": 5})
+    with pytest.raises(TrainingDataError, match="5-fold cross-validation needs at least 5 images of each class"):
+        make_folds(load_datasets(synthetic_root, profile.data, check=False), profile)
+
+
+def test_report_renders_every_section_from_crossval_results(tmp_path):
+    from leukemia_mtl.evaluate import _curve_points
+    from leukemia_mtl.run_report import build_report
+    from leukemia_mtl.stats import compare_arms
+
+    predictions = []
+    for task, classes in (("detection", ("normal", "ALL")), ("fab", CLASSES)):
+        for arm in ("mtl", "ctl"):
+            for k in range(3):
+                labels, probabilities = _predictions(10 * k + len(arm), 24, classes)
+                predictions.append(FoldPredictions(task, arm, "InceptionV3", f"r0f{k}", 0, k, classes, labels, probabilities,
+                                                   np.array(["x"] * 24), 48, "/m"))
+    tasks = cross_validate(predictions)
+    for task in tasks.values():
+        for result in task["InceptionV3"].values():
+            result["roc"] = _curve_points(roc_curves(tuple(result["classes"]), np.array([0, 1, 1, 0]),
+                                                     np.eye(len(result["classes"]))[[0, 1, 1, 1]].astype(float)))
+    crossval = {"folds": ["r0f0", "r0f1", "r0f2"], "tasks": tasks, "best": {"detection": "InceptionV3", "fab": "InceptionV3"}}
+    ttest = compare_arms(crossval)
+    evaluations = {"stage 1": [{"summary": {"imagenet": True, "backbone": "InceptionV3"},
+                                "history": {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8]}}]}
+    split = {"repeats": 1, "folds_per_repeat": 3, "group_alias": {}, "folds": [{"id": "r0f0", "train_groups": ["a"], "eval_groups": ["b"]}]}
+    release = {"version": "paper-abc", "published_to": "s3://m/x", "selection": {"fab": {"backbone": "InceptionV3", "arm": "mtl",
+                                                                                         "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}}}
+    summary = build_report(
+        profile=get_profile("paper"), data_summary={"source": "real", "smears": "/data/idb1", "cells": "/data/idb2", "images": 368,
+                                                    "datasets": {"smears": {"layout": "allidb1", "class_counts": {"normal": 59, "ALL": 49}}}},
+        split=split, roi_metrics={"roi_mean_recall": 0.9}, roi_html="<!doctype html><html><body><h1>x</h1><p>ROI page</p></body></html>",
+        segment_metrics={"unet_dice": 0.95}, segment_html="<p>seg page <script>bad()</script></p>", evaluations=evaluations,
+        crossval=crossval, ttest=ttest, release=release, html_path=tmp_path / "r.html", summary_path=tmp_path / "s.json",
+    )
+    page = (tmp_path / "r.html").read_text()
+    for heading in ("What this run could not do", "Data and split", "Preprocessing", "Segmentation", "Training curves",
+                    "Table II", "Table III", "Table IV", "Fig. 10", "Table V layout", "Table V, re-tested", "Released model"):
+        assert heading in page, heading
+    assert "<p>ROI page</p>" in page and "s3://m/x" in page and "bad()" not in page
+    assert "ImageNet" not in " ".join(summary["limitations"])  # real weights, real data: only the honest notes
+    assert "3 folds instead of the paper's 10" in " ".join(summary["limitations"])
+    assert json.loads((tmp_path / "s.json").read_text()) == summary
+    assert set(summary["tasks"]["fab"]["InceptionV3"]["mtl"]["mean"]) == {"accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro"}
+    assert summary["ttest"][0]["tests"][0]["test"].startswith("corrected resampled")
