@@ -97,7 +97,8 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
 
         folds = split(dataset=ingested.outputs["dataset"], backbones=backbones, **config)
         folds.set_display_name("split")
-        with dsl.ParallelFor(items=folds.outputs["Output"]) as run:  # one iteration per (fold, backbone)
+        parallelism = settings.train.parallel_runs or None
+        with dsl.ParallelFor(items=folds.outputs["Output"], parallelism=parallelism) as run:  # one per (fold, backbone)
             fold_data = augment(dataset=ingested.outputs["dataset"], cells=segmented.outputs["cells"],
                                 split=folds.outputs["split"], fold=run.fold, **config)
             fold_data.set_display_name("augment")
@@ -204,16 +205,16 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
     lines.append(f"    {'task':10s} {'backbone':18s} {'arm':4s} {'accuracy':>16s} {'macro F1':>16s} {'macro AUC':>16s}")
     for task, by_backbone in summary["tasks"].items():
         for backbone, by_arm in by_backbone.items():
-            for arm, result in by_arm.items():
+            for arm, result in sorted(by_arm.items(), key=lambda kv: kv[0] != "mtl"):
                 cells_text = [("n/a" if result["mean"][m] is None else f"{result['mean'][m]:.3f} ± {result['std'][m]:.3f}")
                               for m in ("accuracy", "f1_macro", "auc_macro")]
                 lines.append(f"    {task:10s} {backbone:18s} {arm:4s} " + " ".join(f"{c:>16s}" for c in cells_text))
     for comparison in summary["ttest"]:
         if comparison["tests"]:
             test = comparison["tests"][0]
-            p_value = "n/a" if test["p_value"] is None else f"{test['p_value']:.3g}"
+            p_value = f"p = {test['p_value']:.3g}" if test["p_value"] is not None else f"p undefined: {test['note']}"
             lines.append(f"  mtl - ctl {comparison['metric']}, {comparison['task']} {comparison['backbone']}: "
-                         f"{test['mean_difference']:+.3f} (corrected resampled t-test p = {p_value})")
+                         f"{test['mean_difference']:+.3f} (corrected resampled t-test, {p_value})")
     if summary["release"]:
         lines.append(f"  released model {summary['release']['version']}: {outputs['release']['path']}"
                      + (f" (published to {summary['release']['published_to']})" if summary["release"]["published_to"] else ""))

@@ -132,6 +132,9 @@ class TrainConfig:
     frozen_layers: int = 0  # backbone layers (from the input) that stay frozen while fine-tuning
     stage3_images: str = "isolated"  # multi-cell images for stage 3: segment's "isolated" smears or "original"
     gpus: int = 1  # accelerator limit of each training task on a cluster (ignored locally)
+    # (fold, backbone) iterations a cluster runs at once (0: no limit); the paper's 10 folds x 3
+    # backbones would otherwise ask for 30 GPUs at the same moment
+    parallel_runs: int = 0
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,8 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(backbones=("InceptionV3", "Xception", "InceptionResNetV2"), input_size=299, weights="imagenet"),
         # ALL-IDB1's 108 smears to ~125 per class, as the paper's 500 augmented smears for 4 classes
         augment=AugmentConfig(target_per_class=125),
-        train=TrainConfig(epochs=160, warmup_epochs=5, batch_size=48, decay_steps=1000, early_stopping_patience=20),
+        train=TrainConfig(epochs=160, warmup_epochs=5, batch_size=48, decay_steps=1000, early_stopping_patience=20,
+                          parallel_runs=6),
         split=SplitConfig(folds=10),
     ),
 }

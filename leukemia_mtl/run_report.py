@@ -110,13 +110,13 @@ def _curves_figure(evaluations: dict[str, list[dict]]) -> bytes | None:
         for col, metric in enumerate(("loss", "accuracy")):
             ax = axes[row][col]
             for backbone, histories in sorted(by_backbone.items()):
-                for prefix, style, label in (("", "-", "training"), ("val_", "--", "validation")):
+                for prefix, style, label in (("", "-o", "training"), ("val_", "--o", "validation")):
                     series = [h.get(prefix + metric, []) for h in histories if h.get(prefix + metric)]
                     if not series:
                         continue
                     length = min(len(s) for s in series)
                     mean = np.mean([s[:length] for s in series], axis=0)
-                    ax.plot(range(1, length + 1), mean, style, label=f"{backbone} {label}")
+                    ax.plot(range(1, length + 1), mean, style, markersize=3, label=f"{backbone} {label}")
             ax.set_title(f"{name}: mean {metric} over {len(evaluations[name]) // max(1, len(by_backbone))} folds", fontsize=9)
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)
@@ -208,8 +208,10 @@ def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metri
                 figures = report.png_img(confusion_figure(result["classes"], result["confusion_matrix"],
                                                           f"{title}: pooled confusion"), f"confusion matrix {title}")
                 if result["roc"]:
-                    figures += report.png_img(roc_figure({k: {**v, "fpr": np.array(v["fpr"]), "tpr": np.array(v["tpr"])}
-                                                          for k, v in result["roc"].items()}, f"{title}: ROC (Fig. 10)"),
+                    order = [k for k in list(result["classes"]) + ["micro-average", "macro-average"] if k in result["roc"]]
+                    figures += report.png_img(roc_figure({k: {**result["roc"][k], "fpr": np.array(result["roc"][k]["fpr"]),
+                                                              "tpr": np.array(result["roc"][k]["tpr"])} for k in order},
+                                                         f"{title}: ROC (Fig. 10)"),
                                               f"ROC per class with micro and macro averages, {title} (the paper's Fig. 10)")
                 parts.append(report.subsection(
                     title, figures,

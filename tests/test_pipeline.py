@@ -44,6 +44,7 @@ def test_compiled_yaml_parses_into_a_pipeline_spec(tmp_path, s3_env):
     assert backbones == ["InceptionV3", "Xception", "InceptionResNetV2"]
     loop = next(t for name, t in tasks.items() if name.startswith("for-loop"))
     assert loop.parameter_iterator.item_input.startswith("pipelinechannel--split-Output")  # one per (fold, backbone)
+    assert loop.iterator_policy.parallelism_limit == 6  # the paper profile's cap on GPUs asked for at once
     assert sorted(tasks["crossval"].dependent_tasks) == sorted([loop_name for loop_name in tasks if loop_name.startswith("for-loop")])
     assert "crossval" in tasks["ttest"].dependent_tasks and "release" in tasks["report"].dependent_tasks
     images = {e.container.image for e in _executors(spec)}
