@@ -86,6 +86,10 @@ def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, cross
     if "synthetic" in (data_summary.get("smears"), data_summary.get("cells")):
         notes.append("Synthetic data: the images come from the built-in generator, not ALL-IDB; the numbers say the "
                      "pipeline works, not how well it screens real smears.")
+    cells = data_summary.get("datasets", {}).get("cells", {})
+    if cells.get("layout") == "allidb2" and data_summary.get("cells") not in (None, "synthetic"):
+        notes.append("ALL-IDB2's single-cell images are cut from ALL-IDB1's smears with no link back to them, so stages 1-2 "
+                     "may have seen cells of a smear that stage 3 evaluates on; the split cannot keep them apart.")
     folds = len(crossval["folds"])
     if folds < PAPER_FOLDS:
         notes.append(f"{folds} folds instead of the paper's {PAPER_FOLDS}: fewer paired scores, so the tests have little power.")

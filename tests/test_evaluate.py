@@ -137,7 +137,8 @@ def test_report_renders_every_section_from_crossval_results(tmp_path):
                                                                                          "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}}}
     summary = build_report(
         profile=get_profile("paper"), data_summary={"source": "real", "smears": "/data/idb1", "cells": "/data/idb2", "images": 368,
-                                                    "datasets": {"smears": {"layout": "allidb1", "class_counts": {"normal": 59, "ALL": 49}}}},
+                                                    "datasets": {"smears": {"layout": "allidb1", "class_counts": {"normal": 59, "ALL": 49}},
+                                                                 "cells": {"layout": "allidb2", "class_counts": {"normal": 130, "ALL": 130}}}},
         split=split, roi_metrics={"roi_mean_recall": 0.9}, roi_html="<!doctype html><html><body><h1>x</h1><p>ROI page</p></body></html>",
         segment_metrics={"unet_dice": 0.95}, segment_html="<p>seg page <script>bad()</script></p>", evaluations=evaluations,
         crossval=crossval, ttest=ttest, release=release, html_path=tmp_path / "r.html", summary_path=tmp_path / "s.json",
@@ -149,6 +150,7 @@ def test_report_renders_every_section_from_crossval_results(tmp_path):
     assert "<p>ROI page</p>" in page and "s3://m/x" in page and "bad()" not in page
     assert "ImageNet" not in " ".join(summary["limitations"])  # real weights, real data: only the honest notes
     assert "3 folds instead of the paper's 10" in " ".join(summary["limitations"])
+    assert "ALL-IDB2's single-cell images are cut from ALL-IDB1's smears" in " ".join(summary["limitations"])
     assert json.loads((tmp_path / "s.json").read_text()) == summary
     assert set(summary["tasks"]["fab"]["InceptionV3"]["mtl"]["mean"]) == {"accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro"}
     assert summary["ttest"][0]["tests"][0]["test"].startswith("corrected resampled")
