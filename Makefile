@@ -13,18 +13,22 @@ PYTEST_ARGS ?=
 # pip on this kind of machine warns about absent local mirrors on every package; keep real errors.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv demo test compile clean
+IMAGE_REGISTRY ?= ghcr.io/leukemia-mtl
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+.PHONY: help venv demo test compile images clean
 
 help:
 	@echo "make demo     create .venv and run the whole pipeline locally (kfp.local) on generated data"
 	@echo "make test     create .venv and run the test suite"
 	@echo "make compile  write the KFP pipeline YAML to build/pipeline.yaml"
+	@echo "make images   build the CPU and GPU images (needs Docker; IMAGE_REGISTRY, IMAGE_TAG)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing into $(VENV) (first time: a few minutes, TensorFlow is large)"
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24" 2>&1 | $(PIP_FILTER)
-	@$(PY) -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | $(PIP_FILTER)
+	@$(PY) -m pip install -q --disable-pip-version-check -e ".[cpu,test]" 2>&1 | $(PIP_FILTER)
 	@$(PY) -c "import leukemia_mtl, kfp, cv2, minio" 
 	@touch $(STAMP)
 
@@ -37,7 +41,12 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 compile: $(STAMP)
-	$(PY) pipeline.py --compile --output build/pipeline.yaml
+	$(PY) pipeline.py --compile --output build/pipeline.yaml --image-registry $(IMAGE_REGISTRY) --image-tag $(IMAGE_TAG)
+
+# The names must match what --compile writes into the YAML: leukemia_mtl/config.py (ImageConfig).
+images:
+	docker build -f docker/Dockerfile.cpu -t $(IMAGE_REGISTRY)/leukemia-mtl-cpu:$(IMAGE_TAG) .
+	docker build -f docker/Dockerfile.gpu -t $(IMAGE_REGISTRY)/leukemia-mtl-gpu:$(IMAGE_TAG) .
 
 clean:
 	rm -rf $(VENV) runs build .pytest_cache

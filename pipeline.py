@@ -1,6 +1,7 @@
 """The ALL screening pipeline: one DAG definition, run locally (kfp.local) or compiled for Kubeflow.
 
-    python pipeline.py --compile [--profile paper] [--output FILE]
+    python pipeline.py --compile [--profile paper] [--output FILE] [--image-registry R] [--image-tag T]
+    python pipeline.py --submit --host URL [--experiment NAME] [--param KEY=VALUE] [--schedule CRON]
     python pipeline.py --run-local [--profile demo] [--smears PATH_OR_URI] [--cells PATH_OR_URI]
                        [--negative-class NAME] [--output-dir DIR] [--set KEY=VALUE]
 
@@ -56,16 +57,21 @@ OUTPUTS = {
 }
 
 
-def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: str = "report"):
-    """The DAG. Defaults (profile, backbones, GPUs) come from `profile`; `until` cuts it short.
+def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: str = "report",
+                   cluster: bool = False, compile_overrides: dict | None = None):
+    """The DAG. Defaults (profile, backbones) come from `profile`; `until` cuts it short.
 
-    `cache_ingest` may be on only when `data_version` tracks the data's content (the local runner).
+    `cluster` adds what only a Kubernetes cluster reads (images, GPUs, node selector and
+    tolerations, resources, retries, the MinIO secret), from the profile's `image` and `cluster`
+    settings with `compile_overrides` applied. `cache_ingest` may be on only when `data_version`
+    tracks the data's content (the local runner).
     """
     from leukemia_mtl.config import get_profile
 
     if until not in STOPS:
         raise ValueError(f"until must be one of {STOPS}, got {until!r}")
-    settings = get_profile(profile)
+    settings = get_profile(profile, compile_overrides)
+    place = _cluster_placement(settings) if cluster else (lambda task, kind, gpu=False, storage=False: task)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -83,25 +89,29 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
         ingested = ingest(smears=smears, cells=cells, data_version=data_version, **config)
         ingested.set_display_name("ingest")
         ingested.set_caching_options(enable_caching=cache_ingest)
+        place(ingested, "light", storage=True)
         roi = preprocess(dataset=ingested.outputs["dataset"], **config)
         roi.set_display_name("preprocess")
+        place(roi, "light")
         outputs = [ingested.outputs["dataset"], roi.outputs["roi"], roi.outputs["overlay"]]
         if until == "preprocess":
             return OUTPUTS[until](*outputs)
         segmented = segment(dataset=ingested.outputs["dataset"], roi=roi.outputs["roi"], **config)
         segmented.set_display_name("segment")
-        _on_gpu(segmented, settings.train.gpus)
+        place(segmented, "segment", gpu=True)
         outputs += [segmented.outputs["model"], segmented.outputs["cells"], segmented.outputs["figure"]]
         if until == "segment":
             return OUTPUTS[until](*outputs)
 
         folds = split(dataset=ingested.outputs["dataset"], backbones=backbones, **config)
         folds.set_display_name("split")
+        place(folds, "light")
         parallelism = settings.train.parallel_runs or None
         with dsl.ParallelFor(items=folds.outputs["Output"], parallelism=parallelism) as run:  # one per (fold, backbone)
             fold_data = augment(dataset=ingested.outputs["dataset"], cells=segmented.outputs["cells"],
                                 split=folds.outputs["split"], fold=run.fold, **config)
             fold_data.set_display_name("augment")
+            place(fold_data, "augment")
             tasks = {}
             for display, stage, task, starts_from, _ in TRAINING_STAGES:
                 common = dict(training_data=fold_data.outputs["training_data"], backbone=run.backbone, stage=stage, task=task, **config)
@@ -110,7 +120,7 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
                 else:
                     trained = finetune_from_previous(previous=tasks[starts_from].outputs["model"], **common)
                 trained.set_display_name(display)
-                _on_gpu(trained, settings.train.gpus)
+                place(trained, "train", gpu=True, storage=starts_from is None)  # ImageNet weights may come from s3
                 tasks[display] = trained
 
         def collected(output: str, names=SCORED) -> dict:
@@ -120,11 +130,15 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
 
         scored = crossval(**collected("evaluation"))
         scored.set_display_name("crossval")
+        place(scored, "light")
         compared = ttest(crossval=scored.outputs["results"], **config)
         compared.set_display_name("ttest")
+        place(compared, "light")
         released = release(crossval=scored.outputs["results"], segmenter=segmented.outputs["model"],
                            **collected("model", ("stage2",) + SCORED), **config)
         released.set_display_name("release")
+        released.set_caching_options(enable_caching=False)  # it publishes outside the pipeline
+        place(released, "light", storage=True)
         reported = report(
             data_summary=ingested.outputs["summary"], split=folds.outputs["split"], roi_metrics=roi.outputs["metrics"],
             roi_overlay=roi.outputs["overlay"], segment_metrics=segmented.outputs["metrics"], segmentation=segmented.outputs["figure"],
@@ -132,6 +146,7 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
             **collected("evaluation", tuple(name for *_, name in TRAINING_STAGES)), **config,
         )
         reported.set_display_name("report")
+        place(reported, "light")
         outputs += [folds.outputs["split"], scored.outputs["results"], compared.outputs["results"], released.outputs["model"],
                     released.outputs["manifest"], reported.outputs["html"], reported.outputs["summary"]]
         return OUTPUTS[until](*outputs)
@@ -139,15 +154,53 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
     return leukemia_pipeline
 
 
-def _on_gpu(task, gpus: int) -> None:
-    """Request GPUs on a cluster (kfp.local ignores this with a warning)."""
-    if gpus > 0:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+MINIO_ENV = ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
 
 
-def compile_pipeline(output: Path, profile: str = "paper") -> Path:
+def _cluster_placement(settings):
+    """A function that gives one task its image, resources, retries, GPUs and secrets."""
+    from kfp import kubernetes
+
+    from leukemia_mtl.config import ConfigError
+
+    cluster = settings.cluster
+    node_label = None
+    if cluster.gpu_node_label:
+        key, sep, value = cluster.gpu_node_label.partition("=")
+        if not (key and sep and value):
+            raise ConfigError(f"cluster.gpu_node_label must be KEY=VALUE, got {cluster.gpu_node_label!r}")
+        node_label = (key, value)
+    tolerations = []
+    for text in cluster.gpu_tolerations:
+        spec, sep, effect = text.rpartition(":")
+        key, has_value, value = spec.partition("=")
+        if not (sep and key and effect in ("NoSchedule", "PreferNoSchedule", "NoExecute")):
+            raise ConfigError(f"cluster.gpu_tolerations: {text!r} must be KEY[=VALUE]:NoSchedule|PreferNoSchedule|NoExecute")
+        tolerations.append(dict(key=key, operator="Equal" if has_value else "Exists", value=value or None, effect=effect))
+
+    def place(task, kind: str, gpu: bool = False, storage: bool = False):
+        resources = getattr(cluster, kind)
+        task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
+        task.set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit)
+        task.set_retry(num_retries=cluster.retries, backoff_duration=cluster.retry_backoff, backoff_factor=2.0)
+        task.set_container_image(settings.image.gpu_image if gpu else settings.image.cpu_image)
+        if gpu and settings.train.gpus > 0:
+            task.set_accelerator_type(cluster.gpu_resource).set_accelerator_limit(settings.train.gpus)
+            if node_label:
+                kubernetes.add_node_selector(task, *node_label)
+            for toleration in tolerations:
+                kubernetes.add_toleration(task, **toleration)
+        if storage:  # only the tasks that read or write object storage outside KFP's own artifacts
+            kubernetes.use_secret_as_env(task, cluster.minio_secret, {name: name for name in MINIO_ENV})
+        return task
+
+    return place
+
+
+def compile_pipeline(output: Path, profile: str = "paper", compile_overrides: dict | None = None) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(profile=profile), package_path=str(output))
+    compiler.Compiler().compile(build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides),
+                                package_path=str(output))
     return output
 
 
@@ -226,11 +279,68 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
     return lines
 
 
+def submit(host: str | None, profile: str, compile_overrides: dict, params: dict, experiment: str,
+           schedule: str | None = None, run_name: str | None = None) -> str:
+    """Compile and create a run (or, with a cron `schedule`, a recurring run) through kfp.Client.
+
+    Auth follows kfp's conventions: KF_PIPELINES_ENDPOINT when no host is given, a bearer token
+    in KF_PIPELINES_TOKEN (e.g. a service-account token in CI), or kfp's own OAuth variables.
+    Returns the run's (or recurring run's) id.
+    """
+    import os
+    import tempfile
+
+    import kfp
+
+    unknown = sorted(set(params) - {"smears", "cells", "profile", "overrides", "data_version", "backbones"})
+    if unknown:
+        from leukemia_mtl.config import ConfigError
+
+        raise ConfigError(f"unknown pipeline parameter(s) {unknown}; the pipeline takes smears, cells, profile, "
+                          "overrides, data_version, backbones")
+    params = {"profile": profile, **params}
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", profile, compile_overrides)
+        client = kfp.Client(host=host, existing_token=os.environ.get("KF_PIPELINES_TOKEN") or None)
+        name = run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if schedule:
+            experiment_id = client.create_experiment(experiment).experiment_id
+            job = client.create_recurring_run(experiment_id=experiment_id, job_name=name, cron_expression=schedule,
+                                              pipeline_package_path=str(package), params=params)
+            return job.recurring_run_id
+        return client.create_run_from_pipeline_package(str(package), arguments=params, run_name=name,
+                                                       experiment_name=experiment).run_id
+
+
+def _compile_overrides(args) -> dict:
+    """Cluster settings given on the command line, as profile overrides."""
+    overrides = {}
+    if args.image_registry:
+        overrides["image.registry"] = args.image_registry
+    if args.image_tag:
+        overrides["image.tag"] = args.image_tag
+    if args.gpu_node_label is not None:
+        overrides["cluster.gpu_node_label"] = "" if args.gpu_node_label == "none" else args.gpu_node_label
+    if args.gpu_toleration:
+        overrides["cluster.gpu_tolerations"] = [t for t in args.gpu_toleration if t != "none"]
+    if args.minio_secret:
+        overrides["cluster.minio_secret"] = args.minio_secret
+    return overrides
+
+
+def _param_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--compile", action="store_true", help="write the pipeline YAML for Kubeflow")
     mode.add_argument("--run-local", action="store_true", help="run the DAG here with kfp.local")
+    mode.add_argument("--submit", action="store_true", help="compile and start a run on a Kubeflow Pipelines server")
     parser.add_argument("--output", type=Path, default=DEFAULT_COMPILED, help=f"YAML path for --compile (default {DEFAULT_COMPILED})")
     parser.add_argument("--profile", help="settings profile: demo, paper (default: paper for --compile, demo for --run-local)")
     parser.add_argument("--smears", help="smear images (multi-cell; ALL-IDB1 or one folder per class): 'synthetic' "
@@ -244,18 +354,48 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a profile setting, e.g. --set split.folds=3")
     parser.add_argument("--until", choices=STOPS, default="report", help="run the DAG only up to this stage")
     parser.add_argument("--no-cache", action="store_true", help="run every task even if a cached result exists")
+    cluster = parser.add_argument_group("cluster (--compile and --submit)")
+    cluster.add_argument("--image-registry", help="registry of the CPU and GPU images (default from leukemia_mtl/config.py)")
+    cluster.add_argument("--image-tag", help="tag of both images (default: the project's version)")
+    cluster.add_argument("--gpu-node-label", metavar="KEY=VALUE", help="node selector of GPU tasks ('none' for no selector)")
+    cluster.add_argument("--gpu-toleration", action="append", metavar="KEY[=VALUE]:EFFECT",
+                         help="toleration of GPU tasks, repeatable ('none' for no toleration)")
+    cluster.add_argument("--minio-secret", help="Kubernetes Secret holding MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY")
+    cluster.add_argument("--host", help="KFP API endpoint for --submit (default: $KF_PIPELINES_ENDPOINT)")
+    cluster.add_argument("--experiment", default="leukemia-mtl", help="experiment of the submitted run (default leukemia-mtl)")
+    cluster.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="pipeline parameter for --submit, e.g. --param smears=s3://raw/idb1 (JSON values parsed)")
+    cluster.add_argument("--schedule", metavar="CRON", help="with --submit: a recurring run on this cron schedule "
+                                                           "(six fields, seconds first, e.g. '0 0 3 * * 1')")
+    cluster.add_argument("--run-name", help="name of the submitted run (default leukemia-mtl-<time>)")
     args = parser.parse_args(argv)
 
     from leukemia_mtl.cli import parse_overrides
     from leukemia_mtl.errors import DatasetError, LeukemiaMtlError
 
-    if args.compile:
+    if args.compile or args.submit:
         try:
-            path = compile_pipeline(args.output, args.profile or "paper")
+            compile_overrides = _compile_overrides(args)
+            if args.compile:
+                print(f"wrote {compile_pipeline(args.output, args.profile or 'paper', compile_overrides)}")
+                return 0
+            params = {}
+            for pair in args.param:
+                key, sep, value = pair.partition("=")
+                if not sep:
+                    print(f"error: --param {pair!r}: expected KEY=VALUE", file=sys.stderr)
+                    return 1
+                params[key] = _param_value(value)
+            run_id = submit(args.host, args.profile or "paper", compile_overrides, params, args.experiment,
+                            args.schedule, args.run_name)
         except LeukemiaMtlError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        print(f"wrote {path}")
+        except Exception as exc:  # the KFP server refused or could not be reached: one line, not a traceback
+            print(f"error: submitting to {args.host or 'KF_PIPELINES_ENDPOINT'} failed: {type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", file=sys.stderr)
+            return 1
+        print(f"{'recurring run' if args.schedule else 'run'} {run_id} created in experiment {args.experiment}")
         return 0
 
     smears = args.smears or args.data or "synthetic"

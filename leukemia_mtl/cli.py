@@ -1,4 +1,4 @@
-"""`python -m leukemia_mtl synth | validate | preprocess | predict`: the library without Kubeflow."""
+"""`python -m leukemia_mtl synth | validate | preprocess | predict | buckets`: the library without Kubeflow."""
 
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("path", type=Path, help="dataset folder")
     prep.add_argument("--out", required=True, type=Path, help="output folder for ROI masks, ROI images and manifest")
     _profile_args(prep)
+    buckets = sub.add_parser("buckets", help="create object-storage buckets if missing (MINIO_* environment)")
+    buckets.add_argument("names", nargs="+", help="bucket names")
+
     pred = sub.add_parser("predict", help="classify smear or single-cell images with a released model")
     pred.add_argument("--model", required=True, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
     pred.add_argument("images", nargs="+", type=Path, help="image files")
@@ -135,6 +138,14 @@ def _run(args: argparse.Namespace) -> int:
         summary = preprocess_datasets(datasets, args.out, profile.preprocess, profile.data)
         print(json.dumps(summary.metrics(), indent=2))
         print(f"wrote ROI masks, ROI images, manifest.csv and overlay.png to {args.out}")
+        return 0
+    if args.command == "buckets":
+        from leukemia_mtl.data.storage import ObjectStore
+
+        store = ObjectStore.from_env()
+        for name in args.names:
+            store.ensure_bucket(name)
+            print(f"bucket {name}: ready")
         return 0
     if args.command == "predict":
         from leukemia_mtl.predict import dumps, format_prediction, predict_images

@@ -176,11 +176,50 @@ class ImageConfig:
 
     registry: str = "ghcr.io/leukemia-mtl"
     cpu_name: str = "leukemia-mtl-cpu"
+    gpu_name: str = "leukemia-mtl-gpu"
     tag: str = __version__
 
     @property
     def cpu_image(self) -> str:
         return f"{self.registry}/{self.cpu_name}:{self.tag}"
+
+    @property
+    def gpu_image(self) -> str:
+        return f"{self.registry}/{self.gpu_name}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes requests and limits of one kind of task."""
+
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """What the compiled pipeline asks of a Kubernetes cluster (kfp.local ignores all of it).
+
+    Memory is sized from measurements on CPU (BENCHMARKS.md): the paper's full-resolution
+    segmentation peaks at 1.9 GB, InceptionResNetV2 training at 299 px and batch 48 at 12.3 GB
+    (less on a GPU, where the activations live in GPU memory); everything else stays under 1 GB.
+    """
+
+    gpu_resource: str = "nvidia.com/gpu"
+    # node selector of GPU tasks, "key=value" ("" for none); matches manifests/gpu-node-pool.yaml
+    gpu_node_label: str = "leukemia-mtl/pool=gpu"
+    # tolerations of GPU tasks, "key[=value]:Effect"; the GPU pool's taint
+    gpu_tolerations: tuple[str, ...] = ("nvidia.com/gpu:NoSchedule",)
+    # Kubernetes Secret with MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY (manifests/)
+    minio_secret: str = "leukemia-mtl-minio"
+    retries: int = 2  # per task, on any failure (preempted nodes, object-store hiccups)
+    retry_backoff: str = "60s"
+    light: Resources = field(default_factory=lambda: Resources("500m", "2", "1Gi", "4Gi"))
+    augment: Resources = field(default_factory=lambda: Resources("1", "4", "4Gi", "8Gi"))
+    segment: Resources = field(default_factory=lambda: Resources("4", "8", "6Gi", "12Gi"))
+    train: Resources = field(default_factory=lambda: Resources("4", "8", "16Gi", "24Gi"))
 
 
 @dataclass(frozen=True)
@@ -198,6 +237,7 @@ class Profile:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
