@@ -132,6 +132,8 @@ class TrainConfig:
     frozen_layers: int = 0  # backbone layers (from the input) that stay frozen while fine-tuning
     stage3_images: str = "isolated"  # multi-cell images for stage 3: segment's "isolated" smears or "original"
     gpus: int = 1  # accelerator limit of each training task on a cluster (ignored locally)
+    # float16 compute with float32 weights: "auto" turns it on where a GPU is visible
+    mixed_precision: str = "auto"
     # (fold, backbone) iterations a cluster runs at once (0: no limit); the paper's 10 folds x 3
     # backbones would otherwise ask for 30 GPUs at the same moment
     parallel_runs: int = 0

@@ -147,3 +147,22 @@ def test_stages_refuse_what_does_not_fit(training_data, tmp_path, stage, task, p
     with pytest.raises(StageError, match=message):
         run_finetune_stage(stage, task, "Xception", out, tmp_path / previous if previous else None, tmp_path / "m",
                            tmp_path / "m.html", profile)
+
+
+def test_devices_for_training_on_cpu_and_mixed_precision_keeps_a_float32_head():
+    import tensorflow as tf
+
+    from leukemia_mtl.train.finetune import devices_for_training
+
+    strategy, description = devices_for_training("auto")
+    assert description == "CPU, float32" and strategy is tf.distribute.get_strategy()
+    try:
+        _, description = devices_for_training("on")
+        assert description == "CPU, mixed float16"
+        model = build_classifier("Xception", 71, 4, NONE, head="softmax")
+        assert model.get_layer("backbone").compute_dtype == "float16"
+        assert model.output.dtype == "float32"  # softmax and the loss in float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with pytest.raises(ValueError, match="auto, on or off"):
+        devices_for_training("sometimes")

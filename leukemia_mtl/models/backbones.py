@@ -129,9 +129,9 @@ def build_classifier(
         x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, name="dropout_head")(x)
     if head == "sigmoid" or (head == "auto" and n_classes == 2):
-        outputs = layers.Dense(1, activation="sigmoid", name="head")(x)
-    else:
-        outputs = layers.Dense(n_classes, activation="softmax", name="head")(x)
+        outputs = layers.Dense(1, activation="sigmoid", name="head", dtype="float32")(x)
+    else:  # float32 output under mixed precision too: softmax and the loss stay numerically sound
+        outputs = layers.Dense(n_classes, activation="softmax", name="head", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier")
 
 

@@ -101,7 +101,7 @@ def run_finetune_stage(
     import keras
 
     from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
-    from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage
+    from leukemia_mtl.train.finetune import carry_over, devices_for_training, encode_labels, fit_stage
 
     if stage not in STAGES:
         raise StageError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
@@ -118,22 +118,25 @@ def run_finetune_stage(
         raise StageError(f"{stage} {'starts from ImageNet and takes no' if starts_from_imagenet else 'needs the'} previous stage's model")
     weights = resolve_weights(profile.model.weights if starts_from_imagenet else "none", get_backbone(backbone), profile.storage)
     salt = sum(map(ord, stage + task + backbone))  # a stage's own seed, stable across runs
-    keras.utils.set_random_seed(profile.seed + salt)  # the new head's (and a random backbone's) initial weights
-    model = build_classifier(
-        backbone, profile.model.input_size, len(classes), weights, head=head,
-        dense_units=profile.model.dense_units if with_dense else 0, dropout=profile.model.dropout if with_dense else 0.0,
-    )
-    carried: list[str] = []
-    weights_text, imagenet = weights.description, weights.imagenet
-    if previous_dir is not None:
-        previous, previous_info = load_classifier(previous_dir)
-        if previous_info.backbone != backbone or previous_info.input_size != profile.model.input_size:
-            raise StageError(f"{previous_dir}: a {previous_info.backbone} at {previous_info.input_size} px cannot start "
-                             f"a {backbone} at {profile.model.input_size} px")
-        carried = carry_over(previous, model)
-        weights_text, imagenet = f"{previous_info.stage} ({previous_info.weights})", previous_info.imagenet
+    strategy, devices = devices_for_training(profile.train.mixed_precision)
+    log.info("%s %s %s: training on %s", stage, task, backbone, devices)
+    with strategy.scope():  # variables mirrored over the GPUs when there are several
+        keras.utils.set_random_seed(profile.seed + salt)  # the new head's (and a random backbone's) initial weights
+        model = build_classifier(
+            backbone, profile.model.input_size, len(classes), weights, head=head,
+            dense_units=profile.model.dense_units if with_dense else 0, dropout=profile.model.dropout if with_dense else 0.0,
+        )
+        carried: list[str] = []
+        weights_text, imagenet = weights.description, weights.imagenet
+        if previous_dir is not None:
+            previous, previous_info = load_classifier(previous_dir)
+            if previous_info.backbone != backbone or previous_info.input_size != profile.model.input_size:
+                raise StageError(f"{previous_dir}: a {previous_info.backbone} at {previous_info.input_size} px cannot start "
+                                 f"a {backbone} at {profile.model.input_size} px")
+            carried = carry_over(previous, model)
+            weights_text, imagenet = f"{previous_info.stage} ({previous_info.weights})", previous_info.imagenet
 
-    fit = fit_stage(model, arrays.x_train, y_train, arrays.x_eval, y_eval, profile.train, head, profile.seed + salt)
+        fit = fit_stage(model, arrays.x_train, y_train, arrays.x_eval, y_eval, profile.train, head, profile.seed + salt)
     probabilities = np.asarray(model.predict(arrays.x_eval.astype(np.float32), verbose=0, batch_size=profile.train.batch_size))
     eval_loss, eval_accuracy = _score(probabilities, y_eval, head, len(classes))
 
