@@ -16,11 +16,12 @@ PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || tr
 IMAGE_REGISTRY ?= ghcr.io/leukemia-mtl
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: help venv demo test compile images clean
+.PHONY: help venv demo test bench compile images clean
 
 help:
 	@echo "make demo     create .venv and run the whole pipeline locally (kfp.local) on generated data"
 	@echo "make test     create .venv and run the test suite"
+	@echo "make bench    run the benchmarks in bench/ (figures go to BENCHMARKS.md)"
 	@echo "make compile  write the KFP pipeline YAML to build/pipeline.yaml"
 	@echo "make images   build the CPU and GPU images (needs Docker; IMAGE_REGISTRY, IMAGE_TAG)"
 
@@ -39,6 +40,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/preprocess_speed.py
+	$(PY) bench/storage_throughput.py
+	$(PY) bench/segment_full_smear.py
+	$(PY) bench/training_feed.py
 
 compile: $(STAMP)
 	$(PY) pipeline.py --compile --output build/pipeline.yaml --image-registry $(IMAGE_REGISTRY) --image-tag $(IMAGE_TAG)
