@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) bench/storage_throughput.py
 	$(PY) bench/segment_full_smear.py
 	$(PY) bench/training_feed.py
+	$(PY) bench/dag_breakdown.py
 
 compile: $(STAMP)
 	$(PY) pipeline.py --compile --output build/pipeline.yaml --image-registry $(IMAGE_REGISTRY) --image-tag $(IMAGE_TAG)

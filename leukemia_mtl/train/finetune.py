@@ -96,6 +96,8 @@ class FitResult:
     history: dict[str, list[float]]
     seconds: float
     images_per_second: float  # steady fine-tuning epochs, graph building excluded; 0 = not measurable
+    first_epochs_seconds: float = 0.0  # the first epoch of each phase: it traces the training step
+    steady_epochs_seconds: float = 0.0
 
 
 def devices_for_training(mixed_precision: str):
@@ -128,6 +130,7 @@ def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: s
         phases[1][2].append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=cfg.restore_best_weights))
     steady: list[float] = []
+    first_epochs = later_epochs = 0.0
     for trainable, epochs, callbacks in phases:
         if not epochs:
             continue
@@ -138,8 +141,10 @@ def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: s
                            callbacks=[*callbacks, timer], shuffle=False)
         for name, values in fitted.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
+        first_epochs += timer.seconds[0] if timer.seconds else 0.0
+        later_epochs += sum(timer.seconds[1:])
         if trainable:  # the fine-tuning phase is what costs; its first epoch also builds the graph
             steady = timer.seconds[1:]  # one epoch alone cannot tell training from graph building
     seconds = time.time() - started
     per_epoch = float(np.median(steady)) if steady else 0.0
-    return FitResult(history, seconds, len(x_train) / per_epoch if per_epoch else 0.0)
+    return FitResult(history, seconds, len(x_train) / per_epoch if per_epoch else 0.0, first_epochs, later_epochs)

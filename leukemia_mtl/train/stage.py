@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,8 @@ class StageSummary:
     images_per_second: float
     eval_accuracy: float
     eval_loss: float
+    # where the task's time went, in seconds (bench/dag_breakdown.py adds them up over a run)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def model_metadata(self) -> dict[str, object]:
         """What the KFP UI shows beside the Model artifact."""
@@ -98,6 +100,10 @@ def run_finetune_stage(
     figure_html: Path,
     profile: Profile,
 ) -> StageSummary:
+    import time
+
+    timings = {"process_start_to_stage": _seconds_since_process_start()}
+    started = time.perf_counter()
     import keras
 
     from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
@@ -108,6 +114,8 @@ def run_finetune_stage(
     if task not in TASKS or (stage in ("stage1", "stage2")) != (task == "blast"):
         raise StageError(f"stage {stage} does not do task {task!r} (stages 1-2: blast; stage 3 and classical: detection, fab)")
     arrays_name, head, with_dense = STAGES[stage]
+    timings["import_tensorflow"] = time.perf_counter() - started
+    started = time.perf_counter()
     arrays = StageArrays.load(Path(data_dir) / f"{arrays_name}.npz")
     data_summary = json.loads((Path(data_dir) / "summary.json").read_text())
     classes, y_train_names, y_eval_names = task_labels(arrays, task, profile.data.negative_class)
@@ -136,9 +144,15 @@ def run_finetune_stage(
             carried = carry_over(previous, model)
             weights_text, imagenet = f"{previous_info.stage} ({previous_info.weights})", previous_info.imagenet
 
+        timings["load_and_build"] = time.perf_counter() - started
         fit = fit_stage(model, arrays.x_train, y_train, arrays.x_eval, y_eval, profile.train, head, profile.seed + salt)
+    timings.update(first_epochs=fit.first_epochs_seconds, steady_epochs=fit.steady_epochs_seconds,
+                   fit_other=fit.seconds - fit.first_epochs_seconds - fit.steady_epochs_seconds)
+    started = time.perf_counter()
     probabilities = np.asarray(model.predict(arrays.x_eval.astype(np.float32), verbose=0, batch_size=profile.train.batch_size))
     eval_loss, eval_accuracy = _score(probabilities, y_eval, head, len(classes))
+    timings["predict"] = time.perf_counter() - started
+    started = time.perf_counter()
 
     info = ClassifierInfo(backbone, profile.model.input_size, list(classes), head, stage, task, weights_text, imagenet)
     save_classifier(model, info, model_dir)
@@ -148,11 +162,25 @@ def run_finetune_stage(
                            data_summary["repeat"], data_summary["fold"], data_summary["stages"][arrays_name]["train_source_images"],
                            len(arrays.x_train), len(arrays.x_eval),
                            len(fit.history.get("loss", [])), fit.seconds, fit.images_per_second,
-                           float(eval_accuracy), float(eval_loss))
-    atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
+                           float(eval_accuracy), float(eval_loss), timings)
     _write_report(figure_html, summary, fit.history)
+    timings["save_and_report"] = time.perf_counter() - started
+    atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
     keras.backend.clear_session()
     return summary
+
+
+def _seconds_since_process_start() -> float | None:
+    """Interpreter start, KFP's executor and our imports before the stage begins (Linux /proc)."""
+    import os
+    import time
+
+    try:
+        ticks = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _score(probabilities: np.ndarray, y_true: np.ndarray, head: str, n_classes: int) -> tuple[float, float]:
