@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -73,3 +74,12 @@ def save_model_bundle(model: Any, directory: Path | str, model_file: str, meta_f
     tmp.replace(directory / model_file)
     atomic_write_json(directory / meta_file, meta)
     return directory
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -23,7 +23,7 @@ from pathlib import Path
 from leukemia_mtl import __version__
 from leukemia_mtl.config import Profile
 from leukemia_mtl.errors import LeukemiaMtlError
-from leukemia_mtl.io_utils import atomic_write_json
+from leukemia_mtl.io_utils import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,6 @@ BUNDLE_FILES = ("segmenter.keras", "segmenter.json", "classifier.keras", "classi
 
 class ReleaseError(LeukemiaMtlError):
     """A release that cannot be built, published or trusted."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def select(crossval: dict, metric: str) -> dict:
@@ -104,7 +96,7 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
                 target = out_dir / role / path.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
-                files[f"{role}/{path.name}"] = _sha256(target)
+                files[f"{role}/{path.name}"] = sha256_file(target)
     content = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
     manifest = {
         "format": FORMAT,
@@ -138,7 +130,7 @@ def verify(release_dir: Path | str) -> dict:
         path = release_dir / relative
         if not path.is_file():
             raise ReleaseError(f"{path}: listed in {MANIFEST} but missing")
-        if _sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise ReleaseError(f"{path}: checksum differs from {MANIFEST} (corrupt or changed)")
     return manifest
 

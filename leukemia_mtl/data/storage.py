@@ -35,6 +35,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 
 from leukemia_mtl.config import StorageConfig
 from leukemia_mtl.errors import StorageError
+from leukemia_mtl.io_utils import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,6 @@ class StorageSettings:
         if "MINIO_SECURE" in env:
             secure = env["MINIO_SECURE"].strip().lower() in ("1", "true", "yes")
         return cls(endpoint=endpoint, secure=secure, region=env.get("MINIO_REGION") or None, access_key=access, secret_key=secret)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def safe_local_path(target_dir: Path, relative_key: str) -> Path:
@@ -156,7 +149,7 @@ class ObjectStore:
         """PUT one file and check the stored size and sha256; returns the sha256."""
         local = Path(local)
         size = local.stat().st_size
-        digest = _sha256_file(local)
+        digest = sha256_file(local)
         where = self._where(bucket, key)
         self._retry(
             f"upload {local} to {where}",
@@ -243,7 +236,7 @@ class ObjectStore:
     def _same_content(self, bucket: str, key: str, local: Path) -> bool:
         stat = self._retry(f"stat {self._where(bucket, key)}", lambda: self.client.stat_object(bucket, key))
         stored = _stored_sha256(stat.metadata)
-        return stored is not None and stored == _sha256_file(local)
+        return stored is not None and stored == sha256_file(local)
 
     def upload_dir(self, local_dir: Path | str, uri: str, *, on_object: Callable[[str], None] | None = None) -> list[str]:
         """Upload every file under local_dir to s3://bucket/prefix/<relative path>, each verified."""

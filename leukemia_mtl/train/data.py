@@ -31,7 +31,7 @@ from leukemia_mtl.config import Profile
 from leukemia_mtl.data.datasets import Dataset, load_datasets
 from leukemia_mtl.data.images import read_image
 from leukemia_mtl.errors import LeukemiaMtlError
-from leukemia_mtl.io_utils import atomic_write_json
+from leukemia_mtl.io_utils import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,11 @@ class TrainingDataError(LeukemiaMtlError):
 def duplicate_groups(datasets: list[Dataset]) -> dict[str, str]:
     """{group: canonical group} for groups holding byte-identical image files, so two copies of
     one image (renamed, or in two datasets) always land on the same side of every split."""
-    import hashlib
-
     first_group_of: dict[str, str] = {}
     alias: dict[str, str] = {}
     for dataset in datasets:
         for record in dataset.records:
-            digest = hashlib.sha256(Path(record.path).read_bytes()).hexdigest()
+            digest = sha256_file(record.path)
             group = f"{dataset.name}/{record.group}"
             canonical = first_group_of.setdefault(digest, group)
             if canonical != group:
