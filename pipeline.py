@@ -44,6 +44,7 @@ TRAINING_STAGES = (  # (display name, stage, task, starts from, component input 
     ("classical detection", "classical", "detection", None, "classical_detection"),
     ("classical FAB", "classical", "fab", None, "classical_fab"),
 )
+STABLE_COPIES = {"report": "report.html", "summary": "summary.json"}  # in --output-dir after a whole run
 SCORED = ("stage3_detection", "stage3_fab", "classical_detection", "classical_fab")
 
 _BASE_OUTPUTS = [("dataset", Dataset), ("roi", Dataset), ("roi_overlay", HTML)]
@@ -231,8 +232,8 @@ def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides
     if "report" in outputs:  # the files a person opens, under stable names
         import shutil
 
-        shutil.copyfile(outputs["report"]["path"], output_dir / "report.html")
-        shutil.copyfile(outputs["summary"]["path"], output_dir / "summary.json")
+        for name, copy in STABLE_COPIES.items():
+            shutil.copyfile(outputs[name]["path"], output_dir / copy)
     return outputs
 
 
@@ -273,9 +274,8 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
                      + (f" (published to {summary['release']['published_to']})" if summary["release"]["published_to"] else ""))
     for note in summary["limitations"]:
         lines.append(f"  note: {note}")
-    where = output_dir.resolve() if output_dir else Path(outputs["report"]["path"]).parent
-    lines.append(f"  report: {where / 'report.html' if output_dir else outputs['report']['path']}")
-    lines.append(f"  summary: {where / 'summary.json' if output_dir else outputs['summary']['path']}")
+    for name, copy in STABLE_COPIES.items():  # run_local's copies, else the artifacts themselves
+        lines.append(f"  {name}: {output_dir.resolve() / copy if output_dir else outputs[name]['path']}")
     return lines
 
 
@@ -328,13 +328,6 @@ def _compile_overrides(args) -> dict:
     return overrides
 
 
-def _param_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -379,13 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.compile:
                 print(f"wrote {compile_pipeline(args.output, args.profile or 'paper', compile_overrides)}")
                 return 0
-            params = {}
-            for pair in args.param:
-                key, sep, value = pair.partition("=")
-                if not sep:
-                    print(f"error: --param {pair!r}: expected KEY=VALUE", file=sys.stderr)
-                    return 1
-                params[key] = _param_value(value)
+            params = parse_overrides(args.param, flag="--param")
             run_id = submit(args.host, args.profile or "paper", compile_overrides, params, args.experiment,
                             args.schedule, args.run_name)
         except LeukemiaMtlError as exc:

@@ -18,13 +18,13 @@ def _profile_args(parser: argparse.ArgumentParser) -> None:
                         help="override one setting, e.g. --set synth.n_smears=8 (value parsed as JSON)")
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, object]:
+def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, object]:
     """['synth.n_smears=8', ...] -> {'synth.n_smears': 8}; values are JSON when they parse as JSON."""
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
         try:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
