@@ -136,8 +136,19 @@ def _mean_std(values: list) -> dict:
     return {"mean": float(np.mean(finite)), "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0}
 
 
+def _curve_points(curves: dict) -> dict:
+    """ROC curves as JSON-ready lists; scikit-learn's first threshold (inf) becomes 1.0."""
+    points = {}
+    for name, c in curves.items():
+        points[name] = {"fpr": np.round(c["fpr"], 5).tolist(), "tpr": np.round(c["tpr"], 5).tolist(), "auc": c["auc"]}
+        if c["thresholds"] is not None:
+            points[name]["thresholds"] = np.round(np.minimum(c["thresholds"], 1.0), 5).tolist()
+    return points
+
+
 def cross_validate(predictions: list[FoldPredictions]) -> dict:
-    """{task: {backbone: {arm: result}}}; result holds per-fold metrics, mean/std and pooled figures."""
+    """{task: {backbone: {arm: result}}}; result holds per-fold metrics, mean/std and pooled figures
+    (confusion matrix, ROC curves on every held-out prediction)."""
     groups: dict[tuple[str, str, str], list[FoldPredictions]] = {}
     for p in predictions:
         groups.setdefault((p.task, p.backbone, p.arm), []).append(p)
@@ -162,17 +173,10 @@ def cross_validate(predictions: list[FoldPredictions]) -> dict:
             "confusion_matrix": pooled,
             "confusion_matrix_percent": row_percentages(pooled),
             "test_train_ratio": float(np.mean([p.eval_sources / p.train_sources for p in folds])),
+            "roc": _curve_points(roc_curves(classes, np.concatenate([p.labels for p in folds]),
+                                            np.concatenate([p.probabilities for p in folds]))),
         }
     return results
-
-
-def pooled_predictions(predictions: list[FoldPredictions], task: str, backbone: str, arm: str):
-    """(classes, labels, probabilities) of every held-out prediction of one task/backbone/arm."""
-    chosen = [p for p in predictions if (p.task, p.backbone, p.arm) == (task, backbone, arm)]
-    if not chosen:
-        raise EvaluationError(f"no predictions for {task}/{backbone}/{arm}")
-    return (chosen[0].classes, np.concatenate([p.labels for p in chosen]),
-            np.concatenate([p.probabilities for p in chosen]))
 
 
 def best_backbone(results: dict, task: str, arm: str = "mtl", metric: str = "accuracy") -> str:
@@ -220,16 +224,6 @@ def roc_figure(curves: dict, title: str) -> bytes:
     return report.figure_png(fig, dpi=80)
 
 
-def _curve_points(curves: dict) -> dict:
-    """ROC curves as JSON-ready lists; scikit-learn's first threshold (inf) becomes 1.0."""
-    points = {}
-    for name, c in curves.items():
-        points[name] = {"fpr": np.round(c["fpr"], 5).tolist(), "tpr": np.round(c["tpr"], 5).tolist(), "auc": c["auc"]}
-        if c["thresholds"] is not None:
-            points[name]["thresholds"] = np.round(np.minimum(c["thresholds"], 1.0), 5).tolist()
-    return points
-
-
 def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str) -> dict:
     """Score every stage-3 and classical model's held-out predictions; write and return the results.
 
@@ -242,11 +236,6 @@ def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str) -> dic
         raise EvaluationError("no model predictions to cross-validate")
     predictions = [load_fold_predictions(d) for d in evaluation_dirs]
     tasks = cross_validate(predictions)
-    for task, by_backbone in tasks.items():
-        for backbone, by_arm in by_backbone.items():
-            for arm, result in by_arm.items():
-                classes, labels, probabilities = pooled_predictions(predictions, task, backbone, arm)
-                result["roc"] = _curve_points(roc_curves(classes, labels, probabilities))
     folds = sorted({p.fold_id for p in predictions})
     results = {"folds": folds, "tasks": tasks,
                "best": {task: best_backbone(tasks, task, "mtl" if any("mtl" in r for r in tasks[task].values()) else "ctl")
