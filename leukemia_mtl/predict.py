@@ -66,17 +66,18 @@ class Predictor:
         self.segmenter = Segmenter.load(self.release_dir / "segmenter")
         self.models = {role: load_classifier(self.release_dir / role) for role in ("detection", "fab", "cells")}
 
-    def _probabilities(self, role: str, images: list[np.ndarray]) -> np.ndarray:
-        """(images, classes) probabilities, sigmoid heads expanded to two columns."""
+    def _batch(self, images: list[np.ndarray]) -> np.ndarray:
+        """Images squared to the models' input, as the evaluation arrays were."""
         from leukemia_mtl.train.data import square
 
+        return np.stack([square(image, self.input_size) for image in images]).astype(np.float32)
+
+    def _probabilities(self, role: str, batch: np.ndarray) -> np.ndarray:
+        """(images, classes) probabilities of one role's model."""
+        from leukemia_mtl.train.stage import class_probabilities
+
         model, info = self.models[role]
-        batch = np.stack([square(image, self.input_size) for image in images]).astype(np.float32)
-        output = np.asarray(model.predict(batch, verbose=0))
-        if info.head == "sigmoid":
-            positive = output.reshape(-1)
-            output = np.stack([1 - positive, positive], axis=1)
-        return output
+        return class_probabilities(model.predict(batch, verbose=0), info.head)
 
     def kind_of(self, rgb: np.ndarray) -> str:
         height, width = rgb.shape[:2]
@@ -96,21 +97,21 @@ class Predictor:
             result = self.segmenter.segment(rgb, pixel_scale(rgb.shape[1], single_cell=True), self.segment_cfg, central_only=True)
             if not result.cells:
                 raise PredictError(f"{path}: no white cell found in this single-cell image")
-            probability = self._probabilities("cells", [result.cells[0].image])[0]
+            probability = self._probabilities("cells", self._batch([result.cells[0].image]))[0]
             classes = self.models["cells"][1].classes
             blast = float(probability[1])
             return Prediction(str(path), kind, classes[int(probability.argmax())], dict(zip(classes, map(float, probability))),
                               "ALL" if blast >= 0.5 else negative, blast)
 
         result = self.segmenter.segment(rgb, pixel_scale(rgb.shape[1], single_cell=False), self.segment_cfg)
-        image = result.isolated if self.stage3_images == "isolated" else rgb
-        fab = self._probabilities("fab", [image])[0]
-        detection = self._probabilities("detection", [image])[0]
+        batch = self._batch([result.isolated if self.stage3_images == "isolated" else rgb])
+        fab = self._probabilities("fab", batch)[0]
+        detection = self._probabilities("detection", batch)[0]
         fab_classes, detection_classes = self.models["fab"][1].classes, self.models["detection"][1].classes
         all_probability = float(detection[detection_classes.index("ALL")])
         cells = []
         if result.cells:
-            scores = self._probabilities("cells", [c.image for c in result.cells])[:, 1]
+            scores = self._probabilities("cells", self._batch([c.image for c in result.cells]))[:, 1]
             cells = [{"index": c.index, "bbox": list(c.bbox), "centre": list(c.centre), "blast_probability": float(s)}
                      for c, s in zip(result.cells, scores)]
         prediction = Prediction(str(path), "smear", fab_classes[int(fab.argmax())], dict(zip(fab_classes, map(float, fab))),

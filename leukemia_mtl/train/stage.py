@@ -183,15 +183,19 @@ def _seconds_since_process_start() -> float | None:
         return None
 
 
+def class_probabilities(output: np.ndarray, head: str) -> np.ndarray:
+    """(images, classes) probabilities from a model's output: a sigmoid head's one column becomes two."""
+    if head == "sigmoid":
+        positive = np.asarray(output).reshape(-1)
+        return np.stack([1 - positive, positive], axis=1)
+    return np.asarray(output)
+
+
 def _score(probabilities: np.ndarray, y_true: np.ndarray, head: str, n_classes: int) -> tuple[float, float]:
     """Cross-entropy and accuracy of the evaluation predictions (scikit-learn; no second graph)."""
     from sklearn.metrics import accuracy_score, log_loss
 
-    if head == "sigmoid":
-        positive = probabilities.reshape(-1)
-        per_class = np.stack([1 - positive, positive], axis=1)
-    else:
-        per_class = probabilities
+    per_class = class_probabilities(probabilities, head)
     truth = y_true.astype(int)
     return float(log_loss(truth, per_class, labels=list(range(n_classes)))), float(accuracy_score(truth, per_class.argmax(axis=1)))
 
