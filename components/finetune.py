@@ -22,20 +22,14 @@ def finetune_from_imagenet(
 ):
     """Stage 1 (blood-cell adaptation) or the classical baseline, from the configured weights."""
     import json
-    from pathlib import Path
 
-    from leukemia_mtl.artifacts import log_metrics
     from leukemia_mtl.config import get_profile
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.train.stage import export_evaluation, run_finetune_stage
+    from leukemia_mtl.train.stage import run_finetune_task
 
     with exit_on_user_error():
-        settings = get_profile(profile, json.loads(overrides or "{}"))
-        summary = run_finetune_stage(stage, task, backbone, Path(training_data.path), None, Path(model.path), Path(curves.path), settings)
-        model.metadata.update(summary.model_metadata())
-        log_metrics(metrics, summary.metrics())
-        export_evaluation(Path(model.path), Path(evaluation.path))
-        evaluation.metadata.update(summary.model_metadata())
+        run_finetune_task(stage, task, backbone, training_data.path, None, model, metrics, curves, evaluation,
+                          get_profile(profile, json.loads(overrides or "{}")))
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -54,18 +48,11 @@ def finetune_from_previous(
 ):
     """Stage 2 or 3: the previous stage's backbone (and dense layer) carried over, a new head."""
     import json
-    from pathlib import Path
 
-    from leukemia_mtl.artifacts import log_metrics
     from leukemia_mtl.config import get_profile
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.train.stage import export_evaluation, run_finetune_stage
+    from leukemia_mtl.train.stage import run_finetune_task
 
     with exit_on_user_error():
-        settings = get_profile(profile, json.loads(overrides or "{}"))
-        summary = run_finetune_stage(stage, task, backbone, Path(training_data.path), Path(previous.path), Path(model.path),
-                                     Path(curves.path), settings)
-        model.metadata.update(summary.model_metadata())
-        log_metrics(metrics, summary.metrics())
-        export_evaluation(Path(model.path), Path(evaluation.path))
-        evaluation.metadata.update(summary.model_metadata())
+        run_finetune_task(stage, task, backbone, training_data.path, previous.path, model, metrics, curves, evaluation,
+                          get_profile(profile, json.loads(overrides or "{}")))

@@ -204,6 +204,21 @@ def save_classifier(model, info: ClassifierInfo, directory: Path) -> None:
     save_model_bundle(model, directory, MODEL_FILE, META_FILE, asdict(info))
 
 
+def run_finetune_task(stage: str, task: str, backbone: str, training_data: str, previous: str | None,
+                      model, metrics, curves, evaluation, profile: Profile) -> StageSummary:
+    """The finetune components' one call: train the stage into KFP's artifacts (model, metrics,
+    curves, and the small evaluation folder crossval and the report read)."""
+    from leukemia_mtl.artifacts import log_metrics
+
+    summary = run_finetune_stage(stage, task, backbone, Path(training_data), Path(previous) if previous else None,
+                                 Path(model.path), Path(curves.path), profile)
+    model.metadata.update(summary.model_metadata())
+    log_metrics(metrics, summary.metrics())
+    export_evaluation(Path(model.path), Path(evaluation.path))
+    evaluation.metadata.update(summary.model_metadata())
+    return summary
+
+
 EVALUATION_FILES = (META_FILE, "summary.json", HISTORY_FILE, PREDICTIONS_FILE)
 
 
