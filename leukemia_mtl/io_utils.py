@@ -83,3 +83,19 @@ def sha256_file(path: Path | str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_keras_model(path: Path | str, error: type[Exception]) -> Any:
+    """A .keras file in Keras' safe mode (a Lambda layer or other code is refused); any failure
+    is one `error` naming the file, never Keras' traceback."""
+    import zipfile
+
+    import keras
+
+    if not zipfile.is_zipfile(path):
+        raise error(f"{path}: not a Keras model file (truncated or another format)")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad file; the user needs one line
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise error(f"{path}: cannot be loaded as a Keras model ({type(exc).__name__}: {first})") from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from leukemia_mtl.config import REFERENCE_WIDTH, SegmentConfig
 from leukemia_mtl.errors import SegmentError
-from leukemia_mtl.io_utils import save_model_bundle
+from leukemia_mtl.io_utils import load_keras_model, save_model_bundle
 from leukemia_mtl.segment.isolate import CellCrop, blue_channel_isolation, clean_mask, extract_cells, isolate
 
 log = logging.getLogger(__name__)
@@ -60,8 +59,6 @@ class Segmenter:
     @classmethod
     def load(cls, directory: Path | str) -> "Segmenter":
         """Load a bundle; any mismatch between file and metadata is one clear SegmentError."""
-        import keras
-
         directory = Path(directory)
         model_path, meta_path = directory / MODEL_FILE, directory / META_FILE
         for path in (model_path, meta_path):
@@ -73,12 +70,7 @@ class Segmenter:
             raise SegmentError(f"{meta_path}: not a segmenter description ({exc})") from None
         if info.bundle_version != BUNDLE_VERSION:
             raise SegmentError(f"{meta_path}: bundle version {info.bundle_version}, this code reads {BUNDLE_VERSION}")
-        if not zipfile.is_zipfile(model_path):
-            raise SegmentError(f"{model_path}: not a Keras model file (truncated or another format)")
-        try:
-            model = keras.models.load_model(model_path, compile=False, safe_mode=True)
-        except Exception as exc:  # Keras raises many types for a bad file; the user needs one line
-            raise SegmentError(f"{model_path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc})") from None
+        model = load_keras_model(model_path, SegmentError)
         expected = (None, info.patch_size, info.patch_size, 3)
         if tuple(model.input_shape) != expected or tuple(model.output_shape) != expected[:3] + (1,):
             raise SegmentError(

@@ -235,7 +235,7 @@ def export_evaluation(model_dir: Path, evaluation_dir: Path) -> Path:
 
 def load_classifier(directory: Path):
     """(model, info); safe mode, and the file checked against its description."""
-    import keras
+    from leukemia_mtl.io_utils import load_keras_model
 
     directory = Path(directory)
     model_path, meta_path = directory / MODEL_FILE, directory / META_FILE
@@ -244,9 +244,9 @@ def load_classifier(directory: Path):
             raise StageError(f"{path}: missing; a classifier bundle holds {MODEL_FILE} and {META_FILE}")
     try:
         info = ClassifierInfo(**json.loads(meta_path.read_text()))
-        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
-    except Exception as exc:  # one line for the user, whatever Keras raised
-        raise StageError(f"{model_path}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    except (ValueError, TypeError) as exc:
+        raise StageError(f"{meta_path}: not a classifier description ({exc})") from None
+    model = load_keras_model(model_path, StageError)
     if tuple(model.input_shape) != (None, info.input_size, info.input_size, 3):
         raise StageError(f"{model_path}: takes {model.input_shape}, but {META_FILE} says {info.input_size} px")
     return model, info
