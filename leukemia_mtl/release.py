@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -25,10 +24,7 @@ from leukemia_mtl.config import Profile
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_json, sha256_file
 
-log = logging.getLogger(__name__)
-
 MANIFEST = "manifest.json"
-ROLES = ("segmenter", "detection", "fab", "cells")
 FORMAT = 1
 BUNDLE_FILES = ("segmenter.keras", "segmenter.json", "classifier.keras", "classifier.json")
 
@@ -68,7 +64,7 @@ def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id:
 
 
 def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
-                  profile: Profile, *, run: dict | None = None) -> dict:
+                  profile: Profile) -> dict:
     """Copy the selected bundles into out_dir and write the manifest; returns the manifest."""
     from leukemia_mtl.evaluate import ARMS
 
@@ -108,7 +104,6 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
         "selection": selection,
         "settings": {"data": asdict(profile.data), "preprocess": asdict(profile.preprocess), "segment": asdict(profile.segment),
                      "input_size": profile.model.input_size, "stage3_images": profile.train.stage3_images},
-        "run": run or {},
         "files": files,
     }
     atomic_write_json(out_dir / MANIFEST, manifest)
