@@ -292,12 +292,12 @@ def submit(host: str | None, profile: str, compile_overrides: dict, params: dict
 
     import kfp
 
-    unknown = sorted(set(params) - {"smears", "cells", "profile", "overrides", "data_version", "backbones"})
+    accepted = list(build_pipeline(profile=profile).component_spec.inputs)  # the DAG's own parameters
+    unknown = sorted(set(params) - set(accepted))
     if unknown:
         from leukemia_mtl.config import ConfigError
 
-        raise ConfigError(f"unknown pipeline parameter(s) {unknown}; the pipeline takes smears, cells, profile, "
-                          "overrides, data_version, backbones")
+        raise ConfigError(f"unknown pipeline parameter(s) {unknown}; the pipeline takes {', '.join(accepted)}")
     params = {"profile": profile, **params}
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", profile, compile_overrides)
