@@ -78,11 +78,17 @@ def save_model_bundle(model: Any, directory: Path | str, model_file: str, meta_f
 
 def sha256_file(path: Path | str) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    return file_digests(path, ("sha256",))["sha256"]
+
+
+def file_digests(path: Path | str, algorithms: tuple[str, ...]) -> dict[str, str]:
+    """Hex digests of a file under several hashlib algorithms, in one pass over its bytes."""
+    digests = {name: hashlib.new(name) for name in algorithms}
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            for digest in digests.values():
+                digest.update(block)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
 def load_keras_model(path: Path | str, error: type[Exception]) -> Any:
