@@ -69,6 +69,7 @@ def train_unet(
     import keras
     import tensorflow as tf
 
+    from leukemia_mtl.devices import devices_for_training
     from leukemia_mtl.segment.unet import build_residual_unet, compile_unet
 
     keras.utils.set_random_seed(seed)
@@ -87,8 +88,10 @@ def train_unet(
         val_count = len(x_val)
         validation = tf.data.Dataset.from_tensor_slices((x_val.astype(np.float32), y_val)).batch(cfg.batch_size)
 
-    model = compile_unet(build_residual_unet(cfg.patch_size, cfg.depth, cfg.base_filters), cfg.learning_rate)
-    log.info("training the U-Net on %d patches (%d validation) for %d epochs", len(x_train), val_count, cfg.epochs)
+    strategy, devices = devices_for_training("off")  # the Dice loss stays in float32
+    with strategy.scope():
+        model = compile_unet(build_residual_unet(cfg.patch_size, cfg.depth, cfg.base_filters), cfg.learning_rate)
+    log.info("training the U-Net on %d patches (%d validation) for %d epochs on %s", len(x_train), val_count, cfg.epochs, devices)
     started = time.time()
     # tf.data reshuffles every epoch with our seed; Keras must not try to shuffle it again
     history = model.fit(train, validation_data=validation, epochs=cfg.epochs, verbose=verbose, shuffle=False)

@@ -100,22 +100,6 @@ class FitResult:
     steady_epochs_seconds: float = 0.0
 
 
-def devices_for_training(mixed_precision: str):
-    """(distribution strategy, description): MirroredStrategy over every visible GPU when there is
-    more than one, the default strategy otherwise; mixed float16 on GPUs ("auto"), or as told."""
-    import keras
-    import tensorflow as tf
-
-    if mixed_precision not in ("auto", "on", "off"):
-        raise ValueError(f"train.mixed_precision must be auto, on or off, got {mixed_precision!r}")
-    gpus = tf.config.list_physical_devices("GPU")
-    mixed = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
-    return strategy, f"{where}, {'mixed float16' if mixed else 'float32'}" + (", MirroredStrategy" if len(gpus) > 1 else "")
-
-
 def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: str, seed: int, *, verbose: int = 2) -> FitResult:
     """Head-only warm-up on the frozen backbone, then fine-tuning with early stopping."""
     import keras

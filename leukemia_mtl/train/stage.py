@@ -107,7 +107,8 @@ def run_finetune_stage(
     import keras
 
     from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
-    from leukemia_mtl.train.finetune import carry_over, devices_for_training, encode_labels, fit_stage
+    from leukemia_mtl.devices import devices_for_training
+    from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage
 
     if stage not in STAGES:
         raise StageError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
