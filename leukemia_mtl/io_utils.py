@@ -66,11 +66,18 @@ def read_csv(path: Path | str) -> list[dict[str, str]]:
 
 def save_model_bundle(model: Any, directory: Path | str, model_file: str, meta_file: str, meta: dict) -> Path:
     """A Keras model and its JSON description side by side, each written under a temporary name
-    and renamed, so a reader never sees half a bundle under the final names."""
+    and renamed, so a reader never sees half a bundle under the final names.
+
+    Architecture and weights only: a compiled model's file would also carry the optimizer's state
+    (Adam: twice the weights) that nobody reads, since every stage starts a fresh optimizer; the
+    uncompiled functional copy shares the layers, so nothing is copied.
+    """
+    import keras
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{model_file}.part.keras"  # Keras insists on the .keras suffix
-    model.save(tmp)
+    keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
     tmp.replace(directory / model_file)
     atomic_write_json(directory / meta_file, meta)
     return directory

@@ -74,10 +74,10 @@ class Predictor:
 
     def _probabilities(self, role: str, batch: np.ndarray) -> np.ndarray:
         """(images, classes) probabilities of one role's model."""
-        from leukemia_mtl.train.stage import class_probabilities
+        from leukemia_mtl.train.stage import class_probabilities, model_outputs
 
         model, info = self.models[role]
-        return class_probabilities(model.predict(batch, verbose=0), info.head)
+        return class_probabilities(model_outputs(model, batch, len(batch)), info.head)
 
     def kind_of(self, rgb: np.ndarray) -> str:
         height, width = rgb.shape[:2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from leukemia_mtl.train.data import StageArrays, make_folds, prepare_training_da
 
 keras = pytest.importorskip("keras")
 
+from leukemia_mtl.devices import devices_for_training  # noqa: E402
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier  # noqa: E402
 from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage  # noqa: E402
 from leukemia_mtl.train.stage import StageError, load_classifier, run_finetune_stage  # noqa: E402
@@ -84,9 +86,16 @@ def test_a_stage_trains_and_the_loss_falls():
     x, labels = _cells(12)
     y = encode_labels(labels, ("normal", "blast"), "sigmoid")
     keras.utils.set_random_seed(0)
-    model = build_classifier("Xception", 71, 2, NONE, dense_units=16, dropout=0.1, head="sigmoid")
-    cfg = TrainConfig(epochs=4, warmup_epochs=1, batch_size=8, early_stopping_patience=0)
-    result = fit_stage(model, x, y, x[:8], y[:8], cfg, "sigmoid", seed=0, verbose=0)
+    strategy, _ = devices_for_training("off")
+    with strategy.scope():
+        model = build_classifier("Xception", 71, 2, NONE, dense_units=16, dropout=0.1, head="sigmoid")
+        traces = []
+        keras_train_step = model.train_step
+        model.train_step = lambda data: traces.append(1) or keras_train_step(data)  # runs only while tracing
+        cfg = TrainConfig(epochs=4, warmup_epochs=1, batch_size=8, early_stopping_patience=0)
+        result = fit_stage(model, x, y, x[:8], y[:8], cfg, "sigmoid", seed=0, verbose=0)
+    # one graph per phase (warm-up, fine-tuning), not per epoch, batch or variable creation
+    assert len(traces) == 2
     loss = result.history["loss"]
     assert len(loss) == 5  # warm-up + fine-tuning epochs
     assert loss[-1] < loss[0], loss
@@ -126,6 +135,10 @@ def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
     assert s1.carried_over == [] and not s1.imagenet
     assert "not the paper's stage 1" in html.unescape((tmp_path / "s1.html").read_text())
     stage1_model, _ = load_classifier(tmp_path / "s1")
+    # architecture and weights only: the optimizer's state (Adam: twice the weights) is not shipped
+    assert stage1_model.optimizer is None
+    with zipfile.ZipFile(tmp_path / "s1" / "classifier.keras") as bundle, bundle.open("model.weights.h5") as weights:
+        assert b"optimizer" not in weights.read()
     s2 = run_finetune_stage("stage2", "blast", "Xception", out, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile)
     assert s2.carried_over == ["backbone"]
     stage2_model, info = load_classifier(tmp_path / "s2")
@@ -152,10 +165,9 @@ def test_stages_refuse_what_does_not_fit(training_data, tmp_path, stage, task, p
 def test_devices_for_training_on_cpu_and_mixed_precision_keeps_a_float32_head():
     import tensorflow as tf
 
-    from leukemia_mtl.train.finetune import devices_for_training
 
     strategy, description = devices_for_training("auto")
-    assert description == "CPU, float32" and strategy is tf.distribute.get_strategy()
+    assert description == "CPU, float32" and isinstance(strategy, tf.distribute.OneDeviceStrategy)
     try:
         _, description = devices_for_training("on")
         assert description == "CPU, mixed float16"

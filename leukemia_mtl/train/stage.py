@@ -150,7 +150,7 @@ def run_finetune_stage(
     timings.update(first_epochs=fit.first_epochs_seconds, steady_epochs=fit.steady_epochs_seconds,
                    fit_other=fit.seconds - fit.first_epochs_seconds - fit.steady_epochs_seconds)
     started = time.perf_counter()
-    probabilities = np.asarray(model.predict(arrays.x_eval.astype(np.float32), verbose=0, batch_size=profile.train.batch_size))
+    probabilities = model_outputs(model, arrays.x_eval, profile.train.batch_size)
     eval_loss, eval_accuracy = _score(probabilities, y_eval, head, len(classes))
     timings["predict"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -182,6 +182,15 @@ def _seconds_since_process_start() -> float | None:
         return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
+
+
+def model_outputs(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model called batch by batch, in inference mode. Keras' advice for inputs this small
+    (one fold's evaluation images, one image to predict): `model.predict` first builds a graph,
+    about a second per task on 2 cores, for a few batches."""
+    batches = [np.asarray(model(images[start:start + batch_size].astype(np.float32), training=False))
+               for start in range(0, len(images), batch_size)]
+    return np.concatenate(batches) if batches else np.zeros((0, *model.output_shape[1:]), np.float32)
 
 
 def class_probabilities(output: np.ndarray, head: str) -> np.ndarray:
