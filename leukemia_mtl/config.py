@@ -70,10 +70,12 @@ class SegmentConfig:
     working_scale: float = 640 / REFERENCE_WIDTH
     patch_size: int = 64
     depth: int = 3  # number of 2x2 max-pools
-    base_filters: int = 16
-    epochs: int = 12
+    # demo: 8 filters, 5 epochs, 32 patches per smear reach a held-out Dice of ~0.92 in a fifth of
+    # the time of 16 / 12 / 48 (0.96); BENCHMARKS.md
+    base_filters: int = 8
+    epochs: int = 5
     batch_size: int = 32
-    patches_per_image: int = 48
+    patches_per_image: int = 32
     foreground_patch_fraction: float = 0.6  # patches centred on a white cell, the rest anywhere
     learning_rate: float = 1e-3
     holdout_fraction: float = 0.25  # smears kept out of training to measure Dice and IoU
@@ -96,7 +98,7 @@ class AugmentConfig:
     """The paper's augmentation, applied to training images only, to balanced classes."""
 
     # images per class after augmentation: at least this many, and as many as the largest class
-    target_per_class: int = 32
+    target_per_class: int = 16
     flip_horizontal: bool = True
     flip_vertical: bool = True
     rotation_max_degrees: float = 180.0  # a random angle in [0, max]
@@ -108,8 +110,10 @@ class AugmentConfig:
 class ModelConfig:
     """Backbones and their weights; training settings come with the finetune stages."""
 
-    backbones: tuple[str, ...] = ("InceptionV3",)
-    input_size: int = 96
+    # demo: the paper's backbone that builds its training graph fastest (Xception: 132 layers, against
+    # 311 and 780), at its smallest input; BENCHMARKS.md has the measurements
+    backbones: tuple[str, ...] = ("Xception",)
+    input_size: int = 71
     # 'imagenet' (Keras download), 'none' (random init), a local folder or file, or an s3:// URI
     # holding Keras' own weight files (e.g. inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)
     weights: str = "none"
@@ -121,15 +125,22 @@ class ModelConfig:
 class TrainConfig:
     """Fine-tuning settings shared by every stage and the classical baseline (paper Table I)."""
 
-    epochs: int = 3
-    warmup_epochs: int = 1  # head-only epochs on the frozen backbone (stage 1 and classical)
+    # demo: 2 (one after the graph-building first epoch): each more adds ~30 s to the demo's wall
+    # time on 2 cores (BENCHMARKS.md)
+    epochs: int = 2
+    # head-only epochs on the frozen backbone before fine-tuning; the demo has none: its backbone is
+    # random, so there are no features to protect, and each phase costs one more graph build
+    warmup_epochs: int = 0
     batch_size: int = 16
     learning_rate: float = 1e-3
     decay_steps: int = 50  # Adam's rate is multiplied by decay_rate every decay_steps steps
     decay_rate: float = 0.9
     early_stopping_patience: int = 3  # epochs without a better validation loss (0: no early stopping)
     restore_best_weights: bool = True  # end with the epoch of the lowest validation loss
-    frozen_layers: int = 0  # backbone layers (from the input) that stay frozen while fine-tuning
+    # share of the backbone's layers, from the input, that stay frozen while fine-tuning (0: all are
+    # tuned, as the paper). The demo tunes the top 10 % (Xception: its exit flow): its
+    # training graph builds in a quarter of the time and each step takes half (BENCHMARKS.md).
+    frozen_fraction: float = 0.9
     stage3_images: str = "isolated"  # multi-cell images for stage 3: segment's "isolated" smears or "original"
     gpus: int = 1  # accelerator limit of each training task on a cluster (ignored locally)
     # float16 compute with float32 weights: "auto" turns it on where a GPU is visible
@@ -143,7 +154,7 @@ class TrainConfig:
 class SplitConfig:
     """Grouped, stratified K-fold over source images (and patients where named)."""
 
-    folds: int = 2
+    folds: int = 3
     # repeated K-fold (different shuffles): more paired scores for the t-tests, as the paper's Table V
     repeats: int = 1
 
@@ -259,8 +270,8 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(backbones=("InceptionV3", "Xception", "InceptionResNetV2"), input_size=299, weights="imagenet"),
         # ALL-IDB1's 108 smears to ~125 per class, as the paper's 500 augmented smears for 4 classes
         augment=AugmentConfig(target_per_class=125),
-        train=TrainConfig(epochs=160, warmup_epochs=5, batch_size=48, decay_steps=1000, early_stopping_patience=20,
-                          parallel_runs=6),
+        train=TrainConfig(epochs=160, warmup_epochs=5, frozen_fraction=0.0, batch_size=48, decay_steps=1000,
+                          early_stopping_patience=20, parallel_runs=6),
         split=SplitConfig(folds=10),
     ),
 }

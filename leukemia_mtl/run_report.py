@@ -96,6 +96,9 @@ def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, cross
     if profile.train.epochs < PAPER_PROFILE_EPOCHS:
         notes.append(f"{profile.train.epochs} epochs per stage instead of the paper's {PAPER_PROFILE_EPOCHS}, "
                      f"at {profile.model.input_size} px instead of 299.")
+    if profile.train.frozen_fraction > 0:
+        notes.append(f"Only the top {1 - profile.train.frozen_fraction:.0%} of each backbone's layers were fine-tuned "
+                     f"(train.frozen_fraction={profile.train.frozen_fraction}); the paper tunes them all.")
     notes.append("Unlike the paper, augmentation ran after the split on training images only, so these scores are "
                  "not inflated by copies of one image on both sides of a fold.")
     return notes

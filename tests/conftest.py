@@ -27,6 +27,7 @@ TINY = {
     "augment.target_per_class": 8,
     "train.epochs": 1,
     "train.warmup_epochs": 0,
+    "split.folds": 2,
 }
 PLANTED_ACCESS_KEY = "AKIAPLANTEDACCESS0001"
 PLANTED_SECRET_KEY = "planted-secret-Zq8x7Vb3nM2kL9"

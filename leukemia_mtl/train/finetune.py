@@ -40,11 +40,16 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, *, sh
     )
 
 
-def set_backbone_trainable(model, trainable: bool, frozen_layers: int = 0) -> None:
+def set_backbone_trainable(model, trainable: bool, frozen_fraction: float = 0.0) -> None:
+    """Every backbone layer's flag (see the module docstring); the first `frozen_fraction` of the
+    layers stay frozen even when fine-tuning."""
+    if not 0.0 <= frozen_fraction < 1.0:
+        raise ValueError(f"train.frozen_fraction must be in [0, 1), got {frozen_fraction}")
     backbone = model.get_layer("backbone")
     backbone.trainable = True
+    frozen = int(len(backbone.layers) * frozen_fraction)
     for position, layer in enumerate(backbone.layers):
-        layer.trainable = trainable and position >= frozen_layers
+        layer.trainable = trainable and position >= frozen
 
 
 def compile_classifier(model, cfg: TrainConfig, head: str) -> None:
@@ -118,7 +123,7 @@ def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: s
     for trainable, epochs, callbacks in phases:
         if not epochs:
             continue
-        set_backbone_trainable(model, trainable, cfg.frozen_layers)
+        set_backbone_trainable(model, trainable, cfg.frozen_fraction)
         compile_classifier(model, cfg, head)
         timer = EpochTimer()
         fitted = model.fit(train, validation_data=evaluation, epochs=epochs, verbose=verbose,
