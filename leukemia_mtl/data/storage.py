@@ -2,8 +2,8 @@
 
 Guarantees, each tested against a real S3 server on 127.0.0.1:
 - an upload is one PUT (or a multipart upload completed only at the end), so a partial object is
-  never visible; it is verified by the PUT's ETag (the server's MD5 of what it received) or,
-  where the ETag is not an MD5 (multipart, encryption), by a HEAD against size and stored sha256;
+  never visible; a small file's PUT is verified by its ETag (the server's MD5 of what it
+  received), a large one's (or one whose ETag is no MD5) by a HEAD against size and stored sha256;
 - a download streams into a temporary sibling and is renamed only once its size and sha256
   match, so a half-written file never sits under its final name;
 - transient failures (connection refused or reset, timeouts, 5xx, SlowDown) are retried with
@@ -149,20 +149,22 @@ class ObjectStore:
     def upload_file(self, local: Path | str, bucket: str, key: str) -> str:
         """PUT one file and check what the server stored; returns the sha256.
 
-        A single-part PUT is verified by its ETag, the MD5 the server computed over the bytes it
-        received (no second round trip); a multipart or encrypted upload, whose ETag is not that
-        MD5, is verified by a HEAD against the size and the sha256 stored as metadata.
+        A small file's PUT is verified by its ETag, the MD5 the server computed over the bytes it
+        received (no second round trip); a large file (where an MD5 pass costs more than a round
+        trip), or an upload whose ETag is no MD5 (multipart, encryption), by a HEAD against the
+        size and the sha256 stored as metadata.
         """
         local = Path(local)
         size = local.stat().st_size
-        digests = file_digests(local, ("sha256", "md5"))  # one pass over the file for both
+        small = size <= self.cfg.etag_verify_max_bytes
+        digests = file_digests(local, ("sha256", "md5") if small else ("sha256",))  # one pass over the file
         digest = digests["sha256"]
         where = self._where(bucket, key)
         result = self._retry(
             f"upload {local} to {where}",
             lambda: self.client.fput_object(bucket, key, str(local), metadata={SHA256_META: digest}),
         )
-        if (result.etag or "").strip('"').lower() == digests["md5"]:
+        if small and (result.etag or "").strip('"').lower() == digests["md5"]:
             return digest
         stat = self._retry(f"verify {where}", lambda: self.client.stat_object(bucket, key))
         stored = _stored_sha256(stat.metadata)
