@@ -45,8 +45,8 @@ bench: $(STAMP)
 	$(PY) bench/preprocess_speed.py
 	$(PY) bench/storage_throughput.py
 	$(PY) bench/segment_full_smear.py
-	$(PY) bench/training_feed.py
-	$(PY) bench/dag_breakdown.py
+	$(PY) bench/training_feed.py --repeats 2 --scaling
+	$(PY) bench/dag_breakdown.py --runs 3
 
 compile: $(STAMP)
 	$(PY) pipeline.py --compile --output build/pipeline.yaml --image-registry $(IMAGE_REGISTRY) --image-tag $(IMAGE_TAG)

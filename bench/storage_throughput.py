@@ -1,7 +1,7 @@
 """MB/s of our storage layer (sha256 metadata, verified upload, temp-file download checked and
 renamed, retries) over the raw `minio` client moving the same files, against a local S3 server.
 
-    python bench/storage_throughput.py [--files 8] [--mb 4]
+    python bench/storage_throughput.py [--files 8] [--kb 4096] [--repeats 3]
 
 The server is moto's (in-memory, on 127.0.0.1), so the figures are about client-side overhead,
 not a real network. Goal: ratio (ours / raw MB/s) >= 0.9. Run at 1x, 2x and 4x the files.
@@ -21,7 +21,7 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=8, help="files at 1x (2x and 4x follow)")
-    parser.add_argument("--mb", type=int, default=4, help="size of each file in MB")
+    parser.add_argument("--kb", type=int, default=4096, help="size of each file in KB (the pipeline's crops and masks are tens of KB)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -46,9 +46,9 @@ def main() -> None:
                 files = []
                 for index in range(args.files * factor):
                     path = root / f"f{index}.bin"
-                    path.write_bytes(os.urandom(args.mb << 20))
+                    path.write_bytes(os.urandom(args.kb << 10))
                     files.append(path)
-                total = len(files) * args.mb
+                total = len(files) * args.kb / 1024
                 timings = {k: [] for k in ("up_ours", "up_raw", "down_ours", "down_raw")}
                 for repeat in range(args.repeats):
                     for name, upload in (("up_ours", lambda p, k: ours.upload_file(p, "bench", k)),
@@ -65,7 +65,7 @@ def main() -> None:
                             download(f"{prefix}/{repeat}/{path.name}", root / "dl" / name / str(repeat) / path.name)
                         timings[name].append(time.perf_counter() - started)
                 rate = {k: total / statistics.median(v) for k, v in timings.items()}
-                print(f"{len(files):5d} {total:5d} {rate['up_ours']:8.0f} {rate['up_raw']:8.0f} {rate['up_ours'] / rate['up_raw']:6.2f} "
+                print(f"{len(files):5d} {total:5.0f} {rate['up_ours']:8.0f} {rate['up_raw']:8.0f} {rate['up_ours'] / rate['up_raw']:6.2f} "
                       f"{rate['down_ours']:9.0f} {rate['down_raw']:9.0f} {rate['down_ours'] / rate['down_raw']:6.2f}")
     finally:
         server.stop()
