@@ -43,8 +43,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/preprocess_speed.py
-	$(PY) bench/storage_throughput.py
+	$(PY) bench/storage_throughput.py --repeats 5
+	$(PY) bench/storage_throughput.py --files 64 --kb 64 --repeats 5
 	$(PY) bench/segment_full_smear.py
+	$(PY) bench/graph_build.py
 	$(PY) bench/training_feed.py --repeats 2 --scaling
 	$(PY) bench/dag_breakdown.py --runs 3
 
