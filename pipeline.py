@@ -45,6 +45,8 @@ TRAINING_STAGES = (  # (display name, stage, task, starts from, component input 
     ("classical FAB", "classical", "fab", None, "classical_fab"),
 )
 STABLE_COPIES = {"report": "report.html", "summary": "summary.json"}  # in --output-dir after a whole run
+REPO = Path(__file__).resolve().parent
+CODE_VERSION_ENV = "LEUKEMIA_MTL_CODE_VERSION"  # local runs: settings and code, in every task's cache key
 SCORED = ("stage3_detection", "stage3_fab", "classical_detection", "classical_fab")
 
 _BASE_OUTPUTS = [("dataset", Dataset), ("roi", Dataset), ("roi_overlay", HTML)]
@@ -59,20 +61,26 @@ OUTPUTS = {
 
 
 def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: str = "report",
-                   cluster: bool = False, compile_overrides: dict | None = None):
+                   cluster: bool = False, compile_overrides: dict | None = None, code_version: str = ""):
     """The DAG. Defaults (profile, backbones) come from `profile`; `until` cuts it short.
 
     `cluster` adds what only a Kubernetes cluster reads (images, GPUs, node selector and
     tolerations, resources, retries, the MinIO secret), from the profile's `image` and `cluster`
     settings with `compile_overrides` applied. `cache_ingest` may be on only when `data_version`
-    tracks the data's content (the local runner).
+    tracks the data's content (the local runner). `code_version` (the local runner) goes into
+    every task's environment, which kfp.local's cache key includes: a task's inputs name the
+    profile, not its settings, and the library's code is not part of the component's source.
     """
     from leukemia_mtl.config import get_profile
 
     if until not in STOPS:
         raise ValueError(f"until must be one of {STOPS}, got {until!r}")
     settings = get_profile(profile, compile_overrides)
-    place = _cluster_placement(settings) if cluster else (lambda task, kind, gpu=False, storage=False: task)
+    if cluster:
+        place = _cluster_placement(settings)
+    else:
+        def place(task, kind: str, gpu: bool = False, storage: bool = False):
+            return task.set_env_variable(CODE_VERSION_ENV, code_version) if code_version else task
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -205,6 +213,17 @@ def compile_pipeline(output: Path, profile: str = "paper", compile_overrides: di
     return output
 
 
+def code_version(settings) -> str:
+    """sha256 of the resolved settings and of every source file of the library and components:
+    a cached local task is reused only while neither has changed."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True, default=str).encode())
+    for path in sorted([*(REPO / "leukemia_mtl").rglob("*.py"), *(REPO / "components").rglob("*.py")]):
+        digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides: dict, cache: bool = True,
               until: str = "report") -> dict:
     """Run the DAG (to `until`) in this Python environment; returns {output: {path, metadata}}."""
@@ -222,7 +241,7 @@ def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides
     # GPU requests and display names matter on a cluster only; kfp.local says so for every task
     warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
     version = fingerprint(smears, cells, settings)
-    run = build_pipeline(profile=profile, cache_ingest=cache, until=until)(
+    run = build_pipeline(profile=profile, cache_ingest=cache, until=until, code_version=code_version(settings))(
         smears=smears, cells=cells, profile=profile, overrides=json.dumps(overrides, sort_keys=True), data_version=version,
         backbones=list(settings.model.backbones),
     )
