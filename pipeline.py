@@ -218,9 +218,11 @@ def code_version(settings) -> str:
     a cached local task is reused only while neither has changed."""
     import hashlib
 
+    from leukemia_mtl.io_utils import sha256_file
+
     digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True, default=str).encode())
     for path in sorted([*(REPO / "leukemia_mtl").rglob("*.py"), *(REPO / "components").rglob("*.py")]):
-        digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(f"{path.relative_to(REPO).as_posix()}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -125,8 +125,8 @@ class ModelConfig:
 class TrainConfig:
     """Fine-tuning settings shared by every stage and the classical baseline (paper Table I)."""
 
-    # demo: 2 (one after the graph-building first epoch): each more adds ~30 s to the demo's wall
-    # time on 2 cores (BENCHMARKS.md)
+    # demo: 2 (one after the graph-building first epoch): a third epoch took the demo's wall time
+    # on 2 cores from 256 s to 317 s (BENCHMARKS.md)
     epochs: int = 2
     # head-only epochs on the frozen backbone before fine-tuning; the demo has none: its backbone is
     # random, so there are no features to protect, and each phase costs one more graph build
