@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,8 @@ def s3_server():
     server.start()
     host, port = server.get_host_and_port()
     server.endpoint = f"http://{host}:{port}"
+    # moto keeps its buckets in process-wide memory: start every test from an empty server
+    urllib.request.urlopen(urllib.request.Request(f"{server.endpoint}/moto-api/reset", method="POST"), timeout=10).close()
     server.stopped = False
     yield server
     if not server.stopped:

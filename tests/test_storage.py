@@ -121,11 +121,130 @@ def test_server_down_at_start(s3_env, s3_server, tmp_path):
         store.download_prefix("s3://cells/p", tmp_path)
 
 
-def test_wrong_credentials_and_missing_bucket_are_clear(s3_env, store, tmp_path, monkeypatch):
-    with pytest.raises(StorageError, match="NoSuchBucket"):
+def test_missing_bucket_and_empty_prefix_are_clear(s3_env, store, tmp_path):
+    with pytest.raises(StorageError, match="NoSuchBucket .*buckets NAME"):
         store.download_prefix("s3://no-such-bucket/x", tmp_path)
     with pytest.raises(StorageError, match="nothing found under s3://cells/empty"):
         store.download_prefix("s3://cells/empty", tmp_path)
+
+
+# -- a server killed part-way through a transfer (the proxy drops the connection) ---------------
+
+@pytest.fixture
+def proxy(s3_server):
+    from faults import CuttingProxy
+
+    proxy = CuttingProxy(s3_server.endpoint)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxied_store(store, proxy, s3_env):
+    """(through the proxy, straight to the server): faults hit the first, the second checks."""
+    settings = dataclasses.replace(store.settings, endpoint=proxy.endpoint.split("//")[1])
+    return ObjectStore(settings, FAST), store
+
+
+def _payload(tmp_path: Path, kib: int = 256) -> Path:
+    path = tmp_path / "payload.bin"
+    path.write_bytes(hashlib.sha256(b"payload").digest() * (kib * 32))
+    return path
+
+
+@pytest.mark.parametrize("size_kib", [256, 2048])  # verified by the PUT's ETag, and by a HEAD
+def test_an_upload_cut_once_is_retried_and_the_object_is_whole(proxied_store, proxy, tmp_path, caplog, size_kib):
+    through, direct = proxied_store
+    payload = _payload(tmp_path, size_kib)
+    proxy.cut("up", after_bytes=64 * 1024)
+    with caplog.at_level(logging.WARNING):
+        through.upload_file(payload, "cells", "up/payload.bin")
+    assert proxy.cuts == 1 and "retry 1/2" in caplog.text
+    direct.download_file("cells", "up/payload.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == payload.read_bytes()
+
+
+@pytest.mark.parametrize("size_kib", [256, 6144])  # one PUT, and a multipart upload
+def test_an_upload_cut_every_time_fails_clearly_and_leaves_no_object(proxied_store, proxy, tmp_path, size_kib):
+    through, direct = proxied_store
+    proxy.cut("up", after_bytes=(64 if size_kib < 5120 else 5200) * 1024, times=None)
+    with pytest.raises(StorageError, match=r"upload .*payload.bin to s3://cells/up/payload.bin .*failed after 3 attempts"):
+        through.upload_file(_payload(tmp_path, size_kib), "cells", "up/payload.bin")
+    assert proxy.cuts == 3  # bounded: FAST allows 3 attempts
+    assert direct.list_keys("cells", "up") == []  # nothing visible under the final key, not even part of it
+
+
+def test_a_download_cut_once_is_retried_and_the_file_is_whole(proxied_store, proxy, tmp_path):
+    through, direct = proxied_store
+    payload = _payload(tmp_path)
+    direct.upload_file(payload, "cells", "down/payload.bin")
+    proxy.cut("down", after_bytes=64 * 1024)
+    through.download_file("cells", "down/payload.bin", tmp_path / "out" / "payload.bin")
+    assert proxy.cuts == 1
+    assert (tmp_path / "out" / "payload.bin").read_bytes() == payload.read_bytes()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["payload.bin"]
+
+
+def test_a_download_cut_every_time_fails_clearly_and_leaves_no_file(proxied_store, proxy, tmp_path):
+    through, direct = proxied_store
+    direct.upload_file(_payload(tmp_path), "cells", "down/payload.bin")
+    proxy.cut("down", after_bytes=64 * 1024, times=None)
+    with pytest.raises(StorageError, match="download s3://cells/down/payload.bin .*failed after 3 attempts"):
+        through.download_file("cells", "down/payload.bin", tmp_path / "out" / "payload.bin")
+    assert list((tmp_path / "out").iterdir()) == []  # neither the final name nor a .part file
+
+
+# -- credentials and permissions, with the server checking signatures and IAM policies ---------
+
+@pytest.fixture
+def checking_server(s3_server, monkeypatch):
+    """The S3 server with authentication on: a read-only user of bucket `cells`, and its keys."""
+    import json
+
+    import boto3
+    from moto import settings as moto_settings
+
+    admin = dict(endpoint_url=s3_server.endpoint, region_name="us-east-1",
+                 aws_access_key_id=PLANTED_ACCESS_KEY, aws_secret_access_key=PLANTED_SECRET_KEY)
+    boto3.client("s3", **admin).create_bucket(Bucket="cells")
+    boto3.client("s3", **admin).put_object(Bucket="cells", Key="ro/a.txt", Body=b"readable")
+    iam = boto3.client("iam", **admin)
+    iam.create_user(UserName="reader")
+    read_only = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
+        "Resource": ["arn:aws:s3:::cells", "arn:aws:s3:::cells/*"]}]}
+    iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(read_only))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # from here on, every request is checked
+    return {"MINIO_ENDPOINT": s3_server.endpoint, "MINIO_ACCESS_KEY": key["AccessKeyId"], "MINIO_SECRET_KEY": key["SecretAccessKey"]}
+
+
+def test_a_read_only_bucket_refuses_the_upload_once_and_clearly(checking_server, tmp_path, caplog):
+    store = ObjectStore(StorageSettings.from_env(checking_server), FAST)
+    store.download_file("cells", "ro/a.txt", tmp_path / "a.txt")  # reading is allowed
+    assert (tmp_path / "a.txt").read_bytes() == b"readable"
+    with caplog.at_level(logging.WARNING), pytest.raises(StorageError, match=r"AccessDenied .*read-only bucket") as info:
+        store.upload_file(_payload(tmp_path), "cells", "ro/new.bin")
+    assert "retry" not in caplog.text  # a refusal is not retried
+    assert "s3://cells/ro/new.bin" in str(info.value)
+    assert [k for k, _ in store.list_keys("cells", "ro")] == ["ro/a.txt"]
+    assert checking_server["MINIO_SECRET_KEY"] not in str(info.value) + caplog.text
+
+
+@pytest.mark.parametrize("change, code, variable", [
+    ({"MINIO_SECRET_KEY": "not-the-secret"}, "SignatureDoesNotMatch", "MINIO_SECRET_KEY"),
+    ({"MINIO_ACCESS_KEY": "AKIANOSUCHKEY0000000"}, "InvalidAccessKeyId", "MINIO_ACCESS_KEY"),
+])
+def test_wrong_credentials_fail_at_once_naming_the_variable_not_its_value(checking_server, tmp_path, caplog, change, code, variable):
+    env = {**checking_server, **change}
+    store = ObjectStore(StorageSettings.from_env(env), FAST)
+    with caplog.at_level(logging.WARNING), pytest.raises(StorageError, match=f"{code} .*check {variable}") as info:
+        store.download_prefix("s3://cells/ro", tmp_path / "mirror")
+    assert "retry" not in caplog.text
+    assert not (tmp_path / "mirror").exists() or not any((tmp_path / "mirror").iterdir())
+    for value in env.values():
+        if value != env["MINIO_ENDPOINT"]:
+            assert value not in str(info.value) + caplog.text
 
 
 def test_credentials_never_appear_in_errors_logs_or_repr(s3_server, s3_env, synthetic_root, tmp_path, caplog):

@@ -42,6 +42,13 @@ log = logging.getLogger(__name__)
 
 SHA256_META = "sha256"  # stored as x-amz-meta-sha256
 _TRANSIENT_S3_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}
+# What a person does about the refusals that retrying cannot fix (the variables' names, never their values).
+_S3_HINTS = {
+    "InvalidAccessKeyId": "the server does not know this access key: check MINIO_ACCESS_KEY",
+    "SignatureDoesNotMatch": "the secret key does not match the access key: check MINIO_SECRET_KEY",
+    "AccessDenied": "these credentials may not do this here (a read-only bucket or policy?)",
+    "NoSuchBucket": "create it (python -m leukemia_mtl buckets NAME) or fix the URI",
+}
 T = TypeVar("T")
 
 
@@ -130,7 +137,8 @@ class ObjectStore:
                 return operation()
             except S3Error as exc:
                 if exc.code not in _TRANSIENT_S3_CODES or attempt == self.cfg.attempts:
-                    raise StorageError(f"{what}: {exc.code} ({exc.message})") from None
+                    hint = f"; {_S3_HINTS[exc.code]}" if exc.code in _S3_HINTS else ""
+                    raise StorageError(f"{what}: {exc.code} ({exc.message}){hint}") from None
                 reason = exc.code
             except (urllib3.exceptions.HTTPError, ServerError, InvalidResponseError, ConnectionError, TimeoutError) as exc:
                 if attempt == self.cfg.attempts:
