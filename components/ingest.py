@@ -34,6 +34,8 @@ def ingest(
 
     with exit_on_user_error():
         result = run_ingest(smears, cells, dataset.path, get_profile(profile, json.loads(overrides or "{}")))
+        for note in result.notes:  # conversions and ignored files, in the task's log as well as the summary
+            print(f"note: {note}", flush=True)
         dataset.metadata.update({"source": result.source, "data_version": data_version, "images": result.images, "datasets": sorted(result.datasets)})
         log_metrics(metrics, result.metrics())
         atomic_write_json(Path(summary.path), asdict(result))

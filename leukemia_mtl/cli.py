@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pred = sub.add_parser("predict", help="classify smear or single-cell images with a released model")
     pred.add_argument("--model", required=True, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
-    pred.add_argument("images", nargs="+", type=Path, help="image files")
+    pred.add_argument("images", nargs="+", type=Path, help="image files, or folders (every image under them)")
     pred.add_argument("--kind", default="auto", choices=("auto", "smear", "cell"),
                       help="auto: square images up to 512 px are single cells, others smears (default)")
     pred.add_argument("--overlays", type=Path, default=Path("predictions"),
@@ -148,11 +148,32 @@ def _run(args: argparse.Namespace) -> int:
             print(f"bucket {name}: ready")
         return 0
     if args.command == "predict":
-        from leukemia_mtl.predict import dumps, format_prediction, predict_images
+        from tqdm import tqdm
 
-        results, errors = predict_images(args.model, [str(i) for i in args.images], args.kind, args.overlays, args.cache)
-        print(dumps(results) if args.json else "\n".join(format_prediction(r) for r in results))
-        for error in errors:
-            print(f"error: {error}", file=sys.stderr)
+        from leukemia_mtl.predict import format_prediction, iter_predictions
+
+        # Each answer is printed as soon as it exists (JSON: one array, element by element), so a
+        # folder of thousands streams; errors go to stderr as they happen; exit 1 if any.
+        errors = count = 0
+        progress = tqdm(desc="predict", unit="image", file=sys.stderr, disable=None)
+        if args.json:
+            print("[", flush=True)
+        for result, error in iter_predictions(args.model, [str(i) for i in args.images], args.kind, args.overlays, args.cache):
+            progress.update()
+            if error is not None:
+                errors += 1
+                progress.write(f"error: {error}", file=sys.stderr)
+                continue
+            if args.json:
+                text = json.dumps(result, indent=2)
+                print(("  " if count == 0 else ", ") + text.replace("\n", "\n  "), flush=True)
+            else:
+                print(format_prediction(result), flush=True)
+            count += 1
+        progress.close()
+        if args.json:
+            print("]", flush=True)
+        if errors:
+            print(f"{errors} image(s) could not be classified, {count} were", file=sys.stderr)
         return 1 if errors else 0
     raise AssertionError(args.command)

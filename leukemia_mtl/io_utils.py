@@ -77,7 +77,9 @@ def save_model_bundle(model: Any, directory: Path | str, model_file: str, meta_f
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{model_file}.part.keras"  # Keras insists on the .keras suffix
-    keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
+    # model.input/.output keep the built structure (one tensor, not a list of one): a loaded model
+    # then takes a plain batch, as the model it was saved from did, without Keras' structure warning
+    keras.Model(model.input, model.output, name=model.name).save(tmp)
     tmp.replace(directory / model_file)
     atomic_write_json(directory / meta_file, meta)
     return directory

@@ -10,9 +10,9 @@ is scored by the stage-2 model on its central cell.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -84,7 +84,7 @@ class Predictor:
         square_ish = max(height, width) / min(height, width) <= CELL_IMAGE_MAX_ASPECT
         return "cell" if max(height, width) <= CELL_IMAGE_MAX_SIDE and square_ish else "smear"
 
-    def predict(self, path: Path | str, kind: str = "auto", overlay_dir: Path | str | None = None) -> Prediction:
+    def predict(self, path: Path | str, kind: str = "auto", overlay_path: Path | str | None = None) -> Prediction:
         from leukemia_mtl.data.images import read_image
         from leukemia_mtl.preprocess import pixel_scale
 
@@ -103,6 +103,9 @@ class Predictor:
             return Prediction(str(path), kind, classes[int(probability.argmax())], dict(zip(classes, map(float, probability))),
                               "ALL" if blast >= 0.5 else negative, blast)
 
+        if min(rgb.shape[:2]) < self.input_size:
+            raise PredictError(f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
+                               "input: too small for a smear (a single-cell image? try --kind cell)")
         result = self.segmenter.segment(rgb, pixel_scale(rgb.shape[1], single_cell=False), self.segment_cfg)
         batch = self._batch([result.isolated if self.stage3_images == "isolated" else rgb])
         fab = self._probabilities("fab", batch)[0]
@@ -116,9 +119,8 @@ class Predictor:
                      for c, s in zip(result.cells, scores)]
         prediction = Prediction(str(path), "smear", fab_classes[int(fab.argmax())], dict(zip(fab_classes, map(float, fab))),
                                 "ALL" if all_probability >= 0.5 else negative, all_probability, cells)
-        if overlay_dir is not None:
-            prediction.overlay = str(write_overlay(rgb, result.refined_mask, cells, prediction,
-                                                   Path(overlay_dir) / f"{Path(path).stem}_overlay.png"))
+        if overlay_path is not None:
+            prediction.overlay = str(write_overlay(rgb, result.refined_mask, cells, prediction, Path(overlay_path)))
         return prediction
 
 
@@ -146,19 +148,59 @@ def write_overlay(rgb: np.ndarray, mask: np.ndarray, cells: list[dict], predicti
     return write_image(path, canvas)
 
 
-def predict_images(model: str, images: list[str], kind: str = "auto", overlay_dir: Path | None = None,
-                   cache_dir: Path | None = None) -> tuple[list[dict], list[str]]:
-    """(predictions, errors) for every image; one bad image does not stop the others."""
+def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
+    """(image, None) for every file given and every image file under a folder given (sorted,
+    recursive); (None, message) for what is not there or not an image, so nothing drops silently."""
+    from leukemia_mtl.data.images import IMAGE_EXTENSIONS
+
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = False
+            for path in sorted(item.rglob("*")):
+                if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                    found = True
+                    yield path, None
+                elif path.is_file():
+                    yield None, f"{path}: skipped, not an image file (suffix {path.suffix or 'none'})"
+            if not found:
+                yield None, f"{item}: folder holds no image files"
+        elif item.exists():
+            yield item, None
+        else:
+            yield None, f"{item}: no such file or folder"
+
+
+def iter_predictions(model: str, inputs: list[str], kind: str = "auto", overlay_dir: Path | None = None,
+                     cache_dir: Path | None = None) -> Iterator[tuple[dict | None, str | None]]:
+    """(prediction, None) or (None, error) per image, one at a time: a folder of thousands streams
+    through in constant memory, and one bad image does not stop the others."""
     from leukemia_mtl.release import fetch
 
     predictor = Predictor(fetch(model, cache_dir))
-    results, errors = [], []
-    for image in images:
+    overlay_names: set[str] = set()
+    for path, problem in image_paths(inputs):
+        if problem is not None:
+            yield None, problem
+            continue
         try:
-            results.append(predictor.predict(image, kind, overlay_dir).to_dict())
+            prediction = predictor.predict(path, kind, _overlay_path(overlay_dir, path, overlay_names))
         except LeukemiaMtlError as exc:
-            errors.append(str(exc))
-    return results, errors
+            yield None, str(exc)
+        else:
+            yield prediction.to_dict(), None
+
+
+def _overlay_path(overlay_dir: Path | None, image: Path, used: set[str]) -> Path | None:
+    """<stem>_overlay.png, numbered when images of one name come from different folders, so no
+    overlay overwrites another; the same inputs in the same order give the same names."""
+    if overlay_dir is None:
+        return None
+    name, n = f"{image.stem}_overlay.png", 1
+    while name in used:
+        n += 1
+        name = f"{image.stem}-{n}_overlay.png"
+    used.add(name)
+    return Path(overlay_dir) / name
 
 
 def format_prediction(p: dict) -> str:
@@ -171,6 +213,3 @@ def format_prediction(p: dict) -> str:
         line += f"; overlay {p['overlay']}"
     return line
 
-
-def dumps(predictions: list[dict]) -> str:
-    return json.dumps(predictions, indent=2)

@@ -4,7 +4,7 @@ versioned, checksummed folder that `predict` loads from disk or object storage.
 Layout: manifest.json (version, selection and its cross-validated scores, the preprocessing and
 segmentation settings, sha256 of every file) and one bundle per role: segmenter/ (white cells),
 detection/ and fab/ (stage-3 or classical models for multi-cell images), cells/ (the stage-2
-model that scores each isolated cell). The version is derived from the files' content, so
+model that scores each isolated cell). The version is derived from the models' content (not their save dates), so
 publishing the same models again is a no-op.
 """
 
@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,7 +94,8 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
                 files[f"{role}/{path.name}"] = sha256_file(target)
-    content = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
+    contents = {relative: _content_digest(out_dir / relative) for relative in files}
+    content = hashlib.sha256(json.dumps(contents, sort_keys=True).encode()).hexdigest()[:12]
     manifest = {
         "format": FORMAT,
         "name": "leukemia-mtl",
@@ -110,6 +112,43 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
     return manifest
 
 
+def _content_digest(path: Path) -> str:
+    """sha256 of what a file holds for prediction. A .keras archive also records when it was saved
+    (metadata.json) and Python object ids (config.json's shared_object_id), so the same model saved
+    by two runs differs in bytes: its members are hashed without the date and with the ids numbered
+    in order of appearance, and a rerun with the same seed releases the same version
+    (tests/test_reliability.py)."""
+    if path.suffix != ".keras":
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        for name in sorted(archive.namelist()):
+            if name == "metadata.json":
+                continue
+            member = hashlib.sha256()
+            with archive.open(name) as handle:
+                if name == "config.json":
+                    member.update(_canonical_config(json.load(handle)))
+                else:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        member.update(block)
+            digest.update(f"{name}\0{member.hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def _canonical_config(config) -> bytes:
+    ids: dict[int, int] = {}
+
+    def renumber(node):
+        if isinstance(node, dict):
+            return {k: (ids.setdefault(v, len(ids)) if k == "shared_object_id" else renumber(v)) for k, v in sorted(node.items())}
+        if isinstance(node, list):
+            return [renumber(v) for v in node]
+        return node
+
+    return json.dumps(renumber(config), sort_keys=True).encode()
+
+
 def verify(release_dir: Path | str) -> dict:
     """The manifest, after checking every listed file's sha256 (one error naming the bad file)."""
     release_dir = Path(release_dir)
@@ -121,8 +160,14 @@ def verify(release_dir: Path | str) -> dict:
         raise ReleaseError(f"{manifest_path}: not a release manifest ({type(exc).__name__}: {exc})") from None
     if manifest.get("format") != FORMAT:
         raise ReleaseError(f"{manifest_path}: release format {manifest.get('format')}, this code reads {FORMAT}")
+    from leukemia_mtl.data.storage import safe_local_path
+    from leukemia_mtl.errors import StorageError
+
     for relative, expected in files.items():
-        path = release_dir / relative
+        try:  # a hostile manifest must not make publish() copy, or predict load, files outside the release
+            path = safe_local_path(release_dir, relative)
+        except StorageError:
+            raise ReleaseError(f"{manifest_path}: lists {relative!r}, which lies outside the release folder; refused") from None
         if not path.is_file():
             raise ReleaseError(f"{path}: listed in {MANIFEST} but missing")
         if sha256_file(path) != expected:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -63,3 +64,159 @@ def palette_png(path: Path, seed: int = 0) -> Path:
 def float_tiff(path: Path, seed: int = 0) -> Path:
     cv2.imwrite(str(path), rgb_image(seed).astype(np.float32) / 255)
     return path
+
+
+# -- the bad-input corpus: one builder per kind, each planting its fault in a copy of the synthetic
+# ALL-IDB data (`root`, holding ALL_IDB1/ and ALL_IDB2/). A builder returns the dataset folder to
+# give an entry point, the file (or folder) the message must name, the words it must contain, and
+# whether the input is refused (True) or accepted with the conversion reported (False).
+
+@dataclass(frozen=True)
+class Planted:
+    dataset: Path
+    named: Path
+    message: str
+    refused: bool = True
+
+
+def _smear(root: Path) -> Path:
+    return root / "ALL_IDB1" / "Im001_1.jpg"
+
+
+def _folders(root: Path, names: dict[str, list[str]], same_pixels: bool = False) -> Path:
+    """A folder-per-class dataset built from the synthetic single-cell crops."""
+    crops = sorted((root / "ALL_IDB2").glob("*.tif"))
+    target, i = root / "by_class", 0
+    for label, files in names.items():
+        for name in files:
+            (target / label).mkdir(parents=True, exist_ok=True)
+            source = crops[0 if same_pixels else i % len(crops)]
+            cv2.imwrite(str(target / label / name), cv2.imread(str(source)))
+            i += 1
+    return target
+
+
+def zero_byte(root: Path) -> Planted:
+    _smear(root).write_bytes(b"")
+    return Planted(root / "ALL_IDB1", _smear(root), "is empty (0 bytes)")
+
+
+def truncated(root: Path) -> Planted:
+    data = _smear(root).read_bytes()
+    _smear(root).write_bytes(data[: len(data) // 2])
+    return Planted(root / "ALL_IDB1", _smear(root), "is truncated or corrupt")
+
+
+def corrupt(root: Path) -> Planted:
+    _smear(root).write_bytes(b"\xff\xd8\xff\xe0" + np.random.default_rng(1).bytes(4000))
+    return Planted(root / "ALL_IDB1", _smear(root), "is truncated or corrupt")
+
+
+def not_an_image(root: Path) -> Planted:
+    _smear(root).write_text("patient notes, not pixels\n")
+    return Planted(root / "ALL_IDB1", _smear(root), "cannot be decoded")
+
+
+def stray_file(root: Path) -> Planted:
+    (root / "ALL_IDB1" / "notes.docx").write_bytes(b"PK\x03\x04 not an image")
+    return Planted(root / "ALL_IDB1", root / "ALL_IDB1" / "notes.docx", "ignored: not an image of this dataset", refused=False)
+
+
+def wrong_extension(root: Path) -> Planted:
+    pixels = cv2.imread(str(_smear(root)))
+    ok, png = cv2.imencode(".png", pixels)
+    _smear(root).write_bytes(png.tobytes())
+    return Planted(root / "ALL_IDB1", _smear(root), "content is PNG although the name ends in .jpg", refused=False)
+
+
+def _converted(root: Path, write, words: str) -> Planted:
+    smear = _smear(root)
+    pixels = cv2.imread(str(smear))
+    target = smear.with_suffix(".png")
+    smear.unlink()
+    write(target, pixels)
+    labels = smear.parent / "labels.csv"
+    labels.write_text(labels.read_text().replace(smear.name, target.name))
+    return Planted(root / "ALL_IDB1", target, words, refused=False)
+
+
+def grayscale_smear(root: Path) -> Planted:
+    return _converted(root, lambda p, px: cv2.imwrite(str(p), cv2.cvtColor(px, cv2.COLOR_BGR2GRAY)), "grayscale")
+
+
+def rgba_smear(root: Path) -> Planted:
+    return _converted(root, lambda p, px: cv2.imwrite(str(p), cv2.cvtColor(px, cv2.COLOR_BGR2BGRA)), "alpha")
+
+
+def sixteen_bit_smear(root: Path) -> Planted:
+    return _converted(root, lambda p, px: cv2.imwrite(str(p), px.astype(np.uint16) * 257), "16-bit")
+
+
+def palette_smear(root: Path) -> Planted:
+    return _converted(root, lambda p, px: Image.fromarray(px[..., ::-1]).convert("P", palette=Image.Palette.ADAPTIVE).save(p),
+                      "palette")
+
+
+def bomb(root: Path) -> Planted:
+    _smear(root).unlink()
+    target = png_bomb(_smear(root).with_suffix(".png"))
+    return Planted(root / "ALL_IDB1", target, "decompression bomb")
+
+
+def too_small(root: Path) -> Planted:
+    smear = _smear(root)
+    cv2.imwrite(str(smear), cv2.resize(cv2.imread(str(smear)), (24, 18)))
+    return Planted(root / "ALL_IDB1", smear, "smaller than the minimum of 32 px")
+
+
+def mislabelled(root: Path) -> Planted:
+    crop = sorted((root / "ALL_IDB2").glob("*.tif"))[0]
+    target = crop.with_name("Im001_7.tif")
+    crop.rename(target)
+    return Planted(root / "ALL_IDB2", target, "label suffix _7 is not 0 (healthy) or 1 (ALL)")
+
+
+def unnamed(root: Path) -> Planted:
+    target = _smear(root).with_name("smear one.jpg")
+    _smear(root).rename(target)
+    return Planted(root / "ALL_IDB1", target, "does not follow ALL-IDB's ImNNN_Y pattern")
+
+
+def empty_folder(root: Path) -> Planted:
+    (root / "empty").mkdir()
+    return Planted(root / "empty", root / "empty", "no dataset found")
+
+
+def empty_class_folder(root: Path) -> Planted:
+    dataset = _folders(root, {"normal": ["a.png", "b.png"], "blast": ["c.png", "d.png"]})
+    (dataset / "L3").mkdir()
+    return Planted(dataset, dataset / "L3", "class folder has no images")
+
+
+def one_class(root: Path) -> Planted:
+    dataset = _folders(root, {"normal": ["a.png", "b.png", "c.png"]})
+    return Planted(dataset, dataset, "has only one class ('normal')")
+
+
+def duplicate_across_classes(root: Path) -> Planted:
+    dataset = _folders(root, {"normal": ["a.png"], "blast": ["b.png"]}, same_pixels=True)
+    return Planted(dataset, dataset / "normal" / "a.png", "is the same image as blast/b.png")
+
+
+def csv_names_missing_file(root: Path) -> Planted:
+    labels = root / "ALL_IDB1" / "labels.csv"
+    labels.write_text(labels.read_text().rstrip("\n") + "\nIm999_1.jpg,L2\n")
+    return Planted(root / "ALL_IDB1", labels, "names 'Im999_1.jpg', which is not an image in")
+
+
+def awkward_names(root: Path) -> Planted:
+    """Spaces, unicode and HTML in file names are fine: they load and are escaped wherever shown."""
+    dataset = _folders(root, {"normal": ["cell one.png", "célula_ü.png"], "blast": ["<script>.jpg", "b&b \"q\".png"]})
+    return Planted(dataset, dataset, "4 images; normal=2 blast=2", refused=False)
+
+
+DATASET_CORPUS = {builder.__name__.replace("_", "-"): builder for builder in (
+    zero_byte, truncated, corrupt, not_an_image, stray_file, wrong_extension, grayscale_smear, rgba_smear,
+    sixteen_bit_smear, palette_smear, bomb, too_small, mislabelled, unnamed, empty_folder, empty_class_folder,
+    one_class, duplicate_across_classes, csv_names_missing_file, awkward_names,
+)}

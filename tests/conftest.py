@@ -109,3 +109,16 @@ def stage_run(tmp_path_factory):
     run_preprocess_stage(root / "ingest", root / "roi", root / "roi.html", profile)
     summary = run_segment_stage(root / "ingest", root / "roi", root / "model", root / "cells", root / "segment.html", profile, progress=False)
     return root, profile, summary
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The whole DAG on tiny data, once per session: 2 folds x 1 backbone x 6 trainings."""
+    import time
+
+    import pipeline
+
+    out = tmp_path_factory.mktemp("demo_run")
+    started = time.time()
+    outputs = pipeline.run_local("demo", "synthetic", "synthetic", out, dict(TINY))
+    return out, outputs, time.time() - started

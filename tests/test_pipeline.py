@@ -99,15 +99,6 @@ REPORT_SECTIONS = ("What this run could not do", "Data and split", "Preprocessin
                    "Table V, re-tested", "Released model")
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The whole DAG on tiny data, once for the tests below: 2 folds x 1 backbone x 6 trainings."""
-    out = tmp_path_factory.mktemp("demo_run")
-    started = time.time()
-    outputs = pipeline.run_local("demo", "synthetic", "synthetic", out, dict(TINY))
-    return out, outputs, time.time() - started
-
-
 def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run):
     out, outputs, first = demo_run
     assert set(pipeline.OUTPUTS["report"]._fields) == set(outputs)
@@ -233,8 +224,9 @@ def test_local_run_reads_changed_folder_data_not_a_stale_cache(tmp_path, synthet
     assert first["roi"]["path"] != second["roi"]["path"]
 
 
-def test_local_run_from_s3(tmp_path, synthetic_root, s3_env):
+def test_local_run_from_s3(tmp_path, synthetic_root, s3_env, capfd):
     from leukemia_mtl.data.storage import ObjectStore
+    from leukemia_mtl.errors import StorageError
 
     store = ObjectStore.from_env()
     store.ensure_bucket("raw")
@@ -243,6 +235,12 @@ def test_local_run_from_s3(tmp_path, synthetic_root, s3_env):
     assert outputs["dataset"]["metadata"]["source"] == "smears: s3://raw/allidb/ALL_IDB1; cells: s3://raw/allidb"
     summary = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
     assert sorted(summary["datasets"]) == ["cells", "smears"] and summary["datasets"]["cells"]["layout"] == "allidb2"
+    with pytest.raises(StorageError, match="NoSuchBucket") as refused:  # found while fingerprinting the inputs
+        pipeline.run_local("demo", "s3://no-such-bucket/x", "none", tmp_path / "missing", dict(TINY), until="preprocess")
+    logged = capfd.readouterr()
+    written = [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".html", ".csv", "")]
+    for text in [logged.out, logged.err, str(refused.value), *written]:  # the credentials were used, and appear nowhere
+        assert s3_env["MINIO_SECRET_KEY"] not in text and s3_env["MINIO_ACCESS_KEY"] not in text
 
 
 def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, synthetic_copy):

@@ -103,7 +103,7 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
     staging.rename(final)
     datasets = load_datasets(final, profile.data, check=False)  # paths under the final name
     for before, after in zip(checked, datasets):
-        after.notes = [Problem(n.where.replace(str(staging), str(final), 1), n.message) for n in before.notes]
+        after.notes = [Problem(_origin(n.where, origins), n.message) for n in before.notes]  # the user's file
     summary = summarise(f"smears: {sources[SMEARS_DIR]}; cells: {sources[CELLS_DIR]}", datasets,
                         smears=sources[SMEARS_DIR], cells=sources[CELLS_DIR])
     atomic_write_json(out / SUMMARY_FILE, asdict(summary))

@@ -257,8 +257,14 @@ def load_classifier(directory: Path):
     except (ValueError, TypeError) as exc:
         raise StageError(f"{meta_path}: not a classifier description ({exc})") from None
     model = load_keras_model(model_path, StageError)
+    if model.name != f"{info.backbone}_classifier":
+        raise StageError(f"{model_path}: holds the model {model.name!r}, but {META_FILE} says a {info.backbone} classifier")
     if tuple(model.input_shape) != (None, info.input_size, info.input_size, 3):
         raise StageError(f"{model_path}: takes {model.input_shape}, but {META_FILE} says {info.input_size} px")
+    units = 1 if info.head == "sigmoid" else len(info.classes)
+    if tuple(model.output_shape) != (None, units):
+        raise StageError(f"{model_path}: gives {model.output_shape[1:]} outputs, but {META_FILE} says {info.head} over "
+                         f"{len(info.classes)} classes")
     return model, info
 
 

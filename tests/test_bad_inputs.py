@@ -1,0 +1,196 @@
+"""The bad-input corpus (tests/badinputs.py) at every entry point: `validate`, the pipeline's
+ingest task, `predict`, and the model and weight loaders. Each refusal is one message naming the
+file, never a traceback; each accepted oddity is reported; nothing is dropped silently.
+README.md's "Bad input" table has one row per kind and names the test here that proves it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+import pytest
+from kfp.dsl import Artifact, Dataset, Metrics
+
+from badinputs import DATASET_CORPUS, Planted, png_bomb, truncated_jpeg, write_rgb
+from components.ingest import ingest
+from conftest import TINY
+from leukemia_mtl import cli
+from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier
+from leukemia_mtl.train.stage import META_FILE, MODEL_FILE, ClassifierInfo, StageError, load_classifier
+
+NO_WEIGHTS = ResolvedWeights(None, "random initialisation", False)
+
+
+def _plant(kind: str, synthetic_copy: Path) -> Planted:
+    return DATASET_CORPUS[kind](synthetic_copy)
+
+
+@pytest.mark.parametrize("kind", sorted(DATASET_CORPUS))
+def test_validate_names_the_file_or_reports_the_conversion(kind, synthetic_copy, capsys):
+    planted = _plant(kind, synthetic_copy)
+    code = cli.main(["validate", str(planted.dataset)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    if planted.refused:
+        assert code == 1
+        assert f"error: {planted.named}: " in err and planted.message in err, err
+    else:
+        assert code == 0, err
+        assert planted.message in out and (planted.named == planted.dataset or f"note: {planted.named}: " in out), out
+
+
+@pytest.mark.parametrize("kind", sorted(DATASET_CORPUS))
+def test_the_pipelines_ingest_task_names_the_users_file_and_publishes_nothing(kind, synthetic_copy, tmp_path, capsys):
+    planted = _plant(kind, synthetic_copy)
+    cells_role = planted.dataset.name in ("ALL_IDB2", "by_class")
+    smears, cells = ("synthetic", str(planted.dataset)) if cells_role else (str(planted.dataset), "none")
+    artifacts = {name: kind_(name=name, uri=str(tmp_path / "out" / name))
+                 for name, kind_ in (("dataset", Dataset), ("metrics", Metrics), ("summary", Artifact))}
+    run = lambda: ingest.python_func(smears=smears, cells=cells, profile="demo", overrides=json.dumps(TINY),  # noqa: E731
+                                     data_version="v1", **artifacts)
+    if planted.refused:
+        with pytest.raises(SystemExit) as info:
+            run()
+        err = capsys.readouterr().err
+        assert info.value.code == 1 and "Traceback" not in err
+        assert f"error: {planted.named}: " in err and planted.message in err, err  # the user's path, not a staging copy
+        assert not (tmp_path / "out" / "dataset" / "data").exists()
+    else:
+        run()
+        summary = json.loads((tmp_path / "out" / "dataset" / "dataset.json").read_text())
+        text = json.dumps(summary, ensure_ascii=False)
+        if planted.named != planted.dataset:  # the note travels with the data, under the user's path
+            assert str(planted.named) in text and planted.message in text, text
+        else:
+            role = summary["datasets"]["cells" if cells_role else "smears"]
+            assert role["class_counts"] == {"normal": 2, "blast": 2}
+
+
+def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, capsys, synthetic_root):
+    """One call with good, awkward and bad files and folders: every good image is answered (in
+    order, as JSON), every bad one named on stderr, and the exit code says some failed."""
+    _, outputs, _ = demo_run
+    smear = (synthetic_root / "ALL_IDB1" / "Im001_1.jpg").read_bytes()
+    images = tmp_path / "images"
+    good = {name: images / name for name in ("smear one.jpg", "célula ü.jpg", "<script>.jpg", "sub/Im002_1.jpg")}
+    for path in good.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(smear)
+    bad = {
+        images / "zero.jpg": "is empty (0 bytes)",
+        truncated_jpeg(images / "half.jpg"): "is truncated or corrupt",
+        images / "text.jpg": "cannot be decoded",
+        png_bomb(images / "bomb.png"): "decompression bomb",
+        write_rgb(images / "tiny.jpg", size=(24, 18)): "smaller than the minimum of 32 px",
+        write_rgb(images / "small smear.jpg", size=(64, 40)): "smaller than the model's 71 px input",
+        images / "sub" / "readme.md": "skipped, not an image file",
+        tmp_path / "missing.jpg": "no such file or folder",
+        tmp_path / "empty": "folder holds no image files",
+    }
+    (images / "zero.jpg").write_bytes(b"")
+    (images / "text.jpg").write_text("not pixels")
+    (images / "sub" / "readme.md").write_text("notes")
+    (tmp_path / "empty").mkdir()
+    code = cli.main(["predict", "--model", outputs["release"]["path"], "--json", "--overlays", str(tmp_path / "overlays"),
+                     str(images), str(tmp_path / "missing.jpg"), str(tmp_path / "empty")])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in out + err
+    answers = json.loads(out)
+    assert [a["image"] for a in answers] == sorted(str(p) for p in good.values())
+    assert all(a["kind"] == "smear" and Path(a["overlay"]).is_file() for a in answers)
+    assert len({a["overlay"] for a in answers}) == len(answers)  # no overlay overwrites another
+    for path, message in bad.items():
+        assert f"error: {path}: " in err and message in err, (path, err)
+    assert f"{len(bad)} image(s) could not be classified, {len(good)} were" in err
+
+
+def _classifier_bundle(directory: Path, backbone: str, input_size: int, info_changes: dict | None = None) -> Path:
+    from leukemia_mtl.io_utils import save_model_bundle
+
+    model = build_classifier(backbone, input_size, 2, NO_WEIGHTS)
+    info = ClassifierInfo(backbone, input_size, ["normal", "ALL"], "sigmoid", "stage1", "blast", "none", False)
+    return save_model_bundle(model, directory, MODEL_FILE, META_FILE, {**dataclasses.asdict(info), **(info_changes or {})})
+
+
+def test_a_classifier_file_from_another_backbone_input_size_or_head_is_refused(tmp_path):
+    xception = _classifier_bundle(tmp_path / "xception", "Xception", 75)
+    model, info = load_classifier(xception)  # the good bundle loads
+    assert info.backbone == "Xception" and model.input_shape == (None, 75, 75, 3)
+    inception = _classifier_bundle(tmp_path / "inception", "InceptionV3", 75)
+    (xception / MODEL_FILE).write_bytes((inception / MODEL_FILE).read_bytes())
+    with pytest.raises(StageError, match=f"{xception / MODEL_FILE}: holds the model 'InceptionV3_classifier', "
+                                         "but classifier.json says a Xception classifier"):
+        load_classifier(xception)
+    wrong_size = _classifier_bundle(tmp_path / "size", "Xception", 71, {"input_size": 75})
+    with pytest.raises(StageError, match=r"takes \(None, 71, 71, 3\), but classifier.json says 75 px"):
+        load_classifier(wrong_size)
+    wrong_head = _classifier_bundle(tmp_path / "head", "Xception", 71, {"head": "softmax", "classes": ["normal", "L1", "L2"]})
+    with pytest.raises(StageError, match=r"gives \(1,\) outputs, but classifier.json says softmax over 3 classes"):
+        load_classifier(wrong_head)
+
+
+def test_a_truncated_classifier_file_or_description_is_refused(tmp_path):
+    bundle = _classifier_bundle(tmp_path / "b", "Xception", 71)
+    data = (bundle / MODEL_FILE).read_bytes()
+    (bundle / MODEL_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(StageError, match=f"{bundle / MODEL_FILE}: not a Keras model file"):
+        load_classifier(bundle)
+    (bundle / META_FILE).write_text('{"backbone": "Xception"')
+    with pytest.raises(StageError, match=f"{bundle / META_FILE}: not a classifier description"):
+        load_classifier(bundle)
+
+
+def test_a_classifier_with_a_lambda_layer_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    marker_path = str(marker)
+    inputs = keras.Input((71, 71, 3), name="rgb")
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Lambda(lambda t: (open(marker_path, "w").write("ran"), t[:, :1])[1], name="head")(pooled)
+    bundle = tmp_path / "lambda"
+    bundle.mkdir()
+    keras.Model(inputs, outputs, name="Xception_classifier").save(bundle / MODEL_FILE)
+    marker.unlink(missing_ok=True)  # saving traced the lambda once
+    info = ClassifierInfo("Xception", 71, ["normal", "ALL"], "sigmoid", "stage1", "blast", "none", False)
+    (bundle / META_FILE).write_text(json.dumps(dataclasses.asdict(info)))
+    with pytest.raises(StageError, match="cannot be loaded as a Keras model .*Lambda"):
+        load_classifier(bundle)
+    assert not marker.exists()
+
+
+def test_a_release_whose_manifest_reaches_outside_its_folder_is_refused(demo_run, tmp_path):
+    import shutil
+
+    from leukemia_mtl.release import ReleaseError, fetch, publish
+
+    _, outputs, _ = demo_run
+    release = tmp_path / "release"
+    shutil.copytree(outputs["release"]["path"], release)
+    (tmp_path / "secret.txt").write_text("outside")
+    manifest = json.loads((release / "manifest.json").read_text())
+    for hostile in ("../secret.txt", "/etc/hostname"):
+        manifest["files"][hostile] = "0" * 64
+        (release / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ReleaseError, match=f"lists '{hostile}', which lies outside the release folder"):
+            fetch(str(release))
+        with pytest.raises(ReleaseError, match="lies outside the release folder"):
+            publish(release, str(tmp_path / "published"), None)
+        assert not (tmp_path / "published").exists()
+        del manifest["files"][hostile]
+    (release / "fab" / MODEL_FILE).write_bytes(b"changed")
+    (release / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ReleaseError, match=f"{release / 'fab' / MODEL_FILE}: checksum differs"):
+        fetch(str(release))
+
+
+def test_a_truncated_weights_file_is_refused_naming_it(tmp_path):
+    from leukemia_mtl.models.backbones import WeightsError, get_backbone, resolve_weights
+
+    weights = tmp_path / "xception_notop.h5"
+    model = build_classifier("Xception", 71, 2, NO_WEIGHTS)
+    model.get_layer("backbone").save_weights(tmp_path / "full.weights.h5")
+    data = (tmp_path / "full.weights.h5").read_bytes()
+    weights.write_bytes(data[: len(data) // 3])
+    with pytest.raises(WeightsError, match=f"{weights}: cannot load as Xception weights"):
+        build_classifier("Xception", 71, 2, resolve_weights(str(weights), get_backbone("Xception")))
