@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) bench/graph_build.py
 	$(PY) bench/training_feed.py --repeats 2 --scaling
 	$(PY) bench/dag_breakdown.py --runs 3
+	$(PY) bench/predict_stream.py --images 1000
 
 compile: $(STAMP)
 	$(PY) pipeline.py --compile --output build/pipeline.yaml --image-registry $(IMAGE_REGISTRY) --image-tag $(IMAGE_TAG)

@@ -6,8 +6,10 @@ Guarantees, each tested against a real S3 server on 127.0.0.1:
   received), a large one's (or one whose ETag is no MD5) by a HEAD against size and stored sha256;
 - a download streams into a temporary sibling and is renamed only once its size and sha256
   match, so a half-written file never sits under its final name;
-- transient failures (connection refused or reset, timeouts, 5xx, SlowDown) are retried with
-  exponential backoff a bounded number of times, then raise one StorageError;
+- transient failures (connection refused or reset, timeouts, 5xx, SlowDown, a connection cut
+  mid-transfer) are retried with exponential backoff a bounded number of times, then raise one
+  StorageError; refusals (wrong keys, AccessDenied, a missing bucket) are not retried, and say
+  which variable or bucket to check;
 - an object key can never write outside the target directory;
 - credentials come from the environment, live only in the client, never in repr, logs or errors.
 
