@@ -4,8 +4,8 @@ versioned, checksummed folder that `predict` loads from disk or object storage.
 Layout: manifest.json (version, selection and its cross-validated scores, the preprocessing and
 segmentation settings, sha256 of every file) and one bundle per role: segmenter/ (white cells),
 detection/ and fab/ (stage-3 or classical models for multi-cell images), cells/ (the stage-2
-model that scores each isolated cell). The version is derived from the models' content (not their save dates), so
-publishing the same models again is a no-op.
+model that scores each isolated cell). The version is derived from the models' content (not
+their save dates), so publishing the same models again is a no-op.
 """
 
 from __future__ import annotations
