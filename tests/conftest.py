@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import urllib.request
@@ -30,6 +31,8 @@ TINY = {
     "train.warmup_epochs": 0,
     "split.folds": 2,
 }
+# The same settings as command-line arguments, for tests that run `pipeline.py --run-local`
+TINY_CLI_SETS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 PLANTED_ACCESS_KEY = "AKIAPLANTEDACCESS0001"
 PLANTED_SECRET_KEY = "planted-secret-Zq8x7Vb3nM2kL9"
 

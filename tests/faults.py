@@ -51,7 +51,8 @@ class CuttingProxy:
             except OSError:
                 _close(client)
                 continue
-            self._open |= {client, server}
+            with self._lock:
+                self._open |= {client, server}
             for source, sink, direction in ((client, server, "up"), (server, client, "down")):
                 threading.Thread(target=self._pump, args=(source, sink, direction, (client, server)), daemon=True).start()
 
@@ -79,7 +80,8 @@ class CuttingProxy:
         finally:
             for sock in pair:
                 _close(sock)
-                self._open.discard(sock)
+                with self._lock:
+                    self._open.discard(sock)
 
 
 def _close(sock: socket.socket) -> None:

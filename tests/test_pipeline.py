@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
-from conftest import PLANTED_SECRET_KEY, TINY
+from conftest import PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
 from leukemia_mtl.config import ImageConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,9 +244,8 @@ def test_local_run_from_s3(tmp_path, synthetic_root, s3_env, capfd):
 
 
 def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, synthetic_copy):
-    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     ok = subprocess.run(
-        [sys.executable, "pipeline.py", "--run-local", "--until", "segment", "--output-dir", str(tmp_path / "ok"), *sets],
+        [sys.executable, "pipeline.py", "--run-local", "--until", "segment", "--output-dir", str(tmp_path / "ok"), *TINY_CLI_SETS],
         cwd=REPO, capture_output=True, text=True,
     )
     assert ok.returncode == 0, ok.stderr[-3000:]

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY, TINY
+from conftest import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
 
 REPO = Path(__file__).resolve().parents[1]
-SETS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 
 
 # Planted credentials in the runs' environment: they must never surface (the last test scans)
@@ -24,7 +23,7 @@ PLANTED_ENV = {"MINIO_ENDPOINT": "http://127.0.0.1:9", "MINIO_ACCESS_KEY": PLANT
 
 
 def _run_local(out: Path, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "pipeline.py", "--run-local", "--output-dir", str(out), *SETS],
+    return subprocess.Popen([sys.executable, "pipeline.py", "--run-local", "--output-dir", str(out), *TINY_CLI_SETS],
                             cwd=REPO, text=True, start_new_session=True, env={**os.environ, **PLANTED_ENV}, **popen)
 
 
