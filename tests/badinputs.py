@@ -102,8 +102,7 @@ def zero_byte(root: Path) -> Planted:
 
 
 def truncated(root: Path) -> Planted:
-    data = _smear(root).read_bytes()
-    _smear(root).write_bytes(data[: len(data) // 2])
+    truncated_jpeg(_smear(root))
     return Planted(root / "ALL_IDB1", _smear(root), "is truncated or corrupt")
 
 
@@ -124,7 +123,7 @@ def stray_file(root: Path) -> Planted:
 
 def wrong_extension(root: Path) -> Planted:
     pixels = cv2.imread(str(_smear(root)))
-    ok, png = cv2.imencode(".png", pixels)
+    _, png = cv2.imencode(".png", pixels)
     _smear(root).write_bytes(png.tobytes())
     return Planted(root / "ALL_IDB1", _smear(root), "content is PNG although the name ends in .jpg", refused=False)
 
