@@ -7,8 +7,8 @@
 
 No science here: components/ adapts the library, this file wires the DAG:
 ingest -> preprocess -> segment -> split -> for each (fold, backbone): augment -> stage 1 -> stage 2
--> stage 3 (detection, FAB) and the classical baseline (detection, FAB) -> crossval -> ttest,
-release -> report.
+-> stage 3 (detection, FAB) and the classical baseline (detection, FAB); split -> baseline (majority
+class, colour histogram) -> crossval -> ttest, release -> report.
 """
 
 import argparse
@@ -23,6 +23,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Model
 
 from components.augment import augment
+from components.baseline import baseline
 from components.crossval import crossval
 from components.finetune import finetune_from_imagenet, finetune_from_previous
 from components.ingest import ingest
@@ -137,7 +138,10 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
             return {name: dsl.Collected(tasks[display].outputs[output])
                     for display, _, _, _, name in TRAINING_STAGES if name in names}
 
-        scored = crossval(**collected("evaluation"))
+        trivial = baseline(dataset=ingested.outputs["dataset"], split=folds.outputs["split"], **config)
+        trivial.set_display_name("baseline")
+        place(trivial, "light")
+        scored = crossval(baselines=trivial.outputs["predictions"], **collected("evaluation"), **config)
         scored.set_display_name("crossval")
         place(scored, "light")
         compared = ttest(crossval=scored.outputs["results"], **config)
@@ -276,28 +280,61 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
         lines += [f"  {name:14s} {outputs[name]['path']}" for name in outputs]
         return lines
     summary = json.loads(Path(outputs["summary"]["path"]).read_text())
-    lines.append(f"  {len(summary['folds'])}-fold cross-validation (mean ± SD over folds):")
-    lines.append(f"    {'task':10s} {'backbone':18s} {'arm':4s} {'accuracy':>16s} {'macro F1':>16s} {'macro AUC':>16s}")
-    for task, by_backbone in summary["tasks"].items():
-        for backbone, by_arm in by_backbone.items():
-            for arm, result in sorted(by_arm.items(), key=lambda kv: kv[0] != "mtl"):
-                cells_text = [("n/a" if result["mean"][m] is None else f"{result['mean'][m]:.3f} ± {result['std'][m]:.3f}")
-                              for m in ("accuracy", "f1_macro", "auc_macro")]
-                lines.append(f"    {task:10s} {backbone:18s} {arm:4s} " + " ".join(f"{c:>16s}" for c in cells_text))
+    lines.append(f"  {len(summary['folds'])}-fold cross-validation (mean ± SD over the evaluation folds, which only score):")
+    lines.append(f"    {'task':10s} {'model':18s} {'arm':8s} {'accuracy':>16s} {'balanced acc.':>16s} {'macro F1':>16s} {'AUC':>16s}")
+    rows = [(task, backbone, arm, result) for task, by_backbone in summary["tasks"].items()
+            for backbone, by_arm in by_backbone.items() for arm, result in sorted(by_arm.items(), key=lambda kv: kv[0] != "mtl")]
+    rows += [(task, "baseline", arm, result) for task, by_arm in summary["baselines"].items() for arm, result in by_arm.items()]
+    for task, model, arm, result in sorted(rows, key=lambda r: r[0]):
+        cells_text = [("n/a" if result["mean"][m] is None else f"{result['mean'][m]:.3f} ± {result['std'][m]:.3f}")
+                      for m in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")]
+        lines.append(f"    {task:10s} {model:18s} {arm:8s} " + " ".join(f"{c:>16s}" for c in cells_text))
+        for flag in result["degenerate"]:
+            lines.append(f"      DEGENERATE: {flag}")
     for comparison in summary["ttest"]:
         if comparison["tests"]:
             test = comparison["tests"][0]
             p_value = f"p = {test['p_value']:.3g}" if test["p_value"] is not None else f"p undefined: {test['note']}"
-            lines.append(f"  mtl - ctl {comparison['metric']}, {comparison['task']} {comparison['backbone']}: "
-                         f"{test['mean_difference']:+.3f} (corrected resampled t-test, {p_value})")
-    if summary["release"]:
-        lines.append(f"  released model {summary['release']['version']}: {outputs['release']['path']}"
-                     + (f" (published to {summary['release']['published_to']})" if summary["release"]["published_to"] else ""))
+            lines.append(f"  {comparison['second']} - {comparison['first']} {comparison['metric']}, {comparison['task']} "
+                         f"{comparison['backbone']}: {test['mean_difference']:+.3f} (corrected resampled t-test, {p_value})")
+    for task, entry in summary["headline"].items():
+        point = entry["released"]["operating_point"]
+        if point["kind"] == "binary":
+            def text(e):
+                p = e["operating_point"]
+                return ", ".join(f"{k} {_interval(p[k])}" for k in ("sensitivity", "specificity", "ppv", "npv", "auc"))
+        else:
+            def text(e):
+                p = e["operating_point"]
+                return f"accuracy {_interval(p['accuracy'])}, balanced accuracy {p['balanced_accuracy']:.3f}, macro F1 {p['f1_macro']:.3f}"
+        lines.append(f"  headline, {task} (pooled held-out smears):")
+        lines.append(f"    released {entry['released']['backbone']} {entry['released']['arm']}: {text(entry['released'])}")
+        for arm in ("colour", "majority"):
+            if arm in entry:
+                lines.append(f"    {arm} baseline: {text(entry[arm])}")
+    for check in summary["expectations"]:
+        value = "n/a" if check["value"] is None else f"{check['value']:.3f}"
+        lines.append(f"  learning check {check['check']} ({check['backbone']} multistage, cross-validated mean {value}): "
+                     + ("met" if check["met"] else "NOT MET"))
+    release = summary["release"]
+    if release and release["refused"]:
+        lines.append("  RELEASE REFUSED: " + "; ".join(release["gate"]["reasons"]))
+    elif release:
+        lines.append(f"  released model {release['version']}: {outputs['release']['path']}"
+                     + (f" (published to {release['published_to']})" if release["published_to"] else ""))
+        if release["gate"] and not release["gate"]["passed"]:
+            lines.append("  RELEASE FLAGGED, it fails the gate: " + "; ".join(release["gate"]["reasons"]))
     for note in summary["limitations"]:
         lines.append(f"  note: {note}")
     for name, copy in STABLE_COPIES.items():  # run_local's copies, else the artifacts themselves
         lines.append(f"  {name}: {output_dir.resolve() / copy if output_dir else outputs[name]['path']}")
     return lines
+
+
+def _interval(entry: dict) -> str:
+    if entry.get("value") is None:
+        return "n/a"
+    return f"{entry['value']:.3f}" + (f" [{entry['low']:.3f}, {entry['high']:.3f}]" if entry.get("low") is not None else "")
 
 
 def submit(host: str | None, profile: str, compile_overrides: dict, params: dict, experiment: str,

@@ -14,6 +14,9 @@ def crossval(
     stage3_fab: Input[List[Artifact]],
     classical_detection: Input[List[Artifact]],
     classical_fab: Input[List[Artifact]],
+    baselines: Input[Artifact],
+    profile: str,
+    overrides: str,
     results: Output[Artifact],
     metrics: Output[Metrics],
     detection_mtl: Output[ClassificationMetrics],
@@ -21,23 +24,33 @@ def crossval(
     fab_mtl: Output[ClassificationMetrics],
     fab_ctl: Output[ClassificationMetrics],
 ):
-    """Accuracy, precision, recall, F1, confusion matrices and ROC/AUC; the KFP UI draws the pooled
-    confusion matrix and ROC curve of the best backbone per task and arm."""
+    """Accuracy, balanced accuracy, precision, recall, F1, confusion matrices, ROC/AUC and the
+    operating point, beside the baselines; the KFP UI draws the pooled confusion matrix and ROC curve
+    of the best backbone (by inner validation) per task and arm."""
+    import json
+
     from leukemia_mtl.artifacts import log_classification, log_metrics
+    from leukemia_mtl.baselines import evaluation_dirs
+    from leukemia_mtl.config import get_profile
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.evaluate import kfp_classification_view, run_crossval
 
     with exit_on_user_error():
+        settings = get_profile(profile, json.loads(overrides or "{}"))
         inputs = (stage3_detection, stage3_fab, classical_detection, classical_fab)
-        result = run_crossval([a.path for group in inputs for a in group], results.path)
+        result = run_crossval([a.path for group in inputs for a in group], results.path, evaluation_dirs(baselines.path),
+                              metric=settings.evaluate.release_metric, confidence=settings.evaluate.confidence,
+                              seed=settings.seed, degenerate_spread=settings.evaluate.degenerate_spread)
         values = {}
-        for task, by_backbone in result["tasks"].items():
-            for backbone, by_arm in by_backbone.items():
-                for arm, scored in by_arm.items():
-                    for metric in ("accuracy", "f1_macro", "auc_macro"):
-                        mean = scored["summary"][metric]["mean"]
-                        if mean is not None:
-                            values[f"{task}_{backbone}_{arm}_{metric}"] = round(mean, 4)
+        scored_arms = [(task, backbone, arm, scored) for task, by_backbone in result["tasks"].items()
+                       for backbone, by_arm in by_backbone.items() for arm, scored in by_arm.items()]
+        scored_arms += [(task, "baseline", arm, scored) for task, by_arm in result["baselines"].items() for arm, scored in by_arm.items()]
+        for task, backbone, arm, scored in scored_arms:
+            for metric in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro"):
+                mean = scored["summary"][metric]["mean"]
+                if mean is not None:
+                    values[f"{task}_{backbone}_{arm}_{metric}"] = round(mean, 4)
+            values[f"{task}_{backbone}_{arm}_degenerate"] = float(bool(scored["degenerate"]))
         log_metrics(metrics, values)
         results.metadata.update({"folds": len(result["folds"]), "best": result["best"]})
         for task, arm, view in (("detection", "mtl", detection_mtl), ("detection", "ctl", detection_ctl),

@@ -22,7 +22,8 @@ def release(
     model: Output[Model],
     manifest: Output[Artifact],
 ):
-    """Select per task by the profile's rule, bundle with the segmenter, publish to evaluate.models_uri if set."""
+    """Select per task on the inner validation splits, check the gate (beat the majority class and the colour
+    baseline), bundle with the segmenter, publish to evaluate.models_uri if set and not refused."""
     import json
     from pathlib import Path
 
@@ -36,7 +37,8 @@ def release(
         candidates = [m.path for group in (stage2, stage3_detection, stage3_fab, classical_detection, classical_fab) for m in group]
         result = build_release(json.loads(Path(crossval.path).read_text()), candidates, segmenter.path, model.path, settings)
         uri = settings.evaluate.models_uri
-        result["published_to"] = publish(model.path, uri, settings) if uri else None
+        result["published_to"] = publish(model.path, uri, settings) if uri and not result.get("refused") else None
         atomic_write_json(Path(manifest.path), result)
-        model.metadata.update({"version": result["version"], "published_to": result["published_to"] or "",
+        model.metadata.update({"version": result["version"] or "refused", "published_to": result["published_to"] or "",
+                               "gate_passed": result["gate"]["passed"],
                                **{f"{task}_backbone": pick["backbone"] for task, pick in result["selection"].items()}})

@@ -1,4 +1,4 @@
-"""ttest: classical vs multistage transfer learning on the same folds, with every test."""
+"""ttest: classical vs multistage transfer learning, and both vs the colour baseline, on the same folds."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Output
@@ -8,7 +8,8 @@ from components import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def ttest(crossval: Input[Artifact], profile: str, overrides: str, results: Output[Artifact], metrics: Output[Metrics]):
-    """Corrected resampled (Nadeau-Bengio), paired, Welch, Student and Wilcoxon tests per task and backbone."""
+    """Corrected resampled (Nadeau-Bengio), paired, Welch, Student and Wilcoxon tests per task and backbone:
+    multistage vs classical, and each against the colour-histogram baseline."""
     import json
     from pathlib import Path
 
@@ -25,7 +26,7 @@ def ttest(crossval: Input[Artifact], profile: str, overrides: str, results: Outp
         atomic_write_json(Path(results.path), result)
         values = {}
         for entry in result["comparisons"]:
-            name = f"{entry['task']}_{entry['backbone']}"
+            name = f"{entry['task']}_{entry['backbone']}_{entry['second']}_vs_{entry['first']}"
             for test in entry["tests"][:1]:  # the corrected resampled t-test: the one to read
                 values[f"{name}_mean_difference"] = round(test["mean_difference"], 4)
                 if test["p_value"] is not None:

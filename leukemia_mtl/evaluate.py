@@ -1,16 +1,24 @@
 """Cross-validated evaluation: the paper's metrics per fold and over folds, all from scikit-learn.
 
-Each fold's model predicts its held-out images once; per fold we compute accuracy, precision,
-recall and F1 (per class, macro, weighted), the confusion matrix and ROC AUC per class with micro
-and macro averages. Across folds we report mean and standard deviation, pool the confusion
-matrices (counts and row percentages, the paper's Table IV) and draw ROC curves on the pooled
-out-of-fold predictions (Fig. 10).
+Each fold's model predicts its held-out images once; per fold we compute accuracy, balanced
+accuracy, precision, recall and F1 (per class, macro, weighted), the confusion matrix and ROC AUC
+(per class with micro and macro averages for more than two classes; one AUC, of the positive class,
+for two). Across folds we report mean and standard deviation, pool the confusion matrices (counts
+and row percentages, the paper's Table IV), draw ROC curves on the pooled out-of-fold predictions
+(Fig. 10), give the operating point (sensitivity, specificity, PPV, NPV with Wilson intervals, AUC
+with a bootstrap interval) and flag degenerate predictions. The same metrics on each fold's inner
+validation split are kept apart: they, not the evaluation folds, choose what is released.
+
+Besides the two transfer-learning arms, two trivial baselines are scored on the same folds
+(`leukemia_mtl.baselines`): the training majority class, and a colour histogram with logistic
+regression, so every run shows what a model that learns nothing about cells gets.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +27,13 @@ import numpy as np
 from leukemia_mtl.errors import LeukemiaMtlError
 
 ARMS = {"stage3": "mtl", "classical": "ctl"}  # multistage vs classical transfer learning
-ARM_NAMES = {"mtl": "multistage transfer learning", "ctl": "classical transfer learning"}
+BASELINE_ARMS = ("colour", "majority")  # trivial models on the same folds (leukemia_mtl.baselines)
+ARM_NAMES = {"mtl": "multistage transfer learning", "ctl": "classical transfer learning",
+             "colour": "colour histogram + logistic regression (baseline)", "majority": "majority class (baseline: one answer for every image)"}
 TASK_NAMES = {"detection": "detection (normal vs ALL)", "fab": "classification (FAB classes)"}
-SUMMARY_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
                    "recall_weighted", "f1_weighted", "auc_macro", "auc_micro")
+INNER_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")  # on the inner validation split
 
 
 class EvaluationError(LeukemiaMtlError):
@@ -45,6 +56,8 @@ class FoldPredictions:
     sources: np.ndarray
     train_sources: int  # source images (before augmentation) it trained on
     model_dir: str
+    val_labels: np.ndarray | None = None  # the fold's inner validation split (None or empty: there was none)
+    val_probabilities: np.ndarray | None = None
 
     @property
     def eval_sources(self) -> int:
@@ -61,26 +74,37 @@ def load_fold_predictions(model_dir: Path | str) -> FoldPredictions:
         summary = json.loads((model_dir / "summary.json").read_text())
         with np.load(model_dir / PREDICTIONS_FILE, allow_pickle=False) as data:
             probabilities, labels, sources = data["probabilities"], data["labels"].astype(int), data["sources"]
+            val_labels = data["val_labels"].astype(int) if "val_labels" in data.files else None
+            val_probabilities = data["val_probabilities"] if "val_probabilities" in data.files else None
     except (OSError, KeyError, ValueError) as exc:
         raise EvaluationError(f"{model_dir}: not a finetune model folder ({type(exc).__name__}: {exc})") from None
-    if info["stage"] not in ARMS:
-        raise EvaluationError(f"{model_dir}: a {info['stage']} model; cross-validation scores stage 3 and classical models")
+    arm = info.get("arm") or ARMS.get(info["stage"])
+    if arm not in ARM_NAMES:
+        raise EvaluationError(f"{model_dir}: a {info['stage']} model; cross-validation scores stage 3, classical and baseline models")
     classes = tuple(info["classes"])
     if probabilities.ndim != 2 or probabilities.shape != (len(labels), len(classes)):
         raise EvaluationError(f"{model_dir}: predictions of shape {probabilities.shape} for {len(labels)} images "
                               f"and {len(classes)} classes")
-    return FoldPredictions(info["task"], ARMS[info["stage"]], info["backbone"], summary["fold_id"], int(summary["repeat"]),
+    if val_labels is not None and len(val_labels) and val_probabilities.shape != (len(val_labels), len(classes)):
+        raise EvaluationError(f"{model_dir}: inner-validation predictions of shape {val_probabilities.shape} for "
+                              f"{len(val_labels)} images and {len(classes)} classes")
+    return FoldPredictions(info["task"], arm, info["backbone"], summary["fold_id"], int(summary["repeat"]),
                            int(summary["fold"]), classes, labels, probabilities, sources,
-                           int(summary["train_source_images"]), str(model_dir))
+                           int(summary["train_source_images"]), str(model_dir), val_labels, val_probabilities)
 
 
 def fold_metrics(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """The paper's metrics for one fold; AUCs of classes absent from the fold are None."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    """The paper's metrics for one fold; AUCs of classes absent from the fold are None. Two classes
+    have one AUC, the positive (second) class's: the other's is the same curve mirrored."""
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support,
+                                 roc_auc_score)
 
     index = list(range(len(classes)))
     predicted = probabilities.argmax(axis=1)
     result: dict = {"images": int(len(labels)), "accuracy": float(accuracy_score(labels, predicted))}
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": a small fold, the value stands
+        warnings.simplefilter("ignore", UserWarning)
+        result["balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted)) if len(labels) else None
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=index, zero_division=0)
     result["per_class"] = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -92,14 +116,87 @@ def fold_metrics(classes: tuple[str, ...], labels: np.ndarray, probabilities: np
     result["confusion_matrix"] = confusion_matrix(labels, predicted, labels=index).tolist()
     one_hot = np.eye(len(classes), dtype=int)[labels]
     auc = {}
-    for i, name in enumerate(classes):
+    scored_classes = list(enumerate(classes))[1:] if len(classes) == 2 else list(enumerate(classes))
+    for i, name in scored_classes:
         present = one_hot[:, i]
         auc[name] = float(roc_auc_score(present, probabilities[:, i])) if 0 < present.sum() < len(present) else None
     defined = [v for v in auc.values() if v is not None]
     result["auc"] = auc
-    result["auc_macro"] = float(np.mean(defined)) if defined else None
-    result["auc_micro"] = float(roc_auc_score(one_hot.ravel(), probabilities.ravel())) if 0 < one_hot.sum() < one_hot.size else None
+    result["auc_macro"] = float(np.mean(defined)) if defined else None  # two classes: the one AUC
+    result["auc_micro"] = (float(roc_auc_score(one_hot.ravel(), probabilities.ravel()))
+                           if len(classes) > 2 and 0 < one_hot.sum() < one_hot.size else None)
     return result
+
+
+def _wilson(successes: int, trials: int, confidence: float) -> dict:
+    """A proportion with its Wilson score interval (scipy); None where there were no trials."""
+    from scipy.stats import binomtest
+
+    if trials == 0:
+        return {"value": None, "low": None, "high": None, "n": 0}
+    interval = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="wilson")
+    return {"value": successes / trials, "low": float(interval.low), "high": float(interval.high), "n": int(trials)}
+
+
+def _auc_with_interval(labels: np.ndarray, scores: np.ndarray, confidence: float, seed: int) -> dict:
+    """ROC AUC of `scores` for labels 1 vs 0, with a bootstrap percentile interval that resamples
+    positives and negatives apart (scipy.stats.bootstrap over two samples), so no resample lacks a class."""
+    from scipy.stats import bootstrap, mannwhitneyu
+
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    if not len(positives) or not len(negatives):
+        return {"value": None, "low": None, "high": None, "n": int(len(labels))}
+
+    def auc(pos, neg, axis=-1):  # the Mann-Whitney U statistic over all pairs is the AUC
+        return mannwhitneyu(pos, neg, axis=axis).statistic / (pos.shape[axis] * neg.shape[axis])
+
+    value = float(auc(positives, negatives))
+    low = high = None
+    if len(np.unique(scores)) > 1 and min(len(positives), len(negatives)) >= 2:
+        interval = bootstrap((positives, negatives), auc, paired=False, vectorized=True, n_resamples=2000,
+                             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+        low, high = float(interval.low), float(interval.high)
+    return {"value": value, "low": low, "high": high, "n": int(len(labels))}
+
+
+def operating_point(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray, confidence: float = 0.95,
+                    seed: int = 0) -> dict:
+    """What a clinician reads from pooled held-out predictions. Two classes (negative first): at
+    P(positive) >= 0.5, sensitivity, specificity, PPV and NPV with Wilson intervals, and AUC with a
+    bootstrap interval. More classes: accuracy with its Wilson interval, balanced accuracy, macro F1."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    labels = np.asarray(labels).astype(int)
+    predicted = probabilities.argmax(axis=1)
+    if len(classes) == 2:
+        positive = predicted == 1
+        tp, fp = int((positive & (labels == 1)).sum()), int((positive & (labels == 0)).sum())
+        fn, tn = int((~positive & (labels == 1)).sum()), int((~positive & (labels == 0)).sum())
+        return {"kind": "binary", "positive": classes[1], "threshold": 0.5, "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+                "sensitivity": _wilson(tp, tp + fn, confidence), "specificity": _wilson(tn, tn + fp, confidence),
+                "ppv": _wilson(tp, tp + fp, confidence), "npv": _wilson(tn, tn + fn, confidence),
+                "auc": _auc_with_interval(labels, probabilities[:, 1], confidence, seed)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(labels, predicted))
+    return {"kind": "multiclass", "accuracy": _wilson(int((predicted == labels).sum()), len(labels), confidence),
+            "balanced_accuracy": balanced, "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0))}
+
+
+def degenerate_flags(classes: tuple[str, ...], probabilities: np.ndarray, spread_limit: float, where: str = "") -> list[str]:
+    """Words for predictions that say nothing: one class for every image, or probabilities that
+    barely move from image to image (a network whose output ignores its input)."""
+    flags = []
+    if len(probabilities) < 2:
+        return flags
+    predicted = np.unique(probabilities.argmax(axis=1))
+    if len(predicted) == 1:
+        flags.append(f"predicts {classes[int(predicted[0])]} for every one of the {len(probabilities)} held-out images{where}")
+    spread = float((probabilities.max(axis=0) - probabilities.min(axis=0)).max())
+    if spread < spread_limit:
+        flags.append(f"probabilities barely vary{where}: no class's probability spans more than {spread:.5f} over "
+                     f"{len(probabilities)} images (limit {spread_limit})")
+    return flags
 
 
 def row_percentages(matrix) -> list[list[float]]:
@@ -110,16 +207,19 @@ def row_percentages(matrix) -> list[list[float]]:
 
 def roc_curves(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """Per-class, micro- and macro-average ROC curves (scikit-learn's recipe: the macro curve
-    averages the per-class curves interpolated on the union of their false-positive rates)."""
+    averages the per-class curves interpolated on the union of their false-positive rates). Two
+    classes: the positive class's curve alone."""
     from sklearn.metrics import auc, roc_curve
 
     one_hot = np.eye(len(classes), dtype=int)[labels]
     curves = {}
     for i, name in enumerate(classes):
+        if len(classes) == 2 and i == 0:
+            continue
         if 0 < one_hot[:, i].sum() < len(labels):
             fpr, tpr, thresholds = roc_curve(one_hot[:, i], probabilities[:, i])
             curves[name] = {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": float(auc(fpr, tpr))}
-    if curves:
+    if curves and len(classes) > 2:
         fpr, tpr, thresholds = roc_curve(one_hot.ravel(), probabilities.ravel())
         curves["micro-average"] = {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": float(auc(fpr, tpr))}
         per_class = [c for k, c in curves.items() if k in classes]
@@ -146,9 +246,18 @@ def _curve_points(curves: dict) -> dict:
     return points
 
 
-def cross_validate(predictions: list[FoldPredictions]) -> dict:
-    """{task: {backbone: {arm: result}}}; result holds per-fold metrics, mean/std and pooled figures
-    (confusion matrix, ROC curves on every held-out prediction)."""
+def _inner_validation(p: FoldPredictions) -> dict | None:
+    if p.val_labels is None or not len(p.val_labels):
+        return None
+    scores = fold_metrics(p.classes, p.val_labels, p.val_probabilities)
+    return {"images": scores["images"], **{m: scores[m] for m in INNER_METRICS}}
+
+
+def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95, seed: int = 0,
+                   degenerate_spread: float = 0.02) -> dict:
+    """{task: {backbone: {arm: result}}}; result holds per-fold metrics (and each fold's inner-
+    validation metrics), mean/std, pooled figures (confusion matrix, ROC curves, the operating point
+    on every held-out prediction) and flags for degenerate predictions."""
     groups: dict[tuple[str, str, str], list[FoldPredictions]] = {}
     for p in predictions:
         groups.setdefault((p.task, p.backbone, p.arm), []).append(p)
@@ -163,25 +272,35 @@ def cross_validate(predictions: list[FoldPredictions]) -> dict:
             if p.classes != classes:
                 raise EvaluationError(f"{p.model_dir}: classes {p.classes} differ from fold {folds[0].fold_id}'s {classes}")
         per_fold = [{"fold_id": p.fold_id, "repeat": p.repeat, "fold": p.fold, "model": p.model_dir,
-                     "train_source_images": p.train_sources, **fold_metrics(classes, p.labels, p.probabilities)}
+                     "train_source_images": p.train_sources, **fold_metrics(classes, p.labels, p.probabilities),
+                     "inner_validation": _inner_validation(p)}
                     for p in folds]
         pooled = np.sum([f["confusion_matrix"] for f in per_fold], axis=0).tolist()
+        labels = np.concatenate([p.labels for p in folds])
+        probabilities = np.concatenate([p.probabilities for p in folds])
+        flags = [] if arm == "majority" else degenerate_flags(classes, probabilities, degenerate_spread)  # degenerate by design
+        if not flags and arm != "majority":  # one class for a whole fold is worth saying even when the folds differ
+            flags = [flag for p in folds for flag in degenerate_flags(classes, p.probabilities, 0.0, f" of fold {p.fold_id}")]
+        inner = [f["inner_validation"] for f in per_fold]
         results.setdefault(task, {}).setdefault(backbone, {})[arm] = {
             "classes": list(classes),
             "folds": per_fold,
             "summary": {m: _mean_std([f[m] for f in per_fold]) for m in SUMMARY_METRICS},
+            "inner_validation": {m: _mean_std([v[m] if v else None for v in inner]) for m in INNER_METRICS},
             "confusion_matrix": pooled,
             "confusion_matrix_percent": row_percentages(pooled),
             "test_train_ratio": float(np.mean([p.eval_sources / p.train_sources for p in folds])),
-            "roc": _curve_points(roc_curves(classes, np.concatenate([p.labels for p in folds]),
-                                            np.concatenate([p.probabilities for p in folds]))),
+            "roc": _curve_points(roc_curves(classes, labels, probabilities)),
+            "operating_point": operating_point(classes, labels, probabilities, confidence, seed),
+            "degenerate": flags,
         }
     return results
 
 
-def best_backbone(results: dict, task: str, arm: str = "mtl", metric: str = "accuracy") -> str:
-    """The backbone with the highest mean `metric` for `task` and `arm` (ties: first by name)."""
-    scored = [(-(r[arm]["summary"][metric]["mean"] or 0.0), b) for b, r in results[task].items() if arm in r]
+def best_backbone(results: dict, task: str, arm: str = "mtl", metric: str = "balanced_accuracy") -> str:
+    """The backbone with the highest mean inner-validation `metric` for `task` and `arm` (ties, and
+    runs without an inner split: first by name). The evaluation folds take no part."""
+    scored = [(-(r[arm]["inner_validation"][metric]["mean"] or 0.0), b) for b, r in results[task].items() if arm in r]
     if not scored:
         raise EvaluationError(f"no {arm} results for {task}")
     return min(scored)[1]
@@ -216,7 +335,7 @@ def roc_figure(curves: dict, title: str) -> bytes:
     for name, curve in curves.items():
         style = ":" if name.endswith("average") else "-"
         ax.plot(curve["fpr"], curve["tpr"], style, label=f"{name} (AUC {curve['auc']:.2f})")
-    ax.plot([0, 1], [0, 1], "r--", linewidth=0.8)
+    ax.plot([0, 1], [0, 1], "r--", linewidth=0.8, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title, fontsize=9)
@@ -224,21 +343,34 @@ def roc_figure(curves: dict, title: str) -> bytes:
     return report.figure_png(fig, dpi=80)
 
 
-def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str) -> dict:
-    """Score every stage-3 and classical model's held-out predictions; write and return the results.
+def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseline_dirs: list[Path | str] = (),
+                 *, metric: str = "balanced_accuracy", confidence: float = 0.95, seed: int = 0,
+                 degenerate_spread: float = 0.02) -> dict:
+    """Score every stage-3, classical and baseline model's held-out predictions; write and return them.
 
-    Results: {"tasks": {task: {backbone: {arm: {...per fold, summary, pooled confusion, roc}}}},
-    "best": {task: backbone}} where `best` is the backbone with the highest mean multistage accuracy.
+    Results: {"folds", "tasks": {task: {backbone: {arm: {...per fold, summary, inner_validation,
+    pooled confusion, roc, operating_point, degenerate}}}}, "baselines": {task: {arm: {...}}},
+    "best": {task: backbone}} where `best` is the backbone with the highest mean multistage
+    inner-validation `metric` (what the KFP UI shows).
     """
     from leukemia_mtl.io_utils import atomic_write_json
 
     if not evaluation_dirs:
         raise EvaluationError("no model predictions to cross-validate")
-    predictions = [load_fold_predictions(d) for d in evaluation_dirs]
-    tasks = cross_validate(predictions)
-    folds = sorted({p.fold_id for p in predictions})
-    results = {"folds": folds, "tasks": tasks,
-               "best": {task: best_backbone(tasks, task, "mtl" if any("mtl" in r for r in tasks[task].values()) else "ctl")
+    predictions = [load_fold_predictions(d) for d in [*evaluation_dirs, *baseline_dirs]]
+    scored = cross_validate(predictions, confidence, seed, degenerate_spread)
+    tasks = {task: {b: arms for b, arms in by_backbone.items() if not set(arms) & set(BASELINE_ARMS)}
+             for task, by_backbone in scored.items()}
+    baselines = {task: {arm: result for arms in by_backbone.values() for arm, result in arms.items() if arm in BASELINE_ARMS}
+                 for task, by_backbone in scored.items()}
+    folds = sorted({p.fold_id for p in predictions if p.arm not in BASELINE_ARMS})
+    for task, by_arm in baselines.items():
+        for arm, result in by_arm.items():
+            if sorted(f["fold_id"] for f in result["folds"]) != folds:
+                raise EvaluationError(f"the {arm} baseline of {task} was scored on folds "
+                                      f"{sorted(f['fold_id'] for f in result['folds'])}, the models on {folds}")
+    results = {"folds": folds, "metric": metric, "tasks": tasks, "baselines": baselines,
+               "best": {task: best_backbone(tasks, task, "mtl" if any("mtl" in r for r in tasks[task].values()) else "ctl", metric)
                         for task in tasks}}
     atomic_write_json(Path(out_json), results)
     return results

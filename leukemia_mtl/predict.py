@@ -1,9 +1,10 @@
 """Classify new images with a release, by the same steps the evaluation scored.
 
 A smear goes through the segmenter, its white cells are isolated on black (the paper's blue-
-channel step), and the isolated smear (or the original, as the release was trained) is squared
-to the model's input: the stage-3 models give the FAB class and the detection verdict, and the
-stage-2 model scores every segmented cell for the overlay. A single-cell image (ALL-IDB2 style)
+channel step), and the stage-3 models give the FAB class and the detection verdict: as the mean
+over the smear's isolated cells (the default, `train.stage3_images="cells"`), or from the isolated
+smear (or the original) squared to the model's input, as the release was trained. The stage-2
+model scores every segmented cell for the overlay. A single-cell image (ALL-IDB2 style)
 is scored by the stage-2 model on its central cell.
 """
 
@@ -107,9 +108,16 @@ class Predictor:
             raise PredictError(f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
                                "input: too small for a smear (a single-cell image? try --kind cell)")
         result = self.segmenter.segment(rgb, pixel_scale(rgb.shape[1], single_cell=False), self.segment_cfg)
-        batch = self._batch([result.isolated if self.stage3_images == "isolated" else rgb])
-        fab = self._probabilities("fab", batch)[0]
-        detection = self._probabilities("detection", batch)[0]
+        if self.stage3_images == "cells":  # as the evaluation scored smears: the mean over their cells
+            if not result.cells:
+                raise PredictError(f"{path}: no white cell found in this smear, so there is nothing to classify")
+            batch = self._batch([c.image for c in result.cells])
+            fab = self._probabilities("fab", batch).mean(axis=0)
+            detection = self._probabilities("detection", batch).mean(axis=0)
+        else:
+            batch = self._batch([result.isolated if self.stage3_images == "isolated" else rgb])
+            fab = self._probabilities("fab", batch)[0]
+            detection = self._probabilities("detection", batch)[0]
         fab_classes, detection_classes = self.models["fab"][1].classes, self.models["detection"][1].classes
         all_probability = float(detection[detection_classes.index("ALL")])
         cells = []

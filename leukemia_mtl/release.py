@@ -6,6 +6,12 @@ segmentation settings, sha256 of every file) and one bundle per role: segmenter/
 detection/ and fab/ (stage-3 or classical models for multi-cell images), cells/ (the stage-2
 model that scores each isolated cell). The version is derived from the models' content (not
 their save dates), so publishing the same models again is a no-op.
+
+What is released is chosen on the folds' inner validation splits only (see `select`); its
+cross-validated scores are then an estimate of the released configuration that nothing was tuned
+on. A release must beat the majority class and the colour-histogram baseline on those scores
+(`gate`): where it does not, `evaluate.release_gate` decides: "refuse" writes a manifest that
+says why and holds no model (predict refuses it), "flag" releases and marks it as failing.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from leukemia_mtl.io_utils import atomic_write_json, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+GATE_ACTIONS = ("refuse", "flag")
 BUNDLE_FILES = ("segmenter.keras", "segmenter.json", "classifier.keras", "classifier.json")
 
 
@@ -35,24 +42,63 @@ class ReleaseError(LeukemiaMtlError):
 
 
 def select(crossval: dict, metric: str) -> dict:
-    """Per task: the (backbone, arm) with the highest mean cross-validated `metric`, then its
-    fold model with the highest held-out value. Ties go to multistage, then to the first name."""
+    """Per task: the (backbone, arm) with the highest mean `metric` on the folds' inner validation
+    splits, then its fold model with the highest inner-validation value. Ties (and runs too small
+    for an inner split) go to multistage, then to the first name, then to the first fold. The
+    evaluation folds' scores are only reported (cv_mean, cv_std): they choose nothing."""
+    from leukemia_mtl.evaluate import INNER_METRICS
+
+    if metric not in INNER_METRICS:
+        raise ReleaseError(f"unknown selection metric {metric!r}; one of {', '.join(INNER_METRICS)}")
+
+    def inner(value) -> float:
+        return -1.0 if value is None else value
+
     chosen = {}
     for task, by_backbone in crossval["tasks"].items():
         candidates = []
         for backbone, by_arm in by_backbone.items():
             for arm, result in by_arm.items():
-                summary = result["summary"].get(metric)
-                if summary is None:
-                    raise ReleaseError(f"unknown selection metric {metric!r}; one of {', '.join(result['summary'])}")
-                candidates.append((-(summary["mean"] or 0.0), arm != "mtl", backbone, arm))
+                candidates.append((-inner(result["inner_validation"][metric]["mean"]), arm != "mtl", backbone, arm))
         _, _, backbone, arm = min(candidates)
         result = by_backbone[backbone][arm]
-        fold = max(result["folds"], key=lambda f: (f[metric] if f[metric] is not None else -1.0, -f["repeat"], -f["fold"]))
+        fold = max(result["folds"], key=lambda f: (inner((f["inner_validation"] or {}).get(metric)), -f["repeat"], -f["fold"]))
+        validated = fold["inner_validation"] is not None
         chosen[task] = {"backbone": backbone, "arm": arm, "fold_id": fold["fold_id"], "metric": metric,
+                        "chosen_by": "inner validation" if validated else "fold order (no inner validation split)",
+                        "inner_mean": result["inner_validation"][metric]["mean"],
+                        "fold_inner_value": (fold["inner_validation"] or {}).get(metric),
                         "cv_mean": result["summary"][metric]["mean"], "cv_std": result["summary"][metric]["std"],
-                        "fold_value": fold[metric], "classes": result["classes"]}
+                        "classes": result["classes"]}
     return chosen
+
+
+def gate(crossval: dict, selection: dict, metric: str) -> dict:
+    """Does each released configuration beat the majority class and the colour baseline on its
+    cross-validated `metric`, with predictions that are not degenerate?"""
+    reasons = []
+    checked = {}
+    for task, pick in selection.items():
+        if task not in crossval["tasks"]:
+            continue
+        result = crossval["tasks"][task][pick["backbone"]][pick["arm"]]
+        value = pick["cv_mean"]
+        checked[task] = {"released": value}
+        for flag in result["degenerate"]:
+            reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model {flag}")
+        for arm, baseline in crossval.get("baselines", {}).get(task, {}).items():
+            other = baseline["summary"][metric]["mean"]
+            checked[task][arm] = other
+            if value is None or (other is not None and value <= other):
+                reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model's cross-validated {metric} "
+                               f"{_number(value)} does not beat the {arm} baseline's {_number(other)}")
+        if not crossval.get("baselines", {}).get(task):
+            reasons.append(f"{task}: no baseline was scored, so nothing shows the model beats a trivial one")
+    return {"passed": not reasons, "metric": metric, "values": checked, "reasons": reasons}
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id: str) -> Path:
@@ -71,7 +117,10 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
 
     model_dirs = [Path(d) for d in model_dirs]
     out_dir = Path(out_dir)
+    if profile.evaluate.release_gate not in GATE_ACTIONS:
+        raise ReleaseError(f"evaluate.release_gate must be one of {', '.join(GATE_ACTIONS)}, got {profile.evaluate.release_gate!r}")
     selection = select(crossval, profile.evaluate.release_metric)
+    verdict = {**gate(crossval, selection, profile.evaluate.release_metric), "action": profile.evaluate.release_gate}
     stage_of_arm = {arm: stage for stage, arm in ARMS.items()}
     sources = {"segmenter": Path(segmenter_dir)}
     for task in ("detection", "fab"):
@@ -86,6 +135,12 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
+    if not verdict["passed"] and verdict["action"] == "refuse":  # a manifest that says why, and no model
+        manifest = {"format": FORMAT, "name": "leukemia-mtl", "version": None, "refused": True, "profile": profile.name,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": __version__,
+                    "selection": selection, "gate": verdict, "files": {}}
+        atomic_write_json(out_dir / MANIFEST, manifest)
+        return manifest
     files = {}
     for role, source in sources.items():
         for path in sorted(source.iterdir()):
@@ -104,6 +159,7 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
         "code_version": __version__,
         "profile": profile.name,
         "selection": selection,
+        "gate": verdict,
         "settings": {"data": asdict(profile.data), "preprocess": asdict(profile.preprocess), "segment": asdict(profile.segment),
                      "input_size": profile.model.input_size, "stage3_images": profile.train.stage3_images},
         "files": files,
@@ -160,6 +216,9 @@ def verify(release_dir: Path | str) -> dict:
         raise ReleaseError(f"{manifest_path}: not a release manifest ({type(exc).__name__}: {exc})") from None
     if manifest.get("format") != FORMAT:
         raise ReleaseError(f"{manifest_path}: release format {manifest.get('format')}, this code reads {FORMAT}")
+    if manifest.get("refused"):
+        raise ReleaseError(f"{manifest_path}: no model was released: the gate refused it "
+                           f"({'; '.join(manifest.get('gate', {}).get('reasons', [])) or 'no reason recorded'})")
     from leukemia_mtl.data.storage import safe_local_path
     from leukemia_mtl.errors import StorageError
 

@@ -174,8 +174,12 @@ def compare(first, second, test_train_ratio: float, confidence: float = 0.95, se
     ]
 
 
-def compare_arms(crossval: dict, metric: str = "accuracy", confidence: float = 0.95, seed: int = 0) -> dict:
-    """Classical (ctl) vs multistage (mtl) per task and backbone, paired by fold, every test.
+COMPARISONS = (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"))  # (first, second): second - first
+
+
+def compare_arms(crossval: dict, metric: str = "balanced_accuracy", confidence: float = 0.95, seed: int = 0) -> dict:
+    """Per task and backbone, paired by fold, every test on: classical (ctl) vs multistage (mtl),
+    and each against the colour-histogram baseline (is the method better than a trivial model?).
 
     `crossval` is evaluate.run_crossval's result. The paper's Table V goes through the same tests
     so a reader sees what its numbers really give.
@@ -184,21 +188,27 @@ def compare_arms(crossval: dict, metric: str = "accuracy", confidence: float = 0
 
     comparisons = []
     for task, by_backbone in crossval["tasks"].items():
+        baselines = crossval.get("baselines", {}).get(task, {})
         for backbone, arms in by_backbone.items():
-            if not {"mtl", "ctl"} <= arms.keys():
-                continue
-            scores = {arm: {f["fold_id"]: f[metric] for f in arms[arm]["folds"]} for arm in ("ctl", "mtl")}
-            if scores["ctl"].keys() != scores["mtl"].keys():
-                raise StatsError(f"{task}/{backbone}: the arms were scored on different folds: "
-                                 f"classical {sorted(scores['ctl'])}, multistage {sorted(scores['mtl'])}")
-            folds = sorted(scores["mtl"])
-            ctl, mtl = [scores["ctl"][f] for f in folds], [scores["mtl"][f] for f in folds]
-            entry = {"task": task, "backbone": backbone, "metric": metric, "folds": folds, "ctl": ctl, "mtl": mtl,
-                     "test_train_ratio": arms["mtl"]["test_train_ratio"], "tests": [], "note": ""}
-            if len(folds) < 2:
-                entry["note"] = "one fold: nothing to test"
-            else:
-                entry["tests"] = [r.to_dict() for r in compare(ctl, mtl, entry["test_train_ratio"], confidence, seed)]
-            comparisons.append(entry)
+            available = {**baselines, **arms}
+            for first, second in COMPARISONS:
+                if not {first, second} <= available.keys():
+                    continue
+                scores = {arm: {f["fold_id"]: f[metric] for f in available[arm]["folds"]} for arm in (first, second)}
+                if scores[first].keys() != scores[second].keys():
+                    raise StatsError(f"{task}/{backbone}: {first} and {second} were scored on different folds: "
+                                     f"{sorted(scores[first])} and {sorted(scores[second])}")
+                folds = sorted(scores[second])
+                a, b = [scores[first][f] for f in folds], [scores[second][f] for f in folds]
+                entry = {"task": task, "backbone": backbone, "metric": metric, "first": first, "second": second, "folds": folds,
+                         "first_scores": a, "second_scores": b, "test_train_ratio": available[second]["test_train_ratio"],
+                         "tests": [], "note": ""}
+                if len(folds) < 2:
+                    entry["note"] = "one fold: nothing to test"
+                elif any(v is None for v in a + b):
+                    entry["note"] = f"{metric} undefined in some fold: nothing to test"
+                else:
+                    entry["tests"] = [r.to_dict() for r in compare(a, b, entry["test_train_ratio"], confidence, seed)]
+                comparisons.append(entry)
     return {"metric": metric, "confidence": confidence, "comparisons": comparisons,
             "paper_table_v": table_v_reanalysis(confidence)}

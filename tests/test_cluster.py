@@ -79,7 +79,8 @@ def test_every_profile_compiles_to_specs_a_cluster_accepts(tmp_path, s3_env, pro
     # artifacts flow as in the DAG
     assert tasks["stage 2"][0].inputs.artifacts["previous"].task_output_artifact.producer_task.startswith("finetune-from-imagenet")
     crossval = tasks["crossval"][0]
-    assert {"stage3_detection", "stage3_fab", "classical_detection", "classical_fab"} == set(crossval.inputs.artifacts)
+    assert {"stage3_detection", "stage3_fab", "classical_detection", "classical_fab", "baselines"} == set(crossval.inputs.artifacts)
+    assert crossval.inputs.artifacts["baselines"].task_output_artifact.producer_task == "baseline"
     assert tasks["report"][0].inputs.artifacts["release_manifest"].task_output_artifact.producer_task == "release"
     assert tasks["ingest"][0].caching_options.enable_cache is False and tasks["release"][0].caching_options.enable_cache is False
     # no credential ever reaches the YAML, only the secret's name
@@ -193,7 +194,7 @@ def test_local_runs_put_the_settings_and_code_version_in_every_task_cache_key(tm
 
     demo = get_profile("demo")
     assert pipeline.code_version(demo) == pipeline.code_version(get_profile("demo"))
-    assert pipeline.code_version(demo) != pipeline.code_version(get_profile("demo", {"train.epochs": 3}))
+    assert pipeline.code_version(demo) != pipeline.code_version(get_profile("demo", {"train.epochs": 4}))
     path = tmp_path / "local.yaml"
     compiler.Compiler().compile(pipeline.build_pipeline(code_version="v123"), str(path))
     spec = json_format.ParseDict(list(yaml.safe_load_all(path.read_text()))[0], pipeline_spec_pb2.PipelineSpec())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,5 +171,110 @@ def test_report_renders_every_section_from_crossval_results(tmp_path):
     assert "3 folds instead of the paper's 10" in " ".join(summary["limitations"])
     assert "ALL-IDB2's single-cell images are cut from ALL-IDB1's smears" in " ".join(summary["limitations"])
     assert json.loads((tmp_path / "s.json").read_text()) == summary
-    assert set(summary["tasks"]["fab"]["InceptionV3"]["mtl"]["mean"]) == {"accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro"}
+    assert set(summary["tasks"]["fab"]["InceptionV3"]["mtl"]["mean"]) == {"accuracy", "balanced_accuracy", "precision_macro",
+                                                                          "recall_macro", "f1_macro", "auc_macro"}
+    assert page.index("Headline") < page.index("What this run could not do") < page.index("Data and split")
     assert summary["ttest"][0]["tests"][0]["test"].startswith("corrected resampled")
+
+
+def test_a_binary_task_has_one_auc_and_one_roc_curve():
+    labels = np.array([0, 0, 1, 1, 1, 0])
+    probabilities = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55], [0.7, 0.3], [0.4, 0.6]])
+    result = fold_metrics(("normal", "ALL"), labels, probabilities)
+    assert set(result["auc"]) == {"ALL"} and result["auc_micro"] is None
+    assert result["auc_macro"] == pytest.approx(skm.roc_auc_score(labels, probabilities[:, 1]))
+    assert result["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(labels, probabilities.argmax(axis=1)))
+    curves = roc_curves(("normal", "ALL"), labels, probabilities)
+    assert set(curves) == {"ALL"}  # no micro- or macro-average of two mirrored curves
+    assert set(roc_curves(CLASSES, *_predictions(1))) == set(CLASSES) | {"micro-average", "macro-average"}
+
+
+def test_the_operating_point_matches_scikit_learn_and_scipy():
+    from scipy.stats import binomtest
+
+    from leukemia_mtl.evaluate import operating_point
+
+    rng = np.random.default_rng(3)
+    labels = np.array([0] * 10 + [1] * 30)
+    positive = np.clip(0.35 + 0.3 * labels + rng.normal(0, 0.2, len(labels)), 0, 1)
+    probabilities = np.stack([1 - positive, positive], axis=1)
+    point = operating_point(("normal", "ALL"), labels, probabilities, 0.95, seed=0)
+    tn, fp, fn, tp = skm.confusion_matrix(labels, (positive >= 0.5).astype(int)).ravel()
+    assert point["counts"] == {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    assert point["sensitivity"]["value"] == pytest.approx(tp / (tp + fn))
+    assert point["specificity"]["value"] == pytest.approx(tn / (tn + fp))
+    assert point["ppv"]["value"] == pytest.approx(tp / (tp + fp)) and point["npv"]["value"] == pytest.approx(tn / (tn + fn))
+    wilson = binomtest(int(tp), int(tp + fn)).proportion_ci(0.95, method="wilson")
+    assert (point["sensitivity"]["low"], point["sensitivity"]["high"]) == pytest.approx((wilson.low, wilson.high))
+    assert point["auc"]["value"] == pytest.approx(skm.roc_auc_score(labels, positive))
+    assert point["auc"]["low"] < point["auc"]["value"] < point["auc"]["high"]
+    again = operating_point(("normal", "ALL"), labels, probabilities, 0.95, seed=0)
+    assert again["auc"] == point["auc"]  # a seeded bootstrap
+    four = operating_point(CLASSES, *_predictions(2))
+    assert four["kind"] == "multiclass" and 0 < four["accuracy"]["low"] < four["accuracy"]["value"] < four["accuracy"]["high"]
+
+
+def test_degenerate_predictions_are_flagged():
+    from leukemia_mtl.evaluate import degenerate_flags
+
+    constant = np.tile([0.45778, 0.54222], (6, 1)) + np.linspace(0, 1e-5, 6)[:, None] * [-1, 1]
+    flags = degenerate_flags(("normal", "ALL"), constant, 0.02)
+    assert any("predicts ALL for every one of the 6" in f for f in flags)
+    assert any("probabilities barely vary" in f for f in flags)
+    assert degenerate_flags(CLASSES, _predictions(0)[1], 0.02) == []
+    folds = [FoldPredictions("detection", "mtl", "Xception", f"r0f{k}", 0, k, ("normal", "ALL"), np.array([0, 1, 1, 1, 0, 1]),
+                             constant, np.array([f"s{k}{i}" for i in range(6)]), 12, "/m") for k in range(2)]
+    result = cross_validate(folds)["detection"]["Xception"]["mtl"]
+    assert result["degenerate"] and result["summary"]["balanced_accuracy"]["mean"] == 0.5
+
+
+def test_the_colour_baseline_finds_a_planted_colour_shortcut_and_the_majority_baseline_none(synthetic_copy, tmp_path):
+    """Tint every ALL smear blue: a colour histogram then separates detection perfectly, which is what
+    the baseline is there to show; the majority class gets balanced accuracy 0.5 whatever the data."""
+    import cv2
+
+    from leukemia_mtl.baselines import evaluation_dirs, run_baselines
+    from leukemia_mtl.data.ingest import ingest
+    from leukemia_mtl.evaluate import load_fold_predictions
+
+    profile = get_profile("demo", {"split.folds": 2})
+    smears = synthetic_copy / "ALL_IDB1"
+    for path in smears.glob("*_1.jpg"):
+        image = cv2.imread(str(path)).astype(np.int16)
+        image[..., 0] += 60  # OpenCV's BGR: more blue
+        cv2.imwrite(str(path), np.clip(image, 0, 255).astype(np.uint8))
+    ingest(str(smears), "none", tmp_path / "ingest", profile, progress=False)
+    split = make_folds(load_datasets(tmp_path / "ingest" / "data", profile.data, check=False), profile)
+    summary = run_baselines(tmp_path / "ingest", split, tmp_path / "baselines", profile)
+    assert summary["folds"] == ["r0f0", "r0f1"] and len(summary["evaluations"]) == 2 * 2 * 2  # tasks x arms x folds
+    predictions = [load_fold_predictions(d) for d in evaluation_dirs(tmp_path / "baselines")]
+    scored = cross_validate(predictions)
+    colour = scored["detection"]["colour histogram"]["colour"]
+    majority = scored["detection"]["majority class"]["majority"]
+    assert colour["summary"]["balanced_accuracy"]["mean"] == 1.0
+    assert majority["summary"]["balanced_accuracy"]["mean"] == 0.5 and not majority["degenerate"]
+    for p in predictions:  # the units the arms are scored on: each fold's evaluation smears, once
+        fold = next(f for f in split["folds"] if f["id"] == p.fold_id)
+        assert sorted(p.sources.tolist()) == sorted(f"{g.split('/')[0]}/{g.split('/')[1]}" for g in fold["eval_groups"])
+
+
+def test_a_release_that_does_not_beat_the_baselines_is_refused_or_flagged(demo_run, tmp_path):
+    from leukemia_mtl.release import ReleaseError, build_release, gate, select, verify
+
+    _, outputs, _ = demo_run
+    crossval = json.loads(Path(outputs["crossval"]["path"]).read_text())
+    run_root = Path(outputs["crossval"]["path"]).parents[1]
+    models = sorted({p.parent for p in run_root.rglob("model/classifier.json")})
+    segmenter = Path(outputs["segmenter"]["path"])
+    # make the colour baseline unbeatable: the gate must then say no
+    for result in crossval["baselines"]["fab"].values():
+        result["summary"]["balanced_accuracy"]["mean"] = 1.0
+    verdict = gate(crossval, select(crossval, "balanced_accuracy"), "balanced_accuracy")
+    assert not verdict["passed"] and any("does not beat the colour baseline" in r for r in verdict["reasons"])
+    refused = build_release(crossval, models, segmenter, tmp_path / "refused", get_profile("demo", {"evaluate.release_gate": "refuse"}))
+    assert refused["refused"] and refused["version"] is None and not refused["files"]
+    assert sorted(p.name for p in (tmp_path / "refused").iterdir()) == ["manifest.json"]
+    with pytest.raises(ReleaseError, match="no model was released: the gate refused it"):
+        verify(tmp_path / "refused")
+    flagged = build_release(crossval, models, segmenter, tmp_path / "flagged", get_profile("demo", {"evaluate.release_gate": "flag"}))
+    assert flagged["gate"]["passed"] is False and flagged["version"].startswith("demo-") and verify(tmp_path / "flagged")

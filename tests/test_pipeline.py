@@ -31,7 +31,7 @@ def test_compiled_yaml_parses_into_a_pipeline_spec(tmp_path, s3_env):
     text, spec = _compile(tmp_path)
     assert spec.pipeline_info.name == "leukemia-mtl"
     tasks = spec.root.dag.tasks
-    assert {"ingest", "preprocess", "segment", "split", "crossval", "ttest", "release", "report"} <= set(tasks)
+    assert {"ingest", "preprocess", "segment", "split", "baseline", "crossval", "ttest", "release", "report"} <= set(tasks)
     assert list(tasks["preprocess"].dependent_tasks) == ["ingest"]
     assert sorted(tasks["segment"].dependent_tasks) == ["ingest", "preprocess"]
     assert tasks["ingest"].caching_options.enable_cache is False  # reads outside the pipeline
@@ -45,7 +45,8 @@ def test_compiled_yaml_parses_into_a_pipeline_spec(tmp_path, s3_env):
     loop = next(t for name, t in tasks.items() if name.startswith("for-loop"))
     assert loop.parameter_iterator.item_input.startswith("pipelinechannel--split-Output")  # one per (fold, backbone)
     assert loop.iterator_policy.parallelism_limit == 6  # the paper profile's cap on GPUs asked for at once
-    assert sorted(tasks["crossval"].dependent_tasks) == sorted([loop_name for loop_name in tasks if loop_name.startswith("for-loop")])
+    assert sorted(tasks["crossval"].dependent_tasks) == sorted(["baseline"] + [name for name in tasks if name.startswith("for-loop")])
+    assert sorted(tasks["baseline"].dependent_tasks) == ["ingest", "split"]  # the baselines need no model: beside training
     assert "crossval" in tasks["ttest"].dependent_tasks and "release" in tasks["report"].dependent_tasks
     images = {e.container.image for e in _executors(spec)}
     assert images == {ImageConfig().cpu_image, ImageConfig().gpu_image}  # which task gets which: test_cluster.py
@@ -94,7 +95,8 @@ def test_compile_cli_writes_the_file(tmp_path):
     assert f"wrote {out}" in result.stdout and out.stat().st_size > 1000
 
 
-REPORT_SECTIONS = ("What this run could not do", "Data and split", "Preprocessing", "Segmentation", "Training curves",
+REPORT_SECTIONS = ("Headline: the released model beside the trivial baselines", "How these scores were made",
+                   "What this run could not do", "Data and split", "Preprocessing", "Segmentation", "Training curves",
                    "Cross-validation: detection", "Cross-validation: classification", "Classical vs multistage",
                    "Table V, re-tested", "Released model")
 
@@ -108,17 +110,26 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     assert seg["crops"] > 0 and seg["unet_dice"] is not None
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["schema"] == "leukemia-mtl/summary/1" and summary["folds"] == ["r0f0", "r0f1"]
+    assert summary["schema"] == "leukemia-mtl/summary/2" and summary["folds"] == ["r0f0", "r0f1"]
     assert summary["imagenet"] is False and any("ImageNet" in n for n in summary["limitations"])
     assert any("Synthetic data" in n for n in summary["limitations"])
+    assert any("The U-Net was trained once, before the split" in n for n in summary["methods"])
     for task in ("detection", "fab"):
-        for arm in ("mtl", "ctl"):
-            result = summary["tasks"][task]["Xception"][arm]
-            assert [f["fold_id"] for f in result["folds"]] == ["r0f0", "r0f1"]
-            accuracies = [f["accuracy"] for f in result["folds"]]
-            assert result["mean"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
-    assert {(c["task"], c["backbone"]) for c in summary["ttest"]} == {("detection", "Xception"), ("fab", "Xception")}
-    assert summary["release"]["version"].startswith("demo-")
+        for arms in (summary["tasks"][task]["Xception"], summary["baselines"][task]):
+            for arm, result in arms.items():
+                assert [f["fold_id"] for f in result["folds"]] == ["r0f0", "r0f1"], (task, arm)
+                accuracies = [f["accuracy"] for f in result["folds"]]
+                assert result["mean"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
+        assert set(summary["baselines"][task]) == {"colour", "majority"}
+        assert summary["baselines"][task]["majority"]["mean"]["balanced_accuracy"] == pytest.approx(0.5 if task == "detection" else 0.25)
+    assert {(c["task"], c["backbone"], c["second"], c["first"]) for c in summary["ttest"]} == {
+        (task, "Xception", second, first) for task in ("detection", "fab") for first, second in (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"))}
+    headline = summary["headline"]["detection"]
+    assert {"released", "colour", "majority"} == set(headline)
+    assert {"sensitivity", "specificity", "ppv", "npv", "auc"} <= set(headline["released"]["operating_point"])
+    # one epoch on tiny data learns little: the demo profile's checks are reported, and the gate flags the release
+    assert [c["check"] for c in summary["expectations"]] == ["detection.balanced_accuracy>=0.90", "fab.f1_macro>=0.70"]
+    assert summary["release"]["version"].startswith("demo-") and summary["release"]["gate"]["action"] == "flag"
 
     report = (out / "report.html").read_text()
     for heading in REPORT_SECTIONS:
@@ -135,6 +146,8 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
 
     lines = "\n".join(pipeline.describe_run(outputs, out))
     assert "2-fold cross-validation" in lines and "corrected resampled t-test" in lines and str(out / "report.html") in lines
+    assert "headline, detection" in lines and "colour baseline: sensitivity" in lines and "learning check detection.balanced_accuracy>=0.90" in lines
+    assert report.index("Headline") < report.index("Data and split")
 
     started = time.time()
     again = pipeline.run_local("demo", "synthetic", "synthetic", out, dict(TINY))

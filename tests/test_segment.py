@@ -231,3 +231,19 @@ def test_blue_channel_step_drops_red_cells_touching_a_white_cell():
     blue, refined = blue_channel_isolation(rgb, mask, 1.0, SegmentConfig(min_cell_area=100))
     assert refined[60, 60] == 255 and refined[60, 95] == 0  # white cell kept, red cell gone
     assert (blue[refined == 0] == 0).all() and blue[60, 60] == rgb[60, 60, 2]
+
+
+def test_crops_share_one_magnification_so_a_large_cell_stays_large():
+    rgb = np.zeros((200, 300, 3), np.uint8)
+    mask = np.zeros((200, 300), np.uint8)
+    for (x, radius) in ((70, 12), (220, 30)):
+        cv2.circle(rgb, (x, 100), radius, (90, 60, 200), -1)
+        cv2.circle(mask, (x, 100), radius, 255, -1)
+    fixed = extract_cells(rgb, mask, SegmentConfig(crop_size=48, crop_window=80), scale=1.0)
+    lit = [int((c.image.max(axis=2) > 0).sum()) for c in sorted(fixed, key=lambda c: c.area)]
+    assert lit[1] > 4 * lit[0]  # areas go as radius squared: (30/12)^2 = 6.25
+    fitted = extract_cells(rgb, mask, SegmentConfig(crop_size=48, crop_window=0), scale=1.0)
+    lit = [int((c.image.max(axis=2) > 0).sum()) for c in sorted(fitted, key=lambda c: c.area)]
+    assert lit[1] < 1.2 * lit[0]  # sized to each cell, the size is lost
+    half = extract_cells(rgb, mask, SegmentConfig(crop_size=48, crop_window=160), scale=0.5)  # the same field at half scale
+    assert [c.image.shape for c in half] == [(48, 48, 3)] * 2

@@ -115,16 +115,18 @@ def test_same_seed_same_weights_after_one_epoch():
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
 
 
-def test_carry_over_copies_the_backbone_and_dense_layer_not_the_head():
-    stage1 = build_classifier("Xception", 71, 2, NONE, head="softmax", dense_units=16)
+def test_carry_over_copies_the_backbone_not_the_dense_layers_or_the_head():
     stage2 = build_classifier("Xception", 71, 2, NONE, head="sigmoid", dense_units=16)
-    before = stage2.get_layer("backbone").get_weights()
-    copied = carry_over(stage1, stage2)
-    assert copied == ["backbone", "dense"]
-    after = stage2.get_layer("backbone").get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(after, stage1.get_layer("backbone").get_weights()))
+    stage3 = build_classifier("Xception", 71, 4, NONE, head="softmax", dense_units=16)
+    before = stage3.get_layer("backbone").get_weights()
+    dense_before = stage3.get_layer("dense").get_weights()
+    copied = carry_over(stage2, stage3)
+    assert copied == ["backbone"]  # the paper: at each transition the dense layers are replaced
+    after = stage3.get_layer("backbone").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(after, stage2.get_layer("backbone").get_weights()))
     assert not all(np.array_equal(a, b) for a, b in zip(after, before))  # not the fresh initialisation
-    assert stage2.get_layer("head").get_weights()[0].shape == (16, 1)
+    assert all(np.array_equal(a, b) for a, b in zip(stage3.get_layer("dense").get_weights(), dense_before))
+    assert stage3.get_layer("head").get_weights()[0].shape == (16, 4)
     with pytest.raises(ValueError, match="does not fit"):
         carry_over(build_classifier("InceptionV3", 75, 2, NONE), stage2)
 
@@ -178,3 +180,76 @@ def test_devices_for_training_on_cpu_and_mixed_precision_keeps_a_float32_head():
         keras.mixed_precision.set_global_policy("float32")
     with pytest.raises(ValueError, match="auto, on or off"):
         devices_for_training("sometimes")
+
+
+def test_the_inner_validation_split_is_grouped_stratified_and_keeps_every_class_in_training():
+    from leukemia_mtl.train.data import Unit, inner_validation_groups
+
+    units = [Unit(f"s{i}/c{j}", ("normal", "L1", "L2", "L3")[i % 4], f"s{i}") for i in range(16) for j in range(3)]
+    held = inner_validation_groups(units, 0.25, seed=0)
+    assert 3 <= len(held) <= 5 and held <= {u.group for u in units}
+    assert {u.label for u in units if u.group in held} == {"normal", "L1", "L2", "L3"}  # stratified
+    assert inner_validation_groups(units, 0.25, seed=0) == held  # seeded
+    # one group per class: nothing can be held out without losing a class
+    assert inner_validation_groups([Unit(f"s{i}", c, f"s{i}") for i, c in enumerate(("normal", "L1"))], 0.25, 0) == set()
+    assert inner_validation_groups(units, 0.0, 0) == set()
+
+
+def test_stage3_on_cells_scores_each_evaluation_smear_from_its_cells(training_data):
+    out, split, summary, _ = training_data
+    arrays = StageArrays.load(out / "stage3.npz")
+    assert summary["stage3_images"] == "cells"
+    evaluation_smears = {g for g in split["eval_groups"] if g.startswith("smears/")}
+    assert set(arrays.units_eval.tolist()) == evaluation_smears  # every evaluation smear, once
+    assert set(arrays.sources_eval.tolist()) <= set(arrays.units_eval.tolist())  # a cell's source is its smear
+    assert len(arrays.x_eval) > len(arrays.units_eval)  # several cells per smear
+    assert not set(arrays.units_val.tolist()) & evaluation_smears
+    assert not set(arrays.groups_train.tolist()) & set(arrays.groups_val.tolist())
+
+
+def test_unit_probabilities_average_a_smears_cells_and_score_a_smear_without_cells():
+    from leukemia_mtl.train.stage import unit_probabilities
+
+    cells = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
+    out = unit_probabilities(cells, np.array(["a", "a", "b"]), np.array(["a", "b", "c"]), 2)
+    assert out == pytest.approx(np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]]))
+
+
+def test_balanced_sample_weights_give_every_class_the_same_total_weight():
+    from leukemia_mtl.train.finetune import balanced_sample_weights
+
+    y = np.array([0] * 16 + [1] * 48)
+    weights, per_class = balanced_sample_weights(y, 2)
+    assert weights[y == 0].sum() == pytest.approx(weights[y == 1].sum())
+    assert per_class == pytest.approx({0: 2.0, 1: 2 / 3})
+
+
+def test_batchnorm_calibration_brings_a_random_backbone_to_life_and_restores_its_flags():
+    """Random Xception's default statistics make its pooled features vanish (~1e-5); set from the
+    images, every image gets features of its own. Frozen flags and momenta come back as they were."""
+    from leukemia_mtl.train.finetune import batchnorm_layers, calibrate_batchnorm, set_backbone_trainable
+
+    x, _ = _cells(8)
+    keras.utils.set_random_seed(0)
+    model = build_classifier("Xception", 71, 2, NONE, head="softmax")
+    features = keras.Model(model.input, model.get_layer("gap").output)
+    before = np.asarray(features(x.astype(np.float32), training=False))
+    set_backbone_trainable(model, True, 0.9)
+    flags = [(layer.trainable, layer.momentum) for layer in batchnorm_layers(model)]
+    used = calibrate_batchnorm(model, x, batchnorm_layers(model), batch_size=8, limit=12, seed=0)
+    after = np.asarray(features(x.astype(np.float32), training=False))
+    assert used == 12
+    assert np.abs(before).max() < 1e-3 and before.std(axis=0).mean() < 1e-5
+    assert after.std(axis=0).mean() > 100 * before.std(axis=0).mean()
+    assert [(layer.trainable, layer.momentum) for layer in batchnorm_layers(model)] == flags
+
+
+def test_a_fit_without_an_inner_split_runs_every_epoch_and_has_no_best_epoch():
+    x, labels = _cells(4)
+    y = encode_labels(labels, ("normal", "blast"), "softmax")
+    keras.utils.set_random_seed(1)
+    model = build_classifier("Xception", 71, 2, NONE, head="softmax")
+    cfg = TrainConfig(epochs=2, warmup_epochs=0, batch_size=8, early_stopping_patience=1)
+    result = fit_stage(model, x, y, x[:0], y[:0], cfg, "softmax", seed=1, verbose=0, random_backbone=True)
+    assert len(result.history["loss"]) == 2 and "val_loss" not in result.history and result.best_epoch is None
+    assert result.calibrated["before"] == len(x)

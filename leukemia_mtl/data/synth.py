@@ -3,11 +3,13 @@
 ALL-IDB is not public, so the embedded default data is drawn here. The morphology follows the
 FAB criteria so that classes differ for the reasons a haematologist would give:
 
-- mature lymphocyte (normal): small, round dense nucleus with coarse clumped chromatin, thin rim
-  of sky-blue cytoplasm; normal smears also hold neutrophils, monocytes and eosinophils;
-- L1: small blasts, round nucleus, scanty cytoplasm, homogeneous fine chromatin;
+- mature lymphocyte (normal): small (about a red cell), round dense dark nucleus with coarse
+  clumped chromatin, thin rim of sky-blue cytoplasm; normal smears also hold neutrophils,
+  monocytes and eosinophils;
+- L1: small blasts, but larger than a mature lymphocyte (up to twice its diameter), round nucleus
+  with homogeneous fine chromatin, scanty cytoplasm, nucleoli inconspicuous;
 - L2: large blasts, irregular (cleft) nucleus, prominent nucleoli, more cytoplasm;
-- L3: large blasts, round nucleus, abundant deeply basophilic cytoplasm with vacuoles.
+- L3: large blasts, round nucleus, abundant deeply basophilic cytoplasm with prominent vacuoles.
 
 Red cells are pale overlapping discs with central pallor; platelets are small purple specks.
 Each smear gets its own stain tint, uneven illumination, blur and sensor noise. Sizes are set
@@ -31,7 +33,7 @@ from leukemia_mtl.io_utils import atomic_write_csv, atomic_write_json, atomic_wr
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: lymphocytes and L1 blasts apart in size and chromatin (FAB), larger L3 vacuoles
 LABEL_FIELDS = ("filename", "class", "cell_types")
 _SMEARS, _CROPS, _ORDER = 1, 2, 3
 
@@ -69,8 +71,8 @@ class CellStyle:
 
 STYLES: dict[str, CellStyle] = {
     "lymphocyte": CellStyle(
-        "lymphocyte", (0.95, 1.15), (0.80, 0.88), (48.0, 16.0, 88.0), (168.0, 188.0, 232.0),
-        chromatin_contrast=0.28, chromatin_grain=0.18,
+        "lymphocyte", (0.90, 1.10), (0.78, 0.86), (40.0, 12.0, 78.0), (168.0, 188.0, 232.0),
+        chromatin_contrast=0.34, chromatin_grain=0.16,
     ),
     "neutrophil": CellStyle(
         "neutrophil", (1.30, 1.50), (0.30, 0.36), (54.0, 20.0, 94.0), (226.0, 206.0, 218.0),
@@ -85,7 +87,7 @@ STYLES: dict[str, CellStyle] = {
         chromatin_contrast=0.12, chromatin_grain=0.2, kidney=True,
     ),
     "L1": CellStyle(
-        "L1", (1.05, 1.35), (0.84, 0.90), (60.0, 20.0, 100.0), (150.0, 170.0, 226.0),
+        "L1", (1.20, 1.50), (0.84, 0.90), (60.0, 20.0, 100.0), (150.0, 170.0, 226.0),
         chromatin_contrast=0.04, chromatin_grain=0.3, nucleoli=(0, 1), is_blast=True,
     ),
     "L2": CellStyle(
@@ -308,7 +310,7 @@ def _draw_wbc(canvas: _Canvas, style: CellStyle, cx: float, cy: float, scale: fl
         spot = _random_point_inside(rng, body * (1 - nucleus), 0.9)  # vacuoles of the cytoplasm
         if spot is None:
             break
-        radius = cell_r * rng.uniform(0.05, 0.1)
+        radius = cell_r * rng.uniform(0.07, 0.13)
         alpha = _soft(_ellipse_alpha(size, spot, (radius, radius)), radius * 0.2) * body
         canvas.blend(cx, cy, half, alpha * 0.9, canvas.colour(VACUOLE))
 

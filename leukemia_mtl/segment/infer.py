@@ -110,7 +110,7 @@ class Segmenter:
         probability = self.predict_probability(rgb, scale, cfg)
         mask = clean_mask(np.where(probability >= cfg.mask_threshold, 255, 0).astype(np.uint8), scale, cfg)
         blue, refined = blue_channel_isolation(rgb, mask, scale, cfg)
-        cells = extract_cells(rgb, refined, cfg, central_only=central_only, blast_centres=blast_centres)
+        cells = extract_cells(rgb, refined, cfg, central_only=central_only, blast_centres=blast_centres, scale=scale)
         return Segmentation(probability, mask, blue, refined, isolate(rgb, refined), cells)
 
 

@@ -25,7 +25,7 @@ class CellCrop:
     bbox: tuple[int, int, int, int]  # x, y, w, h of the cell in the source image
     centre: tuple[int, int]
     area: int
-    image: np.ndarray  # crop_size x crop_size RGB, black outside this cell
+    image: np.ndarray  # crop_size x crop_size RGB, black outside this cell, at one magnification (crop_window)
     blast: bool | None  # a known blast centre lies on this cell; None when centres are unknown
 
 
@@ -60,9 +60,11 @@ def extract_cells(
     *,
     central_only: bool = False,
     blast_centres: tuple[tuple[int, int], ...] | None = None,
+    scale: float = 1.0,
 ) -> list[CellCrop]:
     """One crop per connected cell of `mask`; `central_only` keeps the cell nearest the centre
-    (ALL-IDB2-style single-cell images)."""
+    (ALL-IDB2-style single-cell images). Crops are windows of `crop_window` (at pixel scale `scale`)
+    centred on their cell, so every crop has one magnification and keeps its cell's size."""
     height, width = mask.shape
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
     candidates = []
@@ -79,6 +81,8 @@ def extract_cells(
     crops = []
     for index, x, y, w, h, area in candidates:
         side = int(np.ceil(max(w, h) * (1 + 2 * cfg.crop_margin)))
+        if cfg.crop_window > 0:
+            side = max(side, int(round(cfg.crop_window * scale)))  # a larger cell keeps its margin
         cx, cy = x + w / 2, y + h / 2
         x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
         window = (slice(max(y0, 0), min(y0 + side, height)), slice(max(x0, 0), min(x0 + side, width)))

@@ -5,13 +5,17 @@ How the paper's three stages map onto the data (paper Sec. II-E, Fig. 7-8):
   images as they come (ALL-IDB2-style crops with red cells and plasma), normal vs blast;
 - stage 2 (Eq. 2, sigmoid): individual lymphoblasts: the cells segment isolated on black (from
   training smears only) plus the isolated ALL-IDB2 cells, blast vs normal;
-- stage 3 (softmax): multi-cell images: the smears (segment's isolated smears by default, or the
-  originals), for detection (normal vs ALL) and for the dataset's classes (normal, L1, L2, L3).
+- stage 3 (softmax): multi-cell images, for detection (normal vs ALL) and for the dataset's
+  classes (normal, L1, L2, L3). By default (`train.stage3_images="cells"`) a smear is seen
+  through its isolated white cells, each labelled with the smear's class, and the smear's
+  probabilities are the mean over its cells; "isolated" and "original" square the whole smear.
 The classical baseline trains ImageNet -> stage 3 directly on the same stage-3 arrays.
 
 One fold of the split, by source group and stratified by class, decides for every stage which images are
-for evaluation: crops and augmented copies follow their smear. Augmentation sees training
-images only, and the no-leakage check runs in code before anything is written.
+for evaluation: crops and augmented copies follow their smear. Inside the training part an inner,
+grouped and stratified validation split is held out (`train.validation_fraction`): it drives early
+stopping and the release's choice; the evaluation part is only scored. Augmentation sees the
+inner training images only, and the no-leakage checks run in code before anything is written.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SPLIT_FILE = "split.json"
 BLAST_CLASSES = ("normal", "blast")
+STAGE3_IMAGES = ("cells", "isolated", "original")
 
 
 class TrainingDataError(LeukemiaMtlError):
@@ -124,7 +130,12 @@ def square(image: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass
 class StageArrays:
-    """What one stage trains and validates on; copies keep their source and group."""
+    """What one stage trains, validates and is scored on; copies keep their source and group.
+
+    Items (x_*) are what the network sees; units are what is scored: the images themselves, or for
+    stage 3 on cells the smears, whose probabilities are the mean over their cells (an item's
+    source is its unit). A unit with no item (a smear where segment found no cell) is still scored.
+    """
 
     classes: tuple[str, ...]
     x_train: np.ndarray
@@ -132,10 +143,20 @@ class StageArrays:
     groups_train: np.ndarray
     sources_train: np.ndarray
     augmented_train: np.ndarray
+    x_val: np.ndarray  # the inner validation split of the training part, never augmented
+    y_val: np.ndarray
+    groups_val: np.ndarray
+    sources_val: np.ndarray
     x_eval: np.ndarray
     y_eval: np.ndarray
     groups_eval: np.ndarray
     sources_eval: np.ndarray
+    units_val: np.ndarray
+    unit_labels_val: np.ndarray
+    unit_groups_val: np.ndarray
+    units_eval: np.ndarray
+    unit_labels_eval: np.ndarray
+    unit_groups_eval: np.ndarray
 
     def save(self, path: Path) -> Path:
         """np.savez (no pickling) to a temporary sibling, then rename."""
@@ -158,28 +179,99 @@ class StageArrays:
         return cls(**fields)
 
 
-def _arrays(items: list[Item], eval_groups: set[str], classes: tuple[str, ...], profile: Profile, salt: int, stage: str) -> StageArrays:
+@dataclass(frozen=True)
+class Unit:
+    """What a stage scores: one image, or one smear seen through its cells."""
+
+    id: str
+    label: str
+    group: str
+
+
+def inner_validation_groups(units: list[Unit], fraction: float, seed: int) -> set[str]:
+    """Groups of a fold's training part held out for validation: one fold of a stratified, grouped
+    K-fold (K = 1 / fraction) over the training units. A class never loses its last training
+    group to validation (its groups stay in training), so tiny data gets a smaller split or none."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = [u.group for u in units]
+    labels = [u.label for u in units]
+    largest_class = max(Counter(labels).values(), default=0)
+    n_splits = min(max(2, round(1 / fraction)), len(set(groups)), largest_class) if fraction > 0 else 0
+    if n_splits < 2:
+        return set()
+    with warnings.catch_warnings():  # "the least populated class has only N members": handled below
+        warnings.simplefilter("ignore", UserWarning)
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        _, held_index = next(splitter.split(np.zeros(len(units)), labels, groups=groups))
+    held = {groups[i] for i in held_index}
+    for label in sorted(set(labels)):
+        if not {u.group for u in units if u.label == label} - held:
+            held -= {u.group for u in units if u.label == label}
+    return held
+
+
+def _stack_images(part: list[Item], size: int) -> np.ndarray:
+    return np.stack([i.image for i in part]) if part else np.zeros((0, size, size, 3), np.uint8)
+
+
+def _column(values: list[str]) -> np.ndarray:
+    return np.array(values, dtype=str)
+
+
+def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], classes: tuple[str, ...], profile: Profile,
+            seed: int, stage: str) -> tuple[StageArrays, dict]:
     train = [i for i in items if i.group not in eval_groups]
     evaluation = [i for i in items if i.group in eval_groups]
+    train_units = [u for u in units if u.group not in eval_groups]
+    eval_units = [u for u in units if u.group in eval_groups]
     missing = [c for c in classes if c not in {i.label for i in train}]
     if missing:
         raise TrainingDataError(f"{stage}: class(es) {missing} have no training image after the split")
-    if not evaluation:
+    if not eval_units:
         raise TrainingDataError(f"{stage}: no image left for evaluation after the split")
     assert_no_leakage((i.group for i in train), (i.group for i in evaluation))
-    augmented = augment_to_balance(train, eval_groups, profile.augment, profile.seed + salt)
+    val_groups = inner_validation_groups(train_units, profile.train.validation_fraction, seed)
+    fit = [i for i in train if i.group not in val_groups]
+    validation = [i for i in train if i.group in val_groups]
+    val_units = [u for u in train_units if u.group in val_groups]
+    if [c for c in classes if c not in {i.label for i in fit}]:  # a class whose images are all in held-out units
+        fit, validation, val_units, val_groups = train, [], [], set()
+    assert_no_leakage((i.group for i in fit), val_groups | eval_groups)
+    augmented = augment_to_balance(fit, eval_groups | val_groups, profile.augment, seed)
+    size = profile.model.input_size
 
-    def stack(part: list[Item], attribute: str) -> np.ndarray:
-        return np.array([getattr(i, attribute) for i in part])
+    def column(part: list, attribute: str) -> np.ndarray:
+        return _column([getattr(i, attribute) for i in part])
 
-    return StageArrays(
+    arrays = StageArrays(
         classes=classes,
-        x_train=np.stack([i.image for i in augmented]), y_train=stack(augmented, "label"),
-        groups_train=stack(augmented, "group"), sources_train=stack(augmented, "source_id"),
-        augmented_train=stack(augmented, "augmented"),
-        x_eval=np.stack([i.image for i in evaluation]), y_eval=stack(evaluation, "label"),
-        groups_eval=stack(evaluation, "group"), sources_eval=stack(evaluation, "source_id"),
+        x_train=_stack_images(augmented, size), y_train=column(augmented, "label"),
+        groups_train=column(augmented, "group"), sources_train=column(augmented, "source_id"),
+        augmented_train=np.array([i.augmented for i in augmented], dtype=bool),
+        x_val=_stack_images(validation, size), y_val=column(validation, "label"),
+        groups_val=column(validation, "group"), sources_val=column(validation, "source_id"),
+        x_eval=_stack_images(evaluation, size), y_eval=column(evaluation, "label"),
+        groups_eval=column(evaluation, "group"), sources_eval=column(evaluation, "source_id"),
+        units_val=column(val_units, "id"), unit_labels_val=column(val_units, "label"), unit_groups_val=column(val_units, "group"),
+        units_eval=column(eval_units, "id"), unit_labels_eval=column(eval_units, "label"),
+        unit_groups_eval=column(eval_units, "group"),
     )
+    scored = {i.source_id for i in evaluation}
+    summary = {
+        "classes": list(classes), "train": int(len(arrays.x_train)), "augmented": int(arrays.augmented_train.sum()),
+        "train_source_images": int(len(set(arrays.sources_train.tolist()))),
+        "validation": len(validation), "validation_units": len(val_units), "validation_groups": len(val_groups),
+        "eval": len(evaluation), "eval_units": len(eval_units),
+        "eval_units_without_items": sorted(u.id for u in eval_units if u.id not in scored),
+        "train_counts": dict(Counter(arrays.y_train.tolist())),
+    }
+    return arrays, summary
+
+
+def _units_of(items: list[Item]) -> list[Unit]:
+    """Each image its own unit."""
+    return [Unit(i.source_id, i.label, i.group) for i in items]
 
 
 def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_index: int, out_dir: Path, profile: Profile) -> dict:
@@ -205,37 +297,48 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
              source_id=f"{d.name}/{r.image_id}", group=group_of(f"{d.name}/{r.group}"))
         for d in datasets if d.single_cell for r in d.records
     ]
+    crops = read_crops_manifest(cells_dir)
     isolated_cells = [
         Item(square(cv2.cvtColor(cv2.imread(str(Path(cells_dir) / row["crop"])), cv2.COLOR_BGR2RGB), size),
              BLAST_CLASSES[int(row["blast"])], source_id=row["crop"], group=group_of(row["group"]))
-        for row in read_crops_manifest(cells_dir) if row["blast"] != ""
+        for row in crops if row["blast"] != ""
     ]
     smears = [d for d in datasets if not d.single_cell]
     if not smears:
         raise TrainingDataError("stage 3 needs multi-cell smear images; the data holds single-cell images only")
+    mode = profile.train.stage3_images
+    if mode not in STAGE3_IMAGES:
+        raise TrainingDataError(f"train.stage3_images must be one of {', '.join(STAGE3_IMAGES)}, got {mode!r}")
     fab_classes = smears[0].classes
-    smear_items = []
-    for dataset in smears:
-        for record in dataset.records:
-            if profile.train.stage3_images == "isolated":
-                image = cv2.cvtColor(cv2.imread(str(Path(cells_dir) / "isolated" / dataset.name / f"{record.image_id}.png")), cv2.COLOR_BGR2RGB)
-            else:
-                image = read_image(record.path, max_pixels=max_pixels).rgb
-            smear_items.append(Item(square(image, size), record.label, source_id=f"{dataset.name}/{record.image_id}",
-                                    group=group_of(f"{dataset.name}/{record.group}")))
+    smear_units = [Unit(f"{d.name}/{r.image_id}", r.label, group_of(f"{d.name}/{r.group}")) for d in smears for r in d.records]
+    if mode == "cells":  # every isolated white cell of a smear, labelled with the smear's class
+        names = {d.name for d in smears}
+        smear_items = [
+            Item(square(cv2.cvtColor(cv2.imread(str(Path(cells_dir) / row["crop"])), cv2.COLOR_BGR2RGB), size), row["label"],
+                 source_id=f"{row['dataset']}/{row['source_image']}", group=group_of(row["group"]))
+            for row in crops if row["dataset"] in names
+        ]
+    else:
+        smear_items = []
+        for dataset in smears:
+            for record in dataset.records:
+                if mode == "isolated":
+                    image = cv2.cvtColor(cv2.imread(str(Path(cells_dir) / "isolated" / dataset.name / f"{record.image_id}.png")), cv2.COLOR_BGR2RGB)
+                else:
+                    image = read_image(record.path, max_pixels=max_pixels).rgb
+                smear_items.append(Item(square(image, size), record.label, source_id=f"{dataset.name}/{record.image_id}",
+                                        group=group_of(f"{dataset.name}/{record.group}")))
 
     stage1_items = raw_cells or isolated_cells  # without ALL-IDB2-style data, stage 1 adapts on isolated cells
-    summary = {"fold": fold["fold"], "repeat": fold["repeat"], "fold_id": fold["id"], "fold_index": fold_index, "input_size": size, "stage1_source": "raw single-cell images" if raw_cells else "isolated cells",
-               "stage3_images": profile.train.stage3_images, "stages": {}}
-    for salt, (stage, items, classes) in enumerate(
-        (("stage1", stage1_items, BLAST_CLASSES), ("stage2", isolated_cells, BLAST_CLASSES), ("stage3", smear_items, fab_classes)), start=1
-    ):
-        arrays = _arrays(items, eval_groups, classes, profile, salt, stage)
+    summary = {"fold": fold["fold"], "repeat": fold["repeat"], "fold_id": fold["id"], "fold_index": fold_index, "input_size": size,
+               "stage1_source": "raw single-cell images" if raw_cells else "isolated cells",
+               "stage3_images": mode, "validation_fraction": profile.train.validation_fraction, "stages": {}}
+    plan = (("stage1", stage1_items, _units_of(stage1_items), BLAST_CLASSES),
+            ("stage2", isolated_cells, _units_of(isolated_cells), BLAST_CLASSES),
+            ("stage3", smear_items, smear_units, fab_classes))
+    for salt, (stage, items, units, classes) in enumerate(plan, start=1):
+        seed = profile.seed * 1000 + fold_index * 10 + salt  # its own inner split and copies per fold and stage
+        arrays, summary["stages"][stage] = _arrays(items, units, eval_groups, classes, profile, seed, stage)
         arrays.save(Path(out_dir) / f"{stage}.npz")
-        summary["stages"][stage] = {
-            "classes": list(classes), "train": int(len(arrays.x_train)), "augmented": int(arrays.augmented_train.sum()),
-            "train_source_images": int(len(set(arrays.sources_train.tolist()))),
-            "eval": int(len(arrays.x_eval)), "train_counts": dict(Counter(arrays.y_train.tolist())),
-        }
     atomic_write_json(Path(out_dir) / "summary.json", summary)
     return summary

@@ -2,6 +2,14 @@
 
 Keras 3 trap handled here: after single layers were frozen, `base.trainable = True` on an
 already-trainable model changes nothing, so every layer's flag is set and the model recompiled.
+
+Batch norm and random initialisation: a backbone built without ImageNet weights starts with the
+default moving statistics (mean 0, variance 1), so in inference mode (frozen layers, evaluation)
+its activations shrink layer after layer (Xception's pooled features ~1e-5 of the input's scale)
+and every image gets the same prediction. `calibrate_batchnorm` sets the statistics from the
+training images instead: before training a random backbone (a data-dependent initialisation), and
+after training for the layers that were trained, whose running averages lag behind a short fit
+(Wu and Johnson 2021, "precise BN"). Only training images are used.
 """
 
 from __future__ import annotations
@@ -26,18 +34,76 @@ def encode_labels(labels: np.ndarray, classes: tuple[str, ...], head: str) -> np
     return y.astype(np.float32) if head == "sigmoid" else y
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, *, shuffle: bool):
+def balanced_sample_weights(y: np.ndarray, n_classes: int) -> tuple[np.ndarray, dict[int, float]]:
+    """Per-image weights under which every class present weighs the same in the loss
+    (scikit-learn's "balanced" class weights), and the weights per class."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.asarray(y).astype(int)
+    present = np.unique(y)
+    weights = dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=y).tolist()))
+    per_class = {c: float(weights.get(c, 0.0)) for c in range(n_classes)}
+    return np.array([per_class[c] for c in y.tolist()], np.float32), per_class
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, *, shuffle: bool,
+                 sample_weight: np.ndarray | None = None):
     """uint8 images stay uint8 in memory; the cast to float happens per batch, in parallel."""
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((x, y))
+    parts = (x, y) if sample_weight is None else (x, y, np.asarray(sample_weight, np.float32))
+    data = tf.data.Dataset.from_tensor_slices(parts)
     if shuffle:
         data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     return (
         data.batch(batch_size)
-        .map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(lambda images, *rest: (tf.cast(images, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def batchnorm_layers(model) -> list:
+    """Every BatchNormalization layer of the model, nested backbones included."""
+    import keras
+
+    found = []
+
+    def walk(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        for inner in getattr(layer, "layers", []):
+            walk(inner)
+
+    walk(model)
+    return found
+
+
+def calibrate_batchnorm(model, images: np.ndarray, layers: list, batch_size: int, limit: int, seed: int) -> int:
+    """Set the moving statistics of `layers` to their statistics over (at most `limit` of) `images`;
+    returns how many images were used.
+
+    Keras updates a layer's moving statistics in a training-mode call as
+    moving = moving * momentum + batch * (1 - momentum); with momentum (k-1)/k for the k-th batch
+    they become the mean over the batches. Every other batch-norm layer stays in inference mode, so
+    its statistics and its output are untouched; weights do not change.
+    """
+    if not layers or not len(images) or limit <= 0:
+        return 0
+    chosen = np.random.default_rng(seed).permutation(len(images))[:limit]
+    sample = images[np.sort(chosen)]
+    targets = {id(layer) for layer in layers}
+    saved = [(layer, layer.trainable, layer.momentum) for layer in batchnorm_layers(model)]
+    try:
+        for layer, _, _ in saved:
+            layer.trainable = id(layer) in targets  # training mode for the targets only
+        for k, start in enumerate(range(0, len(sample), batch_size), start=1):
+            for layer in layers:
+                layer.momentum = (k - 1) / k
+            model(sample[start:start + batch_size].astype(np.float32), training=True)
+    finally:
+        for layer, trainable, momentum in saved:
+            layer.trainable, layer.momentum = trainable, momentum
+    return len(sample)
 
 
 def set_backbone_trainable(model, trainable: bool, frozen_fraction: float = 0.0) -> None:
@@ -61,19 +127,15 @@ def compile_classifier(model, cfg: TrainConfig, head: str) -> None:
 
 
 def carry_over(previous, model) -> list[str]:
-    """Copy the backbone (and the dense layer, where shapes match) from the previous stage."""
-    copied = []
-    for name in ("backbone", "dense"):
-        try:
-            source, target = previous.get_layer(name), model.get_layer(name)
-        except ValueError:
-            continue
-        if [w.shape for w in source.get_weights()] == [w.shape for w in target.get_weights()]:
-            target.set_weights(source.get_weights())
-            copied.append(name)
-    if "backbone" not in copied:
+    """Copy the backbone from the previous stage. The dense layers and the head start afresh, as in
+    the paper ("after the transition from single to multiple cells ... network layers were
+    eliminated and replaced by multiple dense layers"): a dense layer trained for blast vs normal
+    would carry that one direction into a task that must tell L2 from L3 (BENCHMARKS.md)."""
+    source, target = previous.get_layer("backbone"), model.get_layer("backbone")
+    if [w.shape for w in source.get_weights()] != [w.shape for w in target.get_weights()]:
         raise ValueError("the previous stage's backbone does not fit this model (another backbone or input size)")
-    return copied
+    target.set_weights(source.get_weights())
+    return ["backbone"]
 
 
 class EpochTimer:
@@ -103,21 +165,38 @@ class FitResult:
     images_per_second: float  # steady fine-tuning epochs, graph building excluded; 0 = not measurable
     first_epochs_seconds: float = 0.0  # the first epoch of each phase: it traces the training step
     steady_epochs_seconds: float = 0.0
+    best_epoch: int | None = None  # 1-based, by the lowest validation loss; None without validation
+    calibrated: dict[str, int] | None = None  # images used to set batch-norm statistics, before and after
 
 
-def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: str, seed: int, *, verbose: int = 2) -> FitResult:
-    """Head-only warm-up on the frozen backbone, then fine-tuning with early stopping."""
+def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str, seed: int, *,
+              sample_weight: np.ndarray | None = None, val_sample_weight: np.ndarray | None = None,
+              random_backbone: bool = False, verbose: int = 2) -> FitResult:
+    """Head-only warm-up on the frozen backbone, then fine-tuning with early stopping.
+
+    (x_val, y_val) is the inner validation split of the training part (never the evaluation fold):
+    it alone decides when to stop and which epoch's weights are kept. Without it (None or empty)
+    every epoch runs and the last weights are kept.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
-    train = make_dataset(x_train, y_train, cfg.batch_size, seed, shuffle=True)
-    evaluation = make_dataset(x_eval, y_eval, cfg.batch_size, seed, shuffle=False)
+    calibrated = {"before": 0, "after": 0}
+    if random_backbone:  # a data-dependent start: every layer's statistics from the training images
+        calibrated["before"] = calibrate_batchnorm(model, x_train, batchnorm_layers(model), cfg.inference_batch_size,
+                                                   cfg.batchnorm_calibration_images, seed)
+    train = make_dataset(x_train, y_train, cfg.batch_size, seed, shuffle=True, sample_weight=sample_weight)
+    validating = x_val is not None and len(x_val) > 0
+    validation = (make_dataset(x_val, y_val, cfg.batch_size, seed, shuffle=False, sample_weight=val_sample_weight)
+                  if validating else None)
     history: dict[str, list[float]] = {}
     started = time.time()
     phases = [(False, cfg.warmup_epochs, []), (True, cfg.epochs, [])]
-    if cfg.early_stopping_patience:
-        phases[1][2].append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=cfg.restore_best_weights))
+    stopper = None
+    if cfg.early_stopping_patience and validating:
+        stopper = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=cfg.restore_best_weights)
+        phases[1][2].append(stopper)
     steady: list[float] = []
     first_epochs = later_epochs = 0.0
     for trainable, epochs, callbacks in phases:
@@ -126,7 +205,7 @@ def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: s
         set_backbone_trainable(model, trainable, cfg.frozen_fraction)
         compile_classifier(model, cfg, head)
         timer = EpochTimer()
-        fitted = model.fit(train, validation_data=evaluation, epochs=epochs, verbose=verbose,
+        fitted = model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose,
                            callbacks=[*callbacks, timer], shuffle=False)
         for name, values in fitted.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
@@ -134,6 +213,15 @@ def fit_stage(model, x_train, y_train, x_eval, y_eval, cfg: TrainConfig, head: s
         later_epochs += sum(timer.seconds[1:])
         if trainable:  # the fine-tuning phase is what costs; its first epoch also builds the graph
             steady = timer.seconds[1:]  # one epoch alone cannot tell training from graph building
+    trained_norms = [layer for layer in batchnorm_layers(model) if layer.trainable]
+    calibrated["after"] = calibrate_batchnorm(model, x_train, trained_norms, cfg.inference_batch_size,
+                                              cfg.batchnorm_calibration_images, seed)
     seconds = time.time() - started
     per_epoch = float(np.median(steady)) if steady else 0.0
-    return FitResult(history, seconds, len(x_train) / per_epoch if per_epoch else 0.0, first_epochs, later_epochs)
+    best_epoch = None  # the epoch whose weights the model ends with
+    if validating and history.get("val_loss"):
+        losses = history["val_loss"]
+        restored = stopper is not None and cfg.restore_best_weights
+        best_epoch = cfg.warmup_epochs + int(np.argmin(losses[cfg.warmup_epochs:])) + 1 if restored else len(losses)
+    return FitResult(history, seconds, len(x_train) / per_epoch if per_epoch else 0.0, first_epochs, later_epochs,
+                     best_epoch, calibrated)

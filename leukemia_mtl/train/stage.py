@@ -60,12 +60,18 @@ class StageSummary:
     fold: int
     train_source_images: int  # before augmentation
     train_images: int
-    eval_images: int
+    eval_images: int  # what is scored: images, or smears seen through their cells
     epochs: int
     seconds: float
     images_per_second: float
     eval_accuracy: float
     eval_loss: float
+    val_images: int = 0  # the inner validation split's scored units (0: none, no early stopping)
+    best_epoch: int | None = None  # the epoch the model ends with, chosen on the inner validation split
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    class_weights: dict[str, float] = field(default_factory=dict)
+    batchnorm_calibration: dict[str, int] = field(default_factory=dict)
     # where the task's time went, in seconds (bench/dag_breakdown.py adds them up over a run)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -75,19 +81,35 @@ class StageSummary:
                 "fold": self.fold_id, "weights": self.weights, "imagenet": self.imagenet, "carried_over": self.carried_over}
 
     def metrics(self) -> dict[str, float]:
-        return {"eval_accuracy": round(self.eval_accuracy, 4), "eval_loss": round(self.eval_loss, 4),
-                "train_images": self.train_images, "eval_images": self.eval_images, "epochs": self.epochs,
-                "train_seconds": round(self.seconds, 1), "images_per_second": round(self.images_per_second, 1),
-                "imagenet_weights": float(self.imagenet)}
+        values = {"eval_accuracy": round(self.eval_accuracy, 4), "eval_loss": round(self.eval_loss, 4),
+                  "train_images": self.train_images, "val_images": self.val_images, "eval_images": self.eval_images,
+                  "epochs": self.epochs, "train_seconds": round(self.seconds, 1),
+                  "images_per_second": round(self.images_per_second, 1), "imagenet_weights": float(self.imagenet)}
+        if self.val_accuracy is not None:
+            values.update(val_accuracy=round(self.val_accuracy, 4), val_loss=round(self.val_loss, 4), best_epoch=self.best_epoch)
+        return values
 
 
-def task_labels(arrays: StageArrays, task: str, negative_class: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """Classes and train/eval labels of `task` on a stage's arrays (detection merges ALL types)."""
-    if task == "detection":
-        def merge(labels):
-            return np.where(labels == negative_class, negative_class, "ALL")
-        return (negative_class, "ALL"), merge(arrays.y_train), merge(arrays.y_eval)
-    return arrays.classes, arrays.y_train, arrays.y_eval
+def task_classes(classes: tuple[str, ...], task: str, negative_class: str) -> tuple[str, ...]:
+    return (negative_class, "ALL") if task == "detection" else tuple(classes)
+
+
+def task_names(labels: np.ndarray, task: str, negative_class: str) -> np.ndarray:
+    """Class names of `task` (detection merges every ALL type into one class)."""
+    labels = np.asarray(labels)
+    return np.where(labels == negative_class, negative_class, "ALL") if task == "detection" else labels
+
+
+def unit_probabilities(item_probabilities: np.ndarray, item_sources: np.ndarray, units: np.ndarray, n_classes: int) -> np.ndarray:
+    """(units, classes): the mean over each unit's items (a smear's cells; an image is its own unit).
+    A unit without items (no cell found) gets equal probabilities, so it is scored, not dropped."""
+    out = np.full((len(units), n_classes), 1.0 / n_classes, np.float64)
+    sources = np.asarray(item_sources)
+    for row, unit in enumerate(np.asarray(units).tolist()):
+        mine = sources == unit
+        if mine.any():
+            out[row] = np.asarray(item_probabilities, np.float64)[mine].mean(axis=0)
+    return out / out.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 only within ~1e-7
 
 
 def run_finetune_stage(
@@ -108,7 +130,7 @@ def run_finetune_stage(
 
     from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
     from leukemia_mtl.devices import devices_for_training
-    from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage
+    from leukemia_mtl.train.finetune import balanced_sample_weights, carry_over, encode_labels, fit_stage
 
     if stage not in STAGES:
         raise StageError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
@@ -119,8 +141,19 @@ def run_finetune_stage(
     started = time.perf_counter()
     arrays = StageArrays.load(Path(data_dir) / f"{arrays_name}.npz")
     data_summary = json.loads((Path(data_dir) / "summary.json").read_text())
-    classes, y_train_names, y_eval_names = task_labels(arrays, task, profile.data.negative_class)
-    y_train, y_eval = (encode_labels(y, classes, head) for y in (y_train_names, y_eval_names))
+    negative = profile.data.negative_class
+    classes = task_classes(arrays.classes, task, negative)
+
+    def encoded(labels):
+        return encode_labels(task_names(labels, task, negative), classes, head)
+
+    y_train, y_val = encoded(arrays.y_train), encoded(arrays.y_val)
+    if profile.train.balanced_class_weights:
+        train_weights, per_class = balanced_sample_weights(y_train, len(classes))
+        val_weights = np.array([per_class[int(c)] for c in y_val], np.float32)
+    else:
+        train_weights = val_weights = None
+        per_class = {i: 1.0 for i in range(len(classes))}
 
     starts_from_imagenet = stage in ("stage1", "classical")
     if starts_from_imagenet == (previous_dir is not None):
@@ -146,24 +179,40 @@ def run_finetune_stage(
             weights_text, imagenet = f"{previous_info.stage} ({previous_info.weights})", previous_info.imagenet
 
         timings["load_and_build"] = time.perf_counter() - started
-        fit = fit_stage(model, arrays.x_train, y_train, arrays.x_eval, y_eval, profile.train, head, profile.seed + salt)
+        fit = fit_stage(model, arrays.x_train, y_train, arrays.x_val, y_val, profile.train, head, profile.seed + salt,
+                        sample_weight=train_weights, val_sample_weight=val_weights,
+                        random_backbone=previous_dir is None and weights.keras_argument is None)
     timings.update(first_epochs=fit.first_epochs_seconds, steady_epochs=fit.steady_epochs_seconds,
                    fit_other=fit.seconds - fit.first_epochs_seconds - fit.steady_epochs_seconds)
     started = time.perf_counter()
-    probabilities = model_outputs(model, arrays.x_eval, profile.train.batch_size)
-    eval_loss, eval_accuracy = _score(probabilities, y_eval, head, len(classes))
+    scored = {}
+    both = np.concatenate([arrays.x_eval, arrays.x_val])  # one pass: fewer eager calls
+    outputs = class_probabilities(model_outputs(model, both, profile.train.inference_batch_size), head)
+    per_part = {"eval": outputs[:len(arrays.x_eval)], "val": outputs[len(arrays.x_eval):]}
+    for part, sources, units, unit_labels in (
+        ("eval", arrays.sources_eval, arrays.units_eval, arrays.unit_labels_eval),
+        ("val", arrays.sources_val, arrays.units_val, arrays.unit_labels_val),
+    ):
+        probabilities = unit_probabilities(per_part[part], sources, units, len(classes))
+        labels = encode_labels(task_names(unit_labels, task, negative), classes, "softmax")
+        scored[part] = (probabilities, labels, units)
+    eval_loss, eval_accuracy = _score(*scored["eval"][:2], len(classes))
+    val_loss, val_accuracy = _score(*scored["val"][:2], len(classes)) if len(arrays.units_val) else (None, None)
     timings["predict"] = time.perf_counter() - started
     started = time.perf_counter()
 
     info = ClassifierInfo(backbone, profile.model.input_size, list(classes), head, stage, task, weights_text, imagenet)
     save_classifier(model, info, model_dir)
     atomic_write_json(Path(model_dir) / HISTORY_FILE, fit.history)
-    _save_predictions(Path(model_dir) / PREDICTIONS_FILE, probabilities, y_eval, arrays)
+    _save_predictions(Path(model_dir) / PREDICTIONS_FILE, scored, arrays)
     summary = StageSummary(stage, task, backbone, weights_text, imagenet, carried, data_summary["fold_id"],
                            data_summary["repeat"], data_summary["fold"], data_summary["stages"][arrays_name]["train_source_images"],
-                           len(arrays.x_train), len(arrays.x_eval),
+                           len(arrays.x_train), len(arrays.units_eval),
                            len(fit.history.get("loss", [])), fit.seconds, fit.images_per_second,
-                           float(eval_accuracy), float(eval_loss), timings)
+                           float(eval_accuracy), float(eval_loss), val_images=len(arrays.units_val), best_epoch=fit.best_epoch,
+                           val_loss=val_loss, val_accuracy=val_accuracy,
+                           class_weights={c: round(per_class[i], 4) for i, c in enumerate(classes)},
+                           batchnorm_calibration=fit.calibrated or {}, timings=timings)
     _write_report(figure_html, summary, fit.history)
     timings["save_and_report"] = time.perf_counter() - started
     atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
@@ -201,13 +250,12 @@ def class_probabilities(output: np.ndarray, head: str) -> np.ndarray:
     return np.asarray(output)
 
 
-def _score(probabilities: np.ndarray, y_true: np.ndarray, head: str, n_classes: int) -> tuple[float, float]:
-    """Cross-entropy and accuracy of the evaluation predictions (scikit-learn; no second graph)."""
+def _score(probabilities: np.ndarray, y_true: np.ndarray, n_classes: int) -> tuple[float, float]:
+    """Cross-entropy and accuracy of (units, classes) probabilities (scikit-learn; no second graph)."""
     from sklearn.metrics import accuracy_score, log_loss
 
-    per_class = class_probabilities(probabilities, head)
     truth = y_true.astype(int)
-    return float(log_loss(truth, per_class, labels=list(range(n_classes)))), float(accuracy_score(truth, per_class.argmax(axis=1)))
+    return float(log_loss(truth, probabilities, labels=list(range(n_classes)))), float(accuracy_score(truth, probabilities.argmax(axis=1)))
 
 
 def save_classifier(model, info: ClassifierInfo, directory: Path) -> None:
@@ -268,14 +316,19 @@ def load_classifier(directory: Path):
     return model, info
 
 
-def _save_predictions(path: Path, probabilities, y_eval, arrays: StageArrays) -> None:
+def _save_predictions(path: Path, scored: dict, arrays: StageArrays) -> None:
+    """Per scored unit: probabilities (units, classes), class index and id, for the evaluation fold and
+    (val_*) the inner validation split; the number of items (cells) behind each evaluation unit."""
     import io
 
     from leukemia_mtl.io_utils import atomic_write_bytes
 
+    (probabilities, labels, units), (val_probabilities, val_labels, val_units) = scored["eval"], scored["val"]
+    items = np.array([int((arrays.sources_eval == u).sum()) for u in units.tolist()], np.int32)
     buffer = io.BytesIO()
-    np.savez(buffer, probabilities=np.asarray(probabilities), labels=np.asarray(y_eval),
-             groups=arrays.groups_eval, sources=arrays.sources_eval)
+    np.savez(buffer, probabilities=np.asarray(probabilities), labels=np.asarray(labels), groups=arrays.unit_groups_eval,
+             sources=np.asarray(units), items=items, val_probabilities=np.asarray(val_probabilities),
+             val_labels=np.asarray(val_labels), val_sources=np.asarray(val_units))
     atomic_write_bytes(path, buffer.getvalue())
 
 

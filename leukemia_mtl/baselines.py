@@ -1,0 +1,124 @@
+"""Trivial baselines on the same folds: what a model gets that has learnt nothing about white cells.
+
+Public ALL smear sets carry colour shortcuts (each class photographed with its own stain batch or
+camera): a 6x6x6 RGB histogram with logistic regression reaches 92-98 % on them. A run that does not
+show such a baseline beside the method cannot say whether the method looked at cells. So every run
+scores two baselines on exactly the units the transfer-learning arms are scored on (the smears of
+each evaluation fold), fitted on the fold's training smears as they are (no augmentation, no tuning):
+
+- colour: the smear's colour histogram (6 bins per channel, OpenCV), standardised, into a logistic
+  regression with balanced class weights (scikit-learn);
+- majority: scikit-learn's DummyClassifier: the training classes' frequencies, whatever the image.
+
+They are written in the finetune tasks' evaluation layout (classifier.json, summary.json,
+predictions.npz), so cross-validation, the t-tests and the report read them as two more arms.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from leukemia_mtl.config import Profile
+from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json
+
+BASELINE_BACKBONES = {"colour": "colour histogram", "majority": "majority class"}
+TASKS = ("detection", "fab")
+
+
+class BaselineError(LeukemiaMtlError):
+    """A baseline that cannot be fitted: no smear to learn from or to score."""
+
+
+def colour_histogram(rgb: np.ndarray, bins: int) -> np.ndarray:
+    """The share of the image's pixels in each of bins**3 RGB cells."""
+    histogram = cv2.calcHist([rgb], [0, 1, 2], None, [bins] * 3, [0, 256] * 3).ravel()
+    return histogram / max(float(histogram.sum()), 1.0)
+
+
+def _model(arm: str, seed: int):
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if arm == "majority":
+        return DummyClassifier(strategy="prior")
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed))
+
+
+def _probabilities(model, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """(images, n_classes) even when a class had no training image (its column stays 0)."""
+    out = np.zeros((len(x), n_classes))
+    out[:, model.classes_.astype(int)] = model.predict_proba(x)
+    return out
+
+
+def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profile: Profile) -> dict:
+    """Fit and score both baselines for both tasks on every fold; returns a summary."""
+    from leukemia_mtl.data.datasets import load_datasets
+    from leukemia_mtl.data.images import read_image
+    from leukemia_mtl.data.ingest import DATA_DIR
+    from leukemia_mtl.train.stage import META_FILE, PREDICTIONS_FILE, task_classes, task_names
+
+    datasets = [d for d in load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False) if not d.single_cell]
+    if not datasets:
+        raise BaselineError("the baselines score smears; the data holds single-cell images only")
+    alias = split["group_alias"]
+    bins = profile.evaluate.colour_bins
+    records = [(d, r) for d in datasets for r in d.records]
+    features = np.stack([colour_histogram(read_image(r.path, max_pixels=profile.data.max_pixels).rgb, bins) for _, r in records])
+    units = np.array([f"{d.name}/{r.image_id}" for d, r in records])
+    groups = np.array([alias.get(f"{d.name}/{r.group}", f"{d.name}/{r.group}") for d, r in records])
+    labels = np.array([r.label for _, r in records])
+    negative = profile.data.negative_class
+    out_dir = Path(out_dir)
+    written = []
+    for fold in split["folds"]:
+        evaluated = np.isin(groups, list(fold["eval_groups"]))
+        if evaluated.all() or not evaluated.any():
+            raise BaselineError(f"fold {fold['id']}: {int(evaluated.sum())} of {len(units)} smears are for evaluation; "
+                                "the baselines need some of each")
+        for task in TASKS:
+            classes = task_classes(datasets[0].classes, task, negative)
+            index = {c: i for i, c in enumerate(classes)}
+            y = np.array([index[name] for name in task_names(labels, task, negative).tolist()])
+            for arm, backbone in BASELINE_BACKBONES.items():
+                model = _model(arm, profile.seed).fit(features[~evaluated], y[~evaluated])
+                folder = out_dir / f"{task}_{arm}_{fold['id']}"
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(folder / META_FILE, {"backbone": backbone, "stage": "baseline", "arm": arm, "task": task,
+                                                       "classes": list(classes), "features": f"{bins}x{bins}x{bins} RGB histogram"})
+                atomic_write_json(folder / "summary.json", {"fold_id": fold["id"], "repeat": fold["repeat"], "fold": fold["fold"],
+                                                            "train_source_images": int((~evaluated).sum())})
+                _save(folder / PREDICTIONS_FILE, _probabilities(model, features[evaluated], len(classes)), y[evaluated],
+                      units[evaluated], groups[evaluated], atomic_write_bytes)
+                written.append(folder.name)
+    summary = {"arms": list(BASELINE_BACKBONES), "tasks": list(TASKS), "smears": len(units), "colour_bins": bins,
+               "folds": [f["id"] for f in split["folds"]], "evaluations": written}
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _save(path: Path, probabilities, labels, sources, groups, write) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    empty = np.zeros((0, probabilities.shape[1]))
+    np.savez(buffer, probabilities=probabilities, labels=labels, sources=sources, groups=groups,
+             val_probabilities=empty, val_labels=np.zeros(0, int), val_sources=np.zeros(0, str))
+    write(path, buffer.getvalue())
+
+
+def evaluation_dirs(out_dir: Path | str) -> list[Path]:
+    """The evaluation folders run_baselines wrote, in its order."""
+    out_dir = Path(out_dir)
+    try:
+        names = json.loads((out_dir / "summary.json").read_text())["evaluations"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BaselineError(f"{out_dir}: not a baselines folder ({type(exc).__name__}: {exc})") from None
+    return [out_dir / name for name in names]
