@@ -56,6 +56,11 @@ bench: $(STAMP)
 	$(PY) bench/training_feed.py --repeats 2 --scaling
 	$(PY) bench/dag_breakdown.py --runs 3
 	$(PY) bench/predict_stream.py --images 1000
+	$(PY) bench/stage3_views.py
+	$(PY) pipeline.py --run-local --until segment --output-dir runs/bench-recipes
+	$(PY) bench/demo_recipes.py --run runs/bench-recipes --variant '{}' --variant '{"train.learning_rate": 0.001}' \
+		--variant '{"train.epochs": 2}' --variant '{"train.validation_fraction": 0.0}'
+	$(PY) bench/demo_side_by_side.py --ref 9d9f8c3 --runs 3
 
 compile: $(STAMP)
 	$(PY) pipeline.py --compile --output build/pipeline.yaml --image-registry $(IMAGE_REGISTRY) --image-tag $(IMAGE_TAG)

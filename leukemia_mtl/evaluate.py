@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukemia_mtl.config import CV_METRICS, INNER_METRICS
 from leukemia_mtl.errors import LeukemiaMtlError
 
 ARMS = {"stage3": "mtl", "classical": "ctl"}  # multistage vs classical transfer learning
@@ -31,9 +32,7 @@ BASELINE_ARMS = ("colour", "majority")  # trivial models on the same folds (leuk
 ARM_NAMES = {"mtl": "multistage transfer learning", "ctl": "classical transfer learning",
              "colour": "colour histogram + logistic regression (baseline)", "majority": "majority class (baseline: one answer for every image)"}
 TASK_NAMES = {"detection": "detection (normal vs ALL)", "fab": "classification (FAB classes)"}
-SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-                   "recall_weighted", "f1_weighted", "auc_macro", "auc_micro")
-INNER_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")  # on the inner validation split
+SUMMARY_METRICS = CV_METRICS
 
 
 class EvaluationError(LeukemiaMtlError):
@@ -253,6 +252,16 @@ def _inner_validation(p: FoldPredictions) -> dict | None:
     return {"images": scores["images"], **{m: scores[m] for m in INNER_METRICS}}
 
 
+def _first_repeat_operating_point(classes: tuple[str, ...], folds: list[FoldPredictions], confidence: float, seed: int) -> dict:
+    """The operating point over one repeat's folds, where every image is held out exactly once: with
+    repeated K-fold each image is predicted once per repeat, and counting it again would narrow
+    the intervals for no new evidence."""
+    first = [p for p in folds if p.repeat == folds[0].repeat]
+    point = operating_point(classes, np.concatenate([p.labels for p in first]), np.concatenate([p.probabilities for p in first]),
+                            confidence, seed)
+    return {**point, "repeat": folds[0].repeat}
+
+
 def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95, seed: int = 0,
                    degenerate_spread: float = 0.02) -> dict:
     """{task: {backbone: {arm: result}}}; result holds per-fold metrics (and each fold's inner-
@@ -291,7 +300,7 @@ def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95,
             "confusion_matrix_percent": row_percentages(pooled),
             "test_train_ratio": float(np.mean([p.eval_sources / p.train_sources for p in folds])),
             "roc": _curve_points(roc_curves(classes, labels, probabilities)),
-            "operating_point": operating_point(classes, labels, probabilities, confidence, seed),
+            "operating_point": _first_repeat_operating_point(classes, folds, confidence, seed),
             "degenerate": flags,
         }
     return results

@@ -11,6 +11,7 @@ is scored by the stage-2 model on its central cell.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,8 @@ import numpy as np
 
 from leukemia_mtl.config import DataConfig, SegmentConfig
 from leukemia_mtl.errors import LeukemiaMtlError
+
+log = logging.getLogger(__name__)
 
 KINDS = ("auto", "smear", "cell")
 # auto: an image at most this many pixels on its longer side and nearly square is a single cell
@@ -59,6 +62,10 @@ class Predictor:
 
         self.release_dir = Path(release_dir)
         self.manifest = verify(self.release_dir)
+        gate = self.manifest.get("gate") or {}
+        if gate and not gate.get("passed"):  # released with evaluate.release_gate=flag: say so before every run
+            log.warning("release %s failed its gate (%s): its answers are no better than a trivial model's",
+                        self.manifest["version"], "; ".join(gate.get("reasons", [])))
         settings = self.manifest["settings"]
         self.segment_cfg = _config(SegmentConfig, settings["segment"])
         self.data_cfg = _config(DataConfig, settings["data"])

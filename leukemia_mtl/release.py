@@ -27,13 +27,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from leukemia_mtl import __version__
-from leukemia_mtl.config import Profile
+from leukemia_mtl.config import GATE_ACTIONS, Profile
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_json, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = 1
-GATE_ACTIONS = ("refuse", "flag")
 BUNDLE_FILES = ("segmenter.keras", "segmenter.json", "classifier.keras", "classifier.json")
 
 
@@ -89,7 +88,7 @@ def gate(crossval: dict, selection: dict, metric: str) -> dict:
         for arm, baseline in crossval.get("baselines", {}).get(task, {}).items():
             other = baseline["summary"][metric]["mean"]
             checked[task][arm] = other
-            if value is None or (other is not None and value <= other):
+            if value is None or other is None or value <= other:  # undefined is no evidence of beating it
                 reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model's cross-validated {metric} "
                                f"{_number(value)} does not beat the {arm} baseline's {_number(other)}")
         if not crossval.get("baselines", {}).get(task):

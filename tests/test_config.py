@@ -40,3 +40,17 @@ def test_bad_overrides_name_the_key(overrides, message):
 def test_unknown_profile_lists_known_ones():
     with pytest.raises(ConfigError, match="known profiles: demo, paper"):
         get_profile("fast")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"evaluate.release_gate": "nope"}, "'evaluate.release_gate' must be one of refuse, flag"),
+    ({"train.stage3_images": "tiles"}, "'train.stage3_images' must be one of cells, isolated, original"),
+    ({"train.validation_fraction": -0.1}, "'train.validation_fraction' must be between 0.0 and 0.5"),
+    ({"evaluate.release_metric": "precision_macro"}, "'evaluate.release_metric' must be one of accuracy, balanced_accuracy"),
+    ({"evaluate.expectations": ["detecton.accuracy>=0.9"]}, "must read TASK.METRIC>=NUMBER"),
+    ({"evaluate.expectations": ["fab.f1_macro>0.7"]}, "must read TASK.METRIC>=NUMBER"),
+    ({"evaluate.colour_bins": 0}, "'evaluate.colour_bins' must be at least 2"),
+])
+def test_settings_that_fit_their_type_but_not_their_meaning_are_refused_up_front(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        get_profile("demo", overrides)

@@ -207,12 +207,13 @@ def test_stage3_on_cells_scores_each_evaluation_smear_from_its_cells(training_da
     assert not set(arrays.groups_train.tolist()) & set(arrays.groups_val.tolist())
 
 
-def test_unit_probabilities_average_a_smears_cells_and_score_a_smear_without_cells():
+def test_unit_probabilities_average_a_smears_cells_and_count_a_smear_without_cells_as_an_error():
     from leukemia_mtl.train.stage import unit_probabilities
 
     cells = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
-    out = unit_probabilities(cells, np.array(["a", "a", "b"]), np.array(["a", "b", "c"]), 2)
-    assert out == pytest.approx(np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]]))
+    units, labels = np.array(["a", "b", "c", "d"]), np.array([0, 1, 0, 1])
+    out = unit_probabilities(cells, np.array(["a", "a", "b"]), units, labels, 2)
+    assert out == pytest.approx(np.array([[0.7, 0.3], [0.2, 0.8], [0.0, 1.0], [1.0, 0.0]]))  # c, d: no cell, wrong
 
 
 def test_balanced_sample_weights_give_every_class_the_same_total_weight():

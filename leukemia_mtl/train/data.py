@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from leukemia_mtl.augment import Item, assert_no_leakage, augment_to_balance
-from leukemia_mtl.config import Profile
+from leukemia_mtl.config import STAGE3_IMAGES, Profile
 from leukemia_mtl.data.datasets import Dataset, load_datasets
 from leukemia_mtl.data.images import read_image
 from leukemia_mtl.errors import LeukemiaMtlError
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 SPLIT_FILE = "split.json"
 BLAST_CLASSES = ("normal", "blast")
-STAGE3_IMAGES = ("cells", "isolated", "original")
 
 
 class TrainingDataError(LeukemiaMtlError):
@@ -219,8 +218,8 @@ def _column(values: list[str]) -> np.ndarray:
     return np.array(values, dtype=str)
 
 
-def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], classes: tuple[str, ...], profile: Profile,
-            seed: int, stage: str) -> tuple[StageArrays, dict]:
+def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_groups: set[str], classes: tuple[str, ...],
+            profile: Profile, seed: int, stage: str) -> tuple[StageArrays, dict]:
     train = [i for i in items if i.group not in eval_groups]
     evaluation = [i for i in items if i.group in eval_groups]
     train_units = [u for u in units if u.group not in eval_groups]
@@ -231,11 +230,12 @@ def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], classes
     if not eval_units:
         raise TrainingDataError(f"{stage}: no image left for evaluation after the split")
     assert_no_leakage((i.group for i in train), (i.group for i in evaluation))
-    val_groups = inner_validation_groups(train_units, profile.train.validation_fraction, seed)
     fit = [i for i in train if i.group not in val_groups]
     validation = [i for i in train if i.group in val_groups]
     val_units = [u for u in train_units if u.group in val_groups]
-    if [c for c in classes if c not in {i.label for i in fit}]:  # a class whose images are all in held-out units
+    if [c for c in classes if c not in {i.label for i in fit}]:  # every image of a class is in held-out groups
+        log.warning("%s: a class would have no training image without the inner validation groups; this stage "
+                    "trains on them and validates on nothing", stage)
         fit, validation, val_units, val_groups = train, [], [], set()
     assert_no_leakage((i.group for i in fit), val_groups | eval_groups)
     augmented = augment_to_balance(fit, eval_groups | val_groups, profile.augment, seed)
@@ -333,12 +333,18 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
     summary = {"fold": fold["fold"], "repeat": fold["repeat"], "fold_id": fold["id"], "fold_index": fold_index, "input_size": size,
                "stage1_source": "raw single-cell images" if raw_cells else "isolated cells",
                "stage3_images": mode, "validation_fraction": profile.train.validation_fraction, "stages": {}}
+    # One inner validation split per fold, over the source groups (smears; single-cell images), that
+    # every stage holds out: stage 2 must not train on the cells of the smears stage 3 validates on.
+    seed = profile.seed * 1000 + fold_index * 10
+    fraction = profile.train.validation_fraction
+    val_groups = inner_validation_groups([u for u in smear_units if u.group not in eval_groups], fraction, seed)
+    val_groups |= inner_validation_groups([u for u in _units_of(raw_cells) if u.group not in eval_groups], fraction, seed + 1)
+    summary["validation_groups"] = sorted(val_groups)
     plan = (("stage1", stage1_items, _units_of(stage1_items), BLAST_CLASSES),
             ("stage2", isolated_cells, _units_of(isolated_cells), BLAST_CLASSES),
             ("stage3", smear_items, smear_units, fab_classes))
     for salt, (stage, items, units, classes) in enumerate(plan, start=1):
-        seed = profile.seed * 1000 + fold_index * 10 + salt  # its own inner split and copies per fold and stage
-        arrays, summary["stages"][stage] = _arrays(items, units, eval_groups, classes, profile, seed, stage)
+        arrays, summary["stages"][stage] = _arrays(items, units, eval_groups, val_groups, classes, profile, seed + salt + 1, stage)
         arrays.save(Path(out_dir) / f"{stage}.npz")
     atomic_write_json(Path(out_dir) / "summary.json", summary)
     return summary

@@ -89,8 +89,9 @@ def calibrate_batchnorm(model, images: np.ndarray, layers: list, batch_size: int
     """
     if not layers or not len(images) or limit <= 0:
         return 0
-    chosen = np.random.default_rng(seed).permutation(len(images))[:limit]
-    sample = images[np.sort(chosen)]
+    # in random order: training arrays hold the originals, then each class's copies, and a batch of one
+    # class would be normalised by that class's statistics (and its variance would miss the classes')
+    sample = images[np.random.default_rng(seed).permutation(len(images))[:limit]]
     targets = {id(layer) for layer in layers}
     saved = [(layer, layer.trainable, layer.momentum) for layer in batchnorm_layers(model)]
     try:

@@ -100,15 +100,19 @@ def task_names(labels: np.ndarray, task: str, negative_class: str) -> np.ndarray
     return np.where(labels == negative_class, negative_class, "ALL") if task == "detection" else labels
 
 
-def unit_probabilities(item_probabilities: np.ndarray, item_sources: np.ndarray, units: np.ndarray, n_classes: int) -> np.ndarray:
+def unit_probabilities(item_probabilities: np.ndarray, item_sources: np.ndarray, units: np.ndarray, unit_labels: np.ndarray,
+                       n_classes: int) -> np.ndarray:
     """(units, classes): the mean over each unit's items (a smear's cells; an image is its own unit).
-    A unit without items (no cell found) gets equal probabilities, so it is scored, not dropped."""
-    out = np.full((len(units), n_classes), 1.0 / n_classes, np.float64)
+    A unit without items (a smear where segment found no cell: predict refuses it) is scored, not
+    dropped, and counted as an error: all its probability on a wrong class (the next one)."""
+    out = np.zeros((len(units), n_classes), np.float64)
     sources = np.asarray(item_sources)
-    for row, unit in enumerate(np.asarray(units).tolist()):
+    for row, (unit, label) in enumerate(zip(np.asarray(units).tolist(), np.asarray(unit_labels).astype(int).tolist())):
         mine = sources == unit
         if mine.any():
             out[row] = np.asarray(item_probabilities, np.float64)[mine].mean(axis=0)
+        else:
+            out[row, (label + 1) % n_classes] = 1.0
     return out / out.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 only within ~1e-7
 
 
@@ -193,8 +197,8 @@ def run_finetune_stage(
         ("eval", arrays.sources_eval, arrays.units_eval, arrays.unit_labels_eval),
         ("val", arrays.sources_val, arrays.units_val, arrays.unit_labels_val),
     ):
-        probabilities = unit_probabilities(per_part[part], sources, units, len(classes))
         labels = encode_labels(task_names(unit_labels, task, negative), classes, "softmax")
+        probabilities = unit_probabilities(per_part[part], sources, units, labels, len(classes))
         scored[part] = (probabilities, labels, units)
     eval_loss, eval_accuracy = _score(*scored["eval"][:2], len(classes))
     val_loss, val_accuracy = _score(*scored["val"][:2], len(classes)) if len(arrays.units_val) else (None, None)

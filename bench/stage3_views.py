@@ -1,0 +1,108 @@
+"""How stage 3 should look at a multi-cell smear: the whole isolated smear squared to the input,
+or each isolated white cell at one magnification with the smear's probabilities their mean.
+
+    python bench/stage3_views.py [--per-class 4] [--epochs 3] [--views cells:71 smear:71 smear:142]
+
+Generated 640x480 smears (the demo's size), isolated with their ground-truth masks (so the
+segmenter's errors stay out of the comparison), 3 folds grouped by smear; per fold and view a
+randomly initialised Xception trained with the stages' own recipe (`fit_stage`: batch-norm
+statistics from the data, balanced class weights, the demo's settings) on the training smears,
+scored on the held-out ones. Prints smear-level balanced accuracy (detection) and macro F1 (FAB)
+with the seconds each view took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import cv2
+import numpy as np
+
+from leukemia_mtl.augment import Item, augment_to_balance
+from leukemia_mtl.config import REFERENCE_WIDTH, get_profile
+from leukemia_mtl.data.synth import _rng, render_smear
+from leukemia_mtl.segment.isolate import extract_cells
+from leukemia_mtl.train.data import square
+
+CLASSES = ("normal", "L1", "L2", "L3")
+
+
+def smears(per_class: int, width: int = 640, height: int = 480) -> list[dict]:
+    out = []
+    for index in range(per_class * len(CLASSES)):
+        label = CLASSES[index % len(CLASSES)]
+        rgb, mask, _ = render_smear(_rng(3, 1, index), label, width, height)
+        out.append({"id": f"s{index}", "label": label, "rgb": rgb, "mask": mask})
+    return out
+
+
+def views(smear: dict, view: str, size: int, profile) -> list[np.ndarray]:
+    """What the network sees of one smear."""
+    if view == "smear":
+        return [square(cv2.bitwise_and(smear["rgb"], smear["rgb"], mask=smear["mask"]), size)]
+    scale = smear["rgb"].shape[1] / REFERENCE_WIDTH
+    return [square(c.image, size) for c in extract_cells(smear["rgb"], smear["mask"], profile.segment, scale=scale)]
+
+
+def score(data: list[dict], view: str, size: int, task: str, epochs: int, profile) -> tuple[float, float]:
+    import keras
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from leukemia_mtl.devices import devices_for_training
+    from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier
+    from leukemia_mtl.train.finetune import balanced_sample_weights, fit_stage
+
+    classes = ("normal", "ALL") if task == "detection" else CLASSES
+    name = {c: c if task == "fab" or c == "normal" else "ALL" for c in CLASSES}
+    labels = np.array([classes.index(name[s["label"]]) for s in data])
+    seen = [views(s, view, size, profile) for s in data]
+    truth, predicted = [], []
+    cfg = dataclasses.replace(profile.train, epochs=epochs)
+    splitter = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=0)
+    for fold, (train, held) in enumerate(splitter.split(np.zeros(len(data)), [s["label"] for s in data], [s["id"] for s in data])):
+        items = [Item(image, classes[labels[i]], data[i]["id"], data[i]["id"]) for i in train for image in seen[i]]
+        items = augment_to_balance(items, [data[i]["id"] for i in held], profile.augment, fold)
+        x = np.stack([i.image for i in items])
+        y = np.array([classes.index(i.label) for i in items])
+        weights, _ = balanced_sample_weights(y, len(classes))
+        strategy, _ = devices_for_training("off")
+        with strategy.scope():
+            keras.utils.set_random_seed(fold)
+            model = build_classifier("Xception", size, len(classes), ResolvedWeights(None, "random", False), head="softmax",
+                                     dense_units=profile.model.dense_units, dropout=profile.model.dropout)
+            fit_stage(model, x, y, None, None, cfg, "softmax", fold, sample_weight=weights, random_backbone=True, verbose=0)
+        for i in held:
+            if seen[i]:
+                mean = np.asarray(model(np.stack(seen[i]).astype(np.float32), training=False)).mean(axis=0)
+            else:
+                mean = np.full(len(classes), 1 / len(classes))
+            truth.append(labels[i])
+            predicted.append(int(mean.argmax()))
+        keras.backend.clear_session()
+    return float(balanced_accuracy_score(truth, predicted)), float(f1_score(truth, predicted, average="macro"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-class", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--views", nargs="+", default=["cells:71", "smear:71", "smear:142"])
+    args = parser.parse_args()
+    profile = get_profile("demo")
+    data = smears(args.per_class)
+    print(f"{len(data)} smears 640x480, 3 folds grouped by smear, Xception from random weights, {args.epochs} epochs")
+    for spec in args.views:
+        view, size = spec.split(":")
+        started = time.perf_counter()
+        detection = score(data, view, int(size), "detection", args.epochs, profile)
+        fab = score(data, view, int(size), "fab", args.epochs, profile)
+        print(json.dumps({"view": view, "input": int(size), "detection_balanced_accuracy": round(detection[0], 3),
+                          "fab_macro_f1": round(fab[1], 3), "seconds": round(time.perf_counter() - started)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
