@@ -151,11 +151,16 @@ def _auc_with_interval(labels: np.ndarray, scores: np.ndarray, confidence: float
 
     value = float(auc(positives, negatives))
     low = high = None
+    note = "too few images of a class for a bootstrap interval"
     if len(np.unique(scores)) > 1 and min(len(positives), len(negatives)) >= 2:
         interval = bootstrap((positives, negatives), auc, paired=False, vectorized=True, n_resamples=2000,
                              confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed)).confidence_interval
         low, high = float(interval.low), float(interval.high)
-    return {"value": value, "low": low, "high": high, "n": int(len(labels))}
+        note = ""
+        if low == high:  # every resample separates perfectly (or not at all): no width to report, not certainty
+            low = high = None
+            note = "every bootstrap resample gives the same AUC, so the bootstrap gives no interval"
+    return {"value": value, "low": low, "high": high, "n": int(len(labels)), "note": note}
 
 
 def operating_point(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray, confidence: float = 0.95,

@@ -301,11 +301,11 @@ def _headline_section(summary: dict, release: dict | None, profile: Profile) -> 
                                 + ["; ".join(e["degenerate"]) or "-"] for name, e in rows],
                                f"{TASK_NAMES[task]}: every held-out smear once, {point['positive']} if "
                                f"P({point['positive']}) >= {point['threshold']}; {int(profile.evaluate.confidence * 100)}% "
-                               "Wilson intervals, bootstrap interval for the AUC")
+                               "Wilson intervals, bootstrap interval for the AUC (none where every resample gives one value)")
         else:
             grid = report.grid(["model", "accuracy", "balanced accuracy", "macro F1", "degenerate predictions"],
-                               [[name, _with_interval(e["operating_point"]["accuracy"]), _fmt(e["operating_point"]["balanced_accuracy"]),
-                                 _fmt(e["operating_point"]["f1_macro"]), "; ".join(e["degenerate"]) or "-"] for name, e in rows],
+                               [[name, _with_interval(e["operating_point"]["accuracy"]), _fmt(e["operating_point"]["balanced_accuracy"], 3),
+                                 _fmt(e["operating_point"]["f1_macro"], 3), "; ".join(e["degenerate"]) or "-"] for name, e in rows],
                                f"{TASK_NAMES[task]}: every held-out smear once")
         parts.append(grid)
     flagged = [f"{task} {backbone} {arm}: {flag}" for task, by_backbone in summary["tasks"].items()

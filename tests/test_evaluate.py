@@ -278,3 +278,13 @@ def test_a_release_that_does_not_beat_the_baselines_is_refused_or_flagged(demo_r
         verify(tmp_path / "refused")
     flagged = build_release(crossval, models, segmenter, tmp_path / "flagged", get_profile("demo", {"evaluate.release_gate": "flag"}))
     assert flagged["gate"]["passed"] is False and flagged["version"].startswith("demo-") and verify(tmp_path / "flagged")
+
+
+def test_a_perfect_separation_gets_no_pretend_interval_for_its_auc():
+    from leukemia_mtl.evaluate import operating_point
+
+    labels = np.array([0] * 6 + [1] * 18)
+    positive = np.where(labels == 1, 0.9, 0.1) + np.linspace(0, 0.05, len(labels))
+    point = operating_point(("normal", "ALL"), labels, np.stack([1 - positive, positive], axis=1))
+    assert point["auc"]["value"] == 1.0 and point["auc"]["low"] is None and "no interval" in point["auc"]["note"]
+    assert point["specificity"]["low"] < 0.7  # six normal smears: Wilson still says how little that is
