@@ -13,6 +13,7 @@ class, colour histogram) -> crossval -> ttest, release -> report.
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -233,33 +234,66 @@ def code_version(settings) -> str:
 def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides: dict, cache: bool = True,
               until: str = "report") -> dict:
     """Run the DAG (to `until`) in this Python environment; returns {output: {path, metadata}}."""
-    from kfp import local
-
     from leukemia_mtl.config import get_profile
-    from leukemia_mtl.data.ingest import fingerprint
+    from leukemia_mtl.io_utils import exclusive_folder
 
     settings = get_profile(profile, overrides)  # fail here, not inside a task, on a bad profile
     output_dir = output_dir.resolve()
+    with exclusive_folder(output_dir):
+        return _run_local(settings, profile, smears, cells, output_dir, overrides, cache, until)
+
+
+def _run_local(settings, profile: str, smears: str, cells: str, output_dir: Path, overrides: dict, cache: bool,
+               until: str) -> dict:
+    from kfp import local
+
+    from leukemia_mtl.data.ingest import fingerprint, precheck
+    from leukemia_mtl.io_utils import atomic_write_text
+
+    version = fingerprint(smears, cells, settings)  # a blank or unreadable input stops here, before any task
+    precheck(smears, cells, settings)  # and data the split cannot divide into split.folds
     root = output_dir / "pipeline_root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache)
     # our base image has Python; kfp warns because its name does not say so
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
     # GPU requests and display names matter on a cluster only; kfp.local says so for every task
     warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
-    version = fingerprint(smears, cells, settings)
     run = build_pipeline(profile=profile, cache_ingest=cache, until=until, code_version=code_version(settings))(
         smears=smears, cells=cells, profile=profile, overrides=json.dumps(overrides, sort_keys=True), data_version=version,
         backbones=list(settings.model.backbones),
     )
     # cached tasks keep their first run's folders, so paths come from the run's outputs
     outputs = {name: {"path": artifact.path, "metadata": artifact.metadata} for name, artifact in run.outputs.items()}
-    (output_dir / "outputs.json").write_text(json.dumps(outputs, indent=2, default=str) + "\n")
+    atomic_write_text(output_dir / "outputs.json", json.dumps(outputs, indent=2, default=str) + "\n")
     if "report" in outputs:  # the files a person opens, under stable names
         import shutil
 
         for name, copy in STABLE_COPIES.items():
             shutil.copyfile(outputs[name]["path"], output_dir / copy)
     return outputs
+
+
+def redact_url(url: str) -> str:
+    """`url` with any user:password@ replaced, for messages: a password never reaches a log."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<the given host>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _password_of(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password or None
+    except ValueError:
+        return None
 
 
 def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
@@ -399,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", help="single-cell images (ALL-IDB2 or one folder per class): 'synthetic' (default), "
                                         "a folder, s3://bucket/prefix, or 'none'")
     parser.add_argument("--data", help="shorthand for --smears and --cells both: a folder holding ALL_IDB1/ and ALL_IDB2/")
-    parser.add_argument("--negative-class", help="the class that means 'no leukemia' (default: normal)")
+    parser.add_argument("--negative-class", help="the class that means 'no leukemia' (default: normal); "
+                                                 "NAME for every input, or smears=NAME,cells=NAME when they differ")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/local"), help="where --run-local writes (default runs/local)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile setting, e.g. --set split.folds=3")
@@ -437,18 +472,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except Exception as exc:  # the KFP server refused or could not be reached: one line, not a traceback
-            print(f"error: submitting to {args.host or 'KF_PIPELINES_ENDPOINT'} failed: {type(exc).__name__}: "
-                  f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", file=sys.stderr)
+            host = args.host or os.environ.get("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_ENDPOINT")
+            detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+            secret = _password_of(host)
+            detail = detail.replace(host, redact_url(host)).replace(secret, "***") if secret else detail
+            print(f"error: submitting to {redact_url(host)} failed: {type(exc).__name__}: "
+                  f"{detail}", file=sys.stderr)
             return 1
         print(f"{'recurring run' if args.schedule else 'run'} {run_id} created in experiment {args.experiment}")
         return 0
 
-    smears = args.smears or args.data or "synthetic"
-    cells = args.cells or args.data or "synthetic"
+    # an empty --smears "" is refused by ingest's rule, not turned into synthetic data
+    smears = next(v for v in (args.smears, args.data, "synthetic") if v is not None)
+    cells = next(v for v in (args.cells, args.data, "synthetic") if v is not None)
     try:
         overrides = parse_overrides(args.overrides)
         if args.negative_class:
-            overrides["data.negative_class"] = args.negative_class
+            from leukemia_mtl.config import negative_class_overrides
+
+            overrides.update(negative_class_overrides(args.negative_class))
         started = time.time()
         outputs = run_local(args.profile or "demo", smears, cells, args.output_dir, overrides, cache=not args.no_cache, until=args.until)
     except LeukemiaMtlError as exc:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from leukemia_mtl.config import ConfigError, get_profile
-from leukemia_mtl.errors import DatasetError, LeukemiaMtlError
+from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
 
 
 def _profile_args(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(exc.problems)} problem(s) found; fix them and run again.", file=sys.stderr)
         return 1
     except LeukemiaMtlError as exc:  # ConfigError and StorageError included
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 1
 
 
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "validate":
         if getattr(args, "negative_class", None):
-            overrides["data.negative_class"] = args.negative_class
+            overrides["data.negative_class"] = args.negative_class  # one dataset: its own name for negatives
         profile = get_profile(args.profile, overrides)
         from leukemia_mtl.data.datasets import load_datasets
 
@@ -154,25 +154,29 @@ def _run(args: argparse.Namespace) -> int:
 
         # Each answer is printed as soon as it exists (JSON: one array, element by element), so a
         # folder of thousands streams; errors go to stderr as they happen; exit 1 if any.
+        if args.overlays is not None and args.overlays.exists() and not args.overlays.is_dir():
+            raise LeukemiaMtlError(f"{args.overlays}: is a file; --overlays takes a folder for the overlay images")
         errors = count = 0
         progress = tqdm(desc="predict", unit="image", file=sys.stderr, disable=None)
         if args.json:
             print("[", flush=True)
-        for result, error in iter_predictions(args.model, [str(i) for i in args.images], args.kind, args.overlays, args.cache):
-            progress.update()
-            if error is not None:
-                errors += 1
-                progress.write(f"error: {error}", file=sys.stderr)
-                continue
+        try:
+            for result, error in iter_predictions(args.model, [str(i) for i in args.images], args.kind, args.overlays, args.cache):
+                progress.update()
+                if error is not None:
+                    errors += 1
+                    progress.write(f"error: {printable(error)}", file=sys.stderr)
+                    continue
+                if args.json:
+                    text = json.dumps(result, indent=2)
+                    print(("  " if count == 0 else ", ") + text.replace("\n", "\n  "), flush=True)
+                else:
+                    print(format_prediction(result), flush=True)
+                count += 1
+        finally:  # the JSON array is closed even when a fault stops the stream
+            progress.close()
             if args.json:
-                text = json.dumps(result, indent=2)
-                print(("  " if count == 0 else ", ") + text.replace("\n", "\n  "), flush=True)
-            else:
-                print(format_prediction(result), flush=True)
-            count += 1
-        progress.close()
-        if args.json:
-            print("]", flush=True)
+                print("]", flush=True)
         if errors:
             print(f"{errors} image(s) could not be classified, {count} were", file=sys.stderr)
         return 1 if errors else 0

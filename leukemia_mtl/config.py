@@ -45,8 +45,15 @@ class DataConfig:
     """How datasets are read and checked."""
 
     negative_class: str = "normal"
+    # an input that names its negatives otherwise (a public smear set says 'benign', a single-cell set
+    # 'normal'): ingest renames that input's class to negative_class, with a note. Empty: negative_class.
+    smears_negative_class: str = ""
+    cells_negative_class: str = ""
     # ALL-IDB1's `_1` suffix means ALL; without a label file its class is this name.
     positive_class_name: str = "ALL"
+    # the types a label file may refine ALL into (FAB's L1-L3): anything else, a typo like 'L9' or a
+    # stray invisible character, would become a new class
+    subtypes: tuple[str, ...] = ("L1", "L2", "L3")
     # Larger images are refused before decoding (decompression bombs): 8x ALL-IDB1's 5 MP.
     max_pixels: int = 8 * 2592 * 1944
     min_side: int = 32
@@ -365,9 +372,35 @@ def parse_expectation(text: str) -> tuple[str, str, float]:
     return task, metric, value
 
 
+def negative_class_overrides(value: str) -> dict[str, str]:
+    """`--negative-class benign` (every input) or `--negative-class smears=benign,cells=normal` as settings."""
+    if "=" not in value:
+        return {"data.negative_class": value.strip()}
+    overrides: dict[str, str] = {}
+    for part in value.split(","):
+        role, _, name = part.partition("=")
+        if role.strip() not in ("smears", "cells") or not name.strip():
+            raise ConfigError(f"--negative-class {value!r}: expected NAME or smears=NAME,cells=NAME, got {part!r}")
+        overrides[f"data.{role.strip()}_negative_class"] = name.strip()
+    return overrides
+
+
 def check(profile: Profile) -> None:
     """Settings that fit their type but not their meaning, refused before anything runs."""
-    train, evaluate = profile.train, profile.evaluate
+    from leukemia_mtl.models.backbones import BACKBONES  # names and input minimums only; no TensorFlow
+
+    train, evaluate, model = profile.train, profile.evaluate, profile.model
+    if not model.backbones:
+        raise ConfigError("setting 'model.backbones' names no backbone; choose from " + ", ".join(BACKBONES))
+    for name in model.backbones:
+        if name not in BACKBONES:
+            raise ConfigError(f"setting 'model.backbones': unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    if len(set(model.backbones)) != len(model.backbones):
+        raise ConfigError(f"setting 'model.backbones' names a backbone twice: {list(model.backbones)}")
+    smallest = max(BACKBONES[name].min_size for name in model.backbones)
+    if model.input_size < smallest:
+        raise ConfigError(f"setting 'model.input_size' is {model.input_size} px; {', '.join(model.backbones)} "
+                          f"need at least {smallest}")
     choices = (("train.stage3_images", train.stage3_images, STAGE3_IMAGES),
                ("evaluate.release_gate", evaluate.release_gate, GATE_ACTIONS),
                ("evaluate.release_metric", evaluate.release_metric, INNER_METRICS),
@@ -375,13 +408,26 @@ def check(profile: Profile) -> None:
     for key, value, allowed in choices:
         if value not in allowed:
             raise ConfigError(f"setting {key!r} must be one of {', '.join(allowed)}, got {value!r}")
+    if not train.learning_rate > 0:
+        raise ConfigError(f"setting 'train.learning_rate' must be above 0, got {train.learning_rate!r}")
+    if not profile.data.negative_class.strip():
+        raise ConfigError("setting 'data.negative_class' is empty; name the class of healthy images")
     ranges = (("train.validation_fraction", train.validation_fraction, 0.0, 0.5),
+              ("train.frozen_fraction", train.frozen_fraction, 0.0, 0.99),
+              ("train.decay_rate", train.decay_rate, 0.01, 1.0),
+              ("segment.holdout_fraction", profile.segment.holdout_fraction, 0.05, 0.5),
               ("evaluate.confidence", evaluate.confidence, 0.5, 0.999),
               ("evaluate.degenerate_spread", evaluate.degenerate_spread, 0.0, 1.0))
     for key, value, low, high in ranges:
         if not low <= value <= high:
             raise ConfigError(f"setting {key!r} must be between {low} and {high}, got {value!r}")
-    minimums = (("train.inference_batch_size", train.inference_batch_size, 1),
+    minimums = (("split.folds", profile.split.folds, 2), ("split.repeats", profile.split.repeats, 1),
+                ("train.epochs", train.epochs, 1), ("train.batch_size", train.batch_size, 1),
+                ("train.decay_steps", train.decay_steps, 1), ("train.early_stopping_patience", train.early_stopping_patience, 0),
+                ("segment.epochs", profile.segment.epochs, 1), ("segment.batch_size", profile.segment.batch_size, 1),
+                ("augment.target_per_class", profile.augment.target_per_class, 1),
+                ("storage.attempts", profile.storage.attempts, 1), ("data.min_side", profile.data.min_side, 1),
+                ("train.inference_batch_size", train.inference_batch_size, 1),
                 ("train.batchnorm_calibration_images", train.batchnorm_calibration_images, 0),
                 ("evaluate.colour_bins", evaluate.colour_bins, 2))
     for key, value, low in minimums:

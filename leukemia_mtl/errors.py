@@ -17,7 +17,13 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
+        return f"{printable(self.where)}: {printable(self.message)}"
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped: a file name holding a newline must not print a
+    second line (one that could read 'OK: ... no problems')."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 class LeukemiaMtlError(Exception):

@@ -8,8 +8,9 @@ import io
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -114,3 +115,37 @@ def load_keras_model(path: Path | str, error: type[Exception]) -> Any:
     except Exception as exc:  # Keras raises many types for a bad file; the user needs one line
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise error(f"{path}: cannot be loaded as a Keras model ({type(exc).__name__}: {first})") from None
+
+
+LOCK_FILE = ".run.lock"
+
+
+@contextmanager
+def exclusive_folder(path: Path | str, what: str = "run") -> Iterator[Path]:
+    """Create `path` and hold an exclusive lock on it: two runs into one output folder would both
+    succeed and leave outputs.json naming only one of them. The lock dies with the process."""
+    import fcntl
+
+    from leukemia_mtl.errors import LeukemiaMtlError
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise LeukemiaMtlError(f"{folder}: is a file; give a folder for the {what}'s outputs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_FILE, "a+")
+    except OSError as exc:
+        raise LeukemiaMtlError(f"{folder}: cannot be used for the {what}'s outputs ({exc.strerror or exc})") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LeukemiaMtlError(f"{folder}: another {what} is writing here ({holder}); wait for it to finish "
+                                   "or give another --output-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield folder

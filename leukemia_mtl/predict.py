@@ -166,21 +166,28 @@ def write_overlay(rgb: np.ndarray, mask: np.ndarray, cells: list[dict], predicti
 def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
     """(image, None) for every file given and every image file under a folder given (sorted,
     recursive); (None, message) for what is not there or not an image, so nothing drops silently."""
+    from leukemia_mtl.data.files import not_regular, walk
     from leukemia_mtl.data.images import IMAGE_EXTENSIONS
 
     for item in map(Path, inputs):
-        if item.is_dir():
+        if item.is_dir():  # the walk validate and ingest use: links followed, loops and FIFOs refused
+            tree = walk(item)
             found = False
-            for path in sorted(item.rglob("*")):
-                if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            for path in tree.files:
+                if path.suffix.lower() in IMAGE_EXTENSIONS:
                     found = True
                     yield path, None
-                elif path.is_file():
+                else:
                     yield None, f"{path}: skipped, not an image file (suffix {path.suffix or 'none'})"
+            for problem in tree.problems:
+                yield None, str(problem)
+            if tree.hidden_note():
+                yield None, str(tree.hidden_note())
             if not found:
                 yield None, f"{item}: folder holds no image files"
-        elif item.exists():
-            yield item, None
+        elif item.exists() or item.is_symlink():
+            problem = not_regular(item)
+            yield (item, None) if problem is None else (None, f"{item}: {problem}")
         else:
             yield None, f"{item}: no such file or folder"
 

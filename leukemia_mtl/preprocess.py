@@ -22,6 +22,7 @@ from tqdm import tqdm
 from leukemia_mtl.config import REFERENCE_WIDTH, DataConfig, PreprocessConfig, Profile
 from leukemia_mtl.data.datasets import Dataset
 from leukemia_mtl.data.images import read_image, read_mask
+from leukemia_mtl.errors import DatasetError, Problem
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
 from leukemia_mtl.masks import drop_small, fill_holes, mask_agreement
 
@@ -118,6 +119,10 @@ def preprocess_datasets(
     each file atomically, so an interrupted run leaves only whole files.
     """
     out = Path(out_dir)
+    for dataset in datasets:  # outputs written into the dataset would become images of it on the next read
+        inside = out.resolve() == dataset.root.resolve() or dataset.root.resolve() in out.resolve().parents
+        if inside:
+            raise DatasetError([Problem(str(out), f"lies inside the dataset {dataset.root}; give an output folder outside it")])
     rows: list[dict[str, object]] = []
     scores: list[dict[str, float]] = []
     blast_hits: list[float] = []

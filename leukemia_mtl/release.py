@@ -210,17 +210,28 @@ def verify(release_dir: Path | str) -> dict:
     manifest_path = release_dir / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError) as exc:
         raise ReleaseError(f"{manifest_path}: not a release manifest ({type(exc).__name__}: {exc})") from None
+    if not isinstance(manifest, dict):
+        raise ReleaseError(f"{manifest_path}: not a release manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
         raise ReleaseError(f"{manifest_path}: release format {manifest.get('format')}, this code reads {FORMAT}")
     if manifest.get("refused"):
         raise ReleaseError(f"{manifest_path}: no model was released: the gate refused it "
                            f"({'; '.join(manifest.get('gate', {}).get('reasons', [])) or 'no reason recorded'})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ReleaseError(f"{manifest_path}: 'files' must list every file of the release with its sha256, got "
+                           f"{json.dumps(files)[:80]}; refused (nothing would be verified)")
+    if not isinstance(manifest.get("settings"), dict):
+        raise ReleaseError(f"{manifest_path}: has no 'settings' object; not a release this code wrote")
     from leukemia_mtl.data.storage import safe_local_path
     from leukemia_mtl.errors import StorageError
 
+    unlisted = sorted(p.relative_to(release_dir).as_posix() for p in release_dir.rglob("*")
+                      if p.is_file() and p.name != MANIFEST and p.relative_to(release_dir).as_posix() not in files)
+    if unlisted:  # the predictor loads what lies in the folder: each file must be covered by a checksum
+        raise ReleaseError(f"{release_dir / unlisted[0]}: not listed in {MANIFEST}, so it cannot be verified; refused")
     for relative, expected in files.items():
         try:  # a hostile manifest must not make publish() copy, or predict load, files outside the release
             path = safe_local_path(release_dir, relative)

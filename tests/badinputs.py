@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 import zlib
 from dataclasses import dataclass
@@ -202,6 +204,14 @@ def duplicate_across_classes(root: Path) -> Planted:
     return Planted(dataset, dataset / "normal" / "a.png", "is the same image as blast/b.png")
 
 
+def duplicate_within_class(root: Path) -> Planted:
+    """Public sets hold byte-identical files within a class: harmless once they share a group."""
+    dataset = _folders(root, {"normal": ["a.png", "b.png"], "blast": ["c.png", "d.png"]})
+    shutil.copyfile(dataset / "normal" / "a.png", dataset / "normal" / "b.png")
+    return Planted(dataset, dataset / "normal" / "b.png",
+                   "is a byte-identical copy of normal/a.png (same class 'normal'): merged into one group", refused=False)
+
+
 def csv_names_missing_file(root: Path) -> Planted:
     labels = root / "ALL_IDB1" / "labels.csv"
     labels.write_text(labels.read_text().rstrip("\n") + "\nIm999_1.jpg,L2\n")
@@ -214,8 +224,88 @@ def awkward_names(root: Path) -> Planted:
     return Planted(dataset, dataset, "4 images; normal=2 blast=2", refused=False)
 
 
+def symlink_loop(root: Path) -> Planted:
+    dataset = _folders(root, {"normal": ["a.png", "b.png"], "blast": ["c.png", "d.png"]})
+    (dataset / "blast" / "again").symlink_to("..", target_is_directory=True)
+    return Planted(dataset, dataset / "blast" / "again", "is a symlink loop")
+
+
+def dangling_symlink(root: Path) -> Planted:
+    target = _smear(root).with_name("Im099_1.jpg")
+    target.symlink_to(root / "nowhere.jpg")
+    return Planted(root / "ALL_IDB1", target, "is a dangling symlink")
+
+
+def fifo(root: Path) -> Planted:
+    """A named pipe named like an image: opening it would block until someone writes to it."""
+    target = _smear(root).with_name("Im098_1.jpg")
+    os.mkfifo(target)
+    return Planted(root / "ALL_IDB1", target, "is a FIFO (named pipe), not a regular file; not opened")
+
+
+def same_id_two_extensions(root: Path) -> Planted:
+    dataset = _folders(root, {"normal": ["a.png", "a.jpg"], "blast": ["c.png", "d.png"]})
+    return Planted(dataset, dataset / "normal" / "a.png", "has the same name as normal/a.jpg but for its extension")
+
+
+def _with_labels(root: Path, rows: str, names: dict[str, list[str]] | None = None) -> Path:
+    dataset = _folders(root, names or {"normal": ["a.png", "b.png"], "blast": ["c.png", "d.png"]})
+    (dataset / "labels.csv").write_text(rows)
+    return dataset
+
+
+def csv_contradicts_folder(root: Path) -> Planted:
+    dataset = _with_labels(root, "filename,class\nnormal/a.png,blast\nnormal/b.png,normal\nblast/c.png,blast\nblast/d.png,blast\n")
+    return Planted(dataset, dataset / "normal" / "a.png", "says 'blast' but its class folder says 'normal'")
+
+
+def csv_bare_name_in_two_classes(root: Path) -> Planted:
+    dataset = _with_labels(root, "filename,class\nx.png,normal\nb.png,normal\nd.png,blast\n",
+                           {"normal": ["x.png", "b.png"], "blast": ["x.png", "d.png"]})
+    return Planted(dataset, dataset / "blast" / "x.png", "row 'x.png' matches 2 files of this name")
+
+
+def invisible_class_name(root: Path) -> Planted:
+    dataset = _folders(root, {"normal": ["a.png", "b.png"], "blast": ["c.png"], "blast\u200b": ["d.png"]})
+    return Planted(dataset, dataset / "blast\u200b" / "d.png", "invisible or control characters (U+200B)")
+
+
+def csv_unknown_subtype(root: Path) -> Planted:
+    labels = root / "ALL_IDB1" / "labels.csv"
+    rows = labels.read_text().splitlines()
+    index = next(i for i, row in enumerate(rows) if row.startswith("Im001_1.jpg,"))
+    rows[index] = rows[index].replace("Im001_1.jpg,L1", "Im001_1.jpg,L9").replace("Im001_1.jpg,L2", "Im001_1.jpg,L9").replace(
+        "Im001_1.jpg,L3", "Im001_1.jpg,L9")
+    labels.write_text("\n".join(rows) + "\n")
+    return Planted(root / "ALL_IDB1", _smear(root), "the label file says 'L9', which is none of the types an ALL image can have")
+
+
+def csv_header_with_spaces(root: Path) -> Planted:
+    """'filename, class' names the same columns as 'filename,class'."""
+    dataset = _with_labels(root, "filename, class\nnormal/a.png, normal\nnormal/b.png, normal\nblast/c.png, blast\nblast/d.png, blast\n")
+    return Planted(dataset, dataset, "4 images; normal=2 blast=2", refused=False)
+
+
+def hidden_files(root: Path) -> Planted:
+    """macOS's ._ files and thumbnail folders are skipped by every reader alike, and counted."""
+    dataset = _folders(root, {"normal": ["a.png", "b.png"], "blast": ["c.png", "d.png"]})
+    (dataset / "normal" / "._a.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    write_rgb(dataset / "blast" / ".thumbs" / "c.png", seed=99)
+    return Planted(dataset, dataset, "ignored 2 hidden file(s) or folder(s)", refused=False)
+
+
+def symlinked_class_folder(root: Path) -> Planted:
+    """A class folder that is a link to images kept elsewhere is read like any other."""
+    dataset = _folders(root, {"normal": ["a.png", "b.png"], "blast": ["c.png", "d.png"]})
+    (dataset / "blast").rename(root / "kept_elsewhere")
+    (dataset / "blast").symlink_to(root / "kept_elsewhere", target_is_directory=True)
+    return Planted(dataset, dataset, "4 images; normal=2 blast=2", refused=False)
+
+
 DATASET_CORPUS = {builder.__name__.replace("_", "-"): builder for builder in (
     zero_byte, truncated, corrupt, not_an_image, stray_file, wrong_extension, grayscale_smear, rgba_smear,
     sixteen_bit_smear, palette_smear, bomb, too_small, mislabelled, unnamed, empty_folder, empty_class_folder,
-    one_class, duplicate_across_classes, csv_names_missing_file, awkward_names,
+    one_class, duplicate_across_classes, duplicate_within_class, csv_names_missing_file, awkward_names,
+    symlink_loop, dangling_symlink, fifo, same_id_two_extensions, csv_contradicts_folder, csv_bare_name_in_two_classes,
+    invisible_class_name, csv_unknown_subtype, csv_header_with_spaces, hidden_files, symlinked_class_folder,
 )}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import keras
@@ -17,6 +18,7 @@ from badinputs import DATASET_CORPUS, Planted, png_bomb, truncated_jpeg, write_r
 from components.ingest import ingest
 from conftest import TINY
 from leukemia_mtl import cli
+from leukemia_mtl.errors import printable
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier
 from leukemia_mtl.train.stage import META_FILE, MODEL_FILE, ClassifierInfo, StageError, load_classifier
 
@@ -35,10 +37,10 @@ def test_validate_names_the_file_or_reports_the_conversion(kind, synthetic_copy,
     assert "Traceback" not in out + err
     if planted.refused:
         assert code == 1
-        assert f"error: {planted.named}: " in err and planted.message in err, err
+        assert f"error: {printable(str(planted.named))}: " in err and planted.message in err, err
     else:
         assert code == 0, err
-        assert planted.message in out and (planted.named == planted.dataset or f"note: {planted.named}: " in out), out
+        assert planted.message in out and (planted.named == planted.dataset or f"note: {printable(str(planted.named))}: " in out), out
 
 
 @pytest.mark.parametrize("kind", sorted(DATASET_CORPUS))
@@ -55,8 +57,10 @@ def test_the_pipelines_ingest_task_names_the_users_file_and_publishes_nothing(ki
             run()
         err = capsys.readouterr().err
         assert info.value.code == 1 and "Traceback" not in err
-        assert f"error: {planted.named}: " in err and planted.message in err, err  # the user's path, not a staging copy
+        assert f"error: {printable(str(planted.named))}: " in err and planted.message in err, err  # the user's path, not a staging copy
         assert not (tmp_path / "out" / "dataset" / "data").exists()
+        leftovers = list((tmp_path / "out" / "dataset").glob(".data*")) if (tmp_path / "out" / "dataset").exists() else []
+        assert not leftovers, f"a failed ingest left {leftovers} behind"  # no staging copy of the user's data
     else:
         run()
         summary = json.loads((tmp_path / "out" / "dataset" / "dataset.json").read_text())
@@ -104,6 +108,13 @@ def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, c
     for path, message in bad.items():
         assert f"error: {path}: " in err and message in err, (path, err)
     assert f"{len(bad)} image(s) could not be classified, {len(good)} were" in err
+
+    (tmp_path / "overlays.png").write_bytes(b"a file, not a folder")
+    code = cli.main(["predict", "--model", outputs["release"]["path"], "--json", "--overlays", str(tmp_path / "overlays.png"),
+                     str(good["smear one.jpg"])])
+    out, err = capsys.readouterr()
+    assert code == 1 and f"error: {tmp_path / 'overlays.png'}: is a file; --overlays takes a folder" in err
+    assert "Traceback" not in out + err and (tmp_path / "overlays.png").read_bytes() == b"a file, not a folder"
 
 
 def _classifier_bundle(directory: Path, backbone: str, input_size: int, info_changes: dict | None = None) -> Path:
@@ -182,6 +193,31 @@ def test_a_release_whose_manifest_reaches_outside_its_folder_is_refused(demo_run
     (release / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ReleaseError, match=f"{release / 'fab' / MODEL_FILE}: checksum differs"):
         fetch(str(release))
+
+
+def test_a_release_manifest_that_would_verify_nothing_is_refused_with_one_line(demo_run, tmp_path):
+    import shutil
+
+    from leukemia_mtl.release import ReleaseError, fetch
+
+    _, outputs, _ = demo_run
+    release = tmp_path / "release"
+    shutil.copytree(outputs["release"]["path"], release)
+    good = json.loads((release / "manifest.json").read_text())
+    one_file = dict(list(good["files"].items())[:1])
+    cases = {
+        "an array": ([], "not a release manifest (a JSON list, not an object)"),
+        "files empty": ({**good, "files": {}}, "'files' must list every file of the release"),
+        "files null": ({**good, "files": None}, "'files' must list every file of the release"),
+        "no settings": ({k: v for k, v in good.items() if k != "settings"}, "has no 'settings' object"),
+        "a model left out": ({**good, "files": one_file}, "not listed in manifest.json, so it cannot be verified"),
+    }
+    for case, (manifest, words) in cases.items():
+        (release / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ReleaseError, match=re.escape(words)):
+            fetch(str(release))
+    (release / "manifest.json").write_text(json.dumps(good))
+    assert fetch(str(release)) == release  # the untouched manifest still verifies
 
 
 def test_a_truncated_weights_file_is_refused_naming_it(tmp_path):

@@ -203,3 +203,10 @@ def test_local_runs_put_the_settings_and_code_version_in_every_task_cache_key(tm
                    for e in executor.struct_value.fields["container"].struct_value.fields["env"].list_value.values}
             for name, executor in executors.items()}
     assert len(envs) >= 11 and all(env.get(pipeline.CODE_VERSION_ENV) == "v123" for env in envs.values()), envs
+
+
+def test_a_submit_error_never_echoes_the_hosts_password(capsys):
+    code = pipeline.main(["--submit", "--host", "http://admin:hunter2@127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: submitting to http://***@127.0.0.1:1 failed" in err
+    assert "hunter2" not in err and "Traceback" not in err

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from leukemia_mtl.config import PROFILES, ConfigError, get_profile
@@ -54,3 +56,31 @@ def test_unknown_profile_lists_known_ones():
 def test_settings_that_fit_their_type_but_not_their_meaning_are_refused_up_front(overrides, message):
     with pytest.raises(ConfigError, match=message):
         get_profile("demo", overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.backbones": ["ResNet"]}, "'model.backbones': unknown backbone 'ResNet'; choose from InceptionV3, Xception"),
+    ({"model.backbones": []}, "'model.backbones' names no backbone"),
+    ({"model.backbones": ["Xception", "Xception"]}, "names a backbone twice"),
+    ({"model.input_size": 10}, "'model.input_size' is 10 px; Xception need at least 71"),
+    ({"model.backbones": ["InceptionV3"], "model.input_size": 71}, "InceptionV3 need at least 75"),
+    ({"split.folds": 1}, "'split.folds' must be at least 2, got 1"),
+    ({"storage.attempts": 0}, "'storage.attempts' must be at least 1, got 0"),
+    ({"train.learning_rate": 0.0}, "'train.learning_rate' must be above 0"),
+    ({"train.frozen_fraction": 1.0}, "'train.frozen_fraction' must be between 0.0 and 0.99"),
+    ({"data.negative_class": " "}, "'data.negative_class' is empty"),
+])
+def test_impossible_settings_are_refused_before_any_task(overrides, message, tmp_path, capsys):
+    import json
+    import time
+
+    import pipeline
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        get_profile("demo", overrides)
+    started = time.perf_counter()  # from the CLI: one line, before any task (no pipeline_root, no ingest)
+    sets = [f"--set={key}={json.dumps(value)}" for key, value in overrides.items()]
+    assert pipeline.main(["--run-local", "--output-dir", str(tmp_path / "run"), *sets]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "run" / "pipeline_root").exists()
+    assert time.perf_counter() - started < 5

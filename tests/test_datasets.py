@@ -280,3 +280,187 @@ def test_validate_reports_conversions(tmp_path, capsys):
     assert cli_main(["validate", str(root)]) == 0
     out = capsys.readouterr().out
     assert "gray.png: grayscale converted to RGB" in out
+
+
+# --- one walk for validate, ingest, the data version and predict (issue 15) ---------------------------
+
+def test_the_data_version_sees_an_image_added_inside_a_symlinked_class_folder(tmp_path):
+    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.data.ingest import fingerprint
+
+    elsewhere = folder_dataset(tmp_path / "elsewhere", {"ALL": 2}, start_seed=50) / "ALL"
+    root = folder_dataset(tmp_path / "cells", {"normal": 2})
+    (root / "ALL").symlink_to(elsewhere, target_is_directory=True)
+    profile = get_profile("demo")
+    before = fingerprint("synthetic", str(root), profile)
+    assert len(load_datasets(root, CFG, progress=False)[0].records) == 4  # validate reads through the link
+    write_rgb(elsewhere / "cell_9.png", seed=77)
+    after = fingerprint("synthetic", str(root), profile)
+    assert after != before  # the cache would otherwise serve the run on the old data
+    assert len(load_datasets(root, CFG, progress=False)[0].records) == 5
+
+
+@pytest.mark.parametrize("role", ["smears", "cells"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_a_blank_input_is_refused_not_turned_into_synthetic_data(role, value, tmp_path):
+    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.data.ingest import fingerprint, ingest
+
+    inputs = {"smears": "synthetic", "cells": "synthetic", role: value}
+    with pytest.raises(DatasetError, match=f"{role}: is empty; give 'synthetic'"):
+        fingerprint(inputs["smears"], inputs["cells"], get_profile("demo"))
+    with pytest.raises(DatasetError, match=f"{role}: is empty"):
+        ingest(inputs["smears"], inputs["cells"], tmp_path / "out", get_profile("demo"), progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_run_local_refuses_an_empty_smears_argument_before_any_task(tmp_path, capsys):
+    import pipeline
+
+    code = pipeline.main(["--run-local", "--smears", "", "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: smears: is empty" in err and "Traceback" not in err
+    assert not list((tmp_path / "run").glob("pipeline_root/*/ingest"))
+
+
+def test_synth_refuses_a_folder_holding_someone_elses_dataset_and_replaces_its_own_whole(tmp_path, capsys):
+    users = folder_dataset(tmp_path / "mine", {"normal": 1})
+    (users / "labels.csv").write_text("filename,class\nnormal/cell_0.png,normal\n")
+    code = cli_main(["synth", "--out", str(users), "--smears", "4", "--crops", "2", "--width", "320", "--height", "240"])
+    assert code == 1 and "already holds files that are not a synthetic dataset" in capsys.readouterr().err
+    assert (users / "labels.csv").read_text() == "filename,class\nnormal/cell_0.png,normal\n"  # untouched
+
+    out = tmp_path / "synthetic"
+    assert cli_main(["synth", "--out", str(out), "--smears", "8", "--crops", "4", "--width", "320", "--height", "240"]) == 0
+    assert cli_main(["synth", "--out", str(out), "--smears", "4", "--crops", "2", "--width", "320", "--height", "240"]) == 0
+    assert len(list((out / "ALL_IDB1").glob("*.jpg"))) == 4 and len(list((out / "ALL_IDB2").glob("*.tif"))) == 2
+    assert not list(tmp_path.glob(".synthetic.*"))  # no staging left beside it
+
+
+def test_a_fifo_given_as_the_label_file_is_refused_without_opening_it(tmp_path, capsys):
+    import os
+
+    root = folder_dataset(tmp_path / "cells", {"normal": 2, "ALL": 2})
+    os.mkfifo(tmp_path / "labels.csv")
+    code = cli_main(["validate", str(root), "--labels", str(tmp_path / "labels.csv")])
+    assert code == 1 and "is a FIFO (named pipe), not a regular file; not opened" in capsys.readouterr().err
+
+
+def test_predict_walks_folders_like_validate_and_never_opens_a_fifo(tmp_path):
+    import os
+
+    from leukemia_mtl.predict import image_paths
+
+    root = folder_dataset(tmp_path / "in", {"a": 2})
+    os.mkfifo(root / "a" / "pipe.png")
+    (root / "linked").symlink_to(root / "a", target_is_directory=True)
+    (root / "a" / "._cell_0.png").write_bytes(b"resource fork")
+    found = list(image_paths([str(root), str(root / "a" / "pipe.png")]))
+    images = sorted(p.relative_to(root).as_posix() for p, _ in found if p is not None)
+    messages = [m for _, m in found if m is not None]
+    assert images == ["a/cell_0.png", "a/cell_1.png", "linked/cell_0.png", "linked/cell_1.png"]
+    # in the folder, through the link, and given by name: three refusals, no hang
+    assert sum("is a FIFO (named pipe)" in m for m in messages) == 3 and any("ignored 2 hidden" in m for m in messages)
+
+
+def test_a_second_run_into_an_output_folder_in_use_is_refused_naming_the_holder(tmp_path, capsys):
+    import os
+
+    import pipeline
+    from leukemia_mtl.io_utils import exclusive_folder
+
+    with exclusive_folder(tmp_path / "run"):  # a run in progress
+        code = pipeline.main(["--run-local", "--output-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+    assert code == 1 and f"another run is writing here (pid {os.getpid()})" in err and "Traceback" not in err
+    (tmp_path / "file").write_text("not a folder")
+    assert pipeline.main(["--run-local", "--output-dir", str(tmp_path / "file")]) == 1
+    assert "is a file; give a folder for the run's outputs" in capsys.readouterr().err
+
+
+def test_preprocess_refuses_an_output_folder_inside_its_dataset(tmp_path, capsys):
+    root = folder_dataset(tmp_path / "cells", {"normal": 2, "ALL": 2})
+    code = cli_main(["preprocess", str(root), "--out", str(root / "normal" / "roi")])
+    assert code == 1 and "lies inside the dataset" in capsys.readouterr().err
+    assert not (root / "normal" / "roi").exists()
+    assert len(load_datasets(root, CFG, progress=False)[0].records) == 4
+
+
+def test_later_stages_name_an_ingested_file_by_the_users_path(tmp_path):
+    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.data.ingest import ingest, user_path
+
+    source = folder_dataset(tmp_path / "mine", {"normal": 2, "ALL": 2})
+    ingest(str(source), "none", tmp_path / "out", get_profile("demo"), progress=False)
+    assert user_path(tmp_path / "out", "smears", "normal/cell_0.png") == f"{source}/normal/cell_0.png"
+    assert "pipeline_root" not in user_path(tmp_path / "out", "smears", "normal/cell_0.png")
+
+
+def test_data_the_split_cannot_divide_is_refused_before_any_task(tmp_path, capsys):
+    import pipeline
+
+    root = folder_dataset(tmp_path / "smears", {"normal": 1, "ALL": 3})
+    run = tmp_path / "run"
+    assert pipeline.main(["--run-local", "--smears", str(root), "--cells", "none", "--output-dir", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {root}: 2-fold cross-validation needs at least 2 images of each class" in err
+    assert pipeline.main(["--run-local", "--set", "synth.n_smears=4", "--output-dir", str(run)]) == 1
+    assert "error: synth.n_smears: 4 generated smears give 1 per class, fewer than split.folds=2" in capsys.readouterr().err
+    assert not list(run.glob("pipeline_root/*"))  # no task ran
+
+
+@pytest.mark.parametrize("line", ["inf 3", "12 1e400", "nan 4"])
+def test_a_blast_centre_that_is_no_number_of_pixels_is_one_line(tmp_path, line, capsys):
+    root = tmp_path / "ALL_IDB1"
+    write_rgb(root / "Im001_1.jpg", seed=1)
+    write_rgb(root / "Im002_0.jpg", seed=2)
+    (root / "Im001_1.xyc").write_text(f"{line}\n")
+    assert cli_main(["validate", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert f"Im001_1.xyc:1: expected 'x y' blast centre in pixels, got {line!r}" in err and "Traceback" not in err
+
+
+def test_a_label_file_with_a_huge_field_is_one_line(tmp_path, capsys):
+    root = folder_dataset(tmp_path / "cells", {"normal": 2, "ALL": 2})
+    (root / "labels.csv").write_text("filename,class\n\"" + "x" * (200 << 10) + "\",normal\n")
+    assert cli_main(["validate", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "label file cannot be parsed as CSV (field larger than field limit" in err and "Traceback" not in err
+
+
+def test_a_huge_file_behind_a_valid_header_is_refused_before_it_is_read(tmp_path):
+    from leukemia_mtl.data.images import max_file_bytes, read_image
+    from leukemia_mtl.errors import ImageError
+
+    path = write_rgb(tmp_path / "huge.tif", seed=3)
+    with open(path, "r+b") as handle:  # sparse: no disk and no memory spent, the size is what counts
+        handle.truncate(max_file_bytes(10_000) + 1)
+    with pytest.raises(ImageError, match="bytes, more than an image of at most 10,000 pixels can need"):
+        read_image(path, max_pixels=10_000)
+
+
+def test_a_file_name_holding_a_newline_cannot_forge_a_line_of_output(tmp_path, capsys):
+    root = folder_dataset(tmp_path / "cells", {"normal": 2, "ALL": 2})
+    (root / "normal" / "x\nOK: 1 dataset(s), 4 images, no problems.png").write_bytes(b"not pixels")
+    assert cli_main(["validate", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "x\\nOK: 1 dataset(s)" in err and not any(line.startswith("OK:") for line in err.splitlines())
+
+
+def test_each_input_names_its_own_negative_class_and_the_run_shares_one(tmp_path, capsys):
+    import json
+
+    import pipeline
+
+    smears = folder_dataset(tmp_path / "smear_set", {"benign": 2, "ALL": 2})
+    cells = folder_dataset(tmp_path / "cell_set", {"normal": 2, "ALL": 2}, start_seed=20)
+    run = tmp_path / "run"
+    code = pipeline.main(["--run-local", "--until", "preprocess", "--smears", str(smears), "--cells", str(cells),
+                          "--negative-class", "smears=benign,cells=normal", "--output-dir", str(run)])
+    assert code == 0, capsys.readouterr().err
+    ingested = json.loads(next(run.glob("pipeline_root/*/ingest/dataset/dataset.json")).read_text())
+    assert ingested["datasets"]["smears"]["classes"] == ["normal", "ALL"] == ingested["datasets"]["cells"]["classes"]
+    assert f"{smears}: class 'benign' is this run's negative class 'normal'" in ingested["notes"]
+    assert (smears / "benign").is_dir() and not (smears / "normal").exists()  # the user's files are untouched
+    assert pipeline.main(["--run-local", "--until", "preprocess", "--negative-class", "smears=", "--output-dir", str(run)]) == 1
+    assert "expected NAME or smears=NAME,cells=NAME" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from badinputs import float_tiff, grayscale, palette_png, png_bomb, rgb_image, rgba_png, sixteen_bit_png, truncated_jpeg, write_rgb
 from leukemia_mtl.data.images import read_image, read_mask
@@ -83,3 +84,28 @@ def test_mask_of_the_wrong_size_names_both_sizes(tmp_path):
     path = write_rgb(tmp_path / "mask.png", size=(32, 32))
     with pytest.raises(ImageError, match="mask is 32x32 but its image is 64x48"):
         read_mask(path, (64, 48), max_pixels=LIMIT)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_exif_orientation_is_applied_as_viewers_show_the_image(tmp_path, orientation):
+    from PIL import ImageOps
+
+    stored = rgb_image(seed=orientation, size=(64, 40))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"turned_{orientation}.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    loaded = read_image(path, max_pixels=10**8)
+    with Image.open(path) as viewed:
+        upright = np.asarray(ImageOps.exif_transpose(viewed).convert("RGB"))
+    assert np.array_equal(loaded.rgb, upright)
+    assert any("EXIF orientation" in c for c in loaded.conversions) == (orientation != 1)
+
+
+def test_a_multi_page_tiff_says_which_page_it_uses(tmp_path):
+    path = tmp_path / "stack.tif"
+    pages = [Image.fromarray(rgb_image(seed=i)) for i in range(3)]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    loaded = read_image(path, max_pixels=10**8)
+    assert np.array_equal(loaded.rgb, rgb_image(seed=0))
+    assert "holds 3 pages; page 1 is used, the others are ignored" in loaded.conversions

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -284,7 +285,7 @@ def test_endpoint_forms():
     assert StorageSettings.from_env(aws).endpoint == "h:1"
 
 
-@pytest.mark.parametrize("uri, expected", [("s3://b/p/q/", ("b", "p/q")), ("s3://b", ("b", ""))])
+@pytest.mark.parametrize("uri, expected", [("s3://bkt/p/q/", ("bkt", "p/q")), ("s3://bkt", ("bkt", ""))])
 def test_parse_s3_uri(uri, expected):
     assert parse_s3_uri(uri) == expected
 
@@ -293,3 +294,72 @@ def test_parse_s3_uri(uri, expected):
 def test_parse_s3_uri_refuses_non_uris(uri):
     with pytest.raises(StorageError):
         parse_s3_uri(uri)
+
+
+@pytest.mark.parametrize("endpoint, words", [
+    ("http://user:hunter2@minio:9000", "MINIO_ENDPOINT carries credentials"),
+    ("http://[::1:9000", "MINIO_ENDPOINT is not a valid endpoint"),
+    ("http://minio:9000/minio", "MINIO_ENDPOINT has a path (/minio)"),
+    ("ftp://minio:21", "MINIO_ENDPOINT has scheme 'ftp'"),
+    ("minio:notaport", "MINIO_ENDPOINT is not a valid endpoint"),
+])
+def test_an_endpoint_the_client_would_misread_is_one_line_without_its_secrets(endpoint, words, tmp_path, monkeypatch, capsys):
+    from leukemia_mtl.cli import main
+
+    env = {"MINIO_ENDPOINT": endpoint, "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b"}
+    with pytest.raises(StorageError, match=re.escape(words)):
+        StorageSettings.from_env(env)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["buckets", "cells"]) == 1
+    err = capsys.readouterr().err
+    assert words in err and "hunter2" not in err and "Traceback" not in err
+    assert StorageSettings.from_env({**env, "MINIO_ENDPOINT": "http://[::1]:9000"}).endpoint == "[::1]:9000"
+
+
+@pytest.mark.parametrize("name", ["Bad_Name", "ab", "cells-", "cells..raw", "x" * 64])
+def test_a_bucket_name_s3_would_refuse_is_one_line(name, monkeypatch, capsys):
+    from leukemia_mtl.cli import main
+
+    for variable, value in {"MINIO_ENDPOINT": "127.0.0.1:1", "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b"}.items():
+        monkeypatch.setenv(variable, value)
+    assert main(["buckets", name]) == 1
+    err = capsys.readouterr().err
+    assert f"bucket name {name!r} is not valid" in err and "Traceback" not in err
+    with pytest.raises(StorageError, match="is not valid"):
+        parse_s3_uri(f"s3://{name}/prefix")
+
+
+def test_keys_that_cannot_be_mirrored_to_files_are_refused_before_any_write(store, s3_env, tmp_path):
+    import boto3
+
+    raw = boto3.client(
+        "s3", endpoint_url=s3_env["MINIO_ENDPOINT"], region_name="us-east-1",
+        aws_access_key_id=PLANTED_ACCESS_KEY, aws_secret_access_key=PLANTED_SECRET_KEY,
+    )
+    raw.put_object(Bucket="cells", Key="clash/L1", Body=b"a file")
+    raw.put_object(Bucket="cells", Key="clash/L1/a.png", Body=b"in a folder of the same name")
+    with pytest.raises(StorageError, match="object keys 'clash/L1' and 'clash/L1/a.png' need 'L1' to be a file and a folder"):
+        store.download_prefix("s3://cells/clash", tmp_path / "target")
+    raw.put_object(Bucket="cells", Key="long/" + "n" * 300 + ".png", Body=b"long")
+    with pytest.raises(StorageError, match="is 304 bytes, over a file system's 255"):
+        store.download_prefix("s3://cells/long", tmp_path / "target")
+    assert not list((tmp_path / "target").rglob("*"))
+
+
+def test_the_data_version_of_a_prefix_holding_a_dotdot_key_is_one_line(store, s3_env, tmp_path):
+    import boto3
+
+    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.data.ingest import fingerprint
+
+    raw = boto3.client(
+        "s3", endpoint_url=s3_env["MINIO_ENDPOINT"], region_name="us-east-1",
+        aws_access_key_id=PLANTED_ACCESS_KEY, aws_secret_access_key=PLANTED_SECRET_KEY,
+    )
+    raw.put_object(Bucket="cells", Key="dots/ok.png", Body=b"ok")
+    before = fingerprint("s3://cells/dots", "none", get_profile("demo"))
+    raw.put_object(Bucket="cells", Key="dots/../../escape.png", Body=b"evil")
+    with pytest.raises(StorageError, match="would write outside"):
+        fingerprint("s3://cells/dots", "none", get_profile("demo"))
+    assert before.startswith("smears=s3-")

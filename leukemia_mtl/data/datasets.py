@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from leukemia_mtl.config import DataConfig
+from leukemia_mtl.data.files import Tree, not_regular, walk
 from leukemia_mtl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
 from leukemia_mtl.errors import DatasetError, ImageError, Problem
+from leukemia_mtl.io_utils import sha256_file
 
 LAYOUTS = ("allidb1", "allidb2", "folders")
 ALLIDB_NAME = re.compile(r"^Im(?P<number>\d+)_(?P<suffix>.*)$")
@@ -54,6 +57,9 @@ class Dataset:
     # images whose label is missing or bad: not records, but still decoded by check_images so
     # that every problem with a file is reported in one pass
     unlabeled: list[Path] = field(default_factory=list)
+    # (copy, original) rel paths of byte-identical files within one class: both kept, and the split
+    # puts them in one group (train.data.duplicate_groups), so they never straddle a fold
+    merged_duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def single_cell(self) -> bool:
@@ -84,20 +90,20 @@ def find_datasets(root: Path | str) -> list[Path]:
     return found or [root]
 
 
-def detect_layout(path: Path) -> str:
+def detect_layout(path: Path, tree: Tree | None = None) -> str:
     if path.name.upper() == "ALL_IDB1":
         return "allidb1"
     if path.name.upper() == "ALL_IDB2":
         return "allidb2"
-    candidates = [p for p in _image_files(path, recursive=False)]
+    tree = tree or walk(path)
+    candidates = _image_files(tree, path, recursive=False)
     for sub in ("im", "img"):
-        if (path / sub).is_dir():
-            candidates += _image_files(path / sub, recursive=False)
+        candidates += _image_files(tree, path / sub, recursive=False)
     named = [p for p in candidates if ALLIDB_NAME.match(p.stem)]
     if named:
         tif = sum(p.suffix.lower() in (".tif", ".tiff") for p in named)
         return "allidb2" if tif > len(named) / 2 else "allidb1"
-    if any(child.is_dir() and not child.name.startswith(".") for child in path.iterdir()):
+    if any(folder.parent == path for folder in tree.folders):
         return "folders"
     raise DatasetError(
         [
@@ -127,20 +133,21 @@ def scan_dataset(
 def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str | None) -> tuple[Dataset, list[Problem]]:
     if not path.is_dir():
         raise DatasetError([Problem(str(path), "does not exist or is not a folder")])
+    tree = walk(path)
     if layout == "auto":
-        layout = detect_layout(path)
+        layout = detect_layout(path, tree)
     if layout not in LAYOUTS:
         raise DatasetError([Problem(layout, f"unknown layout; choose one of {', '.join(LAYOUTS)}")])
 
-    problems: list[Problem] = []
-    notes: list[Problem] = []
-    csv_path = Path(labels_csv) if labels_csv else (path / LABELS_FILE if (path / LABELS_FILE).is_file() else None)
+    problems: list[Problem] = list(tree.problems)
+    notes: list[Problem] = [n for n in (tree.hidden_note(),) if n is not None]
+    csv_path = Path(labels_csv) if labels_csv else (path / LABELS_FILE if path / LABELS_FILE in tree.files else None)
     csv_rows = _read_labels_csv(csv_path, problems) if csv_path else None
 
     if layout == "folders":
-        entries = _scan_folders(path, problems, notes)
+        entries = _scan_folders(path, tree, problems, notes)
     else:
-        entries = _scan_allidb(path, layout, data_cfg, problems, notes)
+        entries = _scan_allidb(path, tree, layout, data_cfg, problems, notes)
 
     records = _label_records(path, entries, csv_path, csv_rows, data_cfg, problems)
     labeled = {r.path for r in records}
@@ -184,25 +191,25 @@ class _Entry:
     mask_path: Path | None
 
 
-def _image_files(folder: Path, *, recursive: bool) -> list[Path]:
-    pattern = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def _image_files(tree: Tree, folder: Path, *, recursive: bool) -> list[Path]:
+    return [p for p in tree.files_in(folder, recursive=recursive) if p.suffix.lower() in IMAGE_EXTENSIONS]
 
 
-def _report_other_files(folder: Path, used: set[Path], notes: list[Problem]) -> None:
-    for other in sorted(p for p in folder.rglob("*") if p.is_file() and p not in used):
-        if other.name.startswith("."):
-            continue
-        notes.append(Problem(str(other), "ignored: not an image of this dataset"))
+def _report_other_files(tree: Tree, used: set[Path], notes: list[Problem]) -> None:
+    for other in tree.files:
+        if other not in used:
+            notes.append(Problem(str(other), "ignored: not an image of this dataset"))
 
 
-def _scan_allidb(path: Path, layout: str, data_cfg: DataConfig, problems: list[Problem], notes: list[Problem]) -> list[_Entry]:
-    image_dirs = [path] + [path / sub for sub in ("im", "img") if (path / sub).is_dir()]
-    xyc_dirs = [path] + ([path / "xyc"] if (path / "xyc").is_dir() else [])
+def _scan_allidb(path: Path, tree: Tree, layout: str, data_cfg: DataConfig, problems: list[Problem],
+                 notes: list[Problem]) -> list[_Entry]:
+    files = set(tree.files)
+    image_dirs = [path] + [path / sub for sub in ("im", "img") if path / sub in tree.folders]
+    xyc_dirs = [path] + ([path / "xyc"] if path / "xyc" in tree.folders else [])
     used: set[Path] = set()
     entries: list[_Entry] = []
     for folder in image_dirs:
-        for image in _image_files(folder, recursive=False):
+        for image in _image_files(tree, folder, recursive=False):
             used.add(image)
             match = ALLIDB_NAME.match(image.stem)
             if not match:
@@ -213,18 +220,18 @@ def _scan_allidb(path: Path, layout: str, data_cfg: DataConfig, problems: list[P
                 problems.append(Problem(str(image), f"label suffix _{suffix} is not 0 (healthy) or 1 (ALL)"))
                 continue
             centres = None
-            xyc = next((d / f"{image.stem}.xyc" for d in xyc_dirs if (d / f"{image.stem}.xyc").is_file()), None)
+            xyc = next((d / f"{image.stem}.xyc" for d in xyc_dirs if d / f"{image.stem}.xyc" in files), None)
             if xyc is not None:
                 used.add(xyc)
                 centres = _read_xyc(xyc, problems)
                 if centres and suffix == "0":
                     problems.append(Problem(str(xyc), f"lists {len(centres)} blast centres for a healthy (_0) image"))
             mask = path / MASKS_DIR / f"{image.stem}.png"
-            if mask.is_file():
+            if mask in files:
                 used.add(mask)
-            entries.append(_Entry(image, suffix, centres, mask if mask.is_file() else None))
-    used.update(p for p in path.glob(LABELS_FILE))
-    _report_other_files(path, used, notes)
+            entries.append(_Entry(image, suffix, centres, mask if mask in files else None))
+    used.add(path / LABELS_FILE)
+    _report_other_files(tree, used, notes)
     return entries
 
 
@@ -241,8 +248,8 @@ def _read_xyc(path: Path, problems: list[Problem]) -> tuple[tuple[int, int], ...
             continue
         try:
             x, y = (int(round(float(v))) for v in fields)
-        except ValueError:
-            problems.append(Problem(f"{path}:{number}", f"expected 'x y' blast centre, got {line.strip()!r}"))
+        except (ValueError, OverflowError):  # 'inf', '1e400' and 'nan' are no pixel coordinates either
+            problems.append(Problem(f"{path}:{number}", f"expected 'x y' blast centre in pixels, got {line.strip()[:80]!r}"))
             continue
         if x < 0 or y < 0:
             problems.append(Problem(f"{path}:{number}", f"negative coordinate in {line.strip()!r}"))
@@ -251,29 +258,34 @@ def _read_xyc(path: Path, problems: list[Problem]) -> tuple[tuple[int, int], ...
     return tuple(centres)
 
 
-def _scan_folders(path: Path, problems: list[Problem], notes: list[Problem]) -> list[_Entry]:
+def _scan_folders(path: Path, tree: Tree, problems: list[Problem], notes: list[Problem]) -> list[_Entry]:
     entries: list[_Entry] = []
     used: set[Path] = set()
-    for loose in _image_files(path, recursive=False):
+    files = set(tree.files)
+    for loose in _image_files(tree, path, recursive=False):
         problems.append(Problem(str(loose), "image outside any class folder (one sub-folder per class)"))
         used.add(loose)
-    for class_dir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = [p for p in _image_files(class_dir, recursive=True) if MASKS_DIR not in p.relative_to(class_dir).parts]
+    for class_dir in (folder for folder in tree.folders if folder.parent == path):
+        images = [p for p in _image_files(tree, class_dir, recursive=True) if MASKS_DIR not in p.relative_to(class_dir).parts]
         if not images:
             problems.append(Problem(str(class_dir), "class folder has no images"))
         for image in images:
             used.add(image)
             mask = image.parent / MASKS_DIR / f"{image.stem}.png"
-            if mask.is_file():
+            if mask in files:
                 used.add(mask)
-            entries.append(_Entry(image, class_dir.name, None, mask if mask.is_file() else None))
-    used.update(path.glob(LABELS_FILE))
-    _report_other_files(path, used, notes)
+            entries.append(_Entry(image, class_dir.name, None, mask if mask in files else None))
+    used.add(path / LABELS_FILE)
+    _report_other_files(tree, used, notes)
     return entries
 
 
 def _read_labels_csv(csv_path: Path, problems: list[Problem]) -> dict[str, tuple[str, str | None]] | None:
     """file name -> (class, patient or None)."""
+    unreadable = not_regular(csv_path)
+    if unreadable:
+        problems.append(Problem(str(csv_path), f"label file {unreadable}"))
+        return None
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -281,11 +293,17 @@ def _read_labels_csv(csv_path: Path, problems: list[Problem]) -> dict[str, tuple
         return None
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header  # 'filename, class' (a space after the comma) names the same columns
     if "filename" not in header or "class" not in header:
         problems.append(Problem(str(csv_path), f"label file needs columns 'filename' and 'class' (optional 'patient'); found {header}"))
         return None
     rows: dict[str, tuple[str, str | None]] = {}
-    for number, row in enumerate(reader, start=2):
+    try:
+        numbered = list(enumerate(reader, start=2))
+    except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit: not a label file
+        problems.append(Problem(f"{csv_path}:{reader.line_num}", f"label file cannot be parsed as CSV ({exc})"))
+        return None
+    for number, row in numbered:
         name = (row.get("filename") or "").strip()
         label = (row.get("class") or "").strip()
         if not name or not label:
@@ -293,6 +311,11 @@ def _read_labels_csv(csv_path: Path, problems: list[Problem]) -> dict[str, tuple
             continue
         if name in rows:
             problems.append(Problem(f"{csv_path}:{number}", f"{name!r} is listed twice"))
+            continue
+        invisible = _invisible_characters(label)
+        if invisible:
+            problems.append(Problem(f"{csv_path}:{number}", f"class {label!r} holds invisible or control characters "
+                                                            f"({invisible}); a class name is printable text"))
             continue
         rows[name] = (label, (row.get("patient") or "").strip() or None)
     return rows
@@ -308,6 +331,7 @@ def _label_records(
 ) -> list[ImageRecord]:
     records: list[ImageRecord] = []
     matched: set[str] = set()
+    by_name = Counter(e.path.name for e in entries)
     is_allidb = any(e.label_hint in ("0", "1") for e in entries) and all(ALLIDB_NAME.match(e.path.stem) for e in entries)
     for entry in entries:
         rel = entry.path.relative_to(root).as_posix()
@@ -318,16 +342,38 @@ def _label_records(
                 problems.append(Problem(str(entry.path), f"has no row in the label file {csv_path}"))
                 continue
             matched.add(key)
+            if key != rel and by_name[key] > 1:
+                problems.append(Problem(str(entry.path), f"the label file's row {key!r} matches {by_name[key]} files of "
+                                                         "this name; name each by its path in the dataset (e.g. "
+                                                         f"{rel!r})"))
+                continue
             label, patient = csv_rows[key]
+            # a folder 'ALL' may be refined to L1/L2/L3 by the file; any other disagreement stops the run
+            refines = entry.label_hint == data_cfg.positive_class_name and label != data_cfg.negative_class
+            if not is_allidb and label != entry.label_hint and not refines:
+                problems.append(Problem(str(entry.path), f"the label file {csv_path} says {label!r} but its class folder "
+                                                         f"says {entry.label_hint!r}; make them agree"))
+                continue
             if is_allidb and (label == data_cfg.negative_class) != (entry.label_hint == "0"):
                 problems.append(
                     Problem(str(entry.path), f"label file says {label!r} but the name's suffix _{entry.label_hint} says the opposite")
                 )
                 continue
+            subtypes = (data_cfg.positive_class_name, *data_cfg.subtypes)
+            if (refines or is_allidb) and label != data_cfg.negative_class and label not in subtypes:
+                # refining 'ALL' (a folder, or ALL-IDB's _1) to a type the run does not know would add a class
+                problems.append(Problem(str(entry.path), f"the label file says {label!r}, which is none of the types an "
+                                                         f"ALL image can have here ({', '.join(subtypes)}; data.subtypes)"))
+                continue
         elif is_allidb:
             label = data_cfg.negative_class if entry.label_hint == "0" else data_cfg.positive_class_name
         else:
             label = entry.label_hint
+            invisible = _invisible_characters(label)
+            if invisible:
+                problems.append(Problem(str(entry.path), f"class folder {label!r} holds invisible or control characters "
+                                                         f"({invisible}); rename it"))
+                continue
         group = f"patient:{patient}" if patient else Path(rel).with_suffix("").as_posix()
         records.append(
             ImageRecord(
@@ -335,11 +381,32 @@ def _label_records(
                 group=group, blast_centres=entry.blast_centres, mask_path=entry.mask_path,
             )
         )
+    problems.extend(_colliding_ids(records))
     if csv_rows is not None:
         for missing in sorted(set(csv_rows) - matched):
             if not any(e.path.name == missing or e.path.relative_to(root).as_posix() == missing for e in entries):
                 problems.append(Problem(str(csv_path), f"names {missing!r}, which is not an image in {root}"))
     return records
+
+
+def _invisible_characters(name: str) -> str:
+    """Control, format (zero-width) and non-space separator characters in a class name, as U+ codes:
+    'L1' and 'L1' + a zero-width space would otherwise be two classes that print the same."""
+    bad = [c for c in name if unicodedata.category(c)[0] in "C" or (unicodedata.category(c)[0] == "Z" and c != " ")]
+    return ", ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(bad))
+
+
+def _colliding_ids(records: list[ImageRecord]) -> list[Problem]:
+    """An image's id is its path without the extension, and every stage writes one file per id:
+    `L1_0.png` and `L1_0.jpg` (or `a.png` and `A.png` on a case-insensitive store) would be one image."""
+    by_id: dict[str, list[ImageRecord]] = {}
+    for record in records:
+        by_id.setdefault(record.image_id.casefold(), []).append(record)
+    return [
+        Problem(str(same[1].path), f"has the same name as {same[0].rel_path} but for its extension or case; the "
+                                   "stages would write one file for both: rename one")
+        for same in by_id.values() if len(same) > 1
+    ]
 
 
 def _ordered_classes(records: list[ImageRecord], negative_class: str) -> tuple[str, ...]:
@@ -371,8 +438,16 @@ def check_images(dataset: Dataset, data_cfg: DataConfig, *, progress: bool = Tru
         width, height = loaded.size
         if loaded.pixel_sha256 in first_seen:
             other = first_seen[loaded.pixel_sha256]
-            clash = f" with a different class ({other.label!r} vs {record.label!r})" if other.label != record.label else ""
-            problems.append(Problem(str(record.path), f"is the same image as {other.rel_path}{clash}"))
+            if other.label != record.label:
+                problems.append(Problem(str(record.path), f"is the same image as {other.rel_path} with a different class "
+                                                          f"({other.label!r} vs {record.label!r})"))
+            elif sha256_file(record.path) == sha256_file(other.path):
+                dataset.merged_duplicates.append((record.rel_path, other.rel_path))
+                dataset.notes.append(Problem(str(record.path), f"is a byte-identical copy of {other.rel_path} (same class "
+                                                               f"{record.label!r}): merged into one group with it"))
+            else:
+                problems.append(Problem(str(record.path), f"is the same image as {other.rel_path}, stored differently; "
+                                                          "remove one (only byte-identical copies are merged)"))
             continue
         first_seen[loaded.pixel_sha256] = record
         for x, y in record.blast_centres or ():

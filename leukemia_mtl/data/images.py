@@ -46,6 +46,13 @@ def read_image(path: Path | str, *, max_pixels: int, min_side: int = 1) -> Loade
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if size > max_file_bytes(max_pixels):  # refused before reading: a 2 GiB file behind a valid header
+        raise ImageError(path, f"is {size:,} bytes, more than an image of at most {max_pixels:,} pixels can need "
+                               "(raise data.max_pixels if it is real)")
+    try:
         data = path.read_bytes()
     except IsADirectoryError:
         raise ImageError(path, "is a directory, not an image file") from None
@@ -55,12 +62,15 @@ def read_image(path: Path | str, *, max_pixels: int, min_side: int = 1) -> Loade
         raise ImageError(path, "is empty (0 bytes)")
 
     conversions: list[str] = []
-    pil_format = _probe_with_pillow(path, data, max_pixels, conversions)
+    pil_format, orientation = _probe_with_pillow(path, data, max_pixels, conversions)
     expected = _FORMAT_BY_EXTENSION.get(path.suffix.lower())
     if pil_format and expected and pil_format != expected:
         conversions.append(f"content is {pil_format} although the name ends in {path.suffix}")
 
-    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageError(path, f"cannot be decoded ({str(exc).strip().splitlines()[-1][:160]})") from None
     if decoded is None:
         what = f"{pil_format} data" if pil_format else "not an image format OpenCV can decode"
         raise ImageError(path, f"cannot be decoded ({what}; {len(data)} bytes)")
@@ -71,8 +81,16 @@ def read_image(path: Path | str, *, max_pixels: int, min_side: int = 1) -> Loade
         raise ImageError(path, f"is {width}x{height} px, smaller than the minimum of {min_side} px per side")
 
     rgb = _to_rgb8(path, decoded, conversions)
+    if orientation in _ORIENTATIONS:  # pixels as every viewer shows them, so a mask drawn there fits
+        rgb = np.ascontiguousarray(_ORIENTATIONS[orientation](rgb))
+        conversions.append(f"turned upright as its EXIF orientation ({orientation}) says, as viewers show it")
     digest = hashlib.sha256(rgb.tobytes()).hexdigest()
     return LoadedImage(rgb=rgb, conversions=tuple(conversions), pixel_sha256=digest)
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The most bytes an image of `max_pixels` can take: uncompressed 16-bit RGBA plus headers."""
+    return max_pixels * 8 + (16 << 20)
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> str:
@@ -82,7 +100,20 @@ def _too_large(width: int, height: int, max_pixels: int) -> str:
     )
 
 
-def _probe_with_pillow(path: Path, data: bytes, max_pixels: int, conversions: list[str]) -> str | None:
+# EXIF orientation -> the transform that shows the stored pixels upright (PIL's exif_transpose)
+_ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _probe_with_pillow(path: Path, data: bytes, max_pixels: int, conversions: list[str]) -> tuple[str | None, int]:
+    """(format, EXIF orientation) from the header; 1 is upright."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -92,14 +123,18 @@ def _probe_with_pillow(path: Path, data: bytes, max_pixels: int, conversions: li
                     raise ImageError(path, _too_large(width, height, max_pixels))
                 if probe.mode == "P":
                     conversions.append("palette image expanded to RGB")
+                frames = getattr(probe, "n_frames", 1)
+                if frames > 1:
+                    conversions.append(f"holds {frames} pages; page 1 is used, the others are ignored")
+                orientation = int(probe.getexif().get(0x0112, 1) or 1)
                 probe.load()
-                return probe.format
+                return probe.format, orientation
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(path, f"is refused as a decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        return None  # a format only OpenCV knows; it gets the final word below
+        return None, 1  # a format only OpenCV knows; it gets the final word below
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(path, f"is truncated or corrupt ({exc})") from None
 

@@ -8,17 +8,21 @@ dataset stops the run here with every problem listed.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from leukemia_mtl.config import Profile
 from leukemia_mtl.data import synth
 from leukemia_mtl.data.datasets import CELLS_DIR, SMEARS_DIR, Dataset, find_datasets, load_datasets
+from leukemia_mtl.data.files import walk
+from leukemia_mtl.data.images import IMAGE_EXTENSIONS
 from leukemia_mtl.data.storage import ObjectStore, is_s3_uri
 from leukemia_mtl.errors import DatasetError, Problem
-from leukemia_mtl.io_utils import atomic_write_json
+from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,9 @@ class IngestSummary:
     notes: list[str]
     smears: str = SYNTHETIC
     cells: str = SYNTHETIC
+    # dataset name -> where its files came from, as the user named it: messages of later stages name
+    # the user's file, not the staging copy under pipeline_root
+    origins: dict[str, str] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"images": float(self.images), "notes": float(len(self.notes))}
@@ -58,6 +65,71 @@ def _pick(root: Path, role: str) -> Path:
     return next(p for p in found if p.name in wanted)
 
 
+def input_source(role: str, value: str | None) -> str:
+    """The source named for an input, refused when blank: an unset CI variable must not quietly
+    become 'synthetic' and retrain (and publish) a model on generated data."""
+    source = (value or "").strip()
+    if not source:
+        raise DatasetError([Problem(role, f"is empty; give 'synthetic', a local folder or an s3:// URI"
+                                          f"{', or none' if role == CELLS_DIR else ''}")])
+    return source
+
+
+# what a dataset can hold: images and masks, ALL-IDB's blast centres, label files
+DATASET_SUFFIXES = IMAGE_EXTENSIONS | {".xyc", ".csv"}
+
+
+def copy_tree(source: Path, target: Path) -> tuple[list[Problem], list[Problem]]:
+    """Copy the dataset's files that the shared walk finds (links followed, hidden names skipped) into
+    `target`; returns (notes, problems) under the source's names: what it left behind, and what it
+    could not walk (loops, dangling links, special files, never opened), which stop the run with the
+    scan's own problems, as validate lists them. Other files are never copied: a link to a system
+    file in the user's folder does not become part of a run's artifacts."""
+    tree = walk(source)
+    notes = [n for n in (tree.hidden_note(),) if n is not None]
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in tree.folders:
+        (target / folder.relative_to(source)).mkdir(parents=True, exist_ok=True)
+    for path in tree.files:
+        if path.suffix.lower() in DATASET_SUFFIXES:
+            shutil.copyfile(path, target / path.relative_to(source))
+        else:
+            notes.append(Problem(str(path), "ignored: not an image of this dataset"))
+    return notes, tree.problems
+
+
+def rename_class(dataset: Path, old: str, new: str, origin: str) -> Problem:
+    """Call the staged copy's class `old` by the run's name `new` (its class folder and its label
+    file's rows), so both inputs share one negative class; the user's files are untouched."""
+    import csv
+    import io
+
+    renamed = False
+    folder = dataset / old
+    if folder.is_dir():
+        if (dataset / new).exists():
+            raise DatasetError([Problem(f"{origin}/{old}", f"cannot be this input's negative class: the input also has "
+                                                           f"a class folder {new!r}")])
+        folder.rename(dataset / new)
+        renamed = True
+    for labels in sorted(dataset.rglob("labels.csv")):
+        rows = list(csv.reader(io.StringIO(labels.read_text(encoding="utf-8-sig"))))
+        if not rows:
+            continue
+        column = next((i for i, name in enumerate(rows[0]) if name.strip() == "class"), None)
+        if column is None:
+            continue
+        for row in rows[1:]:
+            if len(row) > column and row[column].strip() == old:
+                row[column], renamed = new, True
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        atomic_write_text(labels, buffer.getvalue())
+    if not renamed:
+        raise DatasetError([Problem(origin, f"negative class {old!r} not found (no class folder or label of that name)")])
+    return Problem(origin, f"class {old!r} is this run's negative class {new!r}")
+
+
 def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, progress: bool = True) -> IngestSummary:
     """Materialise the smear and single-cell inputs ('synthetic', a local folder, s3://bucket/prefix;
     cells may be 'none') under out_dir/data/smears and out_dir/data/cells."""
@@ -65,13 +137,15 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
     final = out / DATA_DIR
     staging = out / f".{DATA_DIR}.partial"
     work = out / f".{DATA_DIR}.sources"
+    sources = {SMEARS_DIR: input_source(SMEARS_DIR, smears), CELLS_DIR: input_source(CELLS_DIR, cells)}
+    if sources[SMEARS_DIR] == NONE:
+        raise DatasetError([Problem("smears", "a run needs smear images (stage 3 trains and is scored on them)")])
     for folder in (staging, work):
         shutil.rmtree(folder, ignore_errors=True)
     staging.mkdir(parents=True)
-    sources = {SMEARS_DIR: smears.strip() or SYNTHETIC, CELLS_DIR: cells.strip() or SYNTHETIC}
-    if sources[SMEARS_DIR] == NONE:
-        raise DatasetError([Problem("smears", "a run needs smear images (stage 3 trains and is scored on them)")])
     origins: dict[Path, str] = {}
+    left_behind: dict[str, list[Problem]] = {}
+    unwalkable: list[Problem] = []
     try:
         for role, source in sources.items():
             if source == NONE:
@@ -88,14 +162,25 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
                 if not root.is_dir():
                     raise DatasetError([Problem(source, "is neither 'synthetic', an s3:// URI, nor an existing folder")])
             chosen = _pick(root, role)
-            shutil.copytree(chosen, staging / role, ignore=shutil.ignore_patterns(".*"))
             relative = chosen.relative_to(root).as_posix()
             origin = source.rstrip("/") + ("" if relative == "." else f"/{relative}")
+            notes, problems = copy_tree(chosen, staging / role)
+            left_behind[role] = [Problem(_origin(n.where, {chosen: origin}), n.message) for n in notes]
+            unwalkable += [Problem(_origin(p.where, {chosen: origin}), p.message) for p in problems]
+            own = getattr(profile.data, f"{role}_negative_class").strip()
+            if own and own != profile.data.negative_class:
+                left_behind[role].append(rename_class(staging / role, own, profile.data.negative_class, origin))
             origins[staging / role] = origin
         try:
             checked = load_datasets(staging, profile.data, progress=progress)
         except DatasetError as exc:  # name the user's files, not our staging copy
-            raise DatasetError([Problem(_origin(p.where, origins), p.message) for p in exc.problems]) from None
+            found = [Problem(_origin(p.where, origins), p.message) for p in exc.problems]
+            raise DatasetError(sorted(unwalkable + found, key=lambda p: p.where)) from None
+        if unwalkable:
+            raise DatasetError(sorted(unwalkable, key=lambda p: p.where))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed ingest leaves no copy of anyone's data behind
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if final.exists():
@@ -103,12 +188,43 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
     staging.rename(final)
     datasets = load_datasets(final, profile.data, check=False)  # paths under the final name
     for before, after in zip(checked, datasets):
-        after.notes = [Problem(_origin(n.where, origins), n.message) for n in before.notes]  # the user's file
+        after.notes = [*left_behind.get(after.name, []),  # the user's file, not the staging copy
+                       *(Problem(_origin(n.where, origins), n.message) for n in before.notes)]
+        after.merged_duplicates = before.merged_duplicates
     summary = summarise(f"smears: {sources[SMEARS_DIR]}; cells: {sources[CELLS_DIR]}", datasets,
-                        smears=sources[SMEARS_DIR], cells=sources[CELLS_DIR])
+                        smears=sources[SMEARS_DIR], cells=sources[CELLS_DIR],
+                        origins={staged.name: origin for staged, origin in origins.items()})
     atomic_write_json(out / SUMMARY_FILE, asdict(summary))
     log.info("ingested %d images (%s)", summary.images, summary.source)
     return summary
+
+
+def precheck(smears: str, cells: str, profile: Profile) -> None:
+    """The inputs' fitness for the split, from names alone (nothing decoded), before the first task:
+    a local folder is scanned, generated data is counted from its settings (s3:// is checked by ingest)."""
+    from leukemia_mtl.train.data import fold_shortfall
+
+    folds = profile.split.folds
+    problems: list[Problem] = []
+    for role, source in ((SMEARS_DIR, input_source(SMEARS_DIR, smears)), (CELLS_DIR, input_source(CELLS_DIR, cells))):
+        if source == SYNTHETIC and role == SMEARS_DIR:
+            per_class = profile.synth.n_smears // max(1, len(profile.synth.classes))
+            if per_class < folds:
+                problems.append(Problem("synth.n_smears", f"{profile.synth.n_smears} generated smears give {per_class} per class, "
+                                                          f"fewer than split.folds={folds}; raise synth.n_smears or lower split.folds"))
+        elif source not in (SYNTHETIC, NONE) and not is_s3_uri(source):
+            root = Path(source).expanduser()
+            if not root.is_dir():
+                problems.append(Problem(source, "is neither 'synthetic', an s3:// URI, nor an existing folder"))
+                continue
+            chosen = _pick(root, role)
+            own = getattr(profile.data, f"{role}_negative_class").strip() or profile.data.negative_class
+            for dataset in load_datasets(chosen, dataclasses.replace(profile.data, negative_class=own), check=False):
+                unfit = fold_shortfall(dataset, [r.group for r in dataset.records], folds)
+                if unfit:
+                    problems.append(Problem(source, unfit.split(": ", 1)[1]))
+    if problems:
+        raise DatasetError(problems)
 
 
 def _origin(where: str, origins: dict[Path, str]) -> str:
@@ -118,7 +234,17 @@ def _origin(where: str, origins: dict[Path, str]) -> str:
     return where
 
 
-def summarise(source: str, datasets: list[Dataset], **inputs: str) -> IngestSummary:
+def user_path(ingested: Path | str, dataset: str, rel_path: str) -> str:
+    """An ingested file under the name its owner knows it by (the staging path if ingest recorded none)."""
+    try:
+        origins = json.loads((Path(ingested) / SUMMARY_FILE).read_text()).get("origins", {})
+    except (OSError, ValueError):
+        origins = {}
+    origin = origins.get(dataset)
+    return f"{origin}/{rel_path}" if origin else str(Path(ingested) / DATA_DIR / dataset / rel_path)
+
+
+def summarise(source: str, datasets: list[Dataset], **inputs) -> IngestSummary:
     return IngestSummary(
         **inputs,
         source=source,
@@ -130,6 +256,7 @@ def summarise(source: str, datasets: list[Dataset], **inputs: str) -> IngestSumm
                 "negative_class": d.negative_class,
                 "with_masks": sum(r.mask_path is not None for r in d.records),
                 "with_blast_centres": sum(bool(r.blast_centres) for r in d.records),
+                "merged_duplicates": len(d.merged_duplicates),
             }
             for d in datasets
         },
@@ -140,14 +267,13 @@ def summarise(source: str, datasets: list[Dataset], **inputs: str) -> IngestSumm
 
 def fingerprint(smears: str, cells: str, profile: Profile) -> str:
     """A content version of both inputs for cache keys: changes whenever the data would change."""
-    return f"smears={_fingerprint(smears, profile)};cells={_fingerprint(cells, profile)}"
+    return (f"smears={_fingerprint(input_source(SMEARS_DIR, smears), profile)};"
+            f"cells={_fingerprint(input_source(CELLS_DIR, cells), profile)}")
 
 
 def _fingerprint(source: str, profile: Profile) -> str:
     import hashlib
-    import json
 
-    source = source.strip() or SYNTHETIC
     digest = hashlib.sha256()
     if source == NONE:
         return NONE
@@ -155,17 +281,22 @@ def _fingerprint(source: str, profile: Profile) -> str:
         digest.update(json.dumps({"v": synth.GENERATOR_VERSION, "seed": profile.seed, "synth": asdict(profile.synth)},
                                  sort_keys=True).encode())
     elif is_s3_uri(source):
-        from leukemia_mtl.data.storage import parse_s3_uri
+        from leukemia_mtl.data.storage import parse_s3_uri, safe_local_path
 
         bucket, prefix = parse_s3_uri(source)
         store = ObjectStore.from_env(profile.storage)
         for key, size in store.list_keys(bucket, prefix):
-            digest.update(f"{key}\0{size}\0{store.client.stat_object(bucket, key).etag}\n".encode())
+            safe_local_path(Path("/dataset"), key)  # a key ingest would refuse (.., absolute) is refused here, first
+            stat = store.retrying(f"stat s3://{bucket}/{key}", lambda key=key: store.client.stat_object(bucket, key))
+            digest.update(f"{key}\0{size}\0{stat.etag}\n".encode())
     else:
         root = Path(source).expanduser()
         if not root.is_dir():
             raise DatasetError([Problem(source, "is neither 'synthetic', an s3:// URI, nor an existing folder")])
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            stat = path.stat()
+        tree = walk(root)  # the walk ingest copies with: linked folders are in the version too
+        if tree.problems:
+            raise DatasetError(tree.problems)
+        for path in tree.files:
+            stat = path.stat()  # the link's target: editing it changes the version
             digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return f"{source.split('://')[0] if '://' in source else 'local' if source != SYNTHETIC else SYNTHETIC}-{digest.hexdigest()[:16]}"

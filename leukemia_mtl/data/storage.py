@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -66,7 +67,41 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     bucket, _, prefix = rest.partition("/")
     if not bucket:
         raise StorageError(f"{uri!r} names no bucket (expected s3://bucket/prefix)")
+    check_bucket_name(bucket)
     return bucket, prefix.strip("/")
+
+
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def check_bucket_name(name: str) -> str:
+    """S3's bucket naming rules, checked here so a bad name is one line, not the client's traceback."""
+    if not BUCKET_NAME.match(name) or ".." in name:
+        raise StorageError(f"bucket name {name!r} is not valid: 3-63 characters of lower-case letters, digits, "
+                           "'.' and '-', starting and ending with a letter or digit")
+    return name
+
+
+def _endpoint(raw: str, variable: str) -> tuple[str, bool | None]:
+    """host[:port] and whether the scheme says TLS (None without a scheme); refuses what the client
+    would silently drop or misread: credentials, a path, a broken address."""
+    text = raw if "://" in raw else f"//{raw}"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise StorageError(f"{variable} is not a valid endpoint ({exc})") from None
+    if parts.username is not None or parts.password is not None:
+        raise StorageError(f"{variable} carries credentials; give them as MINIO_ACCESS_KEY and MINIO_SECRET_KEY instead "
+                           "(not shown here)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise StorageError(f"{variable} has a path ({parts.path or parts.query}); the S3 client talks to the host "
+                           "itself, so give host[:port] only")
+    if "://" in raw and parts.scheme not in ("http", "https"):
+        raise StorageError(f"{variable} has scheme {parts.scheme!r}; use http:// or https://")
+    if not parts.hostname:
+        raise StorageError(f"{variable} names no host")
+    return parts.netloc, (parts.scheme == "https") if "://" in raw else None
 
 
 @dataclass(frozen=True)
@@ -86,11 +121,9 @@ class StorageSettings:
         missing = [name for name, value in (("MINIO_ENDPOINT", raw), ("MINIO_ACCESS_KEY", access), ("MINIO_SECRET_KEY", secret)) if not value]
         if missing:
             raise StorageError(f"object storage is not configured: set {', '.join(missing)} in the environment")
-        if "://" in raw:
-            parts = urlsplit(raw)
-            endpoint, secure = parts.netloc, parts.scheme == "https"
-        else:
-            endpoint, secure = raw, False
+        variable = "MINIO_ENDPOINT" if env.get("MINIO_ENDPOINT") else "AWS_ENDPOINT_URL"
+        endpoint, scheme_secure = _endpoint(raw.strip(), variable)
+        secure = bool(scheme_secure)
         if "MINIO_SECURE" in env:
             secure = env["MINIO_SECURE"].strip().lower() in ("1", "true", "yes")
         return cls(endpoint=endpoint, secure=secure, region=env.get("MINIO_REGION") or None, access_key=access, secret_key=secret)
@@ -131,6 +164,10 @@ class ObjectStore:
     def _where(self, bucket: str, key: str = "") -> str:
         scheme = "https" if self.settings.secure else "http"
         return f"s3://{bucket}/{key} at {scheme}://{self.settings.endpoint}"
+
+    def retrying(self, what: str, operation: Callable[[], T]) -> T:
+        """`operation` under the store's retry policy, its failure one StorageError naming `what`."""
+        return self._retry(what, operation)
 
     def _retry(self, what: str, operation: Callable[[], T]) -> T:
         delay = self.cfg.backoff_seconds
@@ -243,7 +280,17 @@ class ObjectStore:
         plan = []
         for key, size in keys:
             relative = key[len(prefix):].lstrip("/") if prefix else key
+            too_long = next((part for part in relative.split("/") if len(part.encode()) > 255), None)
+            if too_long is not None:
+                raise StorageError(f"object key {key!r}: the name {too_long[:40]!r}... is {len(too_long.encode())} bytes, "
+                                   "over a file system's 255; rename the object")
             plan.append((key, size, safe_local_path(target, relative)))  # refuse before writing anything
+        locals_ = {local for _, _, local in plan}
+        for key, _, local in plan:
+            if any(parent in locals_ for parent in local.parents):  # 'L1' and 'L1/a.png': a file and a folder at once
+                clash = next(k for k, _, other in plan if other in local.parents)
+                raise StorageError(f"object keys {clash!r} and {key!r} need {clash.rsplit('/', 1)[-1]!r} to be a file and a "
+                                   "folder at once; rename one")
         written = []
         for key, size, local in plan:
             if not (local.is_file() and local.stat().st_size == size and self._same_content(bucket, key, local)):
@@ -273,6 +320,7 @@ class ObjectStore:
         return keys
 
     def ensure_bucket(self, bucket: str) -> None:
+        check_bucket_name(bucket)
         where = self._where(bucket)
         if not self._retry(f"check {where}", lambda: self.client.bucket_exists(bucket)):
             self._retry(f"create {where}", lambda: self.client.make_bucket(bucket))

@@ -21,6 +21,7 @@ byte-identical files, and image i does not depend on how many images were asked 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from leukemia_mtl.config import REFERENCE_WIDTH, SynthConfig
+from leukemia_mtl.errors import DatasetError, Problem
 from leukemia_mtl.io_utils import atomic_write_csv, atomic_write_json, atomic_write_text, write_image
 
 log = logging.getLogger(__name__)
@@ -409,6 +411,35 @@ def generate(out_dir: Path | str, cfg: SynthConfig, seed: int, *, progress: bool
         if value < low:
             raise ValueError(f"synth.{name} must be at least {low}, got {value}")
     out = Path(out_dir)
+    existing = sorted(out.iterdir()) if out.is_dir() else []
+    if out.exists() and not out.is_dir():
+        raise DatasetError([Problem(str(out), "is a file; give a folder for the synthetic dataset")])
+    if existing and not (out / "synth.json").is_file():
+        raise DatasetError([Problem(str(out), f"already holds files that are not a synthetic dataset "
+                                              f"(e.g. {existing[0].name}); give an empty or new folder")])
+    # written beside the target and swapped in whole: a rerun with fewer items leaves no mix of two sets
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write(staging, cfg, seed, progress)
+        if existing:
+            retired = out.parent / f".{out.name}.old"
+            shutil.rmtree(retired, ignore_errors=True)
+            out.rename(retired)
+            staging.rename(out)
+            shutil.rmtree(retired)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.exists():
+                out.rmdir()
+            staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("wrote %d smears and %d crops under %s", cfg.n_smears, cfg.n_crops, out)
+    return out
+
+
+def _write(out: Path, cfg: SynthConfig, seed: int, progress: bool) -> None:
     idb1, idb2 = out / "ALL_IDB1", out / "ALL_IDB2"
 
     order = _balanced_labels(_rng(seed, _ORDER, 0), cfg.classes, cfg.n_smears)
@@ -437,5 +468,3 @@ def generate(out_dir: Path | str, cfg: SynthConfig, seed: int, *, progress: bool
         atomic_write_csv(idb2 / "labels.csv", LABEL_FIELDS, crop_rows)
 
     atomic_write_json(out / "synth.json", {"generator_version": GENERATOR_VERSION, "seed": seed, "config": asdict(cfg)})
-    log.info("wrote %d smears and %d crops under %s", cfg.n_smears, cfg.n_crops, out)
-    return out

@@ -141,13 +141,16 @@ def run_segment_stage(
     summary = SegmentSummary(mask_source=mask_source, train_smears=len(train_index), heldout_smears=len(holdout_index),
                              train_seconds=result.seconds, epochs=len(result.history.get("loss", [])), history=result.history)
     heldout = {(smears[i][0].name, smears[i][1].image_id) for i in holdout_index}
-    _isolate_all(datasets, segmenter, heldout, roi_masks, Path(out_dir), summary, profile, progress)
+    _isolate_all(datasets, segmenter, heldout, roi_masks, Path(out_dir), summary, profile, progress, Path(ingested))
     atomic_write_json(Path(out_dir) / "summary.json", {"config": asdict(cfg), **asdict(summary)})
     _write_report(Path(out_dir), figure_html, summary, profile)
     return summary
 
 
-def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: SegmentSummary, profile: Profile, progress: bool) -> None:
+def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: SegmentSummary, profile: Profile, progress: bool,
+                 ingested: Path) -> None:
+    from leukemia_mtl.data.ingest import user_path
+
     cfg = profile.segment
     rows: list[dict[str, object]] = []
     scores = {"unet_dice": [], "unet_iou": [], "roi_dice": [], "roi_iou": []}
@@ -166,7 +169,7 @@ def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: Se
             write_image(out / "isolated" / f"{stem}.png", result.isolated)
             if not result.cells:
                 summary.images_without_cells.append(f"{dataset.name}/{record.rel_path}")
-                log.warning("%s: no white cell found; the image contributes no crop", record.path)
+                log.warning("%s: no white cell found; the image contributes no crop", user_path(ingested, dataset.name, record.rel_path))
             for cell in result.cells:
                 crop_rel = f"crops/{stem}_c{cell.index:03d}.png"
                 write_image(out / crop_rel, cell.image)

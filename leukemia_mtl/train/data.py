@@ -67,6 +67,17 @@ def duplicate_groups(datasets: list[Dataset]) -> dict[str, str]:
     return alias
 
 
+def fold_shortfall(dataset: Dataset, groups: list[str], n_folds: int) -> str | None:
+    """Why `dataset` cannot be split into `n_folds` stratified, grouped folds (None when it can):
+    the split's own rule, also run on the scanned data before the first task."""
+    counts = Counter(r.label for r in dataset.records)
+    levels = counts if min(counts.values(), default=0) >= n_folds else Counter(str(r.positive) for r in dataset.records)
+    if min(levels.values(), default=0) >= n_folds and len(set(groups)) >= n_folds:
+        return None
+    return (f"{dataset.root}: {n_folds}-fold cross-validation needs at least {n_folds} images of each class "
+            f"(and as many source groups); it has {dict(counts)} in {len(set(groups))} groups. Set split.folds lower.")
+
+
 def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
     """Every fold of `split.repeats` x stratified, grouped `split.folds`-fold cross-validation.
 
@@ -87,16 +98,13 @@ def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
     for dataset in datasets:
         groups = [alias.get(f"{dataset.name}/{r.group}", f"{dataset.name}/{r.group}") for r in dataset.records]
         all_groups.update(groups)
+        unfit = fold_shortfall(dataset, groups, n_folds)
+        if unfit:
+            raise TrainingDataError(unfit)
         labels = [r.label for r in dataset.records]
         stratified_by = "class"
         if min(Counter(labels).values()) < n_folds:  # too few of some class: stratify by normal vs ALL
             labels, stratified_by = [str(r.positive) for r in dataset.records], "normal vs ALL"
-        if min(Counter(labels).values()) < n_folds or len(set(groups)) < n_folds:
-            raise TrainingDataError(
-                f"{dataset.root}: {n_folds}-fold cross-validation needs at least {n_folds} images of each class "
-                f"(and as many source groups); it has {dict(Counter(r.label for r in dataset.records))} in "
-                f"{len(set(groups))} groups. Set split.folds lower."
-            )
         per_dataset[dataset.name] = {"images": len(groups), "groups": len(set(groups)), "stratified_by": stratified_by}
         for repeat in range(cfg.repeats):
             splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=profile.seed + repeat)
