@@ -273,27 +273,14 @@ def _run_local(settings, profile: str, smears: str, cells: str, output_dir: Path
     return outputs
 
 
+USERINFO = r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/@\s]*@"
+
+
 def redact_url(url: str) -> str:
-    """`url` with any user:password@ replaced, for messages: a password never reaches a log."""
-    from urllib.parse import urlsplit, urlunsplit
+    """`url` with any user:password@ (with or without a scheme) replaced: a password never reaches a log."""
+    import re
 
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<the given host>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
-
-
-def _password_of(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password or None
-    except ValueError:
-        return None
+    return re.sub(USERINFO, r"\1***@", url)
 
 
 def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
@@ -371,6 +358,25 @@ def _interval(entry: dict) -> str:
     return f"{entry['value']:.3f}" + (f" [{entry['low']:.3f}, {entry['high']:.3f}]" if entry.get("low") is not None else "")
 
 
+def _check_run_parameters(params: dict) -> None:
+    """The settings and inputs a submitted run will use, refused as they would be by run-local."""
+    from leukemia_mtl.config import ConfigError, get_profile
+    from leukemia_mtl.data.ingest import input_source
+
+    overrides = params.get("overrides") or {}
+    if isinstance(overrides, str):
+        try:
+            overrides = json.loads(overrides or "{}")
+        except ValueError as exc:
+            raise ConfigError(f"--param overrides=...: not JSON ({exc})") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError("--param overrides=...: must be a JSON object of dotted settings")
+    get_profile(str(params["profile"]), overrides)
+    for role in ("smears", "cells"):
+        if role in params:
+            input_source(role, str(params[role]))
+
+
 def submit(host: str | None, profile: str, compile_overrides: dict, params: dict, experiment: str,
            schedule: str | None = None, run_name: str | None = None) -> str:
     """Compile and create a run (or, with a cron `schedule`, a recurring run) through kfp.Client.
@@ -391,6 +397,7 @@ def submit(host: str | None, profile: str, compile_overrides: dict, params: dict
 
         raise ConfigError(f"unknown pipeline parameter(s) {unknown}; the pipeline takes {', '.join(accepted)}")
     params = {"profile": profile, **params}
+    _check_run_parameters(params)  # here, not in the cluster's first task after a node has spun up
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", profile, compile_overrides)
         client = kfp.Client(host=host, existing_token=os.environ.get("KF_PIPELINES_TOKEN") or None)
@@ -457,8 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from leukemia_mtl.cli import parse_overrides
-    from leukemia_mtl.errors import DatasetError, LeukemiaMtlError
+    from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
 
+    if args.submit and args.host and redact_url(args.host) != args.host:  # before kfp can warn with it
+        print(f"error: --host {redact_url(args.host)} carries credentials; give the host alone (they would be "
+              "echoed by the client and logged)", file=sys.stderr)
+        return 1
     if args.compile or args.submit:
         try:
             compile_overrides = _compile_overrides(args)
@@ -473,9 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         except Exception as exc:  # the KFP server refused or could not be reached: one line, not a traceback
             host = args.host or os.environ.get("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_ENDPOINT")
-            detail = str(exc).splitlines()[0][:300] if str(exc) else ""
-            secret = _password_of(host)
-            detail = detail.replace(host, redact_url(host)).replace(secret, "***") if secret else detail
+            detail = redact_url(str(exc).splitlines()[0][:300]) if str(exc) else ""
+            detail = detail.replace(host, redact_url(host))
             print(f"error: submitting to {redact_url(host)} failed: {type(exc).__name__}: "
                   f"{detail}", file=sys.stderr)
             return 1
@@ -496,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     except LeukemiaMtlError as exc:
         problems = exc.problems if isinstance(exc, DatasetError) else [exc]
         for problem in problems:
-            print(f"error: {problem}", file=sys.stderr)
+            print(f"error: {printable(str(problem))}", file=sys.stderr)
         return 1
     except RuntimeError as exc:  # a task failed; kfp.local printed its log above
         print(f"error: pipeline run failed: {exc}", file=sys.stderr)

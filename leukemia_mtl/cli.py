@@ -108,7 +108,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "validate":
         if getattr(args, "negative_class", None):
-            overrides["data.negative_class"] = args.negative_class  # one dataset: its own name for negatives
+            if "=" in args.negative_class:
+                raise ConfigError(f"--negative-class {args.negative_class!r}: validate reads one dataset; give its "
+                                  "negative class alone (smears=NAME,cells=NAME is for pipeline.py)")
+            overrides["data.negative_class"] = args.negative_class
         profile = get_profile(args.profile, overrides)
         from leukemia_mtl.data.datasets import load_datasets
 

@@ -400,7 +400,7 @@ def check(profile: Profile) -> None:
     smallest = max(BACKBONES[name].min_size for name in model.backbones)
     if model.input_size < smallest:
         raise ConfigError(f"setting 'model.input_size' is {model.input_size} px; {', '.join(model.backbones)} "
-                          f"need at least {smallest}")
+                          f"{'needs' if len(model.backbones) == 1 else 'need'} at least {smallest}")
     choices = (("train.stage3_images", train.stage3_images, STAGE3_IMAGES),
                ("evaluate.release_gate", evaluate.release_gate, GATE_ACTIONS),
                ("evaluate.release_metric", evaluate.release_metric, INNER_METRICS),
@@ -425,7 +425,7 @@ def check(profile: Profile) -> None:
                 ("train.epochs", train.epochs, 1), ("train.batch_size", train.batch_size, 1),
                 ("train.decay_steps", train.decay_steps, 1), ("train.early_stopping_patience", train.early_stopping_patience, 0),
                 ("segment.epochs", profile.segment.epochs, 1), ("segment.batch_size", profile.segment.batch_size, 1),
-                ("augment.target_per_class", profile.augment.target_per_class, 1),
+                ("augment.target_per_class", profile.augment.target_per_class, 0),  # 0: balance to the largest class
                 ("storage.attempts", profile.storage.attempts, 1), ("data.min_side", profile.data.min_side, 1),
                 ("train.inference_batch_size", train.inference_batch_size, 1),
                 ("train.batchnorm_calibration_images", train.batchnorm_calibration_images, 0),

@@ -67,6 +67,6 @@ def exit_on_user_error() -> Iterator[None]:
         if isinstance(exc, DatasetError):
             message = "\n".join(f"error: {p}" for p in exc.problems)
         else:
-            message = f"error: {exc}"
+            message = f"error: {printable(str(exc))}"
         print(message, file=sys.stderr, flush=True)
         raise SystemExit(1) from None

@@ -167,6 +167,7 @@ def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
     """(image, None) for every file given and every image file under a folder given (sorted,
     recursive); (None, message) for what is not there or not an image, so nothing drops silently."""
     from leukemia_mtl.data.files import not_regular, walk
+    from leukemia_mtl.errors import printable
     from leukemia_mtl.data.images import IMAGE_EXTENSIONS
 
     for item in map(Path, inputs):
@@ -181,8 +182,8 @@ def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
                     yield None, f"{path}: skipped, not an image file (suffix {path.suffix or 'none'})"
             for problem in tree.problems:
                 yield None, str(problem)
-            if tree.hidden_note():
-                yield None, str(tree.hidden_note())
+            if tree.hidden_note():  # a note, not a failed image: ._ files must not fail a run
+                log.warning("%s", printable(str(tree.hidden_note())))
             if not found:
                 yield None, f"{item}: folder holds no image files"
         elif item.exists() or item.is_symlink():

@@ -119,10 +119,13 @@ def preprocess_datasets(
     each file atomically, so an interrupted run leaves only whole files.
     """
     out = Path(out_dir)
-    for dataset in datasets:  # outputs written into the dataset would become images of it on the next read
-        inside = out.resolve() == dataset.root.resolve() or dataset.root.resolve() in out.resolve().parents
-        if inside:
-            raise DatasetError([Problem(str(out), f"lies inside the dataset {dataset.root}; give an output folder outside it")])
+    # outputs written into a dataset would become images (or class folders) of it on the next read
+    writes = [out] + [out / d.name / sub for d in datasets for sub in ("roi_masks", "roi_images")]
+    for dataset in datasets:
+        root = dataset.root.resolve()
+        if any(w.resolve() == root or root in w.resolve().parents for w in writes):
+            raise DatasetError([Problem(str(out), f"would write into the dataset {dataset.root}; give an output folder "
+                                                  "outside it")])
     rows: list[dict[str, object]] = []
     scores: list[dict[str, float]] = []
     blast_hits: list[float] = []

@@ -229,7 +229,8 @@ def verify(release_dir: Path | str) -> dict:
     from leukemia_mtl.errors import StorageError
 
     unlisted = sorted(p.relative_to(release_dir).as_posix() for p in release_dir.rglob("*")
-                      if p.is_file() and p.name != MANIFEST and p.relative_to(release_dir).as_posix() not in files)
+                      if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")  # .DS_Store, a download's .part
+                      and p.relative_to(release_dir).as_posix() not in files)
     if unlisted:  # the predictor loads what lies in the folder: each file must be covered by a checksum
         raise ReleaseError(f"{release_dir / unlisted[0]}: not listed in {MANIFEST}, so it cannot be verified; refused")
     for relative, expected in files.items():

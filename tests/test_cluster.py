@@ -205,8 +205,19 @@ def test_local_runs_put_the_settings_and_code_version_in_every_task_cache_key(tm
     assert len(envs) >= 11 and all(env.get(pipeline.CODE_VERSION_ENV) == "v123" for env in envs.values()), envs
 
 
-def test_a_submit_error_never_echoes_the_hosts_password(capsys):
-    code = pipeline.main(["--submit", "--host", "http://admin:hunter2@127.0.0.1:1"])
+@pytest.mark.parametrize("host", ["http://admin:hunter2@127.0.0.1:1", "admin:hunter2@127.0.0.1:1"])
+def test_a_host_with_credentials_is_refused_without_echoing_them(host, capsys):
+    code = pipeline.main(["--submit", "--host", host])
+    out, err = capsys.readouterr()
+    assert code == 1 and "***@127.0.0.1:1 carries credentials; give the host alone" in err
+    assert "hunter2" not in out + err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("param, words", [
+    ('overrides={"model.backbones": ["ResNet"]}', "unknown backbone 'ResNet'"),
+    ("smears=", "smears: is empty"),
+])
+def test_a_submitted_runs_settings_and_inputs_are_checked_before_anything_is_sent(param, words, capsys):
+    code = pipeline.main(["--submit", "--host", "http://127.0.0.1:1", "--param", param])
     err = capsys.readouterr().err
-    assert code == 1 and "error: submitting to http://***@127.0.0.1:1 failed" in err
-    assert "hunter2" not in err and "Traceback" not in err
+    assert code == 1 and words in err and "Traceback" not in err and "submitting to" not in err

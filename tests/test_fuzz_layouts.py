@@ -28,14 +28,15 @@ from badinputs import truncated_jpeg, write_rgb
 from conftest import TINY
 from leukemia_mtl import cli
 from leukemia_mtl.config import get_profile
+from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.ingest import ingest
 from leukemia_mtl.errors import DatasetError, printable
 
 CLASS_NAMES = ["normal", "ALL", "L1", "L2", "with space", "ünï", ".hidden"]
 FILE_KINDS = ["png", "jpg", "nested", "zero", "text", "truncated", "stray", "hidden", "link", "dangling", "fifo",
-              "copy", "copy-other-class", "loop"]
+              "copy", "copy-other-class", "loop", "same-id", "awkward"]
 
-BENIGN_KINDS = ["png", "jpg", "nested", "stray", "hidden", "link", "copy"]  # accepted, some with a note
+BENIGN_KINDS = ["png", "jpg", "nested", "stray", "hidden", "link", "copy", "awkward"]  # accepted, some with a note
 
 
 @st.composite
@@ -88,12 +89,27 @@ def _plant(root: Path, tree: dict[str, list[str]], outside: Path) -> None:
                 shutil.copyfile(source, folder / f"other{index}{source.suffix}")
             elif kind == "loop":
                 (folder / f"loop{index}").symlink_to("..", target_is_directory=True)
+            elif kind == "same-id":  # one id, two extensions
+                write_rgb(folder / f"id{index}.png", seed=seed)
+                write_rgb(folder / f"id{index}.jpg", seed=seed + 500)
+            elif kind == "awkward":
+                write_rgb(folder / f"<b>ü {index} \"q\".png", seed=seed + 900)
+
+
+def _csv_row(*fields: str) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
 
 
 def _write_labels(root: Path, style: str | None) -> None:
     if style is None:
         return
-    images = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png") if p.is_file() and not p.name.startswith("."))
+    images = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix in (".png", ".jpg")
+                    and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
     rows = []
     for rel in images:
         cls = rel.split("/")[0]
@@ -103,7 +119,7 @@ def _write_labels(root: Path, style: str | None) -> None:
             rows.append(None)
             continue
         name = rel.rsplit("/", 1)[-1] if style == "bare" else rel
-        rows.append(f"{name},{cls}")
+        rows.append(_csv_row(name, cls))
     if style == "unknown-file":
         rows.append("nowhere/x.png,normal")
     header = "filename, class" if style == "header-spaces" else "filename,class"
@@ -169,14 +185,15 @@ def test_validate_and_ingest_agree_on_every_file_and_drop_nothing(tree, labels):
         assert ingest_problems is None, f"validate accepted, ingest refused: {ingest_problems}"
         dataset = summary.datasets["smears"]
         assert f"{sum(dataset['class_counts'].values())} images" in stdout
-        # no silent drop: every file is a record, a note, or counted hidden
+        # no silent drop: every file is a record, the label file, or named in a note; hidden ones are counted
         noted = _named(stdout, "note:")
         assert noted <= {printable(n.split(": ", 1)[0]) for n in summary.notes}, (noted, summary.notes)
-        records = sum(dataset["class_counts"].values())
+        records = {r.path for d in load_datasets(root, profile.data, check=False) for r in d.records}
+        assert len(records) == sum(dataset["class_counts"].values())
         files = [Path(folder) / name for folder, _, names in os.walk(root, followlinks=False) for name in names]
         visible = [p for p in files if not any(part.startswith(".") for part in p.relative_to(root).parts)]
-        accounted = records + sum(printable(str(p)) in noted for p in visible) + (1 if (root / "labels.csv") in visible else 0)
-        assert accounted >= len(visible), (visible, noted, records)
+        for path in visible:
+            assert path in records or path == root / "labels.csv" or printable(str(path)) in noted, f"{path} dropped silently"
         hidden = [p for p in files if p not in visible]
         if hidden:
             assert any("hidden file(s)" in line for line in stdout.splitlines()), stdout

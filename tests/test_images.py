@@ -86,19 +86,21 @@ def test_mask_of_the_wrong_size_names_both_sizes(tmp_path):
         read_mask(path, (64, 48), max_pixels=LIMIT)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_an_exif_orientation_is_applied_as_viewers_show_the_image(tmp_path, orientation):
+def test_an_exif_orientation_is_applied_as_viewers_show_the_image(tmp_path, orientation, suffix):
     from PIL import ImageOps
 
-    stored = rgb_image(seed=orientation, size=(64, 40))
+    stored = np.kron(rgb_image(seed=orientation, size=(8, 5)), np.ones((8, 8, 1), np.uint8))  # blocks survive JPEG
     exif = Image.Exif()
     exif[0x0112] = orientation
-    path = tmp_path / f"turned_{orientation}.png"
-    Image.fromarray(stored).save(path, exif=exif)
+    path = tmp_path / f"turned_{orientation}{suffix}"
+    Image.fromarray(stored).save(path, exif=exif, **({"quality": 95} if suffix == ".jpg" else {}))
     loaded = read_image(path, max_pixels=10**8)
     with Image.open(path) as viewed:
         upright = np.asarray(ImageOps.exif_transpose(viewed).convert("RGB"))
-    assert np.array_equal(loaded.rgb, upright)
+    assert loaded.rgb.shape == upright.shape
+    assert np.abs(loaded.rgb.astype(int) - upright).mean() < (3 if suffix == ".jpg" else 1e-9)
     assert any("EXIF orientation" in c for c in loaded.conversions) == (orientation != 1)
 
 

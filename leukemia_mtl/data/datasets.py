@@ -149,7 +149,12 @@ def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str 
     else:
         entries = _scan_allidb(path, tree, layout, data_cfg, problems, notes)
 
-    records = _label_records(path, entries, csv_path, csv_rows, data_cfg, problems)
+    # a run's input may name its negatives otherwise (data.smears_negative_class): read as the run's name
+    alias = getattr(data_cfg, f"{path.name}_negative_class", "").strip() if path.name in (SMEARS_DIR, CELLS_DIR) else ""
+    alias = "" if alias == data_cfg.negative_class else alias
+    records = _label_records(path, entries, csv_path, csv_rows, data_cfg, problems, alias)
+    if alias and any(r.label == data_cfg.negative_class for r in records):
+        notes.append(Problem(str(path), f"class {alias!r} is this run's negative class {data_cfg.negative_class!r}"))
     labeled = {r.path for r in records}
     unlabeled = [e.path for e in entries if e.path not in labeled] + [Path(p.where) for p in problems if _is_unparsed_image(p.where)]
     classes = _ordered_classes(records, data_cfg.negative_class)
@@ -164,7 +169,7 @@ def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str 
             Problem(
                 str(path),
                 f"negative class {data_cfg.negative_class!r} not found among classes {list(classes)}; "
-                "set data.negative_class",
+                "set data.negative_class (or, for one input of a run, data.smears_negative_class / data.cells_negative_class)",
             )
         )
     dataset = Dataset(
@@ -292,7 +297,11 @@ def _read_labels_csv(csv_path: Path, problems: list[Problem]) -> dict[str, tuple
         problems.append(Problem(str(csv_path), f"label file cannot be read ({exc})"))
         return None
     reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except csv.Error as exc:  # e.g. a header field over the csv module's 128 KiB limit
+        problems.append(Problem(f"{csv_path}:1", f"label file cannot be parsed as CSV ({exc})"))
+        return None
     reader.fieldnames = header  # 'filename, class' (a space after the comma) names the same columns
     if "filename" not in header or "class" not in header:
         problems.append(Problem(str(csv_path), f"label file needs columns 'filename' and 'class' (optional 'patient'); found {header}"))
@@ -328,9 +337,20 @@ def _label_records(
     csv_rows: dict[str, tuple[str, str | None]] | None,
     data_cfg: DataConfig,
     problems: list[Problem],
+    alias: str = "",
 ) -> list[ImageRecord]:
     records: list[ImageRecord] = []
     matched: set[str] = set()
+    negative = data_cfg.negative_class
+
+    def canonical(name: str, where: Path) -> str | None:
+        """The run's name for a class; None (and a problem) for the run's own name where the input has another."""
+        if alias and name == negative:
+            problems.append(Problem(str(where), f"is labelled {negative!r}, but this input calls its negatives {alias!r} "
+                                                "(data.*_negative_class): one name for healthy images per input"))
+            return None
+        return negative if alias and name == alias else name
+
     by_name = Counter(e.path.name for e in entries)
     is_allidb = any(e.label_hint in ("0", "1") for e in entries) and all(ALLIDB_NAME.match(e.path.stem) for e in entries)
     for entry in entries:
@@ -348,9 +368,13 @@ def _label_records(
                                                          f"{rel!r})"))
                 continue
             label, patient = csv_rows[key]
+            label = canonical(label, entry.path)
+            hint = entry.label_hint if is_allidb or label is None else canonical(entry.label_hint, entry.path)
+            if label is None or hint is None:
+                continue
             # a folder 'ALL' may be refined to L1/L2/L3 by the file; any other disagreement stops the run
-            refines = entry.label_hint == data_cfg.positive_class_name and label != data_cfg.negative_class
-            if not is_allidb and label != entry.label_hint and not refines:
+            refines = hint == data_cfg.positive_class_name and label != data_cfg.negative_class
+            if not is_allidb and label != hint and not refines:
                 problems.append(Problem(str(entry.path), f"the label file {csv_path} says {label!r} but its class folder "
                                                          f"says {entry.label_hint!r}; make them agree"))
                 continue
@@ -368,7 +392,9 @@ def _label_records(
         elif is_allidb:
             label = data_cfg.negative_class if entry.label_hint == "0" else data_cfg.positive_class_name
         else:
-            label = entry.label_hint
+            label = canonical(entry.label_hint, entry.path)
+            if label is None:
+                continue
             invisible = _invisible_characters(label)
             if invisible:
                 problems.append(Problem(str(entry.path), f"class folder {label!r} holds invisible or control characters "
@@ -403,9 +429,9 @@ def _colliding_ids(records: list[ImageRecord]) -> list[Problem]:
     for record in records:
         by_id.setdefault(record.image_id.casefold(), []).append(record)
     return [
-        Problem(str(same[1].path), f"has the same name as {same[0].rel_path} but for its extension or case; the "
-                                   "stages would write one file for both: rename one")
-        for same in by_id.values() if len(same) > 1
+        Problem(str(other.path), f"has the same name as {same[0].rel_path} but for its extension or case; the "
+                                 "stages would write one file for both: rename one")
+        for same in by_id.values() for other in same[1:]
     ]
 
 

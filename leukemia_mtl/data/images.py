@@ -81,8 +81,11 @@ def read_image(path: Path | str, *, max_pixels: int, min_side: int = 1) -> Loade
         raise ImageError(path, f"is {width}x{height} px, smaller than the minimum of {min_side} px per side")
 
     rgb = _to_rgb8(path, decoded, conversions)
-    if orientation in _ORIENTATIONS:  # pixels as every viewer shows them, so a mask drawn there fits
+    # pixels as every viewer shows them, so a mask drawn there fits; OpenCV's TIFF decoder applies the
+    # tag itself (even with IMREAD_UNCHANGED), its JPEG, PNG and WebP decoders do not
+    if orientation in _ORIENTATIONS and pil_format != "TIFF":
         rgb = np.ascontiguousarray(_ORIENTATIONS[orientation](rgb))
+    if orientation in _ORIENTATIONS:
         conversions.append(f"turned upright as its EXIF orientation ({orientation}) says, as viewers show it")
     digest = hashlib.sha256(rgb.tobytes()).hexdigest()
     return LoadedImage(rgb=rgb, conversions=tuple(conversions), pixel_sha256=digest)

@@ -11,18 +11,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from leukemia_mtl.config import Profile
 from leukemia_mtl.data import synth
-from leukemia_mtl.data.datasets import CELLS_DIR, SMEARS_DIR, Dataset, find_datasets, load_datasets
+from leukemia_mtl.data.datasets import CELLS_DIR, LABELS_FILE, SMEARS_DIR, Dataset, find_datasets, load_datasets
 from leukemia_mtl.data.files import walk
 from leukemia_mtl.data.images import IMAGE_EXTENSIONS
 from leukemia_mtl.data.storage import ObjectStore, is_s3_uri
 from leukemia_mtl.errors import DatasetError, Problem
-from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
+from leukemia_mtl.io_utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ def input_source(role: str, value: str | None) -> str:
     return source
 
 
-# what a dataset can hold: images and masks, ALL-IDB's blast centres, label files
-DATASET_SUFFIXES = IMAGE_EXTENSIONS | {".xyc", ".csv"}
+# what a dataset can hold: images and masks, ALL-IDB's blast centres, its label file
+DATASET_SUFFIXES = IMAGE_EXTENSIONS | {".xyc"}
 
 
 def copy_tree(source: Path, target: Path) -> tuple[list[Problem], list[Problem]]:
@@ -90,44 +91,16 @@ def copy_tree(source: Path, target: Path) -> tuple[list[Problem], list[Problem]]
     target.mkdir(parents=True, exist_ok=True)
     for folder in tree.folders:
         (target / folder.relative_to(source)).mkdir(parents=True, exist_ok=True)
+    problems = list(tree.problems)
     for path in tree.files:
-        if path.suffix.lower() in DATASET_SUFFIXES:
-            shutil.copyfile(path, target / path.relative_to(source))
+        if path.suffix.lower() in DATASET_SUFFIXES or path.name == LABELS_FILE:
+            try:
+                shutil.copyfile(path, target / path.relative_to(source))
+            except OSError as exc:  # validate reads it and says the same
+                problems.append(Problem(str(path), f"cannot be read ({exc.strerror or exc})"))
         else:
             notes.append(Problem(str(path), "ignored: not an image of this dataset"))
-    return notes, tree.problems
-
-
-def rename_class(dataset: Path, old: str, new: str, origin: str) -> Problem:
-    """Call the staged copy's class `old` by the run's name `new` (its class folder and its label
-    file's rows), so both inputs share one negative class; the user's files are untouched."""
-    import csv
-    import io
-
-    renamed = False
-    folder = dataset / old
-    if folder.is_dir():
-        if (dataset / new).exists():
-            raise DatasetError([Problem(f"{origin}/{old}", f"cannot be this input's negative class: the input also has "
-                                                           f"a class folder {new!r}")])
-        folder.rename(dataset / new)
-        renamed = True
-    for labels in sorted(dataset.rglob("labels.csv")):
-        rows = list(csv.reader(io.StringIO(labels.read_text(encoding="utf-8-sig"))))
-        if not rows:
-            continue
-        column = next((i for i, name in enumerate(rows[0]) if name.strip() == "class"), None)
-        if column is None:
-            continue
-        for row in rows[1:]:
-            if len(row) > column and row[column].strip() == old:
-                row[column], renamed = new, True
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
-        atomic_write_text(labels, buffer.getvalue())
-    if not renamed:
-        raise DatasetError([Problem(origin, f"negative class {old!r} not found (no class folder or label of that name)")])
-    return Problem(origin, f"class {old!r} is this run's negative class {new!r}")
+    return notes, problems
 
 
 def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, progress: bool = True) -> IngestSummary:
@@ -167,14 +140,11 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
             notes, problems = copy_tree(chosen, staging / role)
             left_behind[role] = [Problem(_origin(n.where, {chosen: origin}), n.message) for n in notes]
             unwalkable += [Problem(_origin(p.where, {chosen: origin}), p.message) for p in problems]
-            own = getattr(profile.data, f"{role}_negative_class").strip()
-            if own and own != profile.data.negative_class:
-                left_behind[role].append(rename_class(staging / role, own, profile.data.negative_class, origin))
             origins[staging / role] = origin
         try:
             checked = load_datasets(staging, profile.data, progress=progress)
         except DatasetError as exc:  # name the user's files, not our staging copy
-            found = [Problem(_origin(p.where, origins), p.message) for p in exc.problems]
+            found = [_users(p, origins) for p in exc.problems]
             raise DatasetError(sorted(unwalkable + found, key=lambda p: p.where)) from None
         if unwalkable:
             raise DatasetError(sorted(unwalkable, key=lambda p: p.where))
@@ -189,7 +159,7 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
     datasets = load_datasets(final, profile.data, check=False)  # paths under the final name
     for before, after in zip(checked, datasets):
         after.notes = [*left_behind.get(after.name, []),  # the user's file, not the staging copy
-                       *(Problem(_origin(n.where, origins), n.message) for n in before.notes)]
+                       *(_users(n, origins) for n in before.notes)]
         after.merged_duplicates = before.merged_duplicates
     summary = summarise(f"smears: {sources[SMEARS_DIR]}; cells: {sources[CELLS_DIR]}", datasets,
                         smears=sources[SMEARS_DIR], cells=sources[CELLS_DIR],
@@ -208,10 +178,11 @@ def precheck(smears: str, cells: str, profile: Profile) -> None:
     problems: list[Problem] = []
     for role, source in ((SMEARS_DIR, input_source(SMEARS_DIR, smears)), (CELLS_DIR, input_source(CELLS_DIR, cells))):
         if source == SYNTHETIC and role == SMEARS_DIR:
-            per_class = profile.synth.n_smears // max(1, len(profile.synth.classes))
-            if per_class < folds:
-                problems.append(Problem("synth.n_smears", f"{profile.synth.n_smears} generated smears give {per_class} per class, "
-                                                          f"fewer than split.folds={folds}; raise synth.n_smears or lower split.folds"))
+            labels = synth.smear_classes(profile.synth)
+            unfit = fold_shortfall(labels, [label != "normal" for label in labels], [str(i) for i in range(len(labels))], folds)
+            if unfit:
+                problems.append(Problem("synth.n_smears", f"{profile.synth.n_smears} generated smears: {unfit} "
+                                                          "(or raise synth.n_smears)"))
         elif source not in (SYNTHETIC, NONE) and not is_s3_uri(source):
             root = Path(source).expanduser()
             if not root.is_dir():
@@ -220,11 +191,32 @@ def precheck(smears: str, cells: str, profile: Profile) -> None:
             chosen = _pick(root, role)
             own = getattr(profile.data, f"{role}_negative_class").strip() or profile.data.negative_class
             for dataset in load_datasets(chosen, dataclasses.replace(profile.data, negative_class=own), check=False):
-                unfit = fold_shortfall(dataset, [r.group for r in dataset.records], folds)
+                records = dataset.records
+                unfit = fold_shortfall([r.label for r in records], [r.positive for r in records], [r.group for r in records], folds)
                 if unfit:
-                    problems.append(Problem(source, unfit.split(": ", 1)[1]))
+                    problems.append(Problem(source, unfit))
     if problems:
         raise DatasetError(problems)
+
+
+def origin_of(dataset_root: Path) -> str:
+    """An ingested dataset's folder under the user's name (the folder itself when it is not one)."""
+    dataset_root = Path(dataset_root)
+    if dataset_root.parent.name != DATA_DIR:
+        return str(dataset_root)
+    try:
+        origins = json.loads((dataset_root.parent.parent / SUMMARY_FILE).read_text()).get("origins", {})
+    except (OSError, ValueError):
+        return str(dataset_root)
+    return origins.get(dataset_root.name, str(dataset_root))
+
+
+def _users(problem: Problem, origins: dict[Path, str]) -> Problem:
+    """`problem` with every staged path, in where it points and in its words, under the user's name."""
+    message = problem.message
+    for staged, origin in sorted(origins.items(), key=lambda item: -len(str(item[0]))):
+        message = message.replace(str(staged), origin)
+    return Problem(_origin(problem.where, origins), message)
 
 
 def _origin(where: str, origins: dict[Path, str]) -> str:
@@ -297,6 +289,8 @@ def _fingerprint(source: str, profile: Profile) -> str:
         if tree.problems:
             raise DatasetError(tree.problems)
         for path in tree.files:
-            stat = path.stat()  # the link's target: editing it changes the version
+            stat = path.stat()  # the link's target: editing it changes the version, and so does repointing it
+            target = os.path.relpath(os.path.realpath(path), os.path.realpath(root))  # its own name unless linked
+            digest.update(f"{target}\0".encode())
             digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return f"{source.split('://')[0] if '://' in source else 'local' if source != SYNTHETIC else SYNTHETIC}-{digest.hexdigest()[:16]}"

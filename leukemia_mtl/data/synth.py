@@ -395,6 +395,11 @@ def render_crop(rng: np.random.Generator, cell_type: str, size: int) -> tuple[np
     return _finish(canvas, 1.0), canvas.wbc_mask
 
 
+def smear_classes(cfg: SynthConfig) -> list[str]:
+    """The classes of the smears `generate` writes (in another order): what a run can check before generating."""
+    return [cfg.classes[i % len(cfg.classes)] for i in range(cfg.n_smears)]
+
+
 def _balanced_labels(rng: np.random.Generator, classes: tuple[str, ...], n: int) -> list[str]:
     labels = [classes[i % len(classes)] for i in range(n)]
     return [labels[i] for i in rng.permutation(n)]
@@ -411,28 +416,30 @@ def generate(out_dir: Path | str, cfg: SynthConfig, seed: int, *, progress: bool
         if value < low:
             raise ValueError(f"synth.{name} must be at least {low}, got {value}")
     out = Path(out_dir)
-    existing = sorted(out.iterdir()) if out.is_dir() else []
+    existing = sorted(p for p in out.iterdir() if p.name != ".synth.partial") if out.is_dir() else []  # a killed run's
     if out.exists() and not out.is_dir():
         raise DatasetError([Problem(str(out), "is a file; give a folder for the synthetic dataset")])
     if existing and not (out / "synth.json").is_file():
         raise DatasetError([Problem(str(out), f"already holds files that are not a synthetic dataset "
                                               f"(e.g. {existing[0].name}); give an empty or new folder")])
-    # written beside the target and swapped in whole: a rerun with fewer items leaves no mix of two sets
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
+    # written inside the target (nothing beside it, which may be someone else's folder or another
+    # file system), then swapped in whole, the description last: a rerun with fewer items leaves no mix
+    staging = out / ".synth.partial"
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
         _write(staging, cfg, seed, progress)
-        if existing:
-            retired = out.parent / f".{out.name}.old"
-            shutil.rmtree(retired, ignore_errors=True)
-            out.rename(retired)
-            staging.rename(out)
-            shutil.rmtree(retired)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if out.exists():
-                out.rmdir()
-            staging.rename(out)
+        for name in ("synth.json", "ALL_IDB1", "ALL_IDB2"):
+            old = out / name
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
+        for name in ("ALL_IDB1", "ALL_IDB2", "synth.json"):
+            if (staging / name).exists():
+                (staging / name).rename(out / name)
+    except OSError as exc:
+        raise DatasetError([Problem(str(out), f"cannot be written ({exc.strerror or exc})")]) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %d smears and %d crops under %s", cfg.n_smears, cfg.n_crops, out)

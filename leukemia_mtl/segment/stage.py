@@ -85,7 +85,10 @@ def _training_mask(dataset: Dataset, record: ImageRecord, roi_masks: dict[tuple[
         return read_mask(record.mask_path, size, max_pixels=profile.data.max_pixels), "ground truth"
     roi_path = roi_masks.get((dataset.name, record.image_id))
     if roi_path is None:
-        raise SegmentError(f"{record.path}: no ground-truth mask and no ROI mask from the preprocess stage")
+        from leukemia_mtl.data.ingest import origin_of
+
+        raise SegmentError(f"{origin_of(dataset.root)}/{record.rel_path}: no ground-truth mask and no ROI mask from the "
+                           "preprocess stage")
     weak = read_mask(roi_path, size, max_pixels=profile.data.max_pixels)
     return clean_mask(weak, scale, profile.segment), "preprocess ROI (weak labels)"
 

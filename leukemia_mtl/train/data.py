@@ -67,14 +67,14 @@ def duplicate_groups(datasets: list[Dataset]) -> dict[str, str]:
     return alias
 
 
-def fold_shortfall(dataset: Dataset, groups: list[str], n_folds: int) -> str | None:
-    """Why `dataset` cannot be split into `n_folds` stratified, grouped folds (None when it can):
-    the split's own rule, also run on the scanned data before the first task."""
-    counts = Counter(r.label for r in dataset.records)
-    levels = counts if min(counts.values(), default=0) >= n_folds else Counter(str(r.positive) for r in dataset.records)
+def fold_shortfall(labels: list[str], positives: list[bool], groups: list[str], n_folds: int) -> str | None:
+    """Why images with these labels cannot be split into `n_folds` stratified, grouped folds (None
+    when they can): the split's own rule, also run on the scanned data before the first task."""
+    counts = Counter(labels)
+    levels = counts if min(counts.values(), default=0) >= n_folds else Counter(positives)
     if min(levels.values(), default=0) >= n_folds and len(set(groups)) >= n_folds:
         return None
-    return (f"{dataset.root}: {n_folds}-fold cross-validation needs at least {n_folds} images of each class "
+    return (f"{n_folds}-fold cross-validation needs at least {n_folds} images of each class "
             f"(and as many source groups); it has {dict(counts)} in {len(set(groups))} groups. Set split.folds lower.")
 
 
@@ -85,6 +85,8 @@ def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
     one; duplicate files merged) and fold k of the run joins fold k of every dataset.
     """
     from sklearn.model_selection import StratifiedGroupKFold
+
+    from leukemia_mtl.data.ingest import origin_of
 
     cfg = profile.split
     alias = duplicate_groups(datasets)
@@ -98,9 +100,9 @@ def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
     for dataset in datasets:
         groups = [alias.get(f"{dataset.name}/{r.group}", f"{dataset.name}/{r.group}") for r in dataset.records]
         all_groups.update(groups)
-        unfit = fold_shortfall(dataset, groups, n_folds)
+        unfit = fold_shortfall([r.label for r in dataset.records], [r.positive for r in dataset.records], groups, n_folds)
         if unfit:
-            raise TrainingDataError(unfit)
+            raise TrainingDataError(f"{origin_of(dataset.root)}: {unfit}")
         labels = [r.label for r in dataset.records]
         stratified_by = "class"
         if min(Counter(labels).values()) < n_folds:  # too few of some class: stratify by normal vs ALL
