@@ -63,7 +63,8 @@ OUTPUTS = {
 
 
 def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: str = "report",
-                   cluster: bool = False, compile_overrides: dict | None = None, code_version: str = ""):
+                   cluster: bool = False, compile_overrides: dict | None = None, code_version: str = "",
+                   run_overrides: dict | None = None):
     """The DAG. Defaults (profile, backbones) come from `profile`; `until` cuts it short.
 
     `cluster` adds what only a Kubernetes cluster reads (images, GPUs, node selector and
@@ -77,7 +78,10 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
 
     if until not in STOPS:
         raise ValueError(f"until must be one of {STOPS}, got {until!r}")
-    settings = get_profile(profile, compile_overrides)
+    # run_overrides (--set with --compile) become the `overrides` parameter's default: checked here, applied
+    # by every task at run time, and shown in the KFP UI where a person can change them
+    settings = get_profile(profile, {**(compile_overrides or {}), **(run_overrides or {})})
+    default_overrides = json.dumps(run_overrides or {}, sort_keys=True)
     if cluster:
         place = _cluster_placement(settings)
     else:
@@ -92,7 +96,7 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
         smears: str = "synthetic",
         cells: str = "synthetic",
         profile: str = settings.name,
-        overrides: str = "{}",
+        overrides: str = default_overrides,
         data_version: str = "",
         backbones: list = list(settings.model.backbones),
     ) -> OUTPUTS[until]:
@@ -211,9 +215,11 @@ def _cluster_placement(settings):
     return place
 
 
-def compile_pipeline(output: Path, profile: str = "paper", compile_overrides: dict | None = None) -> Path:
+def compile_pipeline(output: Path, profile: str = "paper", compile_overrides: dict | None = None,
+                     run_overrides: dict | None = None) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides),
+    compiler.Compiler().compile(build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides,
+                                               run_overrides=run_overrides),
                                 package_path=str(output))
     return output
 
@@ -473,10 +479,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile or args.submit:
         try:
             compile_overrides = _compile_overrides(args)
+            run_overrides = parse_overrides(args.overrides)  # --set: applied, never dropped
+            if args.negative_class:
+                from leukemia_mtl.config import negative_class_overrides
+
+                run_overrides.update(negative_class_overrides(args.negative_class))
             if args.compile:
-                print(f"wrote {compile_pipeline(args.output, args.profile or 'paper', compile_overrides)}")
+                print(f"wrote {compile_pipeline(args.output, args.profile or 'paper', compile_overrides, run_overrides)}")
                 return 0
             params = parse_overrides(args.param, flag="--param")
+            given = params.get("overrides") or {}
+            given = json.loads(given) if isinstance(given, str) else given  # a str parameter on the cluster
+            if run_overrides or "overrides" in params:
+                params["overrides"] = json.dumps({**given, **run_overrides}, sort_keys=True) if isinstance(given, dict) else given
             run_id = submit(args.host, args.profile or "paper", compile_overrides, params, args.experiment,
                             args.schedule, args.run_name)
         except LeukemiaMtlError as exc:

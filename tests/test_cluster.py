@@ -221,3 +221,14 @@ def test_a_submitted_runs_settings_and_inputs_are_checked_before_anything_is_sen
     code = pipeline.main(["--submit", "--host", "http://127.0.0.1:1", "--param", param])
     err = capsys.readouterr().err
     assert code == 1 and words in err and "Traceback" not in err and "submitting to" not in err
+
+
+def test_set_with_compile_becomes_the_runs_default_settings_or_is_refused(tmp_path, capsys):
+    output = tmp_path / "pipeline.yaml"
+    assert pipeline.main(["--compile", "--set", "split.folds=3", "--output", str(output)]) == 0
+    spec = next(yaml.safe_load_all(output.read_text()))  # the pipeline spec; platform config follows
+    default = spec["root"]["inputDefinitions"]["parameters"]["overrides"]["defaultValue"]
+    assert json.loads(default) == {"split.folds": 3}  # applied by every task at run time, never dropped
+    assert pipeline.main(["--compile", "--set", "split.folds=1", "--output", str(tmp_path / "bad.yaml")]) == 1
+    assert "setting 'split.folds' must be at least 2, got 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad.yaml").exists()
