@@ -25,6 +25,8 @@ CV_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision_macro
 INNER_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")
 STAGE3_IMAGES: tuple[str, ...] = ("cells", "isolated", "original")
 GATE_ACTIONS: tuple[str, ...] = ("refuse", "flag")
+# the ROI step's threshold: the paper's fixed level, or one found per image (preprocess.compute_roi)
+THRESHOLD_METHODS: tuple[str, ...] = ("fixed", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,13 @@ class PreprocessConfig:
     offset_green: int = 41
     offset_blue: int = 20
     threshold: int = 98
+    # 'fixed': the paper's level above (fitted to ALL-IDB's stain and camera); 'adaptive': per image, Otsu's
+    # level among the pixels darker than the background (itself Otsu's level over all pixels), which follows
+    # a brighter or darker stain (BENCHMARKS.md). The profiles keep 'fixed' until it is measured on real smears.
+    threshold_method: str = "fixed"
+    # with 'adaptive': dark regions whose mean HSV saturation is below this are no stain (a scale bar's black
+    # label, dust, the frame) and are dropped; stained nuclei measure 170-200 in the generator's smears
+    min_stain_saturation: int = 30
     # Clean-up of the raw threshold mask, in pixels at REFERENCE_WIDTH (scaled per image):
     # components smaller than this area are platelets and stain specks, not white cells.
     min_component_area: float = 600.0
@@ -402,6 +411,7 @@ def check(profile: Profile) -> None:
         raise ConfigError(f"setting 'model.input_size' is {model.input_size} px; {', '.join(model.backbones)} "
                           f"{'needs' if len(model.backbones) == 1 else 'need'} at least {smallest}")
     choices = (("train.stage3_images", train.stage3_images, STAGE3_IMAGES),
+               ("preprocess.threshold_method", profile.preprocess.threshold_method, THRESHOLD_METHODS),
                ("evaluate.release_gate", evaluate.release_gate, GATE_ACTIONS),
                ("evaluate.release_metric", evaluate.release_metric, INNER_METRICS),
                ("evaluate.ttest_metric", evaluate.ttest_metric, CV_METRICS))

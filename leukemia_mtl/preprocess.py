@@ -49,12 +49,44 @@ def offset_monochrome(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return cv2.cvtColor(shifted, cv2.COLOR_RGB2GRAY)
 
 
+def roi_threshold(mono: np.ndarray, cfg: PreprocessConfig) -> float:
+    """The grey level below which a pixel is a stained nucleus.
+
+    'fixed' is the paper's 98. 'adaptive' finds it in the image: Otsu's level over all pixels separates
+    the bright background from the cells, and Otsu's level among the cells' pixels separates the dark
+    nuclei from the red cells, so a lighter or darker stain moves the level with it.
+    """
+    if cfg.threshold_method == "fixed":
+        return float(cfg.threshold)
+    background, _ = cv2.threshold(mono, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    cells = mono[mono < background]
+    if cells.size < 2 or int(cells.min()) == int(cells.max()):
+        return 0.0  # nothing darker than the background: no nucleus
+    level, _ = cv2.threshold(cells.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    return float(level)
+
+
+def drop_unstained(mask: np.ndarray, rgb: np.ndarray, min_saturation: int) -> np.ndarray:
+    """`mask` without the regions whose mean saturation says they are grey or black, not stain."""
+    count, labels = cv2.connectedComponents(mask, connectivity=8)
+    if count <= 1:
+        return mask
+    saturation = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float64)
+    sums = np.bincount(labels.ravel(), weights=saturation.ravel(), minlength=count)
+    sizes = np.bincount(labels.ravel(), minlength=count)
+    stained = sums / np.maximum(sizes, 1) >= min_saturation
+    stained[0] = False
+    return np.where(stained[labels], 255, 0).astype(np.uint8)
+
+
 def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> RoiResult:
     """ROI of one RGB image (uint8 HxWx3); `scale` is its pixel scale (see `pixel_scale`)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"compute_roi needs 8-bit RGB (HxWx3 uint8), got {rgb.dtype} {rgb.shape}")
     mono = offset_monochrome(rgb, cfg)
-    _, raw = cv2.threshold(mono, cfg.threshold, 255, cv2.THRESH_BINARY_INV)
+    _, raw = cv2.threshold(mono, roi_threshold(mono, cfg), 255, cv2.THRESH_BINARY_INV)
+    if cfg.threshold_method == "adaptive":
+        raw = drop_unstained(raw, rgb, cfg.min_stain_saturation)
 
     close_px = max(3, int(round(cfg.roi_margin * 0.5 * scale)) | 1)
     closed = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px)))
