@@ -296,6 +296,7 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
     for dataset, info in summary_of["datasets"].items():
         lines.append(f"  {dataset}: " + " ".join(f"{c}={n}" for c, n in info["class_counts"].items()))
     roi = json.loads((Path(outputs["roi"]["path"]) / "summary.json").read_text())
+    lines += [f"  WARNING: {warning}" for warning in roi.get("warnings", [])]
     if roi.get("mean_iou") is not None:
         lines.append(f"  ROI vs ground-truth WBC masks: IoU {roi['mean_iou']:.3f}, recall {roi['mean_recall']:.3f}")
     if "cells" in outputs:

@@ -76,6 +76,9 @@ class PreprocessConfig:
     # with 'adaptive': dark regions whose mean HSV saturation is below this are no stain (a scale bar's black
     # label, dust, the frame) and are dropped; stained nuclei measure 170-200 in the generator's smears
     min_stain_saturation: int = 30
+    # a warning, in the task log, the run's output and the ROI page, when more of a dataset's images than
+    # this have no region: the threshold does not fit this stain or camera, and later stages would see black
+    warn_empty_fraction: float = 0.05
     # Clean-up of the raw threshold mask, in pixels at REFERENCE_WIDTH (scaled per image):
     # components smaller than this area are platelets and stain specks, not white cells.
     min_component_area: float = 600.0
@@ -426,6 +429,7 @@ def check(profile: Profile) -> None:
               ("train.frozen_fraction", train.frozen_fraction, 0.0, 0.99),
               ("train.decay_rate", train.decay_rate, 0.01, 1.0),
               ("segment.holdout_fraction", profile.segment.holdout_fraction, 0.05, 0.5),
+              ("preprocess.warn_empty_fraction", profile.preprocess.warn_empty_fraction, 0.0, 1.0),
               ("evaluate.confidence", evaluate.confidence, 0.5, 0.999),
               ("evaluate.degenerate_spread", evaluate.degenerate_spread, 0.0, 1.0))
     for key, value, low, high in ranges:

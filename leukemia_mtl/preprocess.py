@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -121,6 +121,8 @@ class PreprocessSummary:
     mean_precision: float | None
     blast_recall: float | None
     regions: int
+    without_region: dict[str, int] = field(default_factory=dict)  # per dataset: images where no cell was found
+    warnings: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
         out = {"images": float(self.images), "roi_regions": float(self.regions)}
@@ -200,6 +202,17 @@ def preprocess_datasets(
         blast_recall=float(np.mean(blast_hits)) if blast_hits else None,
         regions=sum(len(json.loads(str(r["boxes"]))) for r in rows),
     )
+    for dataset in datasets:
+        mine = [r for r in rows if r["dataset"] == dataset.name]
+        empty = sum(not json.loads(str(r["boxes"])) for r in mine)
+        summary.without_region[dataset.name] = empty
+        if mine and empty / len(mine) > cfg.warn_empty_fraction:
+            summary.warnings.append(
+                f"{dataset.name}: the ROI step found no white cell in {empty} of {len(mine)} images "
+                f"({empty / len(mine):.0%}); the threshold ({cfg.threshold_method}) does not fit this stain or camera "
+                "(try preprocess.threshold_method=adaptive), and later stages would see black images")
+    for warning in summary.warnings:
+        log.warning("%s", warning)
     atomic_write_json(out / "summary.json", {"config": cfg.__dict__, **summary.__dict__})
     if examples:
         atomic_write_bytes(out / "overlay.png", overlay_figure(examples))
@@ -245,10 +258,13 @@ def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, prof
     parts = [
         report.paragraph(
             f"RGB offsets red +{profile.preprocess.offset_red}, green +{profile.preprocess.offset_green}, "
-            f"blue +{profile.preprocess.offset_blue}; monochrome; pixels below {profile.preprocess.threshold} are the "
-            "region of interest, cleaned (closing, components smaller than a nucleus dropped, "
+            f"blue +{profile.preprocess.offset_blue}; monochrome; pixels below "
+            + (f"{profile.preprocess.threshold}" if profile.preprocess.threshold_method == "fixed" else
+               "a level found in each image (Otsu's among the pixels darker than the background; unstained regions dropped)")
+            + " are the region of interest, cleaned (closing, components smaller than a nucleus dropped, "
             f"grown by {profile.preprocess.roi_margin:g} px at 2592 px width, holes filled)."
         ),
+        *(report.paragraph(f"WARNING: {warning}") for warning in summary.warnings),
         report.table(summary.metrics()),
     ]
     if figure.is_file():

@@ -150,3 +150,25 @@ def test_a_scale_bar_label_alone_yields_no_region():
     cv2.rectangle(image, (520, 435), (600, 440), (0, 0, 0), -1)
     assert compute_roi(image, ADAPTIVE, scale=640 / 2592).boxes == []  # black is no stain
     assert compute_roi(image, CFG, scale=640 / 2592).boxes != []  # the fixed level takes the label for a cell
+
+
+def test_a_stain_the_threshold_does_not_fit_is_a_loud_warning_not_black_images(tmp_path, caplog, synthetic_root, tiny_profile):
+    from leukemia_mtl.io_utils import write_image
+
+    root = tmp_path / "lighter"
+    for index, cls in enumerate(["normal", "normal", "L1", "L3"]):
+        rgb, _, _ = render_smear(_rng(23, 1, index), cls, 640, 480)
+        label = "normal" if cls == "normal" else "ALL"
+        write_image(root / label / f"smear_{index}.png", cv2.cvtColor(_shifted(rgb, 50), cv2.COLOR_RGB2BGR))
+    datasets = load_datasets(root, tiny_profile.data, progress=False)
+    fixed = preprocess_datasets(datasets, tmp_path / "fixed", CFG, tiny_profile.data, progress=False)
+    assert fixed.without_region == {"lighter": 4}
+    assert fixed.warnings and "the ROI step found no white cell in 4 of 4 images (100%)" in fixed.warnings[0]
+    assert "found no white cell in 4 of 4 images" in caplog.text  # in the task log
+    assert json.loads((tmp_path / "fixed" / "summary.json").read_text())["warnings"] == fixed.warnings
+    adaptive = preprocess_datasets(datasets, tmp_path / "adaptive", ADAPTIVE, tiny_profile.data, progress=False)
+    assert adaptive.without_region == {"lighter": 0} and adaptive.warnings == []
+    # the generated demo data raises no warning
+    generated = preprocess_datasets(load_datasets(synthetic_root, tiny_profile.data, progress=False), tmp_path / "demo",
+                                    tiny_profile.preprocess, tiny_profile.data, progress=False)
+    assert generated.warnings == [], generated.warnings
