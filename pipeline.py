@@ -434,6 +434,17 @@ def _compile_overrides(args) -> dict:
     return overrides
 
 
+def _setting_overrides(args) -> dict:
+    """The run's settings from the command line, every mode alike: --set, then --negative-class."""
+    from leukemia_mtl.cli import parse_overrides
+    from leukemia_mtl.config import negative_class_overrides
+
+    overrides = parse_overrides(args.overrides)
+    if args.negative_class:
+        overrides.update(negative_class_overrides(args.negative_class))
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -480,11 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile or args.submit:
         try:
             compile_overrides = _compile_overrides(args)
-            run_overrides = parse_overrides(args.overrides)  # --set: applied, never dropped
-            if args.negative_class:
-                from leukemia_mtl.config import negative_class_overrides
-
-                run_overrides.update(negative_class_overrides(args.negative_class))
+            run_overrides = _setting_overrides(args)  # --set: applied, never dropped
             if args.compile:
                 print(f"wrote {compile_pipeline(args.output, args.profile or 'paper', compile_overrides, run_overrides)}")
                 return 0
@@ -512,13 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     smears = next(v for v in (args.smears, args.data, "synthetic") if v is not None)
     cells = next(v for v in (args.cells, args.data, "synthetic") if v is not None)
     try:
-        overrides = parse_overrides(args.overrides)
-        if args.negative_class:
-            from leukemia_mtl.config import negative_class_overrides
-
-            overrides.update(negative_class_overrides(args.negative_class))
         started = time.time()
-        outputs = run_local(args.profile or "demo", smears, cells, args.output_dir, overrides, cache=not args.no_cache, until=args.until)
+        outputs = run_local(args.profile or "demo", smears, cells, args.output_dir, _setting_overrides(args),
+                            cache=not args.no_cache, until=args.until)
     except LeukemiaMtlError as exc:
         problems = exc.problems if isinstance(exc, DatasetError) else [exc]
         for problem in problems:

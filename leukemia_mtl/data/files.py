@@ -55,7 +55,7 @@ def not_regular(path: Path) -> str | None:
         return None
     if stat.S_ISDIR(mode):
         return "is a folder, not a file"
-    return f"is a {_kind(mode)}, not a regular file; not opened"
+    return _special(mode)
 
 
 def walk(root: Path | str) -> Tree:
@@ -97,14 +97,17 @@ def _visit(folder: Path, tree: Tree, ancestors: frozenset[tuple[int, int]]) -> N
         elif stat.S_ISREG(mode):
             tree.files.append(path)
         else:
-            tree.problems.append(Problem(str(path), f"is a {_kind(mode)}, not a regular file; not opened"))
+            tree.problems.append(Problem(str(path), _special(mode)))
 
 
-def _kind(mode: int) -> str:
+def _special(mode: int) -> str:
+    """What a FIFO, socket or device is told: it is never opened (a FIFO would block)."""
     if stat.S_ISFIFO(mode):
-        return "FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "special file"
+        kind = "FIFO (named pipe)"
+    elif stat.S_ISSOCK(mode):
+        kind = "socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "device"
+    else:
+        kind = "special file"
+    return f"is a {kind}, not a regular file; not opened"

@@ -228,12 +228,7 @@ def _origin(where: str, origins: dict[Path, str]) -> str:
 
 def user_path(ingested: Path | str, dataset: str, rel_path: str) -> str:
     """An ingested file under the name its owner knows it by (the staging path if ingest recorded none)."""
-    try:
-        origins = json.loads((Path(ingested) / SUMMARY_FILE).read_text()).get("origins", {})
-    except (OSError, ValueError):
-        origins = {}
-    origin = origins.get(dataset)
-    return f"{origin}/{rel_path}" if origin else str(Path(ingested) / DATA_DIR / dataset / rel_path)
+    return f"{origin_of(Path(ingested) / DATA_DIR / dataset)}/{rel_path}"
 
 
 def summarise(source: str, datasets: list[Dataset], **inputs) -> IngestSummary:
