@@ -50,6 +50,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/preprocess_speed.py
 	$(PY) bench/roi_threshold.py
+	$(PY) bench/pixel_scale.py
 	$(PY) bench/storage_throughput.py --repeats 5
 	$(PY) bench/storage_throughput.py --files 64 --kb 64 --repeats 5
 	$(PY) bench/segment_full_smear.py

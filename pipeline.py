@@ -3,7 +3,7 @@
     python pipeline.py --compile [--profile paper] [--output FILE] [--image-registry R] [--image-tag T]
     python pipeline.py --submit --host URL [--experiment NAME] [--param KEY=VALUE] [--schedule CRON]
     python pipeline.py --run-local [--profile demo] [--smears PATH_OR_URI] [--cells PATH_OR_URI]
-                       [--negative-class NAME] [--output-dir DIR] [--set KEY=VALUE]
+                       [--negative-class NAME] [--pixel-size UM] [--output-dir DIR] [--set KEY=VALUE]
 
 No science here: components/ adapts the library, this file wires the DAG:
 ingest -> preprocess -> segment -> split -> for each (fold, backbone): augment -> stage 1 -> stage 2
@@ -302,8 +302,15 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
     if "cells" in outputs:
         seg = json.loads((Path(outputs["cells"]["path"]) / "summary.json").read_text())
         if seg.get("unet_dice") is not None:
-            lines.append(f"  held-out smears: U-Net Dice {seg['unet_dice']:.3f} vs threshold ROI Dice {seg['roi_dice']:.3f}; "
-                         f"{seg['crops']} isolated cell crops")
+            lines.append(f"  held-out smears: U-Net Dice {seg['unet_dice']:.3f} vs threshold ROI Dice {seg['roi_dice']:.3f} "
+                         f"(against ground truth); {seg['crops']} isolated cell crops")
+        elif seg.get("unet_vs_roi_dice") is not None:
+            lines.append(f"  held-out smears (no ground truth): U-Net against the ROI masks it learnt from, Dice "
+                         f"{seg['unet_vs_roi_dice']:.3f}; {seg['crops']} isolated cell crops")
+        if seg.get("isolation"):
+            lines.append(f"  cells isolated with the {seg['isolation']} mask: {seg.get('isolation_reason', '')}")
+        lines += [f"  WARNING: {name}: no white cell found in {count} images" for name, count in seg.get("without_cells", {}).items()
+                  if count]
     if "summary" not in outputs:
         lines += [f"  {name:14s} {outputs[name]['path']}" for name in outputs]
         return lines
@@ -435,13 +442,15 @@ def _compile_overrides(args) -> dict:
 
 
 def _setting_overrides(args) -> dict:
-    """The run's settings from the command line, every mode alike: --set, then --negative-class."""
+    """The run's settings from the command line, every mode alike: --set, then --negative-class and --pixel-size."""
     from leukemia_mtl.cli import parse_overrides
-    from leukemia_mtl.config import negative_class_overrides
+    from leukemia_mtl.config import negative_class_overrides, pixel_size_overrides
 
     overrides = parse_overrides(args.overrides)
     if args.negative_class:
         overrides.update(negative_class_overrides(args.negative_class))
+    if args.pixel_size:
+        overrides.update(pixel_size_overrides(args.pixel_size))
     return overrides
 
 
@@ -460,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="shorthand for --smears and --cells both: a folder holding ALL_IDB1/ and ALL_IDB2/")
     parser.add_argument("--negative-class", help="the class that means 'no leukemia' (default: normal); "
                                                  "NAME for every input, or smears=NAME,cells=NAME when they differ")
+    parser.add_argument("--pixel-size", metavar="UM", help="micrometres per pixel of the images (ALL-IDB: 0.09): UM for "
+                                                           "every input, or smears=UM,cells=UM; default: estimated per "
+                                                           "dataset from its nuclei (the ROI page says so)")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/local"), help="where --run-local writes (default runs/local)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile setting, e.g. --set split.folds=3")

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="auto: square images up to 512 px are single cells, others smears (default)")
     pred.add_argument("--overlays", type=Path, default=Path("predictions"),
                       help="folder for the smear overlays (default ./predictions)")
+    pred.add_argument("--pixel-size", type=float, metavar="UM",
+                      help="micrometres per pixel of the images (ALL-IDB: 0.09); default: the training images' of that "
+                           "kind, else estimated from each image's nuclei (said in every answer)")
     pred.add_argument("--json", action="store_true", help="print the predictions as JSON")
     pred.add_argument("--cache", type=Path, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
     return parser
@@ -164,7 +167,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             print("[", flush=True)
         try:
-            for result, error in iter_predictions(args.model, [str(i) for i in args.images], args.kind, args.overlays, args.cache):
+            for result, error in iter_predictions(args.model, [str(i) for i in args.images], args.kind, args.overlays, args.cache,
+                                                  args.pixel_size):
                 progress.update()
                 if error is not None:
                     errors += 1

@@ -16,8 +16,16 @@ from leukemia_mtl.errors import LeukemiaMtlError
 
 FAB_CLASSES: tuple[str, ...] = ("normal", "L1", "L2", "L3")
 
-# ALL-IDB1 is 2592x1944; pixel sizes below are given at that resolution and scaled with width.
+# ALL-IDB1 is 2592x1944; pixel sizes below are given at that resolution and scaled by each image's pixel scale
+# (REFERENCE_PIXEL_SIZE_UM / the image's pixel size).
 REFERENCE_WIDTH = 2592
+# ALL-IDB1's pixel size. Its documentation names the camera (Canon PowerShot G5) and the magnification (300-500x),
+# not the pixel size; a red cell (7.5 um) spans about 84 px there, so about 0.09 um per pixel.
+REFERENCE_PIXEL_SIZE_UM = 0.09
+# Where a dataset's pixel size is not given, its scale is estimated from its white cells' nuclei: the median
+# nucleus area of its images against this one (px at REFERENCE_WIDTH; measured on the generator's ALL-IDB2-style
+# crops with the fixed threshold). BENCHMARKS.md has the estimate's error.
+REFERENCE_NUCLEUS_AREA = 5600.0
 TASKS: tuple[str, ...] = ("detection", "fab")  # what stage 3 and the classical arm are scored on
 # cross-validated metrics (leukemia_mtl.evaluate), and those also measured on the inner validation split
 CV_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
@@ -27,6 +35,8 @@ STAGE3_IMAGES: tuple[str, ...] = ("cells", "isolated", "original")
 GATE_ACTIONS: tuple[str, ...] = ("refuse", "flag")
 # the ROI step's threshold: the paper's fixed level, or one found per image (preprocess.compute_roi)
 THRESHOLD_METHODS: tuple[str, ...] = ("fixed", "adaptive")
+# which mask isolates the cells: the U-Net's, the ROI step's, or the better of the two on held-out smears
+ISOLATION_MASKS: tuple[str, ...] = ("auto", "unet", "roi")
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,11 @@ class DataConfig:
     # Larger images are refused before decoding (decompression bombs): 8x ALL-IDB1's 5 MP.
     max_pixels: int = 8 * 2592 * 1944
     min_side: int = 32
+    # Micrometres per pixel of the smears (and of the single-cell images unless cells_pixel_size_um is given):
+    # every size in the settings is in ALL-IDB1's pixels and is rescaled by it. 0: estimated per dataset from
+    # its nuclei (preprocess.estimate_scale), reported in the ROI step's log and page. ALL-IDB's: 0.09.
+    pixel_size_um: float = 0.0
+    cells_pixel_size_um: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,8 @@ class PreprocessConfig:
     # a warning, in the task log, the run's output and the ROI page, when more of a dataset's images than
     # this have no region: the threshold does not fit this stain or camera, and later stages would see black
     warn_empty_fraction: float = 0.05
+    # images read to estimate a dataset's pixel scale where data.pixel_size_um is not given (evenly spaced)
+    scale_sample_images: int = 64
     # Clean-up of the raw threshold mask, in pixels at REFERENCE_WIDTH (scaled per image):
     # components smaller than this area are platelets and stain specks, not white cells.
     min_component_area: float = 600.0
@@ -122,6 +139,14 @@ class SegmentConfig:
     blue_margin: int = 12
     drop_border_cells: bool = True
     figure_examples: int = 3
+    # The mask cells are isolated from. "auto": the U-Net's, unless on the held-out smears it is worse than the ROI
+    # it learnt from: against ground-truth masks where there are some (a lower Dice), otherwise against the ROI
+    # masks themselves (a Dice below min_weak_label_dice: it did not learn to reproduce its own labels). Masks only:
+    # no class label takes part in the choice.
+    isolation: str = "auto"
+    min_weak_label_dice: float = 0.5
+    # segment stops, naming the dataset, when no white cell is found in more of a dataset's images than this
+    max_empty_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -341,6 +366,7 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
         synth=SynthConfig(n_smears=108, smear_width=2592, smear_height=1944, n_crops=260),
+        data=DataConfig(pixel_size_um=REFERENCE_PIXEL_SIZE_UM),  # ALL-IDB's smears and crops: one camera
         segment=SegmentConfig(
             working_scale=0.5, patch_size=256, depth=4, base_filters=32, epochs=60, batch_size=16,
             patches_per_image=64, crop_size=257,
@@ -351,6 +377,22 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(epochs=160, warmup_epochs=5, frozen_fraction=0.0, batch_size=48, learning_rate=1e-3,
                           decay_steps=1000, early_stopping_patience=20, parallel_runs=6),
         split=SplitConfig(folds=10),
+    ),
+    # A few hundred real multi-cell images (224 px fields or larger) and a few hundred single-cell images from
+    # any lab, on a 2-core workstation in about an hour (README; BENCHMARKS.md has the measured run). The ROI
+    # threshold adapts to the stain, the pixel scale is estimated per dataset unless --pixel-size gives it, and
+    # nothing is expected of the scores: on real data the colour baseline beside them is the bar.
+    "workstation": Profile(
+        name="workstation",
+        synth=SynthConfig(n_smears=400, n_crops=300),  # the generated stand-in, when no --smears/--cells is given
+        preprocess=PreprocessConfig(threshold_method="adaptive"),
+        segment=SegmentConfig(patches_per_image=16, epochs=6),
+        # 80 px and 5 epochs: at 96 px and 6 epochs 100 smears + 76 cells took 26 min, so 400 + 300 would take ~1.5 h
+        model=ModelConfig(input_size=80),
+        # the classes of a real set are rarely balanced: augment each to the largest, not to a fixed count
+        augment=AugmentConfig(target_per_class=0),
+        train=TrainConfig(epochs=5, batch_size=32, early_stopping_patience=2, validation_fraction=0.2),
+        split=SplitConfig(folds=4),
     ),
 }
 
@@ -397,6 +439,29 @@ def negative_class_overrides(value: str) -> dict[str, str]:
     return overrides
 
 
+def pixel_size_overrides(value: str) -> dict[str, float]:
+    """`--pixel-size 0.09` (every input) or `--pixel-size smears=0.36,cells=0.09` as settings (um per pixel)."""
+    def number(text: str) -> float:
+        try:
+            size = float(text)
+        except ValueError:
+            size = -1.0
+        if not 0 < size <= 100:
+            raise ConfigError(f"--pixel-size {value!r}: {text.strip()!r} is not a pixel size in micrometres (a number "
+                              "above 0, e.g. 0.09 for ALL-IDB)")
+        return size
+
+    if "=" not in value:
+        return {"data.pixel_size_um": number(value)}
+    overrides: dict[str, float] = {}
+    for part in value.split(","):
+        role, _, size = part.partition("=")
+        if role.strip() not in ("smears", "cells"):
+            raise ConfigError(f"--pixel-size {value!r}: expected SIZE or smears=SIZE,cells=SIZE, got {part!r}")
+        overrides["data.pixel_size_um" if role.strip() == "smears" else "data.cells_pixel_size_um"] = number(size)
+    return overrides
+
+
 def check(profile: Profile) -> None:
     """Settings that fit their type but not their meaning, refused before anything runs."""
     from leukemia_mtl.models.backbones import BACKBONES  # names and input minimums only; no TensorFlow
@@ -415,6 +480,7 @@ def check(profile: Profile) -> None:
                           f"{'needs' if len(model.backbones) == 1 else 'need'} at least {smallest}")
     choices = (("train.stage3_images", train.stage3_images, STAGE3_IMAGES),
                ("preprocess.threshold_method", profile.preprocess.threshold_method, THRESHOLD_METHODS),
+               ("segment.isolation", profile.segment.isolation, ISOLATION_MASKS),
                ("evaluate.release_gate", evaluate.release_gate, GATE_ACTIONS),
                ("evaluate.release_metric", evaluate.release_metric, INNER_METRICS),
                ("evaluate.ttest_metric", evaluate.ttest_metric, CV_METRICS))
@@ -429,7 +495,11 @@ def check(profile: Profile) -> None:
               ("train.frozen_fraction", train.frozen_fraction, 0.0, 0.99),
               ("train.decay_rate", train.decay_rate, 0.01, 1.0),
               ("segment.holdout_fraction", profile.segment.holdout_fraction, 0.05, 0.5),
+              ("segment.min_weak_label_dice", profile.segment.min_weak_label_dice, 0.0, 1.0),
+              ("segment.max_empty_fraction", profile.segment.max_empty_fraction, 0.0, 1.0),
               ("preprocess.warn_empty_fraction", profile.preprocess.warn_empty_fraction, 0.0, 1.0),
+              ("data.pixel_size_um", profile.data.pixel_size_um, 0.0, 100.0),
+              ("data.cells_pixel_size_um", profile.data.cells_pixel_size_um, 0.0, 100.0),
               ("evaluate.confidence", evaluate.confidence, 0.5, 0.999),
               ("evaluate.degenerate_spread", evaluate.degenerate_spread, 0.0, 1.0))
     for key, value, low, high in ranges:
@@ -441,6 +511,7 @@ def check(profile: Profile) -> None:
                 ("segment.epochs", profile.segment.epochs, 1), ("segment.batch_size", profile.segment.batch_size, 1),
                 ("augment.target_per_class", profile.augment.target_per_class, 0),  # 0: balance to the largest class
                 ("storage.attempts", profile.storage.attempts, 1), ("data.min_side", profile.data.min_side, 1),
+                ("preprocess.scale_sample_images", profile.preprocess.scale_sample_images, 1),
                 ("train.inference_batch_size", train.inference_batch_size, 1),
                 ("train.batchnorm_calibration_images", train.batchnorm_calibration_images, 0),
                 ("evaluate.colour_bins", evaluate.colour_bins, 2))

@@ -33,3 +33,19 @@ def mask_agreement(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]
         "recall": inter / truth_px if truth_px else 1.0,
         "precision": inter / predicted_px if predicted_px else 1.0,
     }
+
+
+def pooled_agreement(pairs) -> dict[str, float]:
+    """`mask_agreement` over the pixels of many (predicted, truth) pairs at once: each image weighs by its pixels,
+    and an empty mask against an empty one adds nothing (per image it would score a perfect 1)."""
+    counts = np.zeros(4)  # intersection, union, predicted, truth
+    for predicted, truth in pairs:
+        p, t = predicted > 0, truth > 0
+        counts += (np.count_nonzero(p & t), np.count_nonzero(p | t), np.count_nonzero(p), np.count_nonzero(t))
+    inter, union, predicted_px, truth_px = (float(c) for c in counts)
+    return {
+        "dice": 2 * inter / (predicted_px + truth_px) if predicted_px + truth_px else 1.0,
+        "iou": inter / union if union else 1.0,
+        "recall": inter / truth_px if truth_px else 1.0,
+        "precision": inter / predicted_px if predicted_px else 1.0,
+    }

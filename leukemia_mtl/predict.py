@@ -19,7 +19,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from leukemia_mtl.config import DataConfig, SegmentConfig
+from leukemia_mtl.config import DataConfig, PreprocessConfig, SegmentConfig
 from leukemia_mtl.errors import LeukemiaMtlError
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,18 @@ class Prediction:
     all_probability: float
     cells: list[dict] = field(default_factory=list)
     overlay: str | None = None
+    pixel_scale: float | None = None  # image pixels per ALL-IDB1 pixel, and where it came from
+    pixel_scale_source: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 class Predictor:
-    def __init__(self, release_dir: Path | str) -> None:
+    """`pixel_size_um`: micrometres per pixel of the images to classify (--pixel-size); without it, the training
+    images' pixel size of that kind (the release assumes the same microscope), else an estimate from the image."""
+
+    def __init__(self, release_dir: Path | str, pixel_size_um: float | None = None) -> None:
         from leukemia_mtl.release import verify
         from leukemia_mtl.segment.infer import Segmenter
         from leukemia_mtl.train.stage import load_classifier
@@ -69,6 +74,10 @@ class Predictor:
         settings = self.manifest["settings"]
         self.segment_cfg = _config(SegmentConfig, settings["segment"])
         self.data_cfg = _config(DataConfig, settings["data"])
+        self.preprocess_cfg = _config(PreprocessConfig, settings.get("preprocess", {}))
+        if pixel_size_um is not None and not 0 < pixel_size_um <= 100:
+            raise PredictError(f"pixel size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)")
+        self.pixel_size_um = pixel_size_um
         self.input_size = int(settings["input_size"])
         self.stage3_images = settings["stage3_images"]
         self.segmenter = Segmenter.load(self.release_dir / "segmenter")
@@ -87,6 +96,27 @@ class Predictor:
         model, info = self.models[role]
         return class_probabilities(model_outputs(model, batch, len(batch)), info.head)
 
+    def pixel_scale(self, rgb: np.ndarray, kind: str) -> tuple[float, str]:
+        """(scale, where it came from) of an image of `kind`: see the class's docstring."""
+        from leukemia_mtl.preprocess import estimate_scale, scale_of, width_guess
+
+        if self.pixel_size_um:
+            return scale_of(self.pixel_size_um), f"given ({self.pixel_size_um:g} um per pixel)"
+        trained = self.segmenter.info.pixel_size_um.get(kind)
+        if trained:
+            return scale_of(trained), f"the training {kind} images' ({trained:g} um per pixel; --pixel-size if yours differ)"
+        estimate = estimate_scale([rgb], self.preprocess_cfg, kind == "cell")
+        if estimate is not None:
+            return estimate[0], "estimated from this image's nuclei (give --pixel-size for a measured one)"
+        return width_guess(rgb.shape[1], kind == "cell"), "assumed from the image width (no nucleus to estimate it from)"
+
+    def _segment(self, rgb: np.ndarray, kind: str):
+        from leukemia_mtl.preprocess import compute_roi
+
+        scale, source = self.pixel_scale(rgb, kind)
+        roi = compute_roi(rgb, self.preprocess_cfg, scale).roi_mask if self.segmenter.info.isolation == "roi" else None
+        return self.segmenter.segment(rgb, scale, self.segment_cfg, central_only=kind == "cell", roi_mask=roi), scale, source
+
     def kind_of(self, rgb: np.ndarray) -> str:
         height, width = rgb.shape[:2]
         square_ish = max(height, width) / min(height, width) <= CELL_IMAGE_MAX_ASPECT
@@ -94,7 +124,6 @@ class Predictor:
 
     def predict(self, path: Path | str, kind: str = "auto", overlay_path: Path | str | None = None) -> Prediction:
         from leukemia_mtl.data.images import read_image
-        from leukemia_mtl.preprocess import pixel_scale
 
         if kind not in KINDS:
             raise PredictError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -102,19 +131,19 @@ class Predictor:
         kind = self.kind_of(rgb) if kind == "auto" else kind
         negative = self.data_cfg.negative_class
         if kind == "cell":
-            result = self.segmenter.segment(rgb, pixel_scale(rgb.shape[1], single_cell=True), self.segment_cfg, central_only=True)
+            result, scale, source = self._segment(rgb, "cell")
             if not result.cells:
                 raise PredictError(f"{path}: no white cell found in this single-cell image")
             probability = self._probabilities("cells", self._batch([result.cells[0].image]))[0]
             classes = self.models["cells"][1].classes
             blast = float(probability[1])
             return Prediction(str(path), kind, classes[int(probability.argmax())], dict(zip(classes, map(float, probability))),
-                              "ALL" if blast >= 0.5 else negative, blast)
+                              "ALL" if blast >= 0.5 else negative, blast, pixel_scale=round(scale, 4), pixel_scale_source=source)
 
         if min(rgb.shape[:2]) < self.input_size:
             raise PredictError(f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
                                "input: too small for a smear (a single-cell image? try --kind cell)")
-        result = self.segmenter.segment(rgb, pixel_scale(rgb.shape[1], single_cell=False), self.segment_cfg)
+        result, scale, source = self._segment(rgb, "smear")
         if self.stage3_images == "cells":  # as the evaluation scored smears: the mean over their cells
             if not result.cells:
                 raise PredictError(f"{path}: no white cell found in this smear, so there is nothing to classify")
@@ -133,7 +162,8 @@ class Predictor:
             cells = [{"index": c.index, "bbox": list(c.bbox), "centre": list(c.centre), "blast_probability": float(s)}
                      for c, s in zip(result.cells, scores)]
         prediction = Prediction(str(path), "smear", fab_classes[int(fab.argmax())], dict(zip(fab_classes, map(float, fab))),
-                                "ALL" if all_probability >= 0.5 else negative, all_probability, cells)
+                                "ALL" if all_probability >= 0.5 else negative, all_probability, cells,
+                                pixel_scale=round(scale, 4), pixel_scale_source=source)
         if overlay_path is not None:
             prediction.overlay = str(write_overlay(rgb, result.refined_mask, cells, prediction, Path(overlay_path)))
         return prediction
@@ -194,12 +224,12 @@ def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
 
 
 def iter_predictions(model: str, inputs: list[str], kind: str = "auto", overlay_dir: Path | None = None,
-                     cache_dir: Path | None = None) -> Iterator[tuple[dict | None, str | None]]:
+                     cache_dir: Path | None = None, pixel_size_um: float | None = None) -> Iterator[tuple[dict | None, str | None]]:
     """(prediction, None) or (None, error) per image, one at a time: a folder of thousands streams
     through in constant memory, and one bad image does not stop the others."""
     from leukemia_mtl.release import fetch
 
-    predictor = Predictor(fetch(model, cache_dir))
+    predictor = Predictor(fetch(model, cache_dir), pixel_size_um)
     overlay_names: set[str] = set()
     for path, problem in image_paths(inputs):
         if problem is not None:
@@ -234,5 +264,7 @@ def format_prediction(p: dict) -> str:
         line += f"; {len(p['cells'])} cells, {blasts} scored as blasts"
     if p.get("overlay"):
         line += f"; overlay {p['overlay']}"
+    if p.get("pixel_scale") is not None:
+        line += f"; pixel scale {p['pixel_scale']:g} ({p['pixel_scale_source']})"
     return line
 

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from leukemia_mtl.config import REFERENCE_WIDTH, DataConfig, PreprocessConfig, Profile
+from leukemia_mtl.config import (REFERENCE_NUCLEUS_AREA, REFERENCE_PIXEL_SIZE_UM, REFERENCE_WIDTH, DataConfig,
+                                 PreprocessConfig, Profile)
 from leukemia_mtl.data.datasets import Dataset
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.errors import DatasetError, Problem
@@ -38,9 +39,70 @@ class RoiResult:
     boxes: list[tuple[int, int, int, int]]  # (x, y, w, h) per region
 
 
-def pixel_scale(width: int, single_cell: bool) -> float:
-    """Microscope scale relative to ALL-IDB1 at 2592 px: smears scale with width, crops are 1."""
+@dataclass(frozen=True)
+class PixelScale:
+    """How many of an image's pixels span one of ALL-IDB1's (the unit of every size in the settings)."""
+
+    scale: float
+    source: str  # "given", "estimated from N images", or what was assumed and why
+
+    @property
+    def pixel_size_um(self) -> float:
+        return round(REFERENCE_PIXEL_SIZE_UM / self.scale, 4)
+
+
+def scale_of(pixel_size_um: float) -> float:
+    return REFERENCE_PIXEL_SIZE_UM / pixel_size_um
+
+
+def given_pixel_size(data_cfg: DataConfig, single_cell: bool) -> float:
+    """The configured pixel size (um) of smears or single-cell images; 0 when it is to be estimated."""
+    return (data_cfg.cells_pixel_size_um or data_cfg.pixel_size_um) if single_cell else data_cfg.pixel_size_um
+
+
+def width_guess(width: int, single_cell: bool) -> float:
+    """The old assumption, kept only as a last resort: a smear is ALL-IDB1's field at its width, a crop ALL-IDB2's."""
     return 1.0 if single_cell else width / REFERENCE_WIDTH
+
+
+def nucleus_area(rgb: np.ndarray, cfg: PreprocessConfig, single_cell: bool) -> float | None:
+    """The typical white-cell nucleus area of one image (px): the median of its raw mask's large components
+    (those of at least 0.3 of the largest: specks and lobes fall out), the largest in a single-cell image."""
+    raw = cv2.morphologyEx(raw_mask(rgb, cfg), cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(raw, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    if not areas.size or areas.max() < 16:
+        return None
+    return float(areas.max()) if single_cell else float(np.median(areas[areas >= 0.3 * areas.max()]))
+
+
+def estimate_scale(images, cfg: PreprocessConfig, single_cell: bool) -> tuple[float, int] | None:
+    """(scale, images it was measured on) from the median nucleus area over `images`, or None without a nucleus.
+
+    Over a dataset, not per image: nucleus size is itself an FAB criterion (L1 small, L2 large), so a per-image
+    estimate would scale it away; one camera's images share one scale.
+    """
+    areas = [a for a in (nucleus_area(rgb, cfg, single_cell) for rgb in images) if a is not None]
+    if not areas:
+        return None
+    return round(float(np.sqrt(np.median(areas) / REFERENCE_NUCLEUS_AREA)), 4), len(areas)
+
+
+def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig) -> PixelScale:
+    """The pixel scale of a dataset: from its configured pixel size, else estimated on a sample of its images."""
+    given = given_pixel_size(data_cfg, dataset.single_cell)
+    if given:
+        return PixelScale(round(scale_of(given), 4), f"given ({given:g} um per pixel)")
+    records = dataset.records
+    picks = sorted({int(i) for i in np.linspace(0, len(records) - 1, min(len(records), cfg.scale_sample_images)).round()})
+    images = (read_image(records[i].path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb for i in picks)
+    estimate = estimate_scale(images, cfg, dataset.single_cell) if records else None
+    if estimate is None:
+        width = read_image(records[0].path, max_pixels=data_cfg.max_pixels).rgb.shape[1] if records else REFERENCE_WIDTH
+        return PixelScale(round(width_guess(width, dataset.single_cell), 4),
+                          "assumed from the image width (no nucleus found to estimate it from; give data.pixel_size_um)")
+    scale, measured = estimate
+    return PixelScale(scale, f"estimated from the nuclei of {measured} images")
 
 
 def offset_monochrome(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -79,14 +141,21 @@ def drop_unstained(mask: np.ndarray, rgb: np.ndarray, min_saturation: int) -> np
     return np.where(stained[labels], 255, 0).astype(np.uint8)
 
 
-def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> RoiResult:
-    """ROI of one RGB image (uint8 HxWx3); `scale` is its pixel scale (see `pixel_scale`)."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"compute_roi needs 8-bit RGB (HxWx3 uint8), got {rgb.dtype} {rgb.shape}")
-    mono = offset_monochrome(rgb, cfg)
+def raw_mask(rgb: np.ndarray, cfg: PreprocessConfig, mono: np.ndarray | None = None) -> np.ndarray:
+    """The threshold mask before clean-up: stained nuclei (and specks), 0/255."""
+    mono = offset_monochrome(rgb, cfg) if mono is None else mono
     _, raw = cv2.threshold(mono, roi_threshold(mono, cfg), 255, cv2.THRESH_BINARY_INV)
     if cfg.threshold_method == "adaptive":
         raw = drop_unstained(raw, rgb, cfg.min_stain_saturation)
+    return raw
+
+
+def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> RoiResult:
+    """ROI of one RGB image (uint8 HxWx3); `scale` is its pixel scale (see `PixelScale`)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"compute_roi needs 8-bit RGB (HxWx3 uint8), got {rgb.dtype} {rgb.shape}")
+    mono = offset_monochrome(rgb, cfg)
+    raw = raw_mask(rgb, cfg, mono)
 
     close_px = max(3, int(round(cfg.roi_margin * 0.5 * scale)) | 1)
     closed = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px)))
@@ -122,6 +191,7 @@ class PreprocessSummary:
     blast_recall: float | None
     regions: int
     without_region: dict[str, int] = field(default_factory=dict)  # per dataset: images where no cell was found
+    pixel_scales: dict[str, dict[str, object]] = field(default_factory=dict)  # per dataset: scale, um, source
     warnings: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
@@ -134,7 +204,7 @@ class PreprocessSummary:
 
 
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("dataset", "image_id", "source", "label", "positive", "group", "width", "height",
+MANIFEST_FIELDS = ("dataset", "image_id", "source", "label", "positive", "group", "width", "height", "pixel_scale",
                    "roi_fraction", "boxes", "roi_mask", "roi_image", "iou", "recall")
 
 
@@ -165,11 +235,15 @@ def preprocess_datasets(
     blast_hits: list[float] = []
     examples: list[tuple[str, np.ndarray, RoiResult]] = []
     shown_labels: set[str] = set()  # one overlay example per class: the figure shows each class
+    scales: dict[str, PixelScale] = {}
     for dataset in datasets:
+        scales[dataset.name] = scale = dataset_scale(dataset, cfg, data_cfg)
+        log.info("%s: pixel scale %.4f of ALL-IDB1's (%.4g um per pixel), %s", dataset.name, scale.scale,
+                 scale.pixel_size_um, scale.source)
         for record in tqdm(dataset.records, desc=f"preprocess {dataset.name}", unit="img", disable=not progress or None):
             rgb = read_image(record.path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb
             height, width = rgb.shape[:2]
-            result = compute_roi(rgb, cfg, pixel_scale(width, dataset.single_cell))
+            result = compute_roi(rgb, cfg, scale.scale)
             mask_rel = f"{dataset.name}/roi_masks/{record.image_id}.png"
             image_rel = f"{dataset.name}/roi_images/{record.image_id}.png"
             write_image(out / mask_rel, result.roi_mask)
@@ -177,7 +251,7 @@ def preprocess_datasets(
             row: dict[str, object] = {
                 "dataset": dataset.name, "image_id": record.image_id, "source": record.rel_path,
                 "label": record.label, "positive": int(record.positive), "group": f"{dataset.name}/{record.group}",
-                "width": width, "height": height,
+                "width": width, "height": height, "pixel_scale": scale.scale,
                 "roi_fraction": round(float(np.count_nonzero(result.roi_mask)) / result.roi_mask.size, 5),
                 "boxes": json.dumps(result.boxes), "roi_mask": mask_rel, "roi_image": image_rel, "iou": "", "recall": "",
             }
@@ -203,6 +277,10 @@ def preprocess_datasets(
         regions=sum(len(json.loads(str(r["boxes"]))) for r in rows),
     )
     for dataset in datasets:
+        scale = scales[dataset.name]
+        summary.pixel_scales[dataset.name] = {"scale": scale.scale, "pixel_size_um": scale.pixel_size_um, "source": scale.source}
+        if scale.source.startswith("assumed"):
+            summary.warnings.append(f"{dataset.name}: pixel scale {scale.source}")
         mine = [r for r in rows if r["dataset"] == dataset.name]
         empty = sum(not json.loads(str(r["boxes"])) for r in mine)
         summary.without_region[dataset.name] = empty
@@ -262,10 +340,14 @@ def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, prof
             + (f"{profile.preprocess.threshold}" if profile.preprocess.threshold_method == "fixed" else
                "a level found in each image (Otsu's among the pixels darker than the background; unstained regions dropped)")
             + " are the region of interest, cleaned (closing, components smaller than a nucleus dropped, "
-            f"grown by {profile.preprocess.roi_margin:g} px at 2592 px width, holes filled)."
+            f"grown by {profile.preprocess.roi_margin:g} px at ALL-IDB1's pixel scale, holes filled)."
         ),
         *(report.paragraph(f"WARNING: {warning}") for warning in summary.warnings),
         report.table(summary.metrics()),
+        report.paragraph("Pixel scale per dataset (image pixels per ALL-IDB1 pixel; every size in the settings is "
+                         "rescaled by it): " + "; ".join(
+                             f"{name}: {s['scale']} ({s['pixel_size_um']} um per pixel, {s['source']})"
+                             for name, s in summary.pixel_scales.items())),
     ]
     if figure.is_file():
         parts.append(report.png_img(figure.read_bytes(), "smears with their regions of interest"))

@@ -25,6 +25,7 @@ summary.json (schema "leukemia-mtl/summary/2"):
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -198,10 +199,14 @@ def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossv
                      "(population statistics of the final weights). Evaluation images took no part.")
     train_smears, heldout = segment_metrics.get("train_smears"), segment_metrics.get("heldout_smears")
     if train_smears:
+        measured = (f"Its Dice against ground truth on the {int(segment_metrics.get('truth_smears') or 0)} held-out smears "
+                    f"with masks: {_fmt(segment_metrics.get('unet_dice'))} (the ROI step's: {_fmt(segment_metrics.get('roi_dice'))})."
+                    if segment_metrics.get("unet_dice") is not None else
+                    f"No held-out smear has a ground-truth mask; against the ROI masks it learnt from, on the {int(heldout or 0)} "
+                    f"held-out smears: Dice {_fmt(segment_metrics.get('unet_vs_roi_dice'))}.")
         notes.append(f"The U-Net was trained once, before the split, on {int(train_smears)} smears' white-cell masks (no "
                      f"class labels); every smear is in one evaluation fold, so {int(train_smears)} of the evaluated smears "
-                     f"were segmented by a network that had seen their masks, though never their classes. Its Dice on the "
-                     f"{int(heldout or 0)} smears it never saw: {_fmt(segment_metrics.get('unet_dice'))}.")
+                     f"were segmented by a network that had seen their masks, though never their classes. {measured}")
     notes.append("Beside every arm: the training majority class, and a colour histogram "
                  f"({profile.evaluate.colour_bins}x{profile.evaluate.colour_bins}x{profile.evaluate.colour_bins} RGB) with "
                  "logistic regression, fitted on the same folds' training smears: what a model gets that has learnt "
@@ -340,8 +345,12 @@ def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metri
     limitations = limitations_of(evaluations, data_summary, crossval, profile)
     methods = methods_of(evaluations, segment_metrics, crossval, profile)
     summary = run_summary(crossval, ttest, release, evaluations, profile, limitations, methods)
-    sections = [_headline_section(summary, release, profile),
-                report.section("How these scores were made", report.bullets(methods)),
+    sections = [_headline_section(summary, release, profile)]
+    # the stage pages' warnings (no cell found in a dataset's images, a pixel scale that had to be assumed) lead
+    warnings = re.findall(r"<p>WARNING: .*?</p>", roi_html + segment_html, flags=re.S)
+    if warnings:
+        sections.append(report.section("Warnings from the ROI and segment steps", *warnings))
+    sections += [report.section("How these scores were made", report.bullets(methods)),
                 report.section("What this run could not do", report.bullets(limitations))]
 
     datasets = [[name, info["layout"], " ".join(f"{c}={n}" for c, n in info["class_counts"].items())]

@@ -84,3 +84,16 @@ def test_impossible_settings_are_refused_before_any_task(overrides, message, tmp
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and not (tmp_path / "run" / "pipeline_root").exists()
     assert time.perf_counter() - started < 5
+
+
+def test_pixel_sizes_from_the_command_line():
+    from leukemia_mtl.config import ConfigError, pixel_size_overrides
+
+    assert pixel_size_overrides("0.09") == {"data.pixel_size_um": 0.09}
+    assert pixel_size_overrides("smears=0.36, cells=0.09") == {"data.pixel_size_um": 0.36, "data.cells_pixel_size_um": 0.09}
+    for bad, message in (("0", "not a pixel size"), ("wide", "not a pixel size"), ("crops=0.1", "smears=SIZE,cells=SIZE")):
+        with pytest.raises(ConfigError, match=message):
+            pixel_size_overrides(bad)
+    assert get_profile("paper").data.pixel_size_um == 0.09  # ALL-IDB's, given
+    assert get_profile("demo").data.pixel_size_um == 0.0  # estimated from the images
+    assert get_profile("workstation").preprocess.threshold_method == "adaptive"

@@ -151,7 +151,9 @@ def test_weak_labels_from_the_roi_when_a_dataset_has_no_masks(stage_run, tmp_pat
     summary = run_segment_stage(tmp_path / "ingest", root / "roi", tmp_path / "model", tmp_path / "cells",
                                 tmp_path / "s.html", quick, progress=False)
     assert summary.mask_source == "preprocess ROI (weak labels)"
-    assert summary.unet_dice is None  # no ground truth: no Dice is claimed
+    assert summary.unet_dice is None and summary.truth_smears == 0  # no ground truth: no Dice against it is claimed
+    assert summary.unet_vs_roi_dice is not None and "no ground-truth masks" in summary.isolation_reason
+    assert "No held-out smear has a ground-truth mask" in (tmp_path / "s.html").read_text()
     assert json.loads((tmp_path / "model" / META_FILE).read_text())["mask_source"] == summary.mask_source
 
 
@@ -247,3 +249,71 @@ def test_crops_share_one_magnification_so_a_large_cell_stays_large():
     assert lit[1] < 1.2 * lit[0]  # sized to each cell, the size is lost
     half = extract_cells(rgb, mask, SegmentConfig(crop_size=48, crop_window=160), scale=0.5)  # the same field at half scale
     assert [c.image.shape for c in half] == [(48, 48, 3)] * 2
+
+
+# --- real smears: empty weak labels, the U-Net against its ROI, nothing silently black ----------
+
+def _quick(**settings):
+    return get_profile("demo", {**SEGMENT_STAGE, "segment.epochs": 1, "segment.patches_per_image": 8,
+                                "segment.base_filters": 4, **settings})
+
+
+def test_mostly_empty_weak_labels_stop_segment_before_training_naming_the_dataset(stage_run, tmp_path):
+    from leukemia_mtl.io_utils import atomic_write_csv
+    from leukemia_mtl.preprocess import MANIFEST, MANIFEST_FIELDS, read_manifest
+
+    root, _, _ = stage_run
+    shutil.copytree(root / "ingest", tmp_path / "ingest")
+    for masks in (tmp_path / "ingest" / "data").rglob("masks"):
+        shutil.rmtree(masks)
+    shutil.copytree(root / "roi", tmp_path / "roi")
+    rows = read_manifest(tmp_path / "roi")
+    smears = [r for r in rows if r["dataset"] == "smears"]
+    for row in smears[: len(smears) * 3 // 4]:  # the ROI step found nothing in three quarters of the smears
+        row["boxes"] = "[]"
+    atomic_write_csv(tmp_path / "roi" / MANIFEST, MANIFEST_FIELDS, rows)
+    with pytest.raises(SegmentError, match=r": the ROI step found no white cell in 9 of 12 smears.*adaptive"):
+        run_segment_stage(tmp_path / "ingest", tmp_path / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html",
+                          _quick(), progress=False)
+    assert not (tmp_path / "m").exists()  # stopped before any training
+
+
+def test_a_dataset_where_isolation_finds_no_cell_stops_segment(stage_run, tmp_path):
+    root, _, _ = stage_run
+    shutil.copytree(root / "roi", tmp_path / "roi")
+    for mask in (tmp_path / "roi" / "cells").rglob("roi_masks/*.png"):  # the ROI found nothing in the single cells
+        cv2.imwrite(str(mask), np.zeros_like(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)))
+    with pytest.raises(SegmentError, match=r": no white cell found in 4 of 4 images \(roi mask\)"):
+        run_segment_stage(root / "ingest", tmp_path / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html",
+                          _quick(**{"segment.isolation": "roi"}), progress=False)
+    page = (tmp_path / "s.html").read_text()  # the report was written first, and says it
+    assert "WARNING: no white cell found in 4 images (cells: 4)" in page
+
+
+def test_isolation_from_the_roi_is_recorded_and_reloads(stage_run, tmp_path):
+    root, _, _ = stage_run
+    summary = run_segment_stage(root / "ingest", root / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html",
+                                _quick(**{"segment.isolation": "roi"}), progress=False)
+    assert summary.isolation == "roi" and summary.isolation_reason == "set by segment.isolation=roi"
+    assert summary.crops > 8 and Segmenter.load(tmp_path / "m").info.isolation == "roi"
+    assert Segmenter.load(tmp_path / "m").info.pixel_size_um == summary.pixel_size_um
+    assert set(summary.pixel_size_um) == {"smear", "cell"}
+    rgb, _, _ = render_smear(_rng(99, 1, 0), "L1", 640, 480)
+    with pytest.raises(SegmentError, match="give the image's ROI mask"):
+        Segmenter.load(tmp_path / "m").segment(rgb, 640 / 2592, _quick().segment)
+
+
+@pytest.mark.parametrize("measured, expected", [
+    ({"unet_dice": 0.9, "roi_dice": 0.6, "truth_smears": 4}, "unet"),
+    ({"unet_dice": 0.5, "roi_dice": 0.7, "truth_smears": 4}, "roi"),  # worse than the ROI it learnt from
+    ({"unet_vs_roi_dice": 0.8}, "unet"),  # no ground truth: it reproduces its labels
+    ({"unet_vs_roi_dice": 0.17}, "roi"),  # no ground truth: it did not learn its own labels
+    ({}, "unet"),
+])
+def test_the_isolating_mask_is_chosen_on_held_out_masks(measured, expected):
+    from leukemia_mtl.segment.stage import SegmentSummary, choose_isolation
+
+    summary = SegmentSummary("x", 8, 4, 1.0, 1, **measured)
+    choice, reason = choose_isolation(summary, _quick().segment)
+    assert choice == expected, reason
+    assert choose_isolation(summary, _quick(**{"segment.isolation": "unet"}).segment) == ("unet", "set by segment.isolation=unet")

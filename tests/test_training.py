@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 import zipfile
 
+import cv2
 import numpy as np
 import pytest
 
@@ -254,3 +256,22 @@ def test_a_fit_without_an_inner_split_runs_every_epoch_and_has_no_best_epoch():
     result = fit_stage(model, x, y, x[:0], y[:0], cfg, "softmax", seed=1, verbose=0, random_backbone=True)
     assert len(result.history["loss"]) == 2 and "val_loss" not in result.history and result.best_epoch is None
     assert result.calibrated["before"] == len(x)
+
+
+def test_isolated_smears_without_a_cell_never_become_black_training_or_evaluation_images(stage_run, tmp_path):
+    """A smear where segment isolated nothing is no image of stage 3 (its all-black picture would carry the class):
+    it is an evaluation unit without items, scored as an error, as predict refuses it."""
+    root, _, _ = stage_run
+    shutil.copytree(root / "cells", tmp_path / "cells")
+    blackened = sorted((tmp_path / "cells" / "isolated" / "smears").glob("*.png"))[:3]
+    for path in blackened:
+        cv2.imwrite(str(path), np.zeros_like(cv2.imread(str(path))))
+    profile = get_profile("demo", {**_overrides(None), "train.stage3_images": "isolated"})
+    split = make_folds(load_datasets(root / "ingest" / "data", profile.data, check=False), profile)
+    summary = prepare_training_data(root / "ingest", tmp_path / "cells", split, 0, tmp_path / "out", profile)
+    arrays = StageArrays.load(tmp_path / "out" / "stage3.npz")
+    for x in (arrays.x_train, arrays.x_val, arrays.x_eval):
+        assert all(image.any() for image in x)  # no all-black image anywhere
+    missing = {f"smears/{p.stem}" for p in blackened}
+    assert not missing & (set(arrays.sources_train.tolist()) | set(arrays.sources_eval.tolist()))
+    assert set(summary["stages"]["stage3"]["eval_units_without_items"]) == missing & set(arrays.units_eval.tolist())

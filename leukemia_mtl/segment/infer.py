@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -36,6 +36,10 @@ class SegmenterInfo:
     base_filters: int
     mask_source: str
     bundle_version: int = BUNDLE_VERSION
+    # which mask isolates cells ("unet" or "roi": segment.isolation, as the stage chose it) and the pixel size (um)
+    # of the images it was trained on, per kind ("smear", "cell"): predict's default for images of that kind
+    isolation: str = "unet"
+    pixel_size_um: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,10 +109,21 @@ class Segmenter:
         *,
         central_only: bool = False,
         blast_centres: tuple[tuple[int, int], ...] | None = None,
+        roi_mask: np.ndarray | None = None,
     ) -> Segmentation:
-        """Mask, blue-channel isolation and one crop per white cell, for any new smear or crop."""
-        probability = self.predict_probability(rgb, scale, cfg)
-        mask = clean_mask(np.where(probability >= cfg.mask_threshold, 255, 0).astype(np.uint8), scale, cfg)
+        """Mask, blue-channel isolation and one crop per white cell, for any new smear or crop.
+
+        A segmenter whose stage chose the ROI (`info.isolation == "roi"`) isolates from `roi_mask`, the ROI step's
+        region of this image, which the caller gives."""
+        if self.info.isolation == "roi":
+            if roi_mask is None:
+                raise SegmentError("this segmenter isolates cells from the ROI step's mask (its stage found the U-Net "
+                                   "worse); give the image's ROI mask")
+            probability = (roi_mask > 0).astype(np.float32)
+            mask = clean_mask(roi_mask, scale, cfg)
+        else:
+            probability = self.predict_probability(rgb, scale, cfg)
+            mask = clean_mask(np.where(probability >= cfg.mask_threshold, 255, 0).astype(np.uint8), scale, cfg)
         blue, refined = blue_channel_isolation(rgb, mask, scale, cfg)
         cells = extract_cells(rgb, refined, cfg, central_only=central_only, blast_centres=blast_centres, scale=scale)
         return Segmentation(probability, mask, blue, refined, isolate(rgb, refined), cells)

@@ -24,7 +24,7 @@ from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.errors import SegmentError
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
 from leukemia_mtl.masks import mask_agreement
-from leukemia_mtl.preprocess import pixel_scale, read_manifest
+from leukemia_mtl.preprocess import read_manifest
 from leukemia_mtl.segment.isolate import clean_mask
 
 log = logging.getLogger(__name__)
@@ -36,26 +36,37 @@ CROP_FIELDS = ("crop", "dataset", "source_image", "source", "group", "label", "p
 
 @dataclass
 class SegmentSummary:
+    """What segment measured. Every Dice and IoU is pooled over the held-out smears' pixels (masks.pooled_agreement),
+    so an empty mask against an empty mask counts for nothing instead of for a perfect score."""
+
     mask_source: str
     train_smears: int
     heldout_smears: int
     train_seconds: float
     epochs: int
-    unet_dice: float | None = None
+    truth_smears: int = 0  # held-out smears with ground-truth masks: what the *_dice / *_iou against truth cover
+    unet_dice: float | None = None  # against ground truth
     unet_iou: float | None = None
     roi_dice: float | None = None
     roi_iou: float | None = None
-    cell_recall: float | None = None
+    unet_vs_roi_dice: float | None = None  # the U-Net against the ROI masks it learnt from, where there is no truth
+    unet_vs_roi_iou: float | None = None
+    cell_recall: float | None = None  # of the isolating mask, against ground truth
     blast_recall: float | None = None
+    isolation: str = "unet"  # the mask that isolated the cells, and why
+    isolation_reason: str = ""
     crops: int = 0
     images_without_cells: list[str] = field(default_factory=list)
+    without_cells: dict[str, int] = field(default_factory=dict)  # per dataset
+    pixel_size_um: dict[str, float] = field(default_factory=dict)  # per kind (smear, cell), as predict reads it
     history: dict[str, list[float]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        out = {"train_smears": self.train_smears, "heldout_smears": self.heldout_smears,
+        out = {"train_smears": self.train_smears, "heldout_smears": self.heldout_smears, "truth_smears": self.truth_smears,
                "train_seconds": round(self.train_seconds, 1), "epochs": self.epochs, "crops": self.crops,
                "images_without_cells": len(self.images_without_cells)}
-        for name in ("unet_dice", "unet_iou", "roi_dice", "roi_iou", "cell_recall", "blast_recall"):
+        for name in ("unet_dice", "unet_iou", "roi_dice", "roi_iou", "unet_vs_roi_dice", "unet_vs_roi_iou", "cell_recall",
+                     "blast_recall"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = round(float(value), 4)
@@ -109,10 +120,14 @@ def run_segment_stage(
 
     cfg = profile.segment
     datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)
-    roi_masks = {(row["dataset"], row["image_id"]): Path(roi_dir) / row["roi_mask"] for row in read_manifest(roi_dir)}
+    manifest = read_manifest(roi_dir)
+    roi_masks = {(row["dataset"], row["image_id"]): Path(roi_dir) / row["roi_mask"] for row in manifest}
+    # the ROI step's pixel scale of each image (given, or estimated over its dataset): every size here uses it
+    scales = {(row["dataset"], row["image_id"]): float(row["pixel_scale"]) for row in manifest}
     smears = [(d, r) for d in datasets if not d.single_cell for r in d.records]
     if len(smears) < 2:
         raise SegmentError(f"segmentation needs at least 2 smears to train and hold out; found {len(smears)}")
+    _check_weak_labels(smears, manifest, cfg, Path(ingested))
 
     groups = [f"{d.name}/{r.group}" for d, r in smears]
     labels = [r.label for _, r in smears]
@@ -122,7 +137,7 @@ def run_segment_stage(
     def pair(i: int) -> tuple[np.ndarray, np.ndarray, str]:
         dataset, record = smears[i]
         rgb = read_image(record.path, max_pixels=profile.data.max_pixels).rgb
-        scale = pixel_scale(rgb.shape[1], dataset.single_cell)
+        scale = scales[(dataset.name, record.image_id)]
         mask, source = _training_mask(dataset, record, roi_masks, (rgb.shape[1], rgb.shape[0]), scale, profile)
         small, small_mask = to_working_scale(rgb, mask, scale, cfg)
         return small, small_mask, source
@@ -138,33 +153,148 @@ def run_segment_stage(
     mask_source = sources.pop() if len(sources) == 1 else "mixed ground truth and ROI"
 
     result = train_unet(train_pairs, val_pairs, cfg, profile.seed)
-    segmenter = Segmenter(result.model, SegmenterInfo(cfg.patch_size, cfg.working_scale, cfg.depth, cfg.base_filters, mask_source))
-    segmenter.save(model_dir)
-
+    info = SegmenterInfo(cfg.patch_size, cfg.working_scale, cfg.depth, cfg.base_filters, mask_source,
+                         pixel_size_um=_pixel_sizes(datasets, scales))
     summary = SegmentSummary(mask_source=mask_source, train_smears=len(train_index), heldout_smears=len(holdout_index),
-                             train_seconds=result.seconds, epochs=len(result.history.get("loss", [])), history=result.history)
-    heldout = {(smears[i][0].name, smears[i][1].image_id) for i in holdout_index}
-    _isolate_all(datasets, segmenter, heldout, roi_masks, Path(out_dir), summary, profile, progress, Path(ingested))
+                             train_seconds=result.seconds, epochs=len(result.history.get("loss", [])), history=result.history,
+                             pixel_size_um=info.pixel_size_um)
+    examples, found = _measure_heldout([smears[i] for i in holdout_index], Segmenter(result.model, info), roi_masks,
+                                       scales, summary, profile)
+    summary.isolation, summary.isolation_reason = choose_isolation(summary, cfg)
+    cells, cell_total, blasts, blast_total = found[summary.isolation]
+    summary.cell_recall = cells / cell_total if cell_total else None
+    summary.blast_recall = blasts / blast_total if blast_total else None
+    log.info("isolating cells with the %s mask: %s", summary.isolation, summary.isolation_reason)
+    segmenter = Segmenter(result.model, dataclasses.replace(info, isolation=summary.isolation))
+    segmenter.save(model_dir)
+    if examples:
+        atomic_write_bytes(Path(out_dir) / "segmentation.png",
+                           _figure([e[:3] + (e[3][summary.isolation],) for e in examples], summary.isolation))
+    _isolate_all(datasets, segmenter, roi_masks, scales, Path(out_dir), summary, profile, progress, Path(ingested))
     atomic_write_json(Path(out_dir) / "summary.json", {"config": asdict(cfg), **asdict(summary)})
     _write_report(Path(out_dir), figure_html, summary, profile)
+    _stop_if_mostly_empty(datasets, summary, cfg, Path(ingested))
     return summary
 
 
-def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: SegmentSummary, profile: Profile, progress: bool,
-                 ingested: Path) -> None:
+def _pixel_sizes(datasets: list[Dataset], scales: dict[tuple[str, str], float]) -> dict[str, float]:
+    """The training images' pixel size (um) per kind, where every dataset of that kind has one."""
+    from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM
+
+    sizes: dict[str, set[float]] = {}
+    for dataset in datasets:
+        kind = "cell" if dataset.single_cell else "smear"
+        sizes.setdefault(kind, set()).update(round(REFERENCE_PIXEL_SIZE_UM / scales[(dataset.name, r.image_id)], 4)
+                                             for r in dataset.records)
+    return {kind: values.pop() for kind, values in sizes.items() if len(values) == 1}
+
+
+def _check_weak_labels(smears: list[tuple[Dataset, ImageRecord]], manifest: list[dict[str, str]], cfg, ingested: Path) -> None:
+    """Before training: a dataset whose weak labels are mostly empty would teach the U-Net that there are no cells."""
+    from leukemia_mtl.data.ingest import origin_of
+
+    empty = {(row["dataset"], row["image_id"]) for row in manifest if row["boxes"] in ("", "[]")}
+    by_dataset: dict[str, list[ImageRecord]] = {}
+    for dataset, record in smears:
+        if record.mask_path is None:
+            by_dataset.setdefault(dataset.name, []).append(record)
+    for name, records in by_dataset.items():
+        count = sum((name, r.image_id) in empty for r in records)
+        if count > cfg.max_empty_fraction * len(records):
+            raise SegmentError(
+                f"{origin_of(Path(ingested) / 'data' / name)}: the ROI step found no white cell in {count} of {len(records)} "
+                "smears, and with no ground-truth masks those are the U-Net's labels: it would learn that there are no "
+                "cells. Try preprocess.threshold_method=adaptive, or give the pixel size (data.pixel_size_um)")
+
+
+def _measure_heldout(heldout, unet, roi_masks, scales, summary: SegmentSummary, profile: Profile) -> tuple[list, dict]:
+    """Dice and IoU of the U-Net and the ROI on the held-out smears (into `summary`); figure examples with both
+    segmentations, and per mask the cells and blasts it found against ground truth."""
+    from leukemia_mtl.masks import pooled_agreement
+    from leukemia_mtl.segment.infer import Segmenter
+
+    cfg = profile.segment
+    by_roi = Segmenter(unet.model, dataclasses.replace(unet.info, isolation="roi"))
+    pairs: dict[str, list] = {"unet": [], "roi": [], "unet_vs_roi": []}
+    found = {"unet": [0, 0, 0, 0], "roi": [0, 0, 0, 0]}  # cells found, cells, blasts found, blasts
+    examples = []
+    for dataset, record in heldout:
+        rgb = read_image(record.path, max_pixels=profile.data.max_pixels).rgb
+        size = (rgb.shape[1], rgb.shape[0])
+        scale = scales[(dataset.name, record.image_id)]
+        roi = read_mask(roi_masks[(dataset.name, record.image_id)], size, max_pixels=profile.data.max_pixels)
+        results = {"unet": unet.segment(rgb, scale, cfg), "roi": by_roi.segment(rgb, scale, cfg, roi_mask=roi)}
+        pairs["unet_vs_roi"].append((results["unet"].mask, results["roi"].mask))
+        if record.mask_path is None:
+            continue
+        truth = read_mask(record.mask_path, size, max_pixels=profile.data.max_pixels)
+        count, _, _, centroids = cv2.connectedComponentsWithStats(truth)
+        for name, result in results.items():
+            pairs[name].append((result.mask, truth))
+            counts = found[name]
+            counts[0] += sum(result.mask[int(cy), int(cx)] > 0 for cx, cy in centroids[1:])
+            counts[1] += count - 1
+            counts[2] += sum(result.mask[y, x] > 0 for x, y in record.blast_centres or ())
+            counts[3] += len(record.blast_centres or ())
+        if len(examples) < cfg.figure_examples:
+            examples.append((f"{dataset.name}/{record.rel_path} ({record.label})", rgb, truth, results))
+    summary.truth_smears = len(pairs["unet"])
+    for name in ("unet", "roi", "unet_vs_roi"):
+        if pairs[name]:
+            agreement = pooled_agreement(pairs[name])
+            setattr(summary, f"{name}_dice", agreement["dice"])
+            setattr(summary, f"{name}_iou", agreement["iou"])
+    return examples, found
+
+
+def choose_isolation(summary: SegmentSummary, cfg) -> tuple[str, str]:
+    """Which mask isolates the cells (segment.isolation), and why: measured on held-out smears' masks only."""
+    if cfg.isolation != "auto":
+        choice, reason = cfg.isolation, f"set by segment.isolation={cfg.isolation}"
+    elif summary.unet_dice is not None and summary.roi_dice is not None:
+        choice = "roi" if summary.roi_dice > summary.unet_dice else "unet"
+        reason = (f"held-out Dice against ground truth on {summary.truth_smears} smears: U-Net {summary.unet_dice:.3f}, "
+                  f"ROI {summary.roi_dice:.3f}" + ("; the U-Net is worse than the ROI it learnt from" if choice == "roi" else ""))
+    elif summary.unet_vs_roi_dice is not None:
+        choice = "roi" if summary.unet_vs_roi_dice < cfg.min_weak_label_dice else "unet"
+        reason = (f"no ground-truth masks; on {summary.heldout_smears} held-out smears the U-Net reproduces the ROI masks "
+                  f"it learnt from with Dice {summary.unet_vs_roi_dice:.3f} "
+                  + (f"(below segment.min_weak_label_dice={cfg.min_weak_label_dice:g}: it learnt less than its labels hold)"
+                     if choice == "roi" else "(whether it is better than them cannot be measured without ground truth)"))
+    else:
+        choice, reason = "unet", "nothing to compare it with on held-out smears"
+    return choice, reason
+
+
+def _stop_if_mostly_empty(datasets: list[Dataset], summary: SegmentSummary, cfg, ingested: Path) -> None:
+    from leukemia_mtl.data.ingest import origin_of
+
+    for dataset in datasets:
+        empty = summary.without_cells.get(dataset.name, 0)
+        if dataset.records and empty > cfg.max_empty_fraction * len(dataset.records):
+            raise SegmentError(
+                f"{origin_of(Path(ingested) / 'data' / dataset.name)}: no white cell found in {empty} of "
+                f"{len(dataset.records)} images ({summary.isolation} mask), so the later stages would have nothing to "
+                "learn from. Check the ROI page (preprocess.threshold_method=adaptive for another lab's stain) and the "
+                "pixel scale (data.pixel_size_um, or --pixel-size)")
+
+
+def _isolate_all(datasets, segmenter, roi_masks, scales, out: Path, summary: SegmentSummary, profile: Profile,
+                 progress: bool, ingested: Path) -> None:
     from leukemia_mtl.data.ingest import user_path
 
     cfg = profile.segment
     rows: list[dict[str, object]] = []
-    scores = {"unet_dice": [], "unet_iou": [], "roi_dice": [], "roi_iou": []}
-    cells_found, cells_total, blasts_found, blasts_total = 0, 0, 0, 0
-    examples = []
     for dataset in datasets:
         central = dataset.single_cell
+        summary.without_cells[dataset.name] = 0
         for record in tqdm(dataset.records, desc=f"segment {dataset.name}", unit="img", disable=not progress or None):
             rgb = read_image(record.path, max_pixels=profile.data.max_pixels).rgb
-            scale = pixel_scale(rgb.shape[1], dataset.single_cell)
-            result = segmenter.segment(rgb, scale, cfg, central_only=central, blast_centres=record.blast_centres)
+            key = (dataset.name, record.image_id)
+            roi = (read_mask(roi_masks[key], (rgb.shape[1], rgb.shape[0]), max_pixels=profile.data.max_pixels)
+                   if segmenter.info.isolation == "roi" else None)
+            result = segmenter.segment(rgb, scales[key], cfg, central_only=central, blast_centres=record.blast_centres,
+                                       roi_mask=roi)
             if central:  # a single-cell image: its own label says whether the cell is a blast
                 result.cells = [dataclasses.replace(c, blast=record.positive) for c in result.cells]
             stem = f"{dataset.name}/{record.image_id}"
@@ -172,6 +302,7 @@ def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: Se
             write_image(out / "isolated" / f"{stem}.png", result.isolated)
             if not result.cells:
                 summary.images_without_cells.append(f"{dataset.name}/{record.rel_path}")
+                summary.without_cells[dataset.name] += 1
                 log.warning("%s: no white cell found; the image contributes no crop", user_path(ingested, dataset.name, record.rel_path))
             for cell in result.cells:
                 crop_rel = f"crops/{stem}_c{cell.index:03d}.png"
@@ -183,40 +314,16 @@ def _isolate_all(datasets, segmenter, heldout, roi_masks, out: Path, summary: Se
                     "blast": "" if cell.blast is None else int(cell.blast), "x": x, "y": y, "w": w, "h": h,
                     "centre_x": cell.centre[0], "centre_y": cell.centre[1], "area": cell.area,
                 })
-            if (dataset.name, record.image_id) in heldout and record.mask_path is not None:
-                truth = read_mask(record.mask_path, (rgb.shape[1], rgb.shape[0]), max_pixels=profile.data.max_pixels)
-                roi = read_mask(roi_masks[(dataset.name, record.image_id)], (rgb.shape[1], rgb.shape[0]), max_pixels=profile.data.max_pixels)
-                for name, mask in (("unet", result.mask), ("roi", roi)):
-                    agreement = mask_agreement(mask, truth)
-                    scores[f"{name}_dice"].append(agreement["dice"])
-                    scores[f"{name}_iou"].append(agreement["iou"])
-                count, labels, _, centroids = cv2.connectedComponentsWithStats(truth)
-                cells_total += count - 1
-                cells_found += sum(result.mask[int(cy), int(cx)] > 0 for cx, cy in centroids[1:])
-                if record.blast_centres:
-                    blasts_total += len(record.blast_centres)
-                    blasts_found += sum(result.mask[y, x] > 0 for x, y in record.blast_centres)
-                if len(examples) < cfg.figure_examples:
-                    examples.append((f"{dataset.name}/{record.rel_path} ({record.label})", rgb, truth, result))
     atomic_write_csv(out / CROPS_MANIFEST, CROP_FIELDS, rows)
     summary.crops = len(rows)
-    for name, values in scores.items():
-        if values:
-            setattr(summary, name, float(np.mean(values)))
-    if cells_total:
-        summary.cell_recall = cells_found / cells_total
-    if blasts_total:
-        summary.blast_recall = blasts_found / blasts_total
-    if examples:
-        atomic_write_bytes(out / "segmentation.png", _figure(examples))
 
 
 def read_crops_manifest(root: Path | str) -> list[dict[str, str]]:
     return read_csv(Path(root) / CROPS_MANIFEST)
 
 
-def _figure(examples) -> bytes:
-    """Per held-out smear: contours (U-Net green, truth blue), blue channel, isolation, crops."""
+def _figure(examples, isolation: str) -> bytes:
+    """Per held-out smear: contours (the isolating mask green, truth blue), blue channel, isolation, crops."""
     from leukemia_mtl.report import figure_png, new_figure
 
     fig, axes = new_figure(len(examples), 4, (14, 2.9 * len(examples)))
@@ -229,7 +336,8 @@ def _figure(examples) -> bytes:
         crops = [c.image for c in result.cells[:6]]
         montage = np.hstack(crops) if crops else np.zeros((32, 32, 3), np.uint8)
         panels = (outlined, result.blue, result.isolated, montage)
-        names = ("U-Net (green) vs truth (blue)", "blue channel (Fig. 6b)", "isolation (Fig. 6c)", "cell crops")
+        names = (f"{'U-Net' if isolation == 'unet' else 'ROI'} (green) vs truth (blue)", "blue channel (Fig. 6b)",
+                 "isolation (Fig. 6c)", "cell crops")
         for ax, image, name in zip(row, panels, names):
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
             ax.set_title(name, fontsize=9)
@@ -246,7 +354,8 @@ def _curves(history: dict[str, list[float]]) -> bytes:
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + metric)
             if values:
-                ax.plot(range(1, len(values) + 1), values, style, label=("validation " if prefix else "training ") + metric)
+                name = "soft Dice of the patches (the loss's, not the masks')" if metric == "dice_coefficient" else metric
+                ax.plot(range(1, len(values) + 1), values, style, label=("validation " if prefix else "training ") + name)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
     return figure_png(fig, dpi=80)
@@ -260,12 +369,29 @@ def _write_report(out: Path, figure_html: Path, summary: SegmentSummary, profile
         report.paragraph(
             f"Residual U-Net (depth {cfg.depth}, {cfg.base_filters} base filters, {cfg.patch_size} px patches at "
             f"{cfg.working_scale:.3f} of ALL-IDB1 scale), trained {summary.epochs} epochs on {summary.train_smears} smears "
-            f"with masks from {summary.mask_source}; measured on {summary.heldout_smears} held-out smears."
+            f"with masks from {summary.mask_source}; {summary.heldout_smears} smears held out."
         ),
+        report.paragraph(
+            (f"Against ground-truth masks on {summary.truth_smears} held-out smears (Dice and IoU pooled over their "
+             f"pixels): U-Net Dice {summary.unet_dice:.3f}, IoU {summary.unet_iou:.3f}; the ROI step's Dice "
+             f"{summary.roi_dice:.3f}, IoU {summary.roi_iou:.3f}." if summary.unet_dice is not None else
+             "No held-out smear has a ground-truth mask, so no Dice against the truth is claimed.")
+            + (f" The U-Net against the ROI masks on the held-out smears: Dice {summary.unet_vs_roi_dice:.3f}."
+               if summary.unet_vs_roi_dice is not None else "")
+        ),
+        report.paragraph(f"Cells were isolated with the {'U-Net' if summary.isolation == 'unet' else 'ROI step'}'s mask: "
+                         f"{summary.isolation_reason}. Only masks took part in this choice, no class label."),
         report.table(summary.metrics()),
+        report.paragraph("Pixel size of the images it was trained on: " + (", ".join(
+            f"{kind} {size:g} um" for kind, size in summary.pixel_size_um.items()) or "not one per kind")
+            + " (predict's default for new images of that kind)."),
     ]
     if summary.images_without_cells:
-        parts.append(report.paragraph("No white cell found in: " + ", ".join(summary.images_without_cells)))
+        parts.append(report.paragraph(
+            f"WARNING: no white cell found in {len(summary.images_without_cells)} images ("
+            + ", ".join(f"{name}: {count}" for name, count in summary.without_cells.items() if count)
+            + "); they give stage 3 no image (never an all-black one) and are scored as errors: "
+            + ", ".join(summary.images_without_cells)))
     parts.append(report.png_img(_curves(summary.history), "U-Net training curves"))
     figure = out / "segmentation.png"
     if figure.is_file():

@@ -334,6 +334,8 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
             for record in dataset.records:
                 if mode == "isolated":
                     image = cv2.cvtColor(cv2.imread(str(Path(cells_dir) / "isolated" / dataset.name / f"{record.image_id}.png")), cv2.COLOR_BGR2RGB)
+                    if not image.any():  # no white cell isolated: an all-black image would carry the class, not
+                        continue  # the cells; the smear has no item (scored as an error, as predict refuses it)
                 else:
                     image = read_image(record.path, max_pixels=max_pixels).rgb
                 smear_items.append(Item(square(image, size), record.label, source_id=f"{dataset.name}/{record.image_id}",
