@@ -461,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--run-local", action="store_true", help="run the DAG here with kfp.local")
     mode.add_argument("--submit", action="store_true", help="compile and start a run on a Kubeflow Pipelines server")
     parser.add_argument("--output", type=Path, default=DEFAULT_COMPILED, help=f"YAML path for --compile (default {DEFAULT_COMPILED})")
-    parser.add_argument("--profile", help="settings profile: demo, paper (default: paper for --compile, demo for --run-local)")
+    parser.add_argument("--profile", help="settings profile: demo, workstation, paper (default: paper for --compile, demo for "
+                                          "--run-local)")
     parser.add_argument("--smears", help="smear images (multi-cell; ALL-IDB1 or one folder per class): 'synthetic' "
                                          "(generated, the default), a folder, or s3://bucket/prefix")
     parser.add_argument("--cells", help="single-cell images (ALL-IDB2 or one folder per class): 'synthetic' (default), "
@@ -470,8 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--negative-class", help="the class that means 'no leukemia' (default: normal); "
                                                  "NAME for every input, or smears=NAME,cells=NAME when they differ")
     parser.add_argument("--pixel-size", metavar="UM", help="micrometres per pixel of the images (ALL-IDB: 0.09): UM for "
-                                                           "every input, or smears=UM,cells=UM; default: estimated per "
-                                                           "dataset from its nuclei (the ROI page says so)")
+                                                           "every input, or smears=UM,cells=UM (smears=UM alone covers "
+                                                           "the cells too); default: the profile's (paper: ALL-IDB's; "
+                                                           "demo, workstation: estimated per dataset from its nuclei, "
+                                                           "as --set data.pixel_size_um=0 does)")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/local"), help="where --run-local writes (default runs/local)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile setting, e.g. --set split.folds=3")

@@ -24,6 +24,13 @@ def _stain(rgb, shift: int):
     return cv2.add(rgb, (shift,) * 3 + (0,)) if shift >= 0 else cv2.subtract(rgb, (-shift,) * 3 + (0,))
 
 
+def _row(method: str, shift: int, images: str, truth: float, estimate) -> None:
+    if estimate is None:  # the threshold found no nucleus at all: preprocess falls back to the width, with a warning
+        print(f"| {method} | {shift:+d} | {images} | {truth:.4f} | no nucleus found | - |")
+    else:
+        print(f"| {method} | {shift:+d} | {images} | {truth:.4f} | {estimate[0]:.4f} | {estimate[0] / truth:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=16)
@@ -35,18 +42,14 @@ def main() -> None:
     for method in THRESHOLD_METHODS:
         cfg = dataclasses.replace(PreprocessConfig(), threshold_method=method)
         for shift in args.shifts:
-            for width in (640, 1280, 2592):
+            for width in (640, 1280):
                 images = [_stain(render_smear(_rng(41, 1, i), classes[i % 4], width, width * 3 // 4)[0], shift)
                           for i in range(args.images)]
-                truth = width / REFERENCE_WIDTH
-                scale, _ = estimate_scale(images, cfg, single_cell=False)
-                print(f"| {method} | {shift:+d} | smears {width} px | {truth:.4f} | {scale:.4f} | {scale / truth:.2f} |")
+                _row(method, shift, f"smears {width} px", width / REFERENCE_WIDTH, estimate_scale(images, cfg, single_cell=False))
             for size in (257, 128):
                 images = [_stain(cv2.resize(render_crop(_rng(41, 2, i), cell_types[i % 4], 257)[0], (size, size),
                                             interpolation=cv2.INTER_AREA), shift) for i in range(args.images)]
-                truth = size / 257
-                scale, _ = estimate_scale(images, cfg, single_cell=True)
-                print(f"| {method} | {shift:+d} | crops {size} px | {truth:.4f} | {scale:.4f} | {scale / truth:.2f} |")
+                _row(method, shift, f"crops {size} px", size / 257, estimate_scale(images, cfg, single_cell=True))
 
 
 if __name__ == "__main__":

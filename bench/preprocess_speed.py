@@ -34,13 +34,13 @@ def _preprocess(paths: list[Path], out: Path) -> tuple[float, list[int]]:
     from leukemia_mtl.config import PreprocessConfig
     from leukemia_mtl.data.images import read_image
     from leukemia_mtl.io_utils import write_image
-    from leukemia_mtl.preprocess import compute_roi, pixel_scale
+    from leukemia_mtl.preprocess import compute_roi, width_guess
 
     cfg, sizes = PreprocessConfig(), []
     started = time.perf_counter()
     for path in paths:
         rgb = read_image(path, max_pixels=10**9).rgb
-        roi = compute_roi(rgb, cfg, pixel_scale(rgb.shape[1], single_cell=False))
+        roi = compute_roi(rgb, cfg, width_guess(rgb.shape[1], single_cell=False))  # the generator's ALL-IDB1 field
         sizes.append(write_image(out / f"{path.stem}.png", roi.roi_mask).stat().st_size)
     return time.perf_counter() - started, sizes
 

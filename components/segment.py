@@ -29,6 +29,7 @@ def segment(
     with exit_on_user_error():
         settings = get_profile(profile, json.loads(overrides or "{}"))
         summary = run_segment_stage(Path(dataset.path), Path(roi.path), Path(model.path), Path(cells.path), Path(figure.path), settings)
-        model.metadata.update({"framework": "keras", "mask_source": summary.mask_source, "patch_size": settings.segment.patch_size})
+        model.metadata.update({"framework": "keras", "mask_source": summary.mask_source, "patch_size": settings.segment.patch_size,
+                               "isolation": summary.isolation, "isolation_reason": summary.isolation_reason})
         cells.metadata.update({"crops": summary.crops})
         log_metrics(metrics, summary.metrics())

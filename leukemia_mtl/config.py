@@ -69,7 +69,8 @@ class DataConfig:
     # Larger images are refused before decoding (decompression bombs): 8x ALL-IDB1's 5 MP.
     max_pixels: int = 8 * 2592 * 1944
     min_side: int = 32
-    # Micrometres per pixel of the smears (and of the single-cell images unless cells_pixel_size_um is given):
+    # Micrometres per pixel of the smears (and of the single-cell images unless cells_pixel_size_um is given, so
+    # smears alone cannot be given while the cells are estimated):
     # every size in the settings is in ALL-IDB1's pixels and is rescaled by it. 0: estimated per dataset from
     # its nuclei (preprocess.estimate_scale), reported in the ROI step's log and page. ALL-IDB's: 0.09.
     pixel_size_um: float = 0.0
@@ -86,7 +87,8 @@ class PreprocessConfig:
     threshold: int = 98
     # 'fixed': the paper's level above (fitted to ALL-IDB's stain and camera); 'adaptive': per image, Otsu's
     # level among the pixels darker than the background (itself Otsu's level over all pixels), which follows
-    # a brighter or darker stain (BENCHMARKS.md). The profiles keep 'fixed' until it is measured on real smears.
+    # a brighter or darker stain (BENCHMARKS.md). paper and demo keep 'fixed'; the workstation profile, for other
+    # labs' smears, uses 'adaptive'.
     threshold_method: str = "fixed"
     # with 'adaptive': dark regions whose mean HSV saturation is below this are no stain (a scale bar's black
     # label, dust, the frame) and are dropped; stained nuclei measure 170-200 in the generator's smears

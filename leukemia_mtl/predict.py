@@ -65,6 +65,8 @@ class Predictor:
         from leukemia_mtl.segment.infer import Segmenter
         from leukemia_mtl.train.stage import load_classifier
 
+        if pixel_size_um is not None and not 0 < pixel_size_um <= 100:
+            raise PredictError(f"pixel size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)")
         self.release_dir = Path(release_dir)
         self.manifest = verify(self.release_dir)
         gate = self.manifest.get("gate") or {}
@@ -75,8 +77,6 @@ class Predictor:
         self.segment_cfg = _config(SegmentConfig, settings["segment"])
         self.data_cfg = _config(DataConfig, settings["data"])
         self.preprocess_cfg = _config(PreprocessConfig, settings.get("preprocess", {}))
-        if pixel_size_um is not None and not 0 < pixel_size_um <= 100:
-            raise PredictError(f"pixel size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)")
         self.pixel_size_um = pixel_size_um
         self.input_size = int(settings["input_size"])
         self.stage3_images = settings["stage3_images"]
@@ -98,13 +98,20 @@ class Predictor:
 
     def pixel_scale(self, rgb: np.ndarray, kind: str) -> tuple[float, str]:
         """(scale, where it came from) of an image of `kind`: see the class's docstring."""
+        from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM
         from leukemia_mtl.preprocess import estimate_scale, scale_of, width_guess
 
         if self.pixel_size_um:
             return scale_of(self.pixel_size_um), f"given ({self.pixel_size_um:g} um per pixel)"
-        trained = self.segmenter.info.pixel_size_um.get(kind)
+        recorded = self.segmenter.info.pixel_scales
+        if recorded is None:  # a release from before pixel scales were recorded: its images were scaled by width
+            return width_guess(rgb.shape[1], kind == "cell"), "from the image width, as this release was trained"
+        trained = recorded.get(kind)
+        if trained and trained["scale"] is not None:
+            return trained["scale"], (f"the training {kind} images' ({REFERENCE_PIXEL_SIZE_UM / trained['scale']:.4g} um per "
+                                      f"pixel, {trained['source']}; --pixel-size if yours differ)")
         if trained:
-            return scale_of(trained), f"the training {kind} images' ({trained:g} um per pixel; --pixel-size if yours differ)"
+            return width_guess(rgb.shape[1], kind == "cell"), "from the image width, as the training images' was"
         estimate = estimate_scale([rgb], self.preprocess_cfg, kind == "cell")
         if estimate is not None:
             return estimate[0], "estimated from this image's nuclei (give --pixel-size for a measured one)"
@@ -151,6 +158,8 @@ class Predictor:
             fab = self._probabilities("fab", batch).mean(axis=0)
             detection = self._probabilities("detection", batch).mean(axis=0)
         else:
+            if self.stage3_images == "isolated" and not result.cells:  # as training: no cell, no (black) image
+                raise PredictError(f"{path}: no white cell found in this smear, so there is nothing to classify")
             batch = self._batch([result.isolated if self.stage3_images == "isolated" else rgb])
             fab = self._probabilities("fab", batch)[0]
             detection = self._probabilities("detection", batch)[0]
@@ -229,6 +238,8 @@ def iter_predictions(model: str, inputs: list[str], kind: str = "auto", overlay_
     through in constant memory, and one bad image does not stop the others."""
     from leukemia_mtl.release import fetch
 
+    if pixel_size_um is not None and not 0 < pixel_size_um <= 100:  # before fetching a release from object storage
+        raise PredictError(f"--pixel-size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)")
     predictor = Predictor(fetch(model, cache_dir), pixel_size_um)
     overlay_names: set[str] = set()
     for path, problem in image_paths(inputs):

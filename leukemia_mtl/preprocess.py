@@ -41,14 +41,25 @@ class RoiResult:
 
 @dataclass(frozen=True)
 class PixelScale:
-    """How many of an image's pixels span one of ALL-IDB1's (the unit of every size in the settings)."""
+    """How many of an image's pixels span one of ALL-IDB1's (the unit of every size in the settings).
 
-    scale: float
-    source: str  # "given", "estimated from N images", or what was assumed and why
+    `scale` is None when nothing gave or measured it: each image then gets the old assumption from its own
+    width (`width_guess`), and `source` says so."""
+
+    scale: float | None
+    source: str  # "given (...)", "estimated from the nuclei of N images", or what was assumed and why
+    single_cell: bool = False
+
+    def of(self, width: int) -> float:
+        return self.scale if self.scale is not None else round(width_guess(width, self.single_cell), 4)
 
     @property
-    def pixel_size_um(self) -> float:
-        return round(REFERENCE_PIXEL_SIZE_UM / self.scale, 4)
+    def pixel_size_um(self) -> float | None:
+        return None if self.scale is None else round(REFERENCE_PIXEL_SIZE_UM / self.scale, 4)
+
+    @property
+    def assumed(self) -> bool:
+        return self.scale is None
 
 
 def scale_of(pixel_size_um: float) -> float:
@@ -68,7 +79,10 @@ def width_guess(width: int, single_cell: bool) -> float:
 def nucleus_area(rgb: np.ndarray, cfg: PreprocessConfig, single_cell: bool) -> float | None:
     """The typical white-cell nucleus area of one image (px): the median of its raw mask's large components
     (those of at least 0.3 of the largest: specks and lobes fall out), the largest in a single-cell image."""
-    raw = cv2.morphologyEx(raw_mask(rgb, cfg), cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    raw = raw_mask(rgb, cfg)
+    if cfg.threshold_method == "fixed":  # 'adaptive' has done this already: a scale bar's label is no nucleus
+        raw = drop_unstained(raw, rgb, cfg.min_stain_saturation)
+    raw = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     _, _, stats, _ = cv2.connectedComponentsWithStats(raw, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
     if not areas.size or areas.max() < 16:
@@ -77,13 +91,15 @@ def nucleus_area(rgb: np.ndarray, cfg: PreprocessConfig, single_cell: bool) -> f
 
 
 def estimate_scale(images, cfg: PreprocessConfig, single_cell: bool) -> tuple[float, int] | None:
-    """(scale, images it was measured on) from the median nucleus area over `images`, or None without a nucleus.
+    """(scale, images it was measured on) from the median nucleus area over `images`; None where fewer than half of
+    them show a nucleus (a threshold that does not fit the stain leaves specks, which would pass for tiny nuclei).
 
     Over a dataset, not per image: nucleus size is itself an FAB criterion (L1 small, L2 large), so a per-image
     estimate would scale it away; one camera's images share one scale.
     """
-    areas = [a for a in (nucleus_area(rgb, cfg, single_cell) for rgb in images) if a is not None]
-    if not areas:
+    measured = [nucleus_area(rgb, cfg, single_cell) for rgb in images]
+    areas = [a for a in measured if a is not None]
+    if not areas or len(areas) < 0.5 * len(measured):
         return None
     return round(float(np.sqrt(np.median(areas) / REFERENCE_NUCLEUS_AREA)), 4), len(areas)
 
@@ -92,17 +108,16 @@ def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig)
     """The pixel scale of a dataset: from its configured pixel size, else estimated on a sample of its images."""
     given = given_pixel_size(data_cfg, dataset.single_cell)
     if given:
-        return PixelScale(round(scale_of(given), 4), f"given ({given:g} um per pixel)")
+        return PixelScale(round(scale_of(given), 4), f"given ({given:g} um per pixel)", dataset.single_cell)
     records = dataset.records
     picks = sorted({int(i) for i in np.linspace(0, len(records) - 1, min(len(records), cfg.scale_sample_images)).round()})
     images = (read_image(records[i].path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb for i in picks)
     estimate = estimate_scale(images, cfg, dataset.single_cell) if records else None
     if estimate is None:
-        width = read_image(records[0].path, max_pixels=data_cfg.max_pixels).rgb.shape[1] if records else REFERENCE_WIDTH
-        return PixelScale(round(width_guess(width, dataset.single_cell), 4),
-                          "assumed from the image width (no nucleus found to estimate it from; give data.pixel_size_um)")
+        return PixelScale(None, "assumed from each image's width against ALL-IDB's (no nucleus found to estimate it "
+                                "from; give data.pixel_size_um)", dataset.single_cell)
     scale, measured = estimate
-    return PixelScale(scale, f"estimated from the nuclei of {measured} images")
+    return PixelScale(scale, f"estimated from the nuclei of {measured} images", dataset.single_cell)
 
 
 def offset_monochrome(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -238,12 +253,12 @@ def preprocess_datasets(
     scales: dict[str, PixelScale] = {}
     for dataset in datasets:
         scales[dataset.name] = scale = dataset_scale(dataset, cfg, data_cfg)
-        log.info("%s: pixel scale %.4f of ALL-IDB1's (%.4g um per pixel), %s", dataset.name, scale.scale,
-                 scale.pixel_size_um, scale.source)
+        log.info("%s: pixel scale %s of ALL-IDB1's (%s um per pixel), %s", dataset.name, scale.scale, scale.pixel_size_um,
+                 scale.source)
         for record in tqdm(dataset.records, desc=f"preprocess {dataset.name}", unit="img", disable=not progress or None):
             rgb = read_image(record.path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb
             height, width = rgb.shape[:2]
-            result = compute_roi(rgb, cfg, scale.scale)
+            result = compute_roi(rgb, cfg, scale.of(width))
             mask_rel = f"{dataset.name}/roi_masks/{record.image_id}.png"
             image_rel = f"{dataset.name}/roi_images/{record.image_id}.png"
             write_image(out / mask_rel, result.roi_mask)
@@ -251,7 +266,7 @@ def preprocess_datasets(
             row: dict[str, object] = {
                 "dataset": dataset.name, "image_id": record.image_id, "source": record.rel_path,
                 "label": record.label, "positive": int(record.positive), "group": f"{dataset.name}/{record.group}",
-                "width": width, "height": height, "pixel_scale": scale.scale,
+                "width": width, "height": height, "pixel_scale": scale.of(width),
                 "roi_fraction": round(float(np.count_nonzero(result.roi_mask)) / result.roi_mask.size, 5),
                 "boxes": json.dumps(result.boxes), "roi_mask": mask_rel, "roi_image": image_rel, "iou": "", "recall": "",
             }
@@ -279,7 +294,7 @@ def preprocess_datasets(
     for dataset in datasets:
         scale = scales[dataset.name]
         summary.pixel_scales[dataset.name] = {"scale": scale.scale, "pixel_size_um": scale.pixel_size_um, "source": scale.source}
-        if scale.source.startswith("assumed"):
+        if scale.assumed:
             summary.warnings.append(f"{dataset.name}: pixel scale {scale.source}")
         mine = [r for r in rows if r["dataset"] == dataset.name]
         empty = sum(not json.loads(str(r["boxes"])) for r in mine)
@@ -288,7 +303,9 @@ def preprocess_datasets(
             summary.warnings.append(
                 f"{dataset.name}: the ROI step found no white cell in {empty} of {len(mine)} images "
                 f"({empty / len(mine):.0%}); the threshold ({cfg.threshold_method}) does not fit this stain or camera "
-                "(try preprocess.threshold_method=adaptive), and later stages would see black images")
+                + ("(try preprocess.threshold_method=adaptive)" if cfg.threshold_method == "fixed" else
+                   "(check the pixel scale: data.pixel_size_um)")
+                + ", and later stages would see black images")
     for warning in summary.warnings:
         log.warning("%s", warning)
     atomic_write_json(out / "summary.json", {"config": cfg.__dict__, **summary.__dict__})
@@ -346,8 +363,8 @@ def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, prof
         report.table(summary.metrics()),
         report.paragraph("Pixel scale per dataset (image pixels per ALL-IDB1 pixel; every size in the settings is "
                          "rescaled by it): " + "; ".join(
-                             f"{name}: {s['scale']} ({s['pixel_size_um']} um per pixel, {s['source']})"
-                             for name, s in summary.pixel_scales.items())),
+                             f"{name}: {s['scale']} ({s['pixel_size_um']} um per pixel, {s['source']})" if s["scale"] is not None
+                             else f"{name}: {s['source']}" for name, s in summary.pixel_scales.items())),
     ]
     if figure.is_file():
         parts.append(report.png_img(figure.read_bytes(), "smears with their regions of interest"))

@@ -196,6 +196,24 @@ def test_predict_gives_the_evaluation_paths_answer(demo_run, tmp_path):
                           cwd=REPO, capture_output=True, text=True)
     assert text.returncode == 0, text.stderr[-2000:]
     assert ": cell -> " in text.stdout and "detection" in text.stdout
+    assert "pixel scale" in text.stdout and "the training cell images'" in text.stdout
+
+
+def test_predict_takes_the_pixel_scale_given_else_the_training_images(demo_run):
+    from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM
+    from leukemia_mtl.predict import PredictError, Predictor
+
+    _, outputs, _ = demo_run
+    release_dir = Path(outputs["release"]["path"])
+    image, _ = _evaluated_smear(outputs, json.loads((release_dir / "manifest.json").read_text()))
+    trained = json.loads((release_dir / "segmenter" / "segmenter.json").read_text())["pixel_scales"]["smear"]
+    default = Predictor(release_dir).predict(image)
+    assert default.pixel_scale == round(trained["scale"], 4) and "the training smear images'" in default.pixel_scale_source
+    assert trained["source"] in default.pixel_scale_source  # estimated over the demo's smears, and it says so
+    given = Predictor(release_dir, pixel_size_um=REFERENCE_PIXEL_SIZE_UM / 0.5).predict(image)  # twice the magnification
+    assert given.pixel_scale == 0.5 and given.pixel_scale_source.startswith("given")
+    with pytest.raises(PredictError, match="give micrometres per pixel"):
+        Predictor(release_dir, pixel_size_um=-1.0)
 
 
 def test_release_is_published_verified_and_predicts_from_s3(demo_run, tmp_path, s3_env):

@@ -164,7 +164,7 @@ def test_a_stain_the_threshold_does_not_fit_is_a_loud_warning_not_black_images(t
     fixed = preprocess_datasets(datasets, tmp_path / "fixed", CFG, tiny_profile.data, progress=False)
     assert fixed.without_region == {"lighter": 4}
     assert any("the ROI step found no white cell in 4 of 4 images (100%)" in w for w in fixed.warnings), fixed.warnings
-    assert any("pixel scale assumed from the image width" in w for w in fixed.warnings)  # no nucleus to measure
+    assert any("pixel scale assumed from each image's width" in w for w in fixed.warnings)  # no nucleus to measure
     assert "found no white cell in 4 of 4 images" in caplog.text  # in the task log
     assert json.loads((tmp_path / "fixed" / "summary.json").read_text())["warnings"] == fixed.warnings
     adaptive = preprocess_datasets(datasets, tmp_path / "adaptive", ADAPTIVE, tiny_profile.data, progress=False)
@@ -253,3 +253,16 @@ def test_a_stain_shift_and_a_second_magnification_give_the_same_cells_and_crops(
             side = [np.sqrt(np.count_nonzero(c.image.any(axis=2)) / c.image[..., 0].size) for c in (a, near[0])]
             assert size_tolerance is None or side[1] == pytest.approx(side[0], rel=size_tolerance), (image_id, side)
     assert matched >= 0.9 * total, f"{matched} of {total} cells found again"
+
+
+def test_pooled_agreement_counts_pixels_and_an_empty_pair_adds_nothing():
+    from leukemia_mtl.masks import pooled_agreement
+
+    cell = np.zeros((10, 10), np.uint8)
+    cell[2:6, 2:6] = 255
+    shifted = np.roll(cell, 2, axis=1)
+    empty = np.zeros_like(cell)
+    alone = pooled_agreement([(shifted, cell)])
+    assert alone["dice"] == pytest.approx(0.5) and alone["iou"] == pytest.approx(1 / 3)
+    assert pooled_agreement([(shifted, cell), (empty, empty)] * 5) == alone  # per image, each empty pair would score 1
+    assert mask_agreement(empty, empty)["iou"] == 1.0

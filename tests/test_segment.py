@@ -296,8 +296,9 @@ def test_isolation_from_the_roi_is_recorded_and_reloads(stage_run, tmp_path):
                                 _quick(**{"segment.isolation": "roi"}), progress=False)
     assert summary.isolation == "roi" and summary.isolation_reason == "set by segment.isolation=roi"
     assert summary.crops > 8 and Segmenter.load(tmp_path / "m").info.isolation == "roi"
-    assert Segmenter.load(tmp_path / "m").info.pixel_size_um == summary.pixel_size_um
-    assert set(summary.pixel_size_um) == {"smear", "cell"}
+    assert Segmenter.load(tmp_path / "m").info.pixel_scales == summary.pixel_scales
+    assert set(summary.pixel_scales) == {"smear", "cell"}
+    assert summary.pixel_scales["smear"]["source"] == "estimated from the nuclei of 12 images"
     rgb, _, _ = render_smear(_rng(99, 1, 0), "L1", 640, 480)
     with pytest.raises(SegmentError, match="give the image's ROI mask"):
         Segmenter.load(tmp_path / "m").segment(rgb, 640 / 2592, _quick().segment)

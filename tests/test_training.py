@@ -259,19 +259,26 @@ def test_a_fit_without_an_inner_split_runs_every_epoch_and_has_no_best_epoch():
 
 
 def test_isolated_smears_without_a_cell_never_become_black_training_or_evaluation_images(stage_run, tmp_path):
-    """A smear where segment isolated nothing is no image of stage 3 (its all-black picture would carry the class):
-    it is an evaluation unit without items, scored as an error, as predict refuses it."""
+    """A smear where segment found no cell is no image of stage 3 (its black isolated picture would carry the class,
+    not the cells): it is an evaluation unit without items, scored as an error, as predict refuses it."""
+    from leukemia_mtl.io_utils import atomic_write_csv
+    from leukemia_mtl.segment.stage import CROP_FIELDS, CROPS_MANIFEST, read_crops_manifest
+
     root, _, _ = stage_run
-    shutil.copytree(root / "cells", tmp_path / "cells")
-    blackened = sorted((tmp_path / "cells" / "isolated" / "smears").glob("*.png"))[:3]
-    for path in blackened:
-        cv2.imwrite(str(path), np.zeros_like(cv2.imread(str(path))))
     profile = get_profile("demo", {**_overrides(None), "train.stage3_images": "isolated"})
     split = make_folds(load_datasets(root / "ingest" / "data", profile.data, check=False), profile)
+    evaluated = sorted(g for g in split["folds"][0]["eval_groups"] if g.startswith("smears/"))
+    trained = sorted(g for g in split["folds"][0]["train_groups"] if g.startswith("smears/"))
+    emptied = {evaluated[0], evaluated[1], trained[0]}  # as if segment had found no cell in them
+    shutil.copytree(root / "cells", tmp_path / "cells")
+    for group in emptied:
+        path = tmp_path / "cells" / "isolated" / f"{group}.png"
+        cv2.imwrite(str(path), np.zeros_like(cv2.imread(str(path))))
+    rows = [r for r in read_crops_manifest(tmp_path / "cells") if f"{r['dataset']}/{r['source_image']}" not in emptied]
+    atomic_write_csv(tmp_path / "cells" / CROPS_MANIFEST, CROP_FIELDS, rows)
     summary = prepare_training_data(root / "ingest", tmp_path / "cells", split, 0, tmp_path / "out", profile)
     arrays = StageArrays.load(tmp_path / "out" / "stage3.npz")
     for x in (arrays.x_train, arrays.x_val, arrays.x_eval):
         assert all(image.any() for image in x)  # no all-black image anywhere
-    missing = {f"smears/{p.stem}" for p in blackened}
-    assert not missing & (set(arrays.sources_train.tolist()) | set(arrays.sources_eval.tolist()))
-    assert set(summary["stages"]["stage3"]["eval_units_without_items"]) == missing & set(arrays.units_eval.tolist())
+    assert not emptied & (set(arrays.sources_train.tolist()) | set(arrays.sources_val.tolist()) | set(arrays.sources_eval.tolist()))
+    assert set(summary["stages"]["stage3"]["eval_units_without_items"]) == {evaluated[0], evaluated[1]}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -36,10 +36,12 @@ class SegmenterInfo:
     base_filters: int
     mask_source: str
     bundle_version: int = BUNDLE_VERSION
-    # which mask isolates cells ("unet" or "roi": segment.isolation, as the stage chose it) and the pixel size (um)
-    # of the images it was trained on, per kind ("smear", "cell"): predict's default for images of that kind
+    # which mask isolates cells ("unet" or "roi": segment.isolation, as the stage chose it)
     isolation: str = "unet"
-    pixel_size_um: dict[str, float] = field(default_factory=dict)
+    # per kind ("smear", "cell"): {"scale", "source"} of the images it was trained on (scale None: each image's from
+    # its width), predict's default for images of that kind; a kind whose datasets differ is left out. None in
+    # bundles from before pixel scales were recorded, whose images were all scaled by width.
+    pixel_scales: dict[str, dict] | None = None
 
 
 @dataclass
@@ -129,11 +131,21 @@ class Segmenter:
         return Segmentation(probability, mask, blue, refined, isolate(rgb, refined), cells)
 
 
-def segment_smear(segmenter: Segmenter, rgb: np.ndarray, cfg: SegmentConfig, *, width_reference: int = REFERENCE_WIDTH) -> list[CellCrop]:
-    """Cell crops of a new smear at ALL-IDB1 magnification (pixel scale from its width)."""
+def segment_smear(segmenter: Segmenter, rgb: np.ndarray, cfg: SegmentConfig, *, scale: float | None = None,
+                  preprocess_cfg=None) -> list[CellCrop]:
+    """Cell crops of a new smear. `scale`: its pixel scale; by default the training smears' (the bundle's), else
+    from its width. A segmenter that isolates from the ROI computes it with `preprocess_cfg` (the paper's default)."""
+    from leukemia_mtl.config import PreprocessConfig
+    from leukemia_mtl.preprocess import compute_roi
+
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise SegmentError(f"a smear must be 8-bit RGB (HxWx3 uint8), got {rgb.dtype} {rgb.shape}")
-    result = segmenter.segment(rgb, rgb.shape[1] / width_reference, cfg)
+    if scale is None:
+        trained = (segmenter.info.pixel_scales or {}).get("smear", {}).get("scale")
+        scale = trained if trained is not None else rgb.shape[1] / REFERENCE_WIDTH
+    roi = (compute_roi(rgb, preprocess_cfg or PreprocessConfig(), scale).roi_mask
+           if segmenter.info.isolation == "roi" else None)
+    result = segmenter.segment(rgb, scale, cfg, roi_mask=roi)
     if not result.cells:
         raise SegmentError("no white cell found in the smear")
     return result.cells

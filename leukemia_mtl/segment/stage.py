@@ -23,7 +23,6 @@ from leukemia_mtl.data.datasets import Dataset, ImageRecord, load_datasets
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.errors import SegmentError
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
-from leukemia_mtl.masks import mask_agreement
 from leukemia_mtl.preprocess import read_manifest
 from leukemia_mtl.segment.isolate import clean_mask
 
@@ -49,7 +48,7 @@ class SegmentSummary:
     unet_iou: float | None = None
     roi_dice: float | None = None
     roi_iou: float | None = None
-    unet_vs_roi_dice: float | None = None  # the U-Net against the ROI masks it learnt from, where there is no truth
+    unet_vs_roi_dice: float | None = None  # the U-Net against the ROI masks, on every held-out smear
     unet_vs_roi_iou: float | None = None
     cell_recall: float | None = None  # of the isolating mask, against ground truth
     blast_recall: float | None = None
@@ -58,7 +57,7 @@ class SegmentSummary:
     crops: int = 0
     images_without_cells: list[str] = field(default_factory=list)
     without_cells: dict[str, int] = field(default_factory=dict)  # per dataset
-    pixel_size_um: dict[str, float] = field(default_factory=dict)  # per kind (smear, cell), as predict reads it
+    pixel_scales: dict[str, dict] = field(default_factory=dict)  # per kind (smear, cell), as predict reads it
     history: dict[str, list[float]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
@@ -123,11 +122,14 @@ def run_segment_stage(
     manifest = read_manifest(roi_dir)
     roi_masks = {(row["dataset"], row["image_id"]): Path(roi_dir) / row["roi_mask"] for row in manifest}
     # the ROI step's pixel scale of each image (given, or estimated over its dataset): every size here uses it
+    if manifest and not manifest[0].get("pixel_scale"):
+        raise SegmentError(f"{Path(roi_dir) / 'manifest.csv'}: no pixel_scale column; it was written by an older "
+                           "preprocess step: run preprocess again (--no-cache)")
     scales = {(row["dataset"], row["image_id"]): float(row["pixel_scale"]) for row in manifest}
     smears = [(d, r) for d in datasets if not d.single_cell for r in d.records]
     if len(smears) < 2:
         raise SegmentError(f"segmentation needs at least 2 smears to train and hold out; found {len(smears)}")
-    _check_weak_labels(smears, manifest, cfg, Path(ingested))
+    _check_weak_labels(smears, manifest, cfg, Path(ingested), profile.preprocess.threshold_method)
 
     groups = [f"{d.name}/{r.group}" for d, r in smears]
     labels = [r.label for _, r in smears]
@@ -154,10 +156,10 @@ def run_segment_stage(
 
     result = train_unet(train_pairs, val_pairs, cfg, profile.seed)
     info = SegmenterInfo(cfg.patch_size, cfg.working_scale, cfg.depth, cfg.base_filters, mask_source,
-                         pixel_size_um=_pixel_sizes(datasets, scales))
+                         pixel_scales=_pixel_scales(datasets, roi_dir))
     summary = SegmentSummary(mask_source=mask_source, train_smears=len(train_index), heldout_smears=len(holdout_index),
                              train_seconds=result.seconds, epochs=len(result.history.get("loss", [])), history=result.history,
-                             pixel_size_um=info.pixel_size_um)
+                             pixel_scales=info.pixel_scales)
     examples, found = _measure_heldout([smears[i] for i in holdout_index], Segmenter(result.model, info), roi_masks,
                                        scales, summary, profile)
     summary.isolation, summary.isolation_reason = choose_isolation(summary, cfg)
@@ -177,19 +179,23 @@ def run_segment_stage(
     return summary
 
 
-def _pixel_sizes(datasets: list[Dataset], scales: dict[tuple[str, str], float]) -> dict[str, float]:
-    """The training images' pixel size (um) per kind, where every dataset of that kind has one."""
-    from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM
+def _pixel_scales(datasets: list[Dataset], roi_dir: Path) -> dict[str, dict]:
+    """Per kind, the training images' pixel scale and its source, as the ROI step found them, where every dataset of
+    that kind agrees."""
+    import json
 
-    sizes: dict[str, set[float]] = {}
+    found = json.loads((Path(roi_dir) / "summary.json").read_text()).get("pixel_scales", {})
+    by_kind: dict[str, list[dict]] = {}
     for dataset in datasets:
-        kind = "cell" if dataset.single_cell else "smear"
-        sizes.setdefault(kind, set()).update(round(REFERENCE_PIXEL_SIZE_UM / scales[(dataset.name, r.image_id)], 4)
-                                             for r in dataset.records)
-    return {kind: values.pop() for kind, values in sizes.items() if len(values) == 1}
+        if dataset.name in found:
+            entry = found[dataset.name]
+            by_kind.setdefault("cell" if dataset.single_cell else "smear", []).append(
+                {"scale": entry["scale"], "source": entry["source"]})
+    return {kind: entries[0] for kind, entries in by_kind.items() if all(e == entries[0] for e in entries)}
 
 
-def _check_weak_labels(smears: list[tuple[Dataset, ImageRecord]], manifest: list[dict[str, str]], cfg, ingested: Path) -> None:
+def _check_weak_labels(smears: list[tuple[Dataset, ImageRecord]], manifest: list[dict[str, str]], cfg, ingested: Path,
+                       threshold_method: str) -> None:
     """Before training: a dataset whose weak labels are mostly empty would teach the U-Net that there are no cells."""
     from leukemia_mtl.data.ingest import origin_of
 
@@ -204,7 +210,8 @@ def _check_weak_labels(smears: list[tuple[Dataset, ImageRecord]], manifest: list
             raise SegmentError(
                 f"{origin_of(Path(ingested) / 'data' / name)}: the ROI step found no white cell in {count} of {len(records)} "
                 "smears, and with no ground-truth masks those are the U-Net's labels: it would learn that there are no "
-                "cells. Try preprocess.threshold_method=adaptive, or give the pixel size (data.pixel_size_um)")
+                "cells. " + ("Try preprocess.threshold_method=adaptive, or give" if threshold_method == "fixed" else "Give")
+                + " the pixel size (data.pixel_size_um, --pixel-size)")
 
 
 def _measure_heldout(heldout, unet, roi_masks, scales, summary: SegmentSummary, profile: Profile) -> tuple[list, dict]:
@@ -382,15 +389,17 @@ def _write_report(out: Path, figure_html: Path, summary: SegmentSummary, profile
         report.paragraph(f"Cells were isolated with the {'U-Net' if summary.isolation == 'unet' else 'ROI step'}'s mask: "
                          f"{summary.isolation_reason}. Only masks took part in this choice, no class label."),
         report.table(summary.metrics()),
-        report.paragraph("Pixel size of the images it was trained on: " + (", ".join(
-            f"{kind} {size:g} um" for kind, size in summary.pixel_size_um.items()) or "not one per kind")
-            + " (predict's default for new images of that kind)."),
+        report.paragraph("Pixel scale of the images it was trained on (predict's default for new images of that "
+                         "kind): " + ("; ".join(
+                             f"{kind}: {entry['scale'] if entry['scale'] is not None else 'from each width'} ({entry['source']})"
+                             for kind, entry in summary.pixel_scales.items()) or "not one per kind") + "."),
     ]
     if summary.images_without_cells:
         parts.append(report.paragraph(
             f"WARNING: no white cell found in {len(summary.images_without_cells)} images ("
             + ", ".join(f"{name}: {count}" for name, count in summary.without_cells.items() if count)
-            + "); they give stage 3 no image (never an all-black one) and are scored as errors: "
+            + "); they give no cell crop, and with train.stage3_images 'cells' or 'isolated' stage 3 scores such a "
+            "smear as an error (never as an all-black image): "
             + ", ".join(summary.images_without_cells)))
     parts.append(report.png_img(_curves(summary.history), "U-Net training curves"))
     figure = out / "segmentation.png"

@@ -330,12 +330,13 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
         ]
     else:
         smear_items = []
+        with_cells = {(row["dataset"], row["source_image"]) for row in crops}  # as predict: a smear needs a cell
         for dataset in smears:
             for record in dataset.records:
                 if mode == "isolated":
+                    if (dataset.name, record.image_id) not in with_cells:  # segment found no cell: its isolated image
+                        continue  # would be black, carrying the class, not the cells; no item (scored as an error)
                     image = cv2.cvtColor(cv2.imread(str(Path(cells_dir) / "isolated" / dataset.name / f"{record.image_id}.png")), cv2.COLOR_BGR2RGB)
-                    if not image.any():  # no white cell isolated: an all-black image would carry the class, not
-                        continue  # the cells; the smear has no item (scored as an error, as predict refuses it)
                 else:
                     image = read_image(record.path, max_pixels=max_pixels).rgb
                 smear_items.append(Item(square(image, size), record.label, source_id=f"{dataset.name}/{record.image_id}",
