@@ -98,6 +98,9 @@ SEGMENT_STAGE = {
     "synth.n_smears": 12, "synth.n_crops": 4,
     "segment.epochs": 8, "segment.patches_per_image": 40, "segment.holdout_fraction": 0.25,
     "segment.base_filters": 16,
+    # the generator's own pixel sizes (ALL-IDB1's field drawn at 480 px; crops at ALL-IDB2's scale): these tests
+    # are about segmenting and learning, the estimate has its own (test_preprocess, BENCHMARKS.md)
+    "data.pixel_size_um": round(0.09 * 2592 / 480, 4), "data.cells_pixel_size_um": 0.09,
 }
 
 
