@@ -56,6 +56,11 @@ class Prediction:
         return dataclasses.asdict(self)
 
 
+def _check_pixel_size(pixel_size_um: float | None) -> None:
+    if pixel_size_um is not None and not 0 < pixel_size_um <= 100:
+        raise PredictError(f"pixel size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)")
+
+
 class Predictor:
     """`pixel_size_um`: micrometres per pixel of the images to classify (--pixel-size); without it, the training
     images' pixel size of that kind (the release assumes the same microscope), else an estimate from the image."""
@@ -65,8 +70,7 @@ class Predictor:
         from leukemia_mtl.segment.infer import Segmenter
         from leukemia_mtl.train.stage import load_classifier
 
-        if pixel_size_um is not None and not 0 < pixel_size_um <= 100:
-            raise PredictError(f"pixel size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)")
+        _check_pixel_size(pixel_size_um)
         self.release_dir = Path(release_dir)
         self.manifest = verify(self.release_dir)
         gate = self.manifest.get("gate") or {}
@@ -238,8 +242,7 @@ def iter_predictions(model: str, inputs: list[str], kind: str = "auto", overlay_
     through in constant memory, and one bad image does not stop the others."""
     from leukemia_mtl.release import fetch
 
-    if pixel_size_um is not None and not 0 < pixel_size_um <= 100:  # before fetching a release from object storage
-        raise PredictError(f"--pixel-size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)")
+    _check_pixel_size(pixel_size_um)  # before fetching a release from object storage
     predictor = Predictor(fetch(model, cache_dir), pixel_size_um)
     overlay_names: set[str] = set()
     for path, problem in image_paths(inputs):

@@ -142,11 +142,22 @@ def test_a_smear_without_white_cells_is_a_clear_error(stage_run):
         segment_smear(segmenter, empty, profile.segment)
 
 
+def _copy_without_masks(ingested: Path, to: Path) -> None:
+    """The ingest artifact as a dataset without ground-truth masks would give it."""
+    shutil.copytree(ingested, to)
+    for masks in (to / "data").rglob("masks"):
+        shutil.rmtree(masks)
+
+
+def _blank_roi_masks(roi_dir: Path) -> None:
+    """ROI masks as the ROI step writes them where it finds nothing (the manifest's boxes left as they were)."""
+    for mask in roi_dir.rglob("roi_masks/*.png"):
+        cv2.imwrite(str(mask), np.zeros_like(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)))
+
+
 def test_weak_labels_from_the_roi_when_a_dataset_has_no_masks(stage_run, tmp_path):
     root, _, _ = stage_run
-    shutil.copytree(root / "ingest", tmp_path / "ingest")
-    for masks in (tmp_path / "ingest" / "data").rglob("masks"):
-        shutil.rmtree(masks)
+    _copy_without_masks(root / "ingest", tmp_path / "ingest")
     quick = get_profile("demo", {**SEGMENT_STAGE, "segment.epochs": 1, "segment.patches_per_image": 8, "segment.base_filters": 4})
     summary = run_segment_stage(tmp_path / "ingest", root / "roi", tmp_path / "model", tmp_path / "cells",
                                 tmp_path / "s.html", quick, progress=False)
@@ -159,12 +170,9 @@ def test_weak_labels_from_the_roi_when_a_dataset_has_no_masks(stage_run, tmp_pat
 
 def test_neither_masks_nor_a_usable_roi_is_refused(stage_run, tmp_path):
     root, profile, _ = stage_run
-    shutil.copytree(root / "ingest", tmp_path / "ingest")
-    for masks in (tmp_path / "ingest" / "data").rglob("masks"):
-        shutil.rmtree(masks)
+    _copy_without_masks(root / "ingest", tmp_path / "ingest")
     shutil.copytree(root / "roi", tmp_path / "roi")
-    for mask in (tmp_path / "roi").rglob("roi_masks/*.png"):
-        cv2.imwrite(str(mask), np.zeros_like(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)))
+    _blank_roi_masks(tmp_path / "roi")
     with pytest.raises(SegmentError, match="no usable training mask"):
         run_segment_stage(tmp_path / "ingest", tmp_path / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html", profile)
 
@@ -263,9 +271,7 @@ def test_mostly_empty_weak_labels_stop_segment_before_training_naming_the_datase
     from leukemia_mtl.preprocess import MANIFEST, MANIFEST_FIELDS, read_manifest
 
     root, _, _ = stage_run
-    shutil.copytree(root / "ingest", tmp_path / "ingest")
-    for masks in (tmp_path / "ingest" / "data").rglob("masks"):
-        shutil.rmtree(masks)
+    _copy_without_masks(root / "ingest", tmp_path / "ingest")
     shutil.copytree(root / "roi", tmp_path / "roi")
     rows = read_manifest(tmp_path / "roi")
     smears = [r for r in rows if r["dataset"] == "smears"]
@@ -281,8 +287,7 @@ def test_mostly_empty_weak_labels_stop_segment_before_training_naming_the_datase
 def test_a_dataset_where_isolation_finds_no_cell_stops_segment(stage_run, tmp_path):
     root, _, _ = stage_run
     shutil.copytree(root / "roi", tmp_path / "roi")
-    for mask in (tmp_path / "roi" / "cells").rglob("roi_masks/*.png"):  # the ROI found nothing in the single cells
-        cv2.imwrite(str(mask), np.zeros_like(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)))
+    _blank_roi_masks(tmp_path / "roi" / "cells")  # the ROI found nothing in the single cells
     with pytest.raises(SegmentError, match=r": no white cell found in 4 of 4 images \(roi mask\)"):
         run_segment_stage(root / "ingest", tmp_path / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html",
                           _quick(**{"segment.isolation": "roi"}), progress=False)
