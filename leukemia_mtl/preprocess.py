@@ -323,7 +323,7 @@ def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_
     """PNG: per example, the smear, the offset monochrome, and the ROI outlined on the smear."""
     from leukemia_mtl.report import figure_png, new_figure
 
-    fig, axes = new_figure(len(examples), 3, (10.5, 2.9 * len(examples)))
+    fig, axes = new_figure(len(examples), 3, (10, 2.8 * len(examples)))
     for row, (title, rgb, result) in zip(axes, examples):
         factor = min(1.0, max_width_px / rgb.shape[1])
         small = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
@@ -334,10 +334,10 @@ def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_
         cv2.drawContours(outlined, contours, -1, (0, 255, 0), 2)
         for ax, img, name in zip(row, (small, mono, outlined), ("smear", "RGB offsets + monochrome", "ROI (threshold 98, cleaned)")):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
-            ax.set_title(name, fontsize=9)
+            ax.set_title(name)
             ax.axis("off")
-        row[0].set_title(f"{title}", fontsize=8)
-    return figure_png(fig, dpi=90)
+        row[0].set_title(f"{title}")
+    return figure_png(fig)
 
 
 def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, profile: Profile) -> PreprocessSummary:

@@ -333,7 +333,7 @@ def _figure(examples, isolation: str) -> bytes:
     """Per held-out smear: contours (the isolating mask green, truth blue), blue channel, isolation, crops."""
     from leukemia_mtl.report import figure_png, new_figure
 
-    fig, axes = new_figure(len(examples), 4, (14, 2.9 * len(examples)))
+    fig, axes = new_figure(len(examples), 4, (11, 2.5 * len(examples)))
     for row, (title, rgb, truth, result) in zip(axes, examples):
         outlined = rgb.copy()
         thickness = max(1, rgb.shape[1] // 400)
@@ -347,25 +347,26 @@ def _figure(examples, isolation: str) -> bytes:
                  "isolation (Fig. 6c)", "cell crops")
         for ax, image, name in zip(row, panels, names):
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-            ax.set_title(name, fontsize=9)
+            ax.set_title(name)
             ax.axis("off")
-        row[0].set_title(title, fontsize=8)
-    return figure_png(fig, dpi=80)
+        row[0].set_title(title)
+    return figure_png(fig)
 
 
 def _curves(history: dict[str, list[float]]) -> bytes:
-    from leukemia_mtl.report import figure_png, new_figure
+    from leukemia_mtl.report import epoch_axis, figure_png, new_figure
 
-    fig, axes = new_figure(1, 2, (9, 3))
+    fig, axes = new_figure(1, 2, (10, 3.6))
     for ax, metric in zip(axes[0], ("loss", "dice_coefficient")):
-        for prefix, style in (("", "-"), ("val_", "--")):
+        for prefix, style in (("", "-o"), ("val_", "--o")):
             values = history.get(prefix + metric)
             if values:
-                name = "soft Dice of the patches (the loss's, not the masks')" if metric == "dice_coefficient" else metric
-                ax.plot(range(1, len(values) + 1), values, style, label=("validation " if prefix else "training ") + name)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-    return figure_png(fig, dpi=80)
+                ax.plot(range(1, len(values) + 1), values, style, label="validation" if prefix else "training")
+        ax.set_ylabel("soft Dice of the patches\n(the loss's, not the masks')" if metric == "dice_coefficient" else metric)
+        epoch_axis(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    return figure_png(fig)
 
 
 def _write_report(out: Path, figure_html: Path, summary: SegmentSummary, profile: Profile) -> None:

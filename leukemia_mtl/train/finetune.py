@@ -168,6 +168,7 @@ class FitResult:
     steady_epochs_seconds: float = 0.0
     best_epoch: int | None = None  # 1-based, by the lowest validation loss; None without validation
     calibrated: dict[str, int] | None = None  # images used to set batch-norm statistics, before and after
+    warmup_epochs: int = 0  # the history's first epochs, head-only on the frozen backbone
 
 
 def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str, seed: int, *,
@@ -200,6 +201,7 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
         phases[1][2].append(stopper)
     steady: list[float] = []
     first_epochs = later_epochs = 0.0
+    warmup_epochs = 0
     for trainable, epochs, callbacks in phases:
         if not epochs:
             continue
@@ -210,6 +212,8 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
                            callbacks=[*callbacks, timer], shuffle=False)
         for name, values in fitted.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
+        if not trainable:
+            warmup_epochs = len(fitted.history.get("loss", []))
         first_epochs += timer.seconds[0] if timer.seconds else 0.0
         later_epochs += sum(timer.seconds[1:])
         if trainable:  # the fine-tuning phase is what costs; its first epoch also builds the graph
@@ -225,4 +229,4 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
         restored = stopper is not None and cfg.restore_best_weights
         best_epoch = cfg.warmup_epochs + int(np.argmin(losses[cfg.warmup_epochs:])) + 1 if restored else len(losses)
     return FitResult(history, seconds, len(x_train) / per_epoch if per_epoch else 0.0, first_epochs, later_epochs,
-                     best_epoch, calibrated)
+                     best_epoch, calibrated, warmup_epochs)
