@@ -16,10 +16,13 @@ for evaluation: crops and augmented copies follow their smear. Inside the traini
 grouped and stratified validation split is held out (`train.validation_fraction`): it drives early
 stopping and the release's choice; the evaluation part is only scored. Augmentation sees the
 inner training images only, and the no-leakage checks run in code before anything is written.
+With `preprocess.stain` set, each stage's stain target is fitted on the same inner training images
+and every image of the stage is mapped onto it before augmentation (leukemia_mtl.stain).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -37,6 +40,7 @@ from leukemia_mtl.data.datasets import Dataset, load_datasets
 from leukemia_mtl.data.images import read_image
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_json, sha256_file
+from leukemia_mtl.stain import StainTarget, fit_target, normalise_batch
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +233,7 @@ def _column(values: list[str]) -> np.ndarray:
 
 
 def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_groups: set[str], classes: tuple[str, ...],
-            profile: Profile, seed: int, stage: str) -> tuple[StageArrays, dict]:
+            profile: Profile, seed: int, stage: str, fold_id: str = "") -> tuple[StageArrays, dict]:
     train = [i for i in items if i.group not in eval_groups]
     evaluation = [i for i in items if i.group in eval_groups]
     train_units = [u for u in units if u.group not in eval_groups]
@@ -248,6 +252,10 @@ def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_gro
                     "trains on them and validates on nothing", stage)
         fit, validation, val_units, val_groups = train, [], [], set()
     assert_no_leakage((i.group for i in fit), val_groups | eval_groups)
+    # the stain target is learnt from the images the model is fitted on, as augmentation: the inner validation
+    # split stands in for unseen smears (early stopping, the release's choice) and the evaluation part only scores
+    target = fit_target([i.image for i in fit], profile.preprocess.stain, seed, where=f"{stage}, fold {fold_id}")
+    fit, validation, evaluation, unchanged = _normalised((fit, validation, evaluation), target, stage)
     augmented = augment_to_balance(fit, eval_groups | val_groups, profile.augment, seed)
     size = profile.model.input_size
 
@@ -275,8 +283,26 @@ def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_gro
         "eval": len(evaluation), "eval_units": len(eval_units),
         "eval_units_without_items": sorted(u.id for u in eval_units if u.id not in scored),
         "train_counts": dict(Counter(arrays.y_train.tolist())),
+        # what this stage's images were normalised onto (None: as they are), and the images too pale or dark to map
+        "stain": target.to_dict() if target else None,
+        "stain_unchanged": unchanged,
     }
     return arrays, summary
+
+
+def _normalised(parts: tuple[list[Item], ...], target: StainTarget | None, stage: str) -> tuple:
+    """Each part's items mapped onto `target` (before augmentation, so copies inherit it), and per part how many
+    were left as they are; those are logged, never skipped silently."""
+    if target is None:
+        return (*parts, {"fit": 0, "validation": 0, "eval": 0})
+    mapped, unchanged = [], {}
+    for name, part in zip(("fit", "validation", "eval"), parts):
+        images, unchanged[name] = normalise_batch(_stack_images(part, 1), target)
+        mapped.append([dataclasses.replace(item, image=image) for item, image in zip(part, images)])
+    if any(unchanged.values()):
+        log.warning("%s: %s image(s) have too little stain to normalise (%s) and stay as they are", stage,
+                    sum(unchanged.values()), ", ".join(f"{k} {v}" for k, v in unchanged.items() if v))
+    return (*mapped, unchanged)
 
 
 def _units_of(items: list[Item]) -> list[Unit]:
@@ -357,7 +383,8 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
             ("stage2", isolated_cells, _units_of(isolated_cells), BLAST_CLASSES),
             ("stage3", smear_items, smear_units, fab_classes))
     for salt, (stage, items, units, classes) in enumerate(plan, start=1):
-        arrays, summary["stages"][stage] = _arrays(items, units, eval_groups, val_groups, classes, profile, seed + salt + 1, stage)
+        arrays, summary["stages"][stage] = _arrays(items, units, eval_groups, val_groups, classes, profile, seed + salt + 1,
+                                                   stage, fold["id"])
         arrays.save(Path(out_dir) / f"{stage}.npz")
     atomic_write_json(Path(out_dir) / "summary.json", summary)
     return summary
