@@ -152,7 +152,8 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
         compared = ttest(crossval=scored.outputs["results"], **config)
         compared.set_display_name("ttest")
         place(compared, "light")
-        released = release(crossval=scored.outputs["results"], segmenter=segmented.outputs["model"],
+        released = release(crossval=scored.outputs["results"], data_summary=ingested.outputs["summary"],
+                           segmenter=segmented.outputs["model"],
                            **collected("model", ("stage2",) + SCORED), **config)
         released.set_display_name("release")
         released.set_caching_options(enable_caching=False)  # it publishes outside the pipeline
@@ -342,7 +343,9 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
             def text(e):
                 p = e["operating_point"]
                 return f"accuracy {_interval(p['accuracy'])}, balanced accuracy {p['balanced_accuracy']:.3f}, macro F1 {p['f1_macro']:.3f}"
-        lines.append(f"  headline, {task} (pooled held-out smears):")
+        at = (f", at P(ALL) >= {point['threshold']:.3f}: the threshold that reached sensitivity {point['target_sensitivity']} on "
+              f"{point['threshold_chosen_on']}" if point["kind"] == "binary" and "target_sensitivity" in point else "")
+        lines.append(f"  headline, {task} (pooled held-out smears{at}):")
         lines.append(f"    released {entry['released']['backbone']} {entry['released']['arm']}: {text(entry['released'])}")
         for arm in ("colour", "majority"):
             if arm in entry:

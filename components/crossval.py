@@ -40,7 +40,8 @@ def crossval(
         inputs = (stage3_detection, stage3_fab, classical_detection, classical_fab)
         result = run_crossval([a.path for group in inputs for a in group], results.path, evaluation_dirs(baselines.path),
                               metric=settings.evaluate.release_metric, confidence=settings.evaluate.confidence,
-                              seed=settings.seed, degenerate_spread=settings.evaluate.degenerate_spread)
+                              seed=settings.seed, degenerate_spread=settings.evaluate.degenerate_spread,
+                              target_sensitivity=settings.evaluate.target_sensitivity)
         values = {}
         scored_arms = [(task, backbone, arm, scored) for task, by_backbone in result["tasks"].items()
                        for backbone, by_arm in by_backbone.items() for arm, scored in by_arm.items()]

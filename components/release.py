@@ -11,6 +11,7 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def release(
     crossval: Input[Artifact],
+    data_summary: Input[Artifact],
     segmenter: Input[Model],
     stage2: Input[List[Model]],
     stage3_detection: Input[List[Model]],
@@ -23,7 +24,7 @@ def release(
     manifest: Output[Artifact],
 ):
     """Select per task on the inner validation splits, check the gate (beat the majority class and the colour
-    baseline), bundle with the segmenter, publish to evaluate.models_uri if set and not refused."""
+    baseline), bundle with the segmenter and the model card, publish to evaluate.models_uri if set and not refused."""
     import json
     from pathlib import Path
 
@@ -35,7 +36,8 @@ def release(
     with exit_on_user_error():
         settings = get_profile(profile, json.loads(overrides or "{}"))
         candidates = [m.path for group in (stage2, stage3_detection, stage3_fab, classical_detection, classical_fab) for m in group]
-        result = build_release(json.loads(Path(crossval.path).read_text()), candidates, segmenter.path, model.path, settings)
+        result = build_release(json.loads(Path(crossval.path).read_text()), candidates, segmenter.path, model.path, settings,
+                               json.loads(Path(data_summary.path).read_text()))
         uri = settings.evaluate.models_uri
         result["published_to"] = publish(model.path, uri, settings) if uri and not result.get("refused") else None
         atomic_write_json(Path(manifest.path), result)

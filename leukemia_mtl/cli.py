@@ -70,7 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--pixel-size", type=float, metavar="UM",
                       help="micrometres per pixel of the images (ALL-IDB: 0.09); default: the training images' of that "
                            "kind, else estimated from each image's nuclei (said in every answer)")
-    pred.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    pred.add_argument("--threshold", type=float, metavar="P",
+                      help="call a smear ALL at P(ALL) >= P; default: the release's operating point (the threshold that "
+                           "reached evaluate.target_sensitivity on cross-validation's inner splits)")
+    pred.add_argument("--explain", action="store_true",
+                      help="also write Grad-CAM heat maps (<image>_gradcam.png, beside the overlays): where each model "
+                           "found its evidence")
+    pred.add_argument("--json", action="store_true",
+                      help="print one JSON object: notice, model version, settings, predictions (errors in place) and errors")
+    pred.add_argument("--csv", type=Path, metavar="FILE", help="also write one CSV row per image (errors included) to FILE")
     pred.add_argument("--cache", type=Path, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
     return parser
 
@@ -154,37 +162,70 @@ def _run(args: argparse.Namespace) -> int:
             print(f"bucket {name}: ready")
         return 0
     if args.command == "predict":
-        from tqdm import tqdm
-
-        from leukemia_mtl.predict import format_prediction, iter_predictions
-
-        # Each answer is printed as soon as it exists (JSON: one array, element by element), so a
-        # folder of thousands streams; errors go to stderr as they happen; exit 1 if any.
-        if args.overlays is not None and args.overlays.exists() and not args.overlays.is_dir():
-            raise LeukemiaMtlError(f"{args.overlays}: is a file; --overlays takes a folder for the overlay images")
-        errors = count = 0
-        progress = tqdm(desc="predict", unit="image", file=sys.stderr, disable=None)
-        if args.json:
-            print("[", flush=True)
-        try:
-            for result, error in iter_predictions(args.model, [str(i) for i in args.images], args.kind, args.overlays, args.cache,
-                                                  args.pixel_size):
-                progress.update()
-                if error is not None:
-                    errors += 1
-                    progress.write(f"error: {printable(error)}", file=sys.stderr)
-                    continue
-                if args.json:
-                    text = json.dumps(result, indent=2)
-                    print(("  " if count == 0 else ", ") + text.replace("\n", "\n  "), flush=True)
-                else:
-                    print(format_prediction(result), flush=True)
-                count += 1
-        finally:  # the JSON array is closed even when a fault stops the stream
-            progress.close()
-            if args.json:
-                print("]", flush=True)
-        if errors:
-            print(f"{errors} image(s) could not be classified, {count} were", file=sys.stderr)
-        return 1 if errors else 0
+        return _predict(args)
     raise AssertionError(args.command)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Each answer is printed as soon as it exists (JSON: one object whose predictions array is written
+    element by element), so a folder of thousands streams; errors go to stderr as they happen and
+    into the JSON and CSV in place; exit 1 if any image could not be classified."""
+    import csv
+    import os
+
+    from tqdm import tqdm
+
+    from leukemia_mtl.predict import CSV_COLUMNS, NOTICE, Predictor, _check_pixel_size, _check_threshold, csv_row, \
+        format_prediction, iter_predictions
+    from leukemia_mtl.release import fetch
+
+    if args.overlays is not None and args.overlays.exists() and not args.overlays.is_dir():
+        raise LeukemiaMtlError(f"{args.overlays}: is a file; --overlays takes a folder for the overlay images")
+    if args.csv is not None and args.csv.is_dir():
+        raise LeukemiaMtlError(f"{args.csv}: is a folder; --csv takes a file name")
+    _check_pixel_size(args.pixel_size)
+    _check_threshold(args.threshold)
+    predictor = Predictor(fetch(args.model, args.cache), args.pixel_size, args.threshold)
+    settings = {**predictor.settings(), "kind": args.kind, "explain": args.explain}
+    print(f"note: {NOTICE}", file=sys.stderr)
+    errors: list[dict] = []
+    count = 0
+    progress = tqdm(desc="predict", unit="image", file=sys.stderr, disable=None)
+    csv_file = writer = None
+    if args.csv is not None:  # written under a temporary name, renamed when the stream ends
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        partial = args.csv.with_name(f".{args.csv.name}.part")
+        csv_file = partial.open("w", newline="")
+        writer = csv.DictWriter(csv_file, CSV_COLUMNS)
+        writer.writeheader()
+    if args.json:
+        head = {"notice": NOTICE, "model_version": predictor.version, "settings": settings}
+        print(json.dumps(head, indent=2)[:-2] + ',\n  "predictions": [', flush=True)
+    try:
+        for image, result, error in iter_predictions(args.model, [str(i) for i in args.images], args.kind, args.overlays,
+                                                     explain=args.explain, predictor=predictor):
+            progress.update()
+            if writer is not None:
+                writer.writerow(csv_row(image, result, error, predictor.version))
+            if error is not None:
+                errors.append({"image": image, "error": error})
+                progress.write(f"error: {printable(error)}", file=sys.stderr)
+                if args.json:  # in place, so the array's order is the inputs'
+                    print(("  " if count + len(errors) == 1 else ", ") + json.dumps(errors[-1]), flush=True)
+                continue
+            if args.json:
+                text = json.dumps(result, indent=2)
+                print(("  " if count + len(errors) == 0 else ", ") + text.replace("\n", "\n  "), flush=True)
+            else:
+                print(format_prediction(result), flush=True)
+            count += 1
+    finally:  # the JSON is closed and the CSV kept even when a fault stops the stream
+        progress.close()
+        if args.json:
+            print("  ],\n  \"errors\": " + json.dumps(errors) + f',\n  "classified": {count}\n}}', flush=True)
+        if csv_file is not None:
+            csv_file.close()
+            os.replace(partial, args.csv)
+    if errors:
+        print(f"{len(errors)} image(s) could not be classified, {count} were", file=sys.stderr)
+    return 1 if errors else 0

@@ -35,6 +35,8 @@ STAGE3_IMAGES: tuple[str, ...] = ("cells", "isolated", "original")
 GATE_ACTIONS: tuple[str, ...] = ("refuse", "flag")
 # the ROI step's threshold: the paper's fixed level, or one found per image (preprocess.compute_roi)
 THRESHOLD_METHODS: tuple[str, ...] = ("fixed", "adaptive")
+# stain normalisation onto a target fitted on each fold's training images (leukemia_mtl.stain)
+STAIN_METHODS: tuple[str, ...] = ("none", "reinhard", "macenko")
 # which mask isolates the cells: the U-Net's, the ROI step's, or the better of the two on held-out smears
 ISOLATION_MASKS: tuple[str, ...] = ("auto", "unet", "roi")
 
@@ -93,6 +95,10 @@ class PreprocessConfig:
     # with 'adaptive': dark regions whose mean HSV saturation is below this are no stain (a scale bar's black
     # label, dust, the frame) and are dropped; stained nuclei measure 170-200 in the generator's smears
     min_stain_saturation: int = 30
+    # Stain normalisation of every classifier's input (leukemia_mtl.stain): 'none' (the paper's: images as they are),
+    # 'reinhard' (CIELAB means and deviations) or 'macenko' (stain vectors), onto a target fitted per fold and stage
+    # on the training images only and stored with each model, so predict applies the same one.
+    stain: str = "none"
     # a warning, in the task log, the run's output and the ROI page, when more of a dataset's images than
     # this have no region: the threshold does not fit this stain or camera, and later stages would see black
     warn_empty_fraction: float = 0.05
@@ -269,6 +275,15 @@ class EvaluateConfig:
     expectations: tuple[str, ...] = ()
     # Where the release is published besides the pipeline artifact: s3://bucket/prefix or a folder ("" = nowhere)
     models_uri: str = ""
+    # Detection's operating point: the highest threshold on P(ALL) that reaches this sensitivity on the folds'
+    # inner-validation predictions (a screening test should miss few leukaemias); the evaluation folds are scored at
+    # it, the release stores it, and predict uses it unless given --threshold.
+    target_sensitivity: float = 0.95
+    # Grad-CAM: the backbone's last block with at least this many positions a side (at 71-80 px the last blocks are
+    # 1x1-3x3: no "where"); and per class, how many of the held-out images the model was most and least sure of
+    # the run's report shows with their heat maps
+    explain_min_side: int = 7
+    explain_examples: int = 1
 
 
 @dataclass(frozen=True)
@@ -482,6 +497,7 @@ def check(profile: Profile) -> None:
                           f"{'needs' if len(model.backbones) == 1 else 'need'} at least {smallest}")
     choices = (("train.stage3_images", train.stage3_images, STAGE3_IMAGES),
                ("preprocess.threshold_method", profile.preprocess.threshold_method, THRESHOLD_METHODS),
+               ("preprocess.stain", profile.preprocess.stain, STAIN_METHODS),
                ("segment.isolation", profile.segment.isolation, ISOLATION_MASKS),
                ("evaluate.release_gate", evaluate.release_gate, GATE_ACTIONS),
                ("evaluate.release_metric", evaluate.release_metric, INNER_METRICS),
@@ -503,7 +519,8 @@ def check(profile: Profile) -> None:
               ("data.pixel_size_um", profile.data.pixel_size_um, 0.0, 100.0),
               ("data.cells_pixel_size_um", profile.data.cells_pixel_size_um, 0.0, 100.0),
               ("evaluate.confidence", evaluate.confidence, 0.5, 0.999),
-              ("evaluate.degenerate_spread", evaluate.degenerate_spread, 0.0, 1.0))
+              ("evaluate.degenerate_spread", evaluate.degenerate_spread, 0.0, 1.0),
+              ("evaluate.target_sensitivity", evaluate.target_sensitivity, 0.5, 1.0))
     for key, value, low, high in ranges:
         if not low <= value <= high:
             raise ConfigError(f"setting {key!r} must be between {low} and {high}, got {value!r}")
@@ -516,7 +533,8 @@ def check(profile: Profile) -> None:
                 ("preprocess.scale_sample_images", profile.preprocess.scale_sample_images, 1),
                 ("train.inference_batch_size", train.inference_batch_size, 1),
                 ("train.batchnorm_calibration_images", train.batchnorm_calibration_images, 0),
-                ("evaluate.colour_bins", evaluate.colour_bins, 2))
+                ("evaluate.colour_bins", evaluate.colour_bins, 2),
+                ("evaluate.explain_min_side", evaluate.explain_min_side, 1), ("evaluate.explain_examples", evaluate.explain_examples, 0))
     for key, value, low in minimums:
         if value < low:
             raise ConfigError(f"setting {key!r} must be at least {low}, got {value!r}")

@@ -163,20 +163,33 @@ def _auc_with_interval(labels: np.ndarray, scores: np.ndarray, confidence: float
     return {"value": value, "low": low, "high": high, "n": int(len(labels)), "note": note}
 
 
+def screening_threshold(labels: np.ndarray, positive_scores: np.ndarray, target_sensitivity: float) -> float | None:
+    """The highest threshold on P(positive) at which these predictions reach `target_sensitivity`
+    (the most specific one that misses no more positives than allowed); None without both classes."""
+    from sklearn.metrics import roc_curve
+
+    labels = np.asarray(labels).astype(int)
+    if not 0 < labels.sum() < len(labels):
+        return None
+    _, tpr, thresholds = roc_curve(labels, np.asarray(positive_scores, np.float64), drop_intermediate=False)
+    reached = np.flatnonzero(tpr >= target_sensitivity - 1e-12)
+    return float(min(thresholds[reached[0]], 1.0))
+
+
 def operating_point(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray, confidence: float = 0.95,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, threshold: float = 0.5) -> dict:
     """What a clinician reads from pooled held-out predictions. Two classes (negative first): at
-    P(positive) >= 0.5, sensitivity, specificity, PPV and NPV with Wilson intervals, and AUC with a
+    P(positive) >= threshold, sensitivity, specificity, PPV and NPV with Wilson intervals, and AUC with a
     bootstrap interval. More classes: accuracy with its Wilson interval, balanced accuracy, macro F1."""
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     labels = np.asarray(labels).astype(int)
     predicted = probabilities.argmax(axis=1)
     if len(classes) == 2:
-        positive = predicted == 1
+        positive = probabilities[:, 1] >= threshold
         tp, fp = int((positive & (labels == 1)).sum()), int((positive & (labels == 0)).sum())
         fn, tn = int((~positive & (labels == 1)).sum()), int((~positive & (labels == 0)).sum())
-        return {"kind": "binary", "positive": classes[1], "threshold": 0.5, "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+        return {"kind": "binary", "positive": classes[1], "threshold": float(threshold), "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
                 "sensitivity": _wilson(tp, tp + fn, confidence), "specificity": _wilson(tn, tn + fp, confidence),
                 "ppv": _wilson(tp, tp + fp, confidence), "npv": _wilson(tn, tn + fn, confidence),
                 "auc": _auc_with_interval(labels, probabilities[:, 1], confidence, seed)}
@@ -257,18 +270,37 @@ def _inner_validation(p: FoldPredictions) -> dict | None:
     return {"images": scores["images"], **{m: scores[m] for m in INNER_METRICS}}
 
 
-def _first_repeat_operating_point(classes: tuple[str, ...], folds: list[FoldPredictions], confidence: float, seed: int) -> dict:
+def _first_repeat_operating_point(classes: tuple[str, ...], folds: list[FoldPredictions], confidence: float, seed: int,
+                                  target_sensitivity: float) -> dict:
     """The operating point over one repeat's folds, where every image is held out exactly once: with
     repeated K-fold each image is predicted once per repeat, and counting it again would narrow
-    the intervals for no new evidence."""
+    the intervals for no new evidence.
+
+    Two classes: the threshold is the highest that reaches `target_sensitivity` on the folds' pooled
+    inner-validation predictions (what predict uses by default), and the evaluation folds are scored
+    at it, so its sensitivity is an estimate nothing was tuned on. Without inner-validation
+    predictions of both classes (the baselines; tiny runs) it is chosen on the evaluation folds
+    themselves, and says so: an optimistic figure."""
     first = [p for p in folds if p.repeat == folds[0].repeat]
-    point = operating_point(classes, np.concatenate([p.labels for p in first]), np.concatenate([p.probabilities for p in first]),
-                            confidence, seed)
-    return {**point, "repeat": folds[0].repeat}
+    labels, probabilities = np.concatenate([p.labels for p in first]), np.concatenate([p.probabilities for p in first])
+    if len(classes) != 2:
+        return {**operating_point(classes, labels, probabilities, confidence, seed), "repeat": folds[0].repeat}
+    validated = [p for p in first if p.val_labels is not None and len(p.val_labels)]
+    threshold, chosen_on = None, "the inner validation splits (pooled over the folds)"
+    if validated:
+        threshold = screening_threshold(np.concatenate([p.val_labels for p in validated]),
+                                        np.concatenate([p.val_probabilities for p in validated])[:, 1], target_sensitivity)
+    if threshold is None:
+        threshold = screening_threshold(labels, probabilities[:, 1], target_sensitivity)
+        chosen_on = "the evaluation folds themselves (no inner-validation predictions of both classes): optimistic"
+    if threshold is None:
+        threshold, chosen_on = 0.5, "none (the held-out images are of one class): 0.5"
+    point = operating_point(classes, labels, probabilities, confidence, seed, threshold)
+    return {**point, "repeat": folds[0].repeat, "target_sensitivity": target_sensitivity, "threshold_chosen_on": chosen_on}
 
 
 def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95, seed: int = 0,
-                   degenerate_spread: float = 0.02) -> dict:
+                   degenerate_spread: float = 0.02, target_sensitivity: float = 0.95) -> dict:
     """{task: {backbone: {arm: result}}}; result holds per-fold metrics (and each fold's inner-
     validation metrics), mean/std, pooled figures (confusion matrix, ROC curves, the operating point
     on every held-out prediction) and flags for degenerate predictions."""
@@ -305,7 +337,7 @@ def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95,
             "confusion_matrix_percent": row_percentages(pooled),
             "test_train_ratio": float(np.mean([p.eval_sources / p.train_sources for p in folds])),
             "roc": _curve_points(roc_curves(classes, labels, probabilities)),
-            "operating_point": _first_repeat_operating_point(classes, folds, confidence, seed),
+            "operating_point": _first_repeat_operating_point(classes, folds, confidence, seed, target_sensitivity),
             "degenerate": flags,
         }
     return results
@@ -326,25 +358,26 @@ def confusion_figure(classes, matrix, title: str) -> bytes:
 
     counts = np.asarray(matrix)
     percent = np.asarray(row_percentages(matrix))
-    fig, axes = report.new_figure(1, 1, (1.2 + 1.1 * len(classes), 1.0 + 0.9 * len(classes)))
+    side = max(3.6, 1.4 + 1.0 * len(classes))  # room for a wrapped title, and for each cell's two lines
+    fig, axes = report.new_figure(1, 1, (side, side))
     ax = axes[0][0]
     ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{counts[i, j]}\n({percent[i, j]:.1f}%)", ha="center", va="center", fontsize=8,
+            ax.text(j, i, f"{counts[i, j]}\n({percent[i, j]:.1f}%)", ha="center", va="center",
                     color="white" if percent[i, j] > 60 else "black")
     ax.set_xticks(range(len(classes)), classes)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    return report.figure_png(fig, dpi=80)
+    report.set_title(ax, title)
+    return report.figure_png(fig)
 
 
 def roc_figure(curves: dict, title: str) -> bytes:
     from leukemia_mtl import report
 
-    fig, axes = report.new_figure(1, 1, (4.6, 4.0))
+    fig, axes = report.new_figure(1, 1, (4.8, 4.4))
     ax = axes[0][0]
     for name, curve in curves.items():
         style = ":" if name.endswith("average") else "-"
@@ -352,14 +385,14 @@ def roc_figure(curves: dict, title: str) -> bytes:
     ax.plot([0, 1], [0, 1], "r--", linewidth=0.8, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    return report.figure_png(fig, dpi=80)
+    report.set_title(ax, title)
+    ax.legend(loc="lower right")
+    return report.figure_png(fig)
 
 
 def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseline_dirs: list[Path | str] = (),
                  *, metric: str = "balanced_accuracy", confidence: float = 0.95, seed: int = 0,
-                 degenerate_spread: float = 0.02) -> dict:
+                 degenerate_spread: float = 0.02, target_sensitivity: float = 0.95) -> dict:
     """Score every stage-3, classical and baseline model's held-out predictions; write and return them.
 
     Results: {"folds", "tasks": {task: {backbone: {arm: {...per fold, summary, inner_validation,
@@ -372,7 +405,7 @@ def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseli
     if not evaluation_dirs:
         raise EvaluationError("no model predictions to cross-validate")
     predictions = [load_fold_predictions(d) for d in [*evaluation_dirs, *baseline_dirs]]
-    scored = cross_validate(predictions, confidence, seed, degenerate_spread)
+    scored = cross_validate(predictions, confidence, seed, degenerate_spread, target_sensitivity)
     tasks = {task: {b: arms for b, arms in by_backbone.items() if not set(arms) & set(BASELINE_ARMS)}
              for task, by_backbone in scored.items()}
     baselines = {task: {arm: result for arms in by_backbone.values() for arm, result in arms.items() if arm in BASELINE_ARMS}

@@ -1,11 +1,18 @@
-"""Classify new images with a release, by the same steps the evaluation scored.
+"""Classify new images with a release, by the same steps the evaluation scored, and say it so a
+haematologist can act on it.
 
 A smear goes through the segmenter, its white cells are isolated on black (the paper's blue-
-channel step), and the stage-3 models give the FAB class and the detection verdict: as the mean
+channel step), and the stage-3 models give the detection verdict and the FAB type: as the mean
 over the smear's isolated cells (the default, `train.stage3_images="cells"`), or from the isolated
 smear (or the original) squared to the model's input, as the release was trained. The stage-2
-model scores every segmented cell for the overlay. A single-cell image (ALL-IDB2 style)
-is scored by the stage-2 model on its central cell.
+model scores every segmented cell. A single-cell image (ALL-IDB2 style) is scored by the stage-2
+model on its central cell.
+
+What an answer says, in this order: the detection verdict at the release's operating point (the
+threshold on P(ALL) that reached the target sensitivity on cross-validation's inner splits;
+`--threshold` to choose another), the FAB type only for a smear called ALL, and a flag where the
+smear's verdict and its cells' scores disagree. Every answer carries the model's version and the
+settings used; `explain=True` adds Grad-CAM heat maps (leukemia_mtl.explain). Research use only.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import numpy as np
 
 from leukemia_mtl.config import DataConfig, PreprocessConfig, SegmentConfig
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.model_card import RESEARCH_USE
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,12 @@ KINDS = ("auto", "smear", "cell")
 # auto: an image at most this many pixels on its longer side and nearly square is a single cell
 CELL_IMAGE_MAX_SIDE = 512
 CELL_IMAGE_MAX_ASPECT = 1.25
+# the stage-2 cell model's boundary: a cell "scores as a blast" at P(blast) >= this (its sigmoid's middle; untuned)
+CELL_BLAST_THRESHOLD = 0.5
+NOTICE = RESEARCH_USE
+CSV_COLUMNS = ("image", "status", "error", "kind", "verdict", "all_probability", "threshold", "fab_type", "fab_probability",
+               "cells", "cells_scored_as_blasts", "disagreement", "overlay", "explanation", "pixel_scale", "model_version")
+BLAST_COLOUR, OTHER_COLOUR = (230, 40, 40), (40, 200, 60)  # RGB: outlines of cells scored as blasts and not
 
 
 class PredictError(LeukemiaMtlError):
@@ -43,14 +57,18 @@ def _config(cls, values: dict):
 class Prediction:
     image: str
     kind: str
-    label: str
-    probabilities: dict[str, float]
-    verdict: str  # detection: the negative class or "ALL"
+    verdict: str  # detection at `threshold`: "ALL" or the negative class
     all_probability: float
-    cells: list[dict] = field(default_factory=list)
+    threshold: float
+    fab: dict | None  # {"type", "probability", "probabilities"}: smears called ALL only
+    cells: list[dict] = field(default_factory=list)  # per cell: index, bbox, centre, blast_probability, blast
+    cells_scored_as_blasts: int = 0
+    disagreement: str | None = None  # the smear's verdict and its cells' scores point different ways
     overlay: str | None = None
+    explanation: str | None = None  # Grad-CAM heat maps (explain=True)
     pixel_scale: float | None = None  # image pixels per ALL-IDB1 pixel, and where it came from
     pixel_scale_source: str = ""
+    model_version: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -61,18 +79,28 @@ def _check_pixel_size(pixel_size_um: float | None) -> None:
         raise PredictError(f"pixel size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)")
 
 
-class Predictor:
-    """`pixel_size_um`: micrometres per pixel of the images to classify (--pixel-size); without it, the training
-    images' pixel size of that kind (the release assumes the same microscope), else an estimate from the image."""
+def _check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0 < threshold < 1:
+        raise PredictError(f"threshold {threshold!r}: give a probability of ALL between 0 and 1 (exclusive)")
 
-    def __init__(self, release_dir: Path | str, pixel_size_um: float | None = None) -> None:
+
+class Predictor:
+    """A release loaded for prediction.
+
+    `pixel_size_um`: micrometres per pixel of the images to classify (--pixel-size); without it, the training
+    images' pixel size of that kind (the release assumes the same microscope), else an estimate from the image.
+    `threshold`: P(ALL) at or above which a smear is called ALL; without it, the release's operating point."""
+
+    def __init__(self, release_dir: Path | str, pixel_size_um: float | None = None, threshold: float | None = None) -> None:
         from leukemia_mtl.release import verify
         from leukemia_mtl.segment.infer import Segmenter
         from leukemia_mtl.train.stage import load_classifier
 
         _check_pixel_size(pixel_size_um)
+        _check_threshold(threshold)
         self.release_dir = Path(release_dir)
         self.manifest = verify(self.release_dir)
+        self.version = str(self.manifest.get("version") or "")
         gate = self.manifest.get("gate") or {}
         if gate and not gate.get("passed"):  # released with evaluate.release_gate=flag: say so before every run
             log.warning("release %s failed its gate (%s): its answers are no better than a trivial model's",
@@ -84,21 +112,46 @@ class Predictor:
         self.pixel_size_um = pixel_size_um
         self.input_size = int(settings["input_size"])
         self.stage3_images = settings["stage3_images"]
+        recorded = (self.manifest.get("operating_point") or {}).get("threshold")
+        if threshold is not None:
+            self.threshold, self.threshold_source = float(threshold), "given (--threshold)"
+        elif recorded is not None:
+            point = self.manifest["operating_point"]
+            self.threshold = float(recorded)
+            self.threshold_source = (f"the release's operating point: sensitivity {point.get('target_sensitivity')} on "
+                                     f"{point.get('threshold_chosen_on')}")
+        else:
+            self.threshold, self.threshold_source = 0.5, "0.5 (this release records no operating point)"
         self.segmenter = Segmenter.load(self.release_dir / "segmenter")
         self.models = {role: load_classifier(self.release_dir / role) for role in ("detection", "fab", "cells")}
+        self._explainers: dict = {}
 
-    def _batch(self, images: list[np.ndarray]) -> np.ndarray:
-        """Images squared to the models' input, as the evaluation arrays were."""
+    def settings(self) -> dict:
+        """What every answer was made with: the model, the threshold, the pixel size, the stain targets."""
+        return {"model_version": self.version, "release": str(self.release_dir), "threshold": self.threshold,
+                "threshold_source": self.threshold_source, "cell_blast_threshold": CELL_BLAST_THRESHOLD,
+                "pixel_size_um": self.pixel_size_um, "stage3_images": self.stage3_images,
+                "stain": {role: (info.stain or {}).get("method", "none") for role, (_, info) in self.models.items()},
+                "gate_passed": (self.manifest.get("gate") or {}).get("passed")}
+
+    def _batch(self, images: list[np.ndarray], role: str) -> np.ndarray:
+        """Images squared to the models' input and stain-normalised with the role's model's own target, as the
+        evaluation arrays were."""
         from leukemia_mtl.train.data import square
 
-        return np.stack([square(image, self.input_size) for image in images]).astype(np.float32)
+        batch = np.stack([square(image, self.input_size) for image in images])
+        if self.models[role][1].stain:
+            from leukemia_mtl.stain import normalise_batch, target_from_dict
+
+            batch, _ = normalise_batch(batch, target_from_dict(self.models[role][1].stain, f"{self.release_dir / role}: stain"))
+        return batch
 
     def _probabilities(self, role: str, batch: np.ndarray) -> np.ndarray:
         """(images, classes) probabilities of one role's model."""
         from leukemia_mtl.train.stage import class_probabilities, model_outputs
 
         model, info = self.models[role]
-        return class_probabilities(model_outputs(model, batch, len(batch)), info.head)
+        return class_probabilities(model_outputs(model, batch.astype(np.float32), len(batch)), info.head)
 
     def pixel_scale(self, rgb: np.ndarray, kind: str) -> tuple[float, str]:
         """(scale, where it came from) of an image of `kind`: see the class's docstring."""
@@ -133,7 +186,37 @@ class Predictor:
         square_ish = max(height, width) / min(height, width) <= CELL_IMAGE_MAX_ASPECT
         return "cell" if max(height, width) <= CELL_IMAGE_MAX_SIDE and square_ish else "smear"
 
-    def predict(self, path: Path | str, kind: str = "auto", overlay_path: Path | str | None = None) -> Prediction:
+    def _explainer(self, role: str):
+        from leukemia_mtl.config import EvaluateConfig
+        from leukemia_mtl.explain import GradCam
+
+        if role not in self._explainers:
+            self._explainers[role] = GradCam(self.models[role][0], EvaluateConfig().explain_min_side)
+        return self._explainers[role]
+
+    def heatmap(self, role: str, rgb: np.ndarray, result, class_name: str) -> np.ndarray:
+        """Grad-CAM of one role's model for `class_name`, in the image's own pixels: each cell's map put back
+        where its crop was cut (models that see cells), or the squared image's map unsquared."""
+        from leukemia_mtl.explain import HeatMapper
+
+        classes = self.models[role][1].classes
+        mapper = HeatMapper(rgb.shape[:2], self.input_size)
+        explainer = self._explainer(role)
+        if role == "cells" or self.stage3_images == "cells":
+            if result.cells:
+                maps, _ = explainer.heatmaps(self._batch([c.image for c in result.cells], role), classes.index(class_name),
+                                             together=True)
+                for cell, cam in zip(result.cells, maps):
+                    mapper.add_crop(cam, cell.window, cell.image)
+        else:
+            image = result.isolated if self.stage3_images == "isolated" else rgb
+            maps, _ = explainer.heatmaps(self._batch([image], role), classes.index(class_name))
+            mapper.add_squared(maps[0])
+        return mapper.heatmap
+
+    def predict(self, path: Path | str, kind: str = "auto", overlay_path: Path | str | None = None,
+                explain_path: Path | str | None = None) -> Prediction:
+        """One image's answer; the overlay and (given `explain_path`) the Grad-CAM heat maps written as PNGs."""
         from leukemia_mtl.data.images import read_image
 
         if kind not in KINDS:
@@ -145,64 +228,133 @@ class Predictor:
             result, scale, source = self._segment(rgb, "cell")
             if not result.cells:
                 raise PredictError(f"{path}: no white cell found in this single-cell image")
-            probability = self._probabilities("cells", self._batch([result.cells[0].image]))[0]
-            classes = self.models["cells"][1].classes
-            blast = float(probability[1])
-            return Prediction(str(path), kind, classes[int(probability.argmax())], dict(zip(classes, map(float, probability))),
-                              "ALL" if blast >= 0.5 else negative, blast, pixel_scale=round(scale, 4), pixel_scale_source=source)
-
-        if min(rgb.shape[:2]) < self.input_size:
-            raise PredictError(f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
-                               "input: too small for a smear (a single-cell image? try --kind cell)")
-        result, scale, source = self._segment(rgb, "smear")
-        if self.stage3_images == "cells":  # as the evaluation scored smears: the mean over their cells
-            if not result.cells:
-                raise PredictError(f"{path}: no white cell found in this smear, so there is nothing to classify")
-            batch = self._batch([c.image for c in result.cells])
-            fab = self._probabilities("fab", batch).mean(axis=0)
-            detection = self._probabilities("detection", batch).mean(axis=0)
+            blast = float(self._probabilities("cells", self._batch([result.cells[0].image], "cells"))[0, 1])
+            cell = self._cell_entry(result.cells[0], blast)
+            prediction = Prediction(str(path), kind, "ALL" if blast >= CELL_BLAST_THRESHOLD else negative, blast,
+                                    CELL_BLAST_THRESHOLD, None, [cell], int(cell["blast"]), pixel_scale=round(scale, 4),
+                                    pixel_scale_source=source, model_version=self.version)
+            panels = [("cell model: blast", self.heatmap("cells", rgb, result, "blast"))] if explain_path else []
         else:
-            if self.stage3_images == "isolated" and not result.cells:  # as training: no cell, no (black) image
-                raise PredictError(f"{path}: no white cell found in this smear, so there is nothing to classify")
-            batch = self._batch([result.isolated if self.stage3_images == "isolated" else rgb])
-            fab = self._probabilities("fab", batch)[0]
-            detection = self._probabilities("detection", batch)[0]
-        fab_classes, detection_classes = self.models["fab"][1].classes, self.models["detection"][1].classes
-        all_probability = float(detection[detection_classes.index("ALL")])
-        cells = []
-        if result.cells:
-            scores = self._probabilities("cells", self._batch([c.image for c in result.cells]))[:, 1]
-            cells = [{"index": c.index, "bbox": list(c.bbox), "centre": list(c.centre), "blast_probability": float(s)}
-                     for c, s in zip(result.cells, scores)]
-        prediction = Prediction(str(path), "smear", fab_classes[int(fab.argmax())], dict(zip(fab_classes, map(float, fab))),
-                                "ALL" if all_probability >= 0.5 else negative, all_probability, cells,
-                                pixel_scale=round(scale, 4), pixel_scale_source=source)
+            if min(rgb.shape[:2]) < self.input_size:
+                raise PredictError(f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
+                                   "input: too small for a smear (a single-cell image? try --kind cell)")
+            result, scale, source = self._segment(rgb, "smear")
+            prediction = self._smear_prediction(path, rgb, result, negative)
+            prediction.pixel_scale, prediction.pixel_scale_source = round(scale, 4), source
+            panels = []
+            if explain_path:
+                panels.append((f"detection: {prediction.verdict}", self.heatmap("detection", rgb, result, prediction.verdict)))
+                if prediction.fab:
+                    panels.append((f"FAB type: {prediction.fab['type']}", self.heatmap("fab", rgb, result, prediction.fab["type"])))
+                if result.cells:
+                    panels.append(("cell model: blast", self.heatmap("cells", rgb, result, "blast")))
         if overlay_path is not None:
-            prediction.overlay = str(write_overlay(rgb, result.refined_mask, cells, prediction, Path(overlay_path)))
+            prediction.overlay = str(write_overlay(rgb, result.refined_mask, prediction, Path(overlay_path)))
+        if explain_path is not None:
+            from leukemia_mtl.explain import write_heatmap_panels
+
+            prediction.explanation = str(write_heatmap_panels(rgb, panels, Path(explain_path)))
         return prediction
 
+    @staticmethod
+    def _cell_entry(cell, blast: float) -> dict:
+        return {"index": cell.index, "bbox": list(cell.bbox), "centre": list(cell.centre), "blast_probability": blast,
+                "blast": blast >= CELL_BLAST_THRESHOLD}
 
-def write_overlay(rgb: np.ndarray, mask: np.ndarray, cells: list[dict], prediction: Prediction, path: Path) -> Path:
-    """Each segmented cell outlined (red: likely blast, green: not) with its blast probability."""
+    def _smear_prediction(self, path, rgb: np.ndarray, result, negative: str) -> Prediction:
+        if self.stage3_images in ("cells", "isolated") and not result.cells:  # as training: no cell, nothing to classify
+            raise PredictError(f"{path}: no white cell found in this smear, so there is nothing to classify")
+        if self.stage3_images == "cells":  # as the evaluation scored smears: the mean over their cells
+            images = [c.image for c in result.cells]
+            fab = self._probabilities("fab", self._batch(images, "fab")).mean(axis=0)
+            detection = self._probabilities("detection", self._batch(images, "detection")).mean(axis=0)
+        else:
+            image = result.isolated if self.stage3_images == "isolated" else rgb
+            fab = self._probabilities("fab", self._batch([image], "fab"))[0]
+            detection = self._probabilities("detection", self._batch([image], "detection"))[0]
+        fab_classes, detection_classes = self.models["fab"][1].classes, self.models["detection"][1].classes
+        all_probability = float(detection[detection_classes.index("ALL")])
+        verdict = "ALL" if all_probability >= self.threshold else negative
+        cells = []
+        if result.cells:
+            scores = self._probabilities("cells", self._batch([c.image for c in result.cells], "cells"))[:, 1]
+            cells = [self._cell_entry(c, float(s)) for c, s in zip(result.cells, scores)]
+        blasts = sum(c["blast"] for c in cells)
+        fab_answer = None
+        if verdict == "ALL":  # the type is a question only once the smear is called ALL; among the ALL types
+            subtypes = [i for i, c in enumerate(fab_classes) if c != negative]
+            best = max(subtypes, key=lambda i: fab[i])
+            fab_answer = {"type": fab_classes[best], "probability": float(fab[best]),
+                          "probabilities": dict(zip(fab_classes, map(float, fab)))}
+        disagreement = None
+        if verdict == "ALL" and cells and not blasts:
+            disagreement = (f"called ALL (P(ALL) {all_probability:.2f}), but none of its {len(cells)} cells scores as a blast: "
+                            "look at the smear")
+        elif verdict != "ALL" and blasts:
+            disagreement = (f"called {negative} (P(ALL) {all_probability:.2f}), but {blasts} of its {len(cells)} cells score as "
+                            "blasts: look at those cells")
+        return Prediction(str(path), "smear", verdict, all_probability, self.threshold, fab_answer, cells, blasts, disagreement,
+                          model_version=self.version)
+
+
+def _text_size(image_width: int) -> tuple[float, int]:
+    """(OpenCV font scale, thickness) that reads at ~1.6 % of the image's width, whatever its size."""
+    scale = max(0.45, image_width / 1100)
+    return scale, max(1, round(scale * 1.6))
+
+
+def _label(canvas: np.ndarray, text: str, origin: tuple[int, int], colour, scale: float, thickness: int) -> None:
+    """Text on a dark box, so it reads on a pale smear and on a dark cell alike."""
+    (width, height), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    x, y = origin
+    x, y = max(0, min(x, canvas.shape[1] - width - 4)), max(height + 4, y)
+    cv2.rectangle(canvas, (x - 2, y - height - 4), (x + width + 2, y + base + 1), (20, 20, 20), -1)
+    cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+
+
+def write_overlay(rgb: np.ndarray, mask: np.ndarray, prediction: Prediction, path: Path) -> Path:
+    """Each segmented cell outlined (red: scores as a blast, green: not) with its P(blast) in per cent; a header
+    with the verdict on a dark band, a legend, and the research-use notice at the foot."""
     from leukemia_mtl.io_utils import write_image
 
-    canvas = rgb.copy()
-    thickness = max(1, rgb.shape[1] // 400)
+    scale, thickness = _text_size(rgb.shape[1])
+    line = int(cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][1] * 1.9)
+    header, footer = 2 * line + 8, line + 6
+    canvas = cv2.copyMakeBorder(rgb, header, footer, 0, 0, cv2.BORDER_CONSTANT, value=(20, 20, 20))
+    body = canvas[header:header + rgb.shape[0]]
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     boxes = {tuple(int(v) for v in cv2.boundingRect(c)): c for c in contours}
-    for cell in cells:
-        colour = (220, 30, 30) if cell["blast_probability"] >= 0.5 else (30, 180, 30)
+    outline = max(2, rgb.shape[1] // 300)
+    for cell in prediction.cells:
+        colour = BLAST_COLOUR if cell["blast"] else OTHER_COLOUR
         x, y, w, h = cell["bbox"]
         contour = boxes.get((x, y, w, h))
         if contour is not None:
-            cv2.drawContours(canvas, [contour], -1, colour, thickness)
+            cv2.drawContours(body, [contour], -1, colour, outline)
         else:
-            cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
-        cv2.putText(canvas, f"{cell['blast_probability']:.2f}", (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thickness, colour, thickness, cv2.LINE_AA)
-    banner = f"{prediction.label} ({prediction.probabilities[prediction.label]:.2f}); detection: {prediction.verdict}"
-    cv2.putText(canvas, banner, (8, 8 + 14 * thickness), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thickness, (255, 255, 255),
-                thickness + 1, cv2.LINE_AA)
+            cv2.rectangle(body, (x, y), (x + w, y + h), colour, outline)
+        _label(body, f"{cell['blast_probability']:.0%}", (x, y - 6), colour, scale * 0.8, thickness)
+    if prediction.kind == "smear":
+        verdict = (f"ALL suspected: P(ALL) {prediction.all_probability:.2f} >= threshold {prediction.threshold:.2f}"
+                   if prediction.verdict == "ALL" else
+                   f"No ALL found: P(ALL) {prediction.all_probability:.2f} < threshold {prediction.threshold:.2f}")
+        if prediction.fab:
+            verdict += f"; FAB type {prediction.fab['type']} ({prediction.fab['probability']:.2f})"
+    else:
+        verdict = f"single cell: P(blast) {prediction.all_probability:.2f} -> {prediction.verdict}"
+    cv2.putText(canvas, verdict, (8, line), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    legend_y = 2 * line
+    x = 8
+    for colour, text in ((BLAST_COLOUR, f"cell scores as a blast (P >= {CELL_BLAST_THRESHOLD:.0%})"),
+                         (OTHER_COLOUR, "cell does not"), ((255, 210, 80), prediction.disagreement and "! verdict and cells disagree")):
+        if not text:
+            continue
+        cv2.rectangle(canvas, (x, legend_y - line // 2), (x + line // 2, legend_y), colour, -1)
+        cv2.putText(canvas, text, (x + line // 2 + 6, legend_y), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.85, colour, thickness,
+                    cv2.LINE_AA)
+        x += line // 2 + 18 + cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.85, thickness)[0][0]
+    cv2.putText(canvas, f"{NOTICE.split('.')[0]}. {prediction.model_version}", (8, canvas.shape[0] - footer // 3),
+                cv2.FONT_HERSHEY_SIMPLEX, scale * 0.75, (220, 220, 220), max(1, thickness - 1), cv2.LINE_AA)
     return write_image(path, canvas)
 
 
@@ -237,24 +389,33 @@ def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
 
 
 def iter_predictions(model: str, inputs: list[str], kind: str = "auto", overlay_dir: Path | None = None,
-                     cache_dir: Path | None = None, pixel_size_um: float | None = None) -> Iterator[tuple[dict | None, str | None]]:
-    """(prediction, None) or (None, error) per image, one at a time: a folder of thousands streams
-    through in constant memory, and one bad image does not stop the others."""
+                     cache_dir: Path | None = None, pixel_size_um: float | None = None, threshold: float | None = None,
+                     explain: bool = False, predictor: "Predictor | None" = None
+                     ) -> Iterator[tuple[str | None, dict | None, str | None]]:
+    """(image, prediction, None) or (image or None, None, error) per image, one at a time: a folder of
+    thousands streams through in constant memory, and one bad image does not stop the others.
+    `explain` writes Grad-CAM heat maps beside the overlays (<stem>_gradcam.png)."""
     from leukemia_mtl.release import fetch
 
     _check_pixel_size(pixel_size_um)  # before fetching a release from object storage
-    predictor = Predictor(fetch(model, cache_dir), pixel_size_um)
+    _check_threshold(threshold)
+    predictor = predictor or Predictor(fetch(model, cache_dir), pixel_size_um, threshold)
     overlay_names: set[str] = set()
     for path, problem in image_paths(inputs):
         if problem is not None:
-            yield None, problem
+            yield None, None, problem
             continue
+        overlay = _overlay_path(overlay_dir, path, overlay_names)
+        explanation = None
+        if explain:
+            folder = overlay.parent if overlay is not None else path.parent
+            explanation = folder / (overlay.name.replace("_overlay.png", "_gradcam.png") if overlay else f"{path.stem}_gradcam.png")
         try:
-            prediction = predictor.predict(path, kind, _overlay_path(overlay_dir, path, overlay_names))
+            prediction = predictor.predict(path, kind, overlay, explanation)
         except LeukemiaMtlError as exc:
-            yield None, str(exc)
+            yield str(path), None, str(exc)
         else:
-            yield prediction.to_dict(), None
+            yield str(path), prediction.to_dict(), None
 
 
 def _overlay_path(overlay_dir: Path | None, image: Path, used: set[str]) -> Path | None:
@@ -271,14 +432,35 @@ def _overlay_path(overlay_dir: Path | None, image: Path, used: set[str]) -> Path
 
 
 def format_prediction(p: dict) -> str:
-    probabilities = " ".join(f"{c}={v:.3f}" for c, v in p["probabilities"].items())
-    line = f"{p['image']}: {p['kind']} -> {p['label']} [{probabilities}]; detection {p['verdict']} (P(ALL)={p['all_probability']:.3f})"
-    if p["kind"] == "smear":
-        blasts = sum(c["blast_probability"] >= 0.5 for c in p["cells"])
-        line += f"; {len(p['cells'])} cells, {blasts} scored as blasts"
-    if p.get("overlay"):
-        line += f"; overlay {p['overlay']}"
-    if p.get("pixel_scale") is not None:
-        line += f"; pixel scale {p['pixel_scale']:g} ({p['pixel_scale_source']})"
-    return line
+    """An answer in the order a haematologist reads it: verdict, then type, then what to look at."""
+    if p["kind"] == "cell":
+        lines = [f"{p['image']} (single cell): {'blast' if p['verdict'] == 'ALL' else 'not a blast'}, "
+                 f"P(blast) {p['all_probability']:.3f} (cell model, threshold {p['threshold']:.2f})"]
+    else:
+        called = (f"ALL suspected: P(ALL) {p['all_probability']:.3f} >= {p['threshold']:.3f}" if p["verdict"] == "ALL"
+                  else f"no ALL found: P(ALL) {p['all_probability']:.3f} < {p['threshold']:.3f}")
+        lines = [f"{p['image']} (smear): {called}"]
+        if p["fab"]:
+            others = ", ".join(f"{c} {v:.2f}" for c, v in p["fab"]["probabilities"].items() if c != p["fab"]["type"])
+            lines.append(f"  FAB type {p['fab']['type']} ({p['fab']['probability']:.2f}; {others})")
+        lines.append(f"  {len(p['cells'])} cells, {p['cells_scored_as_blasts']} scored as blasts "
+                     f"(cell model, P(blast) >= {CELL_BLAST_THRESHOLD})")
+        if p["disagreement"]:
+            lines.append(f"  ! disagreement: {p['disagreement']}")
+    extras = [f"overlay {p['overlay']}" if p.get("overlay") else "", f"heat maps {p['explanation']}" if p.get("explanation") else "",
+              f"pixel scale {p['pixel_scale']:g} ({p['pixel_scale_source']})" if p.get("pixel_scale") is not None else ""]
+    lines += [f"  {e}" for e in extras if e]
+    return "\n".join(lines)
 
+
+def csv_row(image: str | None, prediction: dict | None, error: str | None, version: str) -> dict:
+    """One row of --csv: an answer, or the error that stopped one (status "error")."""
+    if prediction is None:
+        return {"image": image or "", "status": "error", "error": error, "model_version": version}
+    fab = prediction["fab"] or {}
+    return {"image": prediction["image"], "status": "ok", "error": "", "kind": prediction["kind"], "verdict": prediction["verdict"],
+            "all_probability": round(prediction["all_probability"], 4), "threshold": round(prediction["threshold"], 4),
+            "fab_type": fab.get("type", ""), "fab_probability": round(fab["probability"], 4) if fab else "",
+            "cells": len(prediction["cells"]), "cells_scored_as_blasts": prediction["cells_scored_as_blasts"],
+            "disagreement": prediction["disagreement"] or "", "overlay": prediction["overlay"] or "",
+            "explanation": prediction["explanation"] or "", "pixel_scale": prediction["pixel_scale"], "model_version": version}

@@ -1,8 +1,9 @@
 """The released model: the best cross-validated models and the settings that feed them, as one
 versioned, checksummed folder that `predict` loads from disk or object storage.
 
-Layout: manifest.json (version, selection and its cross-validated scores, the preprocessing and
-segmentation settings, sha256 of every file) and one bundle per role: segmenter/ (white cells),
+Layout: manifest.json (version, selection and its cross-validated scores, detection's operating point,
+the model card, the preprocessing and segmentation settings, sha256 of every file), MODEL_CARD.md
+(the card for a person: intended use, data, cross-validated performance, limits) and one bundle per role: segmenter/ (white cells),
 detection/ and fab/ (stage-3 or classical models for multi-cell images), cells/ (the stage-2
 model that scores each isolated cell). The version is derived from the models' content (not
 their save dates), so publishing the same models again is a no-op.
@@ -29,9 +30,10 @@ from pathlib import Path
 from leukemia_mtl import __version__
 from leukemia_mtl.config import GATE_ACTIONS, Profile
 from leukemia_mtl.errors import LeukemiaMtlError
-from leukemia_mtl.io_utils import atomic_write_json, sha256_file
+from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, sha256_file
 
 MANIFEST = "manifest.json"
+MODEL_CARD = "MODEL_CARD.md"
 FORMAT = 1
 BUNDLE_FILES = ("segmenter.keras", "segmenter.json", "classifier.keras", "classifier.json")
 
@@ -110,9 +112,11 @@ def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id:
 
 
 def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
-                  profile: Profile) -> dict:
-    """Copy the selected bundles into out_dir and write the manifest; returns the manifest."""
+                  profile: Profile, data_summary: dict | None = None) -> dict:
+    """Copy the selected bundles into out_dir and write the manifest and the model card (MODEL_CARD.md,
+    from `data_summary`, ingest's summary, and the cross-validation); returns the manifest."""
     from leukemia_mtl.evaluate import ARMS
+    from leukemia_mtl.model_card import build_model_card, card_markdown
 
     model_dirs = [Path(d) for d in model_dirs]
     out_dir = Path(out_dir)
@@ -132,12 +136,20 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
     sources["cells"] = _find(model_dirs, "stage2", "blast", fab["backbone"], fab["fold_id"])
     selection["cells"] = {"backbone": fab["backbone"], "arm": "mtl", "fold_id": fab["fold_id"], "stage": "stage2"}
 
+    imagenet = all(json.loads((sources[role] / "classifier.json").read_text()).get("imagenet") for role in ("detection", "fab"))
+    detection_point = crossval["tasks"]["detection"][selection["detection"]["backbone"]][selection["detection"]["arm"]]["operating_point"]
+    operating = {k: detection_point.get(k) for k in ("threshold", "target_sensitivity", "threshold_chosen_on")}
+
+    def card(version: str | None) -> dict:
+        return build_model_card(version=version, profile=profile, crossval=crossval, selection=selection, gate=verdict,
+                                data_summary=data_summary, imagenet=imagenet)
+
     if out_dir.exists():
         shutil.rmtree(out_dir)
     if not verdict["passed"] and verdict["action"] == "refuse":  # a manifest that says why, and no model
         manifest = {"format": FORMAT, "name": "leukemia-mtl", "version": None, "refused": True, "profile": profile.name,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": __version__,
-                    "selection": selection, "gate": verdict, "files": {}}
+                    "selection": selection, "gate": verdict, "operating_point": operating, "model_card": card(None), "files": {}}
         atomic_write_json(out_dir / MANIFEST, manifest)
         return manifest
     files = {}
@@ -150,6 +162,9 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
                 files[f"{role}/{path.name}"] = sha256_file(target)
     contents = {relative: _content_digest(out_dir / relative) for relative in files}
     content = hashlib.sha256(json.dumps(contents, sort_keys=True).encode()).hexdigest()[:12]
+    model_card = card(f"{profile.name}-{content}")
+    atomic_write_text(out_dir / MODEL_CARD, card_markdown(model_card))  # after the version: it names it
+    files[MODEL_CARD] = sha256_file(out_dir / MODEL_CARD)
     manifest = {
         "format": FORMAT,
         "name": "leukemia-mtl",
@@ -159,6 +174,8 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
         "profile": profile.name,
         "selection": selection,
         "gate": verdict,
+        "operating_point": operating,
+        "model_card": model_card,
         "settings": {"data": asdict(profile.data), "preprocess": asdict(profile.preprocess), "segment": asdict(profile.segment),
                      "input_size": profile.model.input_size, "stage3_images": profile.train.stage3_images},
         "files": files,

@@ -6,6 +6,9 @@ folds), beside the majority class and the colour-histogram baseline, any degener
 the release gate and the profile's learning checks. Then how the scores were kept honest, the
 data, every stage, the paper's tables and the tests.
 
+The page comes from leukemia_mtl/templates (jinja2, autoescaped, through leukemia_mtl.report): every
+string from the data is shown as text; only report's own pieces and our stage pages' bodies are HTML.
+
 summary.json (schema "leukemia-mtl/summary/2"):
     profile, folds (fold ids), backbones, imagenet (bool: did stage 1 start from ImageNet?),
     limitations and methods (what this run could not do, and how it was scored, in words),
@@ -29,6 +32,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from markupsafe import Markup
 
 from leukemia_mtl import report
 from leukemia_mtl.config import Profile, parse_expectation
@@ -60,7 +64,7 @@ def _with_interval(entry: dict | None) -> str:
         return "n/a"
     if entry.get("low") is None:
         return f"{entry['value']:.3f}"
-    return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+    return f"{entry['value']:.3f} [{entry['low']:.3f},\u00a0{entry['high']:.3f}]"  # an interval is not broken
 
 
 def _arm_summary(result: dict) -> dict:
@@ -135,12 +139,124 @@ def run_summary(crossval: dict, ttest: dict, release: dict | None, evaluations: 
 
 
 def load_evaluations(groups: dict[str, list[Path | str]]) -> dict[str, list[dict]]:
-    """{stage display name: [{summary, history}]} from finetune evaluation folders."""
+    """{stage display name: [{summary, history, info, dir}]} from finetune evaluation folders (info: the
+    model's classifier.json; dir: where its explanations.png lies, read only for the released models)."""
     loaded = {}
     for name, dirs in groups.items():
         loaded[name] = [{"summary": json.loads((Path(d) / "summary.json").read_text()),
-                         "history": json.loads((Path(d) / "history.json").read_text())} for d in dirs]
+                         "history": json.loads((Path(d) / "history.json").read_text()),
+                         "info": json.loads((Path(d) / "classifier.json").read_text()), "dir": str(d)} for d in dirs]
     return loaded
+
+
+RELEASED_ROLES = (("detection", "detection (stage 3 or classical)"), ("fab", "FAB type (stage 3 or classical)"),
+                  ("cells", "cell scorer (stage 2)"))
+
+
+def _released_evaluations(evaluations: dict[str, list[dict]], release: dict) -> list[tuple[str, dict, dict]]:
+    """(role, its selection, its evaluation entry) of every released model the run's evaluations hold."""
+    stage_of_arm = {"mtl": "stage3", "ctl": "classical"}
+    found = []
+    for role, _ in RELEASED_ROLES:
+        pick = (release.get("selection") or {}).get(role)
+        if not pick:
+            continue
+        stage = pick.get("stage") or stage_of_arm.get(pick["arm"])
+        task = "blast" if role == "cells" else role
+        for entries in evaluations.values():
+            for entry in entries:
+                s = entry["summary"]
+                key = tuple(s.get(k) for k in ("stage", "task", "backbone", "fold_id"))
+                if key == (stage, task, pick["backbone"], pick["fold_id"]) and entry.get("dir"):
+                    found.append((role, pick, entry))
+    return found
+
+
+def _explanations_section(evaluations: dict[str, list[dict]], release: dict | None, profile: Profile) -> report.Section | None:
+    """Grad-CAM of the released models on their fold's held-out images: where each found its evidence."""
+    from leukemia_mtl.train.stage import EXPLANATIONS_FILE
+
+    if release is None:
+        return None
+    parts = [report.paragraph(
+        "Grad-CAM heat maps (leukemia_mtl/explain.py) of the released models, on the held-out images of the fold each "
+        f"was trained in: per class, the {profile.evaluate.explain_examples} image(s) the model was most and least sure "
+        "of, each beside its heat map for its true class (red: the regions that raised that class's score). A model "
+        "that looks at the black backdrop or the image's edge, not at the cell, has not learnt the cells. "
+        "predict --explain draws the same maps for new images.")]
+    labels = dict(RELEASED_ROLES)
+    shown = 0
+    for role, pick, entry in _released_evaluations(evaluations, release):
+        path = Path(entry["dir"]) / EXPLANATIONS_FILE
+        if not path.is_file():
+            continue
+        shown += 1
+        parts.append(report.subsection(f"{labels[role]}: {pick['backbone']}, fold {pick['fold_id']}",
+                                       report.png_img(path.read_bytes(), f"Grad-CAM of the released {role} model")))
+    if not shown:
+        parts.append(report.paragraph("No heat maps: the released models' folds held out no image, or "
+                                      "evaluate.explain_examples is 0."))
+    return report.section("Explanations (Grad-CAM)", *parts)
+
+
+def _model_card_section(release: dict | None) -> report.Section | None:
+    """The release's model card (MODEL_CARD.md in the bundle), as the report shows it."""
+    card = (release or {}).get("model_card")
+    if not card:
+        return None
+    parts = [report.paragraph(card["research_use"]), report.subsection("Intended use", report.paragraph(card["intended_use"]),
+                                                                    report.paragraph("Not for:"), report.bullets(card["out_of_scope"]))]
+    data = card["data"]
+    rows = [[name, d["layout"], d["origin"], ", ".join(f"{c} {n}" for c, n in d["class_counts"].items())]
+            for name, d in data["datasets"].items()]
+    parts.append(report.subsection(
+        "Data it saw", report.paragraph(f"Source: {data['source']}" + (" (synthetic images)" if data["synthetic"] else "")),
+        report.grid(["input", "layout", "from", "images per class"], rows, "what the released models were trained and scored on")))
+    performance = []
+    point = card["operating_point"]
+    if point.get("threshold") is not None:
+        performance.append(report.paragraph(
+            f"Operating point: ALL if P(ALL) >= {point['threshold']:.4f}, the highest threshold reaching sensitivity "
+            f"{point['target_sensitivity']} on {point['threshold_chosen_on']}; predict uses it unless given --threshold."))
+    detection, fab = card["performance"].get("detection"), card["performance"].get("fab")
+    if detection:
+        performance.append(report.grid(
+            ["", "sensitivity", "specificity", "PPV", "NPV", "AUC"],
+            [["detection"] + [_with_interval(detection.get(k)) for k in ("sensitivity", "specificity", "ppv", "npv", "auc")]],
+            f"cross-validated, pooled held-out folds, {int(detection['confidence'] * 100)}% intervals"))
+    if fab:
+        performance.append(report.grid(["", "accuracy", "balanced accuracy", "macro F1"],
+                                       [["FAB type", _with_interval(fab.get("accuracy")), _fmt(fab.get("balanced_accuracy"), 3),
+                                         _fmt(fab.get("f1_macro"), 3)]], "cross-validated, pooled held-out folds"))
+    parts.append(report.subsection("Cross-validated performance", *performance))
+    parts.append(report.subsection("What the run could not do", report.bullets(card["limitations"])))
+    return report.section(f"Model card ({card['version'] or 'refused release'})", *parts)
+
+
+def _stain_section(evaluations: dict[str, list[dict]], profile: Profile) -> report.Section:
+    """Which stain normalisation the models were trained with, and the targets fitted per fold and stage."""
+    method = profile.preprocess.stain
+    if method == "none":
+        return report.section("Stain normalisation", report.paragraph(
+            "preprocess.stain = none: images are used in their own stain, as the paper does. Smears from a lab whose "
+            "stain differs may be misread (BENCHMARKS.md measures a shift; reinhard and macenko are the options)."))
+    rows = []
+    for name, entries in evaluations.items():
+        for entry in entries:
+            target = entry.get("info", {}).get("stain")
+            if not target:
+                continue
+            values = (f"L*a*b* mean {', '.join(f'{v:.1f}' for v in target['lab_mean'])}; spread "
+                      f"{', '.join(f'{v:.1f}' for v in target['lab_std'])}" if target["method"] == "reinhard" else
+                      f"max concentrations {', '.join(f'{v:.2f}' for v in target['max_concentrations'])}")
+            rows.append([name, entry["summary"]["backbone"], entry["summary"]["fold_id"], target["method"], target["images"],
+                         target["pixels"], values])
+    return report.section("Stain normalisation", report.paragraph(
+        f"preprocess.stain = {method}: every stage's images were mapped onto a target fitted on that fold's training "
+        "images only (the inner validation and evaluation images were normalised with it, never fitted on); each model "
+        "carries its target, and predict applies it."),
+        report.grid(["stage", "backbone", "fold", "method", "images fitted on", "pixels", "target"], rows,
+                    "the fitted stain targets, per model"))
 
 
 def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, crossval: dict, profile: Profile) -> list[str]:
@@ -160,7 +276,7 @@ def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, cross
     if folds < PAPER_FOLDS:
         notes.append(f"{folds} folds instead of the paper's {PAPER_FOLDS}: fewer paired scores, so the tests have little power.")
     if profile.train.epochs < PAPER_PROFILE_EPOCHS:
-        notes.append(f"{profile.train.epochs} epochs per stage instead of the paper's {PAPER_PROFILE_EPOCHS}, "
+        notes.append(f"{profile.train.epochs} epoch{'s' if profile.train.epochs != 1 else ''} per stage instead of the paper's {PAPER_PROFILE_EPOCHS}, "
                      f"at {profile.model.input_size} px instead of 299.")
     if profile.train.frozen_fraction > 0:
         notes.append(f"Only the top {1 - profile.train.frozen_fraction:.0%} of each backbone's layers were fine-tuned "
@@ -214,13 +330,13 @@ def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossv
     return notes
 
 
-def _curves_figure(evaluations: dict[str, list[dict]]) -> bytes | None:
+def _curves_figure(evaluations: dict[str, list[dict]], warmup_epochs: int = 0) -> bytes | None:
     """Mean training and validation loss and accuracy per stage and backbone over folds (paper Fig. 9); validation is
-    each fold's inner validation split."""
+    each fold's inner validation split. Every stage starts with the profile's `warmup_epochs` head-only epochs."""
     names = [n for n, entries in evaluations.items() if entries]
     if not names:
         return None
-    fig, axes = report.new_figure(len(names), 2, (9, 2.4 * len(names)))
+    fig, axes = report.new_figure(len(names), 2, (10, 2.9 * len(names)))
     for row, name in enumerate(names):
         by_backbone: dict[str, list[dict]] = {}
         for entry in evaluations[name]:
@@ -234,11 +350,14 @@ def _curves_figure(evaluations: dict[str, list[dict]]) -> bytes | None:
                         continue
                     length = min(len(s) for s in series)
                     mean = np.mean([s[:length] for s in series], axis=0)
-                    ax.plot(range(1, length + 1), mean, style, markersize=3, label=f"{backbone} {label}")
-            ax.set_title(f"{name}: mean {metric} over {len(evaluations[name]) // max(1, len(by_backbone))} folds", fontsize=9)
-            ax.set_xlabel("epoch")
-            ax.legend(fontsize=7)
-    return report.figure_png(fig, dpi=75)
+                    ax.plot(range(1, length + 1), mean, style, label=f"{backbone} {label}")
+            folds = len(evaluations[name]) // max(1, len(by_backbone))
+            report.set_title(ax, f"{name}: mean {metric} over {folds} fold{'s' if folds != 1 else ''}")
+            report.epoch_axis(ax, warmup_epochs)
+            ax.set_ylabel(metric)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
+    return report.figure_png(fig)
 
 
 def _arm_rows(crossval: dict, task: str) -> list[tuple[str, str, dict]]:
@@ -257,7 +376,7 @@ def _performance_table(crossval: dict, task: str, caption: str) -> str:
                         "degenerate predictions"], rows, caption)
 
 
-def _fold_table(crossval: dict, task: str, metric: str) -> str:
+def _fold_table(crossval: dict, task: str, metric: str, caption: str) -> str:
     rows = []
     for model, arm, result in _arm_rows(crossval, task):
         for f in result["folds"]:
@@ -265,17 +384,17 @@ def _fold_table(crossval: dict, task: str, metric: str) -> str:
             rows.append([model, arm, f["fold_id"], f["images"], _fmt(f["accuracy"]), _fmt(f["balanced_accuracy"]),
                          _fmt(f["f1_macro"]), _fmt(f["auc_macro"]), _fmt(f["auc_micro"]), _fmt(inner)])
     return report.grid(["model", "arm", "fold", "images", "accuracy", "balanced accuracy", "F1", "AUC (macro)", "AUC (micro)",
-                        f"inner-validation {metric}"], rows)
+                        f"inner-validation {metric}"], rows, caption)
 
 
-def _per_class_table(result: dict) -> str:
+def _per_class_table(result: dict, caption: str) -> str:
     """Per-class precision, recall and F1 of the pooled folds (from the per-fold values' mean)."""
     rows = []
     for name in result["classes"]:
         values = {k: [f["per_class"][name][k] for f in result["folds"]] for k in ("precision", "recall", "f1")}
         auc = [f["auc"][name] for f in result["folds"] if f["auc"].get(name) is not None]
         rows.append([name] + [_fmt(float(np.mean(v))) for v in values.values()] + [_fmt(float(np.mean(auc))) if auc else "-"])
-    return report.grid(["class", "precision", "recall", "F1", "AUC"], rows)
+    return report.grid(["class", "precision", "recall", "F1", "AUC"], rows, caption)
 
 
 def _confusion_table(result: dict, caption: str) -> str:
@@ -286,14 +405,14 @@ def _confusion_table(result: dict, caption: str) -> str:
     return report.grid(["true \\ predicted"] + list(classes), rows, caption)
 
 
-def _tests_table(tests: list[dict]) -> str:
+def _tests_table(tests: list[dict], caption: str = "") -> str:
     rows = [[t["test"], _fmt(t["statistic"]), _fmt(t["df"], 2), _fmt(t["p_value"]), _fmt(t["mean_difference"]),
-             f"[{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}]", f"{_fmt(t['effect_size'], 3)} ({t['effect_size_name']})", t["note"]]
+             f"[{_fmt(t['ci_low'])},\u00a0{_fmt(t['ci_high'])}]", f"{_fmt(t['effect_size'], 3)} ({t['effect_size_name']})", t["note"]]
             for t in tests]
-    return report.grid(["test", "statistic", "df", "p", "mean difference", "95% CI", "effect size", "note"], rows)
+    return report.grid(["test", "statistic", "df", "p", "mean difference", "95% CI", "effect size", "note"], rows, caption)
 
 
-def _headline_section(summary: dict, release: dict | None, profile: Profile) -> str:
+def _headline_section(summary: dict, release: dict | None, profile: Profile) -> report.Section:
     parts = []
     for task, entry in summary["headline"].items():
         released = entry["released"]
@@ -305,7 +424,11 @@ def _headline_section(summary: dict, release: dict | None, profile: Profile) -> 
                                [[name] + [_with_interval(e["operating_point"][k]) for k in OPERATING_KEYS]
                                 + ["; ".join(e["degenerate"]) or "-"] for name, e in rows],
                                f"{TASK_NAMES[task]}: every held-out smear once, {point['positive']} if "
-                               f"P({point['positive']}) >= {point['threshold']}; {int(profile.evaluate.confidence * 100)}% "
+                               f"P({point['positive']}) >= {_fmt(point['threshold'], 3)}"
+                               + (f" (the highest threshold reaching sensitivity {point['target_sensitivity']} on "
+                                  f"{point['threshold_chosen_on']}; each baseline at its own, chosen the same way)"
+                                  if "target_sensitivity" in point else "")
+                               + f"; {int(profile.evaluate.confidence * 100)}% "
                                "Wilson intervals, bootstrap interval for the AUC (none where every resample gives one value)")
         else:
             grid = report.grid(["model", "accuracy", "balanced accuracy", "macro F1", "degenerate predictions"],
@@ -338,102 +461,133 @@ def _headline_section(summary: dict, release: dict | None, profile: Profile) -> 
     return report.section("Headline: the released model beside the trivial baselines", *parts)
 
 
-def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metrics: dict, roi_html: str,
-                 segment_metrics: dict, segment_html: str, evaluations: dict[str, list[dict]], crossval: dict, ttest: dict,
-                 release: dict | None, html_path: Path | str, summary_path: Path | str) -> dict:
-    """Write the HTML report and summary.json; returns the summary."""
-    limitations = limitations_of(evaluations, data_summary, crossval, profile)
-    methods = methods_of(evaluations, segment_metrics, crossval, profile)
-    summary = run_summary(crossval, ttest, release, evaluations, profile, limitations, methods)
-    sections = [_headline_section(summary, release, profile)]
-    # the stage pages' warnings (no cell found in a dataset's images, a pixel scale that had to be assumed) lead
-    warnings = re.findall(r"<p>WARNING: .*?</p>", roi_html + segment_html, flags=re.S)
-    if warnings:
-        sections.append(report.section("Warnings from the ROI and segment steps", *warnings))
-    sections += [report.section("How these scores were made", report.bullets(methods)),
-                report.section("What this run could not do", report.bullets(limitations))]
+def _warnings_section(roi_html: str, segment_html: str) -> report.Section | None:
+    """The stage pages' warnings (no cell found in a dataset's images, a pixel scale that had to be assumed) lead."""
+    # our own pages' paragraphs, autoescaped when they were written: trusted HTML
+    warnings = [Markup(w) for w in re.findall(r"<p\b[^>]*>WARNING: .*?</p>", roi_html + segment_html, flags=re.S)]
+    return report.section("Warnings from the ROI and segment steps", *warnings) if warnings else None
 
+
+def _data_section(data_summary: dict, split: dict) -> report.Section:
     datasets = [[name, info["layout"], " ".join(f"{c}={n}" for c, n in info["class_counts"].items())]
                 for name, info in data_summary.get("datasets", {}).items()]
     folds = [[f["id"], len(f["train_groups"]), len(f["eval_groups"])] for f in split["folds"]]
-    sections.append(report.section(
+    return report.section(
         "Data and split",
         report.paragraph(f"Source: {data_summary.get('source', '?')}; {data_summary.get('images', '?')} images."),
-        report.grid(["dataset", "layout", "classes"], datasets),
+        report.grid(["dataset", "layout", "classes"], datasets, "images per dataset and class"),
         report.paragraph(f"{split['repeats']} x {split['folds_per_repeat']}-fold cross-validation, stratified by class and "
                          "grouped by source image (patient where named); crops and augmented copies follow their source. "
                          f"{len(split['group_alias'])} groups of byte-identical duplicate files were merged."),
-        report.grid(["fold", "training groups", "evaluation groups"], folds),
-    ))
-    sections.append(report.section("Preprocessing (RGB offsets, monochrome, threshold)", report.table(roi_metrics), report.body_of(roi_html)))
-    sections.append(report.section("Segmentation (residual U-Net, blue-channel isolation)", report.table(segment_metrics),
-                                   report.body_of(segment_html)))
-    curves = _curves_figure(evaluations)
-    if curves is not None:
-        sections.append(report.section("Training curves (paper Fig. 9)", report.png_img(curves, "mean loss and accuracy per stage")))
+        report.grid(["fold", "training groups", "evaluation groups"], folds, "groups on each side of each fold"),
+    )
 
-    metric = crossval.get("metric", profile.evaluate.release_metric)
-    for task, table_name in (("detection", "Table II"), ("fab", "Table III")):
-        if task not in crossval["tasks"]:
-            continue
-        parts = [_performance_table(crossval, task, f"{len(crossval['folds'])}-fold cross-validated {TASK_NAMES[task]} "
-                                                    f"(mean ± SD over folds; the paper's {table_name}; baselines last)"),
-                 report.subsection("Per fold", _fold_table(crossval, task, metric))]
-        for backbone, by_arm in sorted(crossval["tasks"][task].items()):
-            for arm, result in sorted(by_arm.items(), key=lambda kv: kv[0] != "mtl"):
-                title = f"{backbone}, {ARM_NAMES[arm]}"
-                figures = report.png_img(confusion_figure(result["classes"], result["confusion_matrix"],
-                                                          f"{title}: pooled confusion"), f"confusion matrix {title}")
-                if result["roc"]:
-                    order = [k for k in list(result["classes"]) + ["micro-average", "macro-average"] if k in result["roc"]]
-                    figures += report.png_img(roc_figure({k: {**result["roc"][k], "fpr": np.array(result["roc"][k]["fpr"]),
-                                                              "tpr": np.array(result["roc"][k]["tpr"])} for k in order},
-                                                         f"{title}: ROC (Fig. 10)"),
-                                              f"ROC {'per class with micro and macro averages' if len(result['classes']) > 2 else 'of ' + result['classes'][-1]}, "
-                                              f"{title} (the paper's Fig. 10)")
-                parts.append(report.subsection(
-                    title, figures,
-                    _confusion_table(result, "confusion matrix over all folds, counts and row percentages (the paper's Table IV)"),
-                    _per_class_table(result)))
-        sections.append(report.section(f"Cross-validation: {TASK_NAMES[task]}", *parts))
 
-    test_parts = [report.paragraph(
+def _stage_page_section(heading: str, stage_html: str) -> report.Section:
+    """A stage's own page (its metrics table, notes and figures), embedded once: the page already holds the
+    stage's metrics, so they are not tabled again here."""
+    return report.section(heading, report.body_of(stage_html))
+
+
+def _crossval_section(crossval: dict, task: str, table_name: str, metric: str) -> report.Section:
+    parts = [_performance_table(crossval, task, f"{len(crossval['folds'])}-fold cross-validated {TASK_NAMES[task]} "
+                                                f"(mean ± SD over folds; the paper's {table_name}; baselines last)"),
+             report.subsection("Per fold", _fold_table(crossval, task, metric, f"{TASK_NAMES[task]}, every arm on every fold"))]
+    for backbone, by_arm in sorted(crossval["tasks"][task].items()):
+        for arm, result in sorted(by_arm.items(), key=lambda kv: kv[0] != "mtl"):
+            title = f"{backbone}, {ARM_NAMES[arm]}"
+            images = [report.png_img(confusion_figure(result["classes"], result["confusion_matrix"], f"{title}: pooled confusion"),
+                                     f"confusion matrix {title}")]
+            if result["roc"]:
+                order = [k for k in list(result["classes"]) + ["micro-average", "macro-average"] if k in result["roc"]]
+                curves = {k: {**result["roc"][k], "fpr": np.array(result["roc"][k]["fpr"]), "tpr": np.array(result["roc"][k]["tpr"])}
+                          for k in order}
+                what = "per class with micro and macro averages" if len(result["classes"]) > 2 else "of " + result["classes"][-1]
+                images.append(report.png_img(roc_figure(curves, f"{title}: ROC (Fig. 10)"), f"ROC {what}, {title} (the paper's Fig. 10)"))
+            parts.append(report.subsection(
+                title, report.figures(*images),
+                _confusion_table(result, f"{title}: confusion matrix over all folds, counts and row percentages "
+                                         "(the paper's Table IV)"),
+                _per_class_table(result, f"{title}: per class, mean over folds")))
+    return report.section(f"Cross-validation: {TASK_NAMES[task]}", *parts)
+
+
+def _ttest_section(ttest: dict) -> report.Section:
+    parts = [report.paragraph(
         f"Per-fold {ttest['metric']} of two arms on the same folds: classical (ctl) against multistage (mtl) transfer "
         "learning, and each against the colour-histogram baseline. Read the corrected resampled t-test: the others "
         "treat overlapping training sets as independent.")]
     for comparison in ttest["comparisons"]:
         first, second = comparison["first"], comparison["second"]
+        name = f"{TASK_NAMES[comparison['task']]}, {comparison['backbone']}: {second} - {first}"
         pairs = [[f, _fmt(a), _fmt(b), _fmt(b - a) if a is not None and b is not None else "n/a"]
                  for f, a, b in zip(comparison["folds"], comparison["first_scores"], comparison["second_scores"])]
-        test_parts.append(report.subsection(
-            f"{TASK_NAMES[comparison['task']]}, {comparison['backbone']}: {second} - {first} (Table V layout)",
-            report.grid(["fold", ARM_NAMES[first], ARM_NAMES[second], "difference"], pairs),
-            _tests_table(comparison["tests"]) if comparison["tests"] else report.paragraph(comparison["note"]),
+        parts.append(report.subsection(
+            f"{name} (Table V layout)",
+            report.grid(["fold", ARM_NAMES[first], ARM_NAMES[second], "difference"], pairs, f"{name}: per-fold {ttest['metric']}"),
+            _tests_table(comparison["tests"], f"{name}: paired tests") if comparison["tests"] else report.paragraph(comparison["note"]),
         ))
     paper = ttest["paper_table_v"]
-    test_parts.append(report.subsection(
+    parts.append(report.subsection(
         "The paper's own Table V, re-tested",
         report.paragraph(f"The paper claims t = {paper['claimed']['t']} and p = {paper['claimed']['p']} with "
                          f"{paper['claimed']['df']} degrees of freedom. These cannot both hold: t = {paper['claimed']['t']} "
                          f"gives p = {paper['p_of_claimed_t']:.3f}, and p = {paper['claimed']['p']} needs |t| = "
                          f"{paper['t_for_claimed_p']:.2f}. Its ten runs give:"),
-        _tests_table(paper["tests"]),
+        _tests_table(paper["tests"], "the paper's ten runs: paired tests"),
     ))
-    sections.append(report.section("Classical vs multistage transfer learning, and both vs the colour baseline", *test_parts))
+    return report.section("Classical vs multistage transfer learning, and both vs the colour baseline", *parts)
 
-    if release is not None:
-        rows = [[role, pick["backbone"], pick["arm"], pick["fold_id"], pick.get("chosen_by", "-"), _fmt(pick.get("inner_mean")),
-                 f"{pick['cv_mean']:.4f} ± {pick['cv_std']:.4f}" if pick.get("cv_mean") is not None else "-"]
-                for role, pick in release["selection"].items()]
-        version = "none (refused)" if release.get("refused") else release["version"]
-        sections.append(report.section(
-            "Released model",
-            report.paragraph(f"Version {version}" + (f", published to {release['published_to']}" if release.get("published_to") else "")
-                             + f". Chosen on the folds' inner validation splits by mean {profile.evaluate.release_metric} "
-                               "(backbone and arm), then the fold model with the best inner-validation value; the evaluation "
-                               "folds chose nothing. Its expected performance is the cross-validated mean."),
-            report.grid(["role", "backbone", "arm", "fold", "chosen by", "inner-validation mean", "cross-validated"], rows),
-        ))
-    atomic_write_text(Path(html_path), report.page(f"Leukemia MTL run report ({profile.name} profile)", *sections))
+
+def _release_section(release: dict, profile: Profile) -> report.Section:
+    rows = [[role, pick["backbone"], pick["arm"], pick["fold_id"], pick.get("chosen_by", "-"), _fmt(pick.get("inner_mean")),
+             f"{pick['cv_mean']:.4f} ± {pick['cv_std']:.4f}" if pick.get("cv_mean") is not None else "-"]
+            for role, pick in release["selection"].items()]
+    version = "none (refused)" if release.get("refused") else release["version"]
+    return report.section(
+        "Released model",
+        report.paragraph(f"Version {version}" + (f", published to {release['published_to']}" if release.get("published_to") else "")
+                         + f". Chosen on the folds' inner validation splits by mean {profile.evaluate.release_metric} "
+                           "(backbone and arm), then the fold model with the best inner-validation value; the evaluation "
+                           "folds chose nothing. Its expected performance is the cross-validated mean."),
+        report.grid(["role", "backbone", "arm", "fold", "chosen by", "inner-validation mean", "cross-validated"], rows,
+                    "the released models, one per task"),
+    )
+
+
+def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metrics: dict, roi_html: str,
+                 segment_metrics: dict, segment_html: str, evaluations: dict[str, list[dict]], crossval: dict, ttest: dict,
+                 release: dict | None, html_path: Path | str, summary_path: Path | str) -> dict:
+    """Write the HTML report and summary.json; returns the summary.
+
+    The report is the list of sections below, in reading order (templates/run_report.html shows them, with a
+    list of contents); to add one, write a function that returns report.section(heading, *parts) and put its
+    call at its place in the list. A None entry is left out. `roi_metrics` is shown by the embedded ROI page.
+    """
+    limitations = limitations_of(evaluations, data_summary, crossval, profile)
+    methods = methods_of(evaluations, segment_metrics, crossval, profile)
+    summary = run_summary(crossval, ttest, release, evaluations, profile, limitations, methods)
+    curves = _curves_figure(evaluations, profile.train.warmup_epochs)
+    metric = crossval.get("metric", profile.evaluate.release_metric)
+    sections = [
+        _headline_section(summary, release, profile),
+        _warnings_section(roi_html, segment_html),
+        report.section("How these scores were made", report.bullets(methods)),
+        report.section("What this run could not do", report.bullets(limitations)),
+        _data_section(data_summary, split),
+        _stage_page_section("Preprocessing (RGB offsets, monochrome, threshold)", roi_html),
+        _stage_page_section("Segmentation (residual U-Net, blue-channel isolation)", segment_html),
+        None if curves is None else report.section("Training curves (paper Fig. 9)",
+                                                   report.png_img(curves, "mean loss and accuracy per stage, over folds")),
+        *(_crossval_section(crossval, task, table_name, metric)
+          for task, table_name in (("detection", "Table II"), ("fab", "Table III")) if task in crossval["tasks"]),
+        _ttest_section(ttest),
+        _explanations_section(evaluations, release, profile),
+        _stain_section(evaluations, profile),
+        _model_card_section(release),
+        None if release is None else _release_section(release, profile),
+    ]
+    title = f"Leukemia MTL run report ({profile.name} profile)"
+    atomic_write_text(Path(html_path), report.sectioned_page(title, [s for s in sections if s is not None]))
     atomic_write_json(Path(summary_path), summary)
     return summary

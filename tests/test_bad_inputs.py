@@ -101,8 +101,11 @@ def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, c
                      str(images), str(tmp_path / "missing.jpg"), str(tmp_path / "empty")])
     out, err = capsys.readouterr()
     assert code == 1 and "Traceback" not in out + err
-    answers = json.loads(out)
+    payload = json.loads(out)
+    answers = [a for a in payload["predictions"] if "error" not in a]
     assert [a["image"] for a in answers] == sorted(str(p) for p in good.values())
+    assert len(payload["errors"]) == len(bad) and payload["classified"] == len(good)
+    assert all(e in payload["predictions"] for e in payload["errors"])  # in place, in the inputs' order
     assert all(a["kind"] == "smear" and Path(a["overlay"]).is_file() for a in answers)
     assert len({a["overlay"] for a in answers}) == len(answers)  # no overlay overwrites another
     for path, message in bad.items():

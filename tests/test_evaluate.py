@@ -288,3 +288,60 @@ def test_a_perfect_separation_gets_no_pretend_interval_for_its_auc():
     point = operating_point(("normal", "ALL"), labels, np.stack([1 - positive, positive], axis=1))
     assert point["auc"]["value"] == 1.0 and point["auc"]["low"] is None and "no interval" in point["auc"]["note"]
     assert point["specificity"]["low"] < 0.7  # six normal smears: Wilson still says how little that is
+
+
+def test_the_operating_point_is_chosen_on_inner_validation_and_scored_on_the_evaluation_folds():
+    """The threshold reaches the target sensitivity on the pooled inner-validation predictions; the
+    evaluation folds are only scored at it. Without inner-validation predictions it says it is optimistic."""
+    from leukemia_mtl.evaluate import screening_threshold
+
+    rng = np.random.default_rng(4)
+
+    def fold(k: int, with_validation: bool) -> FoldPredictions:
+        labels, val_labels = np.array([0] * 10 + [1] * 20), np.array([0] * 8 + [1] * 16)
+        positive = np.clip(0.3 + 0.35 * labels + rng.normal(0, 0.15, len(labels)), 0, 1)
+        val_positive = np.clip(0.3 + 0.35 * val_labels + rng.normal(0, 0.15, len(val_labels)), 0, 1)
+        return FoldPredictions("detection", "mtl", "Xception", f"r0f{k}", 0, k, ("normal", "ALL"), labels,
+                               np.stack([1 - positive, positive], axis=1), np.array([f"s{k}{i}" for i in range(30)]), 40, "/m",
+                               val_labels if with_validation else None,
+                               np.stack([1 - val_positive, val_positive], axis=1) if with_validation else None)
+
+    folds = [fold(0, True), fold(1, True)]
+    point = cross_validate(folds, target_sensitivity=0.9)["detection"]["Xception"]["mtl"]["operating_point"]
+    val_labels = np.concatenate([f.val_labels for f in folds])
+    val_scores = np.concatenate([f.val_probabilities for f in folds])[:, 1]
+    threshold = screening_threshold(val_labels, val_scores, 0.9)
+    assert point["threshold"] == threshold and point["threshold_chosen_on"].startswith("the inner validation")
+    assert (val_scores[val_labels == 1] >= threshold).mean() >= 0.9  # reached on inner validation ...
+    assert (val_scores[val_labels == 1] > threshold).mean() < 0.9  # ... by the highest threshold that does
+    labels = np.concatenate([f.labels for f in folds])
+    scores = np.concatenate([f.probabilities for f in folds])[:, 1]
+    assert point["sensitivity"]["value"] == pytest.approx((scores[labels == 1] >= threshold).mean())  # scored, not tuned
+    assert point["specificity"]["value"] == pytest.approx((scores[labels == 0] < threshold).mean())
+
+    unvalidated = cross_validate([fold(0, False), fold(1, False)])["detection"]["Xception"]["mtl"]["operating_point"]
+    assert "optimistic" in unvalidated["threshold_chosen_on"] and unvalidated["sensitivity"]["value"] >= 0.95
+    assert screening_threshold(np.zeros(5), np.linspace(0, 1, 5), 0.95) is None  # no positives: no threshold
+
+
+def test_the_release_carries_its_operating_point_and_a_model_card(demo_run):
+    from leukemia_mtl.release import MODEL_CARD, verify
+
+    _, outputs, _ = demo_run
+    release_dir = Path(outputs["release"]["path"])
+    manifest = verify(release_dir)  # the card is listed and checksummed like every file
+    assert MODEL_CARD in manifest["files"]
+    crossval = json.loads(Path(outputs["crossval"]["path"]).read_text())
+    pick = manifest["selection"]["detection"]
+    point = crossval["tasks"]["detection"][pick["backbone"]][pick["arm"]]["operating_point"]
+    assert manifest["operating_point"]["threshold"] == point["threshold"] and 0 < point["threshold"] <= 1
+    card = manifest["model_card"]
+    assert card["version"] == manifest["version"] and card["data"]["synthetic"] is True
+    counts = card["data"]["datasets"]["smears"]["class_counts"]
+    assert set(counts) == {"normal", "L1", "L2", "L3"} and sum(counts.values()) == 8
+    detection = card["performance"]["detection"]
+    assert detection["sensitivity"]["value"] == point["sensitivity"]["value"] and "low" in detection["specificity"]
+    text = (release_dir / MODEL_CARD).read_text()
+    for words in ("Research use only", "## Intended use", "## Data it saw", "SYNTHETIC", "Operating point: P(ALL) >=",
+                  "| sensitivity |", "| npv |", "## What the run could not do", "No ImageNet weights"):
+        assert words in text, words

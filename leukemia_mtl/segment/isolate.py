@@ -27,6 +27,7 @@ class CellCrop:
     area: int
     image: np.ndarray  # crop_size x crop_size RGB, black outside this cell, at one magnification (crop_window)
     blast: bool | None  # a known blast centre lies on this cell; None when centres are unknown
+    window: tuple[int, int, int] = (0, 0, 0)  # x, y, side of the square the crop was cut from (may reach past the image)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -97,5 +98,5 @@ def extract_cells(
         if blast_centres is not None:
             blast = any(0 <= py < height and 0 <= px < width and labels[py, px] == index for px, py in blast_centres)
         crops.append(CellCrop(index=len(crops), bbox=(x, y, w, h), centre=(int(round(cx)), int(round(cy))),
-                              area=area, image=image, blast=blast))
+                              area=area, image=image, blast=blast, window=(x0, y0, side)))
     return crops

@@ -20,6 +20,7 @@ MODEL_FILE = "classifier.keras"
 META_FILE = "classifier.json"
 HISTORY_FILE = "history.json"
 PREDICTIONS_FILE = "predictions.npz"
+EXPLANATIONS_FILE = "explanations.png"  # Grad-CAM of the held-out images the model was most and least sure of
 
 # stage -> (arrays it trains on, head, dense layers with dropout?)
 STAGES = {
@@ -45,6 +46,9 @@ class ClassifierInfo:
     task: str
     weights: str
     imagenet: bool
+    # the stain target (leukemia_mtl.stain.StainTarget.to_dict()) the model's training images were mapped onto;
+    # predict maps its input onto the same one. None: no normalisation (and every bundle written before it).
+    stain: dict | None = None
 
 
 @dataclass
@@ -132,6 +136,8 @@ def run_finetune_stage(
     started = time.perf_counter()
     import keras
 
+    from leukemia_mtl import explain
+    from leukemia_mtl.io_utils import atomic_write_bytes
     from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
     from leukemia_mtl.devices import devices_for_training
     from leukemia_mtl.train.finetune import balanced_sample_weights, carry_over, encode_labels, fit_stage
@@ -204,11 +210,20 @@ def run_finetune_stage(
     val_loss, val_accuracy = _score(*scored["val"][:2], len(classes)) if len(arrays.units_val) else (None, None)
     timings["predict"] = time.perf_counter() - started
     started = time.perf_counter()
+    explanations = explain.examples_figure(
+        model, arrays.x_eval, encode_labels(task_names(arrays.y_eval, task, negative), classes, "softmax"), per_part["eval"],
+        list(classes), f"{stage} ({task}), {backbone}, fold {data_summary['fold_id']}: held-out images", profile.evaluate.explain_min_side,
+        profile.evaluate.explain_examples) if profile.evaluate.explain_examples else None
+    timings["explain"] = time.perf_counter() - started
+    started = time.perf_counter()
 
-    info = ClassifierInfo(backbone, profile.model.input_size, list(classes), head, stage, task, weights_text, imagenet)
+    info = ClassifierInfo(backbone, profile.model.input_size, list(classes), head, stage, task, weights_text, imagenet,
+                          stain=data_summary["stages"][arrays_name].get("stain"))
     save_classifier(model, info, model_dir)
     atomic_write_json(Path(model_dir) / HISTORY_FILE, fit.history)
     _save_predictions(Path(model_dir) / PREDICTIONS_FILE, scored, arrays)
+    if explanations is not None:
+        atomic_write_bytes(Path(model_dir) / EXPLANATIONS_FILE, explanations)
     summary = StageSummary(stage, task, backbone, weights_text, imagenet, carried, data_summary["fold_id"],
                            data_summary["repeat"], data_summary["fold"], data_summary["stages"][arrays_name]["train_source_images"],
                            len(arrays.x_train), len(arrays.units_eval),
@@ -217,7 +232,7 @@ def run_finetune_stage(
                            val_loss=val_loss, val_accuracy=val_accuracy,
                            class_weights={c: round(per_class[i], 4) for i, c in enumerate(classes)},
                            batchnorm_calibration=fit.calibrated or {}, timings=timings)
-    _write_report(figure_html, summary, fit.history)
+    _write_report(figure_html, summary, fit.history, fit.warmup_epochs)
     timings["save_and_report"] = time.perf_counter() - started
     atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
     keras.backend.clear_session()
@@ -292,6 +307,8 @@ def export_evaluation(model_dir: Path, evaluation_dir: Path) -> Path:
     evaluation_dir.mkdir(parents=True, exist_ok=True)
     for name in EVALUATION_FILES:
         shutil.copyfile(Path(model_dir) / name, evaluation_dir / name)
+    if (Path(model_dir) / EXPLANATIONS_FILE).is_file():  # none where nothing was held out, or explain_examples=0
+        shutil.copyfile(Path(model_dir) / EXPLANATIONS_FILE, evaluation_dir / EXPLANATIONS_FILE)
     return evaluation_dir
 
 
@@ -336,20 +353,27 @@ def _save_predictions(path: Path, scored: dict, arrays: StageArrays) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _write_report(figure_html: Path, summary: StageSummary, history: dict[str, list[float]]) -> None:
+def _write_report(figure_html: Path, summary: StageSummary, history: dict[str, list[float]], warmup_epochs: int = 0) -> None:
+    """The stage's page in the KFP UI: which stage of which fold, its metrics and its curves."""
     from leukemia_mtl import report
 
-    fig, axes = report.new_figure(1, 2, (9, 3))
+    stage = summary.stage.replace("stage", "stage ") if summary.stage.startswith("stage") else summary.stage
+    title = (f"{stage} ({summary.task}), {summary.backbone}, fold {summary.fold_id} "
+             f"(repeat {summary.repeat}, fold {summary.fold})")
+    fig, axes = report.new_figure(1, 2, (9, 3.4))
     for ax, metric in zip(axes[0], ("loss", "accuracy")):
-        for prefix, style, name in (("", "-", "training"), ("val_", "--", "validation")):
+        for prefix, style, name in (("", "-o", "training"), ("val_", "--o", "inner validation")):
             values = history.get(prefix + metric)
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, label=f"{name} {metric}")
-        ax.set_xlabel("epoch (warm-up first)")
-        ax.legend(fontsize=8)
-    parts = [report.table(summary.metrics()), report.png_img(report.figure_png(fig, dpi=80), "loss and accuracy per epoch")]
+        report.epoch_axis(ax, warmup_epochs)
+        ax.set_ylabel(metric)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle(f"{stage} ({summary.task}), {summary.backbone}, fold {summary.fold_id}: loss and accuracy per epoch")
+    parts = [report.table(summary.metrics(), f"{stage} ({summary.task}), fold {summary.fold_id}"),
+             report.png_img(report.figure_png(fig), f"loss and accuracy per epoch, {title}")]
     if not summary.imagenet:
         parts.insert(0, report.paragraph("No ImageNet weights: this run started from random initialisation, "
                                          "so it is not the paper's stage 1 transfer from ImageNet."))
-    title = f"{summary.stage} ({summary.task}), {summary.backbone}"
     atomic_write_text(figure_html, report.page(title, *parts))
