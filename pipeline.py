@@ -292,6 +292,8 @@ def redact_url(url: str) -> str:
 
 def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
     """What a person wants to read after a local run: where things are and the headline numbers."""
+    from leukemia_mtl.evaluate import describe_threshold
+
     lines = []
     summary_of = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
     for dataset, info in summary_of["datasets"].items():
@@ -343,8 +345,7 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
             def text(e):
                 p = e["operating_point"]
                 return f"accuracy {_interval(p['accuracy'])}, balanced accuracy {p['balanced_accuracy']:.3f}, macro F1 {p['f1_macro']:.3f}"
-        at = (f", at P(ALL) >= {point['threshold']:.3f}: the threshold that reached sensitivity {point['target_sensitivity']} on "
-              f"{point['threshold_chosen_on']}" if point["kind"] == "binary" and "target_sensitivity" in point else "")
+        at = f", at {describe_threshold(point)}" if point["kind"] == "binary" and "target_sensitivity" in point else ""
         lines.append(f"  headline, {task} (pooled held-out smears{at}):")
         lines.append(f"    released {entry['released']['backbone']} {entry['released']['arm']}: {text(entry['released'])}")
         for arm in ("colour", "majority"):

@@ -192,16 +192,17 @@ def _predict(args: argparse.Namespace) -> int:
     count = 0
     progress = tqdm(desc="predict", unit="image", file=sys.stderr, disable=None)
     csv_file = writer = None
-    if args.csv is not None:  # written under a temporary name, renamed when the stream ends
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        partial = args.csv.with_name(f".{args.csv.name}.part")
-        csv_file = partial.open("w", newline="")
-        writer = csv.DictWriter(csv_file, CSV_COLUMNS)
-        writer.writeheader()
-    if args.json:
-        head = {"notice": NOTICE, "model_version": predictor.version, "settings": settings}
-        print(json.dumps(head, indent=2)[:-2] + ',\n  "predictions": [', flush=True)
+    complete = False
     try:
+        if args.csv is not None:  # written under a temporary name, renamed only when every image was answered
+            args.csv.parent.mkdir(parents=True, exist_ok=True)
+            partial = args.csv.with_name(f".{args.csv.name}.part")
+            csv_file = partial.open("w", newline="", encoding="utf-8")
+            writer = csv.DictWriter(csv_file, CSV_COLUMNS)
+            writer.writeheader()
+        if args.json:
+            head = {"notice": NOTICE, "model_version": predictor.version, "settings": settings}
+            print(json.dumps(head, indent=2)[:-2] + ',\n  "predictions": [', flush=True)
         for image, result, error in iter_predictions(args.model, [str(i) for i in args.images], args.kind, args.overlays,
                                                      explain=args.explain, predictor=predictor):
             progress.update()
@@ -219,13 +220,18 @@ def _predict(args: argparse.Namespace) -> int:
             else:
                 print(format_prediction(result), flush=True)
             count += 1
-    finally:  # the JSON is closed and the CSV kept even when a fault stops the stream
+        complete = True
+    finally:  # the JSON is closed even when a fault stops the stream, and says whether it holds every image
         progress.close()
         if args.json:
-            print("  ],\n  \"errors\": " + json.dumps(errors) + f',\n  "classified": {count}\n}}', flush=True)
+            print("  ],\n  \"errors\": " + json.dumps(errors) + f',\n  "classified": {count},\n'
+                  f'  "complete": {json.dumps(complete)}\n}}', flush=True)
         if csv_file is not None:
             csv_file.close()
-            os.replace(partial, args.csv)
+            if complete:
+                os.replace(partial, args.csv)
+            else:  # kept, under its temporary name: the rows so far are not the whole answer
+                print(f"error: stopped before the last image; the CSV so far is {partial}", file=sys.stderr)
     if errors:
         print(f"{len(errors)} image(s) could not be classified, {count} were", file=sys.stderr)
     return 1 if errors else 0

@@ -176,6 +176,19 @@ def screening_threshold(labels: np.ndarray, positive_scores: np.ndarray, target_
     return float(min(thresholds[reached[0]], 1.0))
 
 
+def describe_threshold(point: dict) -> str:
+    """How an operating point's threshold came about, in words (the report, the model card, predict and the
+    run's summary all say it so)."""
+    threshold, target, chosen_on = point.get("threshold"), point.get("target_sensitivity"), point.get("threshold_chosen_on")
+    if threshold is None:
+        return "no threshold recorded"
+    if target is None or chosen_on is None:
+        return f"P(ALL) >= {threshold:.4f} (recorded without how it was chosen)"
+    if chosen_on.startswith("none"):
+        return f"P(ALL) >= {threshold:.4f} (no threshold could be chosen: the held-out images are of one class)"
+    return f"P(ALL) >= {threshold:.4f}, the highest threshold reaching sensitivity {target} on {chosen_on}"
+
+
 def operating_point(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray, confidence: float = 0.95,
                     seed: int = 0, threshold: float = 0.5) -> dict:
     """What a clinician reads from pooled held-out predictions. Two classes (negative first): at

@@ -10,6 +10,7 @@ held-out folds, with intervals.
 from __future__ import annotations
 
 from leukemia_mtl.config import Profile
+from leukemia_mtl.evaluate import describe_threshold
 
 PAPER_FOLDS = 10
 PAPER_EPOCHS = 160
@@ -135,8 +136,7 @@ def card_markdown(card: dict) -> str:
               f"Pooled held-out folds, {int(card['performance'].get('detection', {}).get('confidence', 0.95) * 100)} % intervals "
               "(Wilson; AUC: bootstrap).", ""]
     if point.get("threshold") is not None:
-        lines += [f"Operating point: P(ALL) >= {point['threshold']:.4f}, the highest threshold reaching sensitivity "
-                  f"{point['target_sensitivity']} on {point['threshold_chosen_on']}.", ""]
+        lines += [f"Operating point: {describe_threshold(point)}.", ""]
     detection = card["performance"].get("detection")
     if detection:
         lines += ["| detection | value [interval] |", "|---|---|"]

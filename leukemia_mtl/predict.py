@@ -57,7 +57,7 @@ def _config(cls, values: dict):
 class Prediction:
     image: str
     kind: str
-    verdict: str  # detection at `threshold`: "ALL" or the negative class
+    verdict: str  # a smear's detection at `threshold`: "ALL" or the negative class; a single cell's: "blast" or "not a blast"
     all_probability: float
     threshold: float
     fab: dict | None  # {"type", "probability", "probabilities"}: smears called ALL only
@@ -80,8 +80,8 @@ def _check_pixel_size(pixel_size_um: float | None) -> None:
 
 
 def _check_threshold(threshold: float | None) -> None:
-    if threshold is not None and not 0 < threshold < 1:
-        raise PredictError(f"threshold {threshold!r}: give a probability of ALL between 0 and 1 (exclusive)")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise PredictError(f"threshold {threshold!r}: give a probability of ALL above 0 and at most 1")
 
 
 class Predictor:
@@ -116,10 +116,10 @@ class Predictor:
         if threshold is not None:
             self.threshold, self.threshold_source = float(threshold), "given (--threshold)"
         elif recorded is not None:
-            point = self.manifest["operating_point"]
+            from leukemia_mtl.evaluate import describe_threshold
+
             self.threshold = float(recorded)
-            self.threshold_source = (f"the release's operating point: sensitivity {point.get('target_sensitivity')} on "
-                                     f"{point.get('threshold_chosen_on')}")
+            self.threshold_source = f"the release's operating point: {describe_threshold(self.manifest['operating_point'])}"
         else:
             self.threshold, self.threshold_source = 0.5, "0.5 (this release records no operating point)"
         self.segmenter = Segmenter.load(self.release_dir / "segmenter")
@@ -129,7 +129,9 @@ class Predictor:
     def settings(self) -> dict:
         """What every answer was made with: the model, the threshold, the pixel size, the stain targets."""
         return {"model_version": self.version, "release": str(self.release_dir), "threshold": self.threshold,
-                "threshold_source": self.threshold_source, "cell_blast_threshold": CELL_BLAST_THRESHOLD,
+                "threshold_source": self.threshold_source + " (smears; a single-cell image is called at the cell "
+                                    "model's P(blast) >= cell_blast_threshold)",
+                "cell_blast_threshold": CELL_BLAST_THRESHOLD,
                 "pixel_size_um": self.pixel_size_um, "stage3_images": self.stage3_images,
                 "stain": {role: (info.stain or {}).get("method", "none") for role, (_, info) in self.models.items()},
                 "gate_passed": (self.manifest.get("gate") or {}).get("passed")}
@@ -190,8 +192,9 @@ class Predictor:
         from leukemia_mtl.config import EvaluateConfig
         from leukemia_mtl.explain import GradCam
 
-        if role not in self._explainers:
-            self._explainers[role] = GradCam(self.models[role][0], EvaluateConfig().explain_min_side)
+        if role not in self._explainers:  # the layer the run's report explained with (older releases: the default)
+            min_side = self.manifest["settings"].get("explain_min_side", EvaluateConfig().explain_min_side)
+            self._explainers[role] = GradCam(self.models[role][0], int(min_side))
         return self._explainers[role]
 
     def heatmap(self, role: str, rgb: np.ndarray, result, class_name: str) -> np.ndarray:
@@ -230,7 +233,7 @@ class Predictor:
                 raise PredictError(f"{path}: no white cell found in this single-cell image")
             blast = float(self._probabilities("cells", self._batch([result.cells[0].image], "cells"))[0, 1])
             cell = self._cell_entry(result.cells[0], blast)
-            prediction = Prediction(str(path), kind, "ALL" if blast >= CELL_BLAST_THRESHOLD else negative, blast,
+            prediction = Prediction(str(path), kind, "blast" if blast >= CELL_BLAST_THRESHOLD else "not a blast", blast,
                                     CELL_BLAST_THRESHOLD, None, [cell], int(cell["blast"]), pixel_scale=round(scale, 4),
                                     pixel_scale_source=source, model_version=self.version)
             panels = [("cell model: blast", self.heatmap("cells", rgb, result, "blast"))] if explain_path else []
@@ -285,7 +288,10 @@ class Predictor:
             subtypes = [i for i, c in enumerate(fab_classes) if c != negative]
             best = max(subtypes, key=lambda i: fab[i])
             fab_answer = {"type": fab_classes[best], "probability": float(fab[best]),
-                          "probabilities": dict(zip(fab_classes, map(float, fab)))}
+                          "probabilities": dict(zip(fab_classes, map(float, fab))), "note": None}
+            if negative in fab_classes and int(fab.argmax()) == fab_classes.index(negative):
+                fab_answer["note"] = (f"the FAB model itself favours {negative} ({fab[fab_classes.index(negative)]:.2f}): the type "
+                                      "is a weak suggestion")
         disagreement = None
         if verdict == "ALL" and cells and not blasts:
             disagreement = (f"called ALL (P(ALL) {all_probability:.2f}), but none of its {len(cells)} cells scores as a blast: "
@@ -341,7 +347,7 @@ def write_overlay(rgb: np.ndarray, mask: np.ndarray, prediction: Prediction, pat
         if prediction.fab:
             verdict += f"; FAB type {prediction.fab['type']} ({prediction.fab['probability']:.2f})"
     else:
-        verdict = f"single cell: P(blast) {prediction.all_probability:.2f} -> {prediction.verdict}"
+        verdict = f"single cell: {prediction.verdict}, P(blast) {prediction.all_probability:.2f}"
     cv2.putText(canvas, verdict, (8, line), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     legend_y = 2 * line
     x = 8
@@ -399,6 +405,8 @@ def iter_predictions(model: str, inputs: list[str], kind: str = "auto", overlay_
 
     _check_pixel_size(pixel_size_um)  # before fetching a release from object storage
     _check_threshold(threshold)
+    if explain and overlay_dir is None:  # never beside the inputs: a rerun over the folder would read them as images
+        raise PredictError("explain writes the heat maps beside the overlays: give an overlay folder")
     predictor = predictor or Predictor(fetch(model, cache_dir), pixel_size_um, threshold)
     overlay_names: set[str] = set()
     for path, problem in image_paths(inputs):
@@ -406,10 +414,7 @@ def iter_predictions(model: str, inputs: list[str], kind: str = "auto", overlay_
             yield None, None, problem
             continue
         overlay = _overlay_path(overlay_dir, path, overlay_names)
-        explanation = None
-        if explain:
-            folder = overlay.parent if overlay is not None else path.parent
-            explanation = folder / (overlay.name.replace("_overlay.png", "_gradcam.png") if overlay else f"{path.stem}_gradcam.png")
+        explanation = overlay.with_name(overlay.name.replace("_overlay.png", "_gradcam.png")) if explain else None
         try:
             prediction = predictor.predict(path, kind, overlay, explanation)
         except LeukemiaMtlError as exc:
@@ -434,7 +439,7 @@ def _overlay_path(overlay_dir: Path | None, image: Path, used: set[str]) -> Path
 def format_prediction(p: dict) -> str:
     """An answer in the order a haematologist reads it: verdict, then type, then what to look at."""
     if p["kind"] == "cell":
-        lines = [f"{p['image']} (single cell): {'blast' if p['verdict'] == 'ALL' else 'not a blast'}, "
+        lines = [f"{p['image']} (single cell): {p['verdict']}, "
                  f"P(blast) {p['all_probability']:.3f} (cell model, threshold {p['threshold']:.2f})"]
     else:
         called = (f"ALL suspected: P(ALL) {p['all_probability']:.3f} >= {p['threshold']:.3f}" if p["verdict"] == "ALL"
@@ -442,7 +447,8 @@ def format_prediction(p: dict) -> str:
         lines = [f"{p['image']} (smear): {called}"]
         if p["fab"]:
             others = ", ".join(f"{c} {v:.2f}" for c, v in p["fab"]["probabilities"].items() if c != p["fab"]["type"])
-            lines.append(f"  FAB type {p['fab']['type']} ({p['fab']['probability']:.2f}; {others})")
+            lines.append(f"  FAB type {p['fab']['type']} ({p['fab']['probability']:.2f}; {others})"
+                         + (f"; note: {p['fab']['note']}" if p["fab"].get("note") else ""))
         lines.append(f"  {len(p['cells'])} cells, {p['cells_scored_as_blasts']} scored as blasts "
                      f"(cell model, P(blast) >= {CELL_BLAST_THRESHOLD})")
         if p["disagreement"]:

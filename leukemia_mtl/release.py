@@ -161,6 +161,9 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
                 shutil.copyfile(path, target)
                 files[f"{role}/{path.name}"] = sha256_file(target)
     contents = {relative: _content_digest(out_dir / relative) for relative in files}
+    # the threshold and the card are part of what predict answers with: another operating point is another release
+    contents["operating_point"] = json.dumps(operating, sort_keys=True)
+    contents["model_card"] = json.dumps(card(None), sort_keys=True)
     content = hashlib.sha256(json.dumps(contents, sort_keys=True).encode()).hexdigest()[:12]
     model_card = card(f"{profile.name}-{content}")
     atomic_write_text(out_dir / MODEL_CARD, card_markdown(model_card))  # after the version: it names it
@@ -177,7 +180,8 @@ def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: P
         "operating_point": operating,
         "model_card": model_card,
         "settings": {"data": asdict(profile.data), "preprocess": asdict(profile.preprocess), "segment": asdict(profile.segment),
-                     "input_size": profile.model.input_size, "stage3_images": profile.train.stage3_images},
+                     "input_size": profile.model.input_size, "stage3_images": profile.train.stage3_images,
+                     "explain_min_side": profile.evaluate.explain_min_side},
         "files": files,
     }
     atomic_write_json(out_dir / MANIFEST, manifest)

@@ -36,7 +36,7 @@ from markupsafe import Markup
 
 from leukemia_mtl import report
 from leukemia_mtl.config import Profile, parse_expectation
-from leukemia_mtl.evaluate import ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusion_figure, roc_figure
+from leukemia_mtl.evaluate import ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusion_figure, describe_threshold, roc_figure
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
 
 SCHEMA = "leukemia-mtl/summary/2"
@@ -216,8 +216,7 @@ def _model_card_section(release: dict | None) -> report.Section | None:
     point = card["operating_point"]
     if point.get("threshold") is not None:
         performance.append(report.paragraph(
-            f"Operating point: ALL if P(ALL) >= {point['threshold']:.4f}, the highest threshold reaching sensitivity "
-            f"{point['target_sensitivity']} on {point['threshold_chosen_on']}; predict uses it unless given --threshold."))
+            f"Operating point: ALL if {describe_threshold(point)}; predict uses it unless given --threshold."))
     detection, fab = card["performance"].get("detection"), card["performance"].get("fab")
     if detection:
         performance.append(report.grid(
@@ -425,9 +424,9 @@ def _headline_section(summary: dict, release: dict | None, profile: Profile) -> 
                                 + ["; ".join(e["degenerate"]) or "-"] for name, e in rows],
                                f"{TASK_NAMES[task]}: every held-out smear once, {point['positive']} if "
                                f"P({point['positive']}) >= {_fmt(point['threshold'], 3)}"
-                               + (f" (the highest threshold reaching sensitivity {point['target_sensitivity']} on "
-                                  f"{point['threshold_chosen_on']}; each baseline at its own, chosen the same way)"
-                                  if "target_sensitivity" in point else "")
+                               + (f" ({describe_threshold(point)}; each baseline at its own threshold for the same "
+                                  "sensitivity, chosen on the evaluation folds: the baselines have no inner split, so "
+                                  "their figures are optimistic)" if "target_sensitivity" in point else "")
                                + f"; {int(profile.evaluate.confidence * 100)}% "
                                "Wilson intervals, bootstrap interval for the AUC (none where every resample gives one value)")
         else:
@@ -506,7 +505,8 @@ def _crossval_section(crossval: dict, task: str, table_name: str, metric: str) -
                 images.append(report.png_img(roc_figure(curves, f"{title}: ROC (Fig. 10)"), f"ROC {what}, {title} (the paper's Fig. 10)"))
             parts.append(report.subsection(
                 title, report.figures(*images),
-                _confusion_table(result, f"{title}: confusion matrix over all folds, counts and row percentages "
+                _confusion_table(result, f"{title}: confusion matrix over all folds (each image's most probable class, "
+                                         "not the operating point), counts and row percentages "
                                          "(the paper's Table IV)"),
                 _per_class_table(result, f"{title}: per class, mean over folds")))
     return report.section(f"Cross-validation: {TASK_NAMES[task]}", *parts)

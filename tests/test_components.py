@@ -147,7 +147,8 @@ def test_split_augment_and_finetune_components(stage_run, tmp_path):
     finetune_from_imagenet.python_func(training_data=data, backbone="Xception", stage="classical", task="detection",
                                        profile="demo", overrides=overrides, model=model, metrics=stage_metrics, curves=curves,
                                        evaluation=evaluation)
-    assert sorted(p.name for p in Path(evaluation.path).iterdir()) == ["classifier.json", "history.json", "predictions.npz", "summary.json"]
+    assert sorted(p.name for p in Path(evaluation.path).iterdir()) == [  # the small files only: no weights
+        "classifier.json", "explanations.png", "history.json", "predictions.npz", "summary.json"]
     assert evaluation.metadata["fold"] == "r0f1"
     assert model.metadata["imagenet"] is False and model.metadata["task"] == "detection"
     assert 0 <= stage_metrics.metadata["eval_accuracy"] <= 1

@@ -345,3 +345,13 @@ def test_the_release_carries_its_operating_point_and_a_model_card(demo_run):
     for words in ("Research use only", "## Intended use", "## Data it saw", "SYNTHETIC", "Operating point: P(ALL) >=",
                   "| sensitivity |", "| npv |", "## What the run could not do", "No ImageNet weights"):
         assert words in text, words
+
+
+def test_a_threshold_is_described_as_it_was_chosen():
+    from leukemia_mtl.evaluate import describe_threshold
+
+    chosen = describe_threshold({"threshold": 0.41, "target_sensitivity": 0.95, "threshold_chosen_on": "the inner validation splits"})
+    assert chosen == "P(ALL) >= 0.4100, the highest threshold reaching sensitivity 0.95 on the inner validation splits"
+    assert "of one class" in describe_threshold({"threshold": 0.5, "target_sensitivity": 0.95,
+                                                 "threshold_chosen_on": "none (the held-out images are of one class): 0.5"})
+    assert "recorded without how" in describe_threshold({"threshold": 0.5})  # an older crossval: no "None on None"
