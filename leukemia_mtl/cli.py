@@ -175,17 +175,13 @@ def _predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from leukemia_mtl.predict import CSV_COLUMNS, NOTICE, Predictor, _check_pixel_size, _check_threshold, csv_row, \
-        format_prediction, iter_predictions
-    from leukemia_mtl.release import fetch
+    from leukemia_mtl.predict import CSV_COLUMNS, NOTICE, csv_row, format_prediction, iter_predictions, open_predictor
 
     if args.overlays is not None and args.overlays.exists() and not args.overlays.is_dir():
         raise LeukemiaMtlError(f"{args.overlays}: is a file; --overlays takes a folder for the overlay images")
     if args.csv is not None and args.csv.is_dir():
         raise LeukemiaMtlError(f"{args.csv}: is a folder; --csv takes a file name")
-    _check_pixel_size(args.pixel_size)
-    _check_threshold(args.threshold)
-    predictor = Predictor(fetch(args.model, args.cache), args.pixel_size, args.threshold)
+    predictor = open_predictor(args.model, args.cache, args.pixel_size, args.threshold)
     settings = {**predictor.settings(), "kind": args.kind, "explain": args.explain}
     print(f"note: {NOTICE}", file=sys.stderr)
     errors: list[dict] = []
@@ -203,20 +199,20 @@ def _predict(args: argparse.Namespace) -> int:
         if args.json:
             head = {"notice": NOTICE, "model_version": predictor.version, "settings": settings}
             print(json.dumps(head, indent=2)[:-2] + ',\n  "predictions": [', flush=True)
-        for image, result, error in iter_predictions(args.model, [str(i) for i in args.images], args.kind, args.overlays,
-                                                     explain=args.explain, predictor=predictor):
+        for image, result, error in iter_predictions(predictor, [str(i) for i in args.images], args.kind, args.overlays,
+                                                     args.explain):
             progress.update()
             if writer is not None:
                 writer.writerow(csv_row(image, result, error, predictor.version))
+            separator = "  " if count + len(errors) == 0 else ", "  # before this element: the array's first or not
             if error is not None:
                 errors.append({"image": image, "error": error})
                 progress.write(f"error: {printable(error)}", file=sys.stderr)
                 if args.json:  # in place, so the array's order is the inputs'
-                    print(("  " if count + len(errors) == 1 else ", ") + json.dumps(errors[-1]), flush=True)
+                    print(separator + json.dumps(errors[-1]), flush=True)
                 continue
             if args.json:
-                text = json.dumps(result, indent=2)
-                print(("  " if count + len(errors) == 0 else ", ") + text.replace("\n", "\n  "), flush=True)
+                print(separator + json.dumps(result, indent=2).replace("\n", "\n  "), flush=True)
             else:
                 print(format_prediction(result), flush=True)
             count += 1

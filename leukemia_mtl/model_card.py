@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from leukemia_mtl.config import Profile
 from leukemia_mtl.evaluate import describe_threshold
+from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS, FOLDS as PAPER_FOLDS, INPUT_SIZE as PAPER_INPUT_SIZE
 
-PAPER_FOLDS = 10
-PAPER_EPOCHS = 160
-PAPER_INPUT_SIZE = 299
 RESEARCH_USE = ("Research use only. Not a medical device and not validated for diagnosis: every answer is a suggestion "
                 "for a qualified haematologist, who makes the call from the smear itself.")
 INTENDED_USE = ("Screening aid for research laboratories: ranks peripheral blood-smear images (and single white-cell "

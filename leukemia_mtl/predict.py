@@ -394,20 +394,24 @@ def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
             yield None, f"{item}: no such file or folder"
 
 
-def iter_predictions(model: str, inputs: list[str], kind: str = "auto", overlay_dir: Path | None = None,
-                     cache_dir: Path | None = None, pixel_size_um: float | None = None, threshold: float | None = None,
-                     explain: bool = False, predictor: "Predictor | None" = None
-                     ) -> Iterator[tuple[str | None, dict | None, str | None]]:
+def open_predictor(model: str, cache_dir: Path | None = None, pixel_size_um: float | None = None,
+                   threshold: float | None = None) -> Predictor:
+    """The Predictor of a release folder or s3:// URI (mirrored into `cache_dir`); the settings are checked
+    before anything is fetched from object storage."""
+    from leukemia_mtl.release import fetch
+
+    _check_pixel_size(pixel_size_um)
+    _check_threshold(threshold)
+    return Predictor(fetch(model, cache_dir), pixel_size_um, threshold)
+
+
+def iter_predictions(predictor: Predictor, inputs: list[str], kind: str = "auto", overlay_dir: Path | None = None,
+                     explain: bool = False) -> Iterator[tuple[str | None, dict | None, str | None]]:
     """(image, prediction, None) or (image or None, None, error) per image, one at a time: a folder of
     thousands streams through in constant memory, and one bad image does not stop the others.
     `explain` writes Grad-CAM heat maps beside the overlays (<stem>_gradcam.png)."""
-    from leukemia_mtl.release import fetch
-
-    _check_pixel_size(pixel_size_um)  # before fetching a release from object storage
-    _check_threshold(threshold)
     if explain and overlay_dir is None:  # never beside the inputs: a rerun over the folder would read them as images
         raise PredictError("explain writes the heat maps beside the overlays: give an overlay folder")
-    predictor = predictor or Predictor(fetch(model, cache_dir), pixel_size_um, threshold)
     overlay_names: set[str] = set()
     for path, problem in image_paths(inputs):
         if problem is not None:

@@ -36,13 +36,12 @@ from markupsafe import Markup
 
 from leukemia_mtl import report
 from leukemia_mtl.config import Profile, parse_expectation
-from leukemia_mtl.evaluate import ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusion_figure, describe_threshold, roc_figure
+from leukemia_mtl.evaluate import ARMS, ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusion_figure, describe_threshold, roc_figure
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
+from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS, FOLDS as PAPER_FOLDS, INPUT_SIZE as PAPER_INPUT_SIZE
 
 SCHEMA = "leukemia-mtl/summary/2"
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
-PAPER_PROFILE_EPOCHS = 160
-PAPER_FOLDS = 10
 OPERATING_KEYS = ("sensitivity", "specificity", "ppv", "npv", "auc")
 
 
@@ -155,7 +154,7 @@ RELEASED_ROLES = (("detection", "detection (stage 3 or classical)"), ("fab", "FA
 
 def _released_evaluations(evaluations: dict[str, list[dict]], release: dict) -> list[tuple[str, dict, dict]]:
     """(role, its selection, its evaluation entry) of every released model the run's evaluations hold."""
-    stage_of_arm = {"mtl": "stage3", "ctl": "classical"}
+    stage_of_arm = {arm: stage for stage, arm in ARMS.items()}
     found = []
     for role, _ in RELEASED_ROLES:
         pick = (release.get("selection") or {}).get(role)
@@ -274,9 +273,9 @@ def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, cross
     folds = len(crossval["folds"])
     if folds < PAPER_FOLDS:
         notes.append(f"{folds} folds instead of the paper's {PAPER_FOLDS}: fewer paired scores, so the tests have little power.")
-    if profile.train.epochs < PAPER_PROFILE_EPOCHS:
-        notes.append(f"{profile.train.epochs} epoch{'s' if profile.train.epochs != 1 else ''} per stage instead of the paper's {PAPER_PROFILE_EPOCHS}, "
-                     f"at {profile.model.input_size} px instead of 299.")
+    if profile.train.epochs < PAPER_EPOCHS:
+        notes.append(f"{profile.train.epochs} epoch{'s' if profile.train.epochs != 1 else ''} per stage instead of the paper's {PAPER_EPOCHS}, "
+                     f"at {profile.model.input_size} px instead of {PAPER_INPUT_SIZE}.")
     if profile.train.frozen_fraction > 0:
         notes.append(f"Only the top {1 - profile.train.frozen_fraction:.0%} of each backbone's layers were fine-tuned "
                      f"(train.frozen_fraction={profile.train.frozen_fraction}); the paper tunes them all.")

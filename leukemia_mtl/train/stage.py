@@ -11,7 +11,7 @@ import numpy as np
 
 from leukemia_mtl.config import Profile
 from leukemia_mtl.errors import LeukemiaMtlError
-from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, save_model_bundle
+from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, save_model_bundle
 from leukemia_mtl.train.data import StageArrays
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,6 @@ def run_finetune_stage(
     import keras
 
     from leukemia_mtl import explain
-    from leukemia_mtl.io_utils import atomic_write_bytes
     from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
     from leukemia_mtl.devices import devices_for_training
     from leukemia_mtl.train.finetune import balanced_sample_weights, carry_over, encode_labels, fit_stage
@@ -341,8 +340,6 @@ def _save_predictions(path: Path, scored: dict, arrays: StageArrays) -> None:
     """Per scored unit: probabilities (units, classes), class index and id, for the evaluation fold and
     (val_*) the inner validation split; the number of items (cells) behind each evaluation unit."""
     import io
-
-    from leukemia_mtl.io_utils import atomic_write_bytes
 
     (probabilities, labels, units), (val_probabilities, val_labels, val_units) = scored["eval"], scored["val"]
     items = np.array([int((arrays.sources_eval == u).sum()) for u in units.tolist()], np.int32)
