@@ -26,10 +26,10 @@ import numpy as np
 
 from leukemia_mtl.config import CV_METRICS, INNER_METRICS
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.stages import ARM_NAMES as STAGE_ARM_NAMES, ARMS
 
-ARMS = {"stage3": "mtl", "classical": "ctl"}  # multistage vs classical transfer learning
 BASELINE_ARMS = ("colour", "majority")  # trivial models on the same folds (leukemia_mtl.baselines)
-ARM_NAMES = {"mtl": "multistage transfer learning", "ctl": "classical transfer learning",
+ARM_NAMES = {**STAGE_ARM_NAMES,
              "colour": "colour histogram + logistic regression (baseline)", "majority": "majority class (baseline: one answer for every image)"}
 TASK_NAMES = {"detection": "detection (normal vs ALL)", "fab": "classification (FAB classes)"}
 SUMMARY_METRICS = CV_METRICS

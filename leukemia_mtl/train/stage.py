@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from leukemia_mtl.config import Profile
-from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.stages import StageError, training_stage
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, save_model_bundle
 from leukemia_mtl.train.data import StageArrays
 
@@ -21,20 +21,6 @@ META_FILE = "classifier.json"
 HISTORY_FILE = "history.json"
 PREDICTIONS_FILE = "predictions.npz"
 EXPLANATIONS_FILE = "explanations.png"  # Grad-CAM of the held-out images the model was most and least sure of
-
-# stage -> (arrays it trains on, head, dense layers with dropout?)
-STAGES = {
-    "stage1": ("stage1", "softmax", False),  # Eq. 1: GAP + one dense softmax layer
-    "stage2": ("stage2", "sigmoid", True),  # Eq. 2: dense layers with dropout, sigmoid
-    "stage3": ("stage3", "softmax", True),
-    "classical": ("stage3", "softmax", True),  # ImageNet -> stage-3 task directly, same budget
-}
-TASKS = ("blast", "detection", "fab")
-
-
-class StageError(LeukemiaMtlError):
-    """A stage asked for something that does not fit: task, previous model, backbone."""
-
 
 @dataclass
 class ClassifierInfo:
@@ -141,11 +127,8 @@ def run_finetune_stage(
     from leukemia_mtl.devices import devices_for_training
     from leukemia_mtl.train.finetune import balanced_sample_weights, carry_over, encode_labels, fit_stage
 
-    if stage not in STAGES:
-        raise StageError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
-    if task not in TASKS or (stage in ("stage1", "stage2")) != (task == "blast"):
-        raise StageError(f"stage {stage} does not do task {task!r} (stages 1-2: blast; stage 3 and classical: detection, fab)")
-    arrays_name, head, with_dense = STAGES[stage]
+    plan = training_stage(stage, task)  # an impossible pair: one StageError before any data is read
+    arrays_name, head, with_dense = plan.arrays, plan.head, plan.dense
     timings["import_tensorflow"] = time.perf_counter() - started
     started = time.perf_counter()
     arrays = StageArrays.load(Path(data_dir) / f"{arrays_name}.npz")
@@ -164,7 +147,7 @@ def run_finetune_stage(
         train_weights = val_weights = None
         per_class = {i: 1.0 for i in range(len(classes))}
 
-    starts_from_imagenet = stage in ("stage1", "classical")
+    starts_from_imagenet = plan.from_imagenet
     if starts_from_imagenet == (previous_dir is not None):
         raise StageError(f"{stage} {'starts from ImageNet and takes no' if starts_from_imagenet else 'needs the'} previous stage's model")
     weights = resolve_weights(profile.model.weights if starts_from_imagenet else "none", get_backbone(backbone), profile.storage)
@@ -353,8 +336,9 @@ def _save_predictions(path: Path, scored: dict, arrays: StageArrays) -> None:
 def _write_report(figure_html: Path, summary: StageSummary, history: dict[str, list[float]], warmup_epochs: int = 0) -> None:
     """The stage's page in the KFP UI: which stage of which fold, its metrics and its curves."""
     from leukemia_mtl import report
+    from leukemia_mtl.stages import display_name
 
-    stage = summary.stage.replace("stage", "stage ") if summary.stage.startswith("stage") else summary.stage
+    stage = display_name(summary.stage)
     title = (f"{stage} ({summary.task}), {summary.backbone}, fold {summary.fold_id} "
              f"(repeat {summary.repeat}, fold {summary.fold})")
     fig, axes = report.new_figure(1, 2, (9, 3.4))

@@ -1,0 +1,109 @@
+"""The training stages, in one place: the DAG wires them, the stage runner trains them, evaluation
+scores them, release picks from them and the report names them.
+
+The paper's multistage transfer learning is ImageNet -> stage 1 (single cells, all classes) ->
+stage 2 (single cells, blast or not) -> stage 3 (smears: detection, and FAB classification); the
+classical arm goes from ImageNet straight to stage 3's tasks with the same budget. A new stage or
+arm is one more `TrainingStage` here; `check_plan` refuses a plan that cannot run before any DAG
+is built from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from leukemia_mtl.errors import LeukemiaMtlError
+
+KINDS = ("stage1", "stage2", "stage3", "classical")  # what run_finetune_stage can train
+TASKS = ("blast", "detection", "fab")  # blast: single cells; detection and FAB: smears
+ARM_NAMES = {"mtl": "multistage transfer learning", "ctl": "classical transfer learning"}
+
+
+class StageError(LeukemiaMtlError):
+    """A stage asked for something that does not fit: task, previous model, backbone."""
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    key: str  # the component input and output name: stage3_detection
+    display: str  # the task's name in the KFP UI and the report: stage 3 detection
+    kind: str  # one of KINDS
+    task: str  # one of TASKS
+    starts_from: str | None  # the key of the stage whose model it continues; None: ImageNet (or random) weights
+    head: str  # softmax or sigmoid
+    arrays: str  # which of augment's arrays it trains on (stage1.npz, stage2.npz, stage3.npz)
+    dense: bool  # dense layers with dropout before the head (Eq. 2); without: GAP + the head (Eq. 1)
+    arm: str | None = None  # the cross-validated arm it is scored as (one of ARM_NAMES); None: not scored
+
+    @property
+    def from_imagenet(self) -> bool:
+        return self.starts_from is None
+
+    @property
+    def scored(self) -> bool:
+        return self.arm is not None
+
+
+TRAINING_STAGES: tuple[TrainingStage, ...] = (
+    TrainingStage("stage1", "stage 1", "stage1", "blast", None, "softmax", "stage1", False),
+    TrainingStage("stage2", "stage 2", "stage2", "blast", "stage1", "sigmoid", "stage2", True),
+    TrainingStage("stage3_detection", "stage 3 detection", "stage3", "detection", "stage2", "softmax", "stage3", True, "mtl"),
+    TrainingStage("stage3_fab", "stage 3 FAB", "stage3", "fab", "stage2", "softmax", "stage3", True, "mtl"),
+    TrainingStage("classical_detection", "classical detection", "classical", "detection", None, "softmax", "stage3", True, "ctl"),
+    TrainingStage("classical_fab", "classical FAB", "classical", "fab", None, "softmax", "stage3", True, "ctl"),
+)
+ARMS = {s.kind: s.arm for s in TRAINING_STAGES if s.arm}  # stage kind -> arm: {"stage3": "mtl", "classical": "ctl"}
+KIND_OF_ARM = {arm: kind for kind, arm in ARMS.items()}
+CELL_SCORER = "stage2"  # the stage whose model predict scores single cells with (released beside stage 3)
+
+
+def scored_stages(plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[TrainingStage, ...]:
+    return tuple(s for s in plan if s.scored)
+
+
+def check_plan(plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[TrainingStage, ...]:
+    """The plan, or one StageError naming the first stage that cannot run as written."""
+    seen: dict[str, TrainingStage] = {}
+    for stage in plan:
+        where = f"training stage {stage.key!r}"
+        if stage.key in seen:
+            raise StageError(f"{where}: named twice")
+        if stage.kind not in KINDS:
+            raise StageError(f"{where}: kind {stage.kind!r} is not one of {', '.join(KINDS)}")
+        if stage.task not in TASKS or (stage.kind in ("stage1", "stage2")) != (stage.task == "blast"):
+            raise StageError(f"{where}: stage {stage.kind} does not do task {stage.task!r} "
+                             "(stages 1-2: blast; stage 3 and classical: detection, fab)")
+        if stage.from_imagenet != (stage.kind in ("stage1", "classical")):
+            raise StageError(f"{where}: {stage.kind} {'needs a previous stage' if stage.from_imagenet else 'starts from ImageNet'}")
+        if stage.starts_from is not None and stage.starts_from not in seen:
+            raise StageError(f"{where}: starts from {stage.starts_from!r}, which is not an earlier stage of the plan")
+        if stage.head not in ("softmax", "sigmoid"):
+            raise StageError(f"{where}: head {stage.head!r} is neither softmax nor sigmoid")
+        if stage.arm is not None and (stage.arm not in ARM_NAMES or stage.task == "blast"):
+            raise StageError(f"{where}: only smear tasks are scored, as one of the arms {', '.join(ARM_NAMES)}")
+        seen[stage.key] = stage
+    if CELL_SCORER not in seen:
+        raise StageError(f"the plan has no {CELL_SCORER!r} stage, which release needs as the cell scorer")
+    return plan
+
+
+def training_stage(kind: str, task: str, plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> TrainingStage:
+    """The plan's stage of `kind` doing `task`: what the stage runner trains."""
+    if kind not in KINDS:
+        raise StageError(f"unknown stage {kind!r}; one of {', '.join(KINDS)}")
+    for stage in plan:
+        if (stage.kind, stage.task) == (kind, task):
+            return stage
+    raise StageError(f"stage {kind} does not do task {task!r} (stages 1-2: blast; stage 3 and classical: detection, fab)")
+
+
+def by_key(key: str, plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> TrainingStage:
+    for stage in plan:
+        if stage.key == key:
+            return stage
+    raise StageError(f"no training stage {key!r}; the plan has {', '.join(s.key for s in plan)}")
+
+
+def display_name(kind: str) -> str:
+    """stage3 -> 'stage 3'; classical stays."""
+    return kind.replace("stage", "stage ") if kind.startswith("stage") else kind
