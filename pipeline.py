@@ -5,10 +5,11 @@
     python pipeline.py --run-local [--profile demo] [--smears PATH_OR_URI] [--cells PATH_OR_URI]
                        [--negative-class NAME] [--pixel-size UM] [--output-dir DIR] [--set KEY=VALUE]
 
-No science here: components/ adapts the library, this file wires the DAG:
-ingest -> preprocess -> segment -> split -> for each (fold, backbone): augment -> stage 1 -> stage 2
--> stage 3 (detection, FAB) and the classical baseline (detection, FAB); split -> baseline (majority
-class, colour histogram) -> crossval -> ttest, release -> report.
+No science here: components/ adapts the library, this file wires the DAG and runners/ runs it:
+ingest -> preprocess -> segment -> split -> for each (fold, backbone): augment -> the training stages of
+leukemia_mtl/stages.py (stage 1 -> stage 2 -> stage 3 detection and FAB; the classical baseline's detection
+and FAB from ImageNet); split -> baseline (majority class, colour histogram) -> crossval -> ttest,
+release -> report.
 """
 
 import argparse
@@ -16,7 +17,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,22 +34,18 @@ from components.report import report
 from components.segment import segment
 from components.split import split
 from components.ttest import ttest
+from leukemia_mtl.config import Profile, get_profile, negative_class_overrides, parse_overrides, pixel_size_overrides
+from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
+from leukemia_mtl.stages import TRAINING_STAGES, StageError, TrainingStage, check_plan, released_stages, scored_stages
+from runners import local as local_runner
+from runners import submit as submitter
+from runners.placement import cluster_placement, local_placement
+from runners.submit import redact_url
+from runners.summary import describe_run
 
 PIPELINE_NAME = "leukemia-mtl"
 DEFAULT_COMPILED = Path("build/pipeline.yaml")
 STOPS = ("preprocess", "segment", "report")
-TRAINING_STAGES = (  # (display name, stage, task, starts from, component input name)
-    ("stage 1", "stage1", "blast", None, "stage1"),
-    ("stage 2", "stage2", "blast", "stage 1", "stage2"),
-    ("stage 3 detection", "stage3", "detection", "stage 2", "stage3_detection"),
-    ("stage 3 FAB", "stage3", "fab", "stage 2", "stage3_fab"),
-    ("classical detection", "classical", "detection", None, "classical_detection"),
-    ("classical FAB", "classical", "fab", None, "classical_fab"),
-)
-STABLE_COPIES = {"report": "report.html", "summary": "summary.json"}  # in --output-dir after a whole run
-REPO = Path(__file__).resolve().parent
-CODE_VERSION_ENV = "LEUKEMIA_MTL_CODE_VERSION"  # local runs: settings and code, in every task's cache key
-SCORED = ("stage3_detection", "stage3_fab", "classical_detection", "classical_fab")
 
 _BASE_OUTPUTS = [("dataset", Dataset), ("roi", Dataset), ("roi_overlay", HTML)]
 _SEGMENT_OUTPUTS = [("segmenter", Model), ("cells", Dataset), ("segmentation", HTML)]
@@ -62,10 +58,21 @@ OUTPUTS = {
 }
 
 
-def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: str = "report",
-                   cluster: bool = False, compile_overrides: dict | None = None, code_version: str = "",
-                   run_overrides: dict | None = None):
-    """The DAG. Defaults (profile, backbones) come from `profile`; `until` cuts it short.
+def _check_fan_in(plan: tuple[TrainingStage, ...]) -> None:
+    """Every stage the plan scores, releases or reports has its input on the component that collects it."""
+    wanted = {crossval: scored_stages(plan), release: released_stages(plan), report: plan}
+    for component, stages in wanted.items():
+        missing = [s.key for s in stages if s.key not in component.component_spec.inputs]
+        if missing:
+            raise StageError(f"the {component.name} component has no input for the training stage(s) {missing}")
+
+
+def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", cache_ingest: bool = False,
+                   until: str = "report", cluster: bool = False, compile_overrides: dict | None = None,
+                   code_version: str = "", run_overrides: dict | None = None,
+                   plan: tuple[TrainingStage, ...] = TRAINING_STAGES):
+    """The DAG. Defaults (profile, backbones, overrides) come from `settings`, resolved once by the
+    caller (else from `profile` with the overrides); `until` cuts it short; `plan` is checked first.
 
     `cluster` adds what only a Kubernetes cluster reads (images, GPUs, node selector and
     tolerations, resources, retries, the MinIO secret), from the profile's `image` and `cluster`
@@ -74,19 +81,16 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
     every task's environment, which kfp.local's cache key includes: a task's inputs name the
     profile, not its settings, and the library's code is not part of the component's source.
     """
-    from leukemia_mtl.config import get_profile
-
     if until not in STOPS:
         raise ValueError(f"until must be one of {STOPS}, got {until!r}")
-    # run_overrides (--set with --compile) become the `overrides` parameter's default: checked here, applied
-    # by every task at run time, and shown in the KFP UI where a person can change them
-    settings = get_profile(profile, {**(compile_overrides or {}), **(run_overrides or {})})
+    check_plan(plan)
+    _check_fan_in(plan)
+    # run_overrides (--set) become the `overrides` parameter's default: checked here, applied by every task
+    # at run time, and shown in the KFP UI where a person can change them
+    if settings is None:
+        settings = get_profile(profile, {**(compile_overrides or {}), **(run_overrides or {})})
     default_overrides = json.dumps(run_overrides or {}, sort_keys=True)
-    if cluster:
-        place = _cluster_placement(settings)
-    else:
-        def place(task, kind: str, gpu: bool = False, storage: bool = False):
-            return task.set_env_variable(CODE_VERSION_ENV, code_version) if code_version else task
+    place = cluster_placement(settings) if cluster else local_placement(code_version)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -128,25 +132,25 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
             fold_data.set_display_name("augment")
             place(fold_data, "augment")
             tasks = {}
-            for display, stage, task, starts_from, _ in TRAINING_STAGES:
-                common = dict(training_data=fold_data.outputs["training_data"], backbone=run.backbone, stage=stage, task=task, **config)
-                if starts_from is None:
+            for stage in plan:
+                common = dict(training_data=fold_data.outputs["training_data"], backbone=run.backbone, stage=stage.kind,
+                              task=stage.task, **config)
+                if stage.from_imagenet:
                     trained = finetune_from_imagenet(**common)
                 else:
-                    trained = finetune_from_previous(previous=tasks[starts_from].outputs["model"], **common)
-                trained.set_display_name(display)
-                place(trained, "train", gpu=True, storage=starts_from is None)  # ImageNet weights may come from s3
-                tasks[display] = trained
+                    trained = finetune_from_previous(previous=tasks[stage.starts_from].outputs["model"], **common)
+                trained.set_display_name(stage.display)
+                place(trained, "train", gpu=True, storage=stage.from_imagenet)  # ImageNet weights may come from s3
+                tasks[stage.key] = trained
 
-        def collected(output: str, names=SCORED) -> dict:
+        def collected(output: str, stages) -> dict:
             """Fan-in over every (fold, backbone): one list per training stage."""
-            return {name: dsl.Collected(tasks[display].outputs[output])
-                    for display, _, _, _, name in TRAINING_STAGES if name in names}
+            return {stage.key: dsl.Collected(tasks[stage.key].outputs[output]) for stage in stages}
 
         trivial = baseline(dataset=ingested.outputs["dataset"], split=folds.outputs["split"], **config)
         trivial.set_display_name("baseline")
         place(trivial, "light")
-        scored = crossval(baselines=trivial.outputs["predictions"], **collected("evaluation"), **config)
+        scored = crossval(baselines=trivial.outputs["predictions"], **collected("evaluation", scored_stages(plan)), **config)
         scored.set_display_name("crossval")
         place(scored, "light")
         compared = ttest(crossval=scored.outputs["results"], **config)
@@ -154,7 +158,7 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
         place(compared, "light")
         released = release(crossval=scored.outputs["results"], data_summary=ingested.outputs["summary"],
                            segmenter=segmented.outputs["model"],
-                           **collected("model", ("stage2",) + SCORED), **config)
+                           **collected("model", released_stages(plan)), **config)
         released.set_display_name("release")
         released.set_caching_options(enable_caching=False)  # it publishes outside the pipeline
         place(released, "light", storage=True)
@@ -162,7 +166,7 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
             data_summary=ingested.outputs["summary"], split=folds.outputs["split"], roi_metrics=roi.outputs["metrics"],
             roi_overlay=roi.outputs["overlay"], segment_metrics=segmented.outputs["metrics"], segmentation=segmented.outputs["figure"],
             crossval=scored.outputs["results"], ttest=compared.outputs["results"], release_manifest=released.outputs["manifest"],
-            **collected("evaluation", tuple(name for *_, name in TRAINING_STAGES)), **config,
+            **collected("evaluation", plan), **config,
         )
         reported.set_display_name("report")
         place(reported, "light")
@@ -173,51 +177,9 @@ def build_pipeline(*, profile: str = "demo", cache_ingest: bool = False, until: 
     return leukemia_pipeline
 
 
-MINIO_ENV = ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
-
-
-def _cluster_placement(settings):
-    """A function that gives one task its image, resources, retries, GPUs and secrets."""
-    from kfp import kubernetes
-
-    from leukemia_mtl.config import ConfigError
-
-    cluster = settings.cluster
-    node_label = None
-    if cluster.gpu_node_label:
-        key, sep, value = cluster.gpu_node_label.partition("=")
-        if not (key and sep and value):
-            raise ConfigError(f"cluster.gpu_node_label must be KEY=VALUE, got {cluster.gpu_node_label!r}")
-        node_label = (key, value)
-    tolerations = []
-    for text in cluster.gpu_tolerations:
-        spec, sep, effect = text.rpartition(":")
-        key, has_value, value = spec.partition("=")
-        if not (sep and key and effect in ("NoSchedule", "PreferNoSchedule", "NoExecute")):
-            raise ConfigError(f"cluster.gpu_tolerations: {text!r} must be KEY[=VALUE]:NoSchedule|PreferNoSchedule|NoExecute")
-        tolerations.append(dict(key=key, operator="Equal" if has_value else "Exists", value=value or None, effect=effect))
-
-    def place(task, kind: str, gpu: bool = False, storage: bool = False):
-        resources = getattr(cluster, kind)
-        task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
-        task.set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit)
-        task.set_retry(num_retries=cluster.retries, backoff_duration=cluster.retry_backoff, backoff_factor=2.0)
-        task.set_container_image(settings.image.gpu_image if gpu else settings.image.cpu_image)
-        if gpu and settings.train.gpus > 0:
-            task.set_accelerator_type(cluster.gpu_resource).set_accelerator_limit(settings.train.gpus)
-            if node_label:
-                kubernetes.add_node_selector(task, *node_label)
-            for toleration in tolerations:
-                kubernetes.add_toleration(task, **toleration)
-        if storage:  # only the tasks that read or write object storage outside KFP's own artifacts
-            kubernetes.use_secret_as_env(task, cluster.minio_secret, {name: name for name in MINIO_ENV})
-        return task
-
-    return place
-
-
 def compile_pipeline(output: Path, profile: str = "paper", compile_overrides: dict | None = None,
                      run_overrides: dict | None = None) -> Path:
+    """The DAG for a cluster as KFP's YAML: images, resources and placement from the profile."""
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides,
                                                run_overrides=run_overrides),
@@ -225,208 +187,19 @@ def compile_pipeline(output: Path, profile: str = "paper", compile_overrides: di
     return output
 
 
-def code_version(settings) -> str:
-    """sha256 of the resolved settings and of every source file of the library and components:
-    a cached local task is reused only while neither has changed."""
-    import hashlib
-
-    from leukemia_mtl.io_utils import sha256_file
-
-    digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True, default=str).encode())
-    for path in sorted([*(REPO / "leukemia_mtl").rglob("*.py"), *(REPO / "components").rglob("*.py")]):
-        digest.update(f"{path.relative_to(REPO).as_posix()}\0{sha256_file(path)}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides: dict, cache: bool = True,
               until: str = "report") -> dict:
-    """Run the DAG (to `until`) in this Python environment; returns {output: {path, metadata}}."""
-    from leukemia_mtl.config import get_profile
-    from leukemia_mtl.io_utils import exclusive_folder
-
-    settings = get_profile(profile, overrides)  # fail here, not inside a task, on a bad profile
-    output_dir = output_dir.resolve()
-    with exclusive_folder(output_dir):
-        return _run_local(settings, profile, smears, cells, output_dir, overrides, cache, until)
-
-
-def _run_local(settings, profile: str, smears: str, cells: str, output_dir: Path, overrides: dict, cache: bool,
-               until: str) -> dict:
-    from kfp import local
-
-    from leukemia_mtl.data.ingest import fingerprint, precheck
-    from leukemia_mtl.io_utils import atomic_write_text
-
-    version = fingerprint(smears, cells, settings)  # a blank or unreadable input stops here, before any task
-    precheck(smears, cells, settings)  # and data the split cannot divide into split.folds
-    root = output_dir / "pipeline_root"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache)
-    # our base image has Python; kfp warns because its name does not say so
-    warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
-    # GPU requests and display names matter on a cluster only; kfp.local says so for every task
-    warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
-    run = build_pipeline(profile=profile, cache_ingest=cache, until=until, code_version=code_version(settings))(
-        smears=smears, cells=cells, profile=profile, overrides=json.dumps(overrides, sort_keys=True), data_version=version,
-        backbones=list(settings.model.backbones),
-    )
-    # cached tasks keep their first run's folders, so paths come from the run's outputs
-    outputs = {name: {"path": artifact.path, "metadata": artifact.metadata} for name, artifact in run.outputs.items()}
-    atomic_write_text(output_dir / "outputs.json", json.dumps(outputs, indent=2, default=str) + "\n")
-    if "report" in outputs:  # the files a person opens, under stable names
-        import shutil
-
-        for name, copy in STABLE_COPIES.items():
-            shutil.copyfile(outputs[name]["path"], output_dir / copy)
-    return outputs
-
-
-USERINFO = r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/@\s]*@"
-
-
-def redact_url(url: str) -> str:
-    """`url` with any user:password@ (with or without a scheme) replaced: a password never reaches a log."""
-    import re
-
-    return re.sub(USERINFO, r"\1***@", url)
-
-
-def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
-    """What a person wants to read after a local run: where things are and the headline numbers."""
-    from leukemia_mtl.evaluate import describe_threshold
-
-    lines = []
-    summary_of = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
-    for dataset, info in summary_of["datasets"].items():
-        lines.append(f"  {dataset}: " + " ".join(f"{c}={n}" for c, n in info["class_counts"].items()))
-    roi = json.loads((Path(outputs["roi"]["path"]) / "summary.json").read_text())
-    lines += [f"  WARNING: {warning}" for warning in roi.get("warnings", [])]
-    if roi.get("mean_iou") is not None:
-        lines.append(f"  ROI vs ground-truth WBC masks: IoU {roi['mean_iou']:.3f}, recall {roi['mean_recall']:.3f}")
-    if "cells" in outputs:
-        seg = json.loads((Path(outputs["cells"]["path"]) / "summary.json").read_text())
-        if seg.get("unet_dice") is not None:
-            lines.append(f"  held-out smears: U-Net Dice {seg['unet_dice']:.3f} vs threshold ROI Dice {seg['roi_dice']:.3f} "
-                         f"(against ground truth); {seg['crops']} isolated cell crops")
-        elif seg.get("unet_vs_roi_dice") is not None:
-            lines.append(f"  held-out smears (no ground truth): U-Net against the ROI masks it learnt from, Dice "
-                         f"{seg['unet_vs_roi_dice']:.3f}; {seg['crops']} isolated cell crops")
-        if seg.get("isolation"):
-            lines.append(f"  cells isolated with the {seg['isolation']} mask: {seg.get('isolation_reason', '')}")
-        lines += [f"  WARNING: {name}: no white cell found in {count} images" for name, count in seg.get("without_cells", {}).items()
-                  if count]
-    if "summary" not in outputs:
-        lines += [f"  {name:14s} {outputs[name]['path']}" for name in outputs]
-        return lines
-    summary = json.loads(Path(outputs["summary"]["path"]).read_text())
-    lines.append(f"  {len(summary['folds'])}-fold cross-validation (mean ± SD over the evaluation folds, which only score):")
-    lines.append(f"    {'task':10s} {'model':18s} {'arm':8s} {'accuracy':>16s} {'balanced acc.':>16s} {'macro F1':>16s} {'AUC':>16s}")
-    rows = [(task, backbone, arm, result) for task, by_backbone in summary["tasks"].items()
-            for backbone, by_arm in by_backbone.items() for arm, result in sorted(by_arm.items(), key=lambda kv: kv[0] != "mtl")]
-    rows += [(task, "baseline", arm, result) for task, by_arm in summary["baselines"].items() for arm, result in by_arm.items()]
-    for task, model, arm, result in sorted(rows, key=lambda r: r[0]):
-        cells_text = [("n/a" if result["mean"][m] is None else f"{result['mean'][m]:.3f} ± {result['std'][m]:.3f}")
-                      for m in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")]
-        lines.append(f"    {task:10s} {model:18s} {arm:8s} " + " ".join(f"{c:>16s}" for c in cells_text))
-        for flag in result["degenerate"]:
-            lines.append(f"      DEGENERATE: {flag}")
-    for comparison in summary["ttest"]:
-        if comparison["tests"]:
-            test = comparison["tests"][0]
-            p_value = f"p = {test['p_value']:.3g}" if test["p_value"] is not None else f"p undefined: {test['note']}"
-            lines.append(f"  {comparison['second']} - {comparison['first']} {comparison['metric']}, {comparison['task']} "
-                         f"{comparison['backbone']}: {test['mean_difference']:+.3f} (corrected resampled t-test, {p_value})")
-    for task, entry in summary["headline"].items():
-        point = entry["released"]["operating_point"]
-        if point["kind"] == "binary":
-            def text(e):
-                p = e["operating_point"]
-                return ", ".join(f"{k} {_interval(p[k])}" for k in ("sensitivity", "specificity", "ppv", "npv", "auc"))
-        else:
-            def text(e):
-                p = e["operating_point"]
-                return f"accuracy {_interval(p['accuracy'])}, balanced accuracy {p['balanced_accuracy']:.3f}, macro F1 {p['f1_macro']:.3f}"
-        at = f", at {describe_threshold(point)}" if point["kind"] == "binary" and "target_sensitivity" in point else ""
-        lines.append(f"  headline, {task} (pooled held-out smears{at}):")
-        lines.append(f"    released {entry['released']['backbone']} {entry['released']['arm']}: {text(entry['released'])}")
-        for arm in ("colour", "majority"):
-            if arm in entry:
-                lines.append(f"    {arm} baseline: {text(entry[arm])}")
-    for check in summary["expectations"]:
-        value = "n/a" if check["value"] is None else f"{check['value']:.3f}"
-        lines.append(f"  learning check {check['check']} ({check['backbone']} multistage, cross-validated mean {value}): "
-                     + ("met" if check["met"] else "NOT MET"))
-    release = summary["release"]
-    if release and release["refused"]:
-        lines.append("  RELEASE REFUSED: " + "; ".join(release["gate"]["reasons"]))
-    elif release:
-        lines.append(f"  released model {release['version']}: {outputs['release']['path']}"
-                     + (f" (published to {release['published_to']})" if release["published_to"] else ""))
-        if release["gate"] and not release["gate"]["passed"]:
-            lines.append("  RELEASE FLAGGED, it fails the gate: " + "; ".join(release["gate"]["reasons"]))
-    for note in summary["limitations"]:
-        lines.append(f"  note: {note}")
-    for name, copy in STABLE_COPIES.items():  # run_local's copies, else the artifacts themselves
-        lines.append(f"  {name}: {output_dir.resolve() / copy if output_dir else outputs[name]['path']}")
-    return lines
-
-
-def _interval(entry: dict) -> str:
-    if entry.get("value") is None:
-        return "n/a"
-    return f"{entry['value']:.3f}" + (f" [{entry['low']:.3f}, {entry['high']:.3f}]" if entry.get("low") is not None else "")
-
-
-def _check_run_parameters(params: dict) -> None:
-    """The settings and inputs a submitted run will use, refused as they would be by run-local."""
-    from leukemia_mtl.config import ConfigError, get_profile
-    from leukemia_mtl.data.ingest import input_source
-
-    overrides = params.get("overrides") or {}
-    if isinstance(overrides, str):
-        try:
-            overrides = json.loads(overrides or "{}")
-        except ValueError as exc:
-            raise ConfigError(f"--param overrides=...: not JSON ({exc})") from None
-    if not isinstance(overrides, dict):
-        raise ConfigError("--param overrides=...: must be a JSON object of dotted settings")
-    get_profile(str(params["profile"]), overrides)
-    for role in ("smears", "cells"):
-        if role in params:
-            input_source(role, str(params[role]))
+    """This DAG run here (runners/local.py); returns {output: {path, metadata}}."""
+    settings = get_profile(profile, overrides)  # once: a bad profile fails here, not inside a task
+    return local_runner.run_local(build_pipeline, settings, overrides, smears, cells, output_dir, cache, until)
 
 
 def submit(host: str | None, profile: str, compile_overrides: dict, params: dict, experiment: str,
            schedule: str | None = None, run_name: str | None = None) -> str:
-    """Compile and create a run (or, with a cron `schedule`, a recurring run) through kfp.Client.
-
-    Auth follows kfp's conventions: KF_PIPELINES_ENDPOINT when no host is given, a bearer token
-    in KF_PIPELINES_TOKEN (e.g. a service-account token in CI), or kfp's own OAuth variables.
-    Returns the run's (or recurring run's) id.
-    """
-    import os
-    import tempfile
-
-    import kfp
-
+    """This DAG compiled and submitted (runners/submit.py); returns the run's or recurring run's id."""
     accepted = list(build_pipeline(profile=profile).component_spec.inputs)  # the DAG's own parameters
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        from leukemia_mtl.config import ConfigError
-
-        raise ConfigError(f"unknown pipeline parameter(s) {unknown}; the pipeline takes {', '.join(accepted)}")
-    params = {"profile": profile, **params}
-    _check_run_parameters(params)  # here, not in the cluster's first task after a node has spun up
-    with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", profile, compile_overrides)
-        client = kfp.Client(host=host, existing_token=os.environ.get("KF_PIPELINES_TOKEN") or None)
-        name = run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if schedule:
-            experiment_id = client.create_experiment(experiment).experiment_id
-            job = client.create_recurring_run(experiment_id=experiment_id, job_name=name, cron_expression=schedule,
-                                              pipeline_package_path=str(package), params=params)
-            return job.recurring_run_id
-        return client.create_run_from_pipeline_package(str(package), arguments=params, run_name=name,
-                                                       experiment_name=experiment).run_id
+    return submitter.submit(accepted, lambda path: compile_pipeline(path, profile, compile_overrides), host, profile,
+                            params, experiment, schedule, run_name, PIPELINE_NAME)
 
 
 def _compile_overrides(args) -> dict:
@@ -447,9 +220,6 @@ def _compile_overrides(args) -> dict:
 
 def _setting_overrides(args) -> dict:
     """The run's settings from the command line, every mode alike: --set, then --negative-class and --pixel-size."""
-    from leukemia_mtl.cli import parse_overrides
-    from leukemia_mtl.config import negative_class_overrides, pixel_size_overrides
-
     overrides = parse_overrides(args.overrides)
     if args.negative_class:
         overrides.update(negative_class_overrides(args.negative_class))
@@ -499,9 +269,6 @@ def main(argv: list[str] | None = None) -> int:
                                                            "(six fields, seconds first, e.g. '0 0 3 * * 1')")
     cluster.add_argument("--run-name", help="name of the submitted run (default leukemia-mtl-<time>)")
     args = parser.parse_args(argv)
-
-    from leukemia_mtl.cli import parse_overrides
-    from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
 
     if args.submit and args.host and redact_url(args.host) != args.host:  # before kfp can warn with it
         print(f"error: --host {redact_url(args.host)} carries credentials; give the host alone (they would be "

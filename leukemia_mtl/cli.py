@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from leukemia_mtl.config import ConfigError, get_profile
+from leukemia_mtl.config import ConfigError, get_profile, parse_overrides
 from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
 
 
@@ -16,20 +16,6 @@ def _profile_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="demo", help="named settings profile (default: demo)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set synth.n_smears=8 (value parsed as JSON)")
-
-
-def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, object]:
-    """['synth.n_smears=8', ...] -> {'synth.n_smears': 8}; values are JSON when they parse as JSON."""
-    out: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

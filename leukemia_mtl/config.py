@@ -8,6 +8,7 @@ overrides are dotted keys such as ``{"synth.n_smears": 8}``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -416,6 +417,20 @@ PROFILES: dict[str, Profile] = {
 
 class ConfigError(LeukemiaMtlError, ValueError):
     """A profile name or override that does not exist or does not fit."""
+
+
+def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, object]:
+    """['synth.n_smears=8', ...] -> {'synth.n_smears': 8}; values are JSON when they parse as JSON."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def get_profile(name: str, overrides: Mapping[str, Any] | None = None) -> Profile:

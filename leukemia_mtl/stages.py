@@ -61,6 +61,11 @@ def scored_stages(plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[Tr
     return tuple(s for s in plan if s.scored)
 
 
+def released_stages(plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[TrainingStage, ...]:
+    """What release picks from: the scored stages and the cell scorer."""
+    return tuple(s for s in plan if s.scored or s.key == CELL_SCORER)
+
+
 def check_plan(plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[TrainingStage, ...]:
     """The plan, or one StageError naming the first stage that cannot run as written."""
     seen: dict[str, TrainingStage] = {}

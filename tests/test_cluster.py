@@ -21,6 +21,8 @@ import pipeline
 from conftest import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY
 from fake_kfp import FakeKfpServer
 from leukemia_mtl.config import PROFILES, ClusterConfig, ImageConfig
+from runners.local import code_version
+from runners.placement import CODE_VERSION_ENV, MINIO_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 CARD_STAGES = {"ingest", "preprocess", "segment", "split", "augment", "stage 1", "stage 2", "stage 3 detection",
@@ -160,7 +162,7 @@ def test_manifests_render_and_validate_against_the_kubernetes_schemas():
     cluster, images = ClusterConfig(), ImageConfig()
     # the manifests match what --compile emits by default
     assert by_kind["Secret"]["metadata"]["name"] == cluster.minio_secret
-    assert set(by_kind["Secret"]["stringData"]) == set(pipeline.MINIO_ENV)
+    assert set(by_kind["Secret"]["stringData"]) == set(MINIO_ENV)
     assert all(v.startswith(("REPLACE-", "http://minio-service")) for v in by_kind["Secret"]["stringData"].values())
     key, value = cluster.gpu_node_label.split("=")
     assert by_kind["Node"]["metadata"]["labels"][key] == value
@@ -193,8 +195,8 @@ def test_local_runs_put_the_settings_and_code_version_in_every_task_cache_key(tm
     from leukemia_mtl.config import get_profile
 
     demo = get_profile("demo")
-    assert pipeline.code_version(demo) == pipeline.code_version(get_profile("demo"))
-    assert pipeline.code_version(demo) != pipeline.code_version(get_profile("demo", {"train.epochs": 4}))
+    assert code_version(demo) == code_version(get_profile("demo"))
+    assert code_version(demo) != code_version(get_profile("demo", {"train.epochs": 4}))
     path = tmp_path / "local.yaml"
     compiler.Compiler().compile(pipeline.build_pipeline(code_version="v123"), str(path))
     spec = json_format.ParseDict(list(yaml.safe_load_all(path.read_text()))[0], pipeline_spec_pb2.PipelineSpec())
@@ -202,7 +204,7 @@ def test_local_runs_put_the_settings_and_code_version_in_every_task_cache_key(tm
     envs = {name: {e.struct_value.fields["name"].string_value: e.struct_value.fields["value"].string_value
                    for e in executor.struct_value.fields["container"].struct_value.fields["env"].list_value.values}
             for name, executor in executors.items()}
-    assert len(envs) >= 11 and all(env.get(pipeline.CODE_VERSION_ENV) == "v123" for env in envs.values()), envs
+    assert len(envs) >= 11 and all(env.get(CODE_VERSION_ENV) == "v123" for env in envs.values()), envs
 
 
 @pytest.mark.parametrize("host", ["http://admin:hunter2@127.0.0.1:1", "admin:hunter2@127.0.0.1:1"])

@@ -16,6 +16,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 import pipeline
 from conftest import PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
 from leukemia_mtl.config import ImageConfig
+from runners.summary import describe_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,7 +145,7 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     assert not set(smears_per_fold[0]) & set(smears_per_fold[1])
     assert len(smears_per_fold[0]) + len(smears_per_fold[1]) == 8  # every smear evaluated exactly once
 
-    lines = "\n".join(pipeline.describe_run(outputs, out))
+    lines = "\n".join(describe_run(outputs, out))
     assert "2-fold cross-validation" in lines and "corrected resampled t-test" in lines and str(out / "report.html") in lines
     assert "headline, detection" in lines and "colour baseline: sensitivity" in lines and "learning check detection.balanced_accuracy>=0.90" in lines
     assert report.index("Headline") < report.index("Data and split")
