@@ -9,14 +9,9 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def baseline(dataset: Input[Dataset], split: Input[Artifact], profile: str, overrides: str, predictions: Output[Artifact]):
     """What a model gets that has learnt nothing about white cells: every run shows it beside the method."""
-    import json
-    from pathlib import Path
-
-    from leukemia_mtl.baselines import run_baselines
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.baselines import run_baseline_task
+    from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
 
     with exit_on_user_error():
-        settings = get_profile(profile, json.loads(overrides or "{}"))
-        summary = run_baselines(Path(dataset.path), json.loads(Path(split.path).read_text()), Path(predictions.path), settings)
-        predictions.metadata.update({"arms": summary["arms"], "folds": len(summary["folds"])})
+        run_baseline_task(dataset, split, predictions, task_settings(profile, overrides))

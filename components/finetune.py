@@ -21,15 +21,13 @@ def finetune_from_imagenet(
     evaluation: Output[Artifact],
 ):
     """Stage 1 (blood-cell adaptation) or the classical baseline, from the configured weights."""
-    import json
-
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.train.stage import run_finetune_task
 
     with exit_on_user_error():
         run_finetune_task(stage, task, backbone, training_data.path, None, model, metrics, curves, evaluation,
-                          get_profile(profile, json.loads(overrides or "{}")))
+                          task_settings(profile, overrides))
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -47,12 +45,10 @@ def finetune_from_previous(
     evaluation: Output[Artifact],
 ):
     """Stage 2 or 3: the previous stage's backbone (and dense layer) carried over, a new head."""
-    import json
-
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.train.stage import run_finetune_task
 
     with exit_on_user_error():
         run_finetune_task(stage, task, backbone, training_data.path, previous.path, model, metrics, curves, evaluation,
-                          get_profile(profile, json.loads(overrides or "{}")))
+                          task_settings(profile, overrides))

@@ -22,20 +22,9 @@ def ingest(
 
     `data_version` is the data's content fingerprint: it is what makes a cached ingest safe.
     """
-    import json
-    from dataclasses import asdict
-    from pathlib import Path
-
-    from leukemia_mtl.artifacts import log_metrics
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.config import task_settings
+    from leukemia_mtl.data.ingest import run_ingest_task
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.io_utils import atomic_write_json
-    from leukemia_mtl.data.ingest import ingest as run_ingest
 
     with exit_on_user_error():
-        result = run_ingest(smears, cells, dataset.path, get_profile(profile, json.loads(overrides or "{}")))
-        for note in result.notes:  # conversions and ignored files, in the task's log as well as the summary
-            print(f"note: {note}", flush=True)
-        dataset.metadata.update({"source": result.source, "data_version": data_version, "images": result.images, "datasets": sorted(result.datasets)})
-        log_metrics(metrics, result.metrics())
-        atomic_write_json(Path(summary.path), asdict(result))
+        run_ingest_task(smears, cells, data_version, dataset, metrics, summary, task_settings(profile, overrides))

@@ -16,16 +16,9 @@ def preprocess(
     overlay: Output[HTML],
 ):
     """ROI masks and ROI-only images plus a manifest; IoU against ground-truth masks when present."""
-    import json
-    from pathlib import Path
-
-    from leukemia_mtl.artifacts import log_metrics
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.preprocess import run_preprocess_stage
+    from leukemia_mtl.preprocess import run_preprocess_task
 
     with exit_on_user_error():
-        settings = get_profile(profile, json.loads(overrides or "{}"))
-        summary = run_preprocess_stage(Path(dataset.path), Path(roi.path), Path(overlay.path), settings)
-        roi.metadata.update({"images": summary.images})
-        log_metrics(metrics, summary.metrics())
+        run_preprocess_task(dataset, roi, metrics, overlay, task_settings(profile, overrides))

@@ -37,17 +37,16 @@ def report(
     from leukemia_mtl.config import get_profile
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.run_report import build_report, load_evaluations
+    from leukemia_mtl.stages import TRAINING_STAGES
 
     def read(artifact) -> dict:
         return json.loads(Path(artifact.path).read_text())
 
     with exit_on_user_error():
         settings = get_profile(profile, json.loads(overrides or "{}"))
-        evaluations = load_evaluations({
-            "stage 1": [a.path for a in stage1], "stage 2": [a.path for a in stage2],
-            "stage 3 detection": [a.path for a in stage3_detection], "stage 3 FAB": [a.path for a in stage3_fab],
-            "classical detection": [a.path for a in classical_detection], "classical FAB": [a.path for a in classical_fab],
-        })
+        inputs = dict(stage1=stage1, stage2=stage2, stage3_detection=stage3_detection, stage3_fab=stage3_fab,
+                      classical_detection=classical_detection, classical_fab=classical_fab)
+        evaluations = load_evaluations({stage.display: [a.path for a in inputs[stage.key]] for stage in TRAINING_STAGES})
         result = build_report(
             profile=settings, data_summary=read(data_summary), split=read(split), roi_metrics=read(roi_metrics),
             roi_html=Path(roi_overlay.path).read_text(), segment_metrics=read(segment_metrics),

@@ -122,3 +122,10 @@ def evaluation_dirs(out_dir: Path | str) -> list[Path]:
     except (OSError, ValueError, KeyError) as exc:
         raise BaselineError(f"{out_dir}: not a baselines folder ({type(exc).__name__}: {exc})") from None
     return [out_dir / name for name in names]
+
+
+def run_baseline_task(dataset, split, predictions, profile: Profile) -> dict:
+    """The baseline component's one call: both baselines on the split's folds into KFP's artifact."""
+    summary = run_baselines(Path(dataset.path), json.loads(Path(split.path).read_text()), Path(predictions.path), profile)
+    predictions.metadata.update({"arms": summary["arms"], "folds": len(summary["folds"])})
+    return summary

@@ -444,6 +444,18 @@ def get_profile(name: str, overrides: Mapping[str, Any] | None = None) -> Profil
     return profile
 
 
+def task_settings(profile: str, overrides: str) -> Profile:
+    """A pipeline task's settings from its two parameters: the profile's name and the run's overrides
+    as a JSON object of dotted keys (the form the KFP UI shows and a person can edit)."""
+    try:
+        parsed = json.loads(overrides or "{}")
+    except ValueError as exc:
+        raise ConfigError(f"the overrides parameter is not JSON ({exc}): {overrides[:200]!r}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"the overrides parameter must be a JSON object of dotted settings, got {overrides[:200]!r}")
+    return get_profile(profile, parsed)
+
+
 def parse_expectation(text: str) -> tuple[str, str, float]:
     """'detection.balanced_accuracy>=0.9' -> ('detection', 'balanced_accuracy', 0.9)."""
     name, sep, threshold = str(text).partition(">=")

@@ -370,3 +370,13 @@ def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, prof
         parts.append(report.png_img(figure.read_bytes(), "smears with their regions of interest"))
     atomic_write_text(overlay_html, report.page("preprocess: regions of interest", *parts))
     return summary
+
+
+def run_preprocess_task(dataset, roi, metrics, overlay, profile: Profile) -> PreprocessSummary:
+    """The preprocess component's one call: KFP's ROI artifact, its metrics and the overlay page."""
+    from leukemia_mtl.artifacts import log_metrics
+
+    summary = run_preprocess_stage(Path(dataset.path), Path(roi.path), Path(overlay.path), profile)
+    roi.metadata.update({"images": summary.images})
+    log_metrics(metrics, summary.metrics())
+    return summary

@@ -169,6 +169,21 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
     return summary
 
 
+def run_ingest_task(smears: str, cells: str, data_version: str, dataset, metrics, summary, profile: Profile) -> IngestSummary:
+    """The ingest component's one call: the inputs into KFP's dataset artifact, its metrics and summary.
+    `data_version` is the data's content fingerprint, shown beside the artifact."""
+    from leukemia_mtl.artifacts import log_metrics
+
+    result = ingest(smears, cells, dataset.path, profile)
+    for note in result.notes:  # conversions and ignored files, in the task's log as well as the summary
+        print(f"note: {note}", flush=True)
+    dataset.metadata.update({"source": result.source, "data_version": data_version, "images": result.images,
+                             "datasets": sorted(result.datasets)})
+    log_metrics(metrics, result.metrics())
+    atomic_write_json(Path(summary.path), asdict(result))
+    return result
+
+
 def precheck(smears: str, cells: str, profile: Profile) -> None:
     """The inputs' fitness for the split, from names alone (nothing decoded), before the first task:
     a local folder is scanned, generated data is counted from its settings (s3:// is checked by ingest)."""
