@@ -17,7 +17,7 @@ def split(dataset: Input[Dataset], backbones: list, profile: str, overrides: str
 
     from leukemia_mtl.config import get_profile
     from leukemia_mtl.data.datasets import load_datasets
-    from leukemia_mtl.data.ingest import DATA_DIR
+    from leukemia_mtl.data.layout import DATA_DIR
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.io_utils import atomic_write_json
     from leukemia_mtl.train.data import fold_runs, make_folds

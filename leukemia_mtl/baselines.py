@@ -62,7 +62,7 @@ def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profil
     """Fit and score both baselines for both tasks on every fold; returns a summary."""
     from leukemia_mtl.data.datasets import load_datasets
     from leukemia_mtl.data.images import read_image
-    from leukemia_mtl.data.ingest import DATA_DIR
+    from leukemia_mtl.data.layout import DATA_DIR
     from leukemia_mtl.train.stage import META_FILE, PREDICTIONS_FILE, task_classes, task_names
 
     datasets = [d for d in load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False) if not d.single_cell]

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from leukemia_mtl import __version__
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.models.catalog import BACKBONES
 
 FAB_CLASSES: tuple[str, ...] = ("normal", "L1", "L2", "L3")
 
@@ -508,8 +509,6 @@ def pixel_size_overrides(value: str) -> dict[str, float]:
 
 def check(profile: Profile) -> None:
     """Settings that fit their type but not their meaning, refused before anything runs."""
-    from leukemia_mtl.models.backbones import BACKBONES  # names and input minimums only; no TensorFlow
-
     train, evaluate, model = profile.train, profile.evaluate, profile.model
     if not model.backbones:
         raise ConfigError("setting 'model.backbones' names no backbone; choose from " + ", ".join(BACKBONES))

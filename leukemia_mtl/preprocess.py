@@ -23,6 +23,7 @@ from leukemia_mtl.config import (REFERENCE_NUCLEUS_AREA, REFERENCE_PIXEL_SIZE_UM
                                  PreprocessConfig, Profile)
 from leukemia_mtl.data.datasets import Dataset
 from leukemia_mtl.data.images import read_image, read_mask
+from leukemia_mtl.data.layout import DATA_DIR
 from leukemia_mtl.errors import DatasetError, Problem
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
 from leukemia_mtl.masks import drop_small, fill_holes, mask_agreement
@@ -344,7 +345,6 @@ def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, prof
     """The pipeline stage: the ingest artifact in, ROI artifact and an HTML overlay page out."""
     from leukemia_mtl import report
     from leukemia_mtl.data.datasets import load_datasets
-    from leukemia_mtl.data.ingest import DATA_DIR
 
     # ingest decoded and checked every image; a scan re-reads names and labels only
     datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)

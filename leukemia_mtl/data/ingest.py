@@ -21,6 +21,7 @@ from leukemia_mtl.data import synth
 from leukemia_mtl.data.datasets import CELLS_DIR, LABELS_FILE, SMEARS_DIR, Dataset, find_datasets, load_datasets
 from leukemia_mtl.data.files import walk
 from leukemia_mtl.data.images import IMAGE_EXTENSIONS
+from leukemia_mtl.data.layout import DATA_DIR, SUMMARY_FILE, origin_of, user_path  # noqa: F401 (re-exported)
 from leukemia_mtl.data.storage import ObjectStore, is_s3_uri
 from leukemia_mtl.errors import DatasetError, Problem
 from leukemia_mtl.io_utils import atomic_write_json
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
 NONE = "none"  # no single-cell input: stage 1 then adapts on the cells segmented from smears
-DATA_DIR = "data"
-SUMMARY_FILE = "dataset.json"
 
 
 @dataclass(frozen=True)
@@ -214,18 +213,6 @@ def precheck(smears: str, cells: str, profile: Profile) -> None:
         raise DatasetError(problems)
 
 
-def origin_of(dataset_root: Path) -> str:
-    """An ingested dataset's folder under the user's name (the folder itself when it is not one)."""
-    dataset_root = Path(dataset_root)
-    if dataset_root.parent.name != DATA_DIR:
-        return str(dataset_root)
-    try:
-        origins = json.loads((dataset_root.parent.parent / SUMMARY_FILE).read_text()).get("origins", {})
-    except (OSError, ValueError):
-        return str(dataset_root)
-    return origins.get(dataset_root.name, str(dataset_root))
-
-
 def _users(problem: Problem, origins: dict[Path, str]) -> Problem:
     """`problem` with every staged path, in where it points and in its words, under the user's name."""
     message = problem.message
@@ -239,11 +226,6 @@ def _origin(where: str, origins: dict[Path, str]) -> str:
         if where == str(staged) or where.startswith(str(staged) + "/"):
             return origin + where[len(str(staged)):]
     return where
-
-
-def user_path(ingested: Path | str, dataset: str, rel_path: str) -> str:
-    """An ingested file under the name its owner knows it by (the staging path if ingest recorded none)."""
-    return f"{origin_of(Path(ingested) / DATA_DIR / dataset)}/{rel_path}"
 
 
 def summarise(source: str, datasets: list[Dataset], **inputs) -> IngestSummary:

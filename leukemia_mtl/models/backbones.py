@@ -16,32 +16,11 @@ from pathlib import Path
 
 from leukemia_mtl.config import StorageConfig
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.models.catalog import BACKBONES, Backbone  # noqa: F401 (re-exported)
 
 
 class WeightsError(LeukemiaMtlError):
     """A weight source that is missing, unreadable, or made for another network."""
-
-
-@dataclass(frozen=True)
-class Backbone:
-    name: str
-    application: str  # constructor in keras.applications
-    module: str  # keras.applications submodule with its preprocess_input
-    weights_file: str  # Keras' own file name for the ImageNet weights without the top
-    min_size: int
-    # preprocess_input of all three is Keras' "tf" mode, x / 127.5 - 1: a Rescaling layer
-    # (tests compare it with the module's own preprocess_input)
-    rescale: tuple[float, float] = (1 / 127.5, -1.0)
-
-
-BACKBONES: dict[str, Backbone] = {
-    "InceptionV3": Backbone("InceptionV3", "InceptionV3", "inception_v3",
-                            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 75),
-    "Xception": Backbone("Xception", "Xception", "xception",
-                         "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", 71),
-    "InceptionResNetV2": Backbone("InceptionResNetV2", "InceptionResNetV2", "inception_resnet_v2",
-                                  "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5", 75),
-}
 
 
 def get_backbone(name: str) -> Backbone:
