@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from leukemia_mtl.config import ConfigError, get_profile, parse_overrides
+from leukemia_mtl.data.datasets import load_datasets
+from leukemia_mtl.data.synth import generate
 from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
+from leukemia_mtl.predict import CSV_COLUMNS, NOTICE, csv_row, format_prediction, iter_predictions, open_predictor
+from leukemia_mtl.preprocess import preprocess_datasets
 
 
 def _profile_args(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +100,6 @@ def _run(args: argparse.Namespace) -> int:
             if getattr(args, flag) is not None:
                 overrides[key] = getattr(args, flag)
         profile = get_profile(args.profile, overrides)
-        from leukemia_mtl.data.synth import generate
 
         seed = profile.seed if args.seed is None else args.seed
         try:
@@ -110,7 +117,6 @@ def _run(args: argparse.Namespace) -> int:
                                   "negative class alone (smears=NAME,cells=NAME is for pipeline.py)")
             overrides["data.negative_class"] = args.negative_class
         profile = get_profile(args.profile, overrides)
-        from leukemia_mtl.data.datasets import load_datasets
 
         datasets = load_datasets(args.path, profile.data, layout=args.layout, labels_csv=args.labels)
         for dataset in datasets:
@@ -131,8 +137,6 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "preprocess":
         profile = get_profile(args.profile, overrides)
-        from leukemia_mtl.data.datasets import load_datasets
-        from leukemia_mtl.preprocess import preprocess_datasets
 
         datasets = load_datasets(args.path, profile.data, check=False)
         summary = preprocess_datasets(datasets, args.out, profile.preprocess, profile.data)
@@ -156,13 +160,6 @@ def _predict(args: argparse.Namespace) -> int:
     """Each answer is printed as soon as it exists (JSON: one object whose predictions array is written
     element by element), so a folder of thousands streams; errors go to stderr as they happen and
     into the JSON and CSV in place; exit 1 if any image could not be classified."""
-    import csv
-    import os
-
-    from tqdm import tqdm
-
-    from leukemia_mtl.predict import CSV_COLUMNS, NOTICE, csv_row, format_prediction, iter_predictions, open_predictor
-
     if args.overlays is not None and args.overlays.exists() and not args.overlays.is_dir():
         raise LeukemiaMtlError(f"{args.overlays}: is a file; --overlays takes a folder for the overlay images")
     if args.csv is not None and args.csv.is_dir():

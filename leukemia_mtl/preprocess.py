@@ -19,14 +19,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from leukemia_mtl.config import (REFERENCE_NUCLEUS_AREA, REFERENCE_PIXEL_SIZE_UM, REFERENCE_WIDTH, DataConfig,
-                                 PreprocessConfig, Profile)
-from leukemia_mtl.data.datasets import Dataset
+from leukemia_mtl import report
+from leukemia_mtl.artifacts import log_metrics
+from leukemia_mtl.config import REFERENCE_NUCLEUS_AREA, REFERENCE_PIXEL_SIZE_UM, REFERENCE_WIDTH, DataConfig, PreprocessConfig, Profile
+from leukemia_mtl.data.datasets import Dataset, load_datasets
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.data.layout import DATA_DIR
 from leukemia_mtl.errors import DatasetError, Problem
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
 from leukemia_mtl.masks import drop_small, fill_holes, mask_agreement
+from leukemia_mtl.report import figure_png, new_figure
 
 log = logging.getLogger(__name__)
 
@@ -322,8 +324,6 @@ def read_manifest(root: Path | str) -> list[dict[str, str]]:
 
 def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_px: int = 480) -> bytes:
     """PNG: per example, the smear, the offset monochrome, and the ROI outlined on the smear."""
-    from leukemia_mtl.report import figure_png, new_figure
-
     fig, axes = new_figure(len(examples), 3, (10, 2.8 * len(examples)))
     for row, (title, rgb, result) in zip(axes, examples):
         factor = min(1.0, max_width_px / rgb.shape[1])
@@ -343,9 +343,6 @@ def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_
 
 def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, profile: Profile) -> PreprocessSummary:
     """The pipeline stage: the ingest artifact in, ROI artifact and an HTML overlay page out."""
-    from leukemia_mtl import report
-    from leukemia_mtl.data.datasets import load_datasets
-
     # ingest decoded and checked every image; a scan re-reads names and labels only
     datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)
     summary = preprocess_datasets(datasets, out_dir, profile.preprocess, profile.data)
@@ -374,8 +371,6 @@ def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, prof
 
 def run_preprocess_task(dataset, roi, metrics, overlay, profile: Profile) -> PreprocessSummary:
     """The preprocess component's one call: KFP's ROI artifact, its metrics and the overlay page."""
-    from leukemia_mtl.artifacts import log_metrics
-
     summary = run_preprocess_stage(Path(dataset.path), Path(roi.path), Path(overlay.path), profile)
     roi.metadata.update({"images": summary.images})
     log_metrics(metrics, summary.metrics())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import io
 import re
 import textwrap
 from dataclasses import dataclass
@@ -72,8 +73,6 @@ def new_figure(rows: int, cols: int, size: tuple[float, float]):
 
 
 def figure_png(fig, dpi: int = FIGURE_DPI) -> bytes:
-    import io
-
     from matplotlib import pyplot as plt
 
     fig.tight_layout()

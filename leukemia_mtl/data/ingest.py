@@ -9,6 +9,7 @@ dataset stops the run here with every problem listed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from leukemia_mtl.artifacts import log_metrics
 from leukemia_mtl.config import Profile
 from leukemia_mtl.data import synth
 from leukemia_mtl.data.datasets import CELLS_DIR, LABELS_FILE, SMEARS_DIR, Dataset, find_datasets, load_datasets
@@ -171,8 +173,6 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
 def run_ingest_task(smears: str, cells: str, data_version: str, dataset, metrics, summary, profile: Profile) -> IngestSummary:
     """The ingest component's one call: the inputs into KFP's dataset artifact, its metrics and summary.
     `data_version` is the data's content fingerprint, shown beside the artifact."""
-    from leukemia_mtl.artifacts import log_metrics
-
     result = ingest(smears, cells, dataset.path, profile)
     for note in result.notes:  # conversions and ignored files, in the task's log as well as the summary
         print(f"note: {note}", flush=True)
@@ -256,8 +256,6 @@ def fingerprint(smears: str, cells: str, profile: Profile) -> str:
 
 
 def _fingerprint(source: str, profile: Profile) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     if source == NONE:
         return NONE
