@@ -12,7 +12,6 @@ and what each run's summary says about learning, where its schema has it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,6 +20,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from leukemia_mtl.results import RunSummary  # noqa: E402
 
 
 def worktree(ref: str) -> Path:
@@ -46,11 +48,14 @@ def run_demo(code: Path, output_dir: Path) -> float:
 
 
 def learning(output_dir: Path) -> str:
-    summary = json.loads((output_dir / "summary.json").read_text())
-    checks = summary.get("expectations")
-    if checks:
-        return "; ".join(f"{c['check']}: {c['value']:.3f} {'met' if c['met'] else 'NOT met'}" for c in checks)
-    mtl = {task: next(iter(by_backbone.values()))["mtl"]["mean"] for task, by_backbone in summary["tasks"].items()}
+    """The learning checks, or (an older summary has none) the first backbone's multistage means."""
+    summary = RunSummary.load(output_dir / "summary.json")
+    if summary.expectations:
+        return "; ".join(f"{c['check']}: {c['value']:.3f} {'met' if c['met'] else 'NOT met'}" for c in summary.expectations)
+    mtl = {}
+    for row in summary.rows():
+        if row.arm == "mtl":
+            mtl.setdefault(row.task, row.mean)
     return "; ".join(f"{task} mtl accuracy {m['accuracy']:.3f}, macro F1 {m['f1_macro']:.3f}" for task, m in mtl.items())
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from leukemia_mtl.data.images import read_image  # noqa: E402
 from leukemia_mtl.data.ingest import DATA_DIR, ingest  # noqa: E402
 from leukemia_mtl.data.synth import generate  # noqa: E402
 from leukemia_mtl.io_utils import write_image  # noqa: E402
+from leukemia_mtl.results import RunSummary  # noqa: E402
 from leukemia_mtl.stain import shift_stain  # noqa: E402
 from leukemia_mtl.train.data import make_folds  # noqa: E402
 
@@ -104,10 +104,12 @@ def cells_found(out: Path, eval_groups: set[str]) -> str:
 
 
 def fold_scores(out: Path) -> dict[tuple[str, str], dict[str, float]]:
-    summary = json.loads((out / "summary.json").read_text())
+    """Per (task, fold): the multistage arm's scores, of the first backbone (the demo trains one)."""
+    summary = RunSummary.load(out / "summary.json")
     scores = {}
-    for task, by_backbone in summary["tasks"].items():
-        for fold in next(iter(by_backbone.values()))["mtl"]["folds"]:
+    for task in summary.tasks:
+        row = next(r for r in summary.rows(task) if r.arm == "mtl")
+        for fold in row.folds:
             scores[(task, fold["fold_id"])] = {"accuracy": fold["accuracy"], "balanced_accuracy": fold["balanced_accuracy"]}
     return scores
 

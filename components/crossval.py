@@ -33,7 +33,7 @@ def crossval(
     from leukemia_mtl.baselines import evaluation_dirs
     from leukemia_mtl.config import get_profile
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.evaluate import kfp_classification_view, run_crossval
+    from leukemia_mtl.evaluate import run_crossval
 
     with exit_on_user_error():
         settings = get_profile(profile, json.loads(overrides or "{}"))
@@ -42,20 +42,10 @@ def crossval(
                               metric=settings.evaluate.release_metric, confidence=settings.evaluate.confidence,
                               seed=settings.seed, degenerate_spread=settings.evaluate.degenerate_spread,
                               target_sensitivity=settings.evaluate.target_sensitivity)
-        values = {}
-        scored_arms = [(task, backbone, arm, scored) for task, by_backbone in result["tasks"].items()
-                       for backbone, by_arm in by_backbone.items() for arm, scored in by_arm.items()]
-        scored_arms += [(task, "baseline", arm, scored) for task, by_arm in result["baselines"].items() for arm, scored in by_arm.items()]
-        for task, backbone, arm, scored in scored_arms:
-            for metric in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro"):
-                mean = scored["summary"][metric]["mean"]
-                if mean is not None:
-                    values[f"{task}_{backbone}_{arm}_{metric}"] = round(mean, 4)
-            values[f"{task}_{backbone}_{arm}_degenerate"] = float(bool(scored["degenerate"]))
-        log_metrics(metrics, values)
-        results.metadata.update({"folds": len(result["folds"]), "best": result["best"]})
+        log_metrics(metrics, result.kfp_metrics())
+        results.metadata.update({"folds": len(result.folds), "best": dict(result.best)})
         for task, arm, view in (("detection", "mtl", detection_mtl), ("detection", "ctl", detection_ctl),
                                 ("fab", "mtl", fab_mtl), ("fab", "ctl", fab_ctl)):
-            backbone = result["best"][task]
-            categories, matrix, curve = kfp_classification_view(result["tasks"][task][backbone][arm])
-            log_classification(view, categories, matrix, curve, backbone=backbone, task=task, arm=arm)
+            best = result.best_arm(task, arm)
+            categories, matrix, curve = best.kfp_classification_view()
+            log_classification(view, categories, matrix, curve, backbone=best.backbone, task=task, arm=arm)

@@ -26,9 +26,9 @@ import numpy as np
 
 from leukemia_mtl.config import CV_METRICS, INNER_METRICS
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.results import BASELINE_ARMS, CrossvalResult
 from leukemia_mtl.stages import ARM_NAMES as STAGE_ARM_NAMES, ARMS
 
-BASELINE_ARMS = ("colour", "majority")  # trivial models on the same folds (leukemia_mtl.baselines)
 ARM_NAMES = {**STAGE_ARM_NAMES,
              "colour": "colour histogram + logistic regression (baseline)", "majority": "majority class (baseline: one answer for every image)"}
 TASK_NAMES = {"detection": "detection (normal vs ALL)", "fab": "classification (FAB classes)"}
@@ -405,13 +405,10 @@ def roc_figure(curves: dict, title: str) -> bytes:
 
 def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseline_dirs: list[Path | str] = (),
                  *, metric: str = "balanced_accuracy", confidence: float = 0.95, seed: int = 0,
-                 degenerate_spread: float = 0.02, target_sensitivity: float = 0.95) -> dict:
-    """Score every stage-3, classical and baseline model's held-out predictions; write and return them.
-
-    Results: {"folds", "tasks": {task: {backbone: {arm: {...per fold, summary, inner_validation,
-    pooled confusion, roc, operating_point, degenerate}}}}, "baselines": {task: {arm: {...}}},
-    "best": {task: backbone}} where `best` is the backbone with the highest mean multistage
-    inner-validation `metric` (what the KFP UI shows).
+                 degenerate_spread: float = 0.02, target_sensitivity: float = 0.95) -> CrossvalResult:
+    """Score every stage-3, classical and baseline model's held-out predictions; write them to `out_json`
+    (the schema is CrossvalResult's) and return them. `best` is the backbone with the highest mean
+    multistage inner-validation `metric` (what the KFP UI shows).
     """
     from leukemia_mtl.io_utils import atomic_write_json
 
@@ -429,17 +426,9 @@ def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseli
             if sorted(f["fold_id"] for f in result["folds"]) != folds:
                 raise EvaluationError(f"the {arm} baseline of {task} was scored on folds "
                                       f"{sorted(f['fold_id'] for f in result['folds'])}, the models on {folds}")
-    results = {"folds": folds, "metric": metric, "tasks": tasks, "baselines": baselines,
-               "best": {task: best_backbone(tasks, task, "mtl" if any("mtl" in r for r in tasks[task].values()) else "ctl", metric)
-                        for task in tasks}}
-    atomic_write_json(Path(out_json), results)
+    results = CrossvalResult.from_dict({
+        "folds": folds, "metric": metric, "tasks": tasks, "baselines": baselines,
+        "best": {task: best_backbone(tasks, task, "mtl" if any("mtl" in r for r in tasks[task].values()) else "ctl", metric)
+                 for task in tasks}})
+    atomic_write_json(Path(out_json), results.to_dict())
     return results
-
-
-def kfp_classification_view(result: dict, roc_name: str | None = None) -> tuple[list[str], list[list[int]], dict]:
-    """(categories, pooled confusion matrix, one ROC curve) for KFP's ClassificationMetrics: the
-    positive class's curve for two classes, the micro-average for more."""
-    classes = result["classes"]
-    name = roc_name or (classes[-1] if len(classes) == 2 else "micro-average")
-    curve = result["roc"].get(name) or {"fpr": [], "tpr": [], "thresholds": []}
-    return classes, result["confusion_matrix"], curve

@@ -12,6 +12,7 @@ from __future__ import annotations
 from leukemia_mtl.config import Profile
 from leukemia_mtl.evaluate import describe_threshold
 from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS, FOLDS as PAPER_FOLDS, INPUT_SIZE as PAPER_INPUT_SIZE
+from leukemia_mtl.results import CrossvalResult
 
 RESEARCH_USE = ("Research use only. Not a medical device and not validated for diagnosis: every answer is a suggestion "
                 "for a qualified haematologist, who makes the call from the smear itself.")
@@ -34,20 +35,19 @@ def _interval(entry: dict | None) -> dict | None:
     return {k: entry.get(k) for k in ("value", "low", "high") if k in entry}
 
 
-def _performance(crossval: dict, task: str, pick: dict, confidence: float) -> dict:
-    result = crossval["tasks"][task][pick["backbone"]][pick["arm"]]
-    point = result["operating_point"]
+def _performance(crossval: CrossvalResult, task: str, pick: dict, confidence: float) -> dict:
+    result = crossval.arm(task, pick["backbone"], pick["arm"])
+    point = result.operating_point
     out = {"backbone": pick["backbone"], "arm": pick["arm"], "fold_model": pick["fold_id"], "metric": pick["metric"],
-           "cv_mean": pick["cv_mean"], "cv_std": pick["cv_std"], "folds": len(result["folds"]), "confidence": confidence,
-           "degenerate": list(result["degenerate"])}
+           "cv_mean": pick["cv_mean"], "cv_std": pick["cv_std"], "folds": len(result.folds), "confidence": confidence,
+           "degenerate": list(result.degenerate)}
     if point.get("kind") == "binary":
         out.update({k: _interval(point[k]) for k in ("sensitivity", "specificity", "ppv", "npv", "auc")})
         out.update(threshold=point["threshold"], target_sensitivity=point.get("target_sensitivity"),
                    threshold_chosen_on=point.get("threshold_chosen_on"), counts=point["counts"])
     else:
         out.update(accuracy=_interval(point["accuracy"]), balanced_accuracy=point["balanced_accuracy"], f1_macro=point["f1_macro"])
-    baselines = crossval.get("baselines", {}).get(task, {})
-    out["baselines"] = {arm: b["summary"][pick["metric"]]["mean"] for arm, b in baselines.items()}
+    out["baselines"] = {baseline.arm: baseline.cv_mean(pick["metric"]) for baseline in crossval.baseline_arms(task)}
     return out
 
 
@@ -88,11 +88,12 @@ def limitations(profile: Profile, *, imagenet: bool, synthetic: bool | None, fol
     return notes
 
 
-def build_model_card(*, version: str | None, profile: Profile, crossval: dict, selection: dict, gate: dict,
+def build_model_card(*, version: str | None, profile: Profile, crossval: CrossvalResult | dict, selection: dict, gate: dict,
                      data_summary: dict | None, imagenet: bool) -> dict:
+    crossval = CrossvalResult.of(crossval)
     data = _data(data_summary)
     performance = {task: _performance(crossval, task, selection[task], profile.evaluate.confidence)
-                   for task in ("detection", "fab") if task in selection and task in crossval["tasks"]}
+                   for task in ("detection", "fab") if task in selection and task in crossval.task_names}
     detection = performance.get("detection", {})
     return {
         "version": version,
@@ -105,7 +106,7 @@ def build_model_card(*, version: str | None, profile: Profile, crossval: dict, s
         "operating_point": {k: detection.get(k) for k in ("threshold", "target_sensitivity", "threshold_chosen_on")},
         "performance": performance,
         "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons", [])},
-        "limitations": limitations(profile, imagenet=imagenet, synthetic=data["synthetic"], folds=len(crossval.get("folds", [])),
+        "limitations": limitations(profile, imagenet=imagenet, synthetic=data["synthetic"], folds=len(crossval.folds),
                                    gate=gate),
     }
 

@@ -28,9 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from leukemia_mtl import __version__
-from leukemia_mtl.config import GATE_ACTIONS, Profile
+from leukemia_mtl.config import GATE_ACTIONS, INNER_METRICS, Profile
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, sha256_file
+from leukemia_mtl.model_card import build_model_card, card_markdown
+from leukemia_mtl.results import CrossvalResult
+from leukemia_mtl.stages import KIND_OF_ARM
 
 MANIFEST = "manifest.json"
 MODEL_CARD = "MODEL_CARD.md"
@@ -42,58 +45,52 @@ class ReleaseError(LeukemiaMtlError):
     """A release that cannot be built, published or trusted."""
 
 
-def select(crossval: dict, metric: str) -> dict:
+def select(crossval: CrossvalResult | dict, metric: str) -> dict:
     """Per task: the (backbone, arm) with the highest mean `metric` on the folds' inner validation
     splits, then its fold model with the highest inner-validation value. Ties (and runs too small
     for an inner split) go to multistage, then to the first name, then to the first fold. The
     evaluation folds' scores are only reported (cv_mean, cv_std): they choose nothing."""
-    from leukemia_mtl.evaluate import INNER_METRICS
-
     if metric not in INNER_METRICS:
         raise ReleaseError(f"unknown selection metric {metric!r}; one of {', '.join(INNER_METRICS)}")
+    crossval = CrossvalResult.of(crossval)
 
     def inner(value) -> float:
         return -1.0 if value is None else value
 
     chosen = {}
-    for task, by_backbone in crossval["tasks"].items():
-        candidates = []
-        for backbone, by_arm in by_backbone.items():
-            for arm, result in by_arm.items():
-                candidates.append((-inner(result["inner_validation"][metric]["mean"]), arm != "mtl", backbone, arm))
-        _, _, backbone, arm = min(candidates)
-        result = by_backbone[backbone][arm]
-        fold = max(result["folds"], key=lambda f: (inner((f["inner_validation"] or {}).get(metric)), -f["repeat"], -f["fold"]))
+    for task in crossval.task_names:
+        result = min(crossval.arms(task), key=lambda r: (-inner(r.inner_mean(metric)), r.arm != "mtl", r.backbone, r.arm))
+        fold = max(result.folds, key=lambda f: (inner((f["inner_validation"] or {}).get(metric)), -f["repeat"], -f["fold"]))
         validated = fold["inner_validation"] is not None
-        chosen[task] = {"backbone": backbone, "arm": arm, "fold_id": fold["fold_id"], "metric": metric,
+        chosen[task] = {"backbone": result.backbone, "arm": result.arm, "fold_id": fold["fold_id"], "metric": metric,
                         "chosen_by": "inner validation" if validated else "fold order (no inner validation split)",
-                        "inner_mean": result["inner_validation"][metric]["mean"],
+                        "inner_mean": result.inner_mean(metric),
                         "fold_inner_value": (fold["inner_validation"] or {}).get(metric),
-                        "cv_mean": result["summary"][metric]["mean"], "cv_std": result["summary"][metric]["std"],
-                        "classes": result["classes"]}
+                        "cv_mean": result.cv_mean(metric), "cv_std": result.cv_std(metric), "classes": result.classes}
     return chosen
 
 
-def gate(crossval: dict, selection: dict, metric: str) -> dict:
+def gate(crossval: CrossvalResult | dict, selection: dict, metric: str) -> dict:
     """Does each released configuration beat the majority class and the colour baseline on its
     cross-validated `metric`, with predictions that are not degenerate?"""
+    crossval = CrossvalResult.of(crossval)
     reasons = []
     checked = {}
     for task, pick in selection.items():
-        if task not in crossval["tasks"]:
+        if task not in crossval.task_names:
             continue
-        result = crossval["tasks"][task][pick["backbone"]][pick["arm"]]
+        result = crossval.arm(task, pick["backbone"], pick["arm"])
         value = pick["cv_mean"]
         checked[task] = {"released": value}
-        for flag in result["degenerate"]:
+        for flag in result.degenerate:
             reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model {flag}")
-        for arm, baseline in crossval.get("baselines", {}).get(task, {}).items():
-            other = baseline["summary"][metric]["mean"]
-            checked[task][arm] = other
+        for baseline in crossval.baseline_arms(task):
+            other = baseline.cv_mean(metric)
+            checked[task][baseline.arm] = other
             if value is None or other is None or value <= other:  # undefined is no evidence of beating it
                 reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model's cross-validated {metric} "
-                               f"{_number(value)} does not beat the {arm} baseline's {_number(other)}")
-        if not crossval.get("baselines", {}).get(task):
+                               f"{_number(value)} does not beat the {baseline.arm} baseline's {_number(other)}")
+        if not crossval.baseline_arms(task):
             reasons.append(f"{task}: no baseline was scored, so nothing shows the model beats a trivial one")
     return {"passed": not reasons, "metric": metric, "values": checked, "reasons": reasons}
 
@@ -111,33 +108,30 @@ def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id:
     raise ReleaseError(f"no {stage} {task} model of {backbone} for fold {fold_id} among the {len(model_dirs)} given")
 
 
-def build_release(crossval: dict, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
+def build_release(crossval: CrossvalResult | dict, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
                   profile: Profile, data_summary: dict | None = None) -> dict:
     """Copy the selected bundles into out_dir and write the manifest and the model card (MODEL_CARD.md,
     from `data_summary`, ingest's summary, and the cross-validation); returns the manifest."""
-    from leukemia_mtl.evaluate import ARMS
-    from leukemia_mtl.model_card import build_model_card, card_markdown
-
+    crossval = CrossvalResult.of(crossval)
     model_dirs = [Path(d) for d in model_dirs]
     out_dir = Path(out_dir)
     if profile.evaluate.release_gate not in GATE_ACTIONS:
         raise ReleaseError(f"evaluate.release_gate must be one of {', '.join(GATE_ACTIONS)}, got {profile.evaluate.release_gate!r}")
     selection = select(crossval, profile.evaluate.release_metric)
     verdict = {**gate(crossval, selection, profile.evaluate.release_metric), "action": profile.evaluate.release_gate}
-    stage_of_arm = {arm: stage for stage, arm in ARMS.items()}
     sources = {"segmenter": Path(segmenter_dir)}
     for task in ("detection", "fab"):
         if task not in selection:
             raise ReleaseError(f"cross-validation has no {task} results to release")
         pick = selection[task]
-        sources[task] = _find(model_dirs, stage_of_arm[pick["arm"]], task, pick["backbone"], pick["fold_id"])
+        sources[task] = _find(model_dirs, KIND_OF_ARM[pick["arm"]], task, pick["backbone"], pick["fold_id"])
     # the cell scorer: the stage-2 model trained with the released FAB model's backbone and fold
     fab = selection["fab"]
     sources["cells"] = _find(model_dirs, "stage2", "blast", fab["backbone"], fab["fold_id"])
     selection["cells"] = {"backbone": fab["backbone"], "arm": "mtl", "fold_id": fab["fold_id"], "stage": "stage2"}
 
     imagenet = all(json.loads((sources[role] / "classifier.json").read_text()).get("imagenet") for role in ("detection", "fab"))
-    detection_point = crossval["tasks"]["detection"][selection["detection"]["backbone"]][selection["detection"]["arm"]]["operating_point"]
+    detection_point = crossval.arm("detection", selection["detection"]["backbone"], selection["detection"]["arm"]).operating_point
     operating = {k: detection_point.get(k) for k in ("threshold", "target_sensitivity", "threshold_chosen_on")}
 
     def card(version: str | None) -> dict:

@@ -9,20 +9,8 @@ data, every stage, the paper's tables and the tests.
 The page comes from leukemia_mtl/templates (jinja2, autoescaped, through leukemia_mtl.report): every
 string from the data is shown as text; only report's own pieces and our stage pages' bodies are HTML.
 
-summary.json (schema "leukemia-mtl/summary/2"):
-    profile, folds (fold ids), backbones, imagenet (bool: did stage 1 start from ImageNet?),
-    limitations and methods (what this run could not do, and how it was scored, in words),
-    tasks: {"detection" | "fab": {backbone: {"mtl" | "ctl": ARM}}}
-    baselines: {"detection" | "fab": {"colour" | "majority": ARM}}
-        ARM = {"folds": [{"fold_id", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
-                          "f1_macro", "auc_macro", "inner_validation": {metric: value} | None}],
-               "mean": {metric: value}, "std": {metric: value}, "inner_validation_mean": {metric: value},
-               "operating_point": {...}, "degenerate": [flag, ...]}        (None where undefined)
-    ttest: [{"task", "backbone", "metric", "first", "second", "folds", "first_scores", "second_scores",
-             "tests": [{"test", "statistic", "df", "p_value", "mean_difference", "ci_low", "ci_high", ...}], "note"}]
-    headline: {task: {"released": {"backbone", "arm", "operating_point", "degenerate"}, "colour": {...}, "majority": {...}}}
-    expectations: [{"check", "task", "metric", "backbone", "arm", "value", "threshold", "met"}]
-    release: {"version" (None if refused), "refused", "gate": {"passed", "reasons", ...}, "selection", "published_to"}
+summary.json (schema "leukemia-mtl/summary/2") is written by `run_summary` through
+leukemia_mtl.results.RunSummary, whose docstring is the schema and which its readers load it with.
 """
 
 from __future__ import annotations
@@ -36,11 +24,11 @@ from markupsafe import Markup
 
 from leukemia_mtl import report
 from leukemia_mtl.config import Profile, parse_expectation
-from leukemia_mtl.evaluate import ARMS, ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusion_figure, describe_threshold, roc_figure
+from leukemia_mtl.evaluate import ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusion_figure, describe_threshold, roc_figure
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
 from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS, FOLDS as PAPER_FOLDS, INPUT_SIZE as PAPER_INPUT_SIZE
-
-SCHEMA = "leukemia-mtl/summary/2"
+from leukemia_mtl.results import SUMMARY_SCHEMA as SCHEMA, ArmResult, CrossvalResult, RunSummary
+from leukemia_mtl.stages import KIND_OF_ARM
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
 OPERATING_KEYS = ("sensitivity", "specificity", "ppv", "npv", "auc")
 
@@ -66,75 +54,74 @@ def _with_interval(entry: dict | None) -> str:
     return f"{entry['value']:.3f} [{entry['low']:.3f},\u00a0{entry['high']:.3f}]"  # an interval is not broken
 
 
-def _arm_summary(result: dict) -> dict:
+def _arm_summary(result: ArmResult) -> dict:
+    """An arm's ARM object of summary.json (see RunSummary)."""
     return {
         "folds": [{"fold_id": f["fold_id"], **{k: f[k] for k in SUMMARY_KEYS}, "inner_validation": f.get("inner_validation")}
-                  for f in result["folds"]],
-        "mean": {k: result["summary"][k]["mean"] for k in SUMMARY_KEYS},
-        "std": {k: result["summary"][k]["std"] for k in SUMMARY_KEYS},
-        "inner_validation_mean": {k: v["mean"] for k, v in result.get("inner_validation", {}).items()},
-        "operating_point": result["operating_point"],
-        "degenerate": result["degenerate"],
+                  for f in result.folds],
+        "mean": {k: result.cv_mean(k) for k in SUMMARY_KEYS},
+        "std": {k: result.cv_std(k) for k in SUMMARY_KEYS},
+        "inner_validation_mean": {k: v["mean"] for k, v in result.inner_validation.items()},
+        "operating_point": result.operating_point,
+        "degenerate": result.degenerate,
     }
 
 
-def expectations_of(crossval: dict, profile: Profile) -> list[dict]:
+def expectations_of(crossval: CrossvalResult | dict, profile: Profile) -> list[dict]:
     """The profile's learning checks, on the multistage arm's cross-validated mean, per backbone."""
+    crossval = CrossvalResult.of(crossval)
     checks = []
     for text in profile.evaluate.expectations:
         task, metric, threshold = parse_expectation(text)
-        for backbone, by_arm in sorted(crossval["tasks"].get(task, {}).items()):
-            if "mtl" not in by_arm:
-                continue
-            value = by_arm["mtl"]["summary"][metric]["mean"]
-            checks.append({"check": text, "task": task, "metric": metric, "backbone": backbone, "arm": "mtl",
+        for result in sorted((r for r in crossval.arms(task) if r.arm == "mtl"), key=lambda r: r.backbone):
+            value = result.cv_mean(metric)
+            checks.append({"check": text, "task": task, "metric": metric, "backbone": result.backbone, "arm": "mtl",
                            "value": value, "threshold": threshold, "met": value is not None and value >= threshold})
-        if task not in crossval["tasks"]:
+        if task not in crossval.task_names:
             checks.append({"check": text, "task": task, "metric": metric, "backbone": None, "arm": "mtl",
                            "value": None, "threshold": threshold, "met": False})
     return checks
 
 
-def headline_of(crossval: dict, release: dict | None) -> dict:
+def headline_of(crossval: CrossvalResult | dict, release: dict | None) -> dict:
     """Per task: the released configuration's pooled operating point, beside the two baselines'."""
+    crossval = CrossvalResult.of(crossval)
     headline = {}
-    for task in crossval["tasks"]:
+    for task in crossval.task_names:
         pick = (release or {}).get("selection", {}).get(task)
         if pick is None:
             continue
-        result = crossval["tasks"][task][pick["backbone"]][pick["arm"]]
-        entry = {"released": {"backbone": pick["backbone"], "arm": pick["arm"], "operating_point": result["operating_point"],
-                              "degenerate": result["degenerate"]}}
-        for arm, baseline in crossval.get("baselines", {}).get(task, {}).items():
-            entry[arm] = {"operating_point": baseline["operating_point"], "degenerate": baseline["degenerate"]}
+        result = crossval.arm(task, pick["backbone"], pick["arm"])
+        entry = {"released": {"backbone": pick["backbone"], "arm": pick["arm"], "operating_point": result.operating_point,
+                              "degenerate": result.degenerate}}
+        for baseline in crossval.baseline_arms(task):
+            entry[baseline.arm] = {"operating_point": baseline.operating_point, "degenerate": baseline.degenerate}
         headline[task] = entry
     return headline
 
 
-def run_summary(crossval: dict, ttest: dict, release: dict | None, evaluations: dict[str, list[dict]],
+def run_summary(crossval: CrossvalResult | dict, ttest: dict, release: dict | None, evaluations: dict[str, list[dict]],
                 profile: Profile, limitations: list[str], methods: list[str] | None = None) -> dict:
-    tasks = {task: {backbone: {arm: _arm_summary(result) for arm, result in by_arm.items()}
-                    for backbone, by_arm in by_backbone.items()} for task, by_backbone in crossval["tasks"].items()}
-    baselines = {task: {arm: _arm_summary(result) for arm, result in by_arm.items()}
-                 for task, by_arm in crossval.get("baselines", {}).items()}
-    return {
-        "schema": SCHEMA,
-        "profile": profile.name,
-        "folds": crossval["folds"],
-        "backbones": sorted({b for by_backbone in crossval["tasks"].values() for b in by_backbone}),
-        "imagenet": all(e["summary"]["imagenet"] for entries in evaluations.values() for e in entries),
-        "limitations": limitations,
-        "methods": methods or [],
-        "tasks": tasks,
-        "baselines": baselines,
-        "ttest": [{k: c[k] for k in ("task", "backbone", "metric", "first", "second", "folds", "first_scores", "second_scores",
-                                     "tests", "note")} for c in ttest["comparisons"]],
-        "headline": headline_of(crossval, release),
-        "expectations": expectations_of(crossval, profile),
-        "release": None if release is None else {
+    """summary.json's object (RunSummary's schema)."""
+    crossval = CrossvalResult.of(crossval)
+    return RunSummary(
+        schema=SCHEMA,
+        profile=profile.name,
+        folds=list(crossval.folds),
+        backbones=sorted(crossval.backbones()),
+        imagenet=all(e["summary"]["imagenet"] for entries in evaluations.values() for e in entries),
+        limitations=limitations,
+        methods=methods or [],
+        tasks=crossval.tasks_tree(_arm_summary),
+        baselines=crossval.baselines_tree(_arm_summary),
+        ttest=[{k: c[k] for k in ("task", "backbone", "metric", "first", "second", "folds", "first_scores", "second_scores",
+                                  "tests", "note")} for c in ttest["comparisons"]],
+        headline=headline_of(crossval, release),
+        expectations=expectations_of(crossval, profile),
+        release=None if release is None else {
             "version": release["version"], "refused": bool(release.get("refused")), "gate": release.get("gate"),
             "selection": release["selection"], "published_to": release.get("published_to")},
-    }
+    ).to_dict()
 
 
 def load_evaluations(groups: dict[str, list[Path | str]]) -> dict[str, list[dict]]:
@@ -154,13 +141,12 @@ RELEASED_ROLES = (("detection", "detection (stage 3 or classical)"), ("fab", "FA
 
 def _released_evaluations(evaluations: dict[str, list[dict]], release: dict) -> list[tuple[str, dict, dict]]:
     """(role, its selection, its evaluation entry) of every released model the run's evaluations hold."""
-    stage_of_arm = {arm: stage for stage, arm in ARMS.items()}
     found = []
     for role, _ in RELEASED_ROLES:
         pick = (release.get("selection") or {}).get(role)
         if not pick:
             continue
-        stage = pick.get("stage") or stage_of_arm.get(pick["arm"])
+        stage = pick.get("stage") or KIND_OF_ARM.get(pick["arm"])
         task = "blast" if role == "cells" else role
         for entries in evaluations.values():
             for entry in entries:
@@ -257,7 +243,8 @@ def _stain_section(evaluations: dict[str, list[dict]], profile: Profile) -> repo
                     "the fitted stain targets, per model"))
 
 
-def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, crossval: dict, profile: Profile) -> list[str]:
+def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, crossval: CrossvalResult | dict,
+                   profile: Profile) -> list[str]:
     """What a reader must know before comparing this run with the paper."""
     notes = []
     if not all(e["summary"]["imagenet"] for entries in evaluations.values() for e in entries):
@@ -270,7 +257,7 @@ def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, cross
     if cells.get("layout") == "allidb2" and data_summary.get("cells") not in (None, "synthetic"):
         notes.append("ALL-IDB2's single-cell images are cut from ALL-IDB1's smears with no link back to them, so stages 1-2 "
                      "may have seen cells of a smear that stage 3 evaluates on; the split cannot keep them apart.")
-    folds = len(crossval["folds"])
+    folds = len(CrossvalResult.of(crossval).folds)
     if folds < PAPER_FOLDS:
         notes.append(f"{folds} folds instead of the paper's {PAPER_FOLDS}: fewer paired scores, so the tests have little power.")
     if profile.train.epochs < PAPER_EPOCHS:
@@ -286,7 +273,8 @@ def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, cross
     return notes
 
 
-def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossval: dict, profile: Profile) -> list[str]:
+def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossval: CrossvalResult | dict,
+               profile: Profile) -> list[str]:
     """How the scores were made, in words: what is held out, what chooses, what is balanced."""
     notes = ["Augmentation ran after the split, on training images only (the paper augmented before splitting, which "
              "puts copies of one image on both sides of a fold)."]
@@ -358,48 +346,48 @@ def _curves_figure(evaluations: dict[str, list[dict]], warmup_epochs: int = 0) -
     return report.figure_png(fig)
 
 
-def _arm_rows(crossval: dict, task: str) -> list[tuple[str, str, dict]]:
-    """(model, arm, result) for every arm of `task`: the transfer-learning arms, then the baselines."""
-    rows = [(backbone, arm, by_arm[arm]) for backbone, by_arm in sorted(crossval["tasks"][task].items())
-            for arm in ("mtl", "ctl") if arm in by_arm]
-    rows += [("baseline", arm, result) for arm, result in crossval.get("baselines", {}).get(task, {}).items()]
-    return rows
+def _arm_rows(crossval: CrossvalResult, task: str) -> list[ArmResult]:
+    """Every arm of `task` a table shows: the transfer-learning arms by backbone (multistage first), then the
+    baselines (their backbone: "baseline")."""
+    order = ("mtl", "ctl")
+    rows = sorted((r for r in crossval.arms(task) if r.arm in order), key=lambda r: (r.backbone, order.index(r.arm)))
+    return rows + crossval.baseline_arms(task)
 
 
-def _performance_table(crossval: dict, task: str, caption: str) -> str:
+def _performance_table(crossval: CrossvalResult, task: str, caption: str) -> str:
     metrics = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
-    rows = [[model, ARM_NAMES[arm]] + [_mean_std(result["summary"], m) for m in metrics]
-            + ["; ".join(result["degenerate"]) or "-"] for model, arm, result in _arm_rows(crossval, task)]
+    rows = [[result.backbone, ARM_NAMES[result.arm]] + [_mean_std(result.summary, m) for m in metrics]
+            + ["; ".join(result.degenerate) or "-"] for result in _arm_rows(crossval, task)]
     return report.grid(["model", "arm", "accuracy", "balanced accuracy", "precision", "recall", "F1-score", "AUC",
                         "degenerate predictions"], rows, caption)
 
 
-def _fold_table(crossval: dict, task: str, metric: str, caption: str) -> str:
+def _fold_table(crossval: CrossvalResult, task: str, metric: str, caption: str) -> str:
     rows = []
-    for model, arm, result in _arm_rows(crossval, task):
-        for f in result["folds"]:
+    for result in _arm_rows(crossval, task):
+        for f in result.folds:
             inner = (f.get("inner_validation") or {}).get(metric)
-            rows.append([model, arm, f["fold_id"], f["images"], _fmt(f["accuracy"]), _fmt(f["balanced_accuracy"]),
+            rows.append([result.backbone, result.arm, f["fold_id"], f["images"], _fmt(f["accuracy"]), _fmt(f["balanced_accuracy"]),
                          _fmt(f["f1_macro"]), _fmt(f["auc_macro"]), _fmt(f["auc_micro"]), _fmt(inner)])
     return report.grid(["model", "arm", "fold", "images", "accuracy", "balanced accuracy", "F1", "AUC (macro)", "AUC (micro)",
                         f"inner-validation {metric}"], rows, caption)
 
 
-def _per_class_table(result: dict, caption: str) -> str:
+def _per_class_table(result: ArmResult, caption: str) -> str:
     """Per-class precision, recall and F1 of the pooled folds (from the per-fold values' mean)."""
     rows = []
-    for name in result["classes"]:
-        values = {k: [f["per_class"][name][k] for f in result["folds"]] for k in ("precision", "recall", "f1")}
-        auc = [f["auc"][name] for f in result["folds"] if f["auc"].get(name) is not None]
+    for name in result.classes:
+        values = {k: [f["per_class"][name][k] for f in result.folds] for k in ("precision", "recall", "f1")}
+        auc = [f["auc"][name] for f in result.folds if f["auc"].get(name) is not None]
         rows.append([name] + [_fmt(float(np.mean(v))) for v in values.values()] + [_fmt(float(np.mean(auc))) if auc else "-"])
     return report.grid(["class", "precision", "recall", "F1", "AUC"], rows, caption)
 
 
-def _confusion_table(result: dict, caption: str) -> str:
+def _confusion_table(result: ArmResult, caption: str) -> str:
     """Counts with row percentages, the layout of the paper's Table IV."""
-    classes = result["classes"]
+    classes = result.classes
     rows = [[truth] + [f"{count} ({percent:.2f}%)" for count, percent in zip(counts, percents)]
-            for truth, counts, percents in zip(classes, result["confusion_matrix"], result["confusion_matrix_percent"])]
+            for truth, counts, percents in zip(classes, result.confusion_matrix, result.confusion_matrix_percent)]
     return report.grid(["true \\ predicted"] + list(classes), rows, caption)
 
 
@@ -410,7 +398,7 @@ def _tests_table(tests: list[dict], caption: str = "") -> str:
     return report.grid(["test", "statistic", "df", "p", "mean difference", "95% CI", "effect size", "note"], rows, caption)
 
 
-def _headline_section(summary: dict, release: dict | None, profile: Profile) -> report.Section:
+def _headline_section(summary: dict, crossval: CrossvalResult, release: dict | None, profile: Profile) -> report.Section:
     parts = []
     for task, entry in summary["headline"].items():
         released = entry["released"]
@@ -434,8 +422,7 @@ def _headline_section(summary: dict, release: dict | None, profile: Profile) -> 
                                  _fmt(e["operating_point"]["f1_macro"], 3), "; ".join(e["degenerate"]) or "-"] for name, e in rows],
                                f"{TASK_NAMES[task]}: every held-out smear once")
         parts.append(grid)
-    flagged = [f"{task} {backbone} {arm}: {flag}" for task, by_backbone in summary["tasks"].items()
-               for backbone, by_arm in by_backbone.items() for arm, result in by_arm.items() for flag in result["degenerate"]]
+    flagged = [f"{result.task} {result.backbone} {result.arm}: {flag}" for result in crossval.arms() for flag in result.degenerate]
     if flagged:
         parts.append(report.paragraph("DEGENERATE PREDICTIONS (a model that says the same for every image has learnt "
                                       "nothing, whatever its accuracy):"))
@@ -487,27 +474,26 @@ def _stage_page_section(heading: str, stage_html: str) -> report.Section:
     return report.section(heading, report.body_of(stage_html))
 
 
-def _crossval_section(crossval: dict, task: str, table_name: str, metric: str) -> report.Section:
-    parts = [_performance_table(crossval, task, f"{len(crossval['folds'])}-fold cross-validated {TASK_NAMES[task]} "
+def _crossval_section(crossval: CrossvalResult, task: str, table_name: str, metric: str) -> report.Section:
+    parts = [_performance_table(crossval, task, f"{len(crossval.folds)}-fold cross-validated {TASK_NAMES[task]} "
                                                 f"(mean ± SD over folds; the paper's {table_name}; baselines last)"),
              report.subsection("Per fold", _fold_table(crossval, task, metric, f"{TASK_NAMES[task]}, every arm on every fold"))]
-    for backbone, by_arm in sorted(crossval["tasks"][task].items()):
-        for arm, result in sorted(by_arm.items(), key=lambda kv: kv[0] != "mtl"):
-            title = f"{backbone}, {ARM_NAMES[arm]}"
-            images = [report.png_img(confusion_figure(result["classes"], result["confusion_matrix"], f"{title}: pooled confusion"),
-                                     f"confusion matrix {title}")]
-            if result["roc"]:
-                order = [k for k in list(result["classes"]) + ["micro-average", "macro-average"] if k in result["roc"]]
-                curves = {k: {**result["roc"][k], "fpr": np.array(result["roc"][k]["fpr"]), "tpr": np.array(result["roc"][k]["tpr"])}
-                          for k in order}
-                what = "per class with micro and macro averages" if len(result["classes"]) > 2 else "of " + result["classes"][-1]
-                images.append(report.png_img(roc_figure(curves, f"{title}: ROC (Fig. 10)"), f"ROC {what}, {title} (the paper's Fig. 10)"))
-            parts.append(report.subsection(
-                title, report.figures(*images),
-                _confusion_table(result, f"{title}: confusion matrix over all folds (each image's most probable class, "
-                                         "not the operating point), counts and row percentages "
-                                         "(the paper's Table IV)"),
-                _per_class_table(result, f"{title}: per class, mean over folds")))
+    for result in sorted(crossval.arms(task), key=lambda r: (r.backbone, r.arm != "mtl")):  # multistage first
+        title = f"{result.backbone}, {ARM_NAMES[result.arm]}"
+        images = [report.png_img(confusion_figure(result.classes, result.confusion_matrix, f"{title}: pooled confusion"),
+                                 f"confusion matrix {title}")]
+        if result.roc:
+            order = [k for k in list(result.classes) + ["micro-average", "macro-average"] if k in result.roc]
+            curves = {k: {**result.roc[k], "fpr": np.array(result.roc[k]["fpr"]), "tpr": np.array(result.roc[k]["tpr"])}
+                      for k in order}
+            what = "per class with micro and macro averages" if len(result.classes) > 2 else "of " + result.classes[-1]
+            images.append(report.png_img(roc_figure(curves, f"{title}: ROC (Fig. 10)"), f"ROC {what}, {title} (the paper's Fig. 10)"))
+        parts.append(report.subsection(
+            title, report.figures(*images),
+            _confusion_table(result, f"{title}: confusion matrix over all folds (each image's most probable class, "
+                                     "not the operating point), counts and row percentages "
+                                     "(the paper's Table IV)"),
+            _per_class_table(result, f"{title}: per class, mean over folds")))
     return report.section(f"Cross-validation: {TASK_NAMES[task]}", *parts)
 
 
@@ -562,14 +548,16 @@ def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metri
     The report is the list of sections below, in reading order (templates/run_report.html shows them, with a
     list of contents); to add one, write a function that returns report.section(heading, *parts) and put its
     call at its place in the list. A None entry is left out. `roi_metrics` is shown by the embedded ROI page.
+    `crossval` is the crossval step's results (CrossvalResult or its JSON); `ttest` the ttest step's JSON.
     """
+    crossval = CrossvalResult.of(crossval)
     limitations = limitations_of(evaluations, data_summary, crossval, profile)
     methods = methods_of(evaluations, segment_metrics, crossval, profile)
     summary = run_summary(crossval, ttest, release, evaluations, profile, limitations, methods)
     curves = _curves_figure(evaluations, profile.train.warmup_epochs)
-    metric = crossval.get("metric", profile.evaluate.release_metric)
+    metric = crossval.metric or profile.evaluate.release_metric
     sections = [
-        _headline_section(summary, release, profile),
+        _headline_section(summary, crossval, release, profile),
         _warnings_section(roi_html, segment_html),
         report.section("How these scores were made", report.bullets(methods)),
         report.section("What this run could not do", report.bullets(limitations)),
@@ -579,7 +567,7 @@ def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metri
         None if curves is None else report.section("Training curves (paper Fig. 9)",
                                                    report.png_img(curves, "mean loss and accuracy per stage, over folds")),
         *(_crossval_section(crossval, task, table_name, metric)
-          for task, table_name in (("detection", "Table II"), ("fab", "Table III")) if task in crossval["tasks"]),
+          for task, table_name in (("detection", "Table II"), ("fab", "Table III")) if task in crossval.task_names),
         _ttest_section(ttest),
         _explanations_section(evaluations, release, profile),
         _stain_section(evaluations, profile),

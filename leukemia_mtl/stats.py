@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.results import CrossvalResult
 
 
 class StatsError(LeukemiaMtlError):
@@ -177,31 +178,30 @@ def compare(first, second, test_train_ratio: float, confidence: float = 0.95, se
 COMPARISONS = (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"))  # (first, second): second - first
 
 
-def compare_arms(crossval: dict, metric: str = "balanced_accuracy", confidence: float = 0.95, seed: int = 0) -> dict:
+def compare_arms(crossval: CrossvalResult | dict, metric: str = "balanced_accuracy", confidence: float = 0.95,
+                 seed: int = 0) -> dict:
     """Per task and backbone, paired by fold, every test on: classical (ctl) vs multistage (mtl),
     and each against the colour-histogram baseline (is the method better than a trivial model?).
 
-    `crossval` is evaluate.run_crossval's result. The paper's Table V goes through the same tests
-    so a reader sees what its numbers really give.
+    `crossval` is evaluate.run_crossval's result (or its JSON). The ttest step sets the paper's Table V,
+    re-tested, beside these (leukemia_mtl.ttest).
     """
-    from leukemia_mtl.paper import table_v_reanalysis
-
+    crossval = CrossvalResult.of(crossval)
     comparisons = []
-    for task, by_backbone in crossval["tasks"].items():
-        baselines = crossval.get("baselines", {}).get(task, {})
-        for backbone, arms in by_backbone.items():
-            available = {**baselines, **arms}
+    for task in crossval.task_names:
+        for backbone in crossval.backbones(task):
+            available = {result.arm: result for result in crossval.arms(task, backbone, baselines=True)}
             for first, second in COMPARISONS:
                 if not {first, second} <= available.keys():
                     continue
-                scores = {arm: {f["fold_id"]: f[metric] for f in available[arm]["folds"]} for arm in (first, second)}
+                scores = {arm: available[arm].fold_scores(metric) for arm in (first, second)}
                 if scores[first].keys() != scores[second].keys():
                     raise StatsError(f"{task}/{backbone}: {first} and {second} were scored on different folds: "
                                      f"{sorted(scores[first])} and {sorted(scores[second])}")
                 folds = sorted(scores[second])
                 a, b = [scores[first][f] for f in folds], [scores[second][f] for f in folds]
                 entry = {"task": task, "backbone": backbone, "metric": metric, "first": first, "second": second, "folds": folds,
-                         "first_scores": a, "second_scores": b, "test_train_ratio": available[second]["test_train_ratio"],
+                         "first_scores": a, "second_scores": b, "test_train_ratio": available[second].test_train_ratio,
                          "tests": [], "note": ""}
                 if len(folds) < 2:
                     entry["note"] = "one fold: nothing to test"
@@ -210,5 +210,4 @@ def compare_arms(crossval: dict, metric: str = "balanced_accuracy", confidence: 
                 else:
                     entry["tests"] = [r.to_dict() for r in compare(a, b, entry["test_train_ratio"], confidence, seed)]
                 comparisons.append(entry)
-    return {"metric": metric, "confidence": confidence, "comparisons": comparisons,
-            "paper_table_v": table_v_reanalysis(confidence)}
+    return {"metric": metric, "confidence": confidence, "comparisons": comparisons}

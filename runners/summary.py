@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from leukemia_mtl.evaluate import describe_threshold
+from leukemia_mtl.results import RunSummary
 
 STABLE_COPIES = {"report": "report.html", "summary": "summary.json"}  # in --output-dir after a whole run
 
@@ -35,25 +36,22 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
     if "summary" not in outputs:
         lines += [f"  {name:14s} {outputs[name]['path']}" for name in outputs]
         return lines
-    summary = json.loads(Path(outputs["summary"]["path"]).read_text())
-    lines.append(f"  {len(summary['folds'])}-fold cross-validation (mean ± SD over the evaluation folds, which only score):")
+    summary = RunSummary.load(outputs["summary"]["path"])
+    lines.append(f"  {len(summary.folds)}-fold cross-validation (mean ± SD over the evaluation folds, which only score):")
     lines.append(f"    {'task':10s} {'model':18s} {'arm':8s} {'accuracy':>16s} {'balanced acc.':>16s} {'macro F1':>16s} {'AUC':>16s}")
-    rows = [(task, backbone, arm, result) for task, by_backbone in summary["tasks"].items()
-            for backbone, by_arm in by_backbone.items() for arm, result in sorted(by_arm.items(), key=lambda kv: kv[0] != "mtl")]
-    rows += [(task, "baseline", arm, result) for task, by_arm in summary["baselines"].items() for arm, result in by_arm.items()]
-    for task, model, arm, result in sorted(rows, key=lambda r: r[0]):
-        cells_text = [("n/a" if result["mean"][m] is None else f"{result['mean'][m]:.3f} ± {result['std'][m]:.3f}")
+    for row in summary.rows():  # per task: multistage first, then classical, then the baselines
+        cells_text = [("n/a" if row.mean[m] is None else f"{row.mean[m]:.3f} ± {row.std[m]:.3f}")
                       for m in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")]
-        lines.append(f"    {task:10s} {model:18s} {arm:8s} " + " ".join(f"{c:>16s}" for c in cells_text))
-        for flag in result["degenerate"]:
+        lines.append(f"    {row.task:10s} {row.model:18s} {row.arm:8s} " + " ".join(f"{c:>16s}" for c in cells_text))
+        for flag in row.degenerate:
             lines.append(f"      DEGENERATE: {flag}")
-    for comparison in summary["ttest"]:
+    for comparison in summary.ttest:
         if comparison["tests"]:
             test = comparison["tests"][0]
             p_value = f"p = {test['p_value']:.3g}" if test["p_value"] is not None else f"p undefined: {test['note']}"
             lines.append(f"  {comparison['second']} - {comparison['first']} {comparison['metric']}, {comparison['task']} "
                          f"{comparison['backbone']}: {test['mean_difference']:+.3f} (corrected resampled t-test, {p_value})")
-    for task, entry in summary["headline"].items():
+    for task, entry in summary.headline.items():
         point = entry["released"]["operating_point"]
         if point["kind"] == "binary":
             def text(e):
@@ -69,11 +67,11 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
         for arm in ("colour", "majority"):
             if arm in entry:
                 lines.append(f"    {arm} baseline: {text(entry[arm])}")
-    for check in summary["expectations"]:
+    for check in summary.expectations:
         value = "n/a" if check["value"] is None else f"{check['value']:.3f}"
         lines.append(f"  learning check {check['check']} ({check['backbone']} multistage, cross-validated mean {value}): "
                      + ("met" if check["met"] else "NOT MET"))
-    release = summary["release"]
+    release = summary.release
     if release and release["refused"]:
         lines.append("  RELEASE REFUSED: " + "; ".join(release["gate"]["reasons"]))
     elif release:
@@ -81,7 +79,7 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
                      + (f" (published to {release['published_to']})" if release["published_to"] else ""))
         if release["gate"] and not release["gate"]["passed"]:
             lines.append("  RELEASE FLAGGED, it fails the gate: " + "; ".join(release["gate"]["reasons"]))
-    for note in summary["limitations"]:
+    for note in summary.limitations:
         lines.append(f"  note: {note}")
     for name, copy in STABLE_COPIES.items():  # run_local's copies, else the artifacts themselves
         lines.append(f"  {name}: {output_dir.resolve() / copy if output_dir else outputs[name]['path']}")

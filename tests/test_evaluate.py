@@ -115,7 +115,7 @@ def test_too_many_folds_for_the_data_is_one_clear_error(synthetic_root):
 def _build_report(tmp_path, fab_classes=CLASSES, negative="normal", data_name="idb1", group="a"):
     from leukemia_mtl.evaluate import _curve_points
     from leukemia_mtl.run_report import build_report
-    from leukemia_mtl.stats import compare_arms
+    from leukemia_mtl.ttest import run_ttest
 
     predictions = []
     for task, classes in (("detection", (negative, "ALL")), ("fab", tuple(fab_classes))):
@@ -130,7 +130,7 @@ def _build_report(tmp_path, fab_classes=CLASSES, negative="normal", data_name="i
             result["roc"] = _curve_points(roc_curves(tuple(result["classes"]), np.array([0, 1, 1, 0]),
                                                      np.eye(len(result["classes"]))[[0, 1, 1, 1]].astype(float)))
     crossval = {"folds": ["r0f0", "r0f1", "r0f2"], "tasks": tasks, "best": {"detection": "InceptionV3", "fab": "InceptionV3"}}
-    ttest = compare_arms(crossval)
+    ttest = run_ttest(crossval, tmp_path / "ttest.json", get_profile("paper"))
     evaluations = {"stage 1": [{"summary": {"imagenet": True, "backbone": "InceptionV3"},
                                 "history": {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8]}}]}
     split = {"repeats": 1, "folds_per_repeat": 3, "group_alias": {}, "folds": [{"id": "r0f0", "train_groups": [group], "eval_groups": ["b"]}]}

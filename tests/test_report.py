@@ -127,7 +127,7 @@ def test_the_check_finds_a_metrics_table_shown_twice_as_the_old_report_did():
 def _run_inputs(tmp_path: Path) -> dict:
     """build_report's inputs, made by hand: two folds of scored predictions, the stage pages as the stages write them."""
     from leukemia_mtl.evaluate import FoldPredictions, _curve_points, cross_validate, roc_curves
-    from leukemia_mtl.stats import compare_arms
+    from leukemia_mtl.ttest import run_ttest
 
     rng = np.random.default_rng(0)
     predictions = []
@@ -156,7 +156,7 @@ def _run_inputs(tmp_path: Path) -> dict:
         roi_metrics=roi_metrics, roi_html=report.page("preprocess: regions of interest", report.table(roi_metrics)),
         segment_metrics=segment_metrics, segment_html=report.page("segment", report.table(segment_metrics)),
         evaluations={"stage 1": [{"summary": {"imagenet": False, "backbone": "Xception"}, "history": history}] * 2},
-        crossval=crossval, ttest=compare_arms(crossval), release=None,
+        crossval=crossval, ttest=run_ttest(crossval, tmp_path / "ttest.json", get_profile("demo")), release=None,
         html_path=tmp_path / "report.html", summary_path=tmp_path / "summary.json")
 
 

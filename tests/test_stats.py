@@ -1,10 +1,16 @@
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
 from leukemia_mtl import paper, stats
+from leukemia_mtl.config import get_profile
+from leukemia_mtl.evaluate import FoldPredictions, cross_validate
+from leukemia_mtl.ttest import kfp_metrics, run_ttest
 
 CLASSICAL = np.array([0.81, 0.78, 0.84, 0.80, 0.79, 0.83, 0.77, 0.82])
 MULTISTAGE = np.array([0.86, 0.80, 0.85, 0.86, 0.80, 0.88, 0.83, 0.82])
@@ -78,3 +84,31 @@ def test_degenerate_and_bad_scores():
         stats.paired_t([1], [2])
     with pytest.raises(stats.StatsError, match="finite"):
         stats.paired_t([1, float("nan")], [1, 2])
+
+
+def test_stats_needs_nothing_of_the_paper():
+    code = "import sys, leukemia_mtl.stats; assert 'leukemia_mtl.paper' not in sys.modules, 'stats imports paper'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_ttest_step_writes_the_arms_tests_beside_the_paper_table_v(tmp_path):
+    rng = np.random.default_rng(1)
+    predictions = []
+    for arm in ("mtl", "ctl", "colour"):
+        for k in range(3):
+            labels = np.arange(12) % 2
+            positive = np.clip(0.5 + (0.3 if arm == "mtl" else 0.1) * (2 * labels - 1) + rng.normal(0, 0.2, 12), 0, 1)
+            predictions.append(FoldPredictions("detection", arm, "colour histogram" if arm == "colour" else "Xception",
+                                               f"r0f{k}", 0, k, ("normal", "ALL"), labels, np.stack([1 - positive, positive], 1),
+                                               np.array([f"s{k}{i}" for i in range(12)]), 24, "/m"))
+    scored = cross_validate(predictions)
+    crossval = {"folds": ["r0f0", "r0f1", "r0f2"], "tasks": {"detection": {"Xception": scored["detection"]["Xception"]}},
+                "baselines": {"detection": scored["detection"]["colour histogram"]}}
+    (tmp_path / "crossval.json").write_text(json.dumps(crossval))
+    result = run_ttest(tmp_path / "crossval.json", tmp_path / "ttest.json", get_profile("demo"))
+    assert json.loads((tmp_path / "ttest.json").read_text()) == result
+    assert result == {**stats.compare_arms(crossval), "paper_table_v": paper.table_v_reanalysis()}
+    assert [(c["first"], c["second"]) for c in result["comparisons"]] == list(stats.COMPARISONS)
+    values = kfp_metrics(result)
+    assert set(values) >= {"detection_Xception_mtl_vs_ctl_mean_difference", "detection_Xception_ctl_vs_colour_corrected_p"}
