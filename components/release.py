@@ -25,22 +25,10 @@ def release(
 ):
     """Select per task on the inner validation splits, check the gate (beat the majority class and the colour
     baseline), bundle with the segmenter and the model card, publish to evaluate.models_uri if set and not refused."""
-    import json
-    from pathlib import Path
-
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.io_utils import atomic_write_json
-    from leukemia_mtl.release import build_release, publish
+    from leukemia_mtl.release import run_release_task
 
     with exit_on_user_error():
-        settings = get_profile(profile, json.loads(overrides or "{}"))
-        candidates = [m.path for group in (stage2, stage3_detection, stage3_fab, classical_detection, classical_fab) for m in group]
-        result = build_release(json.loads(Path(crossval.path).read_text()), candidates, segmenter.path, model.path, settings,
-                               json.loads(Path(data_summary.path).read_text()))
-        uri = settings.evaluate.models_uri
-        result["published_to"] = publish(model.path, uri, settings) if uri and not result.get("refused") else None
-        atomic_write_json(Path(manifest.path), result)
-        model.metadata.update({"version": result["version"] or "refused", "published_to": result["published_to"] or "",
-                               "gate_passed": result["gate"]["passed"],
-                               **{f"{task}_backbone": pick["backbone"] for task, pick in result["selection"].items()}})
+        candidates = [*stage2, *stage3_detection, *stage3_fab, *classical_detection, *classical_fab]
+        run_release_task(crossval, data_summary, segmenter, candidates, model, manifest, task_settings(profile, overrides))

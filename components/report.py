@@ -31,26 +31,14 @@ def report(
     summary: Output[Artifact],
 ):
     """Data, preprocessing and segmentation figures, training curves, Tables II-V, ROC and the release."""
-    import json
-    from pathlib import Path
-
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.run_report import build_report, load_evaluations
-    from leukemia_mtl.stages import TRAINING_STAGES
-
-    def read(artifact) -> dict:
-        return json.loads(Path(artifact.path).read_text())
+    from leukemia_mtl.run_report import run_report_task
 
     with exit_on_user_error():
-        settings = get_profile(profile, json.loads(overrides or "{}"))
-        inputs = dict(stage1=stage1, stage2=stage2, stage3_detection=stage3_detection, stage3_fab=stage3_fab,
-                      classical_detection=classical_detection, classical_fab=classical_fab)
-        evaluations = load_evaluations({stage.display: [a.path for a in inputs[stage.key]] for stage in TRAINING_STAGES})
-        result = build_report(
-            profile=settings, data_summary=read(data_summary), split=read(split), roi_metrics=read(roi_metrics),
-            roi_html=Path(roi_overlay.path).read_text(), segment_metrics=read(segment_metrics),
-            segment_html=Path(segmentation.path).read_text(), evaluations=evaluations, crossval=read(crossval),
-            ttest=read(ttest), release=read(release_manifest), html_path=Path(html.path), summary_path=Path(summary.path),
-        )
-        summary.metadata.update({"schema": result["schema"], "imagenet": result["imagenet"]})
+        evaluations = dict(stage1=stage1, stage2=stage2, stage3_detection=stage3_detection, stage3_fab=stage3_fab,
+                           classical_detection=classical_detection, classical_fab=classical_fab)
+        run_report_task(data_summary=data_summary, split=split, roi_metrics=roi_metrics, roi_overlay=roi_overlay,
+                        segment_metrics=segment_metrics, segmentation=segmentation, evaluations=evaluations, crossval=crossval,
+                        ttest=ttest, release_manifest=release_manifest, html=html, summary=summary,
+                        profile=task_settings(profile, overrides))

@@ -10,14 +10,9 @@ from components import BASE_IMAGE
 def ttest(crossval: Input[Artifact], profile: str, overrides: str, results: Output[Artifact], metrics: Output[Metrics]):
     """Corrected resampled (Nadeau-Bengio), paired, Welch, Student and Wilcoxon tests per task and backbone:
     multistage vs classical, and each against the colour-histogram baseline; the paper's Table V re-tested."""
-    import json
-
-    from leukemia_mtl.artifacts import log_metrics
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.ttest import kfp_metrics, run_ttest
+    from leukemia_mtl.ttest import run_ttest_task
 
     with exit_on_user_error():
-        settings = get_profile(profile, json.loads(overrides or "{}"))
-        result = run_ttest(crossval.path, results.path, settings)
-        log_metrics(metrics, kfp_metrics(result))
+        run_ttest_task(crossval, results, metrics, task_settings(profile, overrides))

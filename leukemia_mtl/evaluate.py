@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukemia_mtl.config import CV_METRICS, INNER_METRICS
+from leukemia_mtl.config import CV_METRICS, INNER_METRICS, Profile
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.results import BASELINE_ARMS, CrossvalResult
 from leukemia_mtl.stages import ARM_NAMES as STAGE_ARM_NAMES, ARMS
@@ -432,3 +432,23 @@ def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseli
                  for task in tasks}})
     atomic_write_json(Path(out_json), results.to_dict())
     return results
+
+
+def run_crossval_task(evaluations: list, baselines, results, metrics, views: dict, profile: Profile) -> CrossvalResult:
+    """The crossval component's one call: every scored stage's evaluation artifacts and the baselines'
+    predictions in; the results, the KFP metrics and, per (task, arm) in `views`, the ClassificationMetrics
+    of the backbone inner validation picked (what the KFP UI draws)."""
+    from leukemia_mtl.artifacts import log_classification, log_metrics
+    from leukemia_mtl.baselines import evaluation_dirs
+
+    cfg = profile.evaluate
+    result = run_crossval([a.path for a in evaluations], results.path, evaluation_dirs(baselines.path),
+                          metric=cfg.release_metric, confidence=cfg.confidence, seed=profile.seed,
+                          degenerate_spread=cfg.degenerate_spread, target_sensitivity=cfg.target_sensitivity)
+    log_metrics(metrics, result.kfp_metrics())
+    results.metadata.update({"folds": len(result.folds), "best": dict(result.best)})
+    for (task, arm), view in views.items():
+        best = result.best_arm(task, arm)
+        categories, matrix, curve = best.kfp_classification_view()
+        log_classification(view, categories, matrix, curve, backbone=best.backbone, task=task, arm=arm)
+    return result

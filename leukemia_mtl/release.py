@@ -182,6 +182,20 @@ def build_release(crossval: CrossvalResult | dict, model_dirs: list[Path | str],
     return manifest
 
 
+def run_release_task(crossval, data_summary, segmenter, candidates: list, model, manifest, profile: Profile) -> dict:
+    """The release component's one call: select, gate, bundle, publish to evaluate.models_uri (unless
+    refused), and write the manifest beside the bundle with what the KFP UI shows."""
+    result = build_release(CrossvalResult.load(crossval.path), [m.path for m in candidates], segmenter.path, model.path,
+                           profile, json.loads(Path(data_summary.path).read_text()))
+    uri = profile.evaluate.models_uri
+    result["published_to"] = publish(model.path, uri, profile) if uri and not result.get("refused") else None
+    atomic_write_json(Path(manifest.path), result)
+    model.metadata.update({"version": result["version"] or "refused", "published_to": result["published_to"] or "",
+                           "gate_passed": result["gate"]["passed"],
+                           **{f"{task}_backbone": pick["backbone"] for task, pick in result["selection"].items()}})
+    return result
+
+
 def _content_digest(path: Path) -> str:
     """sha256 of what a file holds for prediction. A .keras archive also records when it was saved
     (metadata.json) and Python object ids (config.json's shared_object_id), so the same model saved

@@ -28,7 +28,7 @@ from leukemia_mtl.evaluate import ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusio
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
 from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS, FOLDS as PAPER_FOLDS, INPUT_SIZE as PAPER_INPUT_SIZE
 from leukemia_mtl.results import SUMMARY_SCHEMA as SCHEMA, ArmResult, CrossvalResult, RunSummary
-from leukemia_mtl.stages import KIND_OF_ARM
+from leukemia_mtl.stages import KIND_OF_ARM, TRAINING_STAGES
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
 OPERATING_KEYS = ("sensitivity", "specificity", "ppv", "npv", "auc")
 
@@ -578,3 +578,21 @@ def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metri
     atomic_write_text(Path(html_path), report.sectioned_page(title, [s for s in sections if s is not None]))
     atomic_write_json(Path(summary_path), summary)
     return summary
+
+
+def run_report_task(*, data_summary, split, roi_metrics, roi_overlay, segment_metrics, segmentation, evaluations: dict,
+                    crossval, ttest, release_manifest, html, summary, profile: Profile) -> dict:
+    """The report component's one call: every artifact the report reads in (`evaluations`: per training
+    stage's key, its evaluation artifacts over the folds), the page and summary.json out."""
+    def read(artifact) -> dict:
+        return json.loads(Path(artifact.path).read_text())
+
+    loaded = load_evaluations({stage.display: [a.path for a in evaluations[stage.key]] for stage in TRAINING_STAGES})
+    result = build_report(
+        profile=profile, data_summary=read(data_summary), split=read(split), roi_metrics=read(roi_metrics),
+        roi_html=Path(roi_overlay.path).read_text(), segment_metrics=read(segment_metrics),
+        segment_html=Path(segmentation.path).read_text(), evaluations=loaded, crossval=read(crossval), ttest=read(ttest),
+        release=read(release_manifest), html_path=Path(html.path), summary_path=Path(summary.path),
+    )
+    summary.metadata.update({"schema": result["schema"], "imagenet": result["imagenet"]})
+    return result

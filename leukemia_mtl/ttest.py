@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from leukemia_mtl.artifacts import log_metrics
 from leukemia_mtl.config import Profile
 from leukemia_mtl.io_utils import atomic_write_json
 from leukemia_mtl.paper import table_v_reanalysis
@@ -36,3 +37,10 @@ def kfp_metrics(ttest: dict) -> dict[str, float]:
             if test["p_value"] is not None:
                 values[f"{name}_corrected_p"] = test["p_value"]
     return values
+
+
+def run_ttest_task(crossval, results, metrics, profile: Profile) -> dict:
+    """The ttest component's one call: crossval's artifact in, the comparisons and their KFP metrics out."""
+    result = run_ttest(crossval.path, results.path, profile)
+    log_metrics(metrics, kfp_metrics(result))
+    return result
