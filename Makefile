@@ -20,10 +20,11 @@ PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || tr
 IMAGE_REGISTRY ?= ghcr.io/leukemia-mtl
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: help venv demo test bench compile images lock clean
+.PHONY: help venv demo readme test bench compile images lock clean
 
 help:
 	@echo "make demo     create .venv and run the whole pipeline locally (kfp.local) on generated data"
+	@echo "make readme   after make demo: snapshot its summary into docs/demo-run/ and regenerate README's sample output"
 	@echo "make test     create .venv and run the test suite"
 	@echo "make bench    run the benchmarks in bench/ (figures go to BENCHMARKS.md)"
 	@echo "make compile  write the KFP pipeline YAML to build/pipeline.yaml"
@@ -43,6 +44,9 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) pipeline.py --run-local --profile demo --output-dir $(DEMO_DIR)
+
+readme: $(STAMP)
+	$(PY) -m runners.readme $(DEMO_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -153,3 +153,174 @@ def test_split_augment_and_finetune_components(stage_run, tmp_path):
     assert model.metadata["imagenet"] is False and model.metadata["task"] == "detection"
     assert 0 <= stage_metrics.metadata["eval_accuracy"] <= 1
     assert (Path(model.path) / "classifier.keras").is_file()
+
+
+# crossval, ttest, release and report, fed from the shared tiny run's own artifacts (the demo_run fixture)
+
+def _run_root(outputs: dict) -> Path:
+    """The pipeline root folder of the run: every task's artifacts lie under it."""
+    return Path(outputs["crossval"]["path"]).parents[1]
+
+
+def _trained(outputs: dict) -> dict[str, list[dict[str, Path]]]:
+    """Every training task's evaluation and model folders, per stage key (stage3_detection, ...), in the
+    ParallelFor's order as dsl.Collected gives them; read from each evaluation's classifier.json."""
+    from leukemia_mtl.stages import TRAINING_STAGES
+
+    key_of = {(s.kind, s.task): s.key for s in TRAINING_STAGES}
+    trained: dict[str, list[dict[str, Path]]] = {s.key: [] for s in TRAINING_STAGES}
+    for described in sorted(_run_root(outputs).rglob("evaluation/classifier.json")):
+        info = json.loads(described.read_text())
+        task_dir = described.parent.parent
+        trained[key_of[info["stage"], info["task"]]].append({"evaluation": task_dir / "evaluation", "model": task_dir / "model"})
+    return trained
+
+
+def _inputs(kind, folders: list[Path]) -> list:
+    return [kind(name=folder.name, uri=str(folder)) for folder in folders]
+
+
+def _read(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def test_crossval_component_scores_every_fold_task_and_arm_of_the_run(demo_run, tmp_path):
+    """The run's held-out predictions in, the run's own crossval JSON out, and KFP's views of the right size."""
+    from kfp.dsl import ClassificationMetrics
+
+    from components.crossval import crossval
+
+    _, outputs, _ = demo_run
+    trained = _trained(outputs)
+    scored = {key: _inputs(Artifact, [t["evaluation"] for t in trained[key]])
+              for key in ("stage3_detection", "stage3_fab", "classical_detection", "classical_fab")}
+    results, metrics = _artifact(Artifact, tmp_path, "results"), _artifact(Metrics, tmp_path, "metrics")
+    views = {name: _artifact(ClassificationMetrics, tmp_path, name) for name in ("detection_mtl", "detection_ctl", "fab_mtl", "fab_ctl")}
+    crossval.python_func(baselines=Artifact(name="predictions", uri=str(_run_root(outputs) / "baseline" / "predictions")),
+                         profile="demo", overrides=json.dumps(TINY), results=results, metrics=metrics, **scored, **views)
+
+    result = _read(results.path)
+    folds = sorted({_read(t["evaluation"] / "summary.json")["fold_id"] for t in trained["stage3_fab"]})
+    backbones = {_read(t["evaluation"] / "classifier.json")["backbone"] for t in trained["stage3_fab"]}
+    assert result["folds"] == folds == ["r0f0", "r0f1"] and results.metadata["folds"] == 2
+    for task in ("detection", "fab"):
+        assert set(result["tasks"][task]) == backbones and set(result["baselines"][task]) == {"colour", "majority"}
+        for arms in (*result["tasks"][task].values(), result["baselines"][task]):
+            for arm, scored_arm in arms.items():
+                assert sorted(f["fold_id"] for f in scored_arm["folds"]) == folds, (task, arm)
+        assert all(set(arms) == {"mtl", "ctl"} for arms in result["tasks"][task].values())
+        assert f"{task}_{result['best'][task]}_mtl_balanced_accuracy" in metrics.metadata
+    assert result == _read(outputs["crossval"]["path"])  # the pipeline's own crossval artifact, number for number
+
+    split = _read(outputs["split"]["path"])
+    smears = sum(1 for fold in split["folds"] for group in fold["eval_groups"] if group.startswith("smears/"))
+    for name, view in views.items():
+        matrix = [row["row"] for row in view.metadata["confusionMatrix"]["rows"]]
+        classes = [spec["displayName"] for spec in view.metadata["confusionMatrix"]["annotationSpecs"]]
+        assert len(classes) == len(matrix) == (2 if name.startswith("detection") else 4), name
+        assert all(len(row) == len(classes) for row in matrix)
+        assert sum(map(sum, matrix)) == smears, name  # pooled over the evaluation folds: every smear once
+        assert view.metadata["confidenceMetrics"] and _read(view.path)["matrix"] == matrix
+
+
+def test_ttest_component_compares_each_task_and_backbone_with_the_papers_table_v(demo_run, tmp_path):
+    """Every (task, backbone) gets the three comparisons on the run's folds, beside the paper's Table V re-tested."""
+    from components.ttest import ttest
+
+    _, outputs, _ = demo_run
+    scored = _read(outputs["crossval"]["path"])
+    results, metrics = _artifact(Artifact, tmp_path, "results"), _artifact(Metrics, tmp_path, "metrics")
+    ttest.python_func(crossval=Artifact(name="results", uri=outputs["crossval"]["path"]), profile="demo",
+                      overrides=json.dumps(TINY), results=results, metrics=metrics)
+
+    result = _read(results.path)
+    pairs = (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"))
+    assert {(c["task"], c["backbone"], c["first"], c["second"]) for c in result["comparisons"]} == {
+        (task, backbone, first, second) for task, by_backbone in scored["tasks"].items() for backbone in by_backbone
+        for first, second in pairs}
+    metric = result["metric"]
+    for comparison in result["comparisons"]:
+        arms = {**scored["baselines"][comparison["task"]], **scored["tasks"][comparison["task"]][comparison["backbone"]]}
+        assert comparison["folds"] == scored["folds"]
+        for side in ("first", "second"):
+            by_fold = {f["fold_id"]: f[metric] for f in arms[comparison[side]]["folds"]}
+            assert comparison[f"{side}_scores"] == [by_fold[f] for f in comparison["folds"]]
+        if comparison["tests"]:
+            name = f"{comparison['task']}_{comparison['backbone']}_{comparison['second']}_vs_{comparison['first']}"
+            assert metrics.metadata[f"{name}_mean_difference"] == pytest.approx(comparison["tests"][0]["mean_difference"], abs=1e-4)
+    table_v = result["paper_table_v"]
+    assert table_v["claimed"] == {"t": pytest.approx(0.8531, abs=1e-4), "p": 0.0001, "df": 18}
+    assert table_v["p_of_claimed_t"] == pytest.approx(0.405, abs=1e-3) and table_v["tests"]
+    assert result == _read(outputs["ttest"]["path"])
+
+
+def _release(outputs: dict, tmp_path: Path, crossval_path: str, overrides: dict):
+    from components.release import release
+
+    trained = _trained(outputs)
+    models = {key: _inputs(Model, [t["model"] for t in trained[key]])
+              for key in ("stage2", "stage3_detection", "stage3_fab", "classical_detection", "classical_fab")}
+    model, manifest = _artifact(Model, tmp_path, "model"), _artifact(Artifact, tmp_path, "manifest")
+    release.python_func(crossval=Artifact(name="results", uri=crossval_path),
+                        data_summary=Artifact(name="summary", uri=str(_run_root(outputs) / "ingest" / "summary")),
+                        segmenter=Model(name="model", uri=outputs["segmenter"]["path"]), profile="demo",
+                        overrides=json.dumps(overrides), model=model, manifest=manifest, **models)
+    return model, _read(manifest.path)
+
+
+def test_release_component_bundles_the_selected_models_with_checksums_or_refuses(demo_run, tmp_path):
+    """The run's models in: a checksummed folder whose selection names the run's backbones and folds, the
+    run's own version (content-derived); and, with the gate set to refuse, no model once a baseline is unbeatable."""
+    import hashlib
+
+    _, outputs, _ = demo_run
+    scored = _read(outputs["crossval"]["path"])
+    model, manifest = _release(outputs, tmp_path / "flag", outputs["crossval"]["path"], TINY)
+    backbones = {b for by_backbone in scored["tasks"].values() for b in by_backbone}
+    for task in ("detection", "fab", "cells"):
+        pick = manifest["selection"][task]
+        assert pick["backbone"] in backbones and pick["arm"] in ("mtl", "ctl") and pick["fold_id"] in scored["folds"], task
+    assert manifest["files"] and {name.split("/")[0] for name in manifest["files"]} >= {"segmenter", "detection", "fab", "cells"}
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((Path(model.path) / name).read_bytes()).hexdigest() == digest, name
+    assert manifest["gate"]["action"] == "flag" and manifest["version"] == outputs["release"]["metadata"]["version"]
+    assert model.metadata["gate_passed"] == manifest["gate"]["passed"] and manifest["published_to"] is None
+    if not manifest["gate"]["passed"]:  # flag: released all the same, and the reasons say why it fails
+        assert manifest["gate"]["reasons"] and not manifest.get("refused")
+
+    for by_arm in scored["baselines"].values():  # an unbeatable colour baseline: the gate must say no
+        by_arm["colour"]["summary"][scored["metric"]]["mean"] = 1.0
+    unbeatable = tmp_path / "crossval.json"
+    unbeatable.write_text(json.dumps(scored))
+    model, manifest = _release(outputs, tmp_path / "refuse", str(unbeatable), {**TINY, "evaluate.release_gate": "refuse"})
+    assert manifest["refused"] and manifest["version"] is None and manifest["files"] == {}
+    assert any("does not beat the colour baseline" in reason for reason in manifest["gate"]["reasons"])
+    assert sorted(p.name for p in Path(model.path).iterdir()) == ["manifest.json"] and model.metadata["version"] == "refused"
+
+
+def test_report_component_writes_the_page_and_the_runs_summary(demo_run, tmp_path):
+    """Every upstream artifact of the run in: an HTML page and a summary.json equal to the run's own."""
+    from components.report import report
+
+    out, outputs, _ = demo_run
+    root = _run_root(outputs)
+    trained = _trained(outputs)
+    evaluations = {key: _inputs(Artifact, [t["evaluation"] for t in runs]) for key, runs in trained.items()}
+
+    def given(kind, path):
+        return kind(name=Path(path).name, uri=str(path))
+
+    html, summary = _artifact(HTML, tmp_path, "html"), _artifact(Artifact, tmp_path, "summary")
+    report.python_func(
+        data_summary=given(Artifact, root / "ingest" / "summary"), split=given(Artifact, outputs["split"]["path"]),
+        roi_metrics=given(Metrics, root / "preprocess" / "metrics"), roi_overlay=given(HTML, outputs["roi_overlay"]["path"]),
+        segment_metrics=given(Metrics, root / "segment" / "metrics"), segmentation=given(HTML, outputs["segmentation"]["path"]),
+        crossval=given(Artifact, outputs["crossval"]["path"]), ttest=given(Artifact, outputs["ttest"]["path"]),
+        release_manifest=given(Artifact, outputs["release_manifest"]["path"]), profile="demo", overrides=json.dumps(TINY),
+        html=html, summary=summary, **evaluations)
+
+    page = Path(html.path).read_text()
+    assert page.startswith("<!doctype html>") and "Headline" in page and "data:image/png;base64," in page
+    result = _read(summary.path)
+    assert result["folds"] == _read(outputs["crossval"]["path"])["folds"] and summary.metadata["schema"] == result["schema"]
+    assert result == _read(out / "summary.json")  # the run's summary, number for number
