@@ -3,7 +3,7 @@ Grad-CAM heat maps, by one loaded Predictor, after one warm-up image of each kin
 
     python bench/explain_cost.py [--release runs/.../release/model] [--images 12]
 
-Without --release, the tests' tiny DAG runs first (a few minutes) to make one. The images are the
+Without --release, the tests' tiny DAG runs first (its time is in BENCHMARKS.md) to make one. The images are the
 demo profile's synthetic smears (640x480) and single-cell crops; reported: seconds per image without
 and with --explain, and their ratio (one run, one machine: the ratio is what carries over).
 """

@@ -3,7 +3,7 @@ number of images), and at what rate?
 
     python bench/predict_stream.py [--images 1000] [--release runs/demo/...release/model]
 
-Without --release, the tests' tiny DAG runs first (about two minutes) to make one. The images are
+Without --release, the tests' tiny DAG runs first (its time is in BENCHMARKS.md) to make one. The images are
 the demo profile's synthetic smears (640x480) and single-cell crops (257x257), each written in
 several flipped, rotated and re-toned variants so that no two files are alike; one image in five
 is a single cell. `python -m leukemia_mtl predict --json FOLDER` runs as a child process whose

@@ -123,8 +123,8 @@ class SegmentConfig:
     working_scale: float = 640 / REFERENCE_WIDTH
     patch_size: int = 64
     depth: int = 3  # number of 2x2 max-pools
-    # demo: 8 filters, 5 epochs, 32 patches per smear reach a held-out Dice of ~0.92 in a fifth of
-    # the time of 16 / 12 / 48 (0.96); BENCHMARKS.md
+    # demo: 8 filters, 5 epochs, 32 patches per smear come close to the held-out Dice of 16 / 12 / 48
+    # at a fraction of its cost
     base_filters: int = 8
     epochs: int = 5
     batch_size: int = 32
@@ -207,7 +207,7 @@ class TrainConfig:
     restore_best_weights: bool = True  # end with the epoch of the lowest validation loss
     # share of the backbone's layers, from the input, that stay frozen while fine-tuning (0: all are
     # tuned, as the paper). The demo tunes the top 10 % (Xception: its exit flow): its
-    # training graph builds in a quarter of the time and each step takes half (BENCHMARKS.md).
+    # training graph builds and steps much faster (the ratios are in BENCHMARKS.md).
     frozen_fraction: float = 0.9
     # What stage 3 (and the classical arm) look at for a multi-cell smear:
     # "cells": every white cell segment isolated, at one magnification (segment.crop_window); a smear's
@@ -228,8 +228,8 @@ class TrainConfig:
     # training for the layers that were trained (population statistics of the final weights, "precise
     # BN"), from at most this many training images. 0: Keras' running averages only.
     batchnorm_calibration_images: int = 256
-    # images per call when calibrating and predicting: eager calls cost ~0.1 s each however small
-    # (Xception at 71 px: 68 images take 2.0 s in batches of 16, 1.1 s in one)
+    # images per call when calibrating and predicting: each eager call has a fixed cost however
+    # small, so fewer, larger calls are cheaper (BENCHMARKS.md, batch-norm statistics)
     inference_batch_size: int = 64
     gpus: int = 1  # accelerator limit of each training task on a cluster (ignored locally)
     # float16 compute with float32 weights: "auto" turns it on where a GPU is visible
@@ -244,8 +244,8 @@ class SplitConfig:
     """Grouped, stratified K-fold over source images (and patients where named)."""
 
     # demo: 2. kfp.local runs two (fold, backbone) iterations at a time and the six trainings of an
-    # iteration one after another, so 2 folds take one round, 3 or 4 folds two (518 s for 4 folds of
-    # 16 smears against 290 s on main); the demo spends that round on more smears instead (BENCHMARKS.md)
+    # iteration one after another, so 2 folds take one round, 3 or 4 folds two; the demo spends that
+    # round on more smears instead (BENCHMARKS.md, issue 14)
     folds: int = 2
     # repeated K-fold (different shuffles): more paired scores for the t-tests, as the paper's Table V
     repeats: int = 1
@@ -398,7 +398,7 @@ PROFILES: dict[str, Profile] = {
         split=SplitConfig(folds=10),
     ),
     # A few hundred real multi-cell images (224 px fields or larger) and a few hundred single-cell images from
-    # any lab, on a 2-core workstation in about an hour (README; BENCHMARKS.md has the measured run). The ROI
+    # any lab, on a 2-core workstation (README; BENCHMARKS.md has the measured run). The ROI
     # threshold adapts to the stain, the pixel scale is estimated per dataset unless --pixel-size gives it, and
     # nothing is expected of the scores: on real data the colour baseline beside them is the bar.
     "workstation": Profile(
@@ -406,7 +406,7 @@ PROFILES: dict[str, Profile] = {
         synth=SynthConfig(n_smears=400, n_crops=300),  # the generated stand-in, when no --smears/--cells is given
         preprocess=PreprocessConfig(threshold_method="adaptive"),
         segment=SegmentConfig(patches_per_image=16, epochs=6),
-        # 80 px and 5 epochs: at 96 px and 6 epochs 100 smears + 76 cells took 26 min, so 400 + 300 would take ~1.5 h
+        # 80 px and 5 epochs keep 400 + 300 images within the profile's budget (BENCHMARKS.md, workstation run)
         model=ModelConfig(input_size=80),
         # the classes of a real set are rarely balanced: augment each to the largest, not to a fixed count
         augment=AugmentConfig(target_per_class=0),

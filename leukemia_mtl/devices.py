@@ -10,8 +10,8 @@ def devices_for_training(mixed_precision: str):
 
     Why never Keras' default strategy: only under an explicit strategy does `fit` build the
     optimizer's and metrics' variables before tracing. Without one they are created inside the
-    first trace, and TensorFlow traces the training step a second time without them (measured,
-    bench/graph_build.py: InceptionV3's first training call 24.8 s against 15.8 s). The explicit
+    first trace, and TensorFlow traces the training step a second time without them (measured by
+    bench/graph_build.py; the figures are in BENCHMARKS.md). The explicit
     strategy also prefetches batches to the device.
     """
     import keras

@@ -30,7 +30,7 @@ __all__ = ["STAIN_METHODS", "StainError", "StainTarget", "fit_target", "lab_stat
            "shift_stain", "target_from_dict"]
 
 # pooled pixels a target is fitted on at most (a seeded subsample): a mean, a covariance and percentiles
-# settle long before this, and fitting stays well under a second
+# settle long before this, and fitting stays cheap beside training
 MAX_FIT_PIXELS = 200_000
 # an image with fewer foreground pixels (reinhard) or stained pixels (macenko: optical density of at least
 # MACENKO_BETA in every channel) has no statistics worth matching and is left as it is, counted
