@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 
 from leukemia_mtl.augment import Item, augment_to_balance
+from leukemia_mtl.bundles import square
 from leukemia_mtl.config import REFERENCE_WIDTH, get_profile
 from leukemia_mtl.data.synth import _rng, render_smear
 from leukemia_mtl.segment.isolate import extract_cells
-from leukemia_mtl.train.data import square
 
 CLASSES = ("normal", "L1", "L2", "L3")
 

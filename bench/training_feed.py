@@ -41,9 +41,9 @@ def main() -> None:
 
     from leukemia_mtl.config import TrainConfig
     from leukemia_mtl.data.synth import _rng, render_crop
+    from leukemia_mtl.bundles import square
     from leukemia_mtl.devices import devices_for_training
     from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier, get_backbone
-    from leukemia_mtl.train.data import square
     from leukemia_mtl.train.finetune import EpochTimer, compile_classifier, make_dataset
 
     cells = ("lymphocyte", "L1", "L2", "L3")

@@ -10,28 +10,48 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write to a temporary sibling, fsync, then rename over the final name."""
+@contextmanager
+def atomic_path(path: Path | str, suffix: str = ".part") -> Iterator[Path]:
+    """A temporary sibling (.NAME.*SUFFIX) to write, renamed over `path` (after fsync, mode 0644)
+    only when the block ends without an exception, and removed when it raises: a reader never
+    sees a half-written or unverified file under the final name. For writers that want a name
+    (Keras insists on a .keras suffix); `atomic_writer` for those that take a handle."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
+        synced = os.open(tmp, os.O_RDONLY)  # the data on disk before the name points at it
+        try:
+            os.fsync(synced)
+        finally:
+            os.close(synced)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+@contextmanager
+def atomic_writer(path: Path | str, mode: str = "wb") -> Iterator[IO]:
+    """An open handle on `atomic_path`'s sibling: what the block writes appears under `path` only
+    if the block succeeds (a download checks size and sha256 inside it, and a mismatch raises)."""
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        yield handle
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    with atomic_writer(path) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: Path | str, text: str) -> Path:
@@ -65,27 +85,6 @@ def read_csv(path: Path | str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def save_model_bundle(model: Any, directory: Path | str, model_file: str, meta_file: str, meta: dict) -> Path:
-    """A Keras model and its JSON description side by side, each written under a temporary name
-    and renamed, so a reader never sees half a bundle under the final names.
-
-    Architecture and weights only: a compiled model's file would also carry the optimizer's state
-    (Adam: twice the weights) that nobody reads, since every stage starts a fresh optimizer; the
-    uncompiled functional copy shares the layers, so nothing is copied.
-    """
-    import keras
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{model_file}.part.keras"  # Keras insists on the .keras suffix
-    # model.input/.output keep the built structure (one tensor, not a list of one): a loaded model
-    # then takes a plain batch, as the model it was saved from did, without Keras' structure warning
-    keras.Model(model.input, model.output, name=model.name).save(tmp)
-    tmp.replace(directory / model_file)
-    atomic_write_json(directory / meta_file, meta)
-    return directory
-
-
 def sha256_file(path: Path | str) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     return file_digests(path, ("sha256",))["sha256"]
@@ -99,22 +98,6 @@ def file_digests(path: Path | str, algorithms: tuple[str, ...]) -> dict[str, str
             for digest in digests.values():
                 digest.update(block)
     return {name: digest.hexdigest() for name, digest in digests.items()}
-
-
-def load_keras_model(path: Path | str, error: type[Exception]) -> Any:
-    """A .keras file in Keras' safe mode (a Lambda layer or other code is refused); any failure
-    is one `error` naming the file, never Keras' traceback."""
-    import zipfile
-
-    import keras
-
-    if not zipfile.is_zipfile(path):
-        raise error(f"{path}: not a Keras model file (truncated or another format)")
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises many types for a bad file; the user needs one line
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise error(f"{path}: cannot be loaded as a Keras model ({type(exc).__name__}: {first})") from None
 
 
 LOCK_FILE = ".run.lock"

@@ -26,6 +26,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from leukemia_mtl.bundles import class_probabilities, load_classifier, model_outputs, square
 from leukemia_mtl.config import DataConfig, PreprocessConfig, SegmentConfig
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.model_card import RESEARCH_USE
@@ -94,7 +95,6 @@ class Predictor:
     def __init__(self, release_dir: Path | str, pixel_size_um: float | None = None, threshold: float | None = None) -> None:
         from leukemia_mtl.release import verify
         from leukemia_mtl.segment.infer import Segmenter
-        from leukemia_mtl.train.stage import load_classifier
 
         _check_pixel_size(pixel_size_um)
         _check_threshold(threshold)
@@ -139,8 +139,6 @@ class Predictor:
     def _batch(self, images: list[np.ndarray], role: str) -> np.ndarray:
         """Images squared to the models' input and stain-normalised with the role's model's own target, as the
         evaluation arrays were."""
-        from leukemia_mtl.train.data import square
-
         batch = np.stack([square(image, self.input_size) for image in images])
         if self.models[role][1].stain:
             from leukemia_mtl.stain import normalise_batch, target_from_dict
@@ -150,8 +148,6 @@ class Predictor:
 
     def _probabilities(self, role: str, batch: np.ndarray) -> np.ndarray:
         """(images, classes) probabilities of one role's model."""
-        from leukemia_mtl.train.stage import class_probabilities, model_outputs
-
         model, info = self.models[role]
         return class_probabilities(model_outputs(model, batch.astype(np.float32), len(batch)), info.head)
 

@@ -18,9 +18,10 @@ from badinputs import DATASET_CORPUS, Planted, png_bomb, truncated_jpeg, write_r
 from components.ingest import ingest
 from conftest import TINY
 from leukemia_mtl import cli
+from leukemia_mtl.bundles import CLASSIFIER, META_FILE, MODEL_FILE, ClassifierInfo, load_classifier, save_bundle
 from leukemia_mtl.errors import printable
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier
-from leukemia_mtl.train.stage import META_FILE, MODEL_FILE, ClassifierInfo, StageError, load_classifier
+from leukemia_mtl.stages import StageError
 
 NO_WEIGHTS = ResolvedWeights(None, "random initialisation", False)
 
@@ -121,11 +122,9 @@ def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, c
 
 
 def _classifier_bundle(directory: Path, backbone: str, input_size: int, info_changes: dict | None = None) -> Path:
-    from leukemia_mtl.io_utils import save_model_bundle
-
     model = build_classifier(backbone, input_size, 2, NO_WEIGHTS)
     info = ClassifierInfo(backbone, input_size, ["normal", "ALL"], "sigmoid", "stage1", "blast", "none", False)
-    return save_model_bundle(model, directory, MODEL_FILE, META_FILE, {**dataclasses.asdict(info), **(info_changes or {})})
+    return save_bundle(model, directory, CLASSIFIER, {**dataclasses.asdict(info), **(info_changes or {})})
 
 
 def test_a_classifier_file_from_another_backbone_input_size_or_head_is_refused(tmp_path):

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import SEGMENT_STAGE
+from leukemia_mtl.bundles import SEGMENTER_META_FILE as META_FILE, SEGMENTER_MODEL_FILE as MODEL_FILE, SegmenterInfo
 from leukemia_mtl.config import SegmentConfig, get_profile
 from leukemia_mtl.data.synth import _rng, render_smear
 from leukemia_mtl.errors import SegmentError
-from leukemia_mtl.segment.infer import MODEL_FILE, META_FILE, Segmenter, SegmenterInfo, segment_smear
+from leukemia_mtl.segment.infer import Segmenter, segment_smear
 from leukemia_mtl.segment.isolate import blue_channel_isolation, extract_cells, isolate
 from leukemia_mtl.segment.stage import read_crops_manifest, run_segment_stage
 

@@ -11,17 +11,19 @@ import cv2
 import numpy as np
 import pytest
 
+from leukemia_mtl.bundles import load_classifier, square
 from leukemia_mtl.config import TrainConfig, get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.synth import _rng, render_crop
-from leukemia_mtl.train.data import StageArrays, make_folds, prepare_training_data, square
+from leukemia_mtl.stages import StageError
+from leukemia_mtl.train.data import StageArrays, make_folds, prepare_training_data
 
 keras = pytest.importorskip("keras")
 
 from leukemia_mtl.devices import devices_for_training  # noqa: E402
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier  # noqa: E402
 from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage  # noqa: E402
-from leukemia_mtl.train.stage import StageError, load_classifier, run_finetune_stage  # noqa: E402
+from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
 
 NONE = ResolvedWeights(None, "random", False)
 

@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,7 +38,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 
 from leukemia_mtl.config import StorageConfig
 from leukemia_mtl.errors import StorageError
-from leukemia_mtl.io_utils import file_digests, sha256_file
+from leukemia_mtl.io_utils import atomic_writer, file_digests, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -227,25 +226,17 @@ class ObjectStore:
 
         def fetch() -> Path:
             response = self.client.get_object(bucket, key)
-            fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".part", dir=local.parent)
             digest, size = hashlib.sha256(), 0
             try:
-                with os.fdopen(fd, "wb") as handle:
+                with atomic_writer(local) as handle:  # a mismatch raises inside: nothing under the final name
                     for chunk in response.stream(1 << 20):
                         handle.write(chunk)
                         digest.update(chunk)
                         size += len(chunk)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                expected_size = int(response.headers.get("Content-Length", size))
-                expected_sha = _stored_sha256(response.headers)
-                if size != expected_size or (expected_sha and expected_sha != digest.hexdigest()):
-                    raise urllib3.exceptions.ProtocolError(f"incomplete body ({size} of {expected_size} bytes)")
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, local)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                    expected_size = int(response.headers.get("Content-Length", size))
+                    expected_sha = _stored_sha256(response.headers)
+                    if size != expected_size or (expected_sha and expected_sha != digest.hexdigest()):
+                        raise urllib3.exceptions.ProtocolError(f"incomplete body ({size} of {expected_size} bytes)")
             finally:
                 response.close()
                 response.release_conn()

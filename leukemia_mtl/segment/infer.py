@@ -1,47 +1,27 @@
 """A trained segmenter as a file bundle, and what it does to any new smear.
 
 The bundle is `segmenter.keras` (the network) plus `segmenter.json` (working scale, patch size,
-what masks it learned from). Prediction resizes the image to the working scale, slides the
-network over it with overlap (so a 2592x1944 smear costs a bounded amount of memory: one batch
-of patches and two float maps), blends the windows, and resizes the probabilities back.
+what masks it learned from); leukemia_mtl.bundles writes, reads and checks it. Prediction resizes
+the image to the working scale, slides the network over it with overlap (so a 2592x1944 smear
+costs a bounded amount of memory: one batch of patches and two float maps), blends the windows,
+and resizes the probabilities back.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from leukemia_mtl.bundles import SegmenterInfo, load_segmenter, save_segmenter
 from leukemia_mtl.config import REFERENCE_WIDTH, SegmentConfig
 from leukemia_mtl.errors import SegmentError
-from leukemia_mtl.io_utils import load_keras_model, save_model_bundle
 from leukemia_mtl.segment.isolate import CellCrop, blue_channel_isolation, clean_mask, extract_cells, isolate
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "segmenter.keras"
-META_FILE = "segmenter.json"
-BUNDLE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class SegmenterInfo:
-    patch_size: int
-    working_scale: float
-    depth: int
-    base_filters: int
-    mask_source: str
-    bundle_version: int = BUNDLE_VERSION
-    # which mask isolates cells ("unet" or "roi": segment.isolation, as the stage chose it)
-    isolation: str = "unet"
-    # per kind ("smear", "cell"): {"scale", "source"} of the images it was trained on (scale None: each image's from
-    # its width), predict's default for images of that kind; a kind whose datasets differ is left out. None in
-    # bundles from before pixel scales were recorded, whose images were all scaled by width.
-    pixel_scales: dict[str, dict] | None = None
 
 
 @dataclass
@@ -60,30 +40,12 @@ class Segmenter:
         self.info = info
 
     def save(self, directory: Path | str) -> Path:
-        return save_model_bundle(self.model, directory, MODEL_FILE, META_FILE, asdict(self.info))
+        return save_segmenter(self.model, self.info, directory)
 
     @classmethod
     def load(cls, directory: Path | str) -> "Segmenter":
         """Load a bundle; any mismatch between file and metadata is one clear SegmentError."""
-        directory = Path(directory)
-        model_path, meta_path = directory / MODEL_FILE, directory / META_FILE
-        for path in (model_path, meta_path):
-            if not path.is_file():
-                raise SegmentError(f"{path}: missing; a segmenter bundle holds {MODEL_FILE} and {META_FILE}")
-        try:
-            info = SegmenterInfo(**json.loads(meta_path.read_text()))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise SegmentError(f"{meta_path}: not a segmenter description ({exc})") from None
-        if info.bundle_version != BUNDLE_VERSION:
-            raise SegmentError(f"{meta_path}: bundle version {info.bundle_version}, this code reads {BUNDLE_VERSION}")
-        model = load_keras_model(model_path, SegmentError)
-        expected = (None, info.patch_size, info.patch_size, 3)
-        if tuple(model.input_shape) != expected or tuple(model.output_shape) != expected[:3] + (1,):
-            raise SegmentError(
-                f"{model_path}: network takes {model.input_shape} and gives {model.output_shape}, but "
-                f"{meta_path.name} says {info.patch_size}x{info.patch_size} RGB patches to one mask channel"
-            )
-        return cls(model, info)
+        return cls(*load_segmenter(directory))
 
     # -- prediction -----------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from leukemia_mtl.bundles import SegmenterInfo
 from leukemia_mtl.config import Profile
 from leukemia_mtl.data.datasets import Dataset, ImageRecord, load_datasets
 from leukemia_mtl.data.images import read_image, read_mask
@@ -114,7 +115,7 @@ def run_segment_stage(
     progress: bool = True,
 ) -> SegmentSummary:
     from leukemia_mtl.data.ingest import DATA_DIR
-    from leukemia_mtl.segment.infer import Segmenter, SegmenterInfo
+    from leukemia_mtl.segment.infer import Segmenter
     from leukemia_mtl.segment.train import to_working_scale, train_unet
 
     cfg = profile.segment

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -35,11 +33,12 @@ import cv2
 import numpy as np
 
 from leukemia_mtl.augment import Item, assert_no_leakage, augment_to_balance
+from leukemia_mtl.bundles import square  # the classifiers' input, as predict squares it
 from leukemia_mtl.config import STAGE3_IMAGES, Profile
 from leukemia_mtl.data.datasets import Dataset, load_datasets
 from leukemia_mtl.data.images import read_image
 from leukemia_mtl.errors import LeukemiaMtlError
-from leukemia_mtl.io_utils import atomic_write_json, sha256_file
+from leukemia_mtl.io_utils import atomic_write_json, atomic_writer, sha256_file
 from leukemia_mtl.stain import StainTarget, fit_target, normalise_batch
 
 log = logging.getLogger(__name__)
@@ -131,16 +130,6 @@ def fold_runs(split: dict, backbones: list[str]) -> list[dict]:
     return [{"fold": f["index"], "backbone": b} for f in split["folds"] for b in backbones]
 
 
-def square(image: np.ndarray, size: int) -> np.ndarray:
-    """Pad to a square with black (segment's backdrop) and resize: no distortion of cell shapes."""
-    height, width = image.shape[:2]
-    side = max(height, width)
-    top, left = (side - height) // 2, (side - width) // 2
-    padded = cv2.copyMakeBorder(image, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(padded, (size, size), interpolation=interpolation)
-
-
 @dataclass
 class StageArrays:
     """What one stage trains, validates and is scored on; copies keep their source and group.
@@ -172,16 +161,9 @@ class StageArrays:
     unit_groups_eval: np.ndarray
 
     def save(self, path: Path) -> Path:
-        """np.savez (no pickling) to a temporary sibling, then rename."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, classes=np.array(self.classes), **{k: v for k, v in self.__dict__.items() if k != "classes"})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """np.savez (no pickling) straight into the atomic writer: no second copy of the arrays in memory."""
+        with atomic_writer(path) as handle:
+            np.savez(handle, classes=np.array(self.classes), **{k: v for k, v in self.__dict__.items() if k != "classes"})
         return path
 
     @classmethod

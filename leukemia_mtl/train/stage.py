@@ -9,32 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
+from leukemia_mtl.bundles import (META_FILE, ClassifierInfo, class_probabilities, load_classifier, model_outputs,
+                                   save_classifier)
 from leukemia_mtl.config import Profile
+from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from leukemia_mtl.stages import StageError, training_stage
-from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, save_model_bundle
 from leukemia_mtl.train.data import StageArrays
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "classifier.keras"
-META_FILE = "classifier.json"
 HISTORY_FILE = "history.json"
 PREDICTIONS_FILE = "predictions.npz"
 EXPLANATIONS_FILE = "explanations.png"  # Grad-CAM of the held-out images the model was most and least sure of
-
-@dataclass
-class ClassifierInfo:
-    backbone: str
-    input_size: int
-    classes: list[str]
-    head: str
-    stage: str
-    task: str
-    weights: str
-    imagenet: bool
-    # the stain target (leukemia_mtl.stain.StainTarget.to_dict()) the model's training images were mapped onto;
-    # predict maps its input onto the same one. None: no normalisation (and every bundle written before it).
-    stain: dict | None = None
 
 
 @dataclass
@@ -234,33 +220,12 @@ def _seconds_since_process_start() -> float | None:
         return None
 
 
-def model_outputs(model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """The model called batch by batch, in inference mode. Keras' advice for inputs this small
-    (one fold's evaluation images, one image to predict): `model.predict` first builds a graph,
-    about a second per task on 2 cores, for a few batches."""
-    batches = [np.asarray(model(images[start:start + batch_size].astype(np.float32), training=False))
-               for start in range(0, len(images), batch_size)]
-    return np.concatenate(batches) if batches else np.zeros((0, *model.output_shape[1:]), np.float32)
-
-
-def class_probabilities(output: np.ndarray, head: str) -> np.ndarray:
-    """(images, classes) probabilities from a model's output: a sigmoid head's one column becomes two."""
-    if head == "sigmoid":
-        positive = np.asarray(output).reshape(-1)
-        return np.stack([1 - positive, positive], axis=1)
-    return np.asarray(output)
-
-
 def _score(probabilities: np.ndarray, y_true: np.ndarray, n_classes: int) -> tuple[float, float]:
     """Cross-entropy and accuracy of (units, classes) probabilities (scikit-learn; no second graph)."""
     from sklearn.metrics import accuracy_score, log_loss
 
     truth = y_true.astype(int)
     return float(log_loss(truth, probabilities, labels=list(range(n_classes)))), float(accuracy_score(truth, probabilities.argmax(axis=1)))
-
-
-def save_classifier(model, info: ClassifierInfo, directory: Path) -> None:
-    save_model_bundle(model, directory, MODEL_FILE, META_FILE, asdict(info))
 
 
 def run_finetune_task(stage: str, task: str, backbone: str, training_data: str, previous: str | None,
@@ -292,31 +257,6 @@ def export_evaluation(model_dir: Path, evaluation_dir: Path) -> Path:
     if (Path(model_dir) / EXPLANATIONS_FILE).is_file():  # none where nothing was held out, or explain_examples=0
         shutil.copyfile(Path(model_dir) / EXPLANATIONS_FILE, evaluation_dir / EXPLANATIONS_FILE)
     return evaluation_dir
-
-
-def load_classifier(directory: Path):
-    """(model, info); safe mode, and the file checked against its description."""
-    from leukemia_mtl.io_utils import load_keras_model
-
-    directory = Path(directory)
-    model_path, meta_path = directory / MODEL_FILE, directory / META_FILE
-    for path in (model_path, meta_path):
-        if not path.is_file():
-            raise StageError(f"{path}: missing; a classifier bundle holds {MODEL_FILE} and {META_FILE}")
-    try:
-        info = ClassifierInfo(**json.loads(meta_path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise StageError(f"{meta_path}: not a classifier description ({exc})") from None
-    model = load_keras_model(model_path, StageError)
-    if model.name != f"{info.backbone}_classifier":
-        raise StageError(f"{model_path}: holds the model {model.name!r}, but {META_FILE} says a {info.backbone} classifier")
-    if tuple(model.input_shape) != (None, info.input_size, info.input_size, 3):
-        raise StageError(f"{model_path}: takes {model.input_shape}, but {META_FILE} says {info.input_size} px")
-    units = 1 if info.head == "sigmoid" else len(info.classes)
-    if tuple(model.output_shape) != (None, units):
-        raise StageError(f"{model_path}: gives {model.output_shape[1:]} outputs, but {META_FILE} says {info.head} over "
-                         f"{len(info.classes)} classes")
-    return model, info
 
 
 def _save_predictions(path: Path, scored: dict, arrays: StageArrays) -> None:
