@@ -16,15 +16,21 @@ predictions.npz), so cross-validation, the t-tests and the report read them as t
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from leukemia_mtl.bundles import META_FILE, PREDICTIONS_FILE
 from leukemia_mtl.config import Profile
+from leukemia_mtl.data.datasets import load_datasets
+from leukemia_mtl.data.images import read_image
+from leukemia_mtl.data.layout import DATA_DIR
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json
+from leukemia_mtl.stages import task_classes, task_names
 
 BASELINE_BACKBONES = {"colour": "colour histogram", "majority": "majority class"}
 TASKS = ("detection", "fab")
@@ -32,7 +38,6 @@ TASKS = ("detection", "fab")
 
 class BaselineError(LeukemiaMtlError):
     """A baseline that cannot be fitted: no smear to learn from or to score."""
-
 
 def colour_histogram(rgb: np.ndarray, bins: int) -> np.ndarray:
     """The share of the image's pixels in each of bins**3 RGB cells."""
@@ -60,11 +65,6 @@ def _probabilities(model, x: np.ndarray, n_classes: int) -> np.ndarray:
 
 def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profile: Profile) -> dict:
     """Fit and score both baselines for both tasks on every fold; returns a summary."""
-    from leukemia_mtl.data.datasets import load_datasets
-    from leukemia_mtl.data.images import read_image
-    from leukemia_mtl.data.layout import DATA_DIR
-    from leukemia_mtl.train.stage import META_FILE, PREDICTIONS_FILE, task_classes, task_names
-
     datasets = [d for d in load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False) if not d.single_cell]
     if not datasets:
         raise BaselineError("the baselines score smears; the data holds single-cell images only")
@@ -105,8 +105,6 @@ def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profil
 
 
 def _save(path: Path, probabilities, labels, sources, groups, write) -> None:
-    import io
-
     buffer = io.BytesIO()
     empty = np.zeros((0, probabilities.shape[1]))
     np.savez(buffer, probabilities=probabilities, labels=labels, sources=sources, groups=groups,

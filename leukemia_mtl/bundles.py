@@ -13,6 +13,7 @@ predict feed a model the same way. Keras is imported only to save or load a mode
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +27,12 @@ from leukemia_mtl.stages import StageError
 
 MODEL_FILE = "classifier.keras"
 META_FILE = "classifier.json"
+# what a finetune task leaves beside its classifier bundle; its evaluation artifact holds all but the weights
+SUMMARY_FILE = "summary.json"
+HISTORY_FILE = "history.json"
+PREDICTIONS_FILE = "predictions.npz"
+EXPLANATIONS_FILE = "explanations.png"  # Grad-CAM of the held-out images the model was most and least sure of
+EVALUATION_FILES = (META_FILE, SUMMARY_FILE, HISTORY_FILE, PREDICTIONS_FILE)
 SEGMENTER_MODEL_FILE = "segmenter.keras"
 SEGMENTER_META_FILE = "segmenter.json"
 SEGMENTER_VERSION = 1  # segmenter.json's bundle_version this code reads
@@ -123,8 +130,6 @@ def read_description(meta_path: Path | str, kind: BundleKind) -> Any:
 def load_keras_model(path: Path | str, error: type[Exception]) -> Any:
     """A .keras file in Keras' safe mode (a Lambda layer or other code is refused); any failure
     is one `error` naming the file, never Keras' traceback."""
-    import zipfile
-
     import keras
 
     if not zipfile.is_zipfile(path):

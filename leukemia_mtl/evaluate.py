@@ -24,10 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from leukemia_mtl import report
+from leukemia_mtl.artifacts import log_classification, log_metrics
+from leukemia_mtl.baselines import evaluation_dirs
+from leukemia_mtl.bundles import META_FILE, PREDICTIONS_FILE
 from leukemia_mtl.config import CV_METRICS, INNER_METRICS, Profile
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.io_utils import atomic_write_json
 from leukemia_mtl.results import BASELINE_ARMS, CrossvalResult
-from leukemia_mtl.stages import ARM_NAMES as STAGE_ARM_NAMES, ARMS
+from leukemia_mtl.stages import ARM_NAMES as STAGE_ARM_NAMES
+from leukemia_mtl.stages import ARMS
 
 ARM_NAMES = {**STAGE_ARM_NAMES,
              "colour": "colour histogram + logistic regression (baseline)", "majority": "majority class (baseline: one answer for every image)"}
@@ -37,7 +43,6 @@ SUMMARY_METRICS = CV_METRICS
 
 class EvaluationError(LeukemiaMtlError):
     """Predictions that cannot be scored: a broken model folder, mismatched folds or classes."""
-
 
 @dataclass
 class FoldPredictions:
@@ -65,8 +70,6 @@ class FoldPredictions:
 
 def load_fold_predictions(model_dir: Path | str) -> FoldPredictions:
     """A finetune task's folder (classifier.json, summary.json, predictions.npz) as FoldPredictions."""
-    from leukemia_mtl.train.stage import META_FILE, PREDICTIONS_FILE
-
     model_dir = Path(model_dir)
     try:
         info = json.loads((model_dir / META_FILE).read_text())
@@ -95,8 +98,13 @@ def load_fold_predictions(model_dir: Path | str) -> FoldPredictions:
 def fold_metrics(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """The paper's metrics for one fold; AUCs of classes absent from the fold are None. Two classes
     have one AUC, the positive (second) class's: the other's is the same curve mirrored."""
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support,
-                                 roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     index = list(range(len(classes)))
     predicted = probabilities.argmax(axis=1)
@@ -367,8 +375,6 @@ def best_backbone(results: dict, task: str, arm: str = "mtl", metric: str = "bal
 
 def confusion_figure(classes, matrix, title: str) -> bytes:
     """Counts with row percentages, as the paper's Table IV."""
-    from leukemia_mtl import report
-
     counts = np.asarray(matrix)
     percent = np.asarray(row_percentages(matrix))
     side = max(3.6, 1.4 + 1.0 * len(classes))  # room for a wrapped title, and for each cell's two lines
@@ -388,8 +394,6 @@ def confusion_figure(classes, matrix, title: str) -> bytes:
 
 
 def roc_figure(curves: dict, title: str) -> bytes:
-    from leukemia_mtl import report
-
     fig, axes = report.new_figure(1, 1, (4.8, 4.4))
     ax = axes[0][0]
     for name, curve in curves.items():
@@ -410,8 +414,6 @@ def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseli
     (the schema is CrossvalResult's) and return them. `best` is the backbone with the highest mean
     multistage inner-validation `metric` (what the KFP UI shows).
     """
-    from leukemia_mtl.io_utils import atomic_write_json
-
     if not evaluation_dirs:
         raise EvaluationError("no model predictions to cross-validate")
     predictions = [load_fold_predictions(d) for d in [*evaluation_dirs, *baseline_dirs]]
@@ -438,9 +440,6 @@ def run_crossval_task(evaluations: list, baselines, results, metrics, views: dic
     """The crossval component's one call: every scored stage's evaluation artifacts and the baselines'
     predictions in; the results, the KFP metrics and, per (task, arm) in `views`, the ClassificationMetrics
     of the backbone inner validation picked (what the KFP UI draws)."""
-    from leukemia_mtl.artifacts import log_classification, log_metrics
-    from leukemia_mtl.baselines import evaluation_dirs
-
     cfg = profile.evaluate
     result = run_crossval([a.path for a in evaluations], results.path, evaluation_dirs(baselines.path),
                           metric=cfg.release_metric, confidence=cfg.confidence, seed=profile.seed,

@@ -15,9 +15,12 @@ InceptionResNetV2's `block35_10_ac`), not one branch of the next block.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
+from leukemia_mtl import report
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.io_utils import write_image
 
 BACKBONE_LAYER = "backbone"
 HEAD_LAYERS = ("gap", "dropout_dense", "dense", "dropout_head", "head")
@@ -25,7 +28,6 @@ HEAD_LAYERS = ("gap", "dropout_dense", "dense", "dropout_head", "head")
 
 class ExplainError(LeukemiaMtlError):
     """A model Grad-CAM cannot explain (no convolutional feature map, not one of ours)."""
-
 
 def feature_layer(backbone, min_side: int):
     """The layer whose output the heat map is made of (see the module docstring)."""
@@ -72,7 +74,6 @@ class GradCam:
         """((n, h, w) heat maps in [0, 1] at the images' size, (n,) probabilities of the class) for
         uint8 RGB images (n, h, w, 3). `class_index`: one class for all, or one per image. Each map is scaled
         to its own peak, or with `together` all to the batch's (a smear's cells: which of them carry the evidence)."""
-        import cv2
         import tensorflow as tf
 
         images = np.asarray(images)
@@ -102,8 +103,6 @@ class GradCam:
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """The heat map (OpenCV's JET: blue low, red high) over an RGB image, as opaque as it is high: where
     there is no evidence the image shows as it is."""
-    import cv2
-
     if heatmap.shape != image.shape[:2]:
         heatmap = cv2.resize(heatmap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     colour = cv2.cvtColor(cv2.applyColorMap((heatmap * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
@@ -136,8 +135,6 @@ class HeatMapper:
         self.input_size = input_size
 
     def add_crop(self, cam: np.ndarray, window: tuple[int, int, int], crop: np.ndarray) -> None:
-        import cv2
-
         x0, y0, side = window
         if side <= 0:
             return
@@ -154,8 +151,6 @@ class HeatMapper:
 
     def add_squared(self, cam: np.ndarray) -> None:
         """The map of `train.data.square(image)`: padded to a square with black, then resized."""
-        import cv2
-
         height, width = self.heatmap.shape
         side = max(height, width)
         top, left = (side - height) // 2, (side - width) // 2
@@ -166,10 +161,6 @@ class HeatMapper:
 def write_heatmap_panels(rgb: np.ndarray, panels: list[tuple[str, np.ndarray]], path, max_width: int = 900):
     """One PNG: per model, the image with its heat map blended over it and a title band (what the map is
     for); a scale at the foot (blue: no evidence for the class, red: the most)."""
-    import cv2
-
-    from leukemia_mtl.io_utils import write_image
-
     factor = min(1.0, max_width / rgb.shape[1])
     size = (max(1, round(rgb.shape[1] * factor)), max(1, round(rgb.shape[0] * factor)))
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
@@ -198,8 +189,6 @@ def examples_figure(model, images: np.ndarray, labels: np.ndarray, probabilities
                     title: str, min_side: int = 7, per_class: int = 1) -> bytes | None:
     """PNG: per class (a row), the held-out images the model was most and least sure of, each beside its
     Grad-CAM for its true class; None when nothing was held out."""
-    from leukemia_mtl import report
-
     picks = sure_and_unsure(probabilities, labels, per_class) if len(images) else []
     if not picks:
         return None

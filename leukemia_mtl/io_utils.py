@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -14,6 +15,8 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
+
+from leukemia_mtl.errors import LeukemiaMtlError
 
 
 @contextmanager
@@ -107,10 +110,6 @@ LOCK_FILE = ".run.lock"
 def exclusive_folder(path: Path | str, what: str = "run") -> Iterator[Path]:
     """Create `path` and hold an exclusive lock on it: two runs into one output folder would both
     succeed and leave outputs.json naming only one of them. The lock dies with the process."""
-    import fcntl
-
-    from leukemia_mtl.errors import LeukemiaMtlError
-
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise LeukemiaMtlError(f"{folder}: is a file; give a folder for the {what}'s outputs")

@@ -27,9 +27,18 @@ import cv2
 import numpy as np
 
 from leukemia_mtl.bundles import class_probabilities, load_classifier, model_outputs, square
-from leukemia_mtl.config import DataConfig, PreprocessConfig, SegmentConfig
-from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM, DataConfig, EvaluateConfig, PreprocessConfig, SegmentConfig
+from leukemia_mtl.data.files import not_regular, walk
+from leukemia_mtl.data.images import IMAGE_EXTENSIONS, read_image
+from leukemia_mtl.errors import LeukemiaMtlError, printable
+from leukemia_mtl.evaluate import describe_threshold
+from leukemia_mtl.explain import GradCam, HeatMapper, write_heatmap_panels
+from leukemia_mtl.io_utils import write_image
 from leukemia_mtl.model_card import RESEARCH_USE
+from leukemia_mtl.preprocess import compute_roi, estimate_scale, scale_of, width_guess
+from leukemia_mtl.release import fetch, verify
+from leukemia_mtl.segment.infer import Segmenter
+from leukemia_mtl.stain import normalise_batch, target_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +56,6 @@ BLAST_COLOUR, OTHER_COLOUR = (230, 40, 40), (40, 200, 60)  # RGB: outlines of ce
 
 class PredictError(LeukemiaMtlError):
     """An image that cannot be classified (no white cell in it, wrong kind)."""
-
 
 def _config(cls, values: dict):
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -93,9 +101,6 @@ class Predictor:
     `threshold`: P(ALL) at or above which a smear is called ALL; without it, the release's operating point."""
 
     def __init__(self, release_dir: Path | str, pixel_size_um: float | None = None, threshold: float | None = None) -> None:
-        from leukemia_mtl.release import verify
-        from leukemia_mtl.segment.infer import Segmenter
-
         _check_pixel_size(pixel_size_um)
         _check_threshold(threshold)
         self.release_dir = Path(release_dir)
@@ -116,8 +121,6 @@ class Predictor:
         if threshold is not None:
             self.threshold, self.threshold_source = float(threshold), "given (--threshold)"
         elif recorded is not None:
-            from leukemia_mtl.evaluate import describe_threshold
-
             self.threshold = float(recorded)
             self.threshold_source = f"the release's operating point: {describe_threshold(self.manifest['operating_point'])}"
         else:
@@ -141,8 +144,6 @@ class Predictor:
         evaluation arrays were."""
         batch = np.stack([square(image, self.input_size) for image in images])
         if self.models[role][1].stain:
-            from leukemia_mtl.stain import normalise_batch, target_from_dict
-
             batch, _ = normalise_batch(batch, target_from_dict(self.models[role][1].stain, f"{self.release_dir / role}: stain"))
         return batch
 
@@ -153,9 +154,6 @@ class Predictor:
 
     def pixel_scale(self, rgb: np.ndarray, kind: str) -> tuple[float, str]:
         """(scale, where it came from) of an image of `kind`: see the class's docstring."""
-        from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM
-        from leukemia_mtl.preprocess import estimate_scale, scale_of, width_guess
-
         if self.pixel_size_um:
             return scale_of(self.pixel_size_um), f"given ({self.pixel_size_um:g} um per pixel)"
         recorded = self.segmenter.info.pixel_scales
@@ -173,8 +171,6 @@ class Predictor:
         return width_guess(rgb.shape[1], kind == "cell"), "assumed from the image width (no nucleus to estimate it from)"
 
     def _segment(self, rgb: np.ndarray, kind: str):
-        from leukemia_mtl.preprocess import compute_roi
-
         scale, source = self.pixel_scale(rgb, kind)
         roi = compute_roi(rgb, self.preprocess_cfg, scale).roi_mask if self.segmenter.info.isolation == "roi" else None
         return self.segmenter.segment(rgb, scale, self.segment_cfg, central_only=kind == "cell", roi_mask=roi), scale, source
@@ -185,9 +181,6 @@ class Predictor:
         return "cell" if max(height, width) <= CELL_IMAGE_MAX_SIDE and square_ish else "smear"
 
     def _explainer(self, role: str):
-        from leukemia_mtl.config import EvaluateConfig
-        from leukemia_mtl.explain import GradCam
-
         if role not in self._explainers:  # the layer the run's report explained with (older releases: the default)
             min_side = self.manifest["settings"].get("explain_min_side", EvaluateConfig().explain_min_side)
             self._explainers[role] = GradCam(self.models[role][0], int(min_side))
@@ -196,8 +189,6 @@ class Predictor:
     def heatmap(self, role: str, rgb: np.ndarray, result, class_name: str) -> np.ndarray:
         """Grad-CAM of one role's model for `class_name`, in the image's own pixels: each cell's map put back
         where its crop was cut (models that see cells), or the squared image's map unsquared."""
-        from leukemia_mtl.explain import HeatMapper
-
         classes = self.models[role][1].classes
         mapper = HeatMapper(rgb.shape[:2], self.input_size)
         explainer = self._explainer(role)
@@ -216,8 +207,6 @@ class Predictor:
     def predict(self, path: Path | str, kind: str = "auto", overlay_path: Path | str | None = None,
                 explain_path: Path | str | None = None) -> Prediction:
         """One image's answer; the overlay and (given `explain_path`) the Grad-CAM heat maps written as PNGs."""
-        from leukemia_mtl.data.images import read_image
-
         if kind not in KINDS:
             raise PredictError(f"kind must be one of {KINDS}, got {kind!r}")
         rgb = read_image(path, max_pixels=self.data_cfg.max_pixels, min_side=self.data_cfg.min_side).rgb
@@ -250,8 +239,6 @@ class Predictor:
         if overlay_path is not None:
             prediction.overlay = str(write_overlay(rgb, result.refined_mask, prediction, Path(overlay_path)))
         if explain_path is not None:
-            from leukemia_mtl.explain import write_heatmap_panels
-
             prediction.explanation = str(write_heatmap_panels(rgb, panels, Path(explain_path)))
         return prediction
 
@@ -317,8 +304,6 @@ def _label(canvas: np.ndarray, text: str, origin: tuple[int, int], colour, scale
 def write_overlay(rgb: np.ndarray, mask: np.ndarray, prediction: Prediction, path: Path) -> Path:
     """Each segmented cell outlined (red: scores as a blast, green: not) with its P(blast) in per cent; a header
     with the verdict on a dark band, a legend, and the research-use notice at the foot."""
-    from leukemia_mtl.io_utils import write_image
-
     scale, thickness = _text_size(rgb.shape[1])
     line = int(cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][1] * 1.9)
     header, footer = 2 * line + 8, line + 6
@@ -363,10 +348,6 @@ def write_overlay(rgb: np.ndarray, mask: np.ndarray, prediction: Prediction, pat
 def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
     """(image, None) for every file given and every image file under a folder given (sorted,
     recursive); (None, message) for what is not there or not an image, so nothing drops silently."""
-    from leukemia_mtl.data.files import not_regular, walk
-    from leukemia_mtl.errors import printable
-    from leukemia_mtl.data.images import IMAGE_EXTENSIONS
-
     for item in map(Path, inputs):
         if item.is_dir():  # the walk validate and ingest use: links followed, loops and FIFOs refused
             tree = walk(item)
@@ -394,8 +375,6 @@ def open_predictor(model: str, cache_dir: Path | None = None, pixel_size_um: flo
                    threshold: float | None = None) -> Predictor:
     """The Predictor of a release folder or s3:// URI (mirrored into `cache_dir`); the settings are checked
     before anything is fetched from object storage."""
-    from leukemia_mtl.release import fetch
-
     _check_pixel_size(pixel_size_um)
     _check_threshold(threshold)
     return Predictor(fetch(model, cache_dir), pixel_size_um, threshold)

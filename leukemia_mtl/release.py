@@ -28,8 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from leukemia_mtl import __version__
-from leukemia_mtl.config import GATE_ACTIONS, INNER_METRICS, Profile
-from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.bundles import META_FILE, MODEL_FILE, SEGMENTER_META_FILE, SEGMENTER_MODEL_FILE, SUMMARY_FILE, describe_classifier
+from leukemia_mtl.config import GATE_ACTIONS, INNER_METRICS, Profile, get_profile
+from leukemia_mtl.errors import LeukemiaMtlError, StorageError
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, sha256_file
 from leukemia_mtl.model_card import build_model_card, card_markdown
 from leukemia_mtl.results import CrossvalResult
@@ -38,12 +39,11 @@ from leukemia_mtl.stages import KIND_OF_ARM
 MANIFEST = "manifest.json"
 MODEL_CARD = "MODEL_CARD.md"
 FORMAT = 1
-BUNDLE_FILES = ("segmenter.keras", "segmenter.json", "classifier.keras", "classifier.json")
+BUNDLE_FILES = (SEGMENTER_MODEL_FILE, SEGMENTER_META_FILE, MODEL_FILE, META_FILE)
 
 
 class ReleaseError(LeukemiaMtlError):
     """A release that cannot be built, published or trusted."""
-
 
 def select(crossval: CrossvalResult | dict, metric: str) -> dict:
     """Per task: the (backbone, arm) with the highest mean `metric` on the folds' inner validation
@@ -101,9 +101,9 @@ def _number(value) -> str:
 
 def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id: str) -> Path:
     for directory in model_dirs:
-        info = json.loads((directory / "classifier.json").read_text())
-        summary = json.loads((directory / "summary.json").read_text())
-        if (info["stage"], info["task"], info["backbone"], summary["fold_id"]) == (stage, task, backbone, fold_id):
+        info = describe_classifier(directory)
+        summary = json.loads((directory / SUMMARY_FILE).read_text())
+        if (info.stage, info.task, info.backbone, summary["fold_id"]) == (stage, task, backbone, fold_id):
             return directory
     raise ReleaseError(f"no {stage} {task} model of {backbone} for fold {fold_id} among the {len(model_dirs)} given")
 
@@ -130,7 +130,7 @@ def build_release(crossval: CrossvalResult | dict, model_dirs: list[Path | str],
     sources["cells"] = _find(model_dirs, "stage2", "blast", fab["backbone"], fab["fold_id"])
     selection["cells"] = {"backbone": fab["backbone"], "arm": "mtl", "fold_id": fab["fold_id"], "stage": "stage2"}
 
-    imagenet = all(json.loads((sources[role] / "classifier.json").read_text()).get("imagenet") for role in ("detection", "fab"))
+    imagenet = all(describe_classifier(sources[role]).imagenet for role in ("detection", "fab"))
     detection_point = crossval.arm("detection", selection["detection"]["backbone"], selection["detection"]["arm"]).operating_point
     operating = {k: detection_point.get(k) for k in ("threshold", "target_sensitivity", "threshold_chosen_on")}
 
@@ -255,7 +255,6 @@ def verify(release_dir: Path | str) -> dict:
     if not isinstance(manifest.get("settings"), dict):
         raise ReleaseError(f"{manifest_path}: has no 'settings' object; not a release this code wrote")
     from leukemia_mtl.data.storage import safe_local_path
-    from leukemia_mtl.errors import StorageError
 
     unlisted = sorted(p.relative_to(release_dir).as_posix() for p in release_dir.rglob("*")
                       if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")  # .DS_Store, a download's .part
@@ -311,7 +310,6 @@ def publish(release_dir: Path | str, uri: str, profile: Profile) -> str:
 def fetch(location: str, cache_dir: Path | str | None = None, profile: Profile | None = None) -> Path:
     """A verified local copy of a release: a folder as is, or s3://bucket/prefix/<version> mirrored
     into `cache_dir` (default ~/.cache/leukemia-mtl/releases)."""
-    from leukemia_mtl.config import get_profile
     from leukemia_mtl.data.storage import ObjectStore, is_s3_uri, parse_s3_uri
 
     if not is_s3_uri(location):

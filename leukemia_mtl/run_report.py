@@ -23,12 +23,17 @@ import numpy as np
 from markupsafe import Markup
 
 from leukemia_mtl import report
+from leukemia_mtl.bundles import EXPLANATIONS_FILE
 from leukemia_mtl.config import Profile, parse_expectation
 from leukemia_mtl.evaluate import ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusion_figure, describe_threshold, roc_figure
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
-from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS, FOLDS as PAPER_FOLDS, INPUT_SIZE as PAPER_INPUT_SIZE
-from leukemia_mtl.results import SUMMARY_SCHEMA as SCHEMA, ArmResult, CrossvalResult, RunSummary
+from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS
+from leukemia_mtl.paper import FOLDS as PAPER_FOLDS
+from leukemia_mtl.paper import INPUT_SIZE as PAPER_INPUT_SIZE
+from leukemia_mtl.results import SUMMARY_SCHEMA as SCHEMA
+from leukemia_mtl.results import ArmResult, CrossvalResult, RunSummary
 from leukemia_mtl.stages import KIND_OF_ARM, TRAINING_STAGES
+
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
 OPERATING_KEYS = ("sensitivity", "specificity", "ppv", "npv", "auc")
 
@@ -159,8 +164,6 @@ def _released_evaluations(evaluations: dict[str, list[dict]], release: dict) -> 
 
 def _explanations_section(evaluations: dict[str, list[dict]], release: dict | None, profile: Profile) -> report.Section | None:
     """Grad-CAM of the released models on their fold's held-out images: where each found its evidence."""
-    from leukemia_mtl.train.stage import EXPLANATIONS_FILE
-
     if release is None:
         return None
     parts = [report.paragraph(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from leukemia_mtl.errors import LeukemiaMtlError
 
 KINDS = ("stage1", "stage2", "stage3", "classical")  # what run_finetune_stage can train
@@ -112,3 +114,13 @@ def by_key(key: str, plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> Train
 def display_name(kind: str) -> str:
     """stage3 -> 'stage 3'; classical stays."""
     return kind.replace("stage", "stage ") if kind.startswith("stage") else kind
+
+
+def task_classes(classes: tuple[str, ...], task: str, negative_class: str) -> tuple[str, ...]:
+    return (negative_class, "ALL") if task == "detection" else tuple(classes)
+
+
+def task_names(labels: np.ndarray, task: str, negative_class: str) -> np.ndarray:
+    """Class names of `task` (detection merges every ALL type into one class)."""
+    labels = np.asarray(labels)
+    return np.where(labels == negative_class, negative_class, "ALL") if task == "detection" else labels

@@ -27,6 +27,7 @@ from leukemia_mtl.data.layout import DATA_DIR, SUMMARY_FILE, origin_of, user_pat
 from leukemia_mtl.data.storage import ObjectStore, is_s3_uri
 from leukemia_mtl.errors import DatasetError, Problem
 from leukemia_mtl.io_utils import atomic_write_json
+from leukemia_mtl.train.data import fold_shortfall
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,6 @@ def run_ingest_task(smears: str, cells: str, data_version: str, dataset, metrics
 def precheck(smears: str, cells: str, profile: Profile) -> None:
     """The inputs' fitness for the split, from names alone (nothing decoded), before the first task:
     a local folder is scanned, generated data is counted from its settings (s3:// is checked by ingest)."""
-    from leukemia_mtl.train.data import fold_shortfall
-
     folds = profile.split.folds
     problems: list[Problem] = []
     for role, source in ((SMEARS_DIR, input_source(SMEARS_DIR, smears)), (CELLS_DIR, input_source(CELLS_DIR, cells))):

@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 
 from leukemia_mtl.bundles import SegmenterInfo, load_segmenter, save_segmenter
-from leukemia_mtl.config import REFERENCE_WIDTH, SegmentConfig
+from leukemia_mtl.config import REFERENCE_WIDTH, PreprocessConfig, SegmentConfig
 from leukemia_mtl.errors import SegmentError
+from leukemia_mtl.preprocess import compute_roi
 from leukemia_mtl.segment.isolate import CellCrop, blue_channel_isolation, clean_mask, extract_cells, isolate
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,6 @@ def segment_smear(segmenter: Segmenter, rgb: np.ndarray, cfg: SegmentConfig, *, 
                   preprocess_cfg=None) -> list[CellCrop]:
     """Cell crops of a new smear. `scale`: its pixel scale; by default the training smears' (the bundle's), else
     from its width. A segmenter that isolates from the ROI computes it with `preprocess_cfg` (the paper's default)."""
-    from leukemia_mtl.config import PreprocessConfig
-    from leukemia_mtl.preprocess import compute_roi
-
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise SegmentError(f"a smear must be 8-bit RGB (HxWx3 uint8), got {rgb.dtype} {rgb.shape}")
     if scale is None:

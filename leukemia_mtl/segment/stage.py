@@ -10,7 +10,9 @@ Dice and IoU of the U-Net and of the ROI are measured on the held-out ones only.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,14 +20,20 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from leukemia_mtl import report
 from leukemia_mtl.bundles import SegmenterInfo
 from leukemia_mtl.config import Profile
 from leukemia_mtl.data.datasets import Dataset, ImageRecord, load_datasets
 from leukemia_mtl.data.images import read_image, read_mask
+from leukemia_mtl.data.layout import DATA_DIR, origin_of, user_path
 from leukemia_mtl.errors import SegmentError
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
+from leukemia_mtl.masks import pooled_agreement
 from leukemia_mtl.preprocess import read_manifest
+from leukemia_mtl.report import epoch_axis, figure_png, new_figure
+from leukemia_mtl.segment.infer import Segmenter
 from leukemia_mtl.segment.isolate import clean_mask
+from leukemia_mtl.segment.train import to_working_scale, train_unet
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +84,6 @@ class SegmentSummary:
 def _holdout_split(labels: list[str], groups: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One fold of a stratified, grouped K-fold, so held-out smears span the classes and no source
     image (or patient) is on both sides; a plain grouped split when a class has a single smear."""
-    from collections import Counter
-
     from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
     smallest = min(Counter(labels).values())
@@ -96,8 +102,6 @@ def _training_mask(dataset: Dataset, record: ImageRecord, roi_masks: dict[tuple[
         return read_mask(record.mask_path, size, max_pixels=profile.data.max_pixels), "ground truth"
     roi_path = roi_masks.get((dataset.name, record.image_id))
     if roi_path is None:
-        from leukemia_mtl.data.ingest import origin_of
-
         raise SegmentError(f"{origin_of(dataset.root)}/{record.rel_path}: no ground-truth mask and no ROI mask from the "
                            "preprocess stage")
     weak = read_mask(roi_path, size, max_pixels=profile.data.max_pixels)
@@ -114,10 +118,6 @@ def run_segment_stage(
     *,
     progress: bool = True,
 ) -> SegmentSummary:
-    from leukemia_mtl.data.ingest import DATA_DIR
-    from leukemia_mtl.segment.infer import Segmenter
-    from leukemia_mtl.segment.train import to_working_scale, train_unet
-
     cfg = profile.segment
     datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)
     manifest = read_manifest(roi_dir)
@@ -183,8 +183,6 @@ def run_segment_stage(
 def _pixel_scales(datasets: list[Dataset], roi_dir: Path) -> dict[str, dict]:
     """Per kind, the training images' pixel scale and its source, as the ROI step found them, where every dataset of
     that kind agrees."""
-    import json
-
     found = json.loads((Path(roi_dir) / "summary.json").read_text()).get("pixel_scales", {})
     by_kind: dict[str, list[dict]] = {}
     for dataset in datasets:
@@ -198,8 +196,6 @@ def _pixel_scales(datasets: list[Dataset], roi_dir: Path) -> dict[str, dict]:
 def _check_weak_labels(smears: list[tuple[Dataset, ImageRecord]], manifest: list[dict[str, str]], cfg, ingested: Path,
                        threshold_method: str) -> None:
     """Before training: a dataset whose weak labels are mostly empty would teach the U-Net that there are no cells."""
-    from leukemia_mtl.data.ingest import origin_of
-
     empty = {(row["dataset"], row["image_id"]) for row in manifest if row["boxes"] in ("", "[]")}
     by_dataset: dict[str, list[ImageRecord]] = {}
     for dataset, record in smears:
@@ -218,9 +214,6 @@ def _check_weak_labels(smears: list[tuple[Dataset, ImageRecord]], manifest: list
 def _measure_heldout(heldout, unet, roi_masks, scales, summary: SegmentSummary, profile: Profile) -> tuple[list, dict]:
     """Dice and IoU of the U-Net and the ROI on the held-out smears (into `summary`); figure examples with both
     segmentations, and per mask the cells and blasts it found against ground truth."""
-    from leukemia_mtl.masks import pooled_agreement
-    from leukemia_mtl.segment.infer import Segmenter
-
     cfg = profile.segment
     by_roi = Segmenter(unet.model, dataclasses.replace(unet.info, isolation="roi"))
     pairs: dict[str, list] = {"unet": [], "roi": [], "unet_vs_roi": []}
@@ -275,8 +268,6 @@ def choose_isolation(summary: SegmentSummary, cfg) -> tuple[str, str]:
 
 
 def _stop_if_mostly_empty(datasets: list[Dataset], summary: SegmentSummary, cfg, ingested: Path) -> None:
-    from leukemia_mtl.data.ingest import origin_of
-
     for dataset in datasets:
         empty = summary.without_cells.get(dataset.name, 0)
         if dataset.records and empty > cfg.max_empty_fraction * len(dataset.records):
@@ -289,8 +280,6 @@ def _stop_if_mostly_empty(datasets: list[Dataset], summary: SegmentSummary, cfg,
 
 def _isolate_all(datasets, segmenter, roi_masks, scales, out: Path, summary: SegmentSummary, profile: Profile,
                  progress: bool, ingested: Path) -> None:
-    from leukemia_mtl.data.ingest import user_path
-
     cfg = profile.segment
     rows: list[dict[str, object]] = []
     for dataset in datasets:
@@ -332,8 +321,6 @@ def read_crops_manifest(root: Path | str) -> list[dict[str, str]]:
 
 def _figure(examples, isolation: str) -> bytes:
     """Per held-out smear: contours (the isolating mask green, truth blue), blue channel, isolation, crops."""
-    from leukemia_mtl.report import figure_png, new_figure
-
     fig, axes = new_figure(len(examples), 4, (11, 2.5 * len(examples)))
     for row, (title, rgb, truth, result) in zip(axes, examples):
         outlined = rgb.copy()
@@ -355,8 +342,6 @@ def _figure(examples, isolation: str) -> bytes:
 
 
 def _curves(history: dict[str, list[float]]) -> bytes:
-    from leukemia_mtl.report import epoch_axis, figure_png, new_figure
-
     fig, axes = new_figure(1, 2, (10, 3.6))
     for ax, metric in zip(axes[0], ("loss", "dice_coefficient")):
         for prefix, style in (("", "-o"), ("val_", "--o")):
@@ -371,8 +356,6 @@ def _curves(history: dict[str, list[float]]) -> bytes:
 
 
 def _write_report(out: Path, figure_html: Path, summary: SegmentSummary, profile: Profile) -> None:
-    from leukemia_mtl import report
-
     cfg = profile.segment
     parts = [
         report.paragraph(

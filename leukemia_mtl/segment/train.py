@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from leukemia_mtl.config import SegmentConfig
+from leukemia_mtl.devices import devices_for_training
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ def train_unet(
     import keras
     import tensorflow as tf
 
-    from leukemia_mtl.devices import devices_for_training
     from leukemia_mtl.segment.unet import build_residual_unet, compile_unet
 
     keras.utils.set_random_seed(seed)

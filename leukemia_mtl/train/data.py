@@ -37,8 +37,10 @@ from leukemia_mtl.bundles import square  # the classifiers' input, as predict sq
 from leukemia_mtl.config import STAGE3_IMAGES, Profile
 from leukemia_mtl.data.datasets import Dataset, load_datasets
 from leukemia_mtl.data.images import read_image
+from leukemia_mtl.data.layout import DATA_DIR, origin_of
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_json, atomic_writer, sha256_file
+from leukemia_mtl.segment.stage import read_crops_manifest
 from leukemia_mtl.stain import StainTarget, fit_target, normalise_batch
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,6 @@ BLAST_CLASSES = ("normal", "blast")
 
 class TrainingDataError(LeukemiaMtlError):
     """The data cannot feed a stage: a class missing from training, nothing to evaluate on."""
-
 
 def duplicate_groups(datasets: list[Dataset]) -> dict[str, str]:
     """{group: canonical group} for groups holding byte-identical image files, so two copies of
@@ -88,8 +89,6 @@ def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
     one; duplicate files merged) and fold k of the run joins fold k of every dataset.
     """
     from sklearn.model_selection import StratifiedGroupKFold
-
-    from leukemia_mtl.data.ingest import origin_of
 
     cfg = profile.split
     alias = duplicate_groups(datasets)
@@ -294,9 +293,6 @@ def _units_of(items: list[Item]) -> list[Unit]:
 
 def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_index: int, out_dir: Path, profile: Profile) -> dict:
     """Write stage1.npz, stage2.npz, stage3.npz of one fold (training part augmented, evaluation part as is)."""
-    from leukemia_mtl.data.ingest import DATA_DIR
-    from leukemia_mtl.segment.stage import read_crops_manifest
-
     size = profile.model.input_size
     datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)
     if not 0 <= fold_index < len(split["folds"]):

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from leukemia_mtl.bundles import (META_FILE, ClassifierInfo, class_probabilities, load_classifier, model_outputs,
-                                   save_classifier)
+from leukemia_mtl import explain, report
+from leukemia_mtl.artifacts import log_metrics
+from leukemia_mtl.bundles import (  # noqa: F401 (re-exported)
+    EVALUATION_FILES,
+    EXPLANATIONS_FILE,
+    HISTORY_FILE,
+    META_FILE,
+    PREDICTIONS_FILE,
+    ClassifierInfo,
+    class_probabilities,
+    load_classifier,
+    model_outputs,
+    save_classifier,
+)
 from leukemia_mtl.config import Profile
+from leukemia_mtl.devices import devices_for_training
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from leukemia_mtl.stages import StageError, training_stage
+from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
+from leukemia_mtl.stages import StageError, display_name, task_classes, task_names, training_stage  # noqa: F401 (re-exported)
 from leukemia_mtl.train.data import StageArrays
+from leukemia_mtl.train.finetune import balanced_sample_weights, carry_over, encode_labels, fit_stage
 
 log = logging.getLogger(__name__)
-
-HISTORY_FILE = "history.json"
-PREDICTIONS_FILE = "predictions.npz"
-EXPLANATIONS_FILE = "explanations.png"  # Grad-CAM of the held-out images the model was most and least sure of
 
 
 @dataclass
@@ -66,16 +81,6 @@ class StageSummary:
         return values
 
 
-def task_classes(classes: tuple[str, ...], task: str, negative_class: str) -> tuple[str, ...]:
-    return (negative_class, "ALL") if task == "detection" else tuple(classes)
-
-
-def task_names(labels: np.ndarray, task: str, negative_class: str) -> np.ndarray:
-    """Class names of `task` (detection merges every ALL type into one class)."""
-    labels = np.asarray(labels)
-    return np.where(labels == negative_class, negative_class, "ALL") if task == "detection" else labels
-
-
 def unit_probabilities(item_probabilities: np.ndarray, item_sources: np.ndarray, units: np.ndarray, unit_labels: np.ndarray,
                        n_classes: int) -> np.ndarray:
     """(units, classes): the mean over each unit's items (a smear's cells; an image is its own unit).
@@ -102,16 +107,9 @@ def run_finetune_stage(
     figure_html: Path,
     profile: Profile,
 ) -> StageSummary:
-    import time
-
     timings = {"process_start_to_stage": _seconds_since_process_start()}
     started = time.perf_counter()
     import keras
-
-    from leukemia_mtl import explain
-    from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
-    from leukemia_mtl.devices import devices_for_training
-    from leukemia_mtl.train.finetune import balanced_sample_weights, carry_over, encode_labels, fit_stage
 
     plan = training_stage(stage, task)  # an impossible pair: one StageError before any data is read
     arrays_name, head, with_dense = plan.arrays, plan.head, plan.dense
@@ -209,9 +207,6 @@ def run_finetune_stage(
 
 def _seconds_since_process_start() -> float | None:
     """Interpreter start, KFP's executor and our imports before the stage begins (Linux /proc)."""
-    import os
-    import time
-
     try:
         ticks = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
@@ -232,8 +227,6 @@ def run_finetune_task(stage: str, task: str, backbone: str, training_data: str, 
                       model, metrics, curves, evaluation, profile: Profile) -> StageSummary:
     """The finetune components' one call: train the stage into KFP's artifacts (model, metrics,
     curves, and the small evaluation folder crossval and the report read)."""
-    from leukemia_mtl.artifacts import log_metrics
-
     summary = run_finetune_stage(stage, task, backbone, Path(training_data), Path(previous) if previous else None,
                                  Path(model.path), Path(curves.path), profile)
     model.metadata.update(summary.model_metadata())
@@ -243,13 +236,8 @@ def run_finetune_task(stage: str, task: str, backbone: str, training_data: str, 
     return summary
 
 
-EVALUATION_FILES = (META_FILE, "summary.json", HISTORY_FILE, PREDICTIONS_FILE)
-
-
 def export_evaluation(model_dir: Path, evaluation_dir: Path) -> Path:
     """The small files crossval and the report read (no weights), so they never download models."""
-    import shutil
-
     evaluation_dir = Path(evaluation_dir)
     evaluation_dir.mkdir(parents=True, exist_ok=True)
     for name in EVALUATION_FILES:
@@ -262,8 +250,6 @@ def export_evaluation(model_dir: Path, evaluation_dir: Path) -> Path:
 def _save_predictions(path: Path, scored: dict, arrays: StageArrays) -> None:
     """Per scored unit: probabilities (units, classes), class index and id, for the evaluation fold and
     (val_*) the inner validation split; the number of items (cells) behind each evaluation unit."""
-    import io
-
     (probabilities, labels, units), (val_probabilities, val_labels, val_units) = scored["eval"], scored["val"]
     items = np.array([int((arrays.sources_eval == u).sum()) for u in units.tolist()], np.int32)
     buffer = io.BytesIO()
@@ -275,9 +261,6 @@ def _save_predictions(path: Path, scored: dict, arrays: StageArrays) -> None:
 
 def _write_report(figure_html: Path, summary: StageSummary, history: dict[str, list[float]], warmup_epochs: int = 0) -> None:
     """The stage's page in the KFP UI: which stage of which fold, its metrics and its curves."""
-    from leukemia_mtl import report
-    from leukemia_mtl.stages import display_name
-
     stage = display_name(summary.stage)
     title = (f"{stage} ({summary.task}), {summary.backbone}, fold {summary.fold_id} "
              f"(repeat {summary.repeat}, fold {summary.fold})")
