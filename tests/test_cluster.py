@@ -21,8 +21,7 @@ import pipeline
 from conftest import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY
 from fake_kfp import FakeKfpServer
 from leukemia_mtl.config import PROFILES, ClusterConfig, ImageConfig
-from runners.local import code_version
-from runners.placement import CODE_VERSION_ENV, MINIO_ENV
+from runners.placement import MINIO_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 CARD_STAGES = {"ingest", "preprocess", "segment", "split", "augment", "stage 1", "stage 2", "stage 3 detection",
@@ -187,24 +186,6 @@ def test_ci_workflow_compiles_tests_and_submits_retraining():
     assert "secrets.KF_PIPELINES_TOKEN" in json.dumps(workflow)
 
 
-def test_local_runs_put_the_settings_and_code_version_in_every_task_cache_key(tmp_path):
-    """kfp.local keys its cache on a task's inputs, command and environment; the inputs name the
-    profile, not its settings, so every local task carries a version of both in its environment."""
-    from kfp import compiler
-
-    from leukemia_mtl.config import get_profile
-
-    demo = get_profile("demo")
-    assert code_version(demo) == code_version(get_profile("demo"))
-    assert code_version(demo) != code_version(get_profile("demo", {"train.epochs": 4}))
-    path = tmp_path / "local.yaml"
-    compiler.Compiler().compile(pipeline.build_pipeline(code_version="v123"), str(path))
-    spec = json_format.ParseDict(list(yaml.safe_load_all(path.read_text()))[0], pipeline_spec_pb2.PipelineSpec())
-    executors = spec.deployment_spec.fields["executors"].struct_value.fields
-    envs = {name: {e.struct_value.fields["name"].string_value: e.struct_value.fields["value"].string_value
-                   for e in executor.struct_value.fields["container"].struct_value.fields["env"].list_value.values}
-            for name, executor in executors.items()}
-    assert len(envs) >= 11 and all(env.get(CODE_VERSION_ENV) == "v123" for env in envs.values()), envs
 
 
 @pytest.mark.parametrize("host", ["http://admin:hunter2@127.0.0.1:1", "admin:hunter2@127.0.0.1:1"])

@@ -158,157 +158,18 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     assert again["release"]["metadata"]["version"] == outputs["release"]["metadata"]["version"]  # same content, same version
 
 
-def _evaluated_smear(outputs: dict, manifest: dict, task: str = "fab") -> tuple[Path, dict]:
-    """A smear held out in the released `task` model's fold, and what the evaluation predicted for it."""
-    import numpy as np
-
-    pick = manifest["selection"][task]
-    run_root = Path(outputs["crossval"]["path"]).parents[1]
-    for predictions in run_root.rglob("evaluation/predictions.npz"):
-        folder = predictions.parent
-        info = json.loads((folder / "classifier.json").read_text())
-        summary = json.loads((folder / "summary.json").read_text())
-        if (info["stage"], info["task"], summary["fold_id"]) == ({"mtl": "stage3", "ctl": "classical"}[pick["arm"]], task, pick["fold_id"]):
-            with np.load(predictions) as data:
-                source, probabilities = str(data["sources"][0]), data["probabilities"][0]
-            dataset, image_id = source.split("/")
-            image = next((Path(outputs["dataset"]["path"]) / "data" / dataset).glob(f"{image_id}.jpg"))
-            return image, dict(zip(info["classes"], probabilities.tolist()))
-    raise AssertionError("no evaluation of the released model's fold")
 
 
-def test_predict_gives_the_evaluation_paths_answer(demo_run, tmp_path):
-    import csv
-
-    from leukemia_mtl.predict import Predictor
-    out, outputs, _ = demo_run
-    release_dir = Path(outputs["release"]["path"])
-    manifest = json.loads((release_dir / "manifest.json").read_text())
-    image, evaluated = _evaluated_smear(outputs, manifest, "detection")
-    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release_dir), "--json",
-                             "--overlays", str(tmp_path / "overlays"), "--csv", str(tmp_path / "answers.csv"), str(image)],
-                            cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    payload = json.loads(result.stdout)
-    assert payload["model_version"] == manifest["version"] and "Research use only" in payload["notice"]
-    assert payload["settings"]["threshold"] == manifest["operating_point"]["threshold"] and payload["errors"] == []
-    (prediction,) = payload["predictions"]
-    assert prediction["kind"] == "smear" and prediction["model_version"] == manifest["version"]
-    assert prediction["all_probability"] == pytest.approx(evaluated["ALL"], abs=1e-4)  # the evaluation's answer
-    assert prediction["verdict"] == ("ALL" if evaluated["ALL"] >= prediction["threshold"] else "normal")
-    assert (prediction["fab"] is None) == (prediction["verdict"] != "ALL")  # the type only for a smear called ALL
-    assert Path(prediction["overlay"]).is_file() and prediction["cells"]
-    rows = list(csv.DictReader((tmp_path / "answers.csv").open()))
-    assert [(r["image"], r["status"], r["verdict"], r["model_version"]) for r in rows] == [
-        (str(image), "ok", prediction["verdict"], manifest["version"])]
-
-    image, evaluated = _evaluated_smear(outputs, manifest, "fab")
-    forced = Predictor(release_dir, threshold=1e-6).predict(image)  # every smear called ALL: its FAB answer shows
-    assert forced.verdict == "ALL" and forced.fab["probabilities"] == pytest.approx(evaluated, abs=1e-4)
-    assert forced.fab["type"] == max((c for c in evaluated if c != "normal"), key=evaluated.get)
-
-    cell = next((Path(outputs["dataset"]["path"]) / "data" / "cells").glob("*.tif"))
-    text = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release_dir), str(cell)],
-                          cwd=REPO, capture_output=True, text=True)
-    assert text.returncode == 0, text.stderr[-2000:]
-    assert "(single cell): " in text.stdout and "P(blast)" in text.stdout and "Research use only" in text.stderr
-    assert "pixel scale" in text.stdout and "the training cell images'" in text.stdout
 
 
-def test_predict_flags_a_verdict_its_cells_do_not_support_and_explains_it(demo_run, tmp_path):
-    """Whatever the cells score, one of "everything is ALL" and "nothing is" disagrees with them, and says so."""
-    import cv2
-
-    from leukemia_mtl.predict import Predictor, format_prediction
-
-    _, outputs, _ = demo_run
-    release_dir = Path(outputs["release"]["path"])
-    image = next((Path(outputs["dataset"]["path"]) / "data" / "smears").glob("*_1.jpg"))
-    low = Predictor(release_dir, threshold=1e-6).predict(image, explain_path=tmp_path / "gradcam.png")
-    high = Predictor(release_dir, threshold=1 - 1e-6).predict(image)
-    assert low.cells and (low.verdict, high.verdict) == ("ALL", "normal") and high.fab is None
-    blasts = low.cells_scored_as_blasts
-    assert blasts == sum(c["blast_probability"] >= 0.5 for c in low.cells)
-    assert (low.disagreement is None) == (blasts > 0) and (high.disagreement is None) == (blasts == 0)
-    flagged = low if blasts == 0 else high
-    assert "! disagreement: " in format_prediction(flagged.to_dict())
-    heat = cv2.imread(low.explanation)
-    assert heat.shape[1] > 2 * cv2.imread(str(image)).shape[1] * 0.9  # detection, FAB and cell-model panels side by side
 
 
-def test_predict_takes_the_pixel_scale_given_else_the_training_images(demo_run):
-    from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM
-    from leukemia_mtl.predict import PredictError, Predictor
-
-    _, outputs, _ = demo_run
-    release_dir = Path(outputs["release"]["path"])
-    image, _ = _evaluated_smear(outputs, json.loads((release_dir / "manifest.json").read_text()))
-    trained = json.loads((release_dir / "segmenter" / "segmenter.json").read_text())["pixel_scales"]["smear"]
-    default = Predictor(release_dir).predict(image)
-    assert default.pixel_scale == round(trained["scale"], 4) and "the training smear images'" in default.pixel_scale_source
-    assert trained["source"] in default.pixel_scale_source  # estimated over the demo's smears, and it says so
-    given = Predictor(release_dir, pixel_size_um=REFERENCE_PIXEL_SIZE_UM / 0.5).predict(image)  # twice the magnification
-    assert given.pixel_scale == 0.5 and given.pixel_scale_source.startswith("given")
-    with pytest.raises(PredictError, match="give micrometres per pixel"):
-        Predictor(release_dir, pixel_size_um=-1.0)
 
 
-def test_release_is_published_verified_and_predicts_from_s3(demo_run, tmp_path, s3_env):
-    from leukemia_mtl.config import get_profile
-    from leukemia_mtl.release import ReleaseError, fetch, publish, verify
-
-    _, outputs, _ = demo_run
-    release_dir = Path(outputs["release"]["path"])
-    manifest = verify(release_dir)
-    profile = get_profile("demo")
-    uri = publish(release_dir, "s3://models/leukemia", profile)
-    assert uri == f"s3://models/leukemia/{manifest['version']}"
-    assert publish(release_dir, "s3://models/leukemia", profile) == uri  # idempotent: same content, same place
-    local = fetch(uri, tmp_path / "cache")
-    assert verify(local)["version"] == manifest["version"]
-    assert publish(release_dir, str(tmp_path / "shelf"), profile) == str(tmp_path / "shelf" / manifest["version"])
-
-    image = next((Path(outputs["dataset"]["path"]) / "data" / "smears").glob("*.jpg"))
-    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", uri, "--cache", str(tmp_path / "c2"),
-                             "--overlays", str(tmp_path / "o"), str(image), str(tmp_path / "missing.jpg")],
-                            cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 1  # one image missing: reported, the other still classified
-    assert f"{image} (smear): " in result.stdout and "missing.jpg" in result.stderr and "Traceback" not in result.stderr
-
-    (local / "fab" / "classifier.keras").write_bytes(b"tampered")
-    with pytest.raises(ReleaseError, match="fab/classifier.keras: checksum differs"):
-        verify(local)
 
 
-def test_local_run_reads_changed_folder_data_not_a_stale_cache(tmp_path, synthetic_copy):
-    first = pipeline.run_local("demo", str(synthetic_copy), str(synthetic_copy), tmp_path / "run", dict(TINY), until="preprocess")
-    (synthetic_copy / "ALL_IDB1" / "Im001_1.jpg").unlink()
-    (synthetic_copy / "ALL_IDB1" / "Im001_1.xyc").unlink()
-    (synthetic_copy / "ALL_IDB1" / "masks" / "Im001_1.png").unlink()
-    labels = synthetic_copy / "ALL_IDB1" / "labels.csv"
-    labels.write_text("".join(line for line in labels.read_text().splitlines(True) if not line.startswith("Im001_1")))
-    second = pipeline.run_local("demo", str(synthetic_copy), str(synthetic_copy), tmp_path / "run", dict(TINY), until="preprocess")
-    assert json.loads((Path(second["roi"]["path"]) / "summary.json").read_text())["images"] == 13
-    assert first["roi"]["path"] != second["roi"]["path"]
 
 
-def test_local_run_from_s3(tmp_path, synthetic_root, s3_env, capfd):
-    from leukemia_mtl.data.storage import ObjectStore
-    from leukemia_mtl.errors import StorageError
-
-    store = ObjectStore.from_env()
-    store.ensure_bucket("raw")
-    store.upload_dir(synthetic_root, "s3://raw/allidb")
-    outputs = pipeline.run_local("demo", "s3://raw/allidb/ALL_IDB1", "s3://raw/allidb", tmp_path / "run", dict(TINY), until="preprocess")
-    assert outputs["dataset"]["metadata"]["source"] == "smears: s3://raw/allidb/ALL_IDB1; cells: s3://raw/allidb"
-    summary = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
-    assert sorted(summary["datasets"]) == ["cells", "smears"] and summary["datasets"]["cells"]["layout"] == "allidb2"
-    with pytest.raises(StorageError, match="NoSuchBucket") as refused:  # found while fingerprinting the inputs
-        pipeline.run_local("demo", "s3://no-such-bucket/x", "none", tmp_path / "missing", dict(TINY), until="preprocess")
-    logged = capfd.readouterr()
-    written = [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".html", ".csv", "")]
-    for text in [logged.out, logged.err, str(refused.value), *written]:  # the credentials were used, and appear nowhere
-        assert s3_env["MINIO_SECRET_KEY"] not in text and s3_env["MINIO_ACCESS_KEY"] not in text
 
 
 def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, synthetic_copy):

@@ -1,0 +1,107 @@
+"""predict (leukemia_mtl/predict.py and its CLI) on the session's tiny released model: the answer the evaluation path gave, the flags, the pixel scale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _evaluated_smear(outputs: dict, manifest: dict, task: str = "fab") -> tuple[Path, dict]:
+    """A smear held out in the released `task` model's fold, and what the evaluation predicted for it."""
+    import numpy as np
+
+    pick = manifest["selection"][task]
+    run_root = Path(outputs["crossval"]["path"]).parents[1]
+    for predictions in run_root.rglob("evaluation/predictions.npz"):
+        folder = predictions.parent
+        info = json.loads((folder / "classifier.json").read_text())
+        summary = json.loads((folder / "summary.json").read_text())
+        if (info["stage"], info["task"], summary["fold_id"]) == ({"mtl": "stage3", "ctl": "classical"}[pick["arm"]], task, pick["fold_id"]):
+            with np.load(predictions) as data:
+                source, probabilities = str(data["sources"][0]), data["probabilities"][0]
+            dataset, image_id = source.split("/")
+            image = next((Path(outputs["dataset"]["path"]) / "data" / dataset).glob(f"{image_id}.jpg"))
+            return image, dict(zip(info["classes"], probabilities.tolist()))
+    raise AssertionError("no evaluation of the released model's fold")
+
+
+def test_predict_gives_the_evaluation_paths_answer(demo_run, tmp_path):
+    import csv
+
+    from leukemia_mtl.predict import Predictor
+    out, outputs, _ = demo_run
+    release_dir = Path(outputs["release"]["path"])
+    manifest = json.loads((release_dir / "manifest.json").read_text())
+    image, evaluated = _evaluated_smear(outputs, manifest, "detection")
+    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release_dir), "--json",
+                             "--overlays", str(tmp_path / "overlays"), "--csv", str(tmp_path / "answers.csv"), str(image)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(result.stdout)
+    assert payload["model_version"] == manifest["version"] and "Research use only" in payload["notice"]
+    assert payload["settings"]["threshold"] == manifest["operating_point"]["threshold"] and payload["errors"] == []
+    (prediction,) = payload["predictions"]
+    assert prediction["kind"] == "smear" and prediction["model_version"] == manifest["version"]
+    assert prediction["all_probability"] == pytest.approx(evaluated["ALL"], abs=1e-4)  # the evaluation's answer
+    assert prediction["verdict"] == ("ALL" if evaluated["ALL"] >= prediction["threshold"] else "normal")
+    assert (prediction["fab"] is None) == (prediction["verdict"] != "ALL")  # the type only for a smear called ALL
+    assert Path(prediction["overlay"]).is_file() and prediction["cells"]
+    rows = list(csv.DictReader((tmp_path / "answers.csv").open()))
+    assert [(r["image"], r["status"], r["verdict"], r["model_version"]) for r in rows] == [
+        (str(image), "ok", prediction["verdict"], manifest["version"])]
+
+    image, evaluated = _evaluated_smear(outputs, manifest, "fab")
+    forced = Predictor(release_dir, threshold=1e-6).predict(image)  # every smear called ALL: its FAB answer shows
+    assert forced.verdict == "ALL" and forced.fab["probabilities"] == pytest.approx(evaluated, abs=1e-4)
+    assert forced.fab["type"] == max((c for c in evaluated if c != "normal"), key=evaluated.get)
+
+    cell = next((Path(outputs["dataset"]["path"]) / "data" / "cells").glob("*.tif"))
+    text = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release_dir), str(cell)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert "(single cell): " in text.stdout and "P(blast)" in text.stdout and "Research use only" in text.stderr
+    assert "pixel scale" in text.stdout and "the training cell images'" in text.stdout
+
+
+def test_predict_flags_a_verdict_its_cells_do_not_support_and_explains_it(demo_run, tmp_path):
+    """Whatever the cells score, one of "everything is ALL" and "nothing is" disagrees with them, and says so."""
+    import cv2
+
+    from leukemia_mtl.predict import Predictor, format_prediction
+
+    _, outputs, _ = demo_run
+    release_dir = Path(outputs["release"]["path"])
+    image = next((Path(outputs["dataset"]["path"]) / "data" / "smears").glob("*_1.jpg"))
+    low = Predictor(release_dir, threshold=1e-6).predict(image, explain_path=tmp_path / "gradcam.png")
+    high = Predictor(release_dir, threshold=1 - 1e-6).predict(image)
+    assert low.cells and (low.verdict, high.verdict) == ("ALL", "normal") and high.fab is None
+    blasts = low.cells_scored_as_blasts
+    assert blasts == sum(c["blast_probability"] >= 0.5 for c in low.cells)
+    assert (low.disagreement is None) == (blasts > 0) and (high.disagreement is None) == (blasts == 0)
+    flagged = low if blasts == 0 else high
+    assert "! disagreement: " in format_prediction(flagged.to_dict())
+    heat = cv2.imread(low.explanation)
+    assert heat.shape[1] > 2 * cv2.imread(str(image)).shape[1] * 0.9  # detection, FAB and cell-model panels side by side
+
+
+def test_predict_takes_the_pixel_scale_given_else_the_training_images(demo_run):
+    from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM
+    from leukemia_mtl.predict import PredictError, Predictor
+
+    _, outputs, _ = demo_run
+    release_dir = Path(outputs["release"]["path"])
+    image, _ = _evaluated_smear(outputs, json.loads((release_dir / "manifest.json").read_text()))
+    trained = json.loads((release_dir / "segmenter" / "segmenter.json").read_text())["pixel_scales"]["smear"]
+    default = Predictor(release_dir).predict(image)
+    assert default.pixel_scale == round(trained["scale"], 4) and "the training smear images'" in default.pixel_scale_source
+    assert trained["source"] in default.pixel_scale_source  # estimated over the demo's smears, and it says so
+    given = Predictor(release_dir, pixel_size_um=REFERENCE_PIXEL_SIZE_UM / 0.5).predict(image)  # twice the magnification
+    assert given.pixel_scale == 0.5 and given.pixel_scale_source.startswith("given")
+    with pytest.raises(PredictError, match="give micrometres per pixel"):
+        Predictor(release_dir, pixel_size_um=-1.0)
