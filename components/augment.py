@@ -18,20 +18,9 @@ def augment(
     metrics: Output[Metrics],
 ):
     """stage1/2/3 arrays of one fold: flips, rotation 0-180, shift, scale on training images; evaluation as is."""
-    import json
-    from pathlib import Path
-
-    from leukemia_mtl.artifacts import log_metrics
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.train.data import prepare_training_data
+    from leukemia_mtl.train.data import run_augment_task
 
     with exit_on_user_error():
-        settings = get_profile(profile, json.loads(overrides or "{}"))
-        summary = prepare_training_data(Path(dataset.path), Path(cells.path), json.loads(Path(split.path).read_text()),
-                                        fold, Path(training_data.path), settings)
-        training_data.metadata.update({"fold": summary["fold_id"], "input_size": summary["input_size"], "stage1_source": summary["stage1_source"]})
-        values = {}
-        for stage, info in summary["stages"].items():
-            values.update({f"{stage}_train": info["train"], f"{stage}_augmented": info["augmented"], f"{stage}_eval": info["eval"]})
-        log_metrics(metrics, values)
+        run_augment_task(dataset, cells, split, fold, training_data, metrics, task_settings(profile, overrides))

@@ -18,18 +18,9 @@ def segment(
     figure: Output[HTML],
 ):
     """Train the U-Net, score it against the ROI on held-out smears, isolate and crop every cell."""
-    import json
-    from pathlib import Path
-
-    from leukemia_mtl.artifacts import log_metrics
-    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
-    from leukemia_mtl.segment.stage import run_segment_stage
+    from leukemia_mtl.segment.stage import run_segment_task
 
     with exit_on_user_error():
-        settings = get_profile(profile, json.loads(overrides or "{}"))
-        summary = run_segment_stage(Path(dataset.path), Path(roi.path), Path(model.path), Path(cells.path), Path(figure.path), settings)
-        model.metadata.update({"framework": "keras", "mask_source": summary.mask_source, "patch_size": settings.segment.patch_size,
-                               "isolation": summary.isolation, "isolation_reason": summary.isolation_reason})
-        cells.metadata.update({"crops": summary.crops})
-        log_metrics(metrics, summary.metrics())
+        run_segment_task(dataset, roi, model, cells, metrics, figure, task_settings(profile, overrides))

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from leukemia_mtl import report
+from leukemia_mtl.artifacts import log_metrics
 from leukemia_mtl.bundles import SegmenterInfo
 from leukemia_mtl.config import Profile
 from leukemia_mtl.data.datasets import Dataset, ImageRecord, load_datasets
@@ -391,3 +392,14 @@ def _write_report(out: Path, figure_html: Path, summary: SegmentSummary, profile
     if figure.is_file():
         parts.append(report.png_img(figure.read_bytes(), "held-out smears: contours, blue channel, isolation, crops"))
     atomic_write_text(figure_html, report.page("segment: white cells and isolated lymphoblasts", *parts))
+
+
+def run_segment_task(dataset, roi, model, cells, metrics, figure, profile: Profile) -> SegmentSummary:
+    """The segment component's one call: the U-Net into KFP's model artifact, the crops into its cells
+    artifact, the scores and the figure page."""
+    summary = run_segment_stage(Path(dataset.path), Path(roi.path), Path(model.path), Path(cells.path), Path(figure.path), profile)
+    model.metadata.update({"framework": "keras", "mask_source": summary.mask_source, "patch_size": profile.segment.patch_size,
+                           "isolation": summary.isolation, "isolation_reason": summary.isolation_reason})
+    cells.metadata.update({"crops": summary.crops})
+    log_metrics(metrics, summary.metrics())
+    return summary

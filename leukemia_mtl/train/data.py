@@ -23,6 +23,7 @@ and every image of the stage is mapped onto it before augmentation (leukemia_mtl
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import warnings
 from collections import Counter
@@ -32,6 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from leukemia_mtl.artifacts import log_metrics
 from leukemia_mtl.augment import Item, assert_no_leakage, augment_to_balance
 from leukemia_mtl.bundles import square  # the classifiers' input, as predict squares it
 from leukemia_mtl.config import STAGE3_IMAGES, Profile
@@ -365,4 +367,27 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
                                                    stage, fold["id"])
         arrays.save(Path(out_dir) / f"{stage}.npz")
     atomic_write_json(Path(out_dir) / "summary.json", summary)
+    return summary
+
+
+def run_split_task(dataset, split, backbones: list[str], profile: Profile) -> list[dict]:
+    """The split component's one call: every fold into KFP's split artifact; returns the (fold, backbone)
+    pairs the training loop fans out over."""
+    result = make_folds(load_datasets(Path(dataset.path) / DATA_DIR, profile.data, check=False), profile)
+    atomic_write_json(Path(split.path), result)
+    split.metadata.update({"folds": len(result["folds"]), "repeats": result["repeats"],
+                           "merged_duplicate_groups": len(result["group_alias"])})
+    return fold_runs(result, list(backbones))
+
+
+def run_augment_task(dataset, cells, split, fold: int, training_data, metrics, profile: Profile) -> dict:
+    """The augment component's one call: one fold's stage 1/2/3 arrays into KFP's artifact, with their counts."""
+    summary = prepare_training_data(Path(dataset.path), Path(cells.path), json.loads(Path(split.path).read_text()), fold,
+                                    Path(training_data.path), profile)
+    training_data.metadata.update({"fold": summary["fold_id"], "input_size": summary["input_size"],
+                                   "stage1_source": summary["stage1_source"]})
+    values = {}
+    for stage, info in summary["stages"].items():
+        values.update({f"{stage}_train": info["train"], f"{stage}_augmented": info["augmented"], f"{stage}_eval": info["eval"]})
+    log_metrics(metrics, values)
     return summary
