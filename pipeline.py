@@ -36,7 +36,8 @@ from components.split import split
 from components.ttest import ttest
 from leukemia_mtl.config import Profile, get_profile, negative_class_overrides, parse_overrides, pixel_size_overrides
 from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
-from leukemia_mtl.stages import TRAINING_STAGES, StageError, TrainingStage, check_plan, released_stages, scored_stages
+from leukemia_mtl.stages import (TRAINING_STAGES, StageError, TrainingStage, check_plan, released_stages, scored_stages,
+                                 training_stage)
 from runners import local as local_runner
 from runners import submit as submitter
 from runners.placement import cluster_placement, local_placement
@@ -59,12 +60,24 @@ OUTPUTS = {
 
 
 def _check_fan_in(plan: tuple[TrainingStage, ...]) -> None:
-    """Every stage the plan scores, releases or reports has its input on the component that collects it."""
+    """The plan fits the components: the stage runner trains each stage as the plan says (it looks a stage up
+    by its kind and task), and every stage a component collects is in the plan, and the other way round."""
+    for stage in plan:
+        trained = training_stage(stage.kind, stage.task)
+        if (stage.head, stage.arrays, stage.dense) != (trained.head, trained.arrays, trained.dense):
+            raise StageError(f"training stage {stage.key!r}: the stage runner trains {stage.kind} {stage.task} with a "
+                             f"{trained.head} head on {trained.arrays} arrays, dense layers {trained.dense}; the plan says "
+                             f"{stage.head}, {stage.arrays}, {stage.dense}")
+    known = {s.key for s in TRAINING_STAGES} | {s.key for s in plan}
     wanted = {crossval: scored_stages(plan), release: released_stages(plan), report: plan}
     for component, stages in wanted.items():
         missing = [s.key for s in stages if s.key not in component.component_spec.inputs]
         if missing:
             raise StageError(f"the {component.name} component has no input for the training stage(s) {missing}")
+        unfed = sorted(name for name in component.component_spec.inputs if name in known and name not in {s.key for s in stages})
+        if unfed:
+            raise StageError(f"the {component.name} component takes the training stage(s) {unfed}, which the plan does not "
+                             "train (or score)")
 
 
 def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", cache_ingest: bool = False,
@@ -191,7 +204,7 @@ def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides
               until: str = "report") -> dict:
     """This DAG run here (runners/local.py); returns {output: {path, metadata}}."""
     settings = get_profile(profile, overrides)  # once: a bad profile fails here, not inside a task
-    return local_runner.run_local(build_pipeline, settings, overrides, smears, cells, output_dir, cache, until)
+    return local_runner.run_local(build_pipeline, profile, settings, overrides, smears, cells, output_dir, cache, until)
 
 
 def submit(host: str | None, profile: str, compile_overrides: dict, params: dict, experiment: str,

@@ -30,14 +30,15 @@ from leukemia_mtl.data.images import read_image
 from leukemia_mtl.data.layout import DATA_DIR
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json
-from leukemia_mtl.stages import task_classes, task_names
+from leukemia_mtl.stages import SCORED_TASKS, task_classes, task_names
 
 BASELINE_BACKBONES = {"colour": "colour histogram", "majority": "majority class"}
-TASKS = ("detection", "fab")
+TASKS = SCORED_TASKS
 
 
 class BaselineError(LeukemiaMtlError):
     """A baseline that cannot be fitted: no smear to learn from or to score."""
+
 
 def colour_histogram(rgb: np.ndarray, bins: int) -> np.ndarray:
     """The share of the image's pixels in each of bins**3 RGB cells."""

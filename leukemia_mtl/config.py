@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from leukemia_mtl import __version__
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.models.catalog import BACKBONES
+from leukemia_mtl.stages import SCORED_TASKS
 
 FAB_CLASSES: tuple[str, ...] = ("normal", "L1", "L2", "L3")
 
@@ -28,7 +29,7 @@ REFERENCE_PIXEL_SIZE_UM = 0.09
 # nucleus area of its images against this one (px at REFERENCE_WIDTH; measured on the generator's ALL-IDB2-style
 # crops with the fixed threshold). BENCHMARKS.md has the estimate's error.
 REFERENCE_NUCLEUS_AREA = 5600.0
-TASKS: tuple[str, ...] = ("detection", "fab")  # what stage 3 and the classical arm are scored on
+TASKS: tuple[str, ...] = SCORED_TASKS  # what stage 3 and the classical arm are scored on
 # cross-validated metrics (leukemia_mtl.evaluate), and those also measured on the inner validation split
 CV_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
                                "precision_weighted", "recall_weighted", "f1_weighted", "auc_macro", "auc_micro")

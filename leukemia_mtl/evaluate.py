@@ -44,6 +44,7 @@ SUMMARY_METRICS = CV_METRICS
 class EvaluationError(LeukemiaMtlError):
     """Predictions that cannot be scored: a broken model folder, mismatched folds or classes."""
 
+
 @dataclass
 class FoldPredictions:
     """One trained model's predictions on its fold's held-out images."""

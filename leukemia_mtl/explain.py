@@ -29,6 +29,7 @@ HEAD_LAYERS = ("gap", "dropout_dense", "dense", "dropout_head", "head")
 class ExplainError(LeukemiaMtlError):
     """A model Grad-CAM cannot explain (no convolutional feature map, not one of ours)."""
 
+
 def feature_layer(backbone, min_side: int):
     """The layer whose output the heat map is made of (see the module docstring)."""
     candidates = []  # (side, position, channels, layer) of every 4-D output

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from leukemia_mtl.config import Profile
 from leukemia_mtl.evaluate import describe_threshold
-from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS, FOLDS as PAPER_FOLDS, INPUT_SIZE as PAPER_INPUT_SIZE
+from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS
+from leukemia_mtl.paper import FOLDS as PAPER_FOLDS
+from leukemia_mtl.paper import INPUT_SIZE as PAPER_INPUT_SIZE
 from leukemia_mtl.results import CrossvalResult
+from leukemia_mtl.stages import SCORED_TASKS
 
 RESEARCH_USE = ("Research use only. Not a medical device and not validated for diagnosis: every answer is a suggestion "
                 "for a qualified haematologist, who makes the call from the smear itself.")
@@ -93,7 +96,7 @@ def build_model_card(*, version: str | None, profile: Profile, crossval: Crossva
     crossval = CrossvalResult.of(crossval)
     data = _data(data_summary)
     performance = {task: _performance(crossval, task, selection[task], profile.evaluate.confidence)
-                   for task in ("detection", "fab") if task in selection and task in crossval.task_names}
+                   for task in SCORED_TASKS if task in selection and task in crossval.task_names}
     detection = performance.get("detection", {})
     return {
         "version": version,

@@ -57,6 +57,7 @@ BLAST_COLOUR, OTHER_COLOUR = (230, 40, 40), (40, 200, 60)  # RGB: outlines of ce
 class PredictError(LeukemiaMtlError):
     """An image that cannot be classified (no white cell in it, wrong kind)."""
 
+
 def _config(cls, values: dict):
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})

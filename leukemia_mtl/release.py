@@ -34,7 +34,7 @@ from leukemia_mtl.errors import LeukemiaMtlError, StorageError
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, sha256_file
 from leukemia_mtl.model_card import build_model_card, card_markdown
 from leukemia_mtl.results import CrossvalResult
-from leukemia_mtl.stages import KIND_OF_ARM
+from leukemia_mtl.stages import CELL_SCORER, CELL_SCORER_ARM, KIND_OF_ARM, SCORED_TASKS, by_key
 
 MANIFEST = "manifest.json"
 MODEL_CARD = "MODEL_CARD.md"
@@ -44,6 +44,7 @@ BUNDLE_FILES = (SEGMENTER_MODEL_FILE, SEGMENTER_META_FILE, MODEL_FILE, META_FILE
 
 class ReleaseError(LeukemiaMtlError):
     """A release that cannot be built, published or trusted."""
+
 
 def select(crossval: CrossvalResult | dict, metric: str) -> dict:
     """Per task: the (backbone, arm) with the highest mean `metric` on the folds' inner validation
@@ -120,17 +121,17 @@ def build_release(crossval: CrossvalResult | dict, model_dirs: list[Path | str],
     selection = select(crossval, profile.evaluate.release_metric)
     verdict = {**gate(crossval, selection, profile.evaluate.release_metric), "action": profile.evaluate.release_gate}
     sources = {"segmenter": Path(segmenter_dir)}
-    for task in ("detection", "fab"):
+    for task in SCORED_TASKS:
         if task not in selection:
             raise ReleaseError(f"cross-validation has no {task} results to release")
         pick = selection[task]
         sources[task] = _find(model_dirs, KIND_OF_ARM[pick["arm"]], task, pick["backbone"], pick["fold_id"])
     # the cell scorer: the stage-2 model trained with the released FAB model's backbone and fold
-    fab = selection["fab"]
-    sources["cells"] = _find(model_dirs, "stage2", "blast", fab["backbone"], fab["fold_id"])
-    selection["cells"] = {"backbone": fab["backbone"], "arm": "mtl", "fold_id": fab["fold_id"], "stage": "stage2"}
+    fab, scorer = selection["fab"], by_key(CELL_SCORER)
+    sources["cells"] = _find(model_dirs, scorer.kind, scorer.task, fab["backbone"], fab["fold_id"])
+    selection["cells"] = {"backbone": fab["backbone"], "arm": CELL_SCORER_ARM, "fold_id": fab["fold_id"], "stage": scorer.kind}
 
-    imagenet = all(describe_classifier(sources[role]).imagenet for role in ("detection", "fab"))
+    imagenet = all(describe_classifier(sources[role]).imagenet for role in SCORED_TASKS)
     detection_point = crossval.arm("detection", selection["detection"]["backbone"], selection["detection"]["arm"]).operating_point
     operating = {k: detection_point.get(k) for k in ("threshold", "target_sensitivity", "threshold_chosen_on")}
 

@@ -57,6 +57,8 @@ TRAINING_STAGES: tuple[TrainingStage, ...] = (
 ARMS = {s.kind: s.arm for s in TRAINING_STAGES if s.arm}  # stage kind -> arm: {"stage3": "mtl", "classical": "ctl"}
 KIND_OF_ARM = {arm: kind for kind, arm in ARMS.items()}
 CELL_SCORER = "stage2"  # the stage whose model predict scores single cells with (released beside stage 3)
+CELL_SCORER_ARM = next(s.arm for s in TRAINING_STAGES if s.starts_from == CELL_SCORER and s.arm)  # its cells feed mtl
+SCORED_TASKS = tuple(dict.fromkeys(s.task for s in TRAINING_STAGES if s.arm))  # ("detection", "fab"): on smears
 
 
 def scored_stages(plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[TrainingStage, ...]:

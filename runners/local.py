@@ -15,7 +15,7 @@ from leukemia_mtl.io_utils import atomic_write_text, exclusive_folder, sha256_fi
 from runners.summary import STABLE_COPIES
 
 REPO = Path(__file__).resolve().parent.parent
-CODE_PACKAGES = ("leukemia_mtl", "components", "runners")  # the source a task's result depends on
+CODE_PACKAGES = ("leukemia_mtl", "components")  # the source a task's result depends on (runners/ runs none of them)
 
 
 def code_version(settings: Profile) -> str:
@@ -27,12 +27,12 @@ def code_version(settings: Profile) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_local(build_pipeline: Callable, settings: Profile, overrides: dict, smears: str, cells: str,
+def run_local(build_pipeline: Callable, profile: str, settings: Profile, overrides: dict, smears: str, cells: str,
               output_dir: Path, cache: bool = True, until: str = "report") -> dict:
     """Run the DAG `build_pipeline(settings, ...)` builds (to `until`); returns {output: {path, metadata}}.
 
-    `settings` is resolved once, by the caller, from the profile and `overrides`; the same
-    overrides go to every task as the `overrides` parameter, which resolves them in its own process.
+    `settings` is resolved once, by the caller, from `profile` and `overrides`; the same profile
+    name and overrides go to every task as its parameters, which it resolves in its own process.
     """
     from kfp import local
 
@@ -50,7 +50,8 @@ def run_local(build_pipeline: Callable, settings: Profile, overrides: dict, smea
         warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
         run = build_pipeline(settings, run_overrides=overrides, cache_ingest=cache, until=until,
                              code_version=code_version(settings))(
-            smears=smears, cells=cells, data_version=version,
+            smears=smears, cells=cells, profile=profile, overrides=json.dumps(overrides, sort_keys=True), data_version=version,
+            backbones=list(settings.model.backbones),
         )
         # cached tasks keep their first run's folders, so paths come from the run's outputs
         outputs = {name: {"path": artifact.path, "metadata": artifact.metadata} for name, artifact in run.outputs.items()}

@@ -186,8 +186,6 @@ def test_ci_workflow_compiles_tests_and_submits_retraining():
     assert "secrets.KF_PIPELINES_TOKEN" in json.dumps(workflow)
 
 
-
-
 @pytest.mark.parametrize("host", ["http://admin:hunter2@127.0.0.1:1", "admin:hunter2@127.0.0.1:1"])
 def test_a_host_with_credentials_is_refused_without_echoing_them(host, capsys):
     code = pipeline.main(["--submit", "--host", host])

@@ -257,8 +257,6 @@ def test_the_colour_baseline_finds_a_planted_colour_shortcut_and_the_majority_ba
         assert sorted(p.sources.tolist()) == sorted(f"{g.split('/')[0]}/{g.split('/')[1]}" for g in fold["eval_groups"])
 
 
-
-
 def test_a_perfect_separation_gets_no_pretend_interval_for_its_auc():
     from leukemia_mtl.evaluate import operating_point
 
@@ -301,8 +299,6 @@ def test_the_operating_point_is_chosen_on_inner_validation_and_scored_on_the_eva
     unvalidated = cross_validate([fold(0, False), fold(1, False)])["detection"]["Xception"]["mtl"]["operating_point"]
     assert "optimistic" in unvalidated["threshold_chosen_on"] and unvalidated["sensitivity"]["value"] >= 0.95
     assert screening_threshold(np.zeros(5), np.linspace(0, 1, 5), 0.95) is None  # no positives: no threshold
-
-
 
 
 def test_a_threshold_is_described_as_it_was_chosen():

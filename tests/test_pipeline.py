@@ -158,20 +158,6 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     assert again["release"]["metadata"]["version"] == outputs["release"]["metadata"]["version"]  # same content, same version
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, synthetic_copy):
     ok = subprocess.run(
         [sys.executable, "pipeline.py", "--run-local", "--until", "segment", "--output-dir", str(tmp_path / "ok"), *TINY_CLI_SETS],

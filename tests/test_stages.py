@@ -96,3 +96,12 @@ def test_settings_given_to_a_local_run_reach_the_dag_itself():
     loop = next(t for name, t in spec.root.dag.tasks.items() if name.startswith("for-loop"))
     assert loop.iterator_policy.parallelism_limit == 1
     assert spec.root.input_definitions.parameters["overrides"].default_value.string_value == '{"train.parallel_runs": 1}'
+
+
+def test_a_plan_the_stage_runner_would_train_otherwise_or_a_component_would_miss_is_refused():
+    with pytest.raises(StageError, match="the stage runner trains stage2 blast with a sigmoid head"):
+        pipeline.build_pipeline(plan=_replaced("stage2", head="softmax"))
+    without = tuple(s for s in TRAINING_STAGES if s.key != "classical_fab")
+    check_plan(without)  # a plan of its own may leave an arm out ...
+    with pytest.raises(StageError, match=r"the crossval component takes the training stage\(s\) \['classical_fab'\]"):
+        pipeline.build_pipeline(plan=without)  # ... but not while crossval's inputs still ask for it

@@ -54,6 +54,7 @@ BLAST_CLASSES = ("normal", "blast")
 class TrainingDataError(LeukemiaMtlError):
     """The data cannot feed a stage: a class missing from training, nothing to evaluate on."""
 
+
 def duplicate_groups(datasets: list[Dataset]) -> dict[str, str]:
     """{group: canonical group} for groups holding byte-identical image files, so two copies of
     one image (renamed, or in two datasets) always land on the same side of every split."""
