@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
@@ -324,3 +325,45 @@ def test_report_component_writes_the_page_and_the_runs_summary(demo_run, tmp_pat
     result = _read(summary.path)
     assert result["folds"] == _read(outputs["crossval"]["path"])["folds"] and summary.metadata["schema"] == result["schema"]
     assert result == _read(out / "summary.json")  # the run's summary, number for number
+
+
+def test_baseline_component_scores_the_runs_folds_as_the_run_did(demo_run, tmp_path):
+    """The run's dataset and split in; both baselines on every fold out, the same predictions as the run's task."""
+    from components.baseline import baseline
+
+    _, outputs, _ = demo_run
+    root = _run_root(outputs)
+    predictions = _artifact(Artifact, tmp_path, "predictions")
+    baseline.python_func(dataset=Dataset(name="dataset", uri=outputs["dataset"]["path"]),
+                         split=Artifact(name="split", uri=outputs["split"]["path"]), profile="demo",
+                         overrides=json.dumps(TINY), predictions=predictions)
+
+    theirs = root / "baseline" / "predictions"
+    assert predictions.metadata == {"arms": ["colour", "majority"], "folds": 2}
+    assert sorted(p.name for p in Path(predictions.path).iterdir()) == sorted(p.name for p in theirs.iterdir())
+    for folder in sorted(theirs.glob("*_r0f*")):
+        with np.load(Path(predictions.path) / folder.name / "predictions.npz") as ours, np.load(folder / "predictions.npz") as run:
+            for field in ("probabilities", "labels", "sources"):
+                assert np.array_equal(ours[field], run[field]), (folder.name, field)
+
+
+def test_finetune_from_previous_component_continues_the_runs_stage_1(demo_run, tmp_path):
+    """Stage 2 from the run's stage-1 model of one fold: the backbone carried over, a new sigmoid head, the
+    evaluation folder crossval reads."""
+    from components.finetune import finetune_from_previous
+
+    _, outputs, _ = demo_run
+    stage1 = _trained(outputs)["stage1"][0]
+    iteration = stage1["model"].parent.parent
+    model, metrics, curves, evaluation = (_artifact(k, tmp_path, n) for k, n in
+                                          ((Model, "model"), (Metrics, "m"), (HTML, "curves"), (Artifact, "evaluation")))
+    finetune_from_previous.python_func(
+        training_data=Dataset(name="training_data", uri=str(iteration / "augment" / "training_data")),
+        previous=Model(name="model", uri=str(stage1["model"])), backbone="Xception", stage="stage2", task="blast",
+        profile="demo", overrides=json.dumps(TINY), model=model, metrics=metrics, curves=curves, evaluation=evaluation)
+
+    summary = _read(Path(evaluation.path) / "summary.json")
+    assert summary["stage"] == "stage2" and summary["weights"].startswith("stage1 (") and summary["carried_over"]
+    assert summary["fold_id"] == _read(stage1["evaluation"] / "summary.json")["fold_id"]
+    assert _read(Path(model.path) / "classifier.json")["head"] == "sigmoid" and model.metadata["stage"] == "stage2"
+    assert metrics.metadata["train_images"] > 0 and "stage 2 (blast)" in Path(curves.path).read_text()
