@@ -28,6 +28,14 @@ def _scores(arm: ArmResult) -> dict:
     return arm.scores
 
 
+
+def _read_json(path: Path | str, what: str) -> Any:
+    """A results file's JSON, or one ResultsError naming the file (never a JSON traceback)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path}: not {what} ({type(exc).__name__}: {exc})") from None
+
 @dataclass(frozen=True)
 class ArmResult:
     """One arm's cross-validated scores on one task and backbone (for a baseline: BASELINE_MODEL).
@@ -166,11 +174,7 @@ class CrossvalResult:
 
     @classmethod
     def load(cls, path: Path | str) -> CrossvalResult:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ResultsError(f"{path}: not a cross-validation results file ({type(exc).__name__}: {exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(_read_json(path, "a cross-validation results file"))
 
     def to_dict(self) -> dict:
         """The crossval JSON (the schema above), as run_crossval writes it."""
@@ -327,11 +331,7 @@ class RunSummary:
 
     @classmethod
     def load(cls, path: Path | str) -> RunSummary:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ResultsError(f"{path}: not a run summary ({type(exc).__name__}: {exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(_read_json(path, "a run summary"))
 
     def to_dict(self) -> dict:
         return {"schema": self.schema, "profile": self.profile, "folds": self.folds, "backbones": self.backbones,
