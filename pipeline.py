@@ -71,10 +71,11 @@ def _check_fan_in(plan: tuple[TrainingStage, ...]) -> None:
     known = {s.key for s in TRAINING_STAGES} | {s.key for s in plan}
     wanted = {crossval: scored_stages(plan), release: released_stages(plan), report: plan}
     for component, stages in wanted.items():
-        missing = [s.key for s in stages if s.key not in component.component_spec.inputs]
+        keys, inputs = [s.key for s in stages], component.component_spec.inputs
+        missing = [key for key in keys if key not in inputs]
         if missing:
             raise StageError(f"the {component.name} component has no input for the training stage(s) {missing}")
-        unfed = sorted(name for name in component.component_spec.inputs if name in known and name not in {s.key for s in stages})
+        unfed = sorted(name for name in inputs if name in known and name not in keys)
         if unfed:
             raise StageError(f"the {component.name} component takes the training stage(s) {unfed}, which the plan does not "
                              "train (or score)")

@@ -104,21 +104,21 @@ def save_bundle(model: Any, directory: Path | str, kind: BundleKind, meta: dict)
     return directory
 
 
+def _require(path: Path, kind: BundleKind) -> Path:
+    if not path.is_file():
+        raise kind.error(f"{path}: missing; a {kind.name} bundle holds {kind.model_file} and {kind.meta_file}")
+    return path
+
+
 def bundle_paths(directory: Path | str, kind: BundleKind) -> tuple[Path, Path]:
     """(model file, description); one error naming the first of them that is missing."""
     directory = Path(directory)
-    paths = directory / kind.model_file, directory / kind.meta_file
-    for path in paths:
-        if not path.is_file():
-            raise kind.error(f"{path}: missing; a {kind.name} bundle holds {kind.model_file} and {kind.meta_file}")
-    return paths
+    return _require(directory / kind.model_file, kind), _require(directory / kind.meta_file, kind)
 
 
 def read_description(meta_path: Path | str, kind: BundleKind) -> Any:
     """The description as its dataclass, checked; one error naming the file if it is not one."""
-    meta_path = Path(meta_path)
-    if not meta_path.is_file():
-        raise kind.error(f"{meta_path}: missing; a {kind.name} bundle holds {kind.model_file} and {kind.meta_file}")
+    meta_path = _require(Path(meta_path), kind)
     try:
         info = kind.info(**json.loads(meta_path.read_text()))
     except (ValueError, TypeError) as exc:  # not JSON, not an object, or fields this code does not know
@@ -233,7 +233,7 @@ def square(image: np.ndarray, size: int) -> np.ndarray:
 def model_outputs(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     """The model called batch by batch, in inference mode. Keras' advice for inputs this small
     (one fold's evaluation images, one image to predict): `model.predict` first builds a graph,
-    about a second per task on 2 cores, for a few batches."""
+    which for a few batches costs more than the calls themselves."""
     batches = [np.asarray(model(images[start:start + batch_size].astype(np.float32), training=False))
                for start in range(0, len(images), batch_size)]
     return np.concatenate(batches) if batches else np.zeros((0, *model.output_shape[1:]), np.float32)

@@ -10,7 +10,7 @@ loads, or one a test builds.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -334,10 +334,7 @@ class RunSummary:
         return cls.from_dict(_read_json(path, "a run summary"))
 
     def to_dict(self) -> dict:
-        return {"schema": self.schema, "profile": self.profile, "folds": self.folds, "backbones": self.backbones,
-                "imagenet": self.imagenet, "limitations": self.limitations, "methods": self.methods, "tasks": self.tasks,
-                "baselines": self.baselines, "ttest": self.ttest, "headline": self.headline,
-                "expectations": self.expectations, "release": self.release}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @property
     def task_names(self) -> list[str]:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
 from runners.summary import describe_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ def snapshot(run_dir: Path, target: Path = SNAPSHOT) -> Path:
                 relative[name] = {"path": name if inside else copy.as_posix()}  # the artifact: a folder or the file
             else:
                 relative[name] = {"path": Path(os.path.relpath(source, run_dir)).as_posix()}
-        (staging / "outputs.json").write_text(json.dumps(relative, indent=2, sort_keys=True) + "\n")
+        atomic_write_json(staging / "outputs.json", relative)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -113,7 +114,7 @@ def rewrite(readme: Path, block: str) -> bool:
     start, end = _marked(text, str(readme))
     updated = text[:start] + block + text[end:]
     if updated != text:
-        readme.write_text(updated, encoding="utf-8")
+        atomic_write_text(readme, updated)
     return updated != text
 
 
