@@ -19,8 +19,14 @@ PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || tr
 
 IMAGE_REGISTRY ?= ghcr.io/leukemia-mtl
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# FROM of both images; where no registry can give it, `make images` builds LOCAL_BASE from Debian's
+# packages instead (docker/base-image.sh, debootstrap) and says so.
+BASE_IMAGE ?= python:3.11.7-slim-bookworm
+LOCAL_BASE := leukemia-mtl-base:bookworm
+# the classic builder: Debian's docker.io has no buildx plugin; --network host reaches PyPI as the host does
+DOCKER_BUILD := DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile
 
-.PHONY: help venv demo readme test bench compile images lock clean
+.PHONY: help venv demo readme test bench compile images image-cpu image-gpu base-image push manifests lock clean
 
 help:
 	@echo "make demo     create .venv and run the whole pipeline locally (kfp.local) on generated data"
@@ -28,7 +34,10 @@ help:
 	@echo "make test     create .venv and run the test suite"
 	@echo "make bench    run the benchmarks in bench/ (figures go to BENCHMARKS.md)"
 	@echo "make compile  write the KFP pipeline YAML to build/pipeline.yaml"
-	@echo "make images   build the CPU and GPU images (needs Docker; IMAGE_REGISTRY, IMAGE_TAG)"
+	@echo "make images   build the CPU and GPU images (needs Docker; IMAGE_REGISTRY, IMAGE_TAG, BASE_IMAGE)"
+	@echo "make base-image  build a Debian base image with debootstrap, for machines no registry serves"
+	@echo "make push     push both images (after make images and docker login; IMAGE_REGISTRY, IMAGE_TAG)"
+	@echo "make manifests  render manifests/ for IMAGE_REGISTRY, IMAGE_TAG into build/manifests.yaml"
 	@echo "make lock     regenerate requirements/*.lock (pins and hashes) from pyproject.toml"
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -73,9 +82,31 @@ compile: $(STAMP)
 	$(PY) pipeline.py --compile --output build/pipeline.yaml --image-registry $(IMAGE_REGISTRY) --image-tag $(IMAGE_TAG)
 
 # The names must match what --compile writes into the YAML: leukemia_mtl/config.py (ImageConfig).
-images:
-	docker build -f docker/Dockerfile.cpu -t $(IMAGE_REGISTRY)/leukemia-mtl-cpu:$(IMAGE_TAG) .
-	docker build -f docker/Dockerfile.gpu -t $(IMAGE_REGISTRY)/leukemia-mtl-gpu:$(IMAGE_TAG) .
+images: image-cpu image-gpu
+
+image-cpu image-gpu: image-%:
+	@base="$(BASE_IMAGE)"; \
+	if ! docker image inspect "$$base" >/dev/null 2>&1 && ! docker pull -q "$$base" >/dev/null 2>&1; then \
+		echo "$$base cannot be pulled here: FROM $(LOCAL_BASE), built from Debian's packages"; \
+		docker/base-image.sh $(LOCAL_BASE); base="$(LOCAL_BASE)"; \
+	fi; \
+	start=$$(date +%s); \
+	$(DOCKER_BUILD) --build-arg BASE_IMAGE="$$base" --build-arg VARIANT=$* -t $(IMAGE_REGISTRY)/leukemia-mtl-$*:$(IMAGE_TAG) . ; \
+	echo "built $(IMAGE_REGISTRY)/leukemia-mtl-$*:$(IMAGE_TAG) FROM $$base in $$(( $$(date +%s) - start ))s," \
+		"$$(docker image inspect -f '{{.Size}}' $(IMAGE_REGISTRY)/leukemia-mtl-$*:$(IMAGE_TAG) | awk '{printf "%.2f GB", $$1/1e9}')"
+
+base-image:
+	docker/base-image.sh $(LOCAL_BASE)
+
+# After make images (and docker login): the same two names.
+push:
+	docker push $(IMAGE_REGISTRY)/leukemia-mtl-cpu:$(IMAGE_TAG)
+	docker push $(IMAGE_REGISTRY)/leukemia-mtl-gpu:$(IMAGE_TAG)
+
+# manifests/ for these images without editing it: an overlay in build/manifests/ (kubectl apply -k build/manifests),
+# rendered to build/manifests.yaml; needs kubectl (or kustomize).
+manifests: $(STAMP)
+	$(PY) -m runners.manifests --image-registry $(IMAGE_REGISTRY) --image-tag $(IMAGE_TAG) --output build/manifests.yaml
 
 # dev.lock: .venv (CPU TensorFlow and the test tools); cpu.lock and gpu.lock: the images. The image
 # locks are resolved within dev.lock's pins, so every package the three share has one version.

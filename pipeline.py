@@ -4,6 +4,7 @@
     python pipeline.py --submit --host URL [--experiment NAME] [--param KEY=VALUE] [--schedule CRON]
     python pipeline.py --run-local [--profile demo] [--smears PATH_OR_URI] [--cells PATH_OR_URI]
                        [--negative-class NAME] [--pixel-size UM] [--output-dir DIR] [--set KEY=VALUE]
+                       [--runner subprocess|docker]
 
 No science here: components/ adapts the library, this file wires the DAG and runners/ runs it:
 ingest -> preprocess -> segment -> split -> for each (fold, backbone): augment -> the training stages of
@@ -17,6 +18,7 @@ import json
 import os
 import sys
 import time
+from inspect import signature
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,19 +86,22 @@ def _check_fan_in(plan: tuple[TrainingStage, ...]) -> None:
 def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", cache_ingest: bool = False,
                    until: str = "report", cluster: bool = False, compile_overrides: dict | None = None,
                    code_version: str = "", run_overrides: dict | None = None,
-                   plan: tuple[TrainingStage, ...] = TRAINING_STAGES):
+                   plan: tuple[TrainingStage, ...] = TRAINING_STAGES, local_images=None):
     """The DAG. Defaults (profile, backbones, overrides) come from `settings`, resolved once by the
     caller (else from `profile` with the overrides); `until` cuts it short; `plan` is checked first.
 
     `cluster` adds what only a Kubernetes cluster reads (images, GPUs, node selector and
     tolerations, resources, retries, the MinIO secret), from the profile's `image` and `cluster`
     settings with `compile_overrides` applied. `cache_ingest` may be on only when `data_version`
-    tracks the data's content (the local runner). `code_version` (the local runner) goes into
-    every task's environment, which kfp.local's cache key includes: a task's inputs name the
-    profile, not its settings, and the library's code is not part of the component's source.
+    tracks the data's content (the local runner; only its DAG has that parameter). `code_version`
+    (the local runner) goes into every task's environment, which kfp.local's cache key includes: a
+    task's inputs name the profile, not its settings, and the library's code is not part of the
+    component's source.
     """
     if until not in STOPS:
         raise ValueError(f"until must be one of {STOPS}, got {until!r}")
+    if cluster and cache_ingest:
+        raise ValueError("cache_ingest needs data_version, which only the local runner fills in")
     check_plan(plan)
     _check_fan_in(plan)
     # run_overrides (--set) become the `overrides` parameter's default: checked here, applied by every task
@@ -104,20 +109,10 @@ def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", ca
     if settings is None:
         settings = get_profile(profile, {**(compile_overrides or {}), **(run_overrides or {})})
     default_overrides = json.dumps(run_overrides or {}, sort_keys=True)
-    place = cluster_placement(settings) if cluster else local_placement(code_version)
+    place = cluster_placement(settings) if cluster else local_placement(code_version, local_images)
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Acute lymphoblastic leukemia detection and FAB classification by multistage transfer learning",
-    )
-    def leukemia_pipeline(
-        smears: str = "synthetic",
-        cells: str = "synthetic",
-        profile: str = settings.name,
-        overrides: str = default_overrides,
-        data_version: str = "",
-        backbones: list = list(settings.model.backbones),
-    ) -> OUTPUTS[until]:
+    def wire(smears, cells, profile, overrides, backbones, data_version: str = ""):
+        """The tasks and how they connect; the signatures below are what a run is offered."""
         config = dict(profile=profile, overrides=overrides)
         ingested = ingest(smears=smears, cells=cells, data_version=data_version, **config)
         ingested.set_display_name("ingest")
@@ -188,7 +183,35 @@ def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", ca
                     released.outputs["manifest"], reported.outputs["html"], reported.outputs["summary"]]
         return OUTPUTS[until](*outputs)
 
-    return leukemia_pipeline
+    # What the KFP UI shows beside each parameter (kfp reads the pipeline's `Args:`). data_version is the local
+    # runner's cache key, the data's fingerprint: ingest is never cached on a cluster, so it is not offered there.
+    descriptions = dict(
+        smears="Smear images (multi-cell; ALL-IDB1's layout or one folder per class): 'synthetic' for generated ones, "
+               "s3://bucket/prefix in the object storage the tasks reach, or a folder the tasks can read.",
+        cells="Single-cell images (ALL-IDB2's layout or one folder per class): 'synthetic', s3://bucket/prefix, a "
+              "folder, or 'none' for smears alone.",
+        profile="The settings every task starts from: demo (small: minutes on a laptop), workstation (a few hundred "
+                "real images from any lab) or paper (the paper's sizes).",
+        overrides='A JSON object of dotted settings every task applies over the profile, e.g. {"split.folds": 3}.',
+        data_version="Internal: the cache key pipeline.py --run-local fills in with the data's fingerprint; leave it "
+                     "empty.",
+        backbones="The ImageNet backbones trained and compared in every fold: any of InceptionV3, Xception, "
+                  "InceptionResNetV2.",
+    )
+    if cluster:
+        def leukemia_pipeline(smears: str = "synthetic", cells: str = "synthetic", profile: str = settings.name,
+                              overrides: str = default_overrides,
+                              backbones: list = list(settings.model.backbones)) -> OUTPUTS[until]:
+            return wire(smears, cells, profile, overrides, backbones)
+    else:
+        def leukemia_pipeline(smears: str = "synthetic", cells: str = "synthetic", profile: str = settings.name,
+                              overrides: str = default_overrides, data_version: str = "",
+                              backbones: list = list(settings.model.backbones)) -> OUTPUTS[until]:
+            return wire(smears, cells, profile, overrides, backbones, data_version)
+    args = "".join(f"    {name}: {descriptions[name]}\n" for name in signature(leukemia_pipeline).parameters)
+    leukemia_pipeline.__doc__ = f"Screen blood smears for leukemia and type it by FAB.\n\nArgs:\n{args}"
+    return dsl.pipeline(name=PIPELINE_NAME, description="Acute lymphoblastic leukemia detection and FAB classification "
+                                                        "by multistage transfer learning")(leukemia_pipeline)
 
 
 def compile_pipeline(output: Path, profile: str = "paper", compile_overrides: dict | None = None,
@@ -202,16 +225,19 @@ def compile_pipeline(output: Path, profile: str = "paper", compile_overrides: di
 
 
 def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides: dict, cache: bool = True,
-              until: str = "report") -> dict:
-    """This DAG run here (runners/local.py); returns {output: {path, metadata}}."""
-    settings = get_profile(profile, overrides)  # once: a bad profile fails here, not inside a task
-    return local_runner.run_local(build_pipeline, profile, settings, overrides, smears, cells, output_dir, cache, until)
+              until: str = "report", runner: str = "subprocess", compile_overrides: dict | None = None) -> dict:
+    """This DAG run here (runners/local.py), each task in a subprocess or in its own container (`runner`);
+    returns {output: {path, metadata}}. `compile_overrides` name the images the docker runner uses."""
+    settings = get_profile(profile, {**(compile_overrides or {}), **overrides})  # once: a bad profile fails here
+    return local_runner.run_local(build_pipeline, profile, settings, overrides, smears, cells, output_dir, cache, until,
+                                  runner)
 
 
 def submit(host: str | None, profile: str, compile_overrides: dict, params: dict, experiment: str,
            schedule: str | None = None, run_name: str | None = None) -> str:
     """This DAG compiled and submitted (runners/submit.py); returns the run's or recurring run's id."""
-    accepted = list(build_pipeline(profile=profile).component_spec.inputs)  # the DAG's own parameters
+    # the compiled DAG's own parameters (the local runner's data_version is not one)
+    accepted = list(build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides).component_spec.inputs)
     return submitter.submit(accepted, lambda path: compile_pipeline(path, profile, compile_overrides), host, profile,
                             params, experiment, schedule, run_name, PIPELINE_NAME)
 
@@ -268,13 +294,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a profile setting, e.g. --set split.folds=3")
     parser.add_argument("--until", choices=STOPS, default="report", help="run the DAG only up to this stage")
     parser.add_argument("--no-cache", action="store_true", help="run every task even if a cached result exists")
-    cluster = parser.add_argument_group("cluster (--compile and --submit)")
+    parser.add_argument("--runner", choices=local_runner.RUNNERS, default="subprocess",
+                        help="--run-local: each task in a subprocess of this environment (default), or in its own "
+                             "container from the image it gets on a cluster (docker; build them with `make images`; "
+                             "--image-registry/--image-tag name them)")
+    cluster = parser.add_argument_group("cluster (--compile and --submit; the images also for --runner docker)")
     cluster.add_argument("--image-registry", help="registry of the CPU and GPU images (default from leukemia_mtl/config.py)")
     cluster.add_argument("--image-tag", help="tag of both images (default: the project's version)")
     cluster.add_argument("--gpu-node-label", metavar="KEY=VALUE", help="node selector of GPU tasks ('none' for no selector)")
     cluster.add_argument("--gpu-toleration", action="append", metavar="KEY[=VALUE]:EFFECT",
                          help="toleration of GPU tasks, repeatable ('none' for no toleration)")
-    cluster.add_argument("--minio-secret", help="Kubernetes Secret holding MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY")
+    cluster.add_argument("--minio-secret", help="Kubernetes Secret holding MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY "
+                                                "(or mlpipeline-minio-artifact: KFP's own MinIO)")
     cluster.add_argument("--host", help="KFP API endpoint for --submit (default: $KF_PIPELINES_ENDPOINT)")
     cluster.add_argument("--experiment", default="leukemia-mtl", help="experiment of the submitted run (default leukemia-mtl)")
     cluster.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -321,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         started = time.time()
         outputs = run_local(args.profile or "demo", smears, cells, args.output_dir, _setting_overrides(args),
-                            cache=not args.no_cache, until=args.until)
+                            cache=not args.no_cache, until=args.until, runner=args.runner,
+                            compile_overrides=_compile_overrides(args))
     except LeukemiaMtlError as exc:
         problems = exc.problems if isinstance(exc, DatasetError) else [exc]
         for problem in problems:

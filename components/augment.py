@@ -17,7 +17,16 @@ def augment(
     training_data: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """stage1/2/3 arrays of one fold: flips, rotation 0-180, shift, scale on training images; evaluation as is."""
+    """stage1/2/3 arrays of one fold: flips, rotation 0-180, shift, scale on training images; evaluation as is.
+
+    Args:
+        dataset: The ingested smears and single-cell images.
+        cells: The white cells segment isolated and cropped from the smears (stage 3's images).
+        split: Every fold's training and evaluation groups (split's output).
+        fold: The fold whose arrays this task builds.
+        profile: The settings profile the task starts from (demo, workstation, paper).
+        overrides: A JSON object of dotted settings applied over the profile.
+    """
     from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.train.data import run_augment_task

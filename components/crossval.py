@@ -26,7 +26,17 @@ def crossval(
 ):
     """Accuracy, balanced accuracy, precision, recall, F1, confusion matrices, ROC/AUC and the
     operating point, beside the baselines; the KFP UI draws the pooled confusion matrix and ROC curve
-    of the best backbone (by inner validation) per task and arm."""
+    of the best backbone (by inner validation) per task and arm.
+
+    Args:
+        stage3_detection: Every (fold, backbone)'s held-out predictions of stage 3's detection model.
+        stage3_fab: Every (fold, backbone)'s held-out predictions of stage 3's FAB model.
+        classical_detection: The same of the classical arm's detection model (ImageNet straight to smears).
+        classical_fab: The same of the classical arm's FAB model.
+        baselines: The majority-class and colour-histogram predictions on the same folds.
+        profile: The settings profile the task starts from (demo, workstation, paper).
+        overrides: A JSON object of dotted settings applied over the profile.
+    """
     from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.evaluate import run_crossval_task

@@ -20,7 +20,13 @@ def ingest(
     """Bring the smear and single-cell inputs ('synthetic', a folder, or s3://bucket/prefix; cells may
     be 'none') into the run, fully validated.
 
-    `data_version` is the data's content fingerprint: it is what makes a cached ingest safe.
+    Args:
+        smears: Smear images: 'synthetic', a folder, or s3://bucket/prefix.
+        cells: Single-cell images: 'synthetic', a folder, s3://bucket/prefix, or 'none'.
+        profile: The settings profile the task starts from (demo, workstation, paper).
+        overrides: A JSON object of dotted settings applied over the profile.
+        data_version: The data's content fingerprint, which makes a cached ingest safe: filled in by the local
+            runner, empty on a cluster (where ingest is never cached).
     """
     from leukemia_mtl.config import task_settings
     from leukemia_mtl.data.ingest import run_ingest_task

@@ -15,7 +15,13 @@ def preprocess(
     metrics: Output[Metrics],
     overlay: Output[HTML],
 ):
-    """ROI masks and ROI-only images plus a manifest; IoU against ground-truth masks when present."""
+    """ROI masks and ROI-only images plus a manifest; IoU against ground-truth masks when present.
+
+    Args:
+        dataset: The ingested smears and single-cell images.
+        profile: The settings profile the task starts from (demo, workstation, paper).
+        overrides: A JSON object of dotted settings applied over the profile.
+    """
     from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.preprocess import run_preprocess_task

@@ -24,7 +24,20 @@ def release(
     manifest: Output[Artifact],
 ):
     """Select per task on the inner validation splits, check the gate (beat the majority class and the colour
-    baseline), bundle with the segmenter and the model card, publish to evaluate.models_uri if set and not refused."""
+    baseline), bundle with the segmenter and the model card, publish to evaluate.models_uri if set and not refused.
+
+    Args:
+        crossval: The cross-validated results the models are picked by.
+        data_summary: What ingest read, for the model card.
+        segmenter: The U-Net that finds white cells in a smear.
+        stage2: Every (fold, backbone)'s stage 2 model, the single-cell scorer.
+        stage3_detection: Every (fold, backbone)'s stage 3 detection model.
+        stage3_fab: Every (fold, backbone)'s stage 3 FAB model.
+        classical_detection: Every (fold, backbone)'s classical detection model.
+        classical_fab: Every (fold, backbone)'s classical FAB model.
+        profile: The settings profile the task starts from (demo, workstation, paper).
+        overrides: A JSON object of dotted settings applied over the profile.
+    """
     from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.release import run_release_task

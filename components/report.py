@@ -30,7 +30,27 @@ def report(
     html: Output[HTML],
     summary: Output[Artifact],
 ):
-    """Data, preprocessing and segmentation figures, training curves, Tables II-V, ROC and the release."""
+    """Data, preprocessing and segmentation figures, training curves, Tables II-V, ROC and the release.
+
+    Args:
+        data_summary: What ingest read.
+        split: The folds.
+        roi_metrics: The ROI step's numbers.
+        roi_overlay: The ROI step's figure.
+        segment_metrics: The U-Net's held-out scores.
+        segmentation: The segmentation figure.
+        stage1: Every (fold, backbone)'s evaluation of stage 1.
+        stage2: The same of stage 2.
+        stage3_detection: The same of stage 3 detection.
+        stage3_fab: The same of stage 3 FAB.
+        classical_detection: The same of the classical arm's detection.
+        classical_fab: The same of the classical arm's FAB.
+        crossval: The cross-validated results.
+        ttest: The significance tests.
+        release_manifest: What release bundled and where it published it.
+        profile: The settings profile the task starts from (demo, workstation, paper).
+        overrides: A JSON object of dotted settings applied over the profile.
+    """
     from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.run_report import run_report_task

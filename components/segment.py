@@ -17,7 +17,14 @@ def segment(
     metrics: Output[Metrics],
     figure: Output[HTML],
 ):
-    """Train the U-Net, score it against the ROI on held-out smears, isolate and crop every cell."""
+    """Train the U-Net, score it against the ROI on held-out smears, isolate and crop every cell.
+
+    Args:
+        dataset: The ingested smears and single-cell images.
+        roi: The ROI masks it learns from (preprocess's output).
+        profile: The settings profile the task starts from (demo, workstation, paper).
+        overrides: A JSON object of dotted settings applied over the profile.
+    """
     from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.segment.stage import run_segment_task

@@ -11,7 +11,14 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def split(dataset: Input[Dataset], backbones: list, profile: str, overrides: str, split: Output[Artifact]) -> List[dict]:
     """Source groups per fold (crops and copies follow their smear); returns the (fold, backbone)
-    pairs the training loop fans out over."""
+    pairs the training loop fans out over.
+
+    Args:
+        dataset: The ingested smears and single-cell images.
+        backbones: The backbones every fold trains.
+        profile: The settings profile the task starts from (demo, workstation, paper).
+        overrides: A JSON object of dotted settings applied over the profile.
+    """
     from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
     from leukemia_mtl.train.data import run_split_task

@@ -1,55 +1,161 @@
-"""The DAG run here with kfp.local: every component in a subprocess of this environment, artifacts
-under the output folder's pipeline root, tasks cached by their inputs and the code's version."""
+"""The DAG run here with kfp.local: every component in a subprocess of this environment (the
+default) or in its own container from the image a cluster would give it (`runner="docker"`);
+artifacts under the output folder's pipeline root, tasks cached by their inputs and the code's version."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
 from typing import Callable
 
-from leukemia_mtl.config import Profile
-from leukemia_mtl.io_utils import atomic_write_text, exclusive_folder, sha256_file
+from leukemia_mtl.config import ConfigError, Profile
+from leukemia_mtl.io_utils import atomic_write_text, exclusive_folder
+from runners.images import LocalImages, check_local_images, source_digest
+from runners.placement import MINIO_ENV
 from runners.summary import STABLE_COPIES
 
 REPO = Path(__file__).resolve().parent.parent
-CODE_PACKAGES = ("leukemia_mtl", "components")  # the source a task's result depends on (runners/ runs none of them)
+RUNNERS = ("subprocess", "docker")
+IMAGE_UID = 10001  # docker/Dockerfile's user
+# the host's choice of numeric kernels travels into the containers: OpenBLAS picks its kernel by CPU
+# unless told (this machine says OPENBLAS_CORETYPE=Haswell), and another kernel rounds differently
+NUMERIC_ENV_PREFIXES = ("OPENBLAS_", "OMP_", "MKL_", "TF_ENABLE_ONEDNN_OPTS", "TF_NUM_")
+NOT_PATHS = ("synthetic", "none", "imagenet", "")  # input values that name no folder
+PATH_SETTINGS = ("model.weights", "evaluate.models_uri")  # settings that may name a local file or folder
 
 
 def code_version(settings: Profile) -> str:
-    """sha256 of the resolved settings and of every source file of the library and components:
-    a cached local task is reused only while neither has changed."""
+    """sha256 of the resolved settings and of the library's and components' source: a cached local
+    task is reused only while neither has changed."""
     digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True, default=str).encode())
-    for path in sorted(p for package in CODE_PACKAGES for p in (REPO / package).rglob("*.py")):
-        digest.update(f"{path.relative_to(REPO).as_posix()}\0{sha256_file(path)}\n".encode())
+    digest.update(source_digest(REPO).encode())
     return digest.hexdigest()[:16]
 
 
+def _local_path(value: str) -> Path | None:
+    """The local file or folder an input names (None: generated data, a URI, or nothing)."""
+    return None if value in NOT_PATHS or "://" in value else Path(value).resolve()
+
+
+def _run_container_keeping_its_status(client, image: str, command: list[str], volumes: dict, **container_run_args) -> int:
+    """kfp.local's own `run_docker_container` (kfp 2.17) starts containers with auto_remove and reads a
+    container already removed as a success, so a task that failed fast could pass as done. This one
+    reads the exit status first and removes the container after."""
+    import docker
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        print(f"Pulling image {image!r}")
+        client.images.pull(image)
+    container = client.containers.run(image=image, command=command, detach=True, stdout=True, stderr=True,
+                                      volumes=volumes, **container_run_args)
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="")
+        return container.wait()["StatusCode"]
+    finally:
+        container.remove(force=True)
+
+
+def _unreadable_by(uid: int, folder: Path) -> Path | None:
+    """The first file or folder under `folder` that `uid` (not its owner) could not read, if any."""
+    for path in (folder, *folder.rglob("*")):
+        mode = path.stat()
+        needs = 0o005 if path.is_dir() else 0o004
+        if mode.st_uid != uid and mode.st_mode & needs != needs:
+            return path
+    return None
+
+
+def docker_runner(root: Path, smears: str, cells: str, settings: Profile):
+    """kfp.local's DockerRunner for this run: the inputs' folders mounted where the tasks will look
+    (read-only, but the release folder), no network unless the run uses object storage or downloads
+    ImageNet weights, the MinIO credentials passed on, and a user that can write the pipeline root."""
+    from docker.types import Mount
+    from kfp import local
+    from kfp.local import docker_task_handler
+
+    docker_task_handler.run_docker_container = _run_container_keeping_its_status
+
+    mounts: dict[Path, bool] = {}  # path: read-only (one mount per path: smears and cells may share a folder)
+    for value, read_only in ((smears, True), (cells, True), (settings.model.weights, True),
+                             (settings.evaluate.models_uri, False)):
+        path = _local_path(value)
+        if path is None:
+            continue
+        if not read_only:
+            path.mkdir(parents=True, exist_ok=True)  # Docker would create it as root
+        elif not path.exists():
+            raise ConfigError(f"--runner docker: {value} does not exist, so it cannot be mounted for the tasks")
+        mounts[path] = mounts.get(path, True) and read_only
+    remote = any("://" in v for v in (smears, cells, settings.model.weights, settings.evaluate.models_uri))
+    networked = remote or settings.model.weights == "imagenet" or "MINIO_ENDPOINT" in os.environ
+    environment = {name: value for name, value in os.environ.items()
+                   if name in MINIO_ENV or name.startswith(NUMERIC_ENV_PREFIXES)}
+    args = dict(mounts=[Mount(target=str(path), source=str(path), type="bind", read_only=read_only)
+                        for path, read_only in mounts.items()], network_mode="host" if networked else "none")
+    if os.getuid() == 0:  # the image's own non-root user, given the pipeline root
+        for path, read_only in mounts.items():
+            unreadable = _unreadable_by(IMAGE_UID, path) if read_only else None
+            if unreadable is not None:
+                raise ConfigError(f"--runner docker: the tasks run as uid {IMAGE_UID}, which cannot read {unreadable} "
+                                  f"(mode {unreadable.stat().st_mode & 0o777:o}); make it readable "
+                                  f"(chmod -R o+rX {path}) or run as a user other than root")
+            if not read_only:
+                os.chown(path, IMAGE_UID, IMAGE_UID)
+        root.mkdir(parents=True, exist_ok=True)
+        os.chown(root, IMAGE_UID, IMAGE_UID)
+    else:  # the caller's own uid, so every file it finds under its folder is its own
+        args["user"] = f"{os.getuid()}:{os.getgid()}"
+        environment["HOME"] = "/tmp"
+    if environment:
+        args["environment"] = environment
+    return local.DockerRunner(**args)
+
+
 def run_local(build_pipeline: Callable, profile: str, settings: Profile, overrides: dict, smears: str, cells: str,
-              output_dir: Path, cache: bool = True, until: str = "report") -> dict:
+              output_dir: Path, cache: bool = True, until: str = "report", runner: str = "subprocess") -> dict:
     """Run the DAG `build_pipeline(settings, ...)` builds (to `until`); returns {output: {path, metadata}}.
 
     `settings` is resolved once, by the caller, from `profile` and `overrides`; the same profile
     name and overrides go to every task as its parameters, which it resolves in its own process.
+    `runner="docker"` runs every task in the image `settings.image` names, checked first to hold this
+    checkout's code; local inputs are passed as absolute paths, which the containers see mounted.
     """
     from kfp import local
 
     from leukemia_mtl.data.ingest import fingerprint, precheck
 
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     output_dir = Path(output_dir).resolve()
     with exclusive_folder(output_dir):
         version = fingerprint(smears, cells, settings)  # a blank or unreadable input stops here, before any task
         precheck(smears, cells, settings)  # and data the split cannot divide into split.folds
         root = output_dir / "pipeline_root"
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache)
+        images: LocalImages | None = None
+        if runner == "docker":
+            images = check_local_images(settings.image.cpu_image, settings.image.gpu_image)
+            print(f"docker runner: {images.note}")
+            # the tasks' working folder is the image's: every local path they are given is absolute
+            smears, cells = (str(_local_path(v) or v) for v in (smears, cells))
+            overrides = {key: str(_local_path(value) or value) if key in PATH_SETTINGS and isinstance(value, str) else value
+                         for key, value in overrides.items()}
+            kfp_runner = docker_runner(root, smears, cells, settings)
+        else:
+            kfp_runner = local.SubprocessRunner(use_venv=False)
+        local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache)
         # our base image has Python; kfp warns because its name does not say so
         warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
         # GPU requests and display names matter on a cluster only; kfp.local says so for every task
         warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
         run = build_pipeline(settings, run_overrides=overrides, cache_ingest=cache, until=until,
-                             code_version=code_version(settings))(
+                             code_version=code_version(settings), local_images=images)(
             smears=smears, cells=cells, profile=profile, overrides=json.dumps(overrides, sort_keys=True), data_version=version,
             backbones=list(settings.model.backbones),
         )

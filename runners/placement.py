@@ -8,15 +8,22 @@ from typing import Callable
 from leukemia_mtl.config import ConfigError, Profile
 
 MINIO_ENV = ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
+# KFP's own artifact store: its Secret holds the keys under other names and no endpoint, which is its Service's
+KFP_MINIO_SECRET = "mlpipeline-minio-artifact"
+KFP_MINIO_KEYS = {"accesskey": "MINIO_ACCESS_KEY", "secretkey": "MINIO_SECRET_KEY"}
+KFP_MINIO_ENDPOINT = "http://minio-service.kubeflow:9000"
 CODE_VERSION_ENV = "LEUKEMIA_MTL_CODE_VERSION"  # local runs: settings and code, in every task's cache key
 Placement = Callable[..., object]  # place(task, kind, gpu=False, storage=False) -> task
 
 
-def local_placement(code_version: str = "") -> Placement:
-    """kfp.local ignores resources and images; a task's environment is part of its cache key, so the
-    code version (the library's source is not part of the component's) goes there."""
+def local_placement(code_version: str = "", images=None) -> Placement:
+    """kfp.local ignores resources; a task's environment is part of its cache key, so the code version
+    (the library's source is not part of the component's) goes there. `images` (runners.images.LocalImages,
+    the docker runner): the image each task runs in here."""
 
     def place(task, kind: str, gpu: bool = False, storage: bool = False):
+        if images is not None:
+            task.set_container_image(images.gpu if gpu else images.cpu)
         return task.set_env_variable(CODE_VERSION_ENV, code_version) if code_version else task
 
     return place
@@ -53,8 +60,14 @@ def cluster_placement(settings: Profile) -> Placement:
                 kubernetes.add_node_selector(task, *node_label)
             for toleration in tolerations:
                 kubernetes.add_toleration(task, **toleration)
-        if storage:  # only the tasks that read or write object storage outside KFP's own artifacts
-            kubernetes.use_secret_as_env(task, cluster.minio_secret, {name: name for name in MINIO_ENV})
+        if storage:  # only the tasks that may read or write object storage outside KFP's own artifacts
+            # optional: a run on synthetic data or local weights starts without the Secret; one that needs
+            # storage stops at its first s3:// access, naming the missing variables (leukemia_mtl/data/storage.py)
+            if cluster.minio_secret == KFP_MINIO_SECRET:
+                kubernetes.use_secret_as_env(task, cluster.minio_secret, KFP_MINIO_KEYS, optional=True)
+                task.set_env_variable("MINIO_ENDPOINT", KFP_MINIO_ENDPOINT)
+            else:
+                kubernetes.use_secret_as_env(task, cluster.minio_secret, {name: name for name in MINIO_ENV}, optional=True)
         return task
 
     return place

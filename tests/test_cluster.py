@@ -176,14 +176,173 @@ def test_manifests_render_and_validate_against_the_kubernetes_schemas():
     assert re.search(r"^\s*-\s*--profile=paper", (REPO / "manifests" / "retraining-cronjob.yaml").read_text(), re.M)
 
 
-def test_ci_workflow_compiles_tests_and_submits_retraining():
+REGISTRY, TAG = "registry.lab:5000/ml", "2026.11-rc1"
+
+
+def test_a_registry_and_tag_reach_every_image_of_the_compiled_pipeline_and_the_rendered_manifests(tmp_path):
+    import kubernetes_validate
+
+    default, wanted = ImageConfig(), ImageConfig(registry=REGISTRY, tag=TAG)
+    text, _, _ = _compiled(tmp_path, "paper", {"image.registry": REGISTRY, "image.tag": TAG})
+    executors = next(yaml.safe_load_all(text))["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {wanted.cpu_image, wanted.gpu_image}
+    assert default.registry not in text  # not in a component's base image either
+
+    # the tracked manifests name the images only by their logical names; kustomization.yaml holds the defaults
+    for path in sorted((REPO / "manifests").glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            assert default.registry not in path.read_text(), path.name
+    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    assert kustomization["images"] == [{"name": name, "newName": f"{default.registry}/{name}", "newTag": default.tag}
+                                       for name in (default.cpu_name, default.gpu_name)]
+
+    output, overlay = tmp_path / "manifests.yaml", tmp_path / "overlay"
+    made = subprocess.run([sys.executable, "-m", "runners.manifests", "--image-registry", REGISTRY, "--image-tag", TAG,
+                           "--output", str(output), "--overlay", str(overlay)], cwd=REPO, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    rendered = output.read_text()
+    assert rendered == subprocess.run([_kubectl(), "kustomize", str(overlay)], capture_output=True, text=True).stdout
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    assert sorted(d["kind"] for d in documents) == ["CronJob", "Job", "Role", "RoleBinding", "Secret", "ServiceAccount",
+                                                    "ServiceAccount"]
+    for document in documents:
+        kubernetes_validate.validate(document, "1.32", strict=True)
+    by_kind = {d["kind"]: d for d in documents}
+    job = by_kind["Job"]["spec"]["template"]["spec"]["containers"][0]
+    cron = by_kind["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert job["image"] == cron["image"] == wanted.cpu_image
+    # the CronJob compiles its pipeline for the images it runs in itself
+    assert cron["command"][:3] == ["python", "pipeline.py", "--submit"]
+    assert cron["command"][-2:] == [f"--image-registry={REGISTRY}", f"--image-tag={TAG}"]
+    assert default.registry not in rendered and f":{default.tag}" not in rendered
+
+    bad = subprocess.run([sys.executable, "-m", "runners.manifests", "--image-tag", "a b", "--output", str(output),
+                          "--overlay", str(overlay)], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr == "error: image tag 'a b' is not a Docker tag (letters, digits, '_', " \
+                                                 "'.', '-'; at most 128)\n"
+    assert output.read_text() == rendered  # a refused rendering leaves the last good one
+
+
+def test_every_parameter_the_kfp_ui_shows_has_a_description(tmp_path):
+    document = next(yaml.safe_load_all(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text()))
+    offered = document["root"]["inputDefinitions"]["parameters"]
+    assert set(offered) == {"smears", "cells", "profile", "overrides", "backbones"}
+    for name, parameter in offered.items():
+        assert len(parameter.get("description", "")) > 20, name
+    assert "s3://bucket/prefix" in offered["smears"]["description"] and "'none'" in offered["cells"]["description"]
+    described = 0
+    for component_name, component in document["components"].items():
+        if "executorLabel" not in component:
+            continue  # the loop's own DAG: its inputs are the pipeline's, passed on
+        for kind in ("parameters", "artifacts"):
+            for name, spec in component.get("inputDefinitions", {}).get(kind, {}).items():
+                assert spec.get("description"), f"{component_name}: input {name} has no description"
+                described += 1
+    assert described > 40
+
+
+def test_the_cluster_pipeline_offers_no_cache_key_and_the_local_one_marks_it_internal(tmp_path):
+    document = next(yaml.safe_load_all(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text()))
+    assert "data_version" not in document["root"]["inputDefinitions"]["parameters"]
+    ingest = document["root"]["dag"]["tasks"]["ingest"]
+    assert ingest["inputs"]["parameters"]["data_version"] == {"runtimeValue": {"constant": ""}}
+    assert not ingest["cachingOptions"].get("enableCache")  # and ingest is never cached there
+    local = pipeline.build_pipeline(profile="demo").component_spec.inputs  # what the local runner fills in
+    assert list(local) == ["smears", "cells", "profile", "overrides", "data_version", "backbones"]
+    assert local["data_version"].description.startswith("Internal:") and "leave it empty" in local["data_version"].description
+    with pytest.raises(ValueError, match="cache_ingest needs data_version"):
+        pipeline.build_pipeline(profile="demo", cluster=True, cache_ingest=True)
+
+
+@pytest.mark.parametrize("secret, keys, endpoint", [
+    (ClusterConfig().minio_secret, {name: name for name in MINIO_ENV}, None),
+    # KFP's own MinIO: its Secret's keys under their names there, the endpoint its Service's
+    ("mlpipeline-minio-artifact", {"accesskey": "MINIO_ACCESS_KEY", "secretkey": "MINIO_SECRET_KEY"},
+     "http://minio-service.kubeflow:9000"),
+])
+def test_a_storage_tasks_secret_is_optional_so_its_pod_starts_without_it(tmp_path, secret, keys, endpoint):
+    text, spec, _ = _compiled(tmp_path, "paper", {"cluster.minio_secret": secret})
+    pipeline_doc, platform_doc = yaml.safe_load_all(text)
+    kubernetes = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for display, (_, executor) in _tasks_by_display(spec).items():
+        if display not in STORAGE_STAGES:
+            continue
+        [secret_env] = kubernetes[executor]["secretAsEnv"]
+        assert secret_env["secretName"] == secret and secret_env["optional"] is True, display
+        assert {k["secretKey"]: k["envVar"] for k in secret_env["keyToEnv"]} == keys, display
+        env = {e["name"]: e["value"] for e in pipeline_doc["deploymentSpec"]["executors"][executor]["container"].get("env", [])}
+        assert env.get("MINIO_ENDPOINT") == endpoint, display
+
+
+def test_without_the_storage_variables_only_a_task_that_needs_object_storage_stops_naming_them(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """What a pod sees whose optional Secret does not exist: no MINIO_* variables at all."""
+    from kfp.dsl import Artifact, Dataset, Metrics
+
+    from components.ingest import ingest
+    from conftest import TINY
+
+    for name in MINIO_ENV + ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(smears: str, folder: str) -> dict:
+        artifacts = {name: kind(name=name, uri=str(tmp_path / folder / name))
+                     for name, kind in (("dataset", Dataset), ("metrics", Metrics), ("summary", Artifact))}
+        ingest.python_func(smears=smears, cells="none", profile="demo", overrides=json.dumps(TINY), data_version="",
+                           **artifacts)
+        return artifacts
+
+    assert run("synthetic", "generated")["dataset"].metadata["images"] == TINY["synth.n_smears"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run("s3://leukemia-raw/ALL_IDB1", "stored")
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and err.count("error:") == 1 and "Traceback" not in err
+    assert "object storage is not configured: set MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY" in err
+
+
+def _upstream(jobs: dict, name: str) -> list[str]:
+    """The jobs `name` waits for, directly or not, each after the jobs it waits for itself."""
+    needs = jobs[name].get("needs", [])
+    order: list[str] = []
+    for job in [needs] if isinstance(needs, str) else needs:
+        order += [j for j in _upstream(jobs, job) + [job] if j not in order]
+    return order
+
+
+def _steps_before(jobs: dict, name: str, words: str) -> list[str]:
+    """The run lines that have finished, in order, when job `name`'s step running `words` starts: every
+    step of the jobs it waits for, and its own earlier steps."""
+    runs = [s.get("run", "") for job in _upstream(jobs, name) for s in jobs[job]["steps"]]
+    own = [s.get("run", "") for s in jobs[name]["steps"]]
+    return runs + own[:next(i for i, run in enumerate(own) if words in run)]
+
+
+def test_ci_workflow_tests_builds_and_pushes_the_images_then_compiles_and_submits_for_them():
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "retrain.yml").read_text())
     triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads `on:` as True
-    assert set(triggers["push"]["paths"]) >= {"leukemia_mtl/**", "components/**", "pipeline.py", "data/**"}
-    steps = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
-    joined = "\n".join(steps)
+    assert set(triggers["push"]["paths"]) >= {"leukemia_mtl/**", "components/**", "runners/**", "pipeline.py", "docker/**",
+                                              "data/**"}
+    jobs = workflow["jobs"]
+    joined = "\n".join(s.get("run", "") for job in jobs.values() for s in job["steps"])
     assert "make test" in joined and "pipeline.py --compile" in joined and "pipeline.py --submit" in joined
     assert "secrets.KF_PIPELINES_TOKEN" in json.dumps(workflow)
+    sha = 'IMAGE_REGISTRY="${{ vars.IMAGE_REGISTRY }}" IMAGE_TAG="${{ github.sha }}"'
+    tagged = '--image-registry "${{ vars.IMAGE_REGISTRY }}" --image-tag "${{ github.sha }}"'
+    for mode in ("pipeline.py --compile", "pipeline.py --submit"):
+        job = next(name for name, job in jobs.items() if any(mode in s.get("run", "") for s in job["steps"]))
+        step = next(s["run"] for s in jobs[job]["steps"] if mode in s.get("run", ""))
+        assert tagged in " ".join(step.split()), mode  # the run names the images this commit pushed
+        before = _steps_before(jobs, job, mode)
+        built = [i for i, run in enumerate(before) if "make images" in run and sha in run]
+        pushed = [i for i, run in enumerate(before) if "make push" in run and sha in run]
+        assert built and pushed and built[0] < pushed[0], f"{mode}: both images built, then pushed, with the sha tag first"
+        assert any("make test" in run for run in before[:built[0]]), "only a tested commit's images are pushed"
+    pusher = next(job for job in jobs.values() if any("make push" in s.get("run", "") for s in job["steps"]))
+    uses = [s.get("uses", "") for s in pusher["steps"]]
+    login = next(i for i, use in enumerate(uses) if use.startswith("docker/login-action@"))
+    assert login < next(i for i, s in enumerate(pusher["steps"]) if "make push" in s.get("run", ""))
+    assert pusher["permissions"]["packages"] == "write"  # ghcr.io with the workflow's own token
 
 
 @pytest.mark.parametrize("host", ["http://admin:hunter2@127.0.0.1:1", "admin:hunter2@127.0.0.1:1"])

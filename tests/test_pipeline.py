@@ -38,7 +38,8 @@ def test_compiled_yaml_parses_into_a_pipeline_spec(tmp_path, s3_env):
     assert tasks["ingest"].caching_options.enable_cache is False  # reads outside the pipeline
     assert tasks["preprocess"].caching_options.enable_cache is True
     params = spec.root.input_definitions.parameters
-    assert {"smears", "cells", "profile", "overrides", "data_version", "backbones"} <= set(params)
+    assert {"smears", "cells", "profile", "overrides", "backbones"} <= set(params)
+    assert "data_version" not in params  # the local runner's cache key, not a setting for a UI user
     assert params["smears"].default_value.string_value == params["cells"].default_value.string_value == "synthetic"
     assert params["profile"].default_value.string_value == "paper"
     backbones = [v.string_value for v in params["backbones"].default_value.list_value.values]
