@@ -21,7 +21,8 @@ IMAGE_REGISTRY ?= ghcr.io/leukemia-mtl
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # FROM of both images; where no registry can give it, `make images` builds LOCAL_BASE from Debian's
 # packages instead (docker/base-image.sh, debootstrap) and says so.
-BASE_IMAGE ?= python:3.11.7-slim-bookworm
+DEFAULT_BASE := python:3.11.7-slim-bookworm
+BASE_IMAGE ?= $(DEFAULT_BASE)
 LOCAL_BASE := leukemia-mtl-base:bookworm
 # the classic builder: Debian's docker.io has no buildx plugin; --network host reaches PyPI as the host does
 DOCKER_BUILD := DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile
@@ -86,8 +87,10 @@ images: image-cpu image-gpu
 
 image-cpu image-gpu: image-%:
 	@base="$(BASE_IMAGE)"; \
-	if ! docker image inspect "$$base" >/dev/null 2>&1 && ! docker pull -q "$$base" >/dev/null 2>&1; then \
-		echo "$$base cannot be pulled here: FROM $(LOCAL_BASE), built from Debian's packages"; \
+	if ! docker image inspect "$$base" >/dev/null 2>&1 && ! pulled=$$(docker pull -q "$$base" 2>&1); then \
+		if [ "$$base" != "$(DEFAULT_BASE)" ]; then echo "BASE_IMAGE=$$base: $$pulled"; exit 1; fi; \
+		echo "$$base cannot be pulled here ($$(echo "$$pulled" | tail -1 | cut -c1-120)):" \
+			"FROM $(LOCAL_BASE), built from Debian's packages"; \
 		docker/base-image.sh $(LOCAL_BASE); base="$(LOCAL_BASE)"; \
 	fi; \
 	start=$$(date +%s); \

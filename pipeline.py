@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            "(six fields, seconds first, e.g. '0 0 3 * * 1')")
     cluster.add_argument("--run-name", help="name of the submitted run (default leukemia-mtl-<time>)")
     args = parser.parse_args(argv)
+    if args.runner != "subprocess" and not args.run_local:
+        parser.error("--runner is for --run-local (on a cluster every task runs in its image anyway)")
 
     if args.submit and args.host and redact_url(args.host) != args.host:  # before kfp can warn with it
         print(f"error: --host {redact_url(args.host)} carries credentials; give the host alone (they would be "

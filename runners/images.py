@@ -50,14 +50,18 @@ class LocalImages:
 
 
 def image_digest(client, image: str) -> str | None:
-    """The source digest an image was built with; None when the image is not here."""
+    """The source digest an image was built with ("" when it records none: not built by docker/Dockerfile);
+    None when the image is not here."""
     import docker
 
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
         return None
-    output = client.containers.run(image, ["cat", DIGEST_FILE], remove=True, network_mode="none")
+    try:
+        output = client.containers.run(image, ["cat", DIGEST_FILE], remove=True, network_mode="none", stderr=False)
+    except docker.errors.ContainerError:
+        return ""
     return output.decode().strip()
 
 
@@ -74,24 +78,33 @@ def check_local_images(cpu_image: str, gpu_image: str, expected: str | None = No
         raise ImageError(f"--runner docker: no Docker daemon answers ({str(exc).splitlines()[0][:200]}); "
                          "start dockerd, or use the default --runner subprocess") from None
     try:
-        found = image_digest(client, cpu_image)
-        if found is None:
-            raise ImageError(f"--runner docker: image {cpu_image} is not built here; run `make images` "
-                             "(or `make image-cpu`; --image-registry/--image-tag name another build)")
-        if found != expected:
-            raise ImageError(f"--runner docker: image {cpu_image} holds other code (source {found}, this checkout "
-                             f"{expected}); rebuild it with `make images`")
-        has_gpu_runtime = "nvidia" in (client.info().get("Runtimes") or {})
-        if not has_gpu_runtime:
-            return LocalImages(cpu_image, cpu_image, False,
-                               f"no NVIDIA runtime in Docker here: the GPU tasks run in {cpu_image}")
-        gpu_found = image_digest(client, gpu_image)
-        if gpu_found != expected:
-            state = "is not built here" if gpu_found is None else "holds other code"
-            return LocalImages(cpu_image, cpu_image, False, f"{gpu_image} {state}: the GPU tasks run in {cpu_image}")
-        return LocalImages(cpu_image, gpu_image, True, f"GPU tasks run in {gpu_image} with the NVIDIA runtime")
+        return _checked(client, cpu_image, gpu_image, expected)
+    except docker.errors.DockerException as exc:
+        raise ImageError(f"--runner docker: Docker refused to inspect the images ({str(exc).splitlines()[0][:200]})") from None
     finally:
         client.close()
+
+
+def _checked(client, cpu_image: str, gpu_image: str, expected: str) -> LocalImages:
+    """The check itself, on an open client."""
+    found = image_digest(client, cpu_image)
+    if found is None:
+        raise ImageError(f"--runner docker: image {cpu_image} is not built here; run `make images` "
+                         "(or `make image-cpu`; --image-registry/--image-tag name another build)")
+    if found != expected:
+        held = f"source {found}" if found else "no source digest"
+        raise ImageError(f"--runner docker: image {cpu_image} holds other code ({held}, this checkout "
+                         f"{expected}); rebuild it with `make images`")
+    has_gpu_runtime = "nvidia" in (client.info().get("Runtimes") or {})
+    if not has_gpu_runtime:
+        return LocalImages(cpu_image, cpu_image, False,
+                           f"no NVIDIA runtime in Docker here: the GPU tasks run in {cpu_image}")
+    gpu_found = image_digest(client, gpu_image)
+    if gpu_found != expected:
+        state = "is not built here" if gpu_found is None else "holds other code"  # "" too: no digest
+        return LocalImages(cpu_image, cpu_image, False, f"{gpu_image} {state}: the GPU tasks run in {cpu_image}")
+    return LocalImages(cpu_image, gpu_image, True, f"GPU tasks run in {gpu_image}, given every GPU through the "
+                                                    "NVIDIA runtime (not run on a GPU machine here)")
 
 
 def main(argv: list[str] | None = None) -> int:

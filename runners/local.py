@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 from leukemia_mtl.config import ConfigError, Profile
+from leukemia_mtl.data.storage import STORAGE_ENV
 from leukemia_mtl.io_utils import atomic_write_text, exclusive_folder
 from runners.images import LocalImages, check_local_images, source_digest
-from runners.placement import MINIO_ENV
 from runners.summary import STABLE_COPIES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ def code_version(settings: Profile) -> str:
 
 def _local_path(value: str) -> Path | None:
     """The local file or folder an input names (None: generated data, a URI, or nothing)."""
-    return None if value in NOT_PATHS or "://" in value else Path(value).resolve()
+    return None if value.strip().lower() in NOT_PATHS or "://" in value else Path(value).expanduser().resolve()
 
 
 def _run_container_keeping_its_status(client, image: str, command: list[str], volumes: dict, **container_run_args) -> int:
@@ -72,11 +72,11 @@ def _unreadable_by(uid: int, folder: Path) -> Path | None:
     return None
 
 
-def docker_runner(root: Path, smears: str, cells: str, settings: Profile):
+def docker_runner(root: Path, smears: str, cells: str, settings: Profile, images: LocalImages | None = None):
     """kfp.local's DockerRunner for this run: the inputs' folders mounted where the tasks will look
     (read-only, but the release folder), no network unless the run uses object storage or downloads
     ImageNet weights, the MinIO credentials passed on, and a user that can write the pipeline root."""
-    from docker.types import Mount
+    from docker.types import DeviceRequest, Mount
     from kfp import local
     from kfp.local import docker_task_handler
 
@@ -94,11 +94,14 @@ def docker_runner(root: Path, smears: str, cells: str, settings: Profile):
             raise ConfigError(f"--runner docker: {value} does not exist, so it cannot be mounted for the tasks")
         mounts[path] = mounts.get(path, True) and read_only
     remote = any("://" in v for v in (smears, cells, settings.model.weights, settings.evaluate.models_uri))
-    networked = remote or settings.model.weights == "imagenet" or "MINIO_ENDPOINT" in os.environ
+    # the host's network for object storage (also whenever MinIO is configured here) and ImageNet downloads
+    networked = remote or settings.model.weights.strip().lower() == "imagenet" or "MINIO_ENDPOINT" in os.environ
     environment = {name: value for name, value in os.environ.items()
-                   if name in MINIO_ENV or name.startswith(NUMERIC_ENV_PREFIXES)}
+                   if name in STORAGE_ENV or name.startswith(NUMERIC_ENV_PREFIXES)}
     args = dict(mounts=[Mount(target=str(path), source=str(path), type="bind", read_only=read_only)
                         for path, read_only in mounts.items()], network_mode="host" if networked else "none")
+    if images is not None and images.gpu_usable:  # every GPU of the machine, through the NVIDIA runtime
+        args["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     if os.getuid() == 0:  # the image's own non-root user, given the pipeline root
         for path, read_only in mounts.items():
             unreadable = _unreadable_by(IMAGE_UID, path) if read_only else None
@@ -106,13 +109,18 @@ def docker_runner(root: Path, smears: str, cells: str, settings: Profile):
                 raise ConfigError(f"--runner docker: the tasks run as uid {IMAGE_UID}, which cannot read {unreadable} "
                                   f"(mode {unreadable.stat().st_mode & 0o777:o}); make it readable "
                                   f"(chmod -R o+rX {path}) or run as a user other than root")
-            if not read_only:
+            if not read_only and path.stat().st_uid != IMAGE_UID:
+                if any(path.iterdir()):
+                    raise ConfigError(f"--runner docker: the release folder {path} is not empty and not writable by the "
+                                      f"tasks' uid {IMAGE_UID}; use an empty or new folder (or run as a user other than root)")
                 os.chown(path, IMAGE_UID, IMAGE_UID)
         root.mkdir(parents=True, exist_ok=True)
         os.chown(root, IMAGE_UID, IMAGE_UID)
-    else:  # the caller's own uid, so every file it finds under its folder is its own
+    else:  # the caller's own uid and groups, so every file it finds under its folder is its own
+        root.mkdir(parents=True, exist_ok=True)  # else Docker creates it, as root, for the bind mount
         args["user"] = f"{os.getuid()}:{os.getgid()}"
-        environment["HOME"] = "/tmp"
+        args["group_add"] = [str(group) for group in os.getgroups()]
+        environment.update(HOME="/tmp", KERAS_HOME="/tmp/keras")  # the image's KERAS_HOME belongs to uid 10001
     if environment:
         args["environment"] = environment
     return local.DockerRunner(**args)
@@ -146,7 +154,7 @@ def run_local(build_pipeline: Callable, profile: str, settings: Profile, overrid
             smears, cells = (str(_local_path(v) or v) for v in (smears, cells))
             overrides = {key: str(_local_path(value) or value) if key in PATH_SETTINGS and isinstance(value, str) else value
                          for key, value in overrides.items()}
-            kfp_runner = docker_runner(root, smears, cells, settings)
+            kfp_runner = docker_runner(root, smears, cells, settings, images)
         else:
             kfp_runner = local.SubprocessRunner(use_venv=False)
         local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache)

@@ -18,7 +18,7 @@ from conftest import TINY, TINY_CLI_SETS
 
 from leukemia_mtl.config import ImageConfig
 from runners.images import ImageError, check_local_images, source_digest
-from runners.local import IMAGE_UID
+from runners.local import IMAGE_UID, _run_container_keeping_its_status
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRE_DOCKER = "LEUKEMIA_MTL_REQUIRE_DOCKER"  # set by .ci/run
@@ -132,6 +132,19 @@ def test_a_folder_the_image_user_cannot_read_is_refused_before_any_task(cpu_imag
     assert code == 1 and err.count("error:") == 1
     assert f"uid {IMAGE_UID}, which cannot read {synthetic_copy / 'ALL_IDB2'} (mode 700)" in err
     assert not (tmp_path / "refused" / "pipeline_root").exists()
+
+
+def test_a_container_that_fails_at_once_is_read_as_failed_and_removed(cpu_image):
+    """kfp 2.17's own runner, with auto_remove, reads a container already gone as a success."""
+    import docker
+
+    client = docker.from_env()
+    before = {c.id for c in client.containers.list(all=True)}
+    for code in (3, 0):
+        assert _run_container_keeping_its_status(client, cpu_image, ["sh", "-c", f"echo out; exit {code}"], {},
+                                                 network_mode="none") == code
+    assert {c.id for c in client.containers.list(all=True)} == before
+    client.close()
 
 
 def test_a_task_that_fails_in_its_container_fails_the_run(cpu_image, synthetic_copy, tmp_path, capsys):

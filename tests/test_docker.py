@@ -103,6 +103,7 @@ def test_cpu_and_gpu_images_pin_the_same_tensorflow():
 
 def test_python_matches_the_supported_range():
     base = next(args for op, args in _instructions(DOCKERFILE) if op == "ARG" and args.startswith("BASE_IMAGE="))
+    assert f"DEFAULT_BASE := {base.split('=', 1)[1]}" in (REPO / "Makefile").read_text()  # what make builds FROM
     version = re.search(r"python:(\d+\.\d+)", base).group(1)
     low, high = re.findall(r"(\d+\.\d+)", PYPROJECT["project"]["requires-python"])
     assert tuple(map(int, low.split("."))) <= tuple(map(int, version.split("."))) < tuple(map(int, high.split(".")))

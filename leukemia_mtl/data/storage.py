@@ -103,6 +103,11 @@ def _endpoint(raw: str, variable: str) -> tuple[str, bool | None]:
     return parts.netloc, (parts.scheme == "https") if "://" in raw else None
 
 
+# every variable StorageSettings.from_env reads (a runner that starts tasks elsewhere passes these on)
+STORAGE_ENV = ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_SECURE", "MINIO_REGION",
+               "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     endpoint: str
