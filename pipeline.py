@@ -42,6 +42,7 @@ from leukemia_mtl.stages import (TRAINING_STAGES, StageError, TrainingStage, che
                                  training_stage)
 from runners import local as local_runner
 from runners import submit as submitter
+from runners.manifests import images_for
 from runners.placement import cluster_placement, local_placement
 from runners.submit import redact_url
 from runners.summary import describe_run
@@ -245,10 +246,10 @@ def submit(host: str | None, profile: str, compile_overrides: dict, params: dict
 def _compile_overrides(args) -> dict:
     """Cluster settings given on the command line, as profile overrides."""
     overrides = {}
-    if args.image_registry:
-        overrides["image.registry"] = args.image_registry
-    if args.image_tag:
-        overrides["image.tag"] = args.image_tag
+    if args.image_registry or args.image_tag:  # checked as Docker would, before it is written into a YAML
+        images = images_for(args.image_registry, args.image_tag)
+        overrides.update({"image.registry": images.registry} if args.image_registry else {})
+        overrides.update({"image.tag": images.tag} if args.image_tag else {})
     if args.gpu_node_label is not None:
         overrides["cluster.gpu_node_label"] = "" if args.gpu_node_label == "none" else args.gpu_node_label
     if args.gpu_toleration:

@@ -105,6 +105,12 @@ def test_compile_options_set_images_gpu_placement_and_secret(tmp_path):
     bad = subprocess.run([sys.executable, "pipeline.py", "--compile", "--output", str(out), "--gpu-toleration", "nocolon"],
                          cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 1 and "KEY[=VALUE]:NoSchedule" in bad.stderr and "Traceback" not in bad.stderr
+    for flag, value, words in (("--image-registry", "Registry.Lab/ML", "is not host[:port][/path] in lower case"),
+                               ("--image-tag", "v1 with spaces", "is not a Docker tag")):
+        refused = subprocess.run([sys.executable, "pipeline.py", "--compile", "--output", str(tmp_path / "bad.yaml"), flag, value],
+                                 cwd=REPO, capture_output=True, text=True)
+        assert refused.returncode == 1 and words in refused.stderr and "Traceback" not in refused.stderr
+        assert refused.stderr.count("error:") == 1 and not (tmp_path / "bad.yaml").exists()
 
 
 def test_submit_creates_a_run_and_a_recurring_run_through_kfp_client(monkeypatch):
