@@ -248,8 +248,10 @@ def _compile_overrides(args) -> dict:
     overrides = {}
     if args.image_registry or args.image_tag:  # checked as Docker would, before it is written into a YAML
         images = images_for(args.image_registry, args.image_tag)
-        overrides.update({"image.registry": images.registry} if args.image_registry else {})
-        overrides.update({"image.tag": images.tag} if args.image_tag else {})
+        if args.image_registry:
+            overrides["image.registry"] = images.registry
+        if args.image_tag:
+            overrides["image.tag"] = images.tag
     if args.gpu_node_label is not None:
         overrides["cluster.gpu_node_label"] = "" if args.gpu_node_label == "none" else args.gpu_node_label
     if args.gpu_toleration:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from leukemia_mtl.config import ImageConfig
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.io_utils import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
@@ -66,7 +67,7 @@ def write_overlay(images: ImageConfig, folder: Path = OVERLAY) -> Path:
     lines += [f"      - {json.dumps(op)}" for op in flags]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "kustomization.yaml"
-    _write(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")  # whole or not at all: a half-written file is never applied
     return path
 
 
@@ -95,15 +96,7 @@ def render(registry: str | None = None, tag: str | None = None, output: Path = R
         raise ManifestError(f"the rendered manifests name {', '.join(stray) or 'no image'}, not {images.cpu_image}: "
                             "manifests/kustomization.yaml's images must name the defaults of leukemia_mtl/config.py")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    _write(Path(output), text)
-    return Path(output)
-
-
-def _write(path: Path, text: str) -> None:
-    """Whole or not at all: a half-written file is never applied."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    return atomic_write_text(output, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -288,7 +288,9 @@ def test_without_the_storage_variables_only_a_task_that_needs_object_storage_sto
     from components.ingest import ingest
     from conftest import TINY
 
-    for name in MINIO_ENV + ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+    from leukemia_mtl.data.storage import STORAGE_ENV
+
+    for name in STORAGE_ENV:
         monkeypatch.delenv(name, raising=False)
 
     def run(smears: str, folder: str) -> dict:
