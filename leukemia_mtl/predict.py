@@ -29,7 +29,7 @@ import numpy as np
 from leukemia_mtl.bundles import class_probabilities, load_classifier, model_outputs, square
 from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM, DataConfig, EvaluateConfig, PreprocessConfig, SegmentConfig
 from leukemia_mtl.data.files import not_regular, walk
-from leukemia_mtl.data.images import IMAGE_EXTENSIONS, read_image
+from leukemia_mtl.data.images import IMAGE_EXTENSIONS, decode_image, read_image
 from leukemia_mtl.errors import LeukemiaMtlError, printable
 from leukemia_mtl.evaluate import describe_threshold
 from leukemia_mtl.explain import GradCam, HeatMapper, write_heatmap_panels
@@ -206,11 +206,13 @@ class Predictor:
         return mapper.heatmap
 
     def predict(self, path: Path | str, kind: str = "auto", overlay_path: Path | str | None = None,
-                explain_path: Path | str | None = None) -> Prediction:
-        """One image's answer; the overlay and (given `explain_path`) the Grad-CAM heat maps written as PNGs."""
+                explain_path: Path | str | None = None, data: bytes | None = None) -> Prediction:
+        """One image's answer; the overlay and (given `explain_path`) the Grad-CAM heat maps written as PNGs.
+        `data`: the image's bytes when they come from elsewhere than the file `path` (an upload); `path` names them."""
         if kind not in KINDS:
             raise PredictError(f"kind must be one of {KINDS}, got {kind!r}")
-        rgb = read_image(path, max_pixels=self.data_cfg.max_pixels, min_side=self.data_cfg.min_side).rgb
+        limits = {"max_pixels": self.data_cfg.max_pixels, "min_side": self.data_cfg.min_side}
+        rgb = (read_image(path, **limits) if data is None else decode_image(data, path, **limits)).rgb
         kind = self.kind_of(rgb) if kind == "auto" else kind
         negative = self.data_cfg.negative_class
         if kind == "cell":

@@ -58,6 +58,16 @@ def read_image(path: Path | str, *, max_pixels: int, min_side: int = 1) -> Loade
         raise ImageError(path, "is a directory, not an image file") from None
     except OSError as exc:
         raise ImageError(path, f"cannot be read ({exc.strerror or exc})") from None
+    return decode_image(data, path, max_pixels=max_pixels, min_side=min_side)
+
+
+def decode_image(data: bytes, path: Path | str, *, max_pixels: int, min_side: int = 1) -> LoadedImage:
+    """`read_image` for bytes that did not come from a file (the server's uploads): `path` names them in errors,
+    and its suffix, if any, is checked against the content."""
+    path = Path(path)
+    if len(data) > max_file_bytes(max_pixels):
+        raise ImageError(path, f"is {len(data):,} bytes, more than an image of at most {max_pixels:,} pixels can need "
+                               "(raise data.max_pixels if it is real)")
     if not data:
         raise ImageError(path, "is empty (0 bytes)")
 
