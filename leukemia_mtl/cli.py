@@ -1,4 +1,4 @@
-"""`python -m leukemia_mtl synth | validate | preprocess | predict | buckets`: the library without Kubeflow."""
+"""`python -m leukemia_mtl synth | validate | preprocess | predict | serve | buckets`: the library without Kubeflow."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from leukemia_mtl.config import ConfigError, get_profile, parse_overrides
+from leukemia_mtl.config import ConfigError, ServeConfig, get_profile, parse_overrides
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.synth import generate
 from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print one JSON object: notice, model version, settings, predictions (errors in place) and errors")
     pred.add_argument("--csv", type=Path, metavar="FILE", help="also write one CSV row per image (errors included) to FILE")
     pred.add_argument("--cache", type=Path, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
+
+    serve = sub.add_parser("serve", help="serve a released model: KServe's v2 protocol, /metrics and a page at /ui/")
+    serve.add_argument("--model", required=True, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
+    serve.add_argument("--port", type=int, default=ServeConfig.port, help=f"HTTP port (default {ServeConfig.port})")
+    serve.add_argument("--model-name", default=ServeConfig.model_name,
+                       help=f"the name in the endpoints' paths, /v2/models/NAME/infer (default {ServeConfig.model_name})")
+    serve.add_argument("--max-request-mb", type=float, default=ServeConfig.max_request_bytes / (1 << 20),
+                       help="refuse (413) a request body above this many MiB (default %(default)g)")
+    serve.add_argument("--max-images", type=int, default=ServeConfig.max_images_per_request,
+                       help="refuse (400) a request with more images (default %(default)d)")
+    serve.add_argument("--pixel-size", type=float, metavar="UM", help="as for predict")
+    serve.add_argument("--threshold", type=float, metavar="P", help="as for predict (default: the release's operating point)")
+    serve.add_argument("--cache", type=Path, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
     return parser
 
 
@@ -153,7 +166,22 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "predict":
         return _predict(args)
+    if args.command == "serve":
+        return _serve(args)
     raise AssertionError(args.command)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port}: give a TCP port from 1 to 65535")
+    if not args.max_request_mb > 0 or args.max_images < 1:
+        raise ConfigError(f"--max-request-mb {args.max_request_mb:g} and --max-images {args.max_images}: both must be above 0")
+    from leukemia_mtl.serve import serve  # kserve and its web stack: only for this command
+
+    config = ServeConfig(model_name=args.model_name, port=args.port, max_request_bytes=int(args.max_request_mb * (1 << 20)),
+                         max_images_per_request=args.max_images)
+    serve(args.model, config, args.cache, args.pixel_size, args.threshold)
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -323,6 +323,19 @@ class ImageConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """`python -m leukemia_mtl serve`: what one request may carry, and the endpoint's name. The bounds refuse a
+    request before its body is read (413/411) or before any image is decoded (400), so a client cannot make the
+    server hold more than about `max_request_bytes` per request in flight."""
+
+    model_name: str = "leukemia-mtl"
+    port: int = 8080
+    # a request's body (JSON, base64 images: 4/3 of the files' bytes); 64 MiB holds a few ALL-IDB1 JPEGs
+    max_request_bytes: int = 64 << 20
+    max_images_per_request: int = 16
+
+
+@dataclass(frozen=True)
 class Resources:
     """Kubernetes requests and limits of one kind of task."""
 

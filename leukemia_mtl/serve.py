@@ -1,0 +1,332 @@
+"""`python -m leukemia_mtl serve`: a release behind KServe's model server, and a page for the bench.
+
+The answers are predict's (leukemia_mtl.predict.Predictor, the same code on the same pixels): the
+server only decodes uploads, bounds them, and encodes the answers. Protocols, all on one port:
+
+- Open Inference Protocol v2 over REST (`/v2/health/live|ready`, `/v2/models/<name>[/ready]`,
+  `POST /v2/models/<name>/infer`): a BYTES input `image` of shape [N] (each element an image file,
+  base64, in the JSON: the binary-data extension is refused with a 400, because kserve 0.21's REST
+  server decodes it as UTF-8 text), an optional BYTES input `name` [N], parameters `kind`
+  (auto|smear|cell), `overlay` and `explain` (booleans). Outputs per image: `prediction` (predict's
+  JSON answer), `verdict`, `all_probability`, `threshold`, `fab_type`, `cells_scored_as_blasts`, and
+  over all cells `cell_boxes` [M, 5] (image index, x, y, width, height) with `cell_blast_probability`
+  [M]; the overlay and Grad-CAM PNGs (base64) when asked for.
+- KServe v1 (`POST /v1/models/<name>:predict`, instances `{"image": {"b64": ...}, "name", "kind"}`):
+  the protocol KServe's batcher sidecar batches (it speaks no v2), so an InferenceService with
+  `batcher:` combines concurrent clients' images into one call here.
+- `/metrics` (Prometheus: kserve's per-step latencies and this module's requests, images, verdicts),
+  and the page at `/ui/`.
+
+The server listens only once the release is loaded and verified (kserve's ModelServer starts with
+loaded models), so a connection that answers is a ready one. One worker thread runs the models:
+TensorFlow already spreads one call over the cores, and the event loop stays free for health
+checks and metrics while it works. Research use only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+
+from leukemia_mtl.config import ServeConfig
+from leukemia_mtl.errors import LeukemiaMtlError, printable
+from leukemia_mtl.predict import KINDS, NOTICE, Predictor, open_predictor
+from leukemia_mtl.release import MODEL_CARD
+
+# kserve.model_server parses sys.argv when imported (its own flags, abbreviations allowed): ours
+# (`serve --model ...`) would be read as its `--model_name`. It sees none of them.
+_argv, sys.argv = sys.argv, sys.argv[:1]
+try:
+    from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
+    from kserve.errors import InferenceError, InvalidInput
+    from kserve.model_server import app as kserve_app
+finally:
+    sys.argv = _argv
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("leukemia_mtl_requests", "Inference requests answered, by protocol and outcome",
+                   ["protocol", "outcome"])
+REJECTED = Counter("leukemia_mtl_rejected_requests", "Requests refused before their body was read", ["reason"])
+IMAGES = Counter("leukemia_mtl_images", "Images answered, by kind", ["kind"])
+VERDICTS = Counter("leukemia_mtl_verdicts", "Answers, by verdict (smears: ALL or the negative class; cells: blast or "
+                   "not a blast)", ["verdict"])
+LATENCY = Histogram("leukemia_mtl_request_seconds", "Inference request latency, decoding to encoding", ["protocol"],
+                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
+PAGE_FILES = {"": ("index.html", "text/html; charset=utf-8"), "app.js": ("app.js", "text/javascript; charset=utf-8"),
+              "style.css": ("style.css", "text/css; charset=utf-8")}
+# the page loads nothing from elsewhere and runs no inline script: an answer's text cannot become code
+PAGE_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; "
+               "base-uri 'none'; frame-ancestors 'none'")
+
+
+def _flag(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidInput(f"parameter {name!r} must be true or false, got {value!r}")
+
+
+def _kind(value) -> str:
+    if value not in KINDS:
+        raise InvalidInput(f"parameter 'kind' must be one of {', '.join(KINDS)}, got {value!r}")
+    return value
+
+
+def _base64(text, where: str) -> bytes:
+    if isinstance(text, bytes):
+        text = text.decode("ascii", errors="replace")
+    if not isinstance(text, str):
+        raise InvalidInput(f"{where}: expected a base64 string, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{where}: not base64 (send the image file's bytes base64-encoded, or use the binary "
+                           "data extension)") from None
+
+
+def _elements(tensor) -> list:
+    """A BYTES tensor's elements, flat, as the JSON gave them (kserve's own `as_string` assumes bytes and
+    fails on JSON strings)."""
+    return list(np.asarray(tensor.data, dtype=object).reshape(-1))
+
+
+class ReleaseModel(Model):
+    """A release as a KServe model: `load` verifies and loads it, `predict` answers v2 and v1 requests."""
+
+    def __init__(self, model: str, config: ServeConfig = ServeConfig(), cache_dir: Path | None = None,
+                 pixel_size_um: float | None = None, threshold: float | None = None) -> None:
+        super().__init__(config.model_name)
+        self.location, self.config, self.cache_dir = model, config, cache_dir
+        self.pixel_size_um, self.threshold = pixel_size_um, threshold
+        self.predictor: Predictor | None = None
+        self.card = ""
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+
+    def load(self) -> bool:
+        self.predictor = open_predictor(self.location, self.cache_dir, self.pixel_size_um, self.threshold)
+        card = self.predictor.release_dir / MODEL_CARD
+        self.card = card.read_text(encoding="utf-8") if card.is_file() else ""
+        self.ready = True
+        return self.ready
+
+    def info(self) -> dict:
+        """What the page shows beside every answer: the version, the settings, the card, the notice."""
+        manifest = self.predictor.manifest
+        return {"name": self.name, "version": self.predictor.version, "notice": NOTICE, "settings": self.predictor.settings(),
+                "gate": manifest.get("gate") or {}, "card": self.card, "kinds": list(KINDS),
+                "max_request_bytes": self.config.max_request_bytes,
+                "max_images_per_request": self.config.max_images_per_request}
+
+    def get_input_types(self) -> list[dict]:
+        return [{"name": "image", "datatype": "BYTES", "shape": [-1]},
+                {"name": "name", "datatype": "BYTES", "shape": [-1], "parameters": {"optional": True}}]
+
+    def get_output_types(self) -> list[dict]:
+        per_image = [("prediction", "BYTES"), ("verdict", "BYTES"), ("all_probability", "FP64"), ("threshold", "FP64"),
+                     ("fab_type", "BYTES"), ("cells_scored_as_blasts", "INT64"), ("overlay_png", "BYTES"),
+                     ("explanation_png", "BYTES")]
+        return ([{"name": n, "datatype": t, "shape": [-1]} for n, t in per_image]
+                + [{"name": "cell_boxes", "datatype": "INT64", "shape": [-1, 5]},
+                   {"name": "cell_blast_probability", "datatype": "FP64", "shape": [-1]}])
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        protocol = "v2" if isinstance(payload, InferRequest) else "v1"
+        started = time.perf_counter()
+        try:
+            if protocol == "v2":
+                images, options = self._v2_images(payload)
+            else:
+                images, options = self._v1_images(payload)
+            answers = await asyncio.get_running_loop().run_in_executor(self._worker, self._answer, images, options)
+            response = self._v2_response(payload, answers, options) if protocol == "v2" else {"predictions": answers}
+        except InvalidInput:
+            REQUESTS.labels(protocol, "bad_request").inc()
+            raise
+        except InferenceError:
+            REQUESTS.labels(protocol, "error").inc()
+            raise
+        REQUESTS.labels(protocol, "ok").inc()
+        LATENCY.labels(protocol).observe(time.perf_counter() - started)
+        return response
+
+    def _checked_count(self, count: int) -> None:
+        if count == 0:
+            raise InvalidInput("the request holds no image")
+        if count > self.config.max_images_per_request:
+            raise InvalidInput(f"the request holds {count} images, more than the {self.config.max_images_per_request} "
+                               "one request may carry: send them in several requests")
+
+    def _v2_images(self, request: InferRequest) -> tuple[list[tuple[str, bytes, dict]], dict]:
+        inputs = {i.name: i for i in request.inputs}
+        unknown = sorted(set(inputs) - {"image", "name"})
+        if unknown or "image" not in inputs:
+            raise InvalidInput(f"expected a BYTES input 'image' (and optionally 'name'), got inputs {sorted(inputs)}")
+        image = inputs["image"]
+        if image.datatype != "BYTES":
+            raise InvalidInput(f"input 'image' must be BYTES (the image files), got {image.datatype}")
+        data = _elements(image)
+        self._checked_count(len(data))
+        if int(np.prod(image.shape)) != len(data):
+            raise InvalidInput(f"input 'image' has shape {image.shape} but {len(data)} elements")
+        names = [f"image[{i}]" for i in range(len(data))]
+        if "name" in inputs:
+            given = [g.decode("utf-8", "replace") if isinstance(g, bytes) else str(g) for g in _elements(inputs["name"])]
+            if len(given) != len(data):
+                raise InvalidInput(f"input 'name' has {len(given)} elements for {len(data)} images")
+            names = [f"image[{i}] ({printable(n)[:200]})" for i, n in enumerate(given)]
+        parameters = dict(request.parameters or {})
+        options = {"kind": _kind(parameters.get("kind", "auto")), "overlay": _flag(parameters.get("overlay", False), "overlay"),
+                   "explain": _flag(parameters.get("explain", False), "explain")}
+        images = [(name, _base64(item, name), options) for name, item in zip(names, data)]
+        return images, options
+
+    def _v1_images(self, body) -> tuple[list[tuple[str, bytes, dict]], dict]:
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(instances, list):
+            raise InvalidInput('expected {"instances": [{"image": {"b64": "..."}}, ...]}')
+        self._checked_count(len(instances))
+        images = []
+        for i, instance in enumerate(instances):
+            where = f"instances[{i}]"
+            image = instance.get("image") if isinstance(instance, dict) else None
+            if not isinstance(image, dict) or "b64" not in image:
+                raise InvalidInput(f'{where}: expected {{"image": {{"b64": "<the image file, base64>"}}}}')
+            if "name" in instance:
+                where = f"{where} ({printable(str(instance['name']))[:200]})"
+            options = {"kind": _kind(instance.get("kind", "auto")), "overlay": _flag(instance.get("overlay", False), "overlay"),
+                       "explain": _flag(instance.get("explain", False), "explain")}
+            images.append((where, _base64(image["b64"], where), options))
+        return images, {}
+
+    def _answer(self, images: list[tuple[str, bytes, dict]], options: dict) -> list[dict]:
+        """predict's answer per image (the worker thread); the PNGs travel in the answer, base64."""
+        answers = []
+        with tempfile.TemporaryDirectory(prefix="leukemia-mtl-serve-") as scratch:
+            for i, (name, data, image_options) in enumerate(images):
+                overlay = Path(scratch) / f"{i}_overlay.png" if image_options["overlay"] else None
+                explanation = Path(scratch) / f"{i}_gradcam.png" if image_options["explain"] else None
+                try:
+                    prediction = self.predictor.predict(name, image_options["kind"], overlay, explanation, data=data)
+                except LeukemiaMtlError as exc:  # the bad-input kinds predict refuses: the client's to fix
+                    raise InvalidInput(printable(str(exc))) from None
+                except Exception:
+                    log.exception("predicting %s", name)
+                    raise InferenceError(f"{name}: the server failed to answer (its log says why)") from None
+                answer = prediction.to_dict()
+                answer["overlay"] = base64.b64encode(overlay.read_bytes()).decode() if overlay else None
+                answer["explanation"] = base64.b64encode(explanation.read_bytes()).decode() if explanation else None
+                answers.append(answer)
+                IMAGES.labels(answer["kind"]).inc()
+                VERDICTS.labels(answer["verdict"]).inc()
+        return answers
+
+    def _v2_response(self, request: InferRequest, answers: list[dict], options: dict) -> InferResponse:
+        n = len(answers)
+        boxes = [[i, *cell["bbox"]] for i, a in enumerate(answers) for cell in a["cells"]]
+        scores = [cell["blast_probability"] for a in answers for cell in a["cells"]]
+        plain = [{**a, "overlay": None, "explanation": None} for a in answers]  # the PNGs are outputs of their own
+        outputs = [
+            InferOutput("prediction", [n], "BYTES", [json.dumps(a) for a in plain]),
+            InferOutput("verdict", [n], "BYTES", [a["verdict"] for a in answers]),
+            InferOutput("all_probability", [n], "FP64", [a["all_probability"] for a in answers]),
+            InferOutput("threshold", [n], "FP64", [a["threshold"] for a in answers]),
+            InferOutput("fab_type", [n], "BYTES", [(a["fab"] or {}).get("type", "") for a in answers]),
+            InferOutput("cells_scored_as_blasts", [n], "INT64", [a["cells_scored_as_blasts"] for a in answers]),
+            InferOutput("cell_boxes", [len(boxes), 5], "INT64", [v for row in boxes for v in row]),
+            InferOutput("cell_blast_probability", [len(scores)], "FP64", scores),
+        ]
+        if options["overlay"]:
+            outputs.append(InferOutput("overlay_png", [n], "BYTES", [a["overlay"] for a in answers]))
+        if options["explain"]:
+            outputs.append(InferOutput("explanation_png", [n], "BYTES", [a["explanation"] for a in answers]))
+        return InferResponse(response_id=request.id or "", model_name=self.name, model_version=self.predictor.version,
+                             infer_outputs=outputs, parameters={"model_version": self.predictor.version, "notice": NOTICE})
+
+
+class BodyLimit:
+    """ASGI middleware: a POST without Content-Length (411), above the bound (413) or in the binary data
+    extension (400; kserve would fail on it with a 500) is refused before its body is read, so an upload cannot
+    grow the server's memory past the bound."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is None:
+            return await self._refuse(send, 411, "length_required",
+                                      "send the request's Content-Length (chunked uploads are not accepted)")
+        if b"inference-header-content-length" in dict(scope["headers"]):
+            return await self._refuse(send, 400, "binary_extension",
+                                      "the binary data extension is not accepted: kserve's REST server decodes BYTES "
+                                      "tensors as UTF-8 text, which an image file is not; send each image base64-encoded "
+                                      "in the JSON 'data'")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            return await self._refuse(send, 413, "too_large",
+                                      f"the request is {length.decode(errors='replace')} bytes, more than the "
+                                      f"{self.max_bytes:,} this server accepts (send fewer or smaller images per request)")
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(send, status: int, reason: str, message: str) -> None:
+        REJECTED.labels(reason).inc()
+        body = json.dumps({"error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def install_page(app, model: ReleaseModel) -> None:
+    """The page (/ui/) and what it reads about the model (/ui/model.json), on kserve's own FastAPI app."""
+    from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+    files = resources.files("leukemia_mtl") / "web"
+    pages = {route: (files.joinpath(name).read_bytes(), media) for route, (name, media) in PAGE_FILES.items()}
+    security = {"content-security-policy": PAGE_POLICY, "x-content-type-options": "nosniff",
+                "referrer-policy": "no-referrer", "cache-control": "no-store"}
+
+    def page_file(route: str):
+        async def handler() -> Response:
+            body, media = pages[route]
+            return Response(body, media_type=media, headers=security)
+        return handler
+
+    async def model_json() -> JSONResponse:
+        return JSONResponse(model.info(), headers=security)
+
+    async def to_page() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    app.add_api_route("/ui", to_page, methods=["GET"], include_in_schema=False)
+    for route in pages:
+        app.add_api_route(f"/ui/{route}", page_file(route), methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ui/model.json", model_json, methods=["GET"], include_in_schema=False)
+    app.add_middleware(BodyLimit, max_bytes=model.config.max_request_bytes)
+
+
+def serve(model: str, config: ServeConfig = ServeConfig(), cache_dir: Path | None = None,
+          pixel_size_um: float | None = None, threshold: float | None = None) -> None:
+    """Load and verify the release, then listen on `config.port` (v2, v1, /metrics, /ui/) until SIGTERM or SIGINT."""
+    release = ReleaseModel(model, config, cache_dir, pixel_size_um, threshold)
+    release.load()  # a bad release stops here, before anything listens
+    install_page(kserve_app, release)
+    log.warning("serving %s (%s) on port %d: v2 /v2/models/%s/infer, page /ui/, metrics /metrics. %s",
+                release.predictor.version, release.predictor.release_dir, config.port, config.model_name, NOTICE)
+    ModelServer(http_port=config.port, enable_grpc=False, workers=1).start([release])
