@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from leukemia_mtl import __version__
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.models.catalog import BACKBONES
-from leukemia_mtl.stages import SCORED_TASKS
+from leukemia_mtl.stages import ARM_NAMES, SCORED_TASKS
 
 FAB_CLASSES: tuple[str, ...] = ("normal", "L1", "L2", "L3")
 
@@ -238,6 +238,14 @@ class TrainConfig:
     # (fold, backbone) iterations a cluster runs at once (0: no limit); the paper's 10 folds x 3
     # backbones would otherwise ask for 30 GPUs at the same moment
     parallel_runs: int = 0
+    # epochs of stages 1 and 2 where they differ from `epochs` (0: `epochs`); the search tunes them
+    stage1_epochs: int = 0
+    stage2_epochs: int = 0
+
+    def epochs_of(self, kind: str) -> int:
+        """A stage's epoch budget: stages 1 and 2 may have their own, stage 3 and the classical arm share `epochs`."""
+        own = {"stage1": self.stage1_epochs, "stage2": self.stage2_epochs}.get(kind, 0)
+        return own or self.epochs
 
 
 @dataclass(frozen=True)
@@ -323,6 +331,32 @@ class ImageConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """Sequential model-based optimisation of the training settings (Optuna's TPE sampler, median pruning),
+    nested in the folds: each (fold, backbone) searches on its own training part, every trial scored on that
+    part's inner validation split (the one early stopping uses), and never reads the fold's evaluation
+    images; the best trial's settings then train that fold. The first trial is always the profile's own
+    settings, so the search shows what it gained over them on the same split."""
+
+    trials: int = 0  # per (fold, backbone); 0: no search (the demo: its budget has no room for one)
+    seed: int = 0  # the sampler's; with the profile's seed, the same trials and scores on CPU
+    startup_trials: int = 4  # random trials before TPE models the scores (Optuna's n_startup_trials)
+    prune: bool = True  # stop a trial whose intermediate scores (one per stage) fall below the median
+    # what a trial trains and its objective averages, evaluate.release_metric on the inner split of each
+    # scored stage: both arms by default, so the search favours neither side of the t-test
+    arms: tuple[str, ...] = ("mtl", "ctl")
+    tasks: tuple[str, ...] = ("detection", "fab")
+    # the space; each range (and choice list) also takes in the profile's own value
+    learning_rate: tuple[float, float] = (1e-4, 3e-3)  # log scale
+    batch_sizes: tuple[int, ...] = (8, 16, 32)
+    dense_units: tuple[int, ...] = (64, 128, 256, 512)
+    dropout: tuple[float, float] = (0.0, 0.5)
+    frozen_fraction: tuple[float, float] = (0.0, 0.95)
+    target_per_class: tuple[int, int] = (8, 48)  # augment.target_per_class
+    stage_epochs: tuple[int, int] = (1, 6)  # train.stage1_epochs and train.stage2_epochs
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """`python -m leukemia_mtl serve`: what one request may carry, and the endpoint's name. The bounds refuse a
     request before its body is read (413/411) or before any image is decoded (400), so a client cannot make the
@@ -385,6 +419,7 @@ class Profile:
     storage: StorageConfig = field(default_factory=StorageConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -568,6 +603,7 @@ def check(profile: Profile) -> None:
                 ("train.epochs", train.epochs, 1), ("train.batch_size", train.batch_size, 1),
                 ("train.decay_steps", train.decay_steps, 1), ("train.early_stopping_patience", train.early_stopping_patience, 0),
                 ("segment.epochs", profile.segment.epochs, 1), ("segment.batch_size", profile.segment.batch_size, 1),
+              ("train.stage1_epochs", train.stage1_epochs, 0), ("train.stage2_epochs", train.stage2_epochs, 0),
                 ("augment.target_per_class", profile.augment.target_per_class, 0),  # 0: balance to the largest class
                 ("storage.attempts", profile.storage.attempts, 1), ("data.min_side", profile.data.min_side, 1),
                 ("preprocess.scale_sample_images", profile.preprocess.scale_sample_images, 1),
@@ -580,6 +616,25 @@ def check(profile: Profile) -> None:
             raise ConfigError(f"setting {key!r} must be at least {low}, got {value!r}")
     for text in evaluate.expectations:
         parse_expectation(text)
+    _check_tune(profile.tune)
+
+
+def _check_tune(tune: TuneConfig) -> None:
+    if tune.trials < 0 or tune.startup_trials < 0:
+        raise ConfigError(f"settings 'tune.trials' and 'tune.startup_trials' must be at least 0, got {tune.trials} and "
+                          f"{tune.startup_trials}")
+    for key, values, allowed in (("tune.arms", tune.arms, tuple(ARM_NAMES)), ("tune.tasks", tune.tasks, SCORED_TASKS)):
+        if not values or any(v not in allowed for v in values):
+            raise ConfigError(f"setting {key!r} must name some of {', '.join(allowed)}, got {list(values)}")
+    bounds = (("tune.learning_rate", tune.learning_rate, 1e-7, 1.0), ("tune.dropout", tune.dropout, 0.0, 0.9),
+              ("tune.frozen_fraction", tune.frozen_fraction, 0.0, 0.99), ("tune.target_per_class", tune.target_per_class, 0, 100000),
+              ("tune.stage_epochs", tune.stage_epochs, 1, 100000))
+    for key, pair, low, high in bounds:
+        if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
+            raise ConfigError(f"setting {key!r} must be [LOW, HIGH] with {low} <= LOW <= HIGH <= {high}, got {list(pair)}")
+    for key, choices in (("tune.batch_sizes", tune.batch_sizes), ("tune.dense_units", tune.dense_units)):
+        if not choices or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in choices):
+            raise ConfigError(f"setting {key!r} must list whole numbers above 0, got {list(choices)}")
 
 
 def _override(obj: Any, path: list[str], value: Any, full_key: str) -> Any:

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from leukemia_mtl.artifacts import log_metrics
-from leukemia_mtl.augment import Item, assert_no_leakage, augment_to_balance
+from leukemia_mtl.augment import Item, LeakageError, assert_no_leakage, augment_to_balance
 from leukemia_mtl.bundles import square  # the classifiers' input, as predict squares it
 from leukemia_mtl.config import STAGE3_IMAGES, Profile
 from leukemia_mtl.data.datasets import Dataset, load_datasets
@@ -217,7 +217,7 @@ def _column(values: list[str]) -> np.ndarray:
 
 
 def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_groups: set[str], classes: tuple[str, ...],
-            profile: Profile, seed: int, stage: str, fold_id: str = "") -> tuple[StageArrays, dict]:
+            profile: Profile, seed: int, stage: str, fold_id: str = "", evaluation: bool = True) -> tuple[StageArrays, dict]:
     train = [i for i in items if i.group not in eval_groups]
     evaluation = [i for i in items if i.group in eval_groups]
     train_units = [u for u in units if u.group not in eval_groups]
@@ -225,8 +225,12 @@ def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_gro
     missing = [c for c in classes if c not in {i.label for i in train}]
     if missing:
         raise TrainingDataError(f"{stage}: class(es) {missing} have no training image after the split")
-    if not eval_units:
+    if evaluation and not eval_units:
         raise TrainingDataError(f"{stage}: no image left for evaluation after the split")
+    if not evaluation:
+        if any(i.group in eval_groups for i in items):
+            raise LeakageError(f"{stage}: an evaluation image was read for a search, which must see the training part only")
+        eval_units = []
     assert_no_leakage((i.group for i in train), (i.group for i in evaluation))
     fit = [i for i in train if i.group not in val_groups]
     validation = [i for i in train if i.group in val_groups]
@@ -294,8 +298,13 @@ def _units_of(items: list[Item]) -> list[Unit]:
     return [Unit(i.source_id, i.label, i.group) for i in items]
 
 
-def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_index: int, out_dir: Path, profile: Profile) -> dict:
-    """Write stage1.npz, stage2.npz, stage3.npz of one fold (training part augmented, evaluation part as is)."""
+def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_index: int, out_dir: Path, profile: Profile,
+                          *, evaluation: bool = True) -> dict:
+    """Write stage1.npz, stage2.npz, stage3.npz of one fold (training part augmented, evaluation part as is).
+
+    `evaluation=False` (a hyperparameter search's trial): the fold's training part only. No image, crop or isolated
+    smear of an evaluation group is opened, and the arrays' evaluation part is empty; the inner validation split
+    is the same as with it, so a trial is scored where the fold's training stops early."""
     size = profile.model.input_size
     datasets = load_datasets(Path(ingested) / DATA_DIR, profile.data, check=False)
     if not 0 <= fold_index < len(split["folds"]):
@@ -309,12 +318,16 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
 
     max_pixels = profile.data.max_pixels
 
+    def wanted(group: str) -> bool:
+        """Whether an image of this group is read at all: without the evaluation part, only training groups."""
+        return evaluation or group not in eval_groups
+
     raw_cells = [
         Item(square(read_image(r.path, max_pixels=max_pixels).rgb, size), BLAST_CLASSES[int(r.positive)],
              source_id=f"{d.name}/{r.image_id}", group=group_of(f"{d.name}/{r.group}"))
-        for d in datasets if d.single_cell for r in d.records
+        for d in datasets if d.single_cell for r in d.records if wanted(group_of(f"{d.name}/{r.group}"))
     ]
-    crops = read_crops_manifest(cells_dir)
+    crops = [row for row in read_crops_manifest(cells_dir) if wanted(group_of(row["group"]))]
     isolated_cells = [
         Item(square(cv2.cvtColor(cv2.imread(str(Path(cells_dir) / row["crop"])), cv2.COLOR_BGR2RGB), size),
              BLAST_CLASSES[int(row["blast"])], source_id=row["crop"], group=group_of(row["group"]))
@@ -340,6 +353,8 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
         with_cells = {(row["dataset"], row["source_image"]) for row in crops}  # as predict: a smear needs a cell
         for dataset in smears:
             for record in dataset.records:
+                if not wanted(group_of(f"{dataset.name}/{record.group}")):
+                    continue
                 if mode == "isolated":
                     if (dataset.name, record.image_id) not in with_cells:  # segment found no cell: its isolated image
                         continue  # would be black, carrying the class, not the cells; no item (scored as an error)
@@ -352,7 +367,8 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
     stage1_items = raw_cells or isolated_cells  # without ALL-IDB2-style data, stage 1 adapts on isolated cells
     summary = {"fold": fold["fold"], "repeat": fold["repeat"], "fold_id": fold["id"], "fold_index": fold_index, "input_size": size,
                "stage1_source": "raw single-cell images" if raw_cells else "isolated cells",
-               "stage3_images": mode, "validation_fraction": profile.train.validation_fraction, "stages": {}}
+               "stage3_images": mode, "validation_fraction": profile.train.validation_fraction, "stages": {},
+               "evaluation_part": evaluation}
     # One inner validation split per fold, over the source groups (smears; single-cell images), that
     # every stage holds out: stage 2 must not train on the cells of the smears stage 3 validates on.
     seed = profile.seed * 1000 + fold_index * 10
@@ -365,7 +381,7 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
             ("stage3", smear_items, smear_units, fab_classes))
     for salt, (stage, items, units, classes) in enumerate(plan, start=1):
         arrays, summary["stages"][stage] = _arrays(items, units, eval_groups, val_groups, classes, profile, seed + salt + 1,
-                                                   stage, fold["id"])
+                                                   stage, fold["id"], evaluation)
         arrays.save(Path(out_dir) / f"{stage}.npz")
     atomic_write_json(Path(out_dir) / "summary.json", summary)
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -155,7 +156,8 @@ def run_finetune_stage(
             weights_text, imagenet = f"{previous_info.stage} ({previous_info.weights})", previous_info.imagenet
 
         timings["load_and_build"] = time.perf_counter() - started
-        fit = fit_stage(model, arrays.x_train, y_train, arrays.x_val, y_val, profile.train, head, profile.seed + salt,
+        train_cfg = dataclasses.replace(profile.train, epochs=profile.train.epochs_of(stage))
+        fit = fit_stage(model, arrays.x_train, y_train, arrays.x_val, y_val, train_cfg, head, profile.seed + salt,
                         sample_weight=train_weights, val_sample_weight=val_weights,
                         random_backbone=previous_dir is None and weights.keras_argument is None)
     timings.update(first_epochs=fit.first_epochs_seconds, steady_epochs=fit.steady_epochs_seconds,
@@ -172,14 +174,16 @@ def run_finetune_stage(
         labels = encode_labels(task_names(unit_labels, task, negative), classes, "softmax")
         probabilities = unit_probabilities(per_part[part], sources, units, labels, len(classes))
         scored[part] = (probabilities, labels, units)
-    eval_loss, eval_accuracy = _score(*scored["eval"][:2], len(classes))
+    # no evaluation part: a search's trial (leukemia_mtl.tune), which never holds the fold's evaluation images
+    evaluating = len(arrays.units_eval) > 0
+    eval_loss, eval_accuracy = _score(*scored["eval"][:2], len(classes)) if evaluating else (float("nan"), float("nan"))
     val_loss, val_accuracy = _score(*scored["val"][:2], len(classes)) if len(arrays.units_val) else (None, None)
     timings["predict"] = time.perf_counter() - started
     started = time.perf_counter()
     explanations = explain.examples_figure(
         model, arrays.x_eval, encode_labels(task_names(arrays.y_eval, task, negative), classes, "softmax"), per_part["eval"],
         list(classes), f"{stage} ({task}), {backbone}, fold {data_summary['fold_id']}: held-out images", profile.evaluate.explain_min_side,
-        profile.evaluate.explain_examples) if profile.evaluate.explain_examples else None
+        profile.evaluate.explain_examples) if profile.evaluate.explain_examples and evaluating else None
     timings["explain"] = time.perf_counter() - started
     started = time.perf_counter()
 
