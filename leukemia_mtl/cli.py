@@ -1,4 +1,4 @@
-"""`python -m leukemia_mtl synth | validate | preprocess | predict | serve | buckets`: the library without Kubeflow."""
+"""`python -m leukemia_mtl synth | validate | preprocess | predict | serve | tune | buckets`: the library without Kubeflow."""
 
 from __future__ import annotations
 
@@ -74,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print one JSON object: notice, model version, settings, predictions (errors in place) and errors")
     pred.add_argument("--csv", type=Path, metavar="FILE", help="also write one CSV row per image (errors included) to FILE")
     pred.add_argument("--cache", type=Path, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
+
+    tune = sub.add_parser("tune", help="search the training settings (Optuna's TPE) on one fold's training part, nested")
+    tune.add_argument("--smears", required=True, help="smear images: a folder, s3://bucket/prefix, or 'synthetic'")
+    tune.add_argument("--cells", default="none", help="single-cell images: a folder, s3://bucket/prefix, 'synthetic' or "
+                                                      "'none' (default)")
+    tune.add_argument("--output", required=True, type=Path,
+                      help="work folder: the prepared data (reused), study.json, tuning.html, best_overrides.json")
+    tune.add_argument("--trials", type=int, help="number of trials (default: the profile's tune.trials, else 10)")
+    tune.add_argument("--fold", type=int, default=0, help="the fold whose training part is searched (default 0)")
+    tune.add_argument("--backbone", help="default: the profile's first")
+    tune.add_argument("--params", metavar="JSON",
+                      help="run one trial at these settings instead of a search, and print objective=VALUE "
+                           "(Katib's trials: its metrics collector reads that line)")
+    _profile_args(tune)
 
     serve = sub.add_parser("serve", help="serve a released model: KServe's v2 protocol, /metrics and a page at /ui/")
     serve.add_argument("--model", required=True, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
@@ -168,7 +182,43 @@ def _run(args: argparse.Namespace) -> int:
         return _predict(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "tune":
+        return _tune(args, overrides)
     raise AssertionError(args.command)
+
+
+def _tune(args: argparse.Namespace, overrides: dict) -> int:
+    from leukemia_mtl.tune import tune_folder
+
+    params = None
+    if args.params is not None:
+        try:
+            params = json.loads(args.params)
+        except ValueError as exc:
+            raise ConfigError(f"--params is not JSON ({exc}): {args.params[:200]!r}") from None
+        if not isinstance(params, dict):
+            raise ConfigError(f"--params must be a JSON object of dotted settings, got {args.params[:200]!r}")
+    trials = args.trials
+    if params is None and trials is None:
+        trials = get_profile(args.profile, overrides).tune.trials or 10
+    result = tune_folder(args.smears, args.cells, args.output, args.profile, overrides, fold=args.fold,
+                         backbone=args.backbone, trials=trials, params=params)
+    if params is not None:
+        for stage, value in result["stages"].items():
+            print(f"{stage}={value:.6f}")
+        print(f"objective={result['objective']:.6f}")  # Katib's StdOut metrics collector reads NAME=VALUE lines
+        return 0
+    best, own = result["best"], result["profile_trial"]
+    print(f"{len(result['trials'])} trials on fold {result['fold_id']}'s training part ({result['backbone']}), scored on its "
+          f"inner validation split: {result['objective']}")
+    if own and own["value"] is not None:
+        print(f"  the profile's own settings (trial 0): {own['value']:.4f}")
+    if best:
+        print(f"  best: trial {best['number']}, {best['value']:.4f}")
+        print("  to train with it: " + " ".join(f"--set {k}={json.dumps(v)}" for k, v in best["params"].items()))
+    work = Path(args.output) / f"fold{args.fold}-{result['backbone']}"
+    print(f"wrote {work / 'study.json'}, {work / 'tuning.html'} and {work / 'best_overrides.json'}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
