@@ -7,7 +7,7 @@
                        [--runner subprocess|docker]
 
 No science here: components/ adapts the library, this file wires the DAG and runners/ runs it:
-ingest -> preprocess -> segment -> split -> for each (fold, backbone): augment -> the training stages of
+ingest -> preprocess -> segment -> split -> for each (fold, backbone): [tune ->] augment -> the training stages of
 leukemia_mtl/stages.py (stage 1 -> stage 2 -> stage 3 detection and FAB; the classical baseline's detection
 and FAB from ImageNet); split -> baseline (majority class, colour histogram) -> crossval -> ttest,
 release -> report.
@@ -36,6 +36,7 @@ from components.report import report
 from components.segment import segment
 from components.split import split
 from components.ttest import ttest
+from components.tune import tune
 from leukemia_mtl.config import Profile, get_profile, negative_class_overrides, parse_overrides, pixel_size_overrides
 from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
 from leukemia_mtl.stages import (TRAINING_STAGES, StageError, TrainingStage, check_plan, released_stages, scored_stages,
@@ -136,15 +137,24 @@ def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", ca
         folds.set_display_name("split")
         place(folds, "light")
         parallelism = settings.train.parallel_runs or None
+        searches = []
         with dsl.ParallelFor(items=folds.outputs["Output"], parallelism=parallelism) as run:  # one per (fold, backbone)
+            fold_config = config
+            if settings.tune.trials:  # the search on this fold's training part; its best settings train this fold
+                searched = tune(dataset=ingested.outputs["dataset"], cells=segmented.outputs["cells"],
+                                split=folds.outputs["split"], fold=run.fold, backbone=run.backbone, **config)
+                searched.set_display_name("tune")
+                place(searched, "train", gpu=True, storage=True)  # its trials train as the stages do
+                searches.append(searched)
+                fold_config = dict(profile=profile, overrides=searched.outputs["Output"])
             fold_data = augment(dataset=ingested.outputs["dataset"], cells=segmented.outputs["cells"],
-                                split=folds.outputs["split"], fold=run.fold, **config)
+                                split=folds.outputs["split"], fold=run.fold, **fold_config)
             fold_data.set_display_name("augment")
             place(fold_data, "augment")
             tasks = {}
             for stage in plan:
                 common = dict(training_data=fold_data.outputs["training_data"], backbone=run.backbone, stage=stage.kind,
-                              task=stage.task, **config)
+                              task=stage.task, **fold_config)
                 if stage.from_imagenet:
                     trained = finetune_from_imagenet(**common)
                 else:
@@ -177,6 +187,7 @@ def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", ca
             roi_overlay=roi.outputs["overlay"], segment_metrics=segmented.outputs["metrics"], segmentation=segmented.outputs["figure"],
             crossval=scored.outputs["results"], ttest=compared.outputs["results"], release_manifest=released.outputs["manifest"],
             **collected("evaluation", plan), **config,
+            **({"tuning": dsl.Collected(searches[0].outputs["study"])} if searches else {}),
         )
         reported.set_display_name("report")
         place(reported, "light")
@@ -236,11 +247,16 @@ def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides
 
 def submit(host: str | None, profile: str, compile_overrides: dict, params: dict, experiment: str,
            schedule: str | None = None, run_name: str | None = None) -> str:
-    """This DAG compiled and submitted (runners/submit.py); returns the run's or recurring run's id."""
+    """This DAG compiled and submitted (runners/submit.py); returns the run's or recurring run's id. The run's
+    overrides shape the DAG where they must: with tune.trials above 0 it has the tune tasks."""
+    given = params.get("overrides") or {}
+    given = json.loads(given) if isinstance(given, str) else given
+    shaping = {k: v for k, v in given.items() if k.startswith("tune.")} if isinstance(given, dict) else {}
     # the compiled DAG's own parameters (the local runner's data_version is not one)
-    accepted = list(build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides).component_spec.inputs)
-    return submitter.submit(accepted, lambda path: compile_pipeline(path, profile, compile_overrides), host, profile,
-                            params, experiment, schedule, run_name, PIPELINE_NAME)
+    accepted = list(build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides,
+                                   run_overrides=shaping).component_spec.inputs)
+    return submitter.submit(accepted, lambda path: compile_pipeline(path, profile, compile_overrides, shaping), host,
+                            profile, params, experiment, schedule, run_name, PIPELINE_NAME)
 
 
 def _compile_overrides(args) -> dict:

@@ -29,6 +29,7 @@ def report(
     overrides: str,
     html: Output[HTML],
     summary: Output[Artifact],
+    tuning: Input[List[Artifact]] = None,
 ):
     """Data, preprocessing and segmentation figures, training curves, Tables II-V, ROC and the release.
 
@@ -50,6 +51,7 @@ def report(
         release_manifest: What release bundled and where it published it.
         profile: The settings profile the task starts from (demo, workstation, paper).
         overrides: A JSON object of dotted settings applied over the profile.
+        tuning: Every (fold, backbone)'s hyperparameter search, where the run searched (tune.trials above 0).
     """
     from leukemia_mtl.config import task_settings
     from leukemia_mtl.errors import exit_on_user_error
@@ -61,4 +63,4 @@ def report(
         run_report_task(data_summary=data_summary, split=split, roi_metrics=roi_metrics, roi_overlay=roi_overlay,
                         segment_metrics=segment_metrics, segmentation=segmentation, evaluations=evaluations, crossval=crossval,
                         ttest=ttest, release_manifest=release_manifest, html=html, summary=summary,
-                        profile=task_settings(profile, overrides))
+                        profile=task_settings(profile, overrides), tuning=tuning)

@@ -297,6 +297,8 @@ class RunSummary:
         headline: {task: {"released": {"backbone", "arm", "operating_point", "degenerate"}, "colour": {...}, "majority": {...}}}
         expectations: [{"check", "task", "metric", "backbone", "arm", "value", "threshold", "met"}]
         release: {"version" (None if refused), "refused", "gate": {"passed", "reasons", ...}, "selection", "published_to"}
+        tuning (only where the run searched, tune.trials > 0): [{"fold_id", "backbone", "trials", "best_inner_score",
+                 "best_params", "profile_inner_score"}]
 
     `rows` iterates ARM with its task, model and arm. Older summaries read too (schema 1 has no baselines,
     headline, expectations or release: they read as empty).

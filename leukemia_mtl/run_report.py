@@ -33,6 +33,7 @@ from leukemia_mtl.paper import INPUT_SIZE as PAPER_INPUT_SIZE
 from leukemia_mtl.results import SUMMARY_SCHEMA as SCHEMA
 from leukemia_mtl.results import ArmResult, CrossvalResult, RunSummary
 from leukemia_mtl.stages import KIND_OF_ARM, TRAINING_STAGES
+from leukemia_mtl.tune import STUDY_FILE, study_parts
 
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
 OPERATING_KEYS = ("sensitivity", "specificity", "ppv", "npv", "auc")
@@ -449,6 +450,12 @@ def _headline_section(summary: dict, crossval: CrossvalResult, release: dict | N
     return report.section("Headline: the released model beside the trivial baselines", *parts)
 
 
+def _tuning_section(studies: list[dict]) -> report.Section:
+    """Every (fold, backbone)'s search: its trials, the best beside the profile's own settings, the importances."""
+    parts = [report.subsection(f"Fold {s['fold_id']}, {s['backbone']}", *study_parts(s)) for s in studies]
+    return report.section("Hyperparameter search (nested in the folds)", *parts)
+
+
 def _warnings_section(roi_html: str, segment_html: str) -> report.Section | None:
     """The stage pages' warnings (no cell found in a dataset's images, a pixel scale that had to be assumed) lead."""
     # our own pages' paragraphs, autoescaped when they were written: trusted HTML
@@ -545,7 +552,8 @@ def _release_section(release: dict, profile: Profile) -> report.Section:
 
 def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metrics: dict, roi_html: str,
                  segment_metrics: dict, segment_html: str, evaluations: dict[str, list[dict]], crossval: dict, ttest: dict,
-                 release: dict | None, html_path: Path | str, summary_path: Path | str) -> dict:
+                 release: dict | None, html_path: Path | str, summary_path: Path | str,
+                 studies: list[dict] | None = None) -> dict:
     """Write the HTML report and summary.json; returns the summary.
 
     The report is the list of sections below, in reading order (templates/run_report.html shows them, with a
@@ -556,7 +564,19 @@ def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metri
     crossval = CrossvalResult.of(crossval)
     limitations = limitations_of(evaluations, data_summary, crossval, profile)
     methods = methods_of(evaluations, segment_metrics, crossval, profile)
+    if profile.tune.trials and not studies:
+        limitations.insert(0, f"tune.trials is {profile.tune.trials}, but this run's DAG has no tune task (it was "
+                              "compiled with tune.trials 0): nothing was searched; compile or submit with "
+                              f"--set tune.trials={profile.tune.trials} to search.")
+    if studies:
+        methods.insert(0, f"Training settings searched per fold and backbone ({len(studies[0]['trials'])} trials of "
+                          "Optuna's TPE each) on that fold's training part, every trial scored on its inner validation "
+                          "split: the cross-validated scores below are nested, an outer estimate of the searched procedure.")
     summary = run_summary(crossval, ttest, release, evaluations, profile, limitations, methods)
+    if studies:
+        summary["tuning"] = [{"fold_id": s["fold_id"], "backbone": s["backbone"], "trials": len(s["trials"]),
+                              "best_inner_score": (s["best"] or {}).get("value"), "best_params": (s["best"] or {}).get("params"),
+                              "profile_inner_score": (s["profile_trial"] or {}).get("value")} for s in studies]
     curves = _curves_figure(evaluations, profile.train.warmup_epochs)
     metric = crossval.metric or profile.evaluate.release_metric
     sections = [
@@ -565,6 +585,7 @@ def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metri
         report.section("How these scores were made", report.bullets(methods)),
         report.section("What this run could not do", report.bullets(limitations)),
         _data_section(data_summary, split),
+        _tuning_section(studies) if studies else None,
         _stage_page_section("Preprocessing (RGB offsets, monochrome, threshold)", roi_html),
         _stage_page_section("Segmentation (residual U-Net, blue-channel isolation)", segment_html),
         None if curves is None else report.section("Training curves (paper Fig. 9)",
@@ -584,7 +605,7 @@ def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metri
 
 
 def run_report_task(*, data_summary, split, roi_metrics, roi_overlay, segment_metrics, segmentation, evaluations: dict,
-                    crossval, ttest, release_manifest, html, summary, profile: Profile) -> dict:
+                    crossval, ttest, release_manifest, html, summary, profile: Profile, tuning=None) -> dict:
     """The report component's one call: every artifact the report reads in (`evaluations`: per training
     stage's key, its evaluation artifacts over the folds), the page and summary.json out."""
     def read(artifact) -> dict:
@@ -596,6 +617,7 @@ def run_report_task(*, data_summary, split, roi_metrics, roi_overlay, segment_me
         roi_html=Path(roi_overlay.path).read_text(), segment_metrics=read(segment_metrics),
         segment_html=Path(segmentation.path).read_text(), evaluations=loaded, crossval=read(crossval), ttest=read(ttest),
         release=read(release_manifest), html_path=Path(html.path), summary_path=Path(summary.path),
+        studies=[json.loads((Path(a.path) / STUDY_FILE).read_text()) for a in tuning or []],
     )
     summary.metadata.update({"schema": result["schema"], "imagenet": result["imagenet"]})
     return result

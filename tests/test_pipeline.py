@@ -84,6 +84,28 @@ def test_training_tasks_request_gpus_and_nothing_else_does(tmp_path):
         "stage 2": "stage 1", "stage 3 detection": "stage 2", "stage 3 FAB": "stage 2"}
 
 
+def test_with_tune_trials_each_fold_searches_first_and_trains_with_its_best_settings(tmp_path):
+    path = pipeline.compile_pipeline(tmp_path / "tuned.yaml", run_overrides={"tune.trials": 4})
+    spec = json_format.ParseDict(next(yaml.safe_load_all(path.read_text())), pipeline_spec_pb2.PipelineSpec())
+    loop_dag = next(c.dag for name, c in spec.components.items() if name.startswith("comp-for-loop"))
+    assert loop_dag.tasks["tune"].task_info.name == "tune"
+    tune_inputs = loop_dag.tasks["tune"].inputs
+    assert set(tune_inputs.artifacts) == {"dataset", "cells", "split"}  # no model, no evaluation part beyond the split
+    # the fold's augment and every training task run with the overrides the search returned
+    for name, task in loop_dag.tasks.items():
+        if name.startswith(("augment", "finetune")):
+            source = task.inputs.parameters["overrides"].task_output_parameter
+            assert (source.producer_task, source.output_parameter_key) == ("tune", "Output"), name
+    deployment = pipeline_spec_pb2.PipelineDeploymentConfig()
+    json_format.ParseDict(json_format.MessageToDict(spec.deployment_spec), deployment)
+    executor = deployment.executors[spec.components[loop_dag.tasks["tune"].component_ref.name].executor_label]
+    assert executor.container.resources.accelerator.resource_type == "nvidia.com/gpu"  # its trials train: a GPU node
+    assert executor.container.image == ImageConfig().gpu_image
+    assert "tuning" in spec.root.dag.tasks["report"].inputs.artifacts  # the report shows every fold's search
+    untuned = pipeline.compile_pipeline(tmp_path / "plain.yaml")
+    assert "comp-tune" not in untuned.read_text()  # tune.trials 0 (every profile's default): no tune task
+
+
 def _executors(spec):
     deployment = pipeline_spec_pb2.PipelineDeploymentConfig()
     json_format.ParseDict(json_format.MessageToDict(spec.deployment_spec), deployment)
