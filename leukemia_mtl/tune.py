@@ -296,6 +296,9 @@ def history_figure(summary: dict) -> bytes:
                 color="grey", label="pruned (last stage score)")
     if summary.get("profile_trial") and summary["profile_trial"]["value"] is not None:
         ax.axhline(summary["profile_trial"]["value"], color="black", linestyle=":", label="profile's own settings")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("inner-validation score")
     ax.legend(fontsize=8)
