@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, help="number of trials (default: the profile's tune.trials, else 10)")
     tune.add_argument("--fold", type=int, default=0, help="the fold whose training part is searched (default 0)")
     tune.add_argument("--backbone", help="default: the profile's first")
-    tune.add_argument("--params", metavar="JSON",
-                      help="run one trial at these settings instead of a search, and print objective=VALUE "
-                           "(Katib's trials: its metrics collector reads that line)")
+    tune.add_argument("--trial", action="store_true",
+                      help="run one trial at the settings --set gives (e.g. --set train.learning_rate=0.001) instead "
+                           "of a search, and print NAME=VALUE per scored stage and objective=VALUE (Katib's trials: "
+                           "its metrics collector reads those lines)")
     _profile_args(tune)
 
     serve = sub.add_parser("serve", help="serve a released model: KServe's v2 protocol, /metrics and a page at /ui/")
@@ -190,20 +191,14 @@ def _run(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace, overrides: dict) -> int:
     from leukemia_mtl.tune import tune_folder
 
-    params = None
-    if args.params is not None:
-        try:
-            params = json.loads(args.params)
-        except ValueError as exc:
-            raise ConfigError(f"--params is not JSON ({exc}): {args.params[:200]!r}") from None
-        if not isinstance(params, dict):
-            raise ConfigError(f"--params must be a JSON object of dotted settings, got {args.params[:200]!r}")
+    if args.trial and args.trials is not None:
+        raise ConfigError("--trial runs one trial at the --set settings; --trials is for a search: give one of them")
     trials = args.trials
-    if params is None and trials is None:
+    if not args.trial and trials is None:
         trials = get_profile(args.profile, overrides).tune.trials or 10
     result = tune_folder(args.smears, args.cells, args.output, args.profile, overrides, fold=args.fold,
-                         backbone=args.backbone, trials=trials, params=params)
-    if params is not None:
+                         backbone=args.backbone, trials=trials, one_trial=args.trial)
+    if args.trial:
         for stage, value in result["stages"].items():
             print(f"{stage}={value:.6f}")
         print(f"objective={result['objective']:.6f}")  # Katib's StdOut metrics collector reads NAME=VALUE lines

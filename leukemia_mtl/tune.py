@@ -17,6 +17,7 @@ and, TensorFlow being deterministic on CPU here, the same scores.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -145,8 +146,6 @@ def inner_score(model_dir: Path, metric: str) -> float:
 def fold_training_part(fold: FoldData, settings: Profile, work: Path) -> Path:
     """The fold's stage arrays without its evaluation part, built once per distinct data settings (of the space:
     the augmentation target) and kept beside the prepared images they came from."""
-    import hashlib
-
     from leukemia_mtl.train.data import prepare_training_data
 
     shaping = {k: v for k, v in settings.to_dict().items() if k in ("seed", "data", "preprocess", "augment")}
@@ -170,8 +169,9 @@ def fold_training_part(fold: FoldData, settings: Profile, work: Path) -> Path:
 
 def run_trial(fold: FoldData, backbone: str, profile_name: str, base_overrides: dict, params: dict, work: Path,
               report_step=None) -> dict:
-    """One point of the space trained on the fold's training part and scored on its inner split; `report_step(step,
-    value, last)` after each stage (Optuna's pruning: it may raise TrialPruned)."""
+    """One point of the space trained on the fold's training part and scored on its inner split. After each scored
+    stage `report_step(step, value, last)` gets the mean over the scored stages so far (step: how many), a value
+    comparable across trials at the same step, for Optuna's pruner (it may raise TrialPruned)."""
     from leukemia_mtl.train.stage import run_finetune_stage
 
     settings = get_profile(profile_name, {**base_overrides, **params})
@@ -182,19 +182,25 @@ def run_trial(fold: FoldData, backbone: str, profile_name: str, base_overrides: 
     shutil.rmtree(trial_dir, ignore_errors=True)
     models: dict[str, Path] = {}
     stages: dict[str, float] = {}
+    objective_keys = [s.key for s in objective_stages(settings)]
+    scored: list[float] = []
     try:
-        plan = trial_stages(settings)
-        for step, stage in enumerate(plan):
+        for stage in trial_stages(settings):
             model_dir = trial_dir / stage.key
             run_finetune_stage(stage.kind, stage.task, backbone, data_dir, models.get(stage.starts_from), model_dir,
                                trial_dir / f"{stage.key}.html", settings)
             models[stage.key] = model_dir
             stages[stage.key] = inner_score(model_dir, metric)
+            if stage.key not in objective_keys:
+                continue
+            if not np.isfinite(stages[stage.key]):
+                raise TuneError(f"fold {fold.fold_id}: {stage.key}'s {metric} on the inner validation split is undefined "
+                                "(a class missing from the split?): the trial cannot be scored")
+            scored.append(stages[stage.key])
             if report_step is not None:
-                report_step(step, stages[stage.key], step == len(plan) - 1)
+                report_step(len(scored), float(np.mean(scored)), len(scored) == len(objective_keys))
     finally:
         shutil.rmtree(trial_dir, ignore_errors=True)  # a trial's models are not kept: only its scores
-    scored = [stages[s.key] for s in objective_stages(settings)]
     return {"objective": float(np.mean(scored)), "stages": stages, "seconds": time.perf_counter() - started}
 
 
@@ -212,8 +218,8 @@ def search(fold: FoldData, backbone: str, profile_name: str, base_overrides: dic
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our one error line
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed * 1000 + profile.seed * 10 + fold.fold_index,
-                                         n_startup_trials=cfg.startup_trials)
+    seed = int(hashlib.sha256(f"{cfg.seed}/{profile.seed}/{fold.fold_index}".encode()).hexdigest()[:8], 16)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=max(1, cfg.startup_trials), n_warmup_steps=0)
               if cfg.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner,
@@ -228,7 +234,7 @@ def search(fold: FoldData, backbone: str, profile_name: str, base_overrides: dic
         def report_step(step: int, value: float, last: bool) -> None:
             trial.report(value, step)
             if not last and trial.should_prune():  # after the last stage there is nothing left to save
-                raise optuna.TrialPruned(f"stage {step} scored {value:.3f}, below the median of earlier trials")
+                raise optuna.TrialPruned(f"{step} scored stage(s): {value:.3f}, below the median of earlier trials")
 
         result = run_trial(fold, backbone, profile_name, base_overrides, params, work, report_step)
         trial.set_user_attr("stages", result["stages"])
@@ -255,7 +261,9 @@ def study_summary(study, profile: Profile, fold: FoldData, backbone: str, base_o
     best = study.best_trial if complete else None
     importance, why_not = None, ""
     varied = len({json.dumps(t.params, sort_keys=True) for t in complete})
-    if varied >= 3:
+    if varied >= 3 and len({t.value for t in complete}) < 2:
+        why_not = "every completed trial scored the same: no variance for fANOVA to apportion"
+    elif varied >= 3:
         importance = optuna.importance.get_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=profile.tune.seed))
     else:
@@ -293,7 +301,7 @@ def history_figure(summary: dict) -> bytes:
         ax.step(*zip(*line), where="post", label="best so far")
     if pruned:
         ax.plot([t["number"] for t in pruned], [max(t["intermediate"].values(), default=0) for t in pruned], "x",
-                color="grey", label="pruned (last stage score)")
+                color="grey", label="pruned (its mean so far)")
     if summary.get("profile_trial") and summary["profile_trial"]["value"] is not None:
         ax.axhline(summary["profile_trial"]["value"], color="black", linestyle=":", label="profile's own settings")
     from matplotlib.ticker import MaxNLocator
@@ -404,13 +412,12 @@ def prepare(smears: str, cells: str, out: Path, profile_name: str, overrides: di
 
 
 def tune_folder(smears: str, cells: str, out: Path, profile_name: str, overrides: dict, *, fold: int = 0,
-                backbone: str | None = None, trials: int | None = None, params: dict | None = None) -> dict:
-    """`python -m leukemia_mtl tune`: a search (or, given `params`, one trial: Katib's) on one fold of a folder."""
+                backbone: str | None = None, trials: int | None = None, one_trial: bool = False) -> dict:
+    """`python -m leukemia_mtl tune`: a search on one fold of a folder, or (`one_trial`: Katib's trials) one trial at
+    the settings `overrides` give."""
     profile = get_profile(profile_name, overrides)
     backbone = backbone or profile.model.backbones[0]
-    unknown = sorted(set(params or {}) - set(SPACE))
-    if unknown:
-        raise TuneError(f"--params: {unknown} are not searched settings; the space is {', '.join(SPACE)}")
+    params = profile_values(profile) if one_trial else None
     ingested, cells_dir, split = prepare(smears, cells, out, profile_name, overrides)
     if not 0 <= fold < len(split["folds"]):
         raise TuneError(f"--fold {fold}: the split has folds 0 to {len(split['folds']) - 1}")

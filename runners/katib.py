@@ -5,7 +5,7 @@
 
 Katib names the best trial's values by its own parameter names (learning_rate) as strings; the Experiment's
 trialTemplate says which setting each one is (a trial parameter's `description` is its dotted key, as the
-trial's --params JSON uses it), and the parameter's type how to read its value.
+trial's --set flag names it), and the parameter's type how to read its value.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(overrides, sort_keys=True))
     print(" ".join(f"--set {k}={json.dumps(v)}" for k, v in sorted(overrides.items())))
+    print("note: these settings were searched on one fold's training part; a cross-validated run trained with them has "
+          "nested scores on that fold only (the pipeline's own tune step, --set tune.trials=N, searches every fold)",
+          file=sys.stderr)
     return 0
 
 

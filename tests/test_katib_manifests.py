@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from leukemia_mtl.cli import build_parser
-from leukemia_mtl.config import ClusterConfig, ImageConfig, get_profile
+from leukemia_mtl.config import ClusterConfig, ImageConfig, get_profile, parse_overrides
 from leukemia_mtl.tune import SPACE, objective_stages, search_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,13 +210,15 @@ def test_the_trial_job_runs_the_projects_entry_point_on_the_training_gpu_pool(ex
     assert {t["key"] for t in pod["tolerations"]} == {t.split(":")[0].split("=")[0] for t in cluster.gpu_tolerations}
     assert container["resources"]["limits"][cluster.gpu_resource] == "1"
     assert container["envFrom"][0]["secretRef"]["name"] == cluster.minio_secret
-    # the command is the CLI's `tune --params`, and its JSON sets exactly the searched settings
+    # the command is the CLI's `tune --trial`, and its --set flags set exactly the searched settings
     command = container["command"]
     assert command[:4] == ["python", "-m", "leukemia_mtl", "tune"]
     args = build_parser().parse_args(command[3:])
-    params = json.loads(args.params)
-    assert set(params) == set(SPACE)
+    params = parse_overrides(args.overrides)
+    assert args.trial and set(params) == set(SPACE)  # one trial, at exactly the searched settings
     assert params["train.batch_size"] == int(_sample(next(p for p in parameters if p["name"] == "batch_size"), "max"))
+    # Katib's StdOut collector runs the command as `sh -c "<words joined by spaces>"`: every word must survive that
+    assert all(shlex.split(word) == [word] for word in command), command
     profile = get_profile(args.profile)
     metrics = experiment["spec"]["objective"]
     # what the trial prints (one NAME=VALUE line per scored stage, then objective=) is what Katib collects

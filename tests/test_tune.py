@@ -98,14 +98,16 @@ def test_a_fold_without_an_inner_split_is_refused_before_any_trial(prepared, tmp
 def test_the_cli_runs_one_katib_trial_and_prints_its_objective(prepared):
     out, _, _, _ = prepared  # `tune` reuses the prepared images (same inputs and data settings)
     sets = [arg for key, value in TUNE.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-    params = {"train.learning_rate": 0.001, "model.dropout": 0.1}
+    katib = ["--set", "train.learning_rate=0.001", "--set", "model.dropout=0.1"]  # as Katib's trial Job sets them
     result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "tune", "--smears", "synthetic", "--cells", "synthetic",
-                             "--output", str(out), "--params", json.dumps(params), *sets],
+                             "--output", str(out), "--trial", *sets, *katib],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reusing" in result.stderr
     lines = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     assert 0.0 <= float(lines["objective"]) <= 1.0 and float(lines["classical_detection"]) == float(lines["objective"])
+    trial = json.loads((out / "fold0-Xception" / "trial.json").read_text())
+    assert trial["params"]["train.learning_rate"] == 0.001 and trial["params"]["model.dropout"] == 0.1
     bad = subprocess.run([sys.executable, "-m", "leukemia_mtl", "tune", "--smears", "synthetic", "--output", str(out),
-                          "--params", '{"train.epochs": 3}', *sets], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: --params")
+                          "--trial", "--trials", "3", *sets], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: --trial")

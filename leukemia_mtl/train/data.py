@@ -217,7 +217,9 @@ def _column(values: list[str]) -> np.ndarray:
 
 
 def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_groups: set[str], classes: tuple[str, ...],
-            profile: Profile, seed: int, stage: str, fold_id: str = "", evaluation: bool = True) -> tuple[StageArrays, dict]:
+            profile: Profile, seed: int, stage: str, fold_id: str = "", with_evaluation: bool = True) -> tuple[StageArrays, dict]:
+    if not with_evaluation and any(i.group in eval_groups for i in items):
+        raise LeakageError(f"{stage}: an evaluation image was read for a search, which must see the training part only")
     train = [i for i in items if i.group not in eval_groups]
     evaluation = [i for i in items if i.group in eval_groups]
     train_units = [u for u in units if u.group not in eval_groups]
@@ -225,12 +227,10 @@ def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_gro
     missing = [c for c in classes if c not in {i.label for i in train}]
     if missing:
         raise TrainingDataError(f"{stage}: class(es) {missing} have no training image after the split")
-    if evaluation and not eval_units:
+    if with_evaluation and not eval_units:
         raise TrainingDataError(f"{stage}: no image left for evaluation after the split")
-    if not evaluation:
-        if any(i.group in eval_groups for i in items):
-            raise LeakageError(f"{stage}: an evaluation image was read for a search, which must see the training part only")
-        eval_units = []
+    if not with_evaluation:
+        eval_units = []  # a search's trial: nothing of the evaluation part, not even its names, is scored
     assert_no_leakage((i.group for i in train), (i.group for i in evaluation))
     fit = [i for i in train if i.group not in val_groups]
     validation = [i for i in train if i.group in val_groups]
