@@ -236,9 +236,12 @@ def search(fold: FoldData, backbone: str, profile_name: str, base_overrides: dic
             if not last and trial.should_prune():  # after the last stage there is nothing left to save
                 raise optuna.TrialPruned(f"{step} scored stage(s): {value:.3f}, below the median of earlier trials")
 
-        result = run_trial(fold, backbone, profile_name, base_overrides, params, work, report_step)
+        started = time.perf_counter()
+        try:
+            result = run_trial(fold, backbone, profile_name, base_overrides, params, work, report_step)
+        finally:  # a pruned trial's time counts too
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
         trial.set_user_attr("stages", result["stages"])
-        trial.set_user_attr("seconds", round(result["seconds"], 1))
         return result["objective"]
 
     study.optimize(objective, n_trials=n_trials, catch=())
