@@ -603,7 +603,7 @@ def check(profile: Profile) -> None:
                 ("train.epochs", train.epochs, 1), ("train.batch_size", train.batch_size, 1),
                 ("train.decay_steps", train.decay_steps, 1), ("train.early_stopping_patience", train.early_stopping_patience, 0),
                 ("segment.epochs", profile.segment.epochs, 1), ("segment.batch_size", profile.segment.batch_size, 1),
-              ("train.stage1_epochs", train.stage1_epochs, 0), ("train.stage2_epochs", train.stage2_epochs, 0),
+                ("train.stage1_epochs", train.stage1_epochs, 0), ("train.stage2_epochs", train.stage2_epochs, 0),
                 ("augment.target_per_class", profile.augment.target_per_class, 0),  # 0: balance to the largest class
                 ("storage.attempts", profile.storage.attempts, 1), ("data.min_side", profile.data.min_side, 1),
                 ("preprocess.scale_sample_images", profile.preprocess.scale_sample_images, 1),

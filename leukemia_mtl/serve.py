@@ -268,11 +268,12 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is None:
             return await self._refuse(send, 411, "length_required",
                                       "send the request's Content-Length (chunked uploads are not accepted)")
-        if b"inference-header-content-length" in dict(scope["headers"]):
+        if b"inference-header-content-length" in headers:
             return await self._refuse(send, 400, "binary_extension",
                                       "the binary data extension is not accepted: kserve's REST server decodes BYTES "
                                       "tensors as UTF-8 text, which an image file is not; send each image base64-encoded "

@@ -114,19 +114,21 @@ def suggest(trial, profile: Profile) -> dict:
     return point
 
 
-def trial_stages(profile: Profile, plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[TrainingStage, ...]:
-    """The stages a trial trains: the objective's scored stages and those they start from, in plan order."""
-    wanted = {s.key for s in plan if s.arm in profile.tune.arms and s.task in profile.tune.tasks}
-    by_key = {s.key: s for s in plan}
-    for key in list(wanted):
-        while by_key[key].starts_from:
-            key = by_key[key].starts_from
-            wanted.add(key)
-    return tuple(s for s in plan if s.key in wanted)
-
-
 def objective_stages(profile: Profile, plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[TrainingStage, ...]:
-    return tuple(s for s in trial_stages(profile, plan) if s.arm in profile.tune.arms and s.task in profile.tune.tasks)
+    """The scored stages the objective averages: those of `tune.arms` doing `tune.tasks`, in plan order."""
+    return tuple(s for s in plan if s.arm in profile.tune.arms and s.task in profile.tune.tasks)
+
+
+def trial_stages(profile: Profile, plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[TrainingStage, ...]:
+    """The stages a trial trains: the objective's stages and those they start from, in plan order."""
+    by_key = {s.key: s for s in plan}
+    wanted = set()
+    for stage in objective_stages(profile, plan):
+        key = stage.key
+        while key:
+            wanted.add(key)
+            key = by_key[key].starts_from
+    return tuple(s for s in plan if s.key in wanted)
 
 
 def inner_score(model_dir: Path, metric: str) -> float:
@@ -368,7 +370,7 @@ def run_tune_task(dataset, cells, split, fold: int, backbone: str, profile_name:
     work = Path(study.path)  # the artifact: study.json and tuning.html
     summary = search(fold_data, backbone, profile_name, base, work)
     shutil.rmtree(work / "data", ignore_errors=True)  # the training part's arrays, between trials; augment rebuilds them
-    atomic_write_text(Path(page.path), study_page(summary))
+    shutil.copyfile(work / PAGE_FILE, page.path)  # the page search wrote, for the KFP UI's HTML view
     study.metadata.update({"fold": summary["fold_id"], "backbone": backbone, "trials": len(summary["trials"]),
                            "best_trial": summary["best"]["number"] if summary["best"] else None, "nested": True})
     values = {"trials": len(summary["trials"]), "pruned": sum(t["state"] == "pruned" for t in summary["trials"]),
