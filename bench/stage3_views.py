@@ -1,14 +1,16 @@
-"""How stage 3 should look at a multi-cell smear: the whole isolated smear squared to the input,
-or each isolated white cell at one magnification with the smear's probabilities their mean.
+"""How stage 3 should look at a multi-cell smear (train.stage3_images): each isolated white cell at one
+magnification with the smear's probabilities their mean ("cells"), the whole isolated smear squared to
+the input ("isolated", the paper's), or the smear as it is ("original").
 
-    python bench/stage3_views.py [--per-class 4] [--epochs 3] [--views cells:71 smear:71 smear:142]
+    python bench/stage3_views.py [--per-class 4] [--epochs 3] [--backbone MobileNetV2] [--weights imagenet]
+                                 [--views cells:71 isolated:71 original:71 original:224]
 
 Generated 640x480 smears (the demo's size), isolated with their ground-truth masks (so the
-segmenter's errors stay out of the comparison), 3 folds grouped by smear; per fold and view a
-randomly initialised Xception trained with the stages' own recipe (`fit_stage`: batch-norm
-statistics from the data, balanced class weights, the demo's settings) on the training smears,
-scored on the held-out ones. Prints smear-level balanced accuracy (detection) and macro F1 (FAB)
-with the seconds each view took.
+segmenter's errors stay out of the comparison), 3 folds grouped by smear; per fold and view the
+profile's backbone (ImageNet weights by default, as the profiles start) trained with the stages' own
+recipe (`fit_stage`: balanced class weights, the demo's settings) on the training smears, scored on the
+held-out ones. Prints smear-level balanced accuracy (detection) and macro F1 (FAB) with the seconds
+each view took.
 """
 
 from __future__ import annotations
@@ -41,19 +43,22 @@ def smears(per_class: int, width: int = 640, height: int = 480) -> list[dict]:
 
 def views(smear: dict, view: str, size: int, profile) -> list[np.ndarray]:
     """What the network sees of one smear."""
-    if view == "smear":
+    if view == "original":
+        return [square(smear["rgb"], size)]
+    if view == "isolated":
         return [square(cv2.bitwise_and(smear["rgb"], smear["rgb"], mask=smear["mask"]), size)]
     scale = smear["rgb"].shape[1] / REFERENCE_WIDTH
     return [square(c.image, size) for c in extract_cells(smear["rgb"], smear["mask"], profile.segment, scale=scale)]
 
 
-def score(data: list[dict], view: str, size: int, task: str, epochs: int, profile) -> tuple[float, float]:
+def score(data: list[dict], view: str, size: int, task: str, epochs: int, profile, backbone: str,
+          weights_source: str) -> tuple[float, float]:
     import keras
     from sklearn.metrics import balanced_accuracy_score, f1_score
     from sklearn.model_selection import StratifiedGroupKFold
 
     from leukemia_mtl.devices import devices_for_training
-    from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier
+    from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
     from leukemia_mtl.train.finetune import balanced_sample_weights, fit_stage
 
     classes = ("normal", "ALL") if task == "detection" else CLASSES
@@ -62,19 +67,21 @@ def score(data: list[dict], view: str, size: int, task: str, epochs: int, profil
     seen = [views(s, view, size, profile) for s in data]
     truth, predicted = [], []
     cfg = dataclasses.replace(profile.train, epochs=epochs)
+    weights = resolve_weights(weights_source, get_backbone(backbone))
     splitter = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=0)
     for fold, (train, held) in enumerate(splitter.split(np.zeros(len(data)), [s["label"] for s in data], [s["id"] for s in data])):
         items = [Item(image, classes[labels[i]], data[i]["id"], data[i]["id"]) for i in train for image in seen[i]]
         items = augment_to_balance(items, [data[i]["id"] for i in held], profile.augment, fold)
         x = np.stack([i.image for i in items])
         y = np.array([classes.index(i.label) for i in items])
-        weights, _ = balanced_sample_weights(y, len(classes))
+        sample_weights, _ = balanced_sample_weights(y, len(classes))
         strategy, _ = devices_for_training("off")
         with strategy.scope():
             keras.utils.set_random_seed(fold)
-            model = build_classifier("Xception", size, len(classes), ResolvedWeights(None, "random", False), head="softmax",
+            model = build_classifier(backbone, size, len(classes), weights, head="softmax",
                                      dense_units=profile.model.dense_units, dropout=profile.model.dropout)
-            fit_stage(model, x, y, None, None, cfg, "softmax", fold, sample_weight=weights, random_backbone=True, verbose=0)
+            fit_stage(model, x, y, None, None, cfg, "softmax", fold, sample_weight=sample_weights,
+                      random_backbone=weights.keras_argument is None, verbose=0)
         for i in held:
             if seen[i]:
                 mean = np.asarray(model(np.stack(seen[i]).astype(np.float32), training=False)).mean(axis=0)
@@ -90,16 +97,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-class", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--views", nargs="+", default=["cells:71", "smear:71", "smear:142"])
+    parser.add_argument("--views", nargs="+", default=["cells:71", "isolated:71", "original:71", "original:224"])
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--backbone", help="default: the profile's first")
+    parser.add_argument("--weights", help="default: the profile's (model.weights)")
     args = parser.parse_args()
-    profile = get_profile("demo")
+    profile = get_profile(args.profile)
+    backbone, weights = args.backbone or profile.model.backbones[0], args.weights or profile.model.weights
     data = smears(args.per_class)
-    print(f"{len(data)} smears 640x480, 3 folds grouped by smear, Xception from random weights, {args.epochs} epochs")
+    print(f"{len(data)} smears 640x480, 3 folds grouped by smear, {backbone} from weights {weights!r}, {args.epochs} epochs, "
+          f"profile {args.profile}")
     for spec in args.views:
         view, size = spec.split(":")
         started = time.perf_counter()
-        detection = score(data, view, int(size), "detection", args.epochs, profile)
-        fab = score(data, view, int(size), "fab", args.epochs, profile)
+        detection = score(data, view, int(size), "detection", args.epochs, profile, backbone, weights)
+        fab = score(data, view, int(size), "fab", args.epochs, profile, backbone, weights)
         print(json.dumps({"view": view, "input": int(size), "detection_balanced_accuracy": round(detection[0], 3),
                           "fab_macro_f1": round(fab[1], 3), "seconds": round(time.perf_counter() - started)}), flush=True)
 

@@ -1,4 +1,5 @@
-"""baseline: the majority class and a colour histogram with logistic regression, on the same folds."""
+"""baseline: the majority class, a colour histogram and ImageNet features (each with logistic regression), on the
+same folds."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
@@ -8,7 +9,8 @@ from components import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def baseline(dataset: Input[Dataset], split: Input[Artifact], profile: str, overrides: str, predictions: Output[Artifact]):
-    """What a model gets that has learnt nothing about white cells: every run shows it beside the method.
+    """What a model gets that has learnt nothing about white cells, and what frozen ImageNet features get without
+    the method's stages (not without ImageNet weights): every run shows them beside the method.
 
     Args:
         dataset: The ingested smears.

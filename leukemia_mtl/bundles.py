@@ -51,6 +51,9 @@ class ClassifierInfo:
     # the stain target (leukemia_mtl.stain.StainTarget.to_dict()) the model's training images were mapped onto;
     # predict maps its input onto the same one. None: no normalisation (and every bundle written before it).
     stain: dict | None = None
+    # where the backbone's starting weights came from (backbones.ResolvedWeights.provenance: package, version,
+    # file, sha256, licence), carried from stage to stage; None in bundles written before it was recorded
+    weights_source: dict | None = None
 
 
 @dataclass(frozen=True)

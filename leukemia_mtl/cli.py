@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("path", type=Path, help="dataset folder")
     prep.add_argument("--out", required=True, type=Path, help="output folder for ROI masks, ROI images and manifest")
     _profile_args(prep)
+    weights = sub.add_parser("weights", help="each backbone and where its ImageNet weights come from (no network)")
+    weights.add_argument("--prepare", action="store_true",
+                         help="check and convert every packaged ImageNet file now (into $KERAS_HOME/models)")
     buckets = sub.add_parser("buckets", help="create object-storage buckets if missing (MINIO_* environment)")
     buckets.add_argument("names", nargs="+", help="bucket names")
 
@@ -171,6 +174,8 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary.metrics(), indent=2))
         print(f"wrote ROI masks, ROI images, manifest.csv and overlay.png to {args.out}")
         return 0
+    if args.command == "weights":
+        return _weights(args)
     if args.command == "buckets":
         from leukemia_mtl.data.storage import ObjectStore
 
@@ -186,6 +191,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "tune":
         return _tune(args, overrides)
     raise AssertionError(args.command)
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from leukemia_mtl.models.backbones import BACKBONES, keras_models_dir, resolve_weights
+
+    for backbone in BACKBONES.values():
+        if backbone.packaged is not None:
+            where = (resolve_weights("imagenet", backbone).description + f"; licence {backbone.packaged.licence}"
+                     if args.prepare else f"{backbone.packaged.describe()}; licence {backbone.packaged.licence} (offline)")
+        else:
+            cached = keras_models_dir() / backbone.weights_file
+            where = (f"ImageNet, Keras' file from {cached}" if cached.is_file()
+                     else f"ImageNet from Keras' download (needs the internet, or {backbone.weights_file} in {cached.parent})")
+        print(f"{backbone.name}{' (paper)' if backbone.paper else ''}: {where}")
+    return 0
 
 
 def _tune(args: argparse.Namespace, overrides: dict) -> int:

@@ -177,13 +177,15 @@ class AugmentConfig:
 class ModelConfig:
     """Backbones and their weights; training settings come with the finetune stages."""
 
-    # demo: the paper's backbone that builds its training graph fastest (Xception: 132 layers, against
-    # 311 and 780), at its smallest input; BENCHMARKS.md has the measurements
-    backbones: tuple[str, ...] = ("Xception",)
+    # demo and workstation: torchvision's MobileNetV2, whose ImageNet weights come with the packages (offline,
+    # checked by sha256), and whose training steps cost a third of Xception's at the same input
+    # (BENCHMARKS.md, "Backbones and their ImageNet weights"); the paper's three stay for the paper profile
+    backbones: tuple[str, ...] = ("MobileNetV2",)
     input_size: int = 71
-    # 'imagenet' (Keras download), 'none' (random init), a local folder or file, or an s3:// URI
-    # holding Keras' own weight files (e.g. inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)
-    weights: str = "none"
+    # 'imagenet' (a package's file for DenseNet121 and MobileNetV2; Keras' download for the paper's three),
+    # 'none' (random init), a local folder or file, or an s3:// URI holding Keras' own weight files (e.g.
+    # inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)
+    weights: str = "imagenet"
     dense_units: int = 256
     dropout: float = 0.3
 
@@ -278,6 +280,10 @@ class EvaluateConfig:
     # or "flag" (released, marked as failing the gate in its manifest, the report and the run's summary).
     release_gate: str = "refuse"
     colour_bins: int = 6  # per RGB channel, of the colour-histogram baseline (6x6x6 = 216 features)
+    # The ImageNet-features baseline: the first backbone's pooled ImageNet features of the whole smear, resized to a
+    # square of this many px (at 224 px such features reach 95-100 % on public ALL sets); not scored without
+    # ImageNet weights (model.weights="none")
+    features_size: int = 224
     # Predictions are flagged as degenerate when every image gets one class, or when no class's
     # probability varies by more than this over the held-out images.
     degenerate_spread: float = 0.02
@@ -609,7 +615,7 @@ def check(profile: Profile) -> None:
                 ("preprocess.scale_sample_images", profile.preprocess.scale_sample_images, 1),
                 ("train.inference_batch_size", train.inference_batch_size, 1),
                 ("train.batchnorm_calibration_images", train.batchnorm_calibration_images, 0),
-                ("evaluate.colour_bins", evaluate.colour_bins, 2),
+                ("evaluate.colour_bins", evaluate.colour_bins, 2), ("evaluate.features_size", evaluate.features_size, 32),
                 ("evaluate.explain_min_side", evaluate.explain_min_side, 1), ("evaluate.explain_examples", evaluate.explain_examples, 0))
     for key, value, low in minimums:
         if value < low:

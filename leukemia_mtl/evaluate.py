@@ -6,12 +6,14 @@ accuracy, precision, recall and F1 (per class, macro, weighted), the confusion m
 for two). Across folds we report mean and standard deviation, pool the confusion matrices (counts
 and row percentages, the paper's Table IV), draw ROC curves on the pooled out-of-fold predictions
 (Fig. 10), give the operating point (sensitivity, specificity, PPV, NPV with Wilson intervals, AUC
-with a bootstrap interval) and flag degenerate predictions. The same metrics on each fold's inner
-validation split are kept apart: they, not the evaluation folds, choose what is released.
+with a bootstrap interval) and flag degenerate predictions, and a degenerate operating point (a threshold
+that calls every smear ALL). The same metrics on each fold's inner validation split are kept apart: they,
+not the evaluation folds, choose what is released.
 
-Besides the two transfer-learning arms, two trivial baselines are scored on the same folds
-(`leukemia_mtl.baselines`): the training majority class, and a colour histogram with logistic
-regression, so every run shows what a model that learns nothing about cells gets.
+Besides the two transfer-learning arms, baselines are scored on the same folds (`leukemia_mtl.baselines`):
+the training majority class and a colour histogram with logistic regression, so every run shows what a
+model that learns nothing about cells gets, and, with ImageNet weights, frozen ImageNet features with
+logistic regression, so it shows what the stages add to ImageNet features.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from leukemia_mtl.stages import ARM_NAMES as STAGE_ARM_NAMES
 from leukemia_mtl.stages import ARMS
 
 ARM_NAMES = {**STAGE_ARM_NAMES,
-             "colour": "colour histogram + logistic regression (baseline)", "majority": "majority class (baseline: one answer for every image)"}
+             "colour": "colour histogram + logistic regression (baseline)", "majority": "majority class (baseline: one answer for every image)",
+             "features": "frozen ImageNet features + logistic regression (baseline)"}
 TASK_NAMES = {"detection": "detection (normal vs ALL)", "fab": "classification (FAB classes)"}
 SUMMARY_METRICS = CV_METRICS
 
@@ -222,6 +225,26 @@ def operating_point(classes: tuple[str, ...], labels: np.ndarray, probabilities:
             "balanced_accuracy": balanced, "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0))}
 
 
+def degenerate_operating_point(point: dict, chosen_on_scores: np.ndarray | None = None) -> str | None:
+    """Why a binary operating point says nothing, or None: its threshold is at or below the lowest P(positive) of
+    the predictions it was chosen on (every one of them is called positive), or its pooled held-out
+    specificity is 0 (every held-out negative is). A screening threshold of P(ALL) >= 0.0000 would otherwise
+    pass as a sensitivity of 1.000."""
+    threshold, positive, specificity = point["threshold"], point["positive"], point["specificity"]
+    scores = np.asarray(chosen_on_scores if chosen_on_scores is not None else [], dtype=np.float64)
+    everything = bool(len(scores)) and threshold <= float(scores.min())
+    no_negative_left = specificity["value"] == 0
+    if not (everything or no_negative_left):
+        return None
+    details = []
+    if everything:
+        details.append(f"all {len(scores)} smears it was chosen on score P({positive}) >= {float(scores.min()):.4f}")
+    if no_negative_left:
+        details.append(f"specificity 0 on the {specificity['n']} held-out negative smears")
+    called = "every smear" if everything else "every held-out negative smear"
+    return f"P({positive}) >= {threshold:.4f} calls {called} {positive} ({'; '.join(details)})"
+
+
 def degenerate_flags(classes: tuple[str, ...], probabilities: np.ndarray, spread_limit: float, where: str = "") -> list[str]:
     """Words for predictions that say nothing: one class for every image, or probabilities that
     barely move from image to image (a network whose output ignores its input)."""
@@ -308,17 +331,19 @@ def _first_repeat_operating_point(classes: tuple[str, ...], folds: list[FoldPred
     if len(classes) != 2:
         return {**operating_point(classes, labels, probabilities, confidence, seed), "repeat": folds[0].repeat}
     validated = [p for p in first if p.val_labels is not None and len(p.val_labels)]
-    threshold, chosen_on = None, "the inner validation splits (pooled over the folds)"
+    threshold, chosen_on, scores = None, "the inner validation splits (pooled over the folds)", None
     if validated:
-        threshold = screening_threshold(np.concatenate([p.val_labels for p in validated]),
-                                        np.concatenate([p.val_probabilities for p in validated])[:, 1], target_sensitivity)
+        scores = np.concatenate([p.val_probabilities for p in validated])[:, 1]
+        threshold = screening_threshold(np.concatenate([p.val_labels for p in validated]), scores, target_sensitivity)
     if threshold is None:
-        threshold = screening_threshold(labels, probabilities[:, 1], target_sensitivity)
+        scores = probabilities[:, 1]
+        threshold = screening_threshold(labels, scores, target_sensitivity)
         chosen_on = "the evaluation folds themselves (no inner-validation predictions of both classes): optimistic"
     if threshold is None:
-        threshold, chosen_on = 0.5, "none (the held-out images are of one class): 0.5"
+        threshold, chosen_on, scores = 0.5, "none (the held-out images are of one class): 0.5", None
     point = operating_point(classes, labels, probabilities, confidence, seed, threshold)
-    return {**point, "repeat": folds[0].repeat, "target_sensitivity": target_sensitivity, "threshold_chosen_on": chosen_on}
+    return {**point, "repeat": folds[0].repeat, "target_sensitivity": target_sensitivity, "threshold_chosen_on": chosen_on,
+            "degenerate": degenerate_operating_point(point, scores)}
 
 
 def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95, seed: int = 0,

@@ -65,6 +65,15 @@ def _data(data_summary: dict | None) -> dict:
             "datasets": datasets}
 
 
+def describe_weights_source(source: dict) -> str:
+    if not source.get("imagenet"):
+        return "random initialisation (no ImageNet weights)"
+    if source.get("source") == "package":
+        return (f"ImageNet, from the package {source['package']} {source['version']} (file {source['file']}, sha256 "
+                f"{source['sha256'][:16]}..., licence {source['licence']}): {source['origin']}")
+    return f"ImageNet, Keras' file {source.get('file')} ({source.get('source')})"
+
+
 def limitations(profile: Profile, *, imagenet: bool, synthetic: bool | None, folds: int, gate: dict) -> list[str]:
     """What the run behind this release could not do, in words."""
     notes = []
@@ -92,7 +101,7 @@ def limitations(profile: Profile, *, imagenet: bool, synthetic: bool | None, fol
 
 
 def build_model_card(*, version: str | None, profile: Profile, crossval: CrossvalResult | dict, selection: dict, gate: dict,
-                     data_summary: dict | None, imagenet: bool) -> dict:
+                     data_summary: dict | None, imagenet: bool, starting_weights: dict | None = None) -> dict:
     crossval = CrossvalResult.of(crossval)
     data = _data(data_summary)
     performance = {task: _performance(crossval, task, selection[task], profile.evaluate.confidence)
@@ -109,6 +118,7 @@ def build_model_card(*, version: str | None, profile: Profile, crossval: Crossva
         "operating_point": {k: detection.get(k) for k in ("threshold", "target_sensitivity", "threshold_chosen_on")},
         "performance": performance,
         "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons", [])},
+        "starting_weights": starting_weights or {},
         "limitations": limitations(profile, imagenet=imagenet, synthetic=data["synthetic"], folds=len(crossval.folds),
                                    gate=gate),
     }
@@ -157,6 +167,9 @@ def card_markdown(card: dict) -> str:
               f"{settings['stain']}; stage 3 sees {settings['stage3_images']}; pixel size "
               + (f"{settings['pixel_size_um']} um" if settings["pixel_size_um"] else "estimated from the training images' nuclei")
               + ".", "",
-              "## What the run could not do", ""]
+              "## Starting weights", ""]
+    for role, source in card.get("starting_weights", {}).items():
+        lines.append(f"- {role} model: {describe_weights_source(source)}")
+    lines += ["", "## What the run could not do", ""]
     lines += [f"- {note}" for note in card["limitations"]]
     return "\n".join(lines) + "\n"

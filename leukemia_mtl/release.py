@@ -10,7 +10,8 @@ their save dates), so publishing the same models again is a no-op.
 
 What is released is chosen on the folds' inner validation splits only (see `select`); its
 cross-validated scores are then an estimate of the released configuration that nothing was tuned
-on. A release must beat the majority class and the colour-histogram baseline on those scores
+on. A release must beat every baseline scored (the majority class, the colour histogram, ImageNet features
+where the run had them) on those scores, with an operating point that does not call every smear ALL
 (`gate`): where it does not, `evaluate.release_gate` decides: "refuse" writes a manifest that
 says why and holds no model (predict refuses it), "flag" releases and marks it as failing.
 """
@@ -72,8 +73,8 @@ def select(crossval: CrossvalResult | dict, metric: str) -> dict:
 
 
 def gate(crossval: CrossvalResult | dict, selection: dict, metric: str) -> dict:
-    """Does each released configuration beat the majority class and the colour baseline on its
-    cross-validated `metric`, with predictions that are not degenerate?"""
+    """Does each released configuration beat every baseline scored (majority class, colour, ImageNet features
+    where scored) on its cross-validated `metric`, with predictions and an operating point that are not degenerate?"""
     crossval = CrossvalResult.of(crossval)
     reasons = []
     checked = {}
@@ -85,6 +86,9 @@ def gate(crossval: CrossvalResult | dict, selection: dict, metric: str) -> dict:
         checked[task] = {"released": value}
         for flag in result.degenerate:
             reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model {flag}")
+        if result.degenerate_operating_point:
+            reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model's operating point is degenerate: "
+                           f"{result.degenerate_operating_point}")
         for baseline in crossval.baseline_arms(task):
             other = baseline.cv_mean(metric)
             checked[task][baseline.arm] = other
@@ -132,12 +136,15 @@ def build_release(crossval: CrossvalResult | dict, model_dirs: list[Path | str],
     selection["cells"] = {"backbone": fab["backbone"], "arm": CELL_SCORER_ARM, "fold_id": fab["fold_id"], "stage": scorer.kind}
 
     imagenet = all(describe_classifier(sources[role]).imagenet for role in SCORED_TASKS)
+    starting_weights = {role: describe_classifier(sources[role]).weights_source
+                        or {"imagenet": describe_classifier(sources[role]).imagenet, "source": "not recorded"}
+                        for role in (*SCORED_TASKS, "cells")}
     detection_point = crossval.arm("detection", selection["detection"]["backbone"], selection["detection"]["arm"]).operating_point
     operating = {k: detection_point.get(k) for k in ("threshold", "target_sensitivity", "threshold_chosen_on")}
 
     def card(version: str | None) -> dict:
         return build_model_card(version=version, profile=profile, crossval=crossval, selection=selection, gate=verdict,
-                                data_summary=data_summary, imagenet=imagenet)
+                                data_summary=data_summary, imagenet=imagenet, starting_weights=starting_weights)
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -173,6 +180,7 @@ def build_release(crossval: CrossvalResult | dict, model_dirs: list[Path | str],
         "selection": selection,
         "gate": verdict,
         "operating_point": operating,
+        "starting_weights": starting_weights,  # per released model: where its backbone's weights came from
         "model_card": model_card,
         "settings": {"data": asdict(profile.data), "preprocess": asdict(profile.preprocess), "segment": asdict(profile.segment),
                      "input_size": profile.model.input_size, "stage3_images": profile.train.stage3_images,

@@ -16,7 +16,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 from leukemia_mtl.errors import LeukemiaMtlError
 
-BASELINE_ARMS = ("colour", "majority")  # trivial models on the same folds (leukemia_mtl.baselines)
+# models on the same folds that learnt nothing about cells (leukemia_mtl.baselines); "features" (frozen ImageNet
+# features + logistic regression) only where the run had ImageNet weights
+BASELINE_ARMS = ("colour", "majority", "features")
 BASELINE_MODEL = "baseline"  # what stands for a backbone in a baseline's row, metric name or table cell
 
 
@@ -26,6 +28,13 @@ class ResultsError(LeukemiaMtlError):
 
 def _scores(arm: ArmResult) -> dict:
     return arm.scores
+
+
+def _baseline_order(by_arm: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A task's baselines in BASELINE_ARMS' order (others after, by name), whatever order the JSON holds them in
+    (the files are written with sorted keys)."""
+    return sorted(by_arm.items(), key=lambda item: (BASELINE_ARMS.index(item[0]) if item[0] in BASELINE_ARMS
+                                                    else len(BASELINE_ARMS), item[0]))
 
 
 
@@ -98,6 +107,12 @@ class ArmResult:
     def degenerate(self) -> list[str]:
         return self.scores["degenerate"]
 
+    @property
+    def degenerate_operating_point(self) -> str | None:
+        """Why the operating point's threshold calls every smear, or every negative one, positive (evaluate.
+        degenerate_operating_point); None where it does not, and for results written before the flag."""
+        return (self.scores.get("operating_point") or {}).get("degenerate")
+
     def cv_mean(self, metric: str) -> float | None:
         """`metric`'s mean over the evaluation folds."""
         return self.summary[metric]["mean"]
@@ -129,7 +144,8 @@ class CrossvalResult:
         folds: [fold_id, ...] (sorted; the transfer-learning arms' evaluation folds)
         metric: the inner-validation metric `best` was chosen by (balanced_accuracy by default)
         tasks: {"detection" | "fab": {backbone: {"mtl" | "ctl": ARM}}}
-        baselines: {"detection" | "fab": {"colour" | "majority": ARM}} (on the same folds)
+        baselines: {"detection" | "fab": {"colour" | "majority" | "features": ARM}} (on the same folds, in
+            BASELINE_ARMS' order; "features" only with ImageNet weights)
         best: {task: backbone}: the highest mean inner-validation `metric` of the multistage arm
             (classical where there is none); what the KFP UI shows
         ARM = {"classes": [name, ...],
@@ -142,8 +158,9 @@ class CrossvalResult:
                "confusion_matrix": pooled counts, "confusion_matrix_percent": row percentages,
                "test_train_ratio": mean held-out / training source images,
                "roc": {curve name: {"fpr", "tpr", "auc", "thresholds"?}},
-               "operating_point": evaluate.operating_point's dict (two classes: "threshold", "sensitivity", ... and how
-                                  the threshold was chosen), "degenerate": [flag, ...]}     (None where undefined)
+               "operating_point": evaluate.operating_point's dict (two classes: "threshold", "sensitivity", ..., how
+                                  the threshold was chosen, and "degenerate": why it calls every smear positive, or
+                                  None), "degenerate": [flag, ...]}     (None where undefined)
 
     `tasks` and `baselines` hold ArmResult in the JSON's shape and order (run_crossval writes everything by
     name); iterate them with `arms` and `baseline_arms`. Hand-built results may lack folds, metric, baselines
@@ -163,7 +180,7 @@ class CrossvalResult:
         tasks = {task: {backbone: {arm: ArmResult(task, backbone, arm, scores) for arm, scores in by_arm.items()}
                         for backbone, by_arm in by_backbone.items()}
                  for task, by_backbone in data["tasks"].items()}
-        baselines = {task: {arm: ArmResult(task, BASELINE_MODEL, arm, scores) for arm, scores in by_arm.items()}
+        baselines = {task: {arm: ArmResult(task, BASELINE_MODEL, arm, scores) for arm, scores in _baseline_order(by_arm)}
                      for task, by_arm in data.get("baselines", {}).items()}
         return cls(tuple(data.get("folds", ())), data.get("metric"), tasks, baselines, dict(data.get("best", {})))
 
@@ -275,6 +292,10 @@ class SummaryRow:
     def operating_point(self) -> dict | None:
         return self.result.get("operating_point")
 
+    @property
+    def degenerate_operating_point(self) -> str | None:
+        return (self.operating_point or {}).get("degenerate")
+
 
 SUMMARY_SCHEMA = "leukemia-mtl/summary/2"
 
@@ -287,14 +308,16 @@ class RunSummary:
         schema, profile, folds (fold ids), backbones, imagenet (bool: did stage 1 start from ImageNet?),
         limitations and methods (what this run could not do, and how it was scored, in words),
         tasks: {"detection" | "fab": {backbone: {"mtl" | "ctl": ARM}}}
-        baselines: {"detection" | "fab": {"colour" | "majority": ARM}}
+        baselines: {"detection" | "fab": {"colour" | "majority" | "features": ARM}}
             ARM = {"folds": [{"fold_id", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
                               "f1_macro", "auc_macro", "inner_validation": {metric: value} | None}],
                    "mean": {metric: value}, "std": {metric: value}, "inner_validation_mean": {metric: value},
                    "operating_point": {...}, "degenerate": [flag, ...]}        (None where undefined)
         ttest: [{"task", "backbone", "metric", "first", "second", "folds", "first_scores", "second_scores",
                  "tests": [{"test", "statistic", "df", "p_value", "mean_difference", "ci_low", "ci_high", ...}], "note"}]
-        headline: {task: {"released": {"backbone", "arm", "operating_point", "degenerate"}, "colour": {...}, "majority": {...}}}
+        headline: {task: {"released": {"backbone", "arm", "operating_point", "degenerate"}, "colour": {...}, "majority": {...},
+                   "features": {...} (where scored)}}; a binary operating_point's "degenerate" says why its threshold calls
+                   every smear positive (None, or absent in older summaries, where it does not)
         expectations: [{"check", "task", "metric", "backbone", "arm", "value", "threshold", "met"}]
         release: {"version" (None if refused), "refused", "gate": {"passed", "reasons", ...}, "selection", "published_to"}
         tuning (only where the run searched, tune.trials > 0): [{"fold_id", "backbone", "trials", "best_inner_score",
@@ -345,10 +368,10 @@ class RunSummary:
 
     def rows(self, task: str | None = None) -> Iterator[SummaryRow]:
         """Task by task (by name; only `task`, if given): its transfer-learning arms by backbone, multistage
-        first, then its baselines: the order a table of them reads in."""
+        first, then its baselines in BASELINE_ARMS' order: the order a table of them reads in."""
         for name in (self.task_names if task is None else [task]):
             for backbone, by_arm in self.tasks.get(name, {}).items():
                 for arm, result in sorted(by_arm.items(), key=lambda item: item[0] != "mtl"):
                     yield SummaryRow(name, backbone, arm, result)
-            for arm, result in self.baselines.get(name, {}).items():
+            for arm, result in _baseline_order(self.baselines.get(name, {})):
                 yield SummaryRow(name, BASELINE_MODEL, arm, result)

@@ -175,13 +175,15 @@ def compare(first, second, test_train_ratio: float, confidence: float = 0.95, se
     ]
 
 
-COMPARISONS = (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"))  # (first, second): second - first
+# (first, second): second - first; a pair whose arm was not scored (the features baseline without ImageNet) is left out
+COMPARISONS = (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"), ("features", "mtl"), ("features", "ctl"))
 
 
 def compare_arms(crossval: CrossvalResult | dict, metric: str = "balanced_accuracy", confidence: float = 0.95,
                  seed: int = 0) -> dict:
     """Per task and backbone, paired by fold, every test on: classical (ctl) vs multistage (mtl),
-    and each against the colour-histogram baseline (is the method better than a trivial model?).
+    and each against the colour-histogram baseline (is the method better than a trivial model?) and the
+    ImageNet-features baseline (do the stages add anything to frozen ImageNet features?), where scored.
 
     `crossval` is evaluate.run_crossval's result (or its JSON). The ttest step sets the paper's Table V,
     re-tested, beside these (leukemia_mtl.ttest).

@@ -15,6 +15,7 @@ from typing import Callable
 from leukemia_mtl.config import ConfigError, Profile
 from leukemia_mtl.data.storage import STORAGE_ENV
 from leukemia_mtl.io_utils import atomic_write_text, exclusive_folder
+from leukemia_mtl.models.catalog import OFFLINE_BACKBONES
 from runners.images import LocalImages, check_local_images, source_digest
 from runners.summary import STABLE_COPIES
 
@@ -95,7 +96,9 @@ def docker_runner(root: Path, smears: str, cells: str, settings: Profile, images
         mounts[path] = mounts.get(path, True) and read_only
     remote = any("://" in v for v in (smears, cells, settings.model.weights, settings.evaluate.models_uri))
     # the host's network for object storage (also whenever MinIO is configured here) and ImageNet downloads
-    networked = remote or settings.model.weights.strip().lower() == "imagenet" or "MINIO_ENDPOINT" in os.environ
+    downloads = settings.model.weights.strip().lower() == "imagenet" and not all(
+        name in OFFLINE_BACKBONES for name in settings.model.backbones)  # Keras' download, not a package's file
+    networked = remote or downloads or "MINIO_ENDPOINT" in os.environ
     environment = {name: value for name, value in os.environ.items()
                    if name in STORAGE_ENV or name.startswith(NUMERIC_ENV_PREFIXES)}
     args = dict(mounts=[Mount(target=str(path), source=str(path), type="bind", read_only=read_only)
@@ -138,6 +141,7 @@ def run_local(build_pipeline: Callable, profile: str, settings: Profile, overrid
     from kfp import local
 
     from leukemia_mtl.data.ingest import fingerprint, precheck
+    from leukemia_mtl.models.backbones import check_weights_source
 
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
@@ -145,6 +149,8 @@ def run_local(build_pipeline: Callable, profile: str, settings: Profile, overrid
     with exclusive_folder(output_dir):
         version = fingerprint(smears, cells, settings)  # a blank or unreadable input stops here, before any task
         precheck(smears, cells, settings)  # and data the split cannot divide into split.folds
+        for line in check_weights_source(settings.model.weights, settings.model.backbones):  # and weights none can have
+            print(f"starting weights: {line}")
         root = output_dir / "pipeline_root"
         images: LocalImages | None = None
         if runner == "docker":

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from leukemia_mtl.evaluate import describe_threshold
-from leukemia_mtl.results import RunSummary
+from leukemia_mtl.results import BASELINE_ARMS, RunSummary
 
 STABLE_COPIES = {"report": "report.html", "summary": "summary.json"}  # in --output-dir after a whole run
 
@@ -64,9 +64,12 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
         at = f", at {describe_threshold(point)}" if point["kind"] == "binary" and "target_sensitivity" in point else ""
         lines.append(f"  headline, {task} (pooled held-out smears{at}):")
         lines.append(f"    released {entry['released']['backbone']} {entry['released']['arm']}: {text(entry['released'])}")
-        for arm in ("colour", "majority"):
-            if arm in entry:
-                lines.append(f"    {arm} baseline: {text(entry[arm])}")
+        if point.get("degenerate"):  # a threshold that calls every smear ALL: its sensitivity means nothing
+            lines.append(f"    DEGENERATE OPERATING POINT: {point['degenerate']}")
+        for arm in BASELINE_ARMS:  # summaries from before the features baseline have colour and majority only
+            if arm in entry:  # the majority class calls every smear one thing by design: no flag to print
+                flagged = arm != "majority" and entry[arm]["operating_point"].get("degenerate")
+                lines.append(f"    {arm} baseline: {text(entry[arm])}" + (" (DEGENERATE operating point)" if flagged else ""))
     for check in summary.expectations:
         value = "n/a" if check["value"] is None else f"{check['value']:.3f}"
         lines.append(f"  learning check {check['check']} ({check['backbone']} multistage, cross-validated mean {value}): "

@@ -24,7 +24,7 @@ TINY = {
     "segment.patches_per_image": 40,
     "segment.base_filters": 8,
     # the fastest backbone to build, at its smallest input, one epoch: the DAG's wiring, not its science
-    "model.backbones": ["Xception"],
+    "model.backbones": ["MobileNetV2"],
     "model.input_size": 71,
     "augment.target_per_class": 8,
     "train.epochs": 1,
@@ -34,6 +34,7 @@ TINY = {
     "evaluate.release_gate": "flag",
 }
 # The same settings as command-line arguments, for tests that run `pipeline.py --run-local`
+BACKBONE = TINY["model.backbones"][0]  # the demo's, with ImageNet weights from its package (offline)
 TINY_CLI_SETS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 PLANTED_ACCESS_KEY = "AKIAPLANTEDACCESS0001"
 PLANTED_SECRET_KEY = "planted-secret-Zq8x7Vb3nM2kL9"

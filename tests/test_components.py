@@ -132,11 +132,11 @@ def test_split_augment_and_finetune_components(stage_run, tmp_path):
     dataset = Dataset(name="dataset", uri=str(root / "ingest"))
     cells = Dataset(name="cells", uri=str(root / "cells"))
     folds = _artifact(Artifact, tmp_path, "split")
-    runs = split.python_func(dataset=dataset, backbones=["Xception", "InceptionV3"], profile="demo", overrides=overrides, split=folds)
+    runs = split.python_func(dataset=dataset, backbones=["MobileNetV2", "InceptionV3"], profile="demo", overrides=overrides, split=folds)
     result = json.loads(Path(folds.path).read_text())
     assert folds.metadata["folds"] == len(result["folds"]) == 2
-    assert runs == [{"fold": 0, "backbone": "Xception"}, {"fold": 0, "backbone": "InceptionV3"},
-                    {"fold": 1, "backbone": "Xception"}, {"fold": 1, "backbone": "InceptionV3"}]
+    assert runs == [{"fold": 0, "backbone": "MobileNetV2"}, {"fold": 0, "backbone": "InceptionV3"},
+                    {"fold": 1, "backbone": "MobileNetV2"}, {"fold": 1, "backbone": "InceptionV3"}]
     data, metrics = _artifact(Dataset, tmp_path, "training_data"), _artifact(Metrics, tmp_path, "augment_metrics")
     augment.python_func(dataset=dataset, cells=cells, split=folds, fold=1, profile="demo", overrides=overrides,
                         training_data=data, metrics=metrics)
@@ -145,13 +145,13 @@ def test_split_augment_and_finetune_components(stage_run, tmp_path):
     assert metrics.metadata["stage3_train"] > metrics.metadata["stage3_augmented"] > 0
     model, stage_metrics, curves, evaluation = (_artifact(k, tmp_path, n) for k, n in
                                                 ((Model, "model"), (Metrics, "m"), (HTML, "curves"), (Artifact, "evaluation")))
-    finetune_from_imagenet.python_func(training_data=data, backbone="Xception", stage="classical", task="detection",
+    finetune_from_imagenet.python_func(training_data=data, backbone="MobileNetV2", stage="classical", task="detection",
                                        profile="demo", overrides=overrides, model=model, metrics=stage_metrics, curves=curves,
                                        evaluation=evaluation)
     assert sorted(p.name for p in Path(evaluation.path).iterdir()) == [  # the small files only: no weights
         "classifier.json", "explanations.png", "history.json", "predictions.npz", "summary.json"]
     assert evaluation.metadata["fold"] == "r0f1"
-    assert model.metadata["imagenet"] is False and model.metadata["task"] == "detection"
+    assert model.metadata["imagenet"] is True and model.metadata["task"] == "detection"
     assert 0 <= stage_metrics.metadata["eval_accuracy"] <= 1
     assert (Path(model.path) / "classifier.keras").is_file()
 
@@ -205,7 +205,7 @@ def test_crossval_component_scores_every_fold_task_and_arm_of_the_run(demo_run, 
     backbones = {_read(t["evaluation"] / "classifier.json")["backbone"] for t in trained["stage3_fab"]}
     assert result["folds"] == folds == ["r0f0", "r0f1"] and results.metadata["folds"] == 2
     for task in ("detection", "fab"):
-        assert set(result["tasks"][task]) == backbones and set(result["baselines"][task]) == {"colour", "majority"}
+        assert set(result["tasks"][task]) == backbones and set(result["baselines"][task]) == {"colour", "majority", "features"}
         for arms in (*result["tasks"][task].values(), result["baselines"][task]):
             for arm, scored_arm in arms.items():
                 assert sorted(f["fold_id"] for f in scored_arm["folds"]) == folds, (task, arm)
@@ -339,7 +339,7 @@ def test_baseline_component_scores_the_runs_folds_as_the_run_did(demo_run, tmp_p
                          overrides=json.dumps(TINY), predictions=predictions)
 
     theirs = root / "baseline" / "predictions"
-    assert predictions.metadata == {"arms": ["colour", "majority"], "folds": 2}
+    assert predictions.metadata == {"arms": ["colour", "majority", "features"], "folds": 2}  # TINY has ImageNet weights
     assert sorted(p.name for p in Path(predictions.path).iterdir()) == sorted(p.name for p in theirs.iterdir())
     for folder in sorted(theirs.glob("*_r0f*")):
         with np.load(Path(predictions.path) / folder.name / "predictions.npz") as ours, np.load(folder / "predictions.npz") as run:

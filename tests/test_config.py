@@ -62,7 +62,7 @@ def test_settings_that_fit_their_type_but_not_their_meaning_are_refused_up_front
     ({"model.backbones": ["ResNet"]}, "'model.backbones': unknown backbone 'ResNet'; choose from InceptionV3, Xception"),
     ({"model.backbones": []}, "'model.backbones' names no backbone"),
     ({"model.backbones": ["Xception", "Xception"]}, "names a backbone twice"),
-    ({"model.input_size": 10}, "'model.input_size' is 10 px; Xception needs at least 71"),
+    ({"model.input_size": 10}, "'model.input_size' is 10 px; MobileNetV2 needs at least 32"),
     ({"model.backbones": ["InceptionV3"], "model.input_size": 71}, "InceptionV3 needs at least 75"),
     ({"split.folds": 1}, "'split.folds' must be at least 2, got 1"),
     ({"storage.attempts": 0}, "'storage.attempts' must be at least 1, got 0"),

@@ -111,30 +111,39 @@ def test_too_many_folds_for_the_data_is_one_clear_error(synthetic_root):
         make_folds(load_datasets(synthetic_root, profile.data, check=False), profile)
 
 
-def _build_report(tmp_path, fab_classes=CLASSES, negative="normal", data_name="idb1", group="a"):
+BASELINE_BACKBONES = {"colour": "colour histogram", "majority": "majority class",
+                      "features": "InceptionV3 ImageNet features (224 px) + logistic regression"}
+
+
+def _build_report(tmp_path, fab_classes=CLASSES, negative="normal", data_name="idb1", group="a", baselines=False, release=None):
     from leukemia_mtl.evaluate import _curve_points
     from leukemia_mtl.run_report import build_report
     from leukemia_mtl.ttest import run_ttest
 
     predictions = []
     for task, classes in (("detection", (negative, "ALL")), ("fab", tuple(fab_classes))):
-        for arm in ("mtl", "ctl"):
+        for arm in ("mtl", "ctl", *(BASELINE_BACKBONES if baselines else ())):
             for k in range(3):
                 labels, probabilities = _predictions(10 * k + len(arm), 24, classes)
-                predictions.append(FoldPredictions(task, arm, "InceptionV3", f"r0f{k}", 0, k, classes, labels, probabilities,
-                                                   np.array([group] * 24), 48, "/m"))
-    tasks = cross_validate(predictions)
+                if arm == "majority":  # the training frequencies, whatever the image
+                    probabilities = np.tile(np.bincount(labels, minlength=len(classes)) / len(labels), (len(labels), 1))
+                predictions.append(FoldPredictions(task, arm, BASELINE_BACKBONES.get(arm, "InceptionV3"), f"r0f{k}", 0, k,
+                                                   classes, labels, probabilities, np.array([group] * 24), 48, "/m"))
+    scored = cross_validate(predictions)
+    tasks = {task: {"InceptionV3": by_backbone["InceptionV3"]} for task, by_backbone in scored.items()}
     for task in tasks.values():
         for result in task["InceptionV3"].values():
             result["roc"] = _curve_points(roc_curves(tuple(result["classes"]), np.array([0, 1, 1, 0]),
                                                      np.eye(len(result["classes"]))[[0, 1, 1, 1]].astype(float)))
-    crossval = {"folds": ["r0f0", "r0f1", "r0f2"], "tasks": tasks, "best": {"detection": "InceptionV3", "fab": "InceptionV3"}}
+    crossval = {"folds": ["r0f0", "r0f1", "r0f2"], "tasks": tasks, "best": {"detection": "InceptionV3", "fab": "InceptionV3"},
+                "baselines": {task: {arm: scored[task][backbone][arm] for arm, backbone in BASELINE_BACKBONES.items()}
+                              for task in scored} if baselines else {}}
     ttest = run_ttest(crossval, tmp_path / "ttest.json", get_profile("paper"))
     evaluations = {"stage 1": [{"summary": {"imagenet": True, "backbone": "InceptionV3"},
                                 "history": {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8]}}]}
     split = {"repeats": 1, "folds_per_repeat": 3, "group_alias": {}, "folds": [{"id": "r0f0", "train_groups": [group], "eval_groups": ["b"]}]}
-    release = {"version": "paper-abc", "published_to": "s3://m/x", "selection": {"fab": {"backbone": "InceptionV3", "arm": "mtl",
-                                                                                         "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}}}
+    release = release or {"version": "paper-abc", "published_to": "s3://m/x", "selection": {
+        "fab": {"backbone": "InceptionV3", "arm": "mtl", "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}}}
     counts = {"smears": {"layout": "allidb1", "class_counts": {c: 27 for c in fab_classes}},
               "cells": {"layout": "allidb2", "class_counts": {negative: 130, "ALL": 130}}}
     return build_report(
@@ -166,7 +175,7 @@ def test_report_renders_every_section_from_crossval_results(tmp_path):
                     "Table II", "Table III", "Table IV", "Fig. 10", "Table V layout", "Table V, re-tested", "Released model"):
         assert heading in page, heading
     assert "<p>ROI page</p>" in page and "s3://m/x" in page and "bad()" not in page
-    assert "ImageNet" not in " ".join(summary["limitations"])  # real weights, real data: only the honest notes
+    assert "No ImageNet weights" not in " ".join(summary["limitations"])  # real weights, real data: only the honest notes
     assert "3 folds instead of the paper's 10" in " ".join(summary["limitations"])
     assert "ALL-IDB2's single-cell images are cut from ALL-IDB1's smears" in " ".join(summary["limitations"])
     assert json.loads((tmp_path / "s.json").read_text()) == summary
@@ -236,7 +245,7 @@ def test_the_colour_baseline_finds_a_planted_colour_shortcut_and_the_majority_ba
     from leukemia_mtl.data.ingest import ingest
     from leukemia_mtl.evaluate import load_fold_predictions
 
-    profile = get_profile("demo", {"split.folds": 2})
+    profile = get_profile("demo", {"split.folds": 2, "model.weights": "none"})  # colour and majority: no ImageNet features
     smears = synthetic_copy / "ALL_IDB1"
     for path in smears.glob("*_1.jpg"):
         image = cv2.imread(str(path)).astype(np.int16)
@@ -309,3 +318,134 @@ def test_a_threshold_is_described_as_it_was_chosen():
     assert "of one class" in describe_threshold({"threshold": 0.5, "target_sensitivity": 0.95,
                                                  "threshold_chosen_on": "none (the held-out images are of one class): 0.5"})
     assert "recorded without how" in describe_threshold({"threshold": 0.5})  # an older crossval: no "None on None"
+
+
+def _binary_fold(k: int, positive, val_positive=None, arm: str = "mtl", backbone: str = "Xception") -> FoldPredictions:
+    """One detection fold: normal first, ALL after, P(ALL) as given (and the inner validation split's, if given)."""
+    positive = np.asarray(positive, float)
+    labels = np.array([0] * (len(positive) // 2) + [1] * (len(positive) - len(positive) // 2))
+    val_labels = val_probabilities = None
+    if val_positive is not None:
+        val_positive = np.asarray(val_positive, float)
+        val_labels = np.array([0] * (len(val_positive) // 2) + [1] * (len(val_positive) - len(val_positive) // 2))
+        val_probabilities = np.stack([1 - val_positive, val_positive], axis=1)
+    return FoldPredictions("detection", arm, backbone, f"r0f{k}", 0, k, ("normal", "ALL"), labels,
+                           np.stack([1 - positive, positive], axis=1), np.array([f"s{k}-{i}" for i in range(len(labels))]),
+                           2 * len(labels), "/m", val_labels, val_probabilities)
+
+
+SEPARATED = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]  # normal, normal, normal, ALL, ALL, ALL
+
+
+def _point(held_out, validation) -> dict:
+    """Detection's operating point over two folds with these P(ALL), held out and on inner validation."""
+    return cross_validate([_binary_fold(k, held_out, validation) for k in range(2)])["detection"]["Xception"]["mtl"]["operating_point"]
+
+
+def test_an_operating_point_that_calls_every_smear_all_is_flagged():
+    """As seen on real data: some ALL smears of the inner validation split get P(ALL) = 0, so the only threshold
+    that reaches the target sensitivity is P(ALL) >= 0.0000, and every held-out smear is called ALL."""
+    from leukemia_mtl.evaluate import degenerate_operating_point
+
+    collapsed = [0.2, 0.3, 0.4, 0.0, 0.9, 0.95]  # one ALL smear at P(ALL) = 0
+    point = _point(SEPARATED, collapsed)
+    assert point["threshold"] == 0.0 and point["threshold_chosen_on"].startswith("the inner validation")
+    assert point["specificity"]["value"] == 0.0 and point["sensitivity"]["value"] == 1.0  # looks perfect on sensitivity
+    assert point["degenerate"].startswith("P(ALL) >= 0.0000 calls every smear ALL")
+    assert "all 12 smears it was chosen on" in point["degenerate"] and "specificity 0 on the 6 held-out" in point["degenerate"]
+
+    # at the lowest inner-validation P(ALL), though some held-out normal smears fall below it: still flagged
+    lowest_is_all = [0.5, 0.6, 0.7, 0.45, 0.9, 0.95]
+    point = _point(SEPARATED, lowest_is_all)
+    assert point["threshold"] == 0.45 and point["specificity"]["value"] == 1.0
+    assert point["degenerate"] == ("P(ALL) >= 0.4500 calls every smear ALL (all 12 smears it was chosen on score "
+                                   "P(ALL) >= 0.4500)")
+
+    # chosen well on inner validation, but every held-out normal smear scores above it: specificity 0
+    shifted = [0.85, 0.86, 0.87, 0.9, 0.95, 0.99]
+    point = _point(shifted, SEPARATED)
+    assert point["threshold"] == 0.7 and point["specificity"]["value"] == 0.0
+    assert point["degenerate"] == ("P(ALL) >= 0.7000 calls every held-out negative smear ALL (specificity 0 on the 6 "
+                                   "held-out negative smears)")
+
+    good = _point(SEPARATED, SEPARATED)
+    assert good["degenerate"] is None and good["threshold"] == 0.7
+    assert degenerate_operating_point(good) is None and degenerate_operating_point(good, np.array([0.7, 0.9])) is not None
+    four = cross_validate([FoldPredictions("fab", "mtl", "X", f"r0f{k}", 0, k, CLASSES, *_predictions(k), np.arange(40).astype(str),
+                                           80, "/m") for k in range(2)])["fab"]["X"]["mtl"]["operating_point"]
+    assert four["kind"] == "multiclass" and "degenerate" not in four  # no threshold: nothing to flag
+
+
+def _gate_crossval(mtl_validation, *, ctl_validation=SEPARATED, features: float | None = 0.6) -> dict:
+    """Detection only: a multistage and a classical arm that separate the evaluation folds (their inner validation
+    as given), the colour and majority baselines, and the features baseline with the given per-image accuracy
+    (None: not scored, as without ImageNet weights)."""
+    rng = np.random.default_rng(0)
+    folds = [_binary_fold(k, SEPARATED, mtl_validation) for k in range(3)]
+    folds += [_binary_fold(k, SEPARATED, ctl_validation, "ctl") for k in range(3)]
+    folds += [_binary_fold(k, rng.uniform(0.3, 0.7, 6), None, "colour", "colour histogram") for k in range(3)]
+    folds += [_binary_fold(k, [0.5] * 6, None, "majority", "majority class") for k in range(3)]
+    if features is not None:
+        labels = np.array([0, 0, 0, 1, 1, 1])
+        for k in range(3):
+            right = rng.random(6) < features
+            folds.append(_binary_fold(k, np.where(right == labels.astype(bool), 0.8, 0.2), None, "features",
+                                      "DenseNet121 ImageNet features (224 px) + logistic regression"))
+    scored = cross_validate(folds)["detection"]
+    baselines = {arm: by_arm[arm] for by_arm in scored.values() for arm in by_arm if arm in ("colour", "majority", "features")}
+    return {"folds": ["r0f0", "r0f1", "r0f2"], "metric": "balanced_accuracy",
+            "tasks": {"detection": {"Xception": scored["Xception"]}}, "baselines": {"detection": baselines}}
+
+
+def test_the_release_gate_requires_beating_the_features_baseline_where_it_was_scored():
+    from leukemia_mtl.release import gate, select
+
+    def verdict(crossval: dict) -> dict:
+        return gate(crossval, select(crossval, "balanced_accuracy"), "balanced_accuracy")
+
+    passed = verdict(_gate_crossval(SEPARATED))
+    assert passed["passed"], passed["reasons"]
+    assert set(passed["values"]["detection"]) == {"released", "colour", "majority", "features"}
+    without = verdict(_gate_crossval(SEPARATED, features=None))  # model.weights="none": two baselines, still gated
+    assert without["passed"] and set(without["values"]["detection"]) == {"released", "colour", "majority"}
+    unbeaten = _gate_crossval(SEPARATED)
+    unbeaten["baselines"]["detection"]["features"]["summary"]["balanced_accuracy"]["mean"] = 1.0  # frozen features as good
+    failed = verdict(unbeaten)
+    assert not failed["passed"] and failed["reasons"] == [
+        "detection: the released Xception mtl model's cross-validated balanced_accuracy 1.0000 does not beat the features "
+        "baseline's 1.0000"]
+
+
+def test_the_release_gate_refuses_a_degenerate_operating_point():
+    """Perfectly separating held-out predictions, but a threshold chosen at P(ALL) >= 0.0000: not a release."""
+    from leukemia_mtl.release import gate, select
+    from leukemia_mtl.results import CrossvalResult
+
+    crossval = _gate_crossval([0.2, 0.3, 0.4, 0.0, 0.9, 0.95], ctl_validation=[0.6, 0.3, 0.4, 0.2, 0.9, 0.95])
+    released = CrossvalResult.of(crossval).arm("detection", "Xception", "mtl")
+    assert released.cv_mean("balanced_accuracy") == 1.0 and not released.degenerate  # nothing else says so
+    selection = select(crossval, "balanced_accuracy")
+    assert selection["detection"]["arm"] == "mtl"  # the inner splits choose it: inner balanced accuracy 0.83 vs 0.67
+    verdict = gate(crossval, selection, "balanced_accuracy")
+    assert not verdict["passed"] and len(verdict["reasons"]) == 1
+    assert verdict["reasons"][0].startswith("detection: the released Xception mtl model's operating point is degenerate: "
+                                            "P(ALL) >= 0.0000 calls every smear ALL")
+
+
+def test_the_report_shows_the_features_baseline_and_a_degenerate_operating_point(tmp_path):
+    """Every baseline in the headline, the per-fold tables and the t-tests; the released detection model's degenerate
+    operating point in its headline row, and the gate's reason."""
+    reason = "detection: the released InceptionV3 mtl model's operating point is degenerate: P(ALL) >= 0.0000 calls ..."
+    release = {"version": "paper-abc", "published_to": None, "refused": False,
+               "gate": {"passed": False, "metric": "balanced_accuracy", "reasons": [reason]},
+               "selection": {task: {"backbone": "InceptionV3", "arm": "mtl", "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}
+                             for task in ("detection", "fab")}}
+    summary = _build_report(tmp_path, baselines=True, release=release)
+    page = (tmp_path / "r.html").read_text()
+    assert set(summary["baselines"]["detection"]) == set(summary["headline"]["detection"]) - {"released"} == set(BASELINE_BACKBONES)
+    assert page.count("frozen ImageNet features + logistic regression (baseline)") >= 2 + 2 * 2  # headlines, per-fold tables
+    assert {(c["first"], c["second"]) for c in summary["ttest"]} >= {("features", "mtl"), ("features", "ctl")}
+    assert any("InceptionV3's frozen ImageNet features of the whole smear" in note for note in summary["methods"])
+    assert "RELEASE FLAGGED" in page and "operating point is degenerate" in page
+    flag = summary["headline"]["detection"]["majority"]["operating_point"]["degenerate"]  # one answer for every smear
+    assert flag.startswith("P(ALL) >= 0.5000 calls every smear ALL") and "calls every smear ALL" in page

@@ -27,6 +27,7 @@ keras = pytest.importorskip("keras")
 from leukemia_mtl.evaluate import fold_metrics  # noqa: E402
 from leukemia_mtl.train import finetune  # noqa: E402
 from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
+from conftest import BACKBONE  # noqa: E402
 
 
 def _digest(image: np.ndarray) -> str:
@@ -75,7 +76,7 @@ def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_cali
 
     monkeypatch.setattr(keras.Model, "fit", recording_fit)
     monkeypatch.setattr(finetune, "calibrate_batchnorm", recording_calibration)
-    summary = run_finetune_stage("classical", "fab", "Xception", data, None, tmp_path / "m", tmp_path / "m.html", profile)
+    summary = run_finetune_stage("classical", "fab", BACKBONE, data, None, tmp_path / "m", tmp_path / "m.html", profile)
 
     assert seen["fit"] and seen["calibration"]  # the instruments saw the training
     assert seen["validation"] == validation  # the inner split, and only it, drives early stopping
@@ -160,7 +161,7 @@ def _uninformative(data, tmp_path, seed: int):
 
 def _held_out_scores(data, tmp_path, profile, name):
     """The stage training the pipeline runs (demo recipe); its held-out images, blast vs normal."""
-    run_finetune_stage("stage1", "blast", "Xception", data, None, tmp_path / name, tmp_path / f"{name}.html", profile)
+    run_finetune_stage("stage1", "blast", BACKBONE, data, None, tmp_path / name, tmp_path / f"{name}.html", profile)
     with np.load(tmp_path / name / "predictions.npz") as predictions:
         return fold_metrics(("normal", "blast"), predictions["labels"].astype(int), predictions["probabilities"])
 
@@ -188,8 +189,8 @@ def test_the_multistage_path_learns_stage_2_from_stage_1s_backbone_on_isolated_c
     """Stage 1 on the raw single-cell images, then stage 2 from its backbone on the cells segment
     isolated: stage 2's held-out cells (several per held-out smear) must be told apart."""
     data, _, profile = learning_data
-    run_finetune_stage("stage1", "blast", "Xception", data, None, tmp_path / "s1", tmp_path / "s1.html", profile)
-    summary = run_finetune_stage("stage2", "blast", "Xception", data, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile)
+    run_finetune_stage("stage1", "blast", BACKBONE, data, None, tmp_path / "s1", tmp_path / "s1.html", profile)
+    summary = run_finetune_stage("stage2", "blast", BACKBONE, data, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile)
     assert summary.carried_over == ["backbone"] and summary.val_images > 0
     with np.load(tmp_path / "s2" / "predictions.npz") as predictions:
         scores = fold_metrics(("normal", "blast"), predictions["labels"].astype(int), predictions["probabilities"])

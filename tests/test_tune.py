@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY
+from conftest import BACKBONE, TINY
 from leukemia_mtl.config import ConfigError, get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.layout import DATA_DIR
@@ -66,14 +66,14 @@ def _trials(summary: dict) -> list:
 
 def test_no_trial_reads_an_evaluation_fold_image(prepared, tmp_path):
     out, ingested, cells, split = prepared
-    intact = search(FoldData(ingested, cells, split, 0), "Xception", "demo", TUNE, tmp_path / "intact", trials=2)
+    intact = search(FoldData(ingested, cells, split, 0), BACKBONE, "demo", TUNE, tmp_path / "intact", trials=2)
 
     poisoned_ingest, poisoned_cells, count = _poisoned_copy(ingested, cells, split, 0, tmp_path / "poisoned")
     assert count >= 8  # smears, their crops, single-cell images: the fold's evaluation part is unreadable
     with pytest.raises(Exception):  # the control: building the fold as training does reads them, and fails
         prepare_training_data(poisoned_ingest, poisoned_cells, split, 0, tmp_path / "control", get_profile("demo", TUNE))
 
-    poisoned = search(FoldData(poisoned_ingest, poisoned_cells, split, 0), "Xception", "demo", TUNE, tmp_path / "run", trials=2)
+    poisoned = search(FoldData(poisoned_ingest, poisoned_cells, split, 0), BACKBONE, "demo", TUNE, tmp_path / "run", trials=2)
     assert _trials(poisoned) == _trials(intact)  # same trials, same scores: nothing of the evaluation part reached them
     assert [t["state"] for t in intact["trials"]] == ["complete", "complete"]
     assert intact["trials"][0]["params"] == profile_values(get_profile("demo", TUNE))  # trial 0: the profile's own
@@ -87,7 +87,7 @@ def test_no_trial_reads_an_evaluation_fold_image(prepared, tmp_path):
 def test_a_fold_without_an_inner_split_is_refused_before_any_trial(prepared, tmp_path):
     _, ingested, cells, split = prepared
     with pytest.raises(TuneError, match="no inner validation split.*evaluation fold"):
-        search(FoldData(ingested, cells, split, 0), "Xception", "demo", {**TUNE, "train.validation_fraction": 0.0},
+        search(FoldData(ingested, cells, split, 0), BACKBONE, "demo", {**TUNE, "train.validation_fraction": 0.0},
                tmp_path, trials=1)
     with pytest.raises(ConfigError, match="tune.arms"):
         get_profile("demo", {"tune.arms": ["both"]})
@@ -106,7 +106,7 @@ def test_the_cli_runs_one_katib_trial_and_prints_its_objective(prepared):
     assert "reusing" in result.stderr
     lines = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     assert 0.0 <= float(lines["objective"]) <= 1.0 and float(lines["classical_detection"]) == float(lines["objective"])
-    trial = json.loads((out / "fold0-Xception" / "trial.json").read_text())
+    trial = json.loads((out / f"fold0-{BACKBONE}" / "trial.json").read_text())
     assert trial["params"]["train.learning_rate"] == 0.001 and trial["params"]["model.dropout"] == 0.1
     bad = subprocess.run([sys.executable, "-m", "leukemia_mtl", "tune", "--smears", "synthetic", "--output", str(out),
                           "--trial", "--trials", "3", *sets], cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -24,6 +24,7 @@ from leukemia_mtl.data.datasets import CELLS_DIR, LABELS_FILE, SMEARS_DIR, Datas
 from leukemia_mtl.data.files import walk
 from leukemia_mtl.data.images import IMAGE_EXTENSIONS
 from leukemia_mtl.data.layout import DATA_DIR, SUMMARY_FILE, origin_of, user_path  # noqa: F401 (re-exported)
+from leukemia_mtl.data.shortcuts import find_shortcuts
 from leukemia_mtl.data.storage import ObjectStore, is_s3_uri
 from leukemia_mtl.errors import DatasetError, Problem
 from leukemia_mtl.io_utils import atomic_write_json
@@ -46,12 +47,15 @@ class IngestSummary:
     # dataset name -> where its files came from, as the user named it: messages of later stages name
     # the user's file, not the staging copy under pipeline_root
     origins: dict[str, str] = field(default_factory=dict)
+    # what besides the cells tells the classes apart (image size, camera, file format: data.shortcuts), measured
+    shortcuts: list[dict] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"images": float(self.images), "notes": float(len(self.notes))}
         for name, info in self.datasets.items():
             for cls, count in info["class_counts"].items():
                 out[f"{name}_{cls}"] = float(count)
+        out["shortcuts_flagged"] = float(sum(s["flagged"] for s in self.shortcuts))
         return out
 
 
@@ -228,7 +232,9 @@ def _origin(where: str, origins: dict[Path, str]) -> str:
 
 
 def summarise(source: str, datasets: list[Dataset], **inputs) -> IngestSummary:
+    shortcuts = [s for d in datasets for s in find_shortcuts(d)]
     return IngestSummary(
+        shortcuts=[s.to_dict() for s in shortcuts],
         **inputs,
         source=source,
         datasets={
@@ -244,7 +250,7 @@ def summarise(source: str, datasets: list[Dataset], **inputs) -> IngestSummary:
             for d in datasets
         },
         images=sum(len(d.records) for d in datasets),
-        notes=[str(n) for d in datasets for n in d.notes],
+        notes=[str(n) for d in datasets for n in d.notes] + [f"SHORTCUT: {s.sentence()}" for s in shortcuts if s.flagged],
     )
 
 

@@ -66,6 +66,7 @@ class StageSummary:
     batchnorm_calibration: dict[str, int] = field(default_factory=dict)
     # where the task's time went, in seconds (bench/dag_breakdown.py adds them up over a run)
     timings: dict[str, float] = field(default_factory=dict)
+    weights_source: dict = field(default_factory=dict)  # where the starting weights came from (ClassifierInfo's)
 
     def model_metadata(self) -> dict[str, object]:
         """What the KFP UI shows beside the Model artifact."""
@@ -146,7 +147,7 @@ def run_finetune_stage(
             dense_units=profile.model.dense_units if with_dense else 0, dropout=profile.model.dropout if with_dense else 0.0,
         )
         carried: list[str] = []
-        weights_text, imagenet = weights.description, weights.imagenet
+        weights_text, imagenet, weights_source = weights.description, weights.imagenet, weights.provenance
         if previous_dir is not None:
             previous, previous_info = load_classifier(previous_dir)
             if previous_info.backbone != backbone or previous_info.input_size != profile.model.input_size:
@@ -154,6 +155,7 @@ def run_finetune_stage(
                                  f"a {backbone} at {profile.model.input_size} px")
             carried = carry_over(previous, model)
             weights_text, imagenet = f"{previous_info.stage} ({previous_info.weights})", previous_info.imagenet
+            weights_source = previous_info.weights_source or {}
 
         timings["load_and_build"] = time.perf_counter() - started
         train_cfg = dataclasses.replace(profile.train, epochs=profile.train.epochs_of(stage))
@@ -188,7 +190,7 @@ def run_finetune_stage(
     started = time.perf_counter()
 
     info = ClassifierInfo(backbone, profile.model.input_size, list(classes), head, stage, task, weights_text, imagenet,
-                          stain=data_summary["stages"][arrays_name].get("stain"))
+                          stain=data_summary["stages"][arrays_name].get("stain"), weights_source=weights_source)
     save_classifier(model, info, model_dir)
     atomic_write_json(Path(model_dir) / HISTORY_FILE, fit.history)
     _save_predictions(Path(model_dir) / PREDICTIONS_FILE, scored, arrays)
@@ -201,7 +203,7 @@ def run_finetune_stage(
                            float(eval_accuracy), float(eval_loss), val_images=len(arrays.units_val), best_epoch=fit.best_epoch,
                            val_loss=val_loss, val_accuracy=val_accuracy,
                            class_weights={c: round(per_class[i], 4) for i, c in enumerate(classes)},
-                           batchnorm_calibration=fit.calibrated or {}, timings=timings)
+                           batchnorm_calibration=fit.calibrated or {}, timings=timings, weights_source=weights_source)
     _write_report(figure_html, summary, fit.history, fit.warmup_epochs)
     timings["save_and_report"] = time.perf_counter() - started
     atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
