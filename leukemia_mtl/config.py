@@ -197,8 +197,8 @@ class TrainConfig:
     # demo: 3. With 2 the demo's models barely leave their starting point; early stopping on the
     # inner validation split picks among them (BENCHMARKS.md: issue 14's measurements)
     epochs: int = 3
-    # head-only epochs on the frozen backbone before fine-tuning; the demo has none: its backbone is
-    # random, so there are no features to protect, and each phase costs one more graph build
+    # head-only epochs on the frozen backbone before fine-tuning; the demo has none: each phase costs one more
+    # graph build, and with 90 % of the ImageNet backbone frozen (frozen_fraction) its features stay protected
     warmup_epochs: int = 0
     batch_size: int = 16
     # the paper's 1e-3 (the paper profile) makes the demo's tiny training sets swing: inner-validation

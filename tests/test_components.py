@@ -12,7 +12,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from components.ingest import ingest
 from components.preprocess import preprocess
 from components.segment import segment
-from conftest import TINY
+from conftest import BACKBONE, TINY
 
 
 def _artifact(kind, tmp_path: Path, name: str):
@@ -235,7 +235,7 @@ def test_ttest_component_compares_each_task_and_backbone_with_the_papers_table_v
                       overrides=json.dumps(TINY), results=results, metrics=metrics)
 
     result = _read(results.path)
-    pairs = (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"))
+    pairs = (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"), ("features", "mtl"), ("features", "ctl"))
     assert {(c["task"], c["backbone"], c["first"], c["second"]) for c in result["comparisons"]} == {
         (task, backbone, first, second) for task, by_backbone in scored["tasks"].items() for backbone in by_backbone
         for first, second in pairs}
@@ -359,7 +359,7 @@ def test_finetune_from_previous_component_continues_the_runs_stage_1(demo_run, t
                                           ((Model, "model"), (Metrics, "m"), (HTML, "curves"), (Artifact, "evaluation")))
     finetune_from_previous.python_func(
         training_data=Dataset(name="training_data", uri=str(iteration / "augment" / "training_data")),
-        previous=Model(name="model", uri=str(stage1["model"])), backbone="Xception", stage="stage2", task="blast",
+        previous=Model(name="model", uri=str(stage1["model"])), backbone=BACKBONE, stage="stage2", task="blast",
         profile="demo", overrides=json.dumps(TINY), model=model, metrics=metrics, curves=curves, evaluation=evaluation)
 
     summary = _read(Path(evaluation.path) / "summary.json")

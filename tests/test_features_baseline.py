@@ -151,13 +151,13 @@ def _snapshot(tmp_path: Path) -> Path:
 
 
 def test_the_printed_summary_shows_the_features_baseline_and_a_degenerate_operating_point(tmp_path):
-    """A run with the features arm and a degenerate released operating point, written over the committed demo
-    snapshot (which has neither): the table, the t-test lines and the headline show both."""
+    """A degenerate released operating point written over the committed demo snapshot (which has the features arm
+    and no degenerate point): the table, the t-test lines and the headline show both."""
     from runners.readme import demo_lines
 
-    old = demo_lines(REPO / "docs" / "demo-run")  # from before the features arm: still prints, without it
-    assert any(line.startswith("  headline, detection") for line in old)
-    assert not any("features" in line or "DEGENERATE" in line for line in old)
+    committed = demo_lines(REPO / "docs" / "demo-run")
+    assert any(line.startswith("    features baseline: sensitivity") for line in committed)
+    assert not any("DEGENERATE" in line for line in committed)
 
     snapshot = _snapshot(tmp_path)
     summary = json.loads((snapshot / "summary.json").read_text())
