@@ -75,6 +75,7 @@ bench: $(STAMP)
 	$(PY) bench/dag_breakdown.py --runs 3
 	$(PY) bench/predict_stream.py --images 1000
 	$(PY) bench/stage3_views.py
+	$(PY) bench/pbc_cells.py
 	$(PY) bench/stain_shift.py
 	$(PY) pipeline.py --run-local --until segment --output-dir runs/bench-recipes
 	$(PY) bench/demo_recipes.py --run runs/bench-recipes --variant '{}' --variant '{"train.learning_rate": 0.001}' \

@@ -10,12 +10,13 @@ fails, it never skips.
 One stratified split (half for training, half for evaluation); on the training part MobileNetV2 is fine-tuned
 with the project's fit_stage at 96 px (ImageNet weights, the top half of the backbone trainable, 12 epochs, no
 inner validation split: the last weights are kept; the evaluation half only scores). On the same evaluation half:
-(ii) the same fine-tuning from random initialisation must stay far below it, and (iii) the same fine-tuning on
+(ii) the same fine-tuning from random initialisation must stay far below it; (iii) the same fine-tuning on
 permuted training labels must stay near chance (1/4); and the fine-tuning from ImageNet must reach an absolute
-floor that a random start never came near. (i) The project's colour baseline (6x6x6 RGB histogram of the same crop, StandardScaler + balanced
-logistic regression) is scored too, but at this scale it is not beaten: over seeds 0-4 the colour histogram scored
-0.80-0.86 and the fine-tuning 0.75-0.84 (the 8-class bench tells the same: colour 0.897, fine-tuning 0.89), so the
-test asserts only that fine-tuning is not far below it (non-inferiority), not that it clearly beats it.
+floor that a random start never came near. (i) The project's colour baseline (6x6x6 RGB histogram of the same
+crop, StandardScaler + balanced logistic regression) is scored too, but at this scale it is not beaten: over seeds
+0-4 the colour histogram scored 0.80-0.86 and the fine-tuning 0.75-0.84 (the 8-class bench tells the same: colour
+0.897, fine-tuning 0.890), so the test asserts only that fine-tuning is not far below it (non-inferiority), not
+that it clearly beats it.
 The classes are those the colour histogram recalls worst (ig, neutrophil, basophil) and lymphocyte, which
 fine-tuning recalls better than colour (bench/pbc_cells.py's out-of-fold recall per class). Measured values over
 seeds and the margins are in BENCHMARKS.md, "Real single cells: pbc-sample". If the ImageNet weights were silently
