@@ -90,21 +90,18 @@ def check_weights_source(source: str, backbones: tuple[str, ...]) -> list[str]:
     lines = []
     for name in backbones:
         backbone = get_backbone(name)
-        if source.strip().lower() != "imagenet" or backbone.packaged is not None:
-            lines.append(f"{name}: {resolve_weights(source, backbone).description}" if "://" not in source
-                         else f"{name}: {source}")
+        if "://" in source:  # fetched by each task from object storage
+            lines.append(f"{name}: {source}")
             continue
-        if (keras_models_dir() / backbone.weights_file).is_file():
-            lines.append(f"{name}: ImageNet, Keras' file from {keras_models_dir() / backbone.weights_file}")
-        elif keras_download_reachable():
-            lines.append(f"{name}: ImageNet, downloaded by Keras")
-        else:
+        resolved = resolve_weights(source, backbone)
+        if resolved.keras_argument == "imagenet" and not keras_download_reachable():
             raise WeightsError(
                 f"{name}: no ImageNet weights can be had here: Keras' download host {KERAS_WEIGHTS_HOST[0]} cannot be reached "
                 f"and {keras_models_dir() / backbone.weights_file} does not exist. Put Keras' file there, or give "
                 f"--set model.weights=FOLDER (or s3://BUCKET/PREFIX) holding {backbone.weights_file}, or choose a backbone "
                 f"whose ImageNet weights come with the packages ({', '.join(OFFLINE_BACKBONES)}), or --set model.weights=none "
                 "for a random start (not the paper's transfer)")
+        lines.append(f"{name}: {resolved.description}")
     return lines
 
 
@@ -143,9 +140,7 @@ def build_classifier(
         raise WeightsError(f"{backbone.name} weights from {weights.description}: {_first_line(exc)}") from None
 
     inputs = keras.Input((input_size, input_size, 3), name="rgb")
-    scale, offset = backbone.rescale  # per channel: lists, which the saved model's config can hold
-    x = layers.Rescaling(list(scale), offset=list(offset), name="preprocess_input")(inputs)
-    x = base(x)
+    x = base(preprocess_input_layer(backbone)(inputs))
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dense_units:
         x = layers.Dropout(dropout, name="dropout_dense")(x)
@@ -156,6 +151,15 @@ def build_classifier(
     else:  # float32 output under mixed precision too: softmax and the loss stay numerically sound
         outputs = layers.Dense(n_classes, activation="softmax", name="head", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier")
+
+
+def preprocess_input_layer(backbone: Backbone):
+    """The backbone's own preprocess_input as a Rescaling layer (per channel: lists, which a saved model's config
+    can hold), so classifiers and feature extractors take raw 0-255 RGB alike."""
+    from keras import layers
+
+    scale, offset = backbone.rescale
+    return layers.Rescaling(list(scale), offset=list(offset), name="preprocess_input")
 
 
 def build_backbone(backbone: Backbone, input_size: int, weights: str | None):
@@ -192,7 +196,5 @@ def build_feature_extractor(backbone_name: str, input_size: int, weights: Resolv
     base = build_backbone(backbone, input_size, weights.keras_argument)
     base.trainable = False
     inputs = keras.Input((input_size, input_size, 3), name="rgb")
-    scale, offset = backbone.rescale
-    x = layers.Rescaling(list(scale), offset=list(offset), name="preprocess_input")(inputs)
-    outputs = layers.GlobalAveragePooling2D(name="gap")(base(x, training=False))
+    outputs = layers.GlobalAveragePooling2D(name="gap")(base(preprocess_input_layer(backbone)(inputs), training=False))
     return keras.Model(inputs, outputs, name=f"{backbone.name}_features")
