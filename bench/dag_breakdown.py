@@ -2,7 +2,9 @@
 
     python bench/dag_breakdown.py [--runs 3] [--profile demo] [--output-dir runs/bench-dag] [--set KEY=VALUE ...]
 
-Runs `pipeline.py --run-local --no-cache` `--runs` times (wall times and their median), and from
+Runs `pipeline.py --run-local --no-cache` `--runs` times (wall times and their median; the peak of
+the whole process tree's resident memory, kfp.local's task subprocesses included, sampled every
+second with psutil), and from
 the last run reads back each training task's
 `timings` (summary.json: process start and kfp's executor before the stage, TensorFlow import,
 loading arrays and building the model, the first epoch of each fit phase, which traces the
@@ -19,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -26,8 +29,33 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - (Executing task|Task) '([\w-]+)'( finished)?")
-TIMING_ORDER = ("process_start_to_stage", "import_tensorflow", "load_and_build", "first_epochs", "steady_epochs",
-                "fit_other", "predict", "save_and_report")
+TIMING_ORDER = ("process_start_to_stage", "import_tensorflow", "load_and_build", "frozen_features", "first_epochs",
+                "steady_epochs", "fit_other", "predict", "explain", "save_and_report")
+
+
+def run_with_peak_memory(command: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """The command's result and the peak, over its run, of the summed RSS of it and every descendant."""
+    import psutil
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, text=True)
+        peak = 0
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            total = 0
+            try:
+                members = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                members = []
+            for member in members:
+                try:
+                    total += member.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            peak = max(peak, total)
+            time.sleep(1.0)
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(command, process.returncode, out.read(), err.read()), peak
 
 
 def task_seconds(log: str) -> dict[str, float]:
@@ -72,20 +100,22 @@ def main() -> None:
     args = parser.parse_args()
     command = [sys.executable, "pipeline.py", "--run-local", "--no-cache", "--profile", args.profile,
                "--output-dir", str(args.output_dir), *[a for pair in args.overrides for a in ("--set", pair)]]
-    walls = []
+    walls, peaks = [], []
     for _ in range(args.runs):
         started = time.perf_counter()
-        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        result, peak = run_with_peak_memory(command)
         walls.append(time.perf_counter() - started)
+        peaks.append(peak)
         if result.returncode != 0:
             sys.exit(f"the run failed:\n{result.stderr[-3000:]}")
-        print(f"run {len(walls)}: {walls[-1]:.0f} s", flush=True)
+        print(f"run {len(walls)}: {walls[-1]:.0f} s, peak memory of the process tree {peak / 2**30:.2f} GiB", flush=True)
     output_dir = args.output_dir if args.output_dir.is_absolute() else REPO / args.output_dir
     (output_dir / "run.log").write_text(result.stdout + result.stderr)  # what the task times are read from
     run_root = Path(json.loads((output_dir / "outputs.json").read_text())["crossval"]["path"]).parents[1]
     per_kind = task_seconds(result.stdout + result.stderr)
     tasks, inside = training_timings(run_root)
-    print(f"{' '.join(command[1:])}\nwall time: {', '.join(f'{w:.0f}' for w in walls)} s; median {statistics.median(walls):.0f} s\n")
+    print(f"{' '.join(command[1:])}\nwall time: {', '.join(f'{w:.0f}' for w in walls)} s; median {statistics.median(walls):.0f} s; "
+          f"peak memory {max(peaks) / 2**30:.2f} GiB\n")
     print(f"last run, {'task kind':22s} {'task-seconds':>12s} {'share':>6s}")
     total = sum(per_kind.values())
     for kind, seconds in sorted(per_kind.items(), key=lambda kv: -kv[1]):

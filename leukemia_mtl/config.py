@@ -212,6 +212,11 @@ class TrainConfig:
     # tuned, as the paper). The demo tunes the top 10 % (Xception: its exit flow): its
     # training graph builds and steps much faster (the ratios are in BENCHMARKS.md).
     frozen_fraction: float = 0.9
+    # Where a phase leaves the backbone's first layers frozen (frozen_fraction, a head-only warm-up),
+    # their output per image is computed once and every epoch trains only the rest on it (the same
+    # numbers, a fraction of the work: BENCHMARKS.md). The cache's limit in MB for a stage's training
+    # and validation images; above it every epoch runs the whole backbone. 0: never cache.
+    frozen_features_mb: int = 3072
     # What stage 3 (and the classical arm) look at for a multi-cell smear:
     # "cells": every white cell segment isolated, at one magnification (segment.crop_window); a smear's
     #   probabilities are the mean over its cells. At 71 px a whole 640x480 smear shrinks a white cell to
@@ -608,6 +613,7 @@ def check(profile: Profile) -> None:
     minimums = (("split.folds", profile.split.folds, 2), ("split.repeats", profile.split.repeats, 1),
                 ("train.epochs", train.epochs, 1), ("train.batch_size", train.batch_size, 1),
                 ("train.decay_steps", train.decay_steps, 1), ("train.early_stopping_patience", train.early_stopping_patience, 0),
+                ("train.frozen_features_mb", train.frozen_features_mb, 0),
                 ("segment.epochs", profile.segment.epochs, 1), ("segment.batch_size", profile.segment.batch_size, 1),
                 ("train.stage1_epochs", train.stage1_epochs, 0), ("train.stage2_epochs", train.stage2_epochs, 0),
                 ("augment.target_per_class", profile.augment.target_per_class, 0),  # 0: balance to the largest class

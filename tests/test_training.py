@@ -98,7 +98,8 @@ def test_a_stage_trains_and_the_loss_falls():
         traces = []
         keras_train_step = model.train_step
         model.train_step = lambda data: traces.append(1) or keras_train_step(data)  # runs only while tracing
-        cfg = TrainConfig(epochs=4, warmup_epochs=1, batch_size=8, early_stopping_patience=0)
+        # the whole model trains (no frozen features): the graph count is the full model's
+        cfg = TrainConfig(epochs=4, warmup_epochs=1, batch_size=8, early_stopping_patience=0, frozen_features_mb=0)
         result = fit_stage(model, x, y, x[:8], y[:8], cfg, "sigmoid", seed=0, verbose=0)
     # one graph per phase (warm-up, fine-tuning), not per epoch, batch or variable creation
     assert len(traces) == 2
@@ -119,6 +120,51 @@ def test_same_seed_same_weights_after_one_epoch():
         fit_stage(model, x, y, x[:4], y[:4], cfg, "softmax", seed=5, verbose=0)
         weights.append(model.get_weights())
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+def test_frozen_features_computed_once_train_the_same_model(tmp_path):
+    """The frozen layers' features, computed once, give the losses and weights that running the
+    whole backbone every epoch gives (float rounding apart), and train the classifier itself."""
+    from leukemia_mtl.bundles import ClassifierInfo, save_classifier
+
+    x, labels = _cells(12)
+    y = encode_labels(labels, ("normal", "blast"), "softmax")
+    runs = {}
+    for limit in (0, 3072):  # 0: the whole backbone every epoch
+        keras.utils.set_random_seed(2)
+        model = build_classifier(BACKBONE, 71, 2, NONE, head="softmax", dense_units=8)
+        frozen_before = model.get_layer("backbone").layers[5].get_weights()
+        cfg = TrainConfig(epochs=3, warmup_epochs=0, batch_size=8, early_stopping_patience=0, frozen_features_mb=limit)
+        runs[limit] = (fit_stage(model, x, y, x[:8], y[:8], cfg, "softmax", seed=2, verbose=0), model, frozen_before)
+    (whole, whole_model, _), (cached, model, frozen_before) = runs[0], runs[3072]
+    assert whole.frozen_features == [] and len(cached.frozen_features) == 1
+    reuse = cached.frozen_features[0]
+    assert reuse["phase"] == "fine-tuning" and reuse["images"] == 24 + 8 and reuse["frozen_layers"] > 100
+    # the first epoch agrees to rounding; rounding differences then grow a little with every step
+    np.testing.assert_allclose(cached.history["loss"][0], whole.history["loss"][0], rtol=1e-2)
+    np.testing.assert_allclose(cached.history["loss"], whole.history["loss"], atol=0.03)
+    np.testing.assert_allclose(cached.history["val_loss"], whole.history["val_loss"], atol=0.03)
+    assert whole.history["loss"][-1] < whole.history["loss"][0]  # it learned, so "the same" means something
+    for a, b in zip(model.get_layer("head").get_weights(), whole_model.get_layer("head").get_weights()):
+        np.testing.assert_allclose(a, b, atol=0.02)
+    assert all(np.array_equal(a, b) for a, b in zip(frozen_before, model.get_layer("backbone").layers[5].get_weights()))
+    # the classifier trained through its shared layers saves and loads as any other
+    info = ClassifierInfo(BACKBONE, 71, ["normal", "blast"], "softmax", "stage1", "detection", "random", False)
+    save_classifier(model, info, tmp_path / "model")
+    loaded, _ = load_classifier(tmp_path / "model")
+    np.testing.assert_allclose(loaded.predict(x[:4], verbose=0), model.predict(x[:4], verbose=0), atol=1e-5)
+
+
+def test_frozen_features_over_their_memory_limit_fall_back_to_the_whole_backbone():
+    x, labels = _cells(4)
+    y = encode_labels(labels, ("normal", "blast"), "sigmoid")
+    model = build_classifier(BACKBONE, 71, 2, NONE, head="sigmoid")
+    # the frozen part of 8 images at 71 px: a few hundred kB, over a limit of 0.0001 MB is impossible to
+    # set, so freeze only the stem (large maps) and allow 1 MB
+    cfg = TrainConfig(epochs=1, warmup_epochs=0, batch_size=4, early_stopping_patience=0, frozen_fraction=0.05,
+                      frozen_features_mb=1)
+    result = fit_stage(model, np.repeat(x, 4, axis=0), np.repeat(y, 4), None, None, cfg, "sigmoid", seed=0, verbose=0)
+    assert result.frozen_features == [] and len(result.history["loss"]) == 1
 
 
 def test_carry_over_copies_the_backbone_not_the_dense_layers_or_the_head():

@@ -46,20 +46,108 @@ def balanced_sample_weights(y: np.ndarray, n_classes: int) -> tuple[np.ndarray, 
     return np.array([per_class[c] for c in y.tolist()], np.float32), per_class
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, *, shuffle: bool,
+def make_dataset(x, y: np.ndarray, batch_size: int, seed: int, *, shuffle: bool,
                  sample_weight: np.ndarray | None = None):
-    """uint8 images stay uint8 in memory; the cast to float happens per batch, in parallel."""
+    """uint8 images stay uint8 in memory; the cast to float happens per batch, in parallel.
+    `x` may also be a tuple of arrays (a model with several inputs: cached frozen features)."""
     import tensorflow as tf
 
+    x = tuple(x) if isinstance(x, (list, tuple)) else x
     parts = (x, y) if sample_weight is None else (x, y, np.asarray(sample_weight, np.float32))
     data = tf.data.Dataset.from_tensor_slices(parts)
     if shuffle:
-        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     return (
         data.batch(batch_size)
-        .map(lambda images, *rest: (tf.cast(images, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(lambda images, *rest: (tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), images), *rest),
+             num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+@dataclass
+class FrozenSplit:
+    """A classifier cut where its frozen layers end: `features` maps raw RGB to the tensors that cross
+    from the frozen part into the trainable part; `trainable` maps those to the classifier's output,
+    sharing its layers (training it trains the classifier)."""
+
+    features: object
+    trainable: object
+    frozen_layers: int
+    feature_shapes: list[tuple[int, ...]]
+
+    def bytes_for(self, images: int) -> int:
+        return images * sum(int(np.prod(shape)) for shape in self.feature_shapes) * 4
+
+
+def split_at_frozen(model) -> FrozenSplit | None:
+    """The cut between the backbone's leading frozen layers and the rest (None: nothing frozen, or the
+    layer order is not one a cut can follow). Frozen layers run in inference mode (batch norm on its
+    moving statistics, no dropout), so their output per image never changes while the rest trains:
+    computed once, it serves every epoch."""
+    import keras
+
+    backbone = model.get_layer("backbone")
+    layers = backbone.layers
+    frozen = next((i for i, layer in enumerate(layers) if layer.trainable), len(layers))
+    if not any(layer.weights for layer in layers[:frozen]):
+        return None
+    frozen_ids = {id(layer) for layer in layers[:frozen]}
+    edges = _graph_edges(backbone.outputs)
+    if any(id(consumer) in frozen_ids and id(_producer(tensor)) not in frozen_ids for tensor, consumer in edges):
+        return None  # a frozen layer fed by a trainable one: no clean cut in this order
+    if frozen == len(layers):  # the whole backbone frozen (a head-only warm-up): cut at its output
+        crossing = list(backbone.outputs)
+    else:
+        crossing = []
+        for tensor, consumer in edges:
+            if (id(_producer(tensor)) in frozen_ids and id(consumer) not in frozen_ids
+                    and all(tensor is not t for t in crossing)):
+                crossing.append(tensor)
+        if any(id(_producer(tensor)) in frozen_ids for tensor in backbone.outputs):
+            return None  # a frozen tensor leaves the backbone beside trainable ones
+    rgb = keras.Input(model.input.shape[1:], name="rgb")
+    one = len(crossing) == 1  # a single tensor, not a list of one: Keras matches the structure
+    frozen_part = keras.Model(backbone.input, crossing[0] if one else crossing)
+    features = keras.Model(rgb, frozen_part(model.get_layer("preprocess_input")(rgb)), name="frozen_features")
+    inputs = [keras.Input(tensor.shape[1:], name=f"frozen_{k}") for k, tensor in enumerate(crossing)]
+    backbone_out = (inputs[0] if frozen == len(layers)
+                    else keras.Model(crossing[0] if one else crossing, backbone.outputs[0])(inputs[0] if one else inputs))
+    head = keras.Model(model.get_layer("gap").input, model.output)
+    trainable = keras.Model(inputs[0] if one else inputs, head(backbone_out), name="trainable_part")
+    return FrozenSplit(features, trainable, frozen, [tuple(t.shape[1:]) for t in crossing])
+
+
+def _producer(tensor):
+    return tensor._keras_history.operation
+
+
+def _graph_edges(outputs) -> list[tuple[object, object]]:
+    """(tensor, the layer it feeds) over the model's own graph, walked back from its outputs: a layer's
+    other nodes (it was called again, e.g. by an earlier split) are not part of it."""
+    edges, seen, stack = [], {id(t) for t in outputs}, list(outputs)
+    while stack:
+        tensor = stack.pop()
+        operation, node_index, _ = tensor._keras_history
+        for source in operation._inbound_nodes[node_index].input_tensors:
+            edges.append((source, operation))
+            if id(source) not in seen:
+                seen.add(id(source))
+                stack.append(source)
+    return edges
+
+
+def frozen_features(split: FrozenSplit, images: np.ndarray, batch_size: int):
+    """The frozen part's outputs for every image, in inference mode, batch by batch: one array, or a
+    tuple of them where several tensors cross the cut (the trainable part's inputs, in order)."""
+    outputs: list[list[np.ndarray]] = [[] for _ in split.feature_shapes]
+    for start in range(0, len(images), batch_size):
+        batch = split.features(images[start:start + batch_size].astype(np.float32), training=False)
+        for store, part in zip(outputs, batch if isinstance(batch, (list, tuple)) else [batch]):
+            store.append(np.asarray(part, np.float32))
+    arrays = tuple(np.concatenate(parts) if parts else np.zeros((0, *shape), np.float32)
+                   for parts, shape in zip(outputs, split.feature_shapes))
+    return arrays[0] if len(arrays) == 1 else arrays
 
 
 def batchnorm_layers(model) -> list:
@@ -169,6 +257,8 @@ class FitResult:
     best_epoch: int | None = None  # 1-based, by the lowest validation loss; None without validation
     calibrated: dict[str, int] | None = None  # images used to set batch-norm statistics, before and after
     warmup_epochs: int = 0  # the history's first epochs, head-only on the frozen backbone
+    frozen_features_seconds: float = 0.0  # computing the frozen part's features, once per phase
+    frozen_features: list[dict] | None = None  # per phase that reused them: layers, images, MB, seconds
 
 
 def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str, seed: int, *,
@@ -200,16 +290,39 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
             monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=cfg.restore_best_weights)
         phases[1][2].append(stopper)
     steady: list[float] = []
-    first_epochs = later_epochs = 0.0
+    first_epochs = later_epochs = feature_seconds = 0.0
+    reuse: list[dict] = []  # per phase where the frozen part's features were computed once
     warmup_epochs = 0
     for trainable, epochs, callbacks in phases:
         if not epochs:
             continue
         set_backbone_trainable(model, trainable, cfg.frozen_fraction)
-        compile_classifier(model, cfg, head)
+        fitting, train_data, validation_data = model, train, validation
+        split = split_at_frozen(model) if cfg.frozen_features_mb else None
+        n_images = len(x_train) + (len(x_val) if validating else 0)
+        if split is not None and split.bytes_for(n_images) > cfg.frozen_features_mb * 2**20:
+            log.info("frozen features of %d images would take %.0f MB (train.frozen_features_mb=%d): "
+                     "every epoch runs the whole backbone", n_images, split.bytes_for(n_images) / 2**20, cfg.frozen_features_mb)
+            split = None
+        if split is not None:
+            computing = time.perf_counter()
+            train_data = make_dataset(frozen_features(split, x_train, cfg.inference_batch_size), y_train, cfg.batch_size,
+                                      seed, shuffle=True, sample_weight=sample_weight)
+            validation_data = (make_dataset(frozen_features(split, x_val, cfg.inference_batch_size), y_val, cfg.batch_size,
+                                            seed, shuffle=False, sample_weight=val_sample_weight) if validating else None)
+            seconds = time.perf_counter() - computing
+            feature_seconds += seconds
+            reuse.append({"phase": "fine-tuning" if trainable else "warm-up", "frozen_layers": split.frozen_layers,
+                          "images": n_images, "megabytes": round(split.bytes_for(n_images) / 2**20, 1),
+                          "seconds": round(seconds, 2)})
+            log.info("%s: the first %d backbone layers are frozen; their features of %d images (%.0f MB) computed "
+                     "once in %.1f s serve all %d epochs", reuse[-1]["phase"], split.frozen_layers, n_images,
+                     reuse[-1]["megabytes"], seconds, epochs)
+            fitting = split.trainable
+        compile_classifier(fitting, cfg, head)
         timer = EpochTimer()
-        fitted = model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose,
-                           callbacks=[*callbacks, timer], shuffle=False)
+        fitted = fitting.fit(train_data, validation_data=validation_data, epochs=epochs, verbose=verbose,
+                             callbacks=[*callbacks, timer], shuffle=False)
         for name, values in fitted.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
         if not trainable:
@@ -229,4 +342,4 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
         restored = stopper is not None and cfg.restore_best_weights
         best_epoch = cfg.warmup_epochs + int(np.argmin(losses[cfg.warmup_epochs:])) + 1 if restored else len(losses)
     return FitResult(history, seconds, len(x_train) / per_epoch if per_epoch else 0.0, first_epochs, later_epochs,
-                     best_epoch, calibrated, warmup_epochs)
+                     best_epoch, calibrated, warmup_epochs, feature_seconds, reuse)

@@ -67,6 +67,8 @@ class StageSummary:
     # where the task's time went, in seconds (bench/dag_breakdown.py adds them up over a run)
     timings: dict[str, float] = field(default_factory=dict)
     weights_source: dict = field(default_factory=dict)  # where the starting weights came from (ClassifierInfo's)
+    # per training phase whose frozen layers' features were computed once and reused by every epoch
+    frozen_features: list[dict] = field(default_factory=list)
 
     def model_metadata(self) -> dict[str, object]:
         """What the KFP UI shows beside the Model artifact."""
@@ -162,8 +164,9 @@ def run_finetune_stage(
         fit = fit_stage(model, arrays.x_train, y_train, arrays.x_val, y_val, train_cfg, head, profile.seed + salt,
                         sample_weight=train_weights, val_sample_weight=val_weights,
                         random_backbone=previous_dir is None and weights.keras_argument is None)
-    timings.update(first_epochs=fit.first_epochs_seconds, steady_epochs=fit.steady_epochs_seconds,
-                   fit_other=fit.seconds - fit.first_epochs_seconds - fit.steady_epochs_seconds)
+    timings.update(frozen_features=fit.frozen_features_seconds, first_epochs=fit.first_epochs_seconds,
+                   steady_epochs=fit.steady_epochs_seconds,
+                   fit_other=fit.seconds - fit.frozen_features_seconds - fit.first_epochs_seconds - fit.steady_epochs_seconds)
     started = time.perf_counter()
     scored = {}
     both = np.concatenate([arrays.x_eval, arrays.x_val])  # one pass: fewer eager calls
@@ -203,7 +206,8 @@ def run_finetune_stage(
                            float(eval_accuracy), float(eval_loss), val_images=len(arrays.units_val), best_epoch=fit.best_epoch,
                            val_loss=val_loss, val_accuracy=val_accuracy,
                            class_weights={c: round(per_class[i], 4) for i, c in enumerate(classes)},
-                           batchnorm_calibration=fit.calibrated or {}, timings=timings, weights_source=weights_source)
+                           batchnorm_calibration=fit.calibrated or {}, timings=timings, weights_source=weights_source,
+                           frozen_features=fit.frozen_features or [])
     _write_report(figure_html, summary, fit.history, fit.warmup_epochs)
     timings["save_and_report"] = time.perf_counter() - started
     atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
