@@ -161,6 +161,11 @@ class Predictor:
         if recorded is None:  # a release from before pixel scales were recorded: its images were scaled by width
             return width_guess(rgb.shape[1], kind == "cell"), "from the image width, as this release was trained"
         trained = recorded.get(kind)
+        size = f"{rgb.shape[1]}x{rgb.shape[0]}"  # a camera that recorded no EXIF was told apart by its image size
+        if trained and size in (trained.get("cameras") or {}):
+            return trained["cameras"][size], (f"the training {kind} images of this size's ({size}, "
+                                              f"{REFERENCE_PIXEL_SIZE_UM / trained['cameras'][size]:.4g} um per pixel, "
+                                              "estimated per camera; --pixel-size if yours differ)")
         if trained and trained["scale"] is not None:
             return trained["scale"], (f"the training {kind} images' ({REFERENCE_PIXEL_SIZE_UM / trained['scale']:.4g} um per "
                                       f"pixel, {trained['source']}; --pixel-size if yours differ)")

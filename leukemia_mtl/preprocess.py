@@ -25,6 +25,7 @@ from leukemia_mtl.config import REFERENCE_NUCLEUS_AREA, REFERENCE_PIXEL_SIZE_UM,
 from leukemia_mtl.data.datasets import Dataset, load_datasets
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.data.layout import DATA_DIR
+from leukemia_mtl.data.shortcuts import camera_of
 from leukemia_mtl.errors import DatasetError, Problem
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
 from leukemia_mtl.masks import drop_small, fill_holes, mask_agreement
@@ -52,8 +53,12 @@ class PixelScale:
     scale: float | None
     source: str  # "given (...)", "estimated from the nuclei of N images", or what was assumed and why
     single_cell: bool = False
+    # camera (EXIF make and model, else image size) -> its own estimate, where a dataset mixes cameras
+    cameras: dict[str, float] = field(default_factory=dict)
 
-    def of(self, width: int) -> float:
+    def of(self, width: int, camera: str | None = None) -> float:
+        if camera in self.cameras:
+            return self.cameras[camera]
         return self.scale if self.scale is not None else round(width_guess(width, self.single_cell), 4)
 
     @property
@@ -107,20 +112,51 @@ def estimate_scale(images, cfg: PreprocessConfig, single_cell: bool) -> tuple[fl
     return round(float(np.sqrt(np.median(areas) / REFERENCE_NUCLEUS_AREA)), 4), len(areas)
 
 
-def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig) -> PixelScale:
-    """The pixel scale of a dataset: from its configured pixel size, else estimated on a sample of its images."""
+# a camera's share of a dataset's images from which it gets its own pixel-scale estimate
+MIN_CAMERA_SHARE = 0.1
+
+
+def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig,
+                  cameras: list[str] | None = None) -> PixelScale:
+    """The pixel scale of a dataset: from its configured pixel size, else estimated on a sample of its images, and
+    per camera where it mixes cameras (`cameras`: each record's, from `camera_of`): ALL-IDB1's two cameras differ
+    in magnification, and one scale for both would shrink one camera's cells or swell the other's.
+
+    A camera gets its own estimate when it holds at least `MIN_CAMERA_SHARE` of the images (and 5); the rest share
+    the dataset's. Nucleus size within a camera (an FAB criterion) survives; between cameras it cannot be told from
+    magnification, which is one more reason the shortcut check (data/shortcuts.py) names a camera that follows the
+    classes."""
     given = given_pixel_size(data_cfg, dataset.single_cell)
     if given:
         return PixelScale(round(scale_of(given), 4), f"given ({given:g} um per pixel)", dataset.single_cell)
     records = dataset.records
-    picks = sorted({int(i) for i in np.linspace(0, len(records) - 1, min(len(records), cfg.scale_sample_images)).round()})
-    images = (read_image(records[i].path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb for i in picks)
-    estimate = estimate_scale(images, cfg, dataset.single_cell) if records else None
-    if estimate is None:
+
+    def estimate_on(indices: list[int]) -> tuple[float, int] | None:
+        picks = sorted({indices[int(i)] for i in np.linspace(0, len(indices) - 1, min(len(indices), cfg.scale_sample_images)).round()})
+        images = (read_image(records[i].path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb for i in picks)
+        return estimate_scale(images, cfg, dataset.single_cell) if indices else None
+
+    estimate = estimate_on(list(range(len(records))))
+    per_camera: dict[str, tuple[float, int]] = {}
+    if cameras is not None and len(set(cameras)) > 1:
+        by_camera: dict[str, list[int]] = {}
+        for index, camera in enumerate(cameras):
+            by_camera.setdefault(camera, []).append(index)
+        large = {c: idx for c, idx in by_camera.items() if len(idx) >= max(5, MIN_CAMERA_SHARE * len(records))}
+        if len(large) > 1:
+            per_camera = {c: found for c, idx in sorted(large.items()) if (found := estimate_on(idx)) is not None}
+    if estimate is None and not per_camera:
         return PixelScale(None, "assumed from each image's width against ALL-IDB's (no nucleus found to estimate it "
                                 "from; give data.pixel_size_um)", dataset.single_cell)
+    if estimate is None:  # every camera with an estimate has its own; the others take their median
+        estimate = (round(float(np.median([scale for scale, _ in per_camera.values()])), 4), 0)
     scale, measured = estimate
-    return PixelScale(scale, f"estimated from the nuclei of {measured} images", dataset.single_cell)
+    source = f"estimated from the nuclei of {measured} images"
+    if per_camera:
+        source = ("estimated per camera from the nuclei: " + ", ".join(
+            f"{camera} {found:g} ({n} images)" for camera, (found, n) in per_camera.items())
+            + f"; other cameras {scale:g}")
+    return PixelScale(scale, source, dataset.single_cell, {c: found for c, (found, _) in per_camera.items()})
 
 
 def offset_monochrome(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -255,13 +291,15 @@ def preprocess_datasets(
     shown_labels: set[str] = set()  # one overlay example per class: the figure shows each class
     scales: dict[str, PixelScale] = {}
     for dataset in datasets:
-        scales[dataset.name] = scale = dataset_scale(dataset, cfg, data_cfg)
+        cameras = [camera_of(record.path) for record in dataset.records]  # file headers only
+        scales[dataset.name] = scale = dataset_scale(dataset, cfg, data_cfg, cameras)
         log.info("%s: pixel scale %s of ALL-IDB1's (%s um per pixel), %s", dataset.name, scale.scale, scale.pixel_size_um,
                  scale.source)
-        for record in tqdm(dataset.records, desc=f"preprocess {dataset.name}", unit="img", disable=not progress or None):
+        for record, camera in tqdm(zip(dataset.records, cameras), desc=f"preprocess {dataset.name}", unit="img",
+                                   total=len(cameras), disable=not progress or None):
             rgb = read_image(record.path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb
             height, width = rgb.shape[:2]
-            result = compute_roi(rgb, cfg, scale.of(width))
+            result = compute_roi(rgb, cfg, scale.of(width, camera))
             mask_rel = f"{dataset.name}/roi_masks/{record.image_id}.png"
             image_rel = f"{dataset.name}/roi_images/{record.image_id}.png"
             write_image(out / mask_rel, result.roi_mask)
@@ -269,7 +307,7 @@ def preprocess_datasets(
             row: dict[str, object] = {
                 "dataset": dataset.name, "image_id": record.image_id, "source": record.rel_path,
                 "label": record.label, "positive": int(record.positive), "group": f"{dataset.name}/{record.group}",
-                "width": width, "height": height, "pixel_scale": scale.of(width),
+                "width": width, "height": height, "pixel_scale": scale.of(width, camera),
                 "roi_fraction": round(float(np.count_nonzero(result.roi_mask)) / result.roi_mask.size, 5),
                 "boxes": json.dumps(result.boxes), "roi_mask": mask_rel, "roi_image": image_rel, "iou": "", "recall": "",
             }
@@ -296,7 +334,8 @@ def preprocess_datasets(
     )
     for dataset in datasets:
         scale = scales[dataset.name]
-        summary.pixel_scales[dataset.name] = {"scale": scale.scale, "pixel_size_um": scale.pixel_size_um, "source": scale.source}
+        summary.pixel_scales[dataset.name] = {"scale": scale.scale, "pixel_size_um": scale.pixel_size_um, "source": scale.source,
+                                              "cameras": dict(scale.cameras)}
         if scale.assumed:
             summary.warnings.append(f"{dataset.name}: pixel scale {scale.source}")
         mine = [r for r in rows if r["dataset"] == dataset.name]

@@ -177,7 +177,7 @@ def test_a_stain_the_threshold_does_not_fit_is_a_loud_warning_not_black_images(t
 
 # --- the pixel scale: given, or estimated over a dataset, never guessed silently -------------------
 
-def _write_smears(root, factor: float, shift: int = 0, n: int = 8):
+def _write_smears(root, factor: float, shift: int = 0, n: int = 8, prefix: str = "smear"):
     from leukemia_mtl.io_utils import write_image
 
     for index, cls in enumerate(["normal", "L1", "L2", "L3"] * (n // 4)):
@@ -185,7 +185,7 @@ def _write_smears(root, factor: float, shift: int = 0, n: int = 8):
         if factor != 1:
             rgb = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
         label = "normal" if cls == "normal" else "ALL"
-        write_image(root / label / f"smear_{index}.png", _shifted(rgb, shift))
+        write_image(root / label / f"{prefix}_{index}.png", _shifted(rgb, shift))
 
 
 def test_the_pixel_scale_is_estimated_from_the_nuclei_and_follows_the_magnification(tmp_path, tiny_profile):
@@ -202,6 +202,35 @@ def test_the_pixel_scale_is_estimated_from_the_nuclei_and_follows_the_magnificat
     assert scales["x2"].scale / scales["x1"].scale == pytest.approx(2.0, rel=0.05)
 
 
+def test_a_dataset_of_two_cameras_gets_a_pixel_scale_per_camera(tmp_path, tiny_profile):
+    """ALL-IDB1 mixes two cameras (2592x1944 and 1712x1368, no EXIF): one scale for both would shrink one
+    camera's cells or swell the other's. Each camera (here: image size) gets its own estimate."""
+    from leukemia_mtl.preprocess import dataset_scale
+
+    root = tmp_path / "two_cameras"
+    _write_smears(root, 1.0, prefix="camera_a")
+    _write_smears(root, 2.0, prefix="camera_b")
+    dataset = load_datasets(root, tiny_profile.data, progress=False)[0]
+    from leukemia_mtl.data.shortcuts import camera_of
+
+    cameras = [camera_of(record.path) for record in dataset.records]
+    assert sorted(set(cameras)) == ["1280x960", "640x480"]
+    scale = dataset_scale(dataset, CFG, tiny_profile.data, cameras)
+    assert set(scale.cameras) == {"1280x960", "640x480"}
+    assert scale.cameras["1280x960"] / scale.cameras["640x480"] == pytest.approx(2.0, rel=0.05)
+    assert scale.cameras["640x480"] == pytest.approx(640 / 2592, rel=0.2)
+    assert scale.source.startswith("estimated per camera from the nuclei: 1280x960 ")
+    # through the ROI step: each image's recorded scale is its camera's, and the summary names both
+    summary = preprocess_datasets([dataset], tmp_path / "out", CFG, tiny_profile.data, progress=False)
+    assert summary.pixel_scales["two_cameras"]["cameras"] == scale.cameras
+    rows = read_manifest(tmp_path / "out")
+    for row in rows:
+        expected = scale.cameras["640x480" if row["width"] == "640" else "1280x960"]
+        assert float(row["pixel_scale"]) == expected, row
+    # a camera with too few images for its own estimate shares the dataset's
+    assert dataset_scale(dataset, CFG, tiny_profile.data, ["640x480"] * 15 + ["other"]).cameras == {}
+
+
 def test_a_given_pixel_size_is_used_and_recorded(tmp_path, tiny_profile):
     from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM
 
@@ -210,7 +239,7 @@ def test_a_given_pixel_size_is_used_and_recorded(tmp_path, tiny_profile):
     datasets = load_datasets(tmp_path / "given", data, progress=False)
     summary = preprocess_datasets(datasets, tmp_path / "out", CFG, data, progress=False)
     assert summary.pixel_scales["given"] == {"scale": round(REFERENCE_PIXEL_SIZE_UM / 0.18, 4), "pixel_size_um": 0.18,
-                                             "source": "given (0.18 um per pixel)"}
+                                             "source": "given (0.18 um per pixel)", "cameras": {}}
     assert {row["pixel_scale"] for row in read_manifest(tmp_path / "out")} == {str(round(REFERENCE_PIXEL_SIZE_UM / 0.18, 4))}
 
 

@@ -304,8 +304,8 @@ def test_isolation_from_the_roi_is_recorded_and_reloads(stage_run, tmp_path):
     assert summary.crops > 8 and Segmenter.load(tmp_path / "m").info.isolation == "roi"
     assert Segmenter.load(tmp_path / "m").info.pixel_scales == summary.pixel_scales
     assert set(summary.pixel_scales) == {"smear", "cell"}
-    assert summary.pixel_scales == {"smear": {"scale": round(480 / 2592, 4), "source": "given (0.486 um per pixel)"},
-                                    "cell": {"scale": 1.0, "source": "given (0.09 um per pixel)"}}
+    assert summary.pixel_scales == {"smear": {"scale": round(480 / 2592, 4), "source": "given (0.486 um per pixel)", "cameras": {}},
+                                    "cell": {"scale": 1.0, "source": "given (0.09 um per pixel)", "cameras": {}}}
     rgb, _, _ = render_smear(_rng(99, 1, 0), "L1", 640, 480)
     with pytest.raises(SegmentError, match="give the image's ROI mask"):
         Segmenter.load(tmp_path / "m").segment(rgb, 640 / 2592, _quick().segment)

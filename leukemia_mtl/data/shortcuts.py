@@ -64,6 +64,13 @@ def file_attributes(path: Path) -> dict[str, str]:
         return {"image size": "unreadable", "camera": "unreadable", "file format": path.suffix.lower()}
 
 
+def camera_of(path: Path) -> str:
+    """What tells one camera from another: its EXIF make and model, else the image size (ALL-IDB1's two
+    cameras record no EXIF; their sizes differ)."""
+    attributes = file_attributes(path)
+    return attributes["camera"] if attributes["camera"] not in ("not recorded", "unreadable") else attributes["image size"]
+
+
 def attribute_accuracy(values: list[str], labels: list[str], groups: list[str], seed: int = 0) -> float:
     """Cross-validated balanced accuracy of a classifier that sees only `values` (one-hot), grouped folds."""
     from sklearn.linear_model import LogisticRegression

@@ -190,7 +190,7 @@ def _pixel_scales(datasets: list[Dataset], roi_dir: Path) -> dict[str, dict]:
         if dataset.name in found:
             entry = found[dataset.name]
             by_kind.setdefault("cell" if dataset.single_cell else "smear", []).append(
-                {"scale": entry["scale"], "source": entry["source"]})
+                {"scale": entry["scale"], "source": entry["source"], "cameras": entry.get("cameras") or {}})
     return {kind: entries[0] for kind, entries in by_kind.items() if all(e == entries[0] for e in entries)}
 
 
