@@ -35,8 +35,15 @@ def _digest(image: np.ndarray) -> str:
 
 
 def _images_of(dataset) -> list[np.ndarray]:
-    """Every image a tf.data pipeline yields (x, y[, weights]) batches of."""
-    return [image for batch in dataset for image in np.asarray(batch[0]).astype(np.uint8)]
+    """Every image a tf.data pipeline yields (x, y[, weights]) batches of; none where it yields the frozen
+    layers' features instead (several tensors, or maps that are not RGB images)."""
+    images = []
+    for batch in dataset:
+        x = batch[0]
+        if isinstance(x, (tuple, list)) or np.asarray(x).ndim != 4 or np.asarray(x).shape[-1] != 3:
+            continue
+        images.extend(np.asarray(x).astype(np.uint8))
+    return images
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +68,8 @@ def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_cali
     assert not set(arrays.groups_val.tolist()) & set(split["folds"][0]["eval_groups"])
     assert not set(arrays.groups_train.tolist()) & set(arrays.groups_val.tolist())
 
-    seen = {"fit": set(), "validation": set(), "calibration": set()}
-    keras_fit, calibrate = keras.Model.fit, finetune.calibrate_batchnorm
+    seen = {"fit": set(), "validation": set(), "calibration": set(), "frozen features": set()}
+    keras_fit, calibrate, features = keras.Model.fit, finetune.calibrate_batchnorm, finetune.frozen_features
 
     def recording_fit(model, x=None, *args, validation_data=None, **kwargs):
         seen["fit"].update(map(_digest, _images_of(x)))
@@ -74,12 +81,22 @@ def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_cali
         seen["calibration"].update(map(_digest, images))
         return calibrate(model, images, *args, **kwargs)
 
+    def recording_features(split, images, *args, **kwargs):  # what fit trains on where the frozen part is cached
+        seen["frozen features"].update(map(_digest, images))
+        return features(split, images, *args, **kwargs)
+
     monkeypatch.setattr(keras.Model, "fit", recording_fit)
     monkeypatch.setattr(finetune, "calibrate_batchnorm", recording_calibration)
+    monkeypatch.setattr(finetune, "frozen_features", recording_features)
     summary = run_finetune_stage("classical", "fab", BACKBONE, data, None, tmp_path / "m", tmp_path / "m.html", profile)
 
-    assert seen["fit"] and seen["calibration"]  # the instruments saw the training
-    assert seen["validation"] == validation  # the inner split, and only it, drives early stopping
+    training = {_digest(image) for image in arrays.x_train}
+    assert seen["calibration"] and (seen["fit"] or seen["frozen features"])  # the instruments saw the training
+    if seen["frozen features"]:  # the demo's 90 % frozen backbone: fit sees the features of these images only
+        assert summary.frozen_features and seen["frozen features"] == training | validation
+        assert not seen["fit"] and not seen["validation"]
+    else:
+        assert seen["validation"] == validation  # the inner split, and only it, drives early stopping
     for where, digests in seen.items():
         assert not digests & evaluation, f"an evaluation image reached {where}"
     assert summary.val_images == len(set(arrays.units_val.tolist())) > 0 and summary.best_epoch is not None
