@@ -7,8 +7,8 @@ apart by their size: Raabin-WBC (575x575), PBC (about 360x363), BCCD (640x480) a
 set (BCD, 416x416), with YOLO boxes (0 white cell, 1 red cell, 2 platelet).
 
 Per source and per ROI method (`preprocess.threshold_method`: the adaptive level, the paper's fixed 98), with the
-pixel scale estimated per source from its nuclei as a run estimates it per camera (preprocess.estimate_scale on up
-to `preprocess.scale_sample_images` images):
+pixel scale estimated per source as a run estimates it per camera (preprocess.measure_scale: from the red cells,
+else the nuclei, on up to `preprocess.scale_sample_images` images):
 - recall at IoU >= 0.5: the share of white-cell boxes that some region's box overlaps with IoU >= 0.5;
 - centre inside: the share of white-cell boxes whose centre falls inside some region's box;
 - regions per white cell: all regions over all white-cell boxes (1 is ideal; touching cells merge below it,
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM, PreprocessConfig, get_profile  # noqa: E402
 from leukemia_mtl.data.images import read_image  # noqa: E402
-from leukemia_mtl.preprocess import compute_roi, estimate_scale  # noqa: E402
+from leukemia_mtl.preprocess import compute_roi, measure_scale  # noqa: E402
 
 SOURCES = {(575, 575): "Raabin-WBC", (640, 480): "BCCD", (416, 416): "BCD"}  # the rest (about 360x363): PBC
 RED_CELL_UM = 7.5
@@ -63,6 +63,12 @@ def iou(a, b) -> float:
     inter = max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
     union = aw * ah + bw * bh - inter
     return inter / union if union > 0 else 0.0
+
+
+def _found(found) -> str:
+    if found is None:
+        return "none"
+    return f"{found.scale:g} ({found.ruler}" + (f"; nuclei {found.other:g})" if found.other else ")")
 
 
 def shared_data(name: str) -> Path:
@@ -99,23 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         for source, items in sorted(by_source.items()):
             started = time.perf_counter()
             picks = np.linspace(0, len(items) - 1, min(len(items), cfg.scale_sample_images)).round().astype(int)
-            estimate = estimate_scale((items[i][1] for i in sorted(set(picks.tolist()))), cfg, single_cell=False)
-            scale = estimate[0] if estimate else None
-            whites = found = centred = regions = missed_images = 0
+            found = measure_scale((items[i][1] for i in sorted(set(picks.tolist()))), cfg, single_cell=False)
+            scale = found.scale if found else None
+            whites = matched = centred = regions = missed_images = 0
             red_sides = []
             for _, rgb, boxes in items:
                 roi = compute_roi(rgb, cfg, scale if scale is not None else rgb.shape[1] / 2592)
                 regions += len(roi.boxes)
                 cells = boxes.get(WHITE, [])
                 whites += len(cells)
-                found += sum(any(iou(cell, region) >= 0.5 for region in roi.boxes) for cell in cells)
+                matched += sum(any(iou(cell, region) >= 0.5 for region in roi.boxes) for cell in cells)
                 centred += sum(any(x <= c[0] + c[2] / 2 < x + w and y <= c[1] + c[3] / 2 < y + h for x, y, w, h in roi.boxes)
                                for c in cells)
                 missed_images += bool(cells) and not roi.boxes
                 red_sides += [np.sqrt(w * h) for _, _, w, h in boxes.get(RED, [])]
             implied = f"{np.median(red_sides) / reference_red_px:.3f} ({len(red_sides)} boxes)" if red_sides else "no red-cell boxes"
-            print(f"| {method} | {source} | {len(items)} | {whites} | {found / max(whites, 1):.3f} | {centred / max(whites, 1):.3f} | "
-                  f"{regions / max(whites, 1):.2f} | {missed_images} | {scale if scale is not None else 'none'} | {implied} | "
+            print(f"| {method} | {source} | {len(items)} | {whites} | {matched / max(whites, 1):.3f} | {centred / max(whites, 1):.3f} | "
+                  f"{regions / max(whites, 1):.2f} | {missed_images} | {_found(found)} | {implied} | "
                   f"{time.perf_counter() - started:.0f} |", flush=True)
     return 0
 

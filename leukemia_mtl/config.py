@@ -29,6 +29,13 @@ REFERENCE_PIXEL_SIZE_UM = 0.09
 # nucleus area of its images against this one (px at REFERENCE_WIDTH; measured on the generator's ALL-IDB2-style
 # crops with the fixed threshold). BENCHMARKS.md has the estimate's error.
 REFERENCE_NUCLEUS_AREA = 5600.0
+# A red cell is about 7.5 um across in every lab and stain: the better ruler for a smear, where red cells lie
+# between the white ones (BENCHMARKS.md, issue 32: within 10 % of the scale TXL-PBC's red-cell boxes imply on
+# four labs' smears, where the nuclei are off by up to 26 %). Its diameter in px at REFERENCE_WIDTH:
+REFERENCE_RED_CELL_UM = 7.5
+REFERENCE_RED_CELL_DIAMETER = REFERENCE_RED_CELL_UM / REFERENCE_PIXEL_SIZE_UM
+# the two estimates of a smear dataset's scale disagree "loudly" beyond this ratio (larger over smaller)
+SCALE_DISAGREEMENT = 1.25
 TASKS: tuple[str, ...] = SCORED_TASKS  # what stage 3 and the classical arm are scored on
 # cross-validated metrics (leukemia_mtl.evaluate), and those also measured on the inner validation split
 CV_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
@@ -76,8 +83,9 @@ class DataConfig:
     min_side: int = 32
     # Micrometres per pixel of the smears (and of the single-cell images unless cells_pixel_size_um is given, so
     # smears alone cannot be given while the cells are estimated):
-    # every size in the settings is in ALL-IDB1's pixels and is rescaled by it. 0: estimated per dataset from
-    # its nuclei (preprocess.estimate_scale), reported in the ROI step's log and page. ALL-IDB's: 0.09.
+    # every size in the settings is in ALL-IDB1's pixels and is rescaled by it. 0: estimated per dataset (and
+    # camera) from its red cells, else its nuclei (preprocess.measure_scale), reported in the ROI step's log and
+    # page. ALL-IDB's: 0.09.
     pixel_size_um: float = 0.0
     cells_pixel_size_um: float = 0.0
 

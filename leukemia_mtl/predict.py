@@ -173,7 +173,7 @@ class Predictor:
             return width_guess(rgb.shape[1], kind == "cell"), "from the image width, as the training images' was"
         estimate = estimate_scale([rgb], self.preprocess_cfg, kind == "cell")
         if estimate is not None:
-            return estimate[0], "estimated from this image's nuclei (give --pixel-size for a measured one)"
+            return estimate[0], "estimated from this image's red cells or nuclei (give --pixel-size for a measured one)"
         return width_guess(rgb.shape[1], kind == "cell"), "assumed from the image width (no nucleus to estimate it from)"
 
     def _segment(self, rgb: np.ndarray, kind: str):

@@ -21,7 +21,16 @@ from tqdm import tqdm
 
 from leukemia_mtl import report
 from leukemia_mtl.artifacts import log_metrics
-from leukemia_mtl.config import REFERENCE_NUCLEUS_AREA, REFERENCE_PIXEL_SIZE_UM, REFERENCE_WIDTH, DataConfig, PreprocessConfig, Profile
+from leukemia_mtl.config import (
+    REFERENCE_NUCLEUS_AREA,
+    REFERENCE_PIXEL_SIZE_UM,
+    REFERENCE_RED_CELL_DIAMETER,
+    REFERENCE_WIDTH,
+    SCALE_DISAGREEMENT,
+    DataConfig,
+    PreprocessConfig,
+    Profile,
+)
 from leukemia_mtl.data.datasets import Dataset, load_datasets
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.data.layout import DATA_DIR
@@ -55,6 +64,8 @@ class PixelScale:
     single_cell: bool = False
     # camera (EXIF make and model, else image size) -> its own estimate, where a dataset mixes cameras
     cameras: dict[str, float] = field(default_factory=dict)
+    # what a reader must hear: the two rulers (red cells, nuclei) disagree
+    warnings: tuple[str, ...] = ()
 
     def of(self, width: int, camera: str | None = None) -> float:
         if camera in self.cameras:
@@ -98,18 +109,85 @@ def nucleus_area(rgb: np.ndarray, cfg: PreprocessConfig, single_cell: bool) -> f
     return float(areas.max()) if single_cell else float(np.median(areas[areas >= 0.3 * areas.max()]))
 
 
-def estimate_scale(images, cfg: PreprocessConfig, single_cell: bool) -> tuple[float, int] | None:
-    """(scale, images it was measured on) from the median nucleus area over `images`; None where fewer than half of
-    them show a nucleus (a threshold that does not fit the stain leaves specks, which would pass for tiny nuclei).
+@dataclass(frozen=True)
+class ScaleFinding:
+    """A scale measured on a sample of images, with the ruler it was read from and the other ruler's reading."""
 
-    Over a dataset, not per image: nucleus size is itself an FAB criterion (L1 small, L2 large), so a per-image
-    estimate would scale it away; one camera's images share one scale.
-    """
-    measured = [nucleus_area(rgb, cfg, single_cell) for rgb in images]
-    areas = [a for a in measured if a is not None]
-    if not areas or len(areas) < 0.5 * len(measured):
+    scale: float
+    images: int  # images the ruler measured
+    ruler: str  # "red cells" or "nuclei"
+    other: float | None = None  # the nuclei's estimate beside the red cells', where both measured
+
+    @property
+    def disagreement(self) -> float:
+        """Larger over smaller of the two estimates (1: they agree, or only one ruler measured)."""
+        return max(self.scale, self.other) / min(self.scale, self.other) if self.other else 1.0
+
+
+def measure_scale(images, cfg: PreprocessConfig, single_cell: bool) -> ScaleFinding | None:
+    """The scale of images from one camera, in one pass: read from the red cells where at least half the images
+    show them standing apart (smears: 7.5 um in every lab), else from the nuclei (single-cell crops, crowded
+    fields). None where neither ruler finds enough. Each ruler takes the median over the images it measured."""
+    areas, radii, count = [], [], 0
+    for rgb in images:
+        count += 1
+        areas.append(nucleus_area(rgb, cfg, single_cell))
+        if not single_cell:
+            radii.append(red_cell_radius(rgb))
+    by_nuclei = _median_scale([a for a in areas if a is not None], count, 0.5,
+                              lambda area: np.sqrt(area / REFERENCE_NUCLEUS_AREA))
+    # the disc test keeps only red cells standing apart, so a quarter of the images is enough (single-cell-centred
+    # fields show few): what it keeps is red cells, where a threshold that misses the stain passes specks as nuclei
+    by_red_cells = _median_scale([r for r in radii if r is not None], count, 0.25,
+                                 lambda r: 2 * r / REFERENCE_RED_CELL_DIAMETER)
+    if by_red_cells is not None:
+        return ScaleFinding(*by_red_cells, "red cells", by_nuclei[0] if by_nuclei else None)
+    return ScaleFinding(*by_nuclei, "nuclei") if by_nuclei is not None else None
+
+
+def _median_scale(values: list[float], count: int, least_share: float, to_scale) -> tuple[float, int] | None:
+    """(scale of the median value, values) where at least `least_share` of the `count` images gave one (a ruler
+    that fits only a few images is measuring something else: specks for nuclei under a threshold that misses the
+    stain)."""
+    if not values or len(values) < least_share * count:
         return None
-    return round(float(np.sqrt(np.median(areas) / REFERENCE_NUCLEUS_AREA)), 4), len(areas)
+    return round(float(to_scale(float(np.median(values)))), 4), len(values)
+
+
+def estimate_scale(images, cfg: PreprocessConfig, single_cell: bool) -> tuple[float, int] | None:
+    """(scale, images it was measured on) over `images` (measure_scale: red cells, else nuclei); None where
+    neither ruler finds enough.
+
+    Over a dataset (or one camera of it), not per image: nucleus size is itself an FAB criterion (L1 small, L2
+    large), so a per-image estimate would scale it away; one camera's images share one scale.
+    """
+    found = measure_scale(images, cfg, single_cell)
+    return (found.scale, found.images) if found is not None else None
+
+
+def red_cell_radius(rgb: np.ndarray) -> float | None:
+    """The typical red-cell radius of one smear (px), or None where too few red cells stand apart.
+
+    Red cells are the mass of the field that is darker than the background in green (haemoglobin absorbs it;
+    Otsu's level). Each connected piece's largest distance to the background is its inscribed radius; pieces
+    shaped like one disc (area within 0.7-1.5x that of their inscribed circle) are single cells, clumps are not;
+    the median of their equal-area radii (an oval's inscribed radius is its smaller half-axis), weighted by area
+    (platelets and specks are disc-like but small)."""
+    green = np.ascontiguousarray(rgb[..., 1])
+    _, mask = cv2.threshold(green, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    mask = fill_holes(cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return None
+    inscribed = np.zeros(count, np.float64)
+    np.maximum.at(inscribed, labels.ravel(), cv2.distanceTransform(mask, cv2.DIST_L2, 5).ravel())
+    radii, areas = inscribed[1:], stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    disc = (radii >= 3) & (areas >= 0.7 * np.pi * radii**2) & (areas <= 1.5 * np.pi * radii**2)
+    if disc.sum() < 3:
+        return None
+    radii, areas = np.sqrt(areas[disc] / np.pi), areas[disc]  # the disc of the same area: an oval's mean radius
+    order = np.argsort(radii)
+    return float(radii[order][np.searchsorted(np.cumsum(areas[order]) / areas.sum(), 0.5)])
 
 
 # a camera's share of a dataset's images from which it gets its own pixel-scale estimate
@@ -131,13 +209,13 @@ def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig,
         return PixelScale(round(scale_of(given), 4), f"given ({given:g} um per pixel)", dataset.single_cell)
     records = dataset.records
 
-    def estimate_on(indices: list[int]) -> tuple[float, int] | None:
+    def estimate_on(indices: list[int]) -> ScaleFinding | None:
         picks = sorted({indices[int(i)] for i in np.linspace(0, len(indices) - 1, min(len(indices), cfg.scale_sample_images)).round()})
         images = (read_image(records[i].path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb for i in picks)
-        return estimate_scale(images, cfg, dataset.single_cell) if indices else None
+        return measure_scale(images, cfg, dataset.single_cell) if indices else None
 
     estimate = estimate_on(list(range(len(records))))
-    per_camera: dict[str, tuple[float, int]] = {}
+    per_camera: dict[str, ScaleFinding] = {}
     if cameras is not None and len(set(cameras)) > 1:
         by_camera: dict[str, list[int]] = {}
         for index, camera in enumerate(cameras):
@@ -146,17 +224,28 @@ def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig,
         if len(large) > 1:
             per_camera = {c: found for c, idx in sorted(large.items()) if (found := estimate_on(idx)) is not None}
     if estimate is None and not per_camera:
-        return PixelScale(None, "assumed from each image's width against ALL-IDB's (no nucleus found to estimate it "
-                                "from; give data.pixel_size_um)", dataset.single_cell)
+        return PixelScale(None, "assumed from each image's width against ALL-IDB's (no nucleus or red cell found to "
+                                "estimate it from; give data.pixel_size_um)", dataset.single_cell)
     if estimate is None:  # every camera with an estimate has its own; the others take their median
-        estimate = (round(float(np.median([scale for scale, _ in per_camera.values()])), 4), 0)
-    scale, measured = estimate
-    source = f"estimated from the nuclei of {measured} images"
+        estimate = ScaleFinding(round(float(np.median([f.scale for f in per_camera.values()])), 4), 0, "cameras")
+    warnings = tuple(
+        f"{dataset.name}{f' ({camera})' if camera else ''}: the pixel scale from the red cells ({found.scale:g}) and from "
+        f"the nuclei ({found.other:g}) disagree by {found.disagreement - 1:.0%}; the red cells' is used (7.5 um in every "
+        "lab; nucleus size varies with the cells). Check the ROI page's overlay, or give --pixel-size"
+        for camera, found in [("", estimate), *per_camera.items()] if found.disagreement > SCALE_DISAGREEMENT)
+    source = f"estimated from the {estimate.ruler} of {estimate.images} images" + _beside(estimate)
     if per_camera:
-        source = ("estimated per camera from the nuclei: " + ", ".join(
-            f"{camera} {found:g} ({n} images)" for camera, (found, n) in per_camera.items())
-            + f"; other cameras {scale:g}")
-    return PixelScale(scale, source, dataset.single_cell, {c: found for c, (found, _) in per_camera.items()})
+        source = ("estimated per camera: " + ", ".join(
+            f"{camera} {found.scale:g} ({found.ruler}, {found.images} images{_beside(found, short=True)})"
+            for camera, found in per_camera.items()) + f"; other cameras {estimate.scale:g}")
+    return PixelScale(estimate.scale, source, dataset.single_cell, {c: f.scale for c, f in per_camera.items()}, warnings)
+
+
+def _beside(found: ScaleFinding, short: bool = False) -> str:
+    """The other ruler's reading, for the record."""
+    if not found.other:
+        return ""
+    return f"; nuclei {found.other:g}" if short else f" (the nuclei say {found.other:g})"
 
 
 def offset_monochrome(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -338,6 +427,7 @@ def preprocess_datasets(
                                               "cameras": dict(scale.cameras)}
         if scale.assumed:
             summary.warnings.append(f"{dataset.name}: pixel scale {scale.source}")
+        summary.warnings.extend(scale.warnings)
         mine = [r for r in rows if r["dataset"] == dataset.name]
         empty = sum(not json.loads(str(r["boxes"])) for r in mine)
         summary.without_region[dataset.name] = empty

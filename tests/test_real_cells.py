@@ -27,7 +27,6 @@ this file fails.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import cv2
@@ -38,6 +37,7 @@ from leukemia_mtl.baselines import colour_histogram
 from leukemia_mtl.config import TrainConfig, get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.images import read_image
+from conftest import shared_data
 
 CLASSES = ("basophil", "ig", "lymphocyte", "neutrophil")
 PER_CLASS = 40
@@ -59,14 +59,7 @@ MAX_BELOW_COLOUR = 0.20
 
 
 def pbc_sample() -> Path:
-    """../shared/data/pbc-sample beside the clone, else $LEUKEMIA_MTL_SHARED_DATA (the folder or its parent)."""
-    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-sample"
-    if beside.is_dir():
-        return beside
-    env = os.environ.get("LEUKEMIA_MTL_SHARED_DATA")
-    if env:
-        return Path(env) if Path(env).name == "pbc-sample" else Path(env) / "pbc-sample"
-    return beside
+    return shared_data("pbc-sample")
 
 
 def load_cells(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
