@@ -35,7 +35,7 @@ from leukemia_mtl.evaluate import describe_threshold
 from leukemia_mtl.explain import GradCam, HeatMapper, write_heatmap_panels
 from leukemia_mtl.io_utils import write_image
 from leukemia_mtl.model_card import RESEARCH_USE
-from leukemia_mtl.preprocess import compute_roi, estimate_scale, scale_of, width_guess
+from leukemia_mtl.preprocess import compute_roi, measure_scale, scale_of, width_guess
 from leukemia_mtl.release import fetch, verify
 from leukemia_mtl.segment.infer import Segmenter
 from leukemia_mtl.stain import normalise_batch, target_from_dict
@@ -171,10 +171,10 @@ class Predictor:
                                       f"pixel, {trained['source']}; --pixel-size if yours differ)")
         if trained:
             return width_guess(rgb.shape[1], kind == "cell"), "from the image width, as the training images' was"
-        estimate = estimate_scale([rgb], self.preprocess_cfg, kind == "cell")
-        if estimate is not None:
-            return estimate[0], "estimated from this image's red cells or nuclei (give --pixel-size for a measured one)"
-        return width_guess(rgb.shape[1], kind == "cell"), "assumed from the image width (no nucleus to estimate it from)"
+        found = measure_scale([rgb], self.preprocess_cfg, kind == "cell")
+        if found is not None:
+            return found.scale, f"estimated from this image's {found.ruler} (give --pixel-size for a measured one)"
+        return width_guess(rgb.shape[1], kind == "cell"), "assumed from the image width (no nucleus or red cell to estimate it from)"
 
     def _segment(self, rgb: np.ndarray, kind: str):
         scale, source = self.pixel_scale(rgb, kind)

@@ -180,7 +180,8 @@ def red_cell_radius(rgb: np.ndarray) -> float | None:
     if count <= 1:
         return None
     inscribed = np.zeros(count, np.float64)
-    np.maximum.at(inscribed, labels.ravel(), cv2.distanceTransform(mask, cv2.DIST_L2, 5).ravel())
+    inside = mask > 0  # the background's distances are 0: only the pieces' pixels matter
+    np.maximum.at(inscribed, labels[inside], cv2.distanceTransform(mask, cv2.DIST_L2, 5)[inside])
     radii, areas = inscribed[1:], stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
     disc = (radii >= 3) & (areas >= 0.7 * np.pi * radii**2) & (areas <= 1.5 * np.pi * radii**2)
     if disc.sum() < 3:
@@ -228,11 +229,14 @@ def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig,
                                 "estimate it from; give data.pixel_size_um)", dataset.single_cell)
     if estimate is None:  # every camera with an estimate has its own; the others take their median
         estimate = ScaleFinding(round(float(np.median([f.scale for f in per_camera.values()])), 4), 0, "cameras")
+    # the dataset-wide estimate is checked only where some image uses it (a camera without its own)
+    others = cameras is None or any(camera not in per_camera for camera in cameras)
+    checked = ([("", estimate)] if others else []) + list(per_camera.items())
     warnings = tuple(
         f"{dataset.name}{f' ({camera})' if camera else ''}: the pixel scale from the red cells ({found.scale:g}) and from "
         f"the nuclei ({found.other:g}) disagree by {found.disagreement - 1:.0%}; the red cells' is used (7.5 um in every "
-        "lab; nucleus size varies with the cells). Check the ROI page's overlay, or give --pixel-size"
-        for camera, found in [("", estimate), *per_camera.items()] if found.disagreement > SCALE_DISAGREEMENT)
+        "lab; nucleus size varies with the cells). Check the ROI page's overlay, or give data.pixel_size_um"
+        for camera, found in checked if found.disagreement > SCALE_DISAGREEMENT)
     source = f"estimated from the {estimate.ruler} of {estimate.images} images" + _beside(estimate)
     if per_camera:
         source = ("estimated per camera: " + ", ".join(

@@ -140,10 +140,11 @@ def test_frozen_features_computed_once_train_the_same_model(tmp_path):
     assert whole.frozen_features == [] and len(cached.frozen_features) == 1
     reuse = cached.frozen_features[0]
     assert reuse["phase"] == "fine-tuning" and reuse["images"] == 24 + 8 and reuse["frozen_layers"] > 100
-    # the first epoch agrees to rounding; rounding differences then grow a little with every step
-    np.testing.assert_allclose(cached.history["loss"][0], whole.history["loss"][0], rtol=1e-2)
-    np.testing.assert_allclose(cached.history["loss"], whole.history["loss"], atol=0.03)
-    np.testing.assert_allclose(cached.history["val_loss"], whole.history["val_loss"], atol=0.03)
+    # the first epoch agrees to rounding (its loss is the mean over steps that already train, and oneDNN's
+    # reductions on 2 threads differ between runs: up to 1.6 % seen); the differences then grow with every step
+    np.testing.assert_allclose(cached.history["loss"][0], whole.history["loss"][0], rtol=0.03)
+    np.testing.assert_allclose(cached.history["loss"], whole.history["loss"], atol=0.05)
+    np.testing.assert_allclose(cached.history["val_loss"], whole.history["val_loss"], atol=0.05)
     assert whole.history["loss"][-1] < whole.history["loss"][0]  # it learned, so "the same" means something
     for a, b in zip(model.get_layer("head").get_weights(), whole_model.get_layer("head").get_weights()):
         np.testing.assert_allclose(a, b, atol=0.02)

@@ -138,15 +138,14 @@ def _graph_edges(outputs) -> list[tuple[object, object]]:
 
 
 def frozen_features(split: FrozenSplit, images: np.ndarray, batch_size: int):
-    """The frozen part's outputs for every image, in inference mode, batch by batch: one array, or a
-    tuple of them where several tensors cross the cut (the trainable part's inputs, in order)."""
-    outputs: list[list[np.ndarray]] = [[] for _ in split.feature_shapes]
+    """The frozen part's outputs for every image, in inference mode, batch by batch into arrays allocated once
+    (no second copy while concatenating): one array, or a tuple of them where several tensors cross the cut (the
+    trainable part's inputs, in order)."""
+    arrays = tuple(np.empty((len(images), *shape), np.float32) for shape in split.feature_shapes)
     for start in range(0, len(images), batch_size):
         batch = split.features(images[start:start + batch_size].astype(np.float32), training=False)
-        for store, part in zip(outputs, batch if isinstance(batch, (list, tuple)) else [batch]):
-            store.append(np.asarray(part, np.float32))
-    arrays = tuple(np.concatenate(parts) if parts else np.zeros((0, *shape), np.float32)
-                   for parts, shape in zip(outputs, split.feature_shapes))
+        for store, part in zip(arrays, batch if isinstance(batch, (list, tuple)) else [batch]):
+            store[start:start + len(part)] = np.asarray(part, np.float32)
     return arrays[0] if len(arrays) == 1 else arrays
 
 
@@ -297,8 +296,11 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
         if not epochs:
             continue
         set_backbone_trainable(model, trainable, cfg.frozen_fraction)
-        fitting, train_data, validation_data = model, train, validation
+        fitting, train_data, validation_data = model, None, None  # the previous phase's features freed first
         split = split_at_frozen(model) if cfg.frozen_features_mb else None
+        if cfg.frozen_features_mb and split is None:
+            log.info("%s: no frozen layers to cut at: every epoch runs the whole backbone",
+                     "fine-tuning" if trainable else "warm-up")
         n_images = len(x_train) + (len(x_val) if validating else 0)
         if split is not None and split.bytes_for(n_images) > cfg.frozen_features_mb * 2**20:
             log.info("frozen features of %d images would take %.0f MB (train.frozen_features_mb=%d): "
@@ -316,9 +318,11 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
                           "images": n_images, "megabytes": round(split.bytes_for(n_images) / 2**20, 1),
                           "seconds": round(seconds, 2)})
             log.info("%s: the first %d backbone layers are frozen; their features of %d images (%.0f MB) computed "
-                     "once in %.1f s serve all %d epochs", reuse[-1]["phase"], split.frozen_layers, n_images,
+                     "once in %.1f s serve every epoch (up to %d)", reuse[-1]["phase"], split.frozen_layers, n_images,
                      reuse[-1]["megabytes"], seconds, epochs)
             fitting = split.trainable
+        else:
+            train_data, validation_data = train, validation
         compile_classifier(fitting, cfg, head)
         timer = EpochTimer()
         fitted = fitting.fit(train_data, validation_data=validation_data, epochs=epochs, verbose=verbose,
