@@ -1,4 +1,4 @@
-"""How well a dataset's pixel scale is estimated from its nuclei (preprocess.estimate_scale), on generated data
+"""How well a dataset's pixel scale is estimated (preprocess.measure_scale), on generated data
 whose scale is known: smears at several widths (the generator draws ALL-IDB1's field at any width) and
 ALL-IDB2-style crops, per threshold method and stain shift.
 
@@ -17,7 +17,7 @@ import cv2
 
 from leukemia_mtl.config import REFERENCE_WIDTH, THRESHOLD_METHODS, PreprocessConfig
 from leukemia_mtl.data.synth import _rng, render_crop, render_smear
-from leukemia_mtl.preprocess import estimate_scale
+from leukemia_mtl.preprocess import measure_scale
 
 
 def _stain(rgb, shift: int):
@@ -25,10 +25,10 @@ def _stain(rgb, shift: int):
 
 
 def _row(method: str, shift: int, images: str, truth: float, estimate) -> None:
-    if estimate is None:  # the threshold found no nucleus at all: preprocess falls back to the width, with a warning
+    if estimate is None:  # neither ruler found enough: preprocess falls back to the width, with a warning
         print(f"| {method} | {shift:+d} | {images} | {truth:.4f} | no nucleus found | - |")
     else:
-        print(f"| {method} | {shift:+d} | {images} | {truth:.4f} | {estimate[0]:.4f} | {estimate[0] / truth:.2f} |")
+        print(f"| {method} | {shift:+d} | {images} | {truth:.4f} | {estimate.scale:.4f} | {estimate.scale / truth:.2f} |")
 
 
 def main() -> None:
@@ -45,11 +45,11 @@ def main() -> None:
             for width in (640, 1280):
                 images = [_stain(render_smear(_rng(41, 1, i), classes[i % 4], width, width * 3 // 4)[0], shift)
                           for i in range(args.images)]
-                _row(method, shift, f"smears {width} px", width / REFERENCE_WIDTH, estimate_scale(images, cfg, single_cell=False))
+                _row(method, shift, f"smears {width} px", width / REFERENCE_WIDTH, measure_scale(images, cfg, single_cell=False))
             for size in (257, 128):
                 images = [_stain(cv2.resize(render_crop(_rng(41, 2, i), cell_types[i % 4], 257)[0], (size, size),
                                             interpolation=cv2.INTER_AREA), shift) for i in range(args.images)]
-                _row(method, shift, f"crops {size} px", size / 257, estimate_scale(images, cfg, single_cell=True))
+                _row(method, shift, f"crops {size} px", size / 257, measure_scale(images, cfg, single_cell=True))
 
 
 if __name__ == "__main__":

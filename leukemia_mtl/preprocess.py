@@ -125,9 +125,14 @@ class ScaleFinding:
 
 
 def measure_scale(images, cfg: PreprocessConfig, single_cell: bool) -> ScaleFinding | None:
-    """The scale of images from one camera, in one pass: read from the red cells where at least half the images
-    show them standing apart (smears: 7.5 um in every lab), else from the nuclei (single-cell crops, crowded
-    fields). None where neither ruler finds enough. Each ruler takes the median over the images it measured."""
+    """The scale of images from one camera, in one pass: read from the red cells where at least a quarter of the
+    images show them standing apart (smears: 7.5 um in every lab), else from the nuclei where at least half show
+    one (single-cell crops, crowded fields). None where neither ruler finds enough. Each ruler takes the median
+    over the images it measured.
+
+    Over a dataset (or one camera of it), not per image: nucleus size is itself an FAB criterion (L1 small, L2
+    large), so a per-image estimate would scale it away; one camera's images share one scale.
+    """
     areas, radii, count = [], [], 0
     for rgb in images:
         count += 1
@@ -152,17 +157,6 @@ def _median_scale(values: list[float], count: int, least_share: float, to_scale)
     if not values or len(values) < least_share * count:
         return None
     return round(float(to_scale(float(np.median(values)))), 4), len(values)
-
-
-def estimate_scale(images, cfg: PreprocessConfig, single_cell: bool) -> tuple[float, int] | None:
-    """(scale, images it was measured on) over `images` (measure_scale: red cells, else nuclei); None where
-    neither ruler finds enough.
-
-    Over a dataset (or one camera of it), not per image: nucleus size is itself an FAB criterion (L1 small, L2
-    large), so a per-image estimate would scale it away; one camera's images share one scale.
-    """
-    found = measure_scale(images, cfg, single_cell)
-    return (found.scale, found.images) if found is not None else None
 
 
 def red_cell_radius(rgb: np.ndarray) -> float | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -257,7 +257,7 @@ class FitResult:
     calibrated: dict[str, int] | None = None  # images used to set batch-norm statistics, before and after
     warmup_epochs: int = 0  # the history's first epochs, head-only on the frozen backbone
     frozen_features_seconds: float = 0.0  # computing the frozen part's features, once per phase
-    frozen_features: list[dict] | None = None  # per phase that reused them: layers, images, MB, seconds
+    frozen_features: list[dict] = field(default_factory=list)  # per phase that reused them: layers, images, MB, seconds
 
 
 def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str, seed: int, *,
@@ -276,10 +276,8 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
     if random_backbone:  # a data-dependent start: every layer's statistics from the training images
         calibrated["before"] = calibrate_batchnorm(model, x_train, batchnorm_layers(model), cfg.inference_batch_size,
                                                    cfg.batchnorm_calibration_images, seed)
-    train = make_dataset(x_train, y_train, cfg.batch_size, seed, shuffle=True, sample_weight=sample_weight)
     validating = x_val is not None and len(x_val) > 0
-    validation = (make_dataset(x_val, y_val, cfg.batch_size, seed, shuffle=False, sample_weight=val_sample_weight)
-                  if validating else None)
+    image_feeds = None  # the images' tf.data feeds (a copy of them), built where a phase runs the whole backbone
     history: dict[str, list[float]] = {}
     started = time.time()
     phases = [(False, cfg.warmup_epochs, []), (True, cfg.epochs, [])]
@@ -322,7 +320,11 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
                      reuse[-1]["megabytes"], seconds, epochs)
             fitting = split.trainable
         else:
-            train_data, validation_data = train, validation
+            if image_feeds is None:  # one pair for every such phase: the shuffle goes on from phase to phase
+                image_feeds = (make_dataset(x_train, y_train, cfg.batch_size, seed, shuffle=True, sample_weight=sample_weight),
+                               make_dataset(x_val, y_val, cfg.batch_size, seed, shuffle=False, sample_weight=val_sample_weight)
+                               if validating else None)
+            train_data, validation_data = image_feeds
         compile_classifier(fitting, cfg, head)
         timer = EpochTimer()
         fitted = fitting.fit(train_data, validation_data=validation_data, epochs=epochs, verbose=verbose,

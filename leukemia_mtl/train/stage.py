@@ -207,7 +207,7 @@ def run_finetune_stage(
                            val_loss=val_loss, val_accuracy=val_accuracy,
                            class_weights={c: round(per_class[i], 4) for i, c in enumerate(classes)},
                            batchnorm_calibration=fit.calibrated or {}, timings=timings, weights_source=weights_source,
-                           frozen_features=fit.frozen_features or [])
+                           frozen_features=fit.frozen_features)
     _write_report(figure_html, summary, fit.history, fit.warmup_epochs)
     timings["save_and_report"] = time.perf_counter() - started
     atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
