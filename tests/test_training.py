@@ -129,23 +129,33 @@ def test_frozen_features_computed_once_train_the_same_model(tmp_path):
 
     x, labels = _cells(12)
     y = encode_labels(labels, ("normal", "blast"), "softmax")
-    runs = {}
-    for limit in (0, 3072):  # 0: the whole backbone every epoch
+
+    def fit(limit, learning_rate):  # limit 0: the whole backbone every epoch
         keras.utils.set_random_seed(2)
         model = build_classifier(BACKBONE, 71, 2, NONE, head="softmax", dense_units=8)
         frozen_before = model.get_layer("backbone").layers[5].get_weights()
-        cfg = TrainConfig(epochs=3, warmup_epochs=0, batch_size=8, early_stopping_patience=0, frozen_features_mb=limit)
-        runs[limit] = (fit_stage(model, x, y, x[:8], y[:8], cfg, "softmax", seed=2, verbose=0), model, frozen_before)
-    (whole, whole_model, _), (cached, model, frozen_before) = runs[0], runs[3072]
+        cfg = TrainConfig(epochs=3, warmup_epochs=0, batch_size=8, early_stopping_patience=0,
+                          frozen_features_mb=limit, learning_rate=learning_rate)
+        return fit_stage(model, x, y, x[:8], y[:8], cfg, "softmax", seed=2, verbose=0), model, frozen_before
+
+    # With steps too small to amplify rounding, the two paths agree to rounding at every epoch. (At a real
+    # rate Adam's first steps are nearly sign(gradient): a gradient that rounding tips across zero moves a
+    # weight by the whole rate, so the two paths drift apart from the second step on: 3.6 % in epoch 1 seen.)
+    (whole, whole_model, _), (cached, model, _) = fit(0, 1e-7), fit(3072, 1e-7)
+    np.testing.assert_allclose(cached.history["loss"], whole.history["loss"], rtol=1e-3)
+    np.testing.assert_allclose(cached.history["val_loss"], whole.history["val_loss"], rtol=1e-3)
+    for a, b in zip(model.get_layer("head").get_weights(), whole_model.get_layer("head").get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    # at the real rate, both learn and end close
+    (whole, whole_model, _), (cached, model, frozen_before) = fit(0, 3e-4), fit(3072, 3e-4)
     assert whole.frozen_features == [] and len(cached.frozen_features) == 1
     reuse = cached.frozen_features[0]
     assert reuse["phase"] == "fine-tuning" and reuse["images"] == 24 + 8 and reuse["frozen_layers"] > 100
-    # the first epoch agrees to rounding (its loss is the mean over steps that already train, and oneDNN's
-    # reductions on 2 threads differ between runs: up to 1.6 % seen); the differences then grow with every step
-    np.testing.assert_allclose(cached.history["loss"][0], whole.history["loss"][0], rtol=0.03)
-    np.testing.assert_allclose(cached.history["loss"], whole.history["loss"], atol=0.05)
-    np.testing.assert_allclose(cached.history["val_loss"], whole.history["val_loss"], atol=0.05)
+    # the training loss is a mean over steps already moving (up to 6 % apart seen); the held-out loss is not
+    np.testing.assert_allclose(cached.history["loss"], whole.history["loss"], atol=0.1)
+    np.testing.assert_allclose(cached.history["val_loss"], whole.history["val_loss"], atol=0.01)
     assert whole.history["loss"][-1] < whole.history["loss"][0]  # it learned, so "the same" means something
+    assert cached.history["loss"][-1] < cached.history["loss"][0]
     for a, b in zip(model.get_layer("head").get_weights(), whole_model.get_layer("head").get_weights()):
         np.testing.assert_allclose(a, b, atol=0.02)
     assert all(np.array_equal(a, b) for a, b in zip(frozen_before, model.get_layer("backbone").layers[5].get_weights()))
