@@ -43,8 +43,9 @@ CV_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision_macro
 INNER_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")
 STAGE3_IMAGES: tuple[str, ...] = ("cells", "isolated", "original")
 GATE_ACTIONS: tuple[str, ...] = ("refuse", "flag")
-# the ROI step's threshold: the paper's fixed level, or one found per image (preprocess.compute_roi)
-THRESHOLD_METHODS: tuple[str, ...] = ("fixed", "adaptive")
+# how the ROI step finds white cells (preprocess.compute_roi): the paper's fixed level, a level found per image
+# in the offset monochrome, or the nuclear stain's optical density (chosen on real smears of four labs: BENCHMARKS.md)
+THRESHOLD_METHODS: tuple[str, ...] = ("fixed", "adaptive", "nuclear")
 # stain normalisation onto a target fitted on each fold's training images (leukemia_mtl.stain)
 STAIN_METHODS: tuple[str, ...] = ("none", "reinhard", "macenko")
 # which mask isolates the cells: the U-Net's, the ROI step's, or the better of the two on held-out smears
@@ -100,9 +101,18 @@ class PreprocessConfig:
     threshold: int = 98
     # 'fixed': the paper's level above (fitted to ALL-IDB's stain and camera); 'adaptive': per image, Otsu's
     # level among the pixels darker than the background (itself Otsu's level over all pixels), which follows
-    # a brighter or darker stain (BENCHMARKS.md). paper and demo keep 'fixed'; the workstation profile, for other
-    # labs' smears, uses 'adaptive'.
+    # a brighter or darker stain; 'nuclear': the nuclear stain's optical density (green's minus blue's, against
+    # the image's own background), Otsu's level on it, and each nucleus grown over its cell rather than by a
+    # fixed margin (README, "Finding the white cells"; bench/cell_finder.py measures all three on four labs'
+    # annotated smears). paper and demo keep 'fixed'; the workstation profile, for other labs' smears, uses 'nuclear'.
     threshold_method: str = "fixed"
+    # with 'nuclear': the least nuclear-stain density (green minus blue optical density) a nucleus has, below
+    # which Otsu's level is not trusted (a field without a white cell: Otsu would split red cells from plasma)
+    nuclear_min_density: float = 0.2
+    # with 'nuclear': a pixel belongs to a cell, not the plasma, when its total optical density is above this
+    # fraction of Otsu's level between the two (pale cytoplasm sits below the level itself). Chosen on txl-pbc's
+    # train split (bench/cell_finder.py --sweep: the best worst-source recall), reported on its val and test splits
+    cell_extent_level: float = 0.5
     # with 'adaptive': dark regions whose mean HSV saturation is below this are no stain (a scale bar's black
     # label, dust, the frame) and are dropped; stained nuclei measure 170-200 in the generator's smears
     min_stain_saturation: int = 30
@@ -472,7 +482,7 @@ PROFILES: dict[str, Profile] = {
     "workstation": Profile(
         name="workstation",
         synth=SynthConfig(n_smears=400, n_crops=300),  # the generated stand-in, when no --smears/--cells is given
-        preprocess=PreprocessConfig(threshold_method="adaptive"),
+        preprocess=PreprocessConfig(threshold_method="nuclear"),
         segment=SegmentConfig(patches_per_image=16, epochs=6),
         # 80 px and 5 epochs keep 400 + 300 images within the profile's budget (BENCHMARKS.md, workstation run)
         model=ModelConfig(input_size=80),
@@ -610,6 +620,8 @@ def check(profile: Profile) -> None:
               ("segment.min_weak_label_dice", profile.segment.min_weak_label_dice, 0.0, 1.0),
               ("segment.max_empty_fraction", profile.segment.max_empty_fraction, 0.0, 1.0),
               ("preprocess.warn_empty_fraction", profile.preprocess.warn_empty_fraction, 0.0, 1.0),
+              ("preprocess.nuclear_min_density", profile.preprocess.nuclear_min_density, 0.0, 3.0),
+              ("preprocess.cell_extent_level", profile.preprocess.cell_extent_level, 0.0, 1.0),
               ("data.pixel_size_um", profile.data.pixel_size_um, 0.0, 100.0),
               ("data.cells_pixel_size_um", profile.data.cells_pixel_size_um, 0.0, 100.0),
               ("evaluate.confidence", evaluate.confidence, 0.5, 0.999),

@@ -11,7 +11,7 @@ import pytest
 
 from leukemia_mtl.config import PreprocessConfig
 from leukemia_mtl.data.datasets import load_datasets
-from leukemia_mtl.data.synth import _rng, render_smear
+from leukemia_mtl.data.synth import _rng, render_red_cells, render_smear
 from leukemia_mtl.masks import mask_agreement
 from leukemia_mtl.preprocess import compute_roi, offset_monochrome, preprocess_datasets, read_manifest
 
@@ -132,6 +132,39 @@ def test_an_adaptive_threshold_finds_the_cells_of_a_lighter_or_darker_stain(shif
         assert np.mean(found["fixed"]) == 0.0
 
 
+NUCLEAR = dataclasses.replace(CFG, threshold_method="nuclear")
+# another lab's stain (each channel's optical density times a gain: paler, darker, bluer), a dimmer lamp (every
+# channel times 0.75) and a camera with twice the pixels
+STAIN_SHIFTS = {"as generated": None, "paler": (0.6, 0.6, 0.6), "darker": (1.5, 1.5, 1.5), "bluer": (1.3, 1.0, 0.7)}
+
+
+@pytest.mark.parametrize("shift", list(STAIN_SHIFTS))
+@pytest.mark.parametrize("width", [640, 1280])
+def test_the_nuclear_finder_finds_each_white_cell_once_whatever_the_stain_lamp_or_magnification(shift, width):
+    from leukemia_mtl.stain import shift_stain
+
+    found, regions, cells = [], 0, 0
+    for index, cls in enumerate(["normal", "L1", "L2", "L3"]):
+        rgb, truth, _ = render_smear(_rng(21, 1, index), cls, width, width * 3 // 4)
+        if STAIN_SHIFTS[shift]:
+            rgb = shift_stain(rgb, STAIN_SHIFTS[shift])
+        for image in (rgb, (rgb * 0.75).astype(np.uint8)):
+            roi = compute_roi(image, NUCLEAR, scale=width / 2592)
+            found.append(_cells_found(roi.roi_mask, truth))
+            regions += len(roi.boxes)
+            cells += cv2.connectedComponents(truth)[0] - 1
+    assert np.mean(found) == 1.0 and regions == cells  # every white cell, one region each
+
+
+def test_a_field_of_red_cells_only_yields_no_region():
+    adaptive = 0
+    for index in range(4):
+        rgb = render_red_cells(_rng(24, 1, index), 640, 480)
+        assert compute_roi(rgb, NUCLEAR, scale=640 / 2592).boxes == []
+        adaptive += len(compute_roi(rgb, ADAPTIVE, scale=640 / 2592).boxes)
+    assert adaptive > 4  # the adaptive level always splits something off: red cells taken for white cells
+
+
 def test_a_smear_and_its_resized_copy_give_the_same_regions():
     for index, cls in enumerate(["L1", "L3"]):
         rgb, _, _ = render_smear(_rng(22, 1, index), cls, 1280, 960)
@@ -149,6 +182,7 @@ def test_a_scale_bar_label_alone_yields_no_region():
     cv2.putText(image, "50 um", (520, 460), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
     cv2.rectangle(image, (520, 435), (600, 440), (0, 0, 0), -1)
     assert compute_roi(image, ADAPTIVE, scale=640 / 2592).boxes == []  # black is no stain
+    assert compute_roi(image, NUCLEAR, scale=640 / 2592).boxes == []  # black absorbs green and blue alike
     assert compute_roi(image, CFG, scale=640 / 2592).boxes != []  # the fixed level takes the label for a cell
 
 

@@ -386,6 +386,14 @@ def render_smear(rng: np.random.Generator, cls: str, width: int, height: int) ->
     return _finish(canvas, scale), canvas.wbc_mask, truth
 
 
+def render_red_cells(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A field of red cells and platelets with no white cell: what a finder must leave without a region."""
+    scale = width / REFERENCE_WIDTH
+    canvas = _Canvas(height, width, _draw_stain(rng), rng)
+    _draw_background(canvas, scale, coverage=float(rng.uniform(0.55, 0.75)))
+    return _finish(canvas, scale)
+
+
 def render_crop(rng: np.random.Generator, cell_type: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """ALL-IDB2-style crop: one white cell near the centre among red cells, at full scale."""
     canvas = _Canvas(size, size, _draw_stain(rng), rng)

@@ -208,7 +208,7 @@ def _check_weak_labels(smears: list[tuple[Dataset, ImageRecord]], manifest: list
             raise SegmentError(
                 f"{origin_of(Path(ingested) / 'data' / name)}: the ROI step found no white cell in {count} of {len(records)} "
                 "smears, and with no ground-truth masks those are the U-Net's labels: it would learn that there are no "
-                "cells. " + ("Try preprocess.threshold_method=adaptive, or give" if threshold_method == "fixed" else "Give")
+                "cells. " + ("Try preprocess.threshold_method=nuclear, or give" if threshold_method != "nuclear" else "Give")
                 + " the pixel size (data.pixel_size_um, --pixel-size)")
 
 
@@ -275,7 +275,7 @@ def _stop_if_mostly_empty(datasets: list[Dataset], summary: SegmentSummary, cfg,
             raise SegmentError(
                 f"{origin_of(Path(ingested) / 'data' / dataset.name)}: no white cell found in {empty} of "
                 f"{len(dataset.records)} images ({summary.isolation} mask), so the later stages would have nothing to "
-                "learn from. Check the ROI page (preprocess.threshold_method=adaptive for another lab's stain) and the "
+                "learn from. Check the ROI page (preprocess.threshold_method=nuclear for another lab's stain) and the "
                 "pixel scale (data.pixel_size_um, or --pixel-size)")
 
 
