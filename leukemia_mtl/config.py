@@ -33,6 +33,10 @@ REFERENCE_NUCLEUS_AREA = 5600.0
 # between the white ones (BENCHMARKS.md, issue 32: within 10 % of the scale TXL-PBC's red-cell boxes imply on
 # four labs' smears, where the nuclei are off by up to 26 %). Its diameter in px at REFERENCE_WIDTH:
 REFERENCE_RED_CELL_UM = 7.5
+# The largest white cell a smear shows (um across: a monocyte or a large blast is ~20); a region of a smear larger
+# than a few of them (preprocess.oversized) or than half the field is red cells or plasma taken for cells, or a
+# wrong pixel scale, and the ROI step says so
+LARGEST_WHITE_CELL_UM = 25.0
 REFERENCE_RED_CELL_DIAMETER = REFERENCE_RED_CELL_UM / REFERENCE_PIXEL_SIZE_UM
 # the two estimates of a smear dataset's scale disagree "loudly" beyond this ratio (larger over smaller)
 SCALE_DISAGREEMENT = 1.25

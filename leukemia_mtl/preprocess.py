@@ -12,6 +12,7 @@ into a region around each white cell. Both masks are kept: the raw one is the pa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from leukemia_mtl import report
 from leukemia_mtl.artifacts import log_metrics
 from leukemia_mtl.config import (
+    LARGEST_WHITE_CELL_UM,
     REFERENCE_NUCLEUS_AREA,
     REFERENCE_PIXEL_SIZE_UM,
     REFERENCE_RED_CELL_DIAMETER,
@@ -53,6 +55,7 @@ class RoiResult:
     roi_mask: np.ndarray  # cleaned region around white cells, 0/255
     roi_image: np.ndarray  # RGB with everything outside the ROI black
     boxes: list[tuple[int, int, int, int]]  # (x, y, w, h) per region
+    areas: list[int] = field(default_factory=list)  # pixels per region, in the order of `boxes`
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,10 @@ def width_guess(width: int, single_cell: bool) -> float:
 def nucleus_area(rgb: np.ndarray, cfg: PreprocessConfig, single_cell: bool) -> float | None:
     """The typical white-cell nucleus area of one image (px): the median of its raw mask's large components
     (those of at least 0.3 of the largest: specks and lobes fall out), the largest in a single-cell image."""
+    if cfg.threshold_method == "nuclear":
+        # the ruler is the adaptive level's nuclei, whose size was measured against four labs' boxes (+3..+26 %);
+        # the nuclear finder's masks take in the granules around a nucleus and read 25-36 % larger on all four
+        cfg = dataclasses.replace(cfg, threshold_method="adaptive")
     raw = raw_mask(rgb, cfg)
     if cfg.threshold_method == "fixed":  # 'adaptive' has done this already: a scale bar's label is no nucleus
         raw = drop_unstained(raw, rgb, cfg.min_stain_saturation)
@@ -353,7 +360,50 @@ def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> R
     count, _, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
     boxes = [tuple(int(v) for v in stats[i, :4]) for i in range(1, count)]
     roi_image = cv2.bitwise_and(rgb, rgb, mask=roi)
-    return RoiResult(monochrome=mono, raw_mask=raw, roi_mask=roi, roi_image=roi_image, boxes=boxes)
+    return RoiResult(monochrome=mono, raw_mask=raw, roi_mask=roi, roi_image=roi_image, boxes=boxes,
+                     areas=[int(stats[i, cv2.CC_STAT_AREA]) for i in range(1, count)])
+
+
+# A field no finder can read, named as such (preprocess.field_problem): a grey-level spread below BLANK_CONTRAST is
+# blank; more than OVEREXPOSED_SHARE of pixels white in every channel (the cells too, not only the plasma) is overexposed; fine detail (the Laplacian's
+# spread over the grey level's, at SHARPNESS_SCALE of ALL-IDB1's pixel scale) below SHARPNESS_MIN is out of focus.
+# Four labs' smears (txl-pbc) measure 0.13-0.60 and the generator's 0.33-0.46; the same smears blurred by 1 um
+# (Gaussian sigma) 0.05-0.15.
+BLANK_CONTRAST = 3.0
+OVEREXPOSED_SHARE = 0.8
+SHARPNESS_SCALE = 0.3
+SHARPNESS_MIN = 0.1
+
+
+def field_problem(rgb: np.ndarray, scale: float) -> str | None:
+    """What makes a field unreadable ('blank', 'overexposed', 'out of focus'), or None."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    contrast = float(grey.std())
+    if contrast < BLANK_CONTRAST:
+        return "blank"
+    if float((rgb.min(axis=-1) >= 250).mean()) > OVEREXPOSED_SHARE:
+        return "overexposed"
+    factor = min(1.0, SHARPNESS_SCALE / scale)
+    small = cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) if factor < 1 else grey
+    small = small.astype(np.float32)
+    if float(cv2.Laplacian(small, cv2.CV_32F).std()) / max(float(small.std()), 1e-3) < SHARPNESS_MIN:
+        return "out of focus"
+    return None
+
+
+# a region of a smear larger than this many of the largest white cells (with the clean-up's margin) is no cell and
+# no cluster of touching cells the eye would accept
+OVERSIZED_CELLS = 4
+OVERSIZED_FIELD = 0.5  # ... or larger than this share of the field
+
+
+def oversized(result: RoiResult, cfg: PreprocessConfig, scale: float) -> bool:
+    """Whether a smear's region is larger than any white cell can be: red cells or plasma taken for cells, or a
+    pixel scale that is wrong (the issue's 1440x900 fields read at 3.6x their scale had one region over each)."""
+    diameter = (LARGEST_WHITE_CELL_UM / REFERENCE_PIXEL_SIZE_UM + 2 * cfg.roi_margin) * scale
+    largest = OVERSIZED_CELLS * np.pi * (diameter / 2) ** 2
+    field_area = result.roi_mask.size
+    return any(area > min(largest, OVERSIZED_FIELD * field_area) for area in result.areas)
 
 
 def _over_cells(grown: np.ndarray, nuclei: np.ndarray, density: np.ndarray, extent_level: float) -> np.ndarray:
@@ -389,6 +439,9 @@ class PreprocessSummary:
     blast_recall: float | None
     regions: int
     without_region: dict[str, int] = field(default_factory=dict)  # per dataset: images where no cell was found
+    oversized: dict[str, int] = field(default_factory=dict)  # per dataset: smears with a region no white cell fills
+    # per dataset: problem ('blank', 'overexposed', 'out of focus') -> the images that have it
+    unreadable: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     pixel_scales: dict[str, dict[str, object]] = field(default_factory=dict)  # per dataset: scale, um, source
     warnings: list[str] = field(default_factory=list)
 
@@ -434,6 +487,8 @@ def preprocess_datasets(
     examples: list[tuple[str, np.ndarray, RoiResult]] = []
     shown_labels: set[str] = set()  # one overlay example per class: the figure shows each class
     scales: dict[str, PixelScale] = {}
+    too_large: dict[str, int] = {}
+    summary_unreadable: dict[str, dict[str, list[str]]] = {}
     for dataset in datasets:
         cameras = [camera_of(record.path) for record in dataset.records]  # file headers only
         scales[dataset.name] = scale = dataset_scale(dataset, cfg, data_cfg, cameras)
@@ -455,6 +510,11 @@ def preprocess_datasets(
                 "roi_fraction": round(float(np.count_nonzero(result.roi_mask)) / result.roi_mask.size, 5),
                 "boxes": json.dumps(result.boxes), "roi_mask": mask_rel, "roi_image": image_rel, "iou": "", "recall": "",
             }
+            problem = field_problem(rgb, scale.of(width, camera))
+            if problem:
+                summary_unreadable.setdefault(dataset.name, {}).setdefault(problem, []).append(record.rel_path)
+            if not dataset.single_cell and oversized(result, cfg, scale.of(width, camera)):
+                too_large[dataset.name] = too_large.get(dataset.name, 0) + 1
             if record.mask_path is not None:
                 agreement = mask_agreement(result.roi_mask, read_mask(record.mask_path, (width, height), max_pixels=data_cfg.max_pixels))
                 scores.append(agreement)
@@ -475,6 +535,7 @@ def preprocess_datasets(
         mean_precision=float(np.mean([s["precision"] for s in scores])) if scores else None,
         blast_recall=float(np.mean(blast_hits)) if blast_hits else None,
         regions=sum(len(json.loads(str(r["boxes"]))) for r in rows),
+        unreadable=summary_unreadable,
     )
     for dataset in datasets:
         scale = scales[dataset.name]
@@ -493,6 +554,20 @@ def preprocess_datasets(
                 + ("(try preprocess.threshold_method=nuclear)" if cfg.threshold_method != "nuclear" else
                    "(check the pixel scale: data.pixel_size_um)")
                 + ", and later stages would see black images")
+        for problem, names in summary.unreadable.get(dataset.name, {}).items():
+            summary.warnings.append(
+                f"{dataset.name}: {len(names)} image{'s' if len(names) > 1 else ''} {'are' if len(names) > 1 else 'is'} "
+                f"{problem} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): no white cell can be read from "
+                "such a field; retake or drop it")
+        if not dataset.single_cell:
+            summary.oversized[dataset.name] = count = too_large.get(dataset.name, 0)
+            if mine and count / len(mine) > cfg.warn_empty_fraction:
+                summary.warnings.append(
+                    f"{dataset.name}: {count} of {len(mine)} smears ({count / len(mine):.0%}) have a region larger than "
+                    f"{OVERSIZED_CELLS} of the largest white cells ({LARGEST_WHITE_CELL_UM:g} um) or half the field: red "
+                    f"cells or plasma were taken for white cells, or the pixel scale ({scale.scale}, {scale.source}) is "
+                    "wrong. Check the ROI page's overlay; give data.pixel_size_um"
+                    + (", or try preprocess.threshold_method=nuclear" if cfg.threshold_method != "nuclear" else ""))
     for warning in summary.warnings:
         log.warning("%s", warning)
     atomic_write_json(out / "summary.json", {"config": cfg.__dict__, **summary.__dict__})

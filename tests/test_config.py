@@ -96,4 +96,4 @@ def test_pixel_sizes_from_the_command_line():
             pixel_size_overrides(bad)
     assert get_profile("paper").data.pixel_size_um == 0.09  # ALL-IDB's, given
     assert get_profile("demo").data.pixel_size_um == 0.0  # estimated from the images
-    assert get_profile("workstation").preprocess.threshold_method == "adaptive"
+    assert get_profile("workstation").preprocess.threshold_method == "nuclear"

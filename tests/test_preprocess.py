@@ -143,17 +143,18 @@ STAIN_SHIFTS = {"as generated": None, "paler": (0.6, 0.6, 0.6), "darker": (1.5, 
 def test_the_nuclear_finder_finds_each_white_cell_once_whatever_the_stain_lamp_or_magnification(shift, width):
     from leukemia_mtl.stain import shift_stain
 
-    found, regions, cells = [], 0, 0
+    from leukemia_mtl.data.annotated import FinderTally
+
+    tally = FinderTally()  # counted as on real smears: a white cell's box matched by a region's at IoU >= 0.5
     for index, cls in enumerate(["normal", "L1", "L2", "L3"]):
         rgb, truth, _ = render_smear(_rng(21, 1, index), cls, width, width * 3 // 4)
         if STAIN_SHIFTS[shift]:
             rgb = shift_stain(rgb, STAIN_SHIFTS[shift])
+        count, _, stats, _ = cv2.connectedComponentsWithStats(truth)
+        cells = [tuple(float(v) for v in stats[i, :4]) for i in range(1, count)]
         for image in (rgb, (rgb * 0.75).astype(np.uint8)):
-            roi = compute_roi(image, NUCLEAR, scale=width / 2592)
-            found.append(_cells_found(roi.roi_mask, truth))
-            regions += len(roi.boxes)
-            cells += cv2.connectedComponents(truth)[0] - 1
-    assert np.mean(found) == 1.0 and regions == cells  # every white cell, one region each
+            tally.add(compute_roi(image, NUCLEAR, scale=width / 2592).boxes, cells)
+    assert tally.recall == 1.0 and tally.regions == tally.white_cells, tally.as_dict()  # every white cell, once
 
 
 def test_a_field_of_red_cells_only_yields_no_region():
@@ -345,3 +346,60 @@ def test_pooled_agreement_counts_pixels_and_an_empty_pair_adds_nothing():
     assert alone["dice"] == pytest.approx(0.5) and alone["iou"] == pytest.approx(1 / 3)
     assert pooled_agreement([(shifted, cell), (empty, empty)] * 5) == alone  # per image, each empty pair would score 1
     assert mask_agreement(empty, empty)["iou"] == 1.0
+
+
+def test_a_region_larger_than_any_white_cell_is_a_loud_warning(tmp_path, tiny_profile):
+    """Red cells taken for white cells at a pixel scale far too large (the clean-up grows each speck by a huge margin,
+    as on the issue's 1440x900 fields): the summary, the log and the ROI page say so."""
+    from leukemia_mtl.io_utils import write_image
+
+    root = tmp_path / "wide"
+    for index in range(4):
+        write_image(root / ("normal", "ALL")[index % 2] / f"field_{index}.png", render_red_cells(_rng(25, 1, index), 640, 480))
+    datasets = load_datasets(root, tiny_profile.data, progress=False)
+    wrong = dataclasses.replace(tiny_profile.data, pixel_size_um=0.09 / (640 / 2592 * 3.6))
+    summary = preprocess_datasets(datasets, tmp_path / "adaptive", ADAPTIVE, wrong, progress=False)
+    assert summary.oversized == {"wide": 4}
+    assert any("4 of 4 smears (100%) have a region larger than" in w and "try preprocess.threshold_method=nuclear" in w
+               for w in summary.warnings), summary.warnings
+    right = preprocess_datasets(datasets, tmp_path / "nuclear", NUCLEAR, wrong, progress=False)
+    assert right.oversized == {"wide": 0} and right.without_region == {"wide": 4}
+
+
+def test_the_roi_page_shows_the_finders_recall_on_real_smears_beside_the_run(stage_run):
+    """The run's own smears carry no boxes; the page quotes what bench/cell_finder.py last measured, with its date,
+    for the finder this run used, and its values are the recorded ones."""
+    import html
+
+    from leukemia_mtl.data.annotated import measured_finder
+
+    root, profile, _ = stage_run
+    page = html.unescape((root / "roi.html").read_text())
+    measured = measured_finder()
+    method = profile.preprocess.threshold_method
+    rows = measured["methods"][method][measured["quoted_split"]]
+    assert sorted(rows) == ["BCCD", "BCD", "PBC", "Raabin-WBC"]
+    assert f"This finder ('{method}') on real annotated smears, as python bench/cell_finder.py measured it on " \
+           f"{measured['date']}" in page
+    for source, row in rows.items():
+        assert f"<td>{source}</td>" in page and f"{row['recall']:.3f}".rstrip("0") in page
+    assert "roi mean iou" in page  # the run's own numbers beside them
+
+
+def test_blank_overexposed_and_out_of_focus_fields_are_named(tmp_path, tiny_profile):
+    from leukemia_mtl.io_utils import write_image
+
+    root = tmp_path / "fields"
+    sharp = [render_smear(_rng(26, 1, index), cls, 640, 480)[0] for index, cls in enumerate(["normal", "L1", "L2", "L3"])]
+    scale = 640 / 2592
+    fields = {"normal/sharp.png": sharp[0], "ALL/sharp.png": sharp[1],
+              "normal/blank.png": np.full((480, 640, 3), 128, np.uint8),
+              "ALL/overexposed.png": cv2.add(sharp[2], (120, 120, 120, 0)),
+              "ALL/blurred.png": cv2.GaussianBlur(sharp[3], (0, 0), 1.0 / 0.09 * scale)}  # 1 um
+    for name, rgb in fields.items():
+        write_image(root / name, rgb)
+    data = dataclasses.replace(tiny_profile.data, pixel_size_um=0.09 / scale)
+    summary = preprocess_datasets(load_datasets(root, data, progress=False), tmp_path / "out", CFG, data, progress=False)
+    assert summary.unreadable == {"fields": {"blank": ["normal/blank.png"], "overexposed": ["ALL/overexposed.png"],
+                                             "out of focus": ["ALL/blurred.png"]}}
+    assert any("1 image is out of focus (ALL/blurred.png)" in w for w in summary.warnings), summary.warnings

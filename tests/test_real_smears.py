@@ -70,7 +70,7 @@ def test_the_red_cells_give_each_labs_pixel_scale(sources, source):
     folder, implied = sources[source]
     data = get_profile("workstation").data
     dataset = load_datasets(folder, data, progress=False)[0]
-    scale = dataset_scale(dataset, PreprocessConfig(threshold_method="adaptive"), data)
+    scale = dataset_scale(dataset, get_profile("workstation").preprocess, data)
     assert scale.source.startswith("estimated from the red cells of "), scale.source
     assert scale.scale == pytest.approx(implied, rel=0.15), (scale.source, implied)
     nuclei = float(scale.source.rsplit("the nuclei say ", 1)[1].rstrip(")"))
