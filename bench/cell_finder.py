@@ -20,6 +20,10 @@ measures it per camera (preprocess.measure_scale: the red cells, else the nuclei
 Without --limit or --sweep the val + test numbers are written to leukemia_mtl/measured/cell_finder.json with the
 date and the commit, and the ROI page of every run shows the row of the finder it ran.
 
+Then touching white cells (issue 32, item 2), the 'nuclear' finder with and without its cut
+(preprocess.split_core_fraction): TXL-PBC's images whose white-cell boxes touch or nearly do (within a tenth of a
+box), per split, and generated fields of 2 or 3 touching cells of each type (data.synth.render_touching).
+
 --sweep: the 'nuclear' finder's cell_extent_level over a small grid, on `train` only; the pick has the highest
 worst-source recall (ties: fewer regions per white cell), and only the pick is scored on val + test. roi_margin is
 the paper profile's clean-up setting, shared by every method, and stays at its 28 (margins 22 and 36 were tried on
@@ -48,6 +52,7 @@ from leukemia_mtl.data.annotated import (  # noqa: E402
     WHITE_CELL,
     FinderTally,
     measured_path,
+    touching,
     read_yolo_boxes,
     txl_pbc_source,
 )
@@ -155,6 +160,40 @@ def measure(by_source: dict[str, list], methods: list[str], configs: dict[str, P
     return results
 
 
+TOUCHING_TYPES = ("L1", "L2", "L3", "lymphocyte", "neutrophil")
+
+
+def measure_touching(by_source: dict[str, list], cfg: PreprocessConfig) -> dict:
+    """The nuclear finder with and without its cut, on real and generated touching white cells."""
+    from leukemia_mtl.data.synth import _rng, render_touching
+
+    scales = source_scales(by_source, cfg)
+    print("\n| touching white cells | images | white cells | recall IoU>=0.5, no cut | regions per white cell, no cut | "
+          "recall, cut | regions per white cell, cut |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    results = {}
+    cases = {f"TXL-PBC {name}": [(rgb, boxes.get(WHITE_CELL, []), _scale_of(scales[source], rgb.shape[1]))
+                                 for source, items in by_source.items() for split, rgb, boxes in items
+                                 if split in splits and touching(boxes.get(WHITE_CELL, []))]
+             for name, splits in SPLITS.items()}
+    for cell_type in TOUCHING_TYPES:
+        cases[f"generated {cell_type}, 2 and 3 in a row"] = [
+            (*render_touching(_rng(30, count, index), cell_type, count, 640, 480), 640 / 2592)
+            for index in range(6) for count in (2, 3)]
+    for name, images in cases.items():
+        tallies = []
+        for fraction in (0.0, cfg.split_core_fraction):
+            counted = FinderTally()
+            for rgb, cells, scale in images:
+                counted.add(compute_roi(rgb, dataclasses.replace(cfg, split_core_fraction=fraction), scale).boxes, cells)
+            tallies.append(counted)
+        whole, cut = tallies
+        results[name] = {"no_cut": whole.as_dict(), "cut": cut.as_dict()}
+        print(f"| {name} | {whole.images} | {whole.white_cells} | {whole.recall:.3f} | {whole.regions_per_cell:.2f} | "
+              f"{cut.recall:.3f} | {cut.regions_per_cell:.2f} |", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="default: ../shared/data/txl-pbc beside the clone")
@@ -177,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         measure(by_source, ["nuclear"], configs)
         return 0
     results = measure(by_source, args.methods, configs)
+    touching_results = measure_touching(by_source, configs["nuclear"]) if "nuclear" in args.methods else None
     if not args.limit:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
         previous = {}
@@ -188,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.date.today().isoformat(), "commit": commit or None,
             "data": "TXL-PBC (lugan113/TXL-PBC_Dataset, MIT): 1,440 annotated smears from four labs",
             "command": "python bench/cell_finder.py", "quoted_split": "val+test",
-            "methods": previous | results})
+            "methods": previous | results, "touching": touching_results})
         print(f"recorded in {measured_path().relative_to(REPO)}")
     return 0
 

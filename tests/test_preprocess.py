@@ -11,7 +11,7 @@ import pytest
 
 from leukemia_mtl.config import PreprocessConfig
 from leukemia_mtl.data.datasets import load_datasets
-from leukemia_mtl.data.synth import _rng, render_red_cells, render_smear
+from leukemia_mtl.data.synth import _rng, render_red_cells, render_smear, render_touching
 from leukemia_mtl.masks import mask_agreement
 from leukemia_mtl.preprocess import compute_roi, offset_monochrome, preprocess_datasets, read_manifest
 
@@ -403,3 +403,25 @@ def test_blank_overexposed_and_out_of_focus_fields_are_named(tmp_path, tiny_prof
     assert summary.unreadable == {"fields": {"blank": ["normal/blank.png"], "overexposed": ["ALL/overexposed.png"],
                                              "out of focus": ["ALL/blurred.png"]}}
     assert any("1 image is out of focus (ALL/blurred.png)" in w for w in summary.warnings), summary.warnings
+
+
+def test_touching_white_cells_are_cut_apart_and_single_cells_are_not():
+    """Two or three white cells in a row, touching: the nuclear finder's cut gives each its own region where their
+    outline has a neck (L2 blasts: every one, at IoU >= 0.5), never more regions than cells; without it they merge."""
+    from leukemia_mtl.data.annotated import FinderTally
+
+    whole, cut, blasts = FinderTally(), FinderTally(), FinderTally()
+    for cell_type in ("L2", "lymphocyte", "neutrophil"):
+        for index in range(3):
+            for count in (2, 3):
+                rgb, cells = render_touching(_rng(30, count, index), cell_type, count, 640, 480)
+                whole.add(compute_roi(rgb, dataclasses.replace(NUCLEAR, split_core_fraction=0), 640 / 2592).boxes, cells)
+                regions = compute_roi(rgb, NUCLEAR, 640 / 2592).boxes
+                cut.add(regions, cells)
+                assert len(regions) <= count
+                if cell_type == "L2":
+                    blasts.add(regions, cells)
+    # measured: without the cut 0.31 of the cells matched, 0.60 regions per cell; with it 0.51 and 0.73
+    assert whole.regions_per_cell < 0.7 and cut.regions_per_cell >= whole.regions_per_cell + 0.1, (whole, cut)
+    assert cut.recall >= whole.recall + 0.15, (whole, cut)
+    assert blasts.recall == 1.0 and blasts.regions == blasts.white_cells

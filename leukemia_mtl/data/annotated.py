@@ -52,6 +52,16 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def touching(cells: list[Box], gap: float = 0.1) -> bool:
+    """Whether any two of an image's white cells touch or nearly do (their boxes within `gap` of the larger side)."""
+    for i, (ax, ay, aw, ah) in enumerate(cells):
+        for bx, by, bw, bh in cells[i + 1:]:
+            pad = gap * max(aw, ah, bw, bh)
+            if ax <= bx + bw + pad and bx <= ax + aw + pad and ay <= by + bh + pad and by <= ay + ah + pad:
+                return True
+    return False
+
+
 @dataclass
 class FinderTally:
     """A cell finder's regions against annotated white cells, image by image."""

@@ -394,6 +394,26 @@ def render_red_cells(rng: np.random.Generator, width: int, height: int) -> np.nd
     return _finish(canvas, scale)
 
 
+def render_touching(rng: np.random.Generator, cell_type: str, count: int, width: int, height: int,
+                    overlap: float = 0.05) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A field of red cells with `count` white cells of `cell_type` in a row, each touching the next (their outlines
+    overlap by `overlap` of a diameter), as blasts cluster in ALL: the image and each white cell's box (x, y, w, h)."""
+    scale = width / REFERENCE_WIDTH
+    canvas = _Canvas(height, width, _draw_stain(rng), rng)
+    _draw_background(canvas, scale, coverage=float(rng.uniform(0.55, 0.75)))
+    radius = RBC_RADIUS * scale * STYLES[cell_type].cell_radius[1]
+    step = 2 * radius * (1 - overlap)
+    x0, y = width / 2 - step * (count - 1) / 2, height / 2
+    boxes = []
+    for index in range(count):
+        before = canvas.wbc_mask.copy()
+        _draw_wbc(canvas, STYLES[cell_type], x0 + index * step, y, scale)
+        drawn = (canvas.wbc_mask > 0) & (before == 0)
+        ys, xs = np.nonzero(drawn)
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)))
+    return _finish(canvas, scale), boxes
+
+
 def render_crop(rng: np.random.Generator, cell_type: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """ALL-IDB2-style crop: one white cell near the centre among red cells, at full scale."""
     canvas = _Canvas(size, size, _draw_stain(rng), rng)
