@@ -21,7 +21,7 @@ Without --limit or --sweep the val + test numbers are written to leukemia_mtl/me
 date and the commit, and the ROI page of every run shows the row of the finder it ran.
 
 Then touching white cells (issue 32, item 2), the 'nuclear' finder with and without its cut
-(preprocess.split_core_fraction): TXL-PBC's images whose white-cell boxes touch or nearly do (within a tenth of a
+(preprocess.split_touching): TXL-PBC's images whose white-cell boxes touch or nearly do (within a tenth of a
 box), per split, and generated fields of 2 or 3 touching cells of each type (data.synth.render_touching).
 
 --sweep: the 'nuclear' finder's cell_extent_level over a small grid, on `train` only; the pick has the highest
@@ -182,10 +182,10 @@ def measure_touching(by_source: dict[str, list], cfg: PreprocessConfig) -> dict:
             for index in range(6) for count in (2, 3)]
     for name, images in cases.items():
         tallies = []
-        for fraction in (0.0, cfg.split_core_fraction):
+        for split in (False, True):
             counted = FinderTally()
             for rgb, cells, scale in images:
-                counted.add(compute_roi(rgb, dataclasses.replace(cfg, split_core_fraction=fraction), scale).boxes, cells)
+                counted.add(compute_roi(rgb, dataclasses.replace(cfg, split_touching=split), scale).boxes, cells)
             tallies.append(counted)
         whole, cut = tallies
         results[name] = {"no_cut": whole.as_dict(), "cut": cut.as_dict()}

@@ -356,8 +356,9 @@ def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> R
     if density is not None:  # each nucleus grows over its own cell only, not into the plasma
         grown = _over_cells(grown, nuclei, density, cfg.cell_extent_level)
     roi = fill_holes(grown)
-    if density is not None and cfg.split_core_fraction > 0:
-        roi = split_touching(roi, nuclei, cfg.split_core_fraction)
+    if density is not None and cfg.split_touching:
+        roi = split_touching(roi, nuclei, cfg.split_core_fraction,
+                             int(round(cfg.split_nucleus_gap_um / REFERENCE_PIXEL_SIZE_UM * scale)))
 
     count, _, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
     boxes = [tuple(int(v) for v in stats[i, :4]) for i in range(1, count)]
@@ -423,35 +424,58 @@ def _over_cells(grown: np.ndarray, nuclei: np.ndarray, density: np.ndarray, exte
     return np.where(holds_nucleus[labels], 255, 0).astype(np.uint8)
 
 
-def split_touching(roi: np.ndarray, nuclei: np.ndarray, core_fraction: float) -> np.ndarray:
-    """`roi` with touching cells cut apart, so that each region is one cell (ALL's blasts cluster).
+def split_touching(roi: np.ndarray, nuclei: np.ndarray, core_fraction: float, nucleus_gap_px: int) -> np.ndarray:
+    """`roi` with touching cells cut apart, so that each region is one cell (ALL's blasts cluster), in two passes.
 
-    A region is cut only where it holds two or more nuclear cores (nuclei, or the thick parts of one nucleus piece:
-    touching blasts' nuclei touch too) *and* its own shape has two or more cores (where the distance to its edge
-    exceeds `core_fraction` of its largest): a marker watershed on that distance then draws the cut
-    along the neck between the cores. A lobed neutrophil (several nuclei pieces, one round cell: one core) and an
-    oval cell with one nucleus stay whole. The cut is carved 2-3 px wide where two cells meet, so the pieces are
-    separate components."""
-    count, regions = cv2.connectedComponents(roi, connectivity=8)
-    if count <= 1:
-        return roi
-    distance = cv2.distanceTransform(roi, cv2.DIST_L2, 5)
-    largest = np.zeros(count, np.float32)
-    np.maximum.at(largest, regions.ravel(), distance.ravel())
-    _, nucleus_labels = cv2.connectedComponents(nuclei, connectivity=8)
+    1. By their nuclei (where `nucleus_gap_px` > 0): nucleus pieces closer than it are one cell's (a neutrophil's
+       lobes); a region holding two or more such groups is shared out, each pixel to its nearest nucleus's group.
+    2. By their outline: a region still holding two or more nuclear cores (touching blasts' nuclei touch too: one
+       piece, two thick parts) whose own shape has two or more cores (distance to its edge above `core_fraction` of
+       its largest) is cut along the neck between them (marker watershed on that distance).
+
+    Each cut is carved 2-3 px wide where two cells meet, so the pieces are separate components; a piece that is no
+    cell (no nucleus, or under MIN_PIECE of its region) joins its neighbour again."""
     inside = nuclei > 0
-    # the nuclei's own cores: two touching round nuclei (blasts' scant cytoplasm) make one piece with two cores
+    if not inside.any():
+        return roi
+    if nucleus_gap_px > 0:
+        grouped = cv2.dilate(nuclei, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (nucleus_gap_px | 1,) * 2))
+        _, groups = cv2.connectedComponents(grouped, connectivity=8)
+        _, nearest = cv2.distanceTransformWithLabels(np.where(inside, 0, 255).astype(np.uint8), cv2.DIST_L2, 5,
+                                                     labelType=cv2.DIST_LABEL_PIXEL)
+        group_of = np.zeros(int(nearest.max()) + 1, np.int32)
+        group_of[nearest[inside]] = groups[inside]
+        roi = _carve(roi, nuclei, lambda regions, count: _owners_by_nucleus(regions, count, inside, groups, group_of[nearest]))
+    return _carve(roi, nuclei, lambda regions, count: _owners_by_outline(roi, regions, count, nuclei, core_fraction))
+
+
+def _several(regions: np.ndarray, count: int, inside: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per region: whether it holds two or more of `labels` (on the nuclei's pixels)."""
+    pairs = np.unique(np.stack([regions[inside], labels[inside]]), axis=1)
+    several = np.bincount(pairs[0][pairs[1] > 0], minlength=count) >= 2
+    several[0] = False
+    return several
+
+
+def _owners_by_nucleus(regions, count, inside, groups, nearest_group) -> np.ndarray | None:
+    several = _several(regions, count, inside, groups)
+    return np.where(several[regions], nearest_group, 0) if several.any() else None
+
+
+def _owners_by_outline(roi, regions, count, nuclei, core_fraction) -> np.ndarray | None:
+    inside = nuclei > 0
+    _, nucleus_labels = cv2.connectedComponents(nuclei, connectivity=8)
     nucleus_distance = cv2.distanceTransform(nuclei, cv2.DIST_L2, 5)
     nucleus_largest = np.zeros(int(nucleus_labels.max()) + 1, np.float32)
     np.maximum.at(nucleus_largest, nucleus_labels.ravel(), nucleus_distance.ravel())
     _, nucleus_cores = cv2.connectedComponents(
         (inside & (nucleus_distance > core_fraction * nucleus_largest[nucleus_labels])).astype(np.uint8), connectivity=8)
-    pairs = np.unique(np.stack([regions[inside], nucleus_cores[inside]]), axis=1)
-    pairs = pairs[:, pairs[1] > 0]
-    several = np.bincount(pairs[0], minlength=count) >= 2
-    several[0] = False
+    several = _several(regions, count, inside, nucleus_cores)
     if not several.any():
-        return roi
+        return None
+    distance = cv2.distanceTransform(roi, cv2.DIST_L2, 5)
+    largest = np.zeros(count, np.float32)
+    np.maximum.at(largest, regions.ravel(), distance.ravel())
     cores = (distance > core_fraction * largest[regions]) & several[regions]
     core_count, markers = cv2.connectedComponents(cores.astype(np.uint8), connectivity=8)
     markers = markers.astype(np.int32)
@@ -460,21 +484,28 @@ def split_touching(roi: np.ndarray, nuclei: np.ndarray, core_fraction: float) ->
     markers[roi == 0] = core_count + count  # the plasma
     landscape = np.clip(255 - distance * (255.0 / max(float(distance.max()), 1.0)), 0, 255).astype(np.uint8)
     cv2.watershed(cv2.cvtColor(landscape, cv2.COLOR_GRAY2BGR), markers)
-    cells = (markers > 0) & (markers < core_count + count)
-    # carve only where two cells meet (watershed also lines every region's edge with the plasma)
+    return np.where(several[regions] & (markers > 0) & (markers < core_count), markers, 0)
+
+
+def _carve(roi: np.ndarray, nuclei: np.ndarray, owners_of) -> np.ndarray:
+    """`roi` cut where two owners (from `owners_of(regions, count)`: a cell label per pixel, 0 none) meet."""
+    count, regions = cv2.connectedComponents(roi, connectivity=8)
+    owners = owners_of(regions, count) if count > 1 else None
+    if owners is None:
+        return roi
+    owned = (owners > 0) & (roi > 0)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
-    beyond = float(core_count + count)
-    lowest = cv2.erode(np.where(cells, markers, beyond).astype(np.float32), kernel)
-    highest = cv2.dilate(np.where(cells, markers, 0).astype(np.float32), kernel)
+    beyond = float(owners.max() + 1)
+    lowest = cv2.erode(np.where(owned, owners, beyond).astype(np.float32), kernel)
+    highest = cv2.dilate(np.where(owned, owners, 0).astype(np.float32), kernel)
     cut = (roi > 0) & (highest > 0) & (lowest < beyond) & (lowest != highest)
     carved = np.where(cut, 0, roi).astype(np.uint8)
-    # a piece that is no cell (no nucleus, or a sliver under MIN_PIECE of its region) joins its neighbour again
     piece_count, pieces, stats, _ = cv2.connectedComponentsWithStats(carved, connectivity=8)
     region_of_piece = np.zeros(piece_count, np.int64)
     region_of_piece[pieces.ravel()] = regions.ravel()
     region_area = np.bincount(regions.ravel(), minlength=count)
     with_nucleus = np.zeros(piece_count, bool)
-    with_nucleus[np.unique(pieces[inside])] = True
+    with_nucleus[np.unique(pieces[nuclei > 0])] = True
     fair = stats[:, cv2.CC_STAT_AREA] >= MIN_PIECE * region_area[region_of_piece]
     no_cell = ~(with_nucleus & fair)
     no_cell[0] = False

@@ -415,7 +415,7 @@ def test_touching_white_cells_are_cut_apart_and_single_cells_are_not():
         for index in range(3):
             for count in (2, 3):
                 rgb, cells = render_touching(_rng(30, count, index), cell_type, count, 640, 480)
-                whole.add(compute_roi(rgb, dataclasses.replace(NUCLEAR, split_core_fraction=0), 640 / 2592).boxes, cells)
+                whole.add(compute_roi(rgb, dataclasses.replace(NUCLEAR, split_touching=False), 640 / 2592).boxes, cells)
                 regions = compute_roi(rgb, NUCLEAR, 640 / 2592).boxes
                 cut.add(regions, cells)
                 assert len(regions) <= count
