@@ -35,7 +35,7 @@ from leukemia_mtl.evaluate import describe_threshold
 from leukemia_mtl.explain import GradCam, HeatMapper, write_heatmap_panels
 from leukemia_mtl.io_utils import write_image
 from leukemia_mtl.model_card import RESEARCH_USE
-from leukemia_mtl.preprocess import compute_roi, measure_scale, scale_of, width_guess
+from leukemia_mtl.preprocess import compute_roi, field_problem, measure_scale, scale_of, width_guess
 from leukemia_mtl.release import fetch, verify
 from leukemia_mtl.segment.infer import Segmenter
 from leukemia_mtl.stain import normalise_batch, target_from_dict
@@ -52,6 +52,12 @@ NOTICE = RESEARCH_USE
 CSV_COLUMNS = ("image", "status", "error", "kind", "verdict", "all_probability", "threshold", "fab_type", "fab_probability",
                "cells", "cells_scored_as_blasts", "disagreement", "overlay", "explanation", "pixel_scale", "model_version")
 BLAST_COLOUR, OTHER_COLOUR = (230, 40, 40), (40, 200, 60)  # RGB: outlines of cells scored as blasts and not
+
+
+def _why(rgb: np.ndarray, scale: float) -> str:
+    """Where no white cell was found: what is wrong with the field, if anything is (blank, overexposed, out of focus)."""
+    problem = field_problem(rgb, scale)
+    return f" (the image is {problem})" if problem else ""
 
 
 class PredictError(LeukemiaMtlError):
@@ -223,7 +229,7 @@ class Predictor:
         if kind == "cell":
             result, scale, source = self._segment(rgb, "cell")
             if not result.cells:
-                raise PredictError(f"{path}: no white cell found in this single-cell image")
+                raise PredictError(f"{path}: no white cell found in this single-cell image{_why(rgb, scale)}")
             blast = float(self._probabilities("cells", self._batch([result.cells[0].image], "cells"))[0, 1])
             cell = self._cell_entry(result.cells[0], blast)
             prediction = Prediction(str(path), kind, "blast" if blast >= CELL_BLAST_THRESHOLD else "not a blast", blast,
@@ -235,7 +241,7 @@ class Predictor:
                 raise PredictError(f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
                                    "input: too small for a smear (a single-cell image? try --kind cell)")
             result, scale, source = self._segment(rgb, "smear")
-            prediction = self._smear_prediction(path, rgb, result, negative)
+            prediction = self._smear_prediction(path, rgb, result, negative, scale)
             prediction.pixel_scale, prediction.pixel_scale_source = round(scale, 4), source
             panels = []
             if explain_path:
@@ -255,9 +261,9 @@ class Predictor:
         return {"index": cell.index, "bbox": list(cell.bbox), "centre": list(cell.centre), "blast_probability": blast,
                 "blast": blast >= CELL_BLAST_THRESHOLD}
 
-    def _smear_prediction(self, path, rgb: np.ndarray, result, negative: str) -> Prediction:
+    def _smear_prediction(self, path, rgb: np.ndarray, result, negative: str, scale: float) -> Prediction:
         if self.stage3_images in ("cells", "isolated") and not result.cells:  # as training: no cell, nothing to classify
-            raise PredictError(f"{path}: no white cell found in this smear, so there is nothing to classify")
+            raise PredictError(f"{path}: no white cell found in this smear{_why(rgb, scale)}, so there is nothing to classify")
         if self.stage3_images == "cells":  # as the evaluation scored smears: the mean over their cells
             images = [c.image for c in result.cells]
             fab = self._probabilities("fab", self._batch(images, "fab")).mean(axis=0)

@@ -368,8 +368,9 @@ def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> R
 
 
 # A field no finder can read, named as such (preprocess.field_problem): a grey-level spread below BLANK_CONTRAST is
-# blank; more than OVEREXPOSED_SHARE of pixels white in every channel (the cells too, not only the plasma) is overexposed; fine detail (the Laplacian's
-# spread over the grey level's, at SHARPNESS_SCALE of ALL-IDB1's pixel scale) below SHARPNESS_MIN is out of focus.
+# blank; more than OVEREXPOSED_SHARE of pixels white in every channel (the cells too, not only the plasma) is
+# overexposed; fine detail (the Laplacian's spread over the grey level's, at SHARPNESS_SCALE of ALL-IDB1's pixel
+# scale) below SHARPNESS_MIN is out of focus.
 # Four labs' smears (txl-pbc) measure 0.13-0.60 and the generator's 0.33-0.46; the same smears blurred by 1 um
 # (Gaussian sigma) 0.05-0.15.
 BLANK_CONTRAST = 3.0

@@ -10,7 +10,9 @@ import json
 import re
 from pathlib import Path
 
+import cv2
 import keras
+import numpy as np
 import pytest
 from kfp.dsl import Artifact, Dataset, Metrics
 
@@ -93,11 +95,13 @@ def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, c
         images / "sub" / "readme.md": "skipped, not an image file",
         tmp_path / "missing.jpg": "no such file or folder",
         tmp_path / "empty": "folder holds no image files",
+        images / "blank.png": "no white cell found in this smear (the image is blank)",
     }
     (images / "zero.jpg").write_bytes(b"")
     (images / "text.jpg").write_text("not pixels")
     (images / "sub" / "readme.md").write_text("notes")
     (tmp_path / "empty").mkdir()
+    assert cv2.imwrite(str(images / "blank.png"), np.full((240, 320, 3), 128, np.uint8))  # a slide with nothing on it
     code = cli.main(["predict", "--model", outputs["release"]["path"], "--json", "--overlays", str(tmp_path / "overlays"),
                      str(images), str(tmp_path / "missing.jpg"), str(tmp_path / "empty")])
     out, err = capsys.readouterr()
