@@ -35,6 +35,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
+import os
 import subprocess
 import sys
 import time
@@ -58,15 +60,13 @@ from leukemia_mtl.data.annotated import (  # noqa: E402
 )
 from leukemia_mtl.data.images import read_image  # noqa: E402
 from leukemia_mtl.io_utils import atomic_write_json  # noqa: E402
-from leukemia_mtl.preprocess import compute_roi, measure_scale  # noqa: E402
+from leukemia_mtl.preprocess import compute_roi, measure_scale, width_guess  # noqa: E402
 
 SPLITS = {"train": ("train",), "val+test": ("val", "test")}
 SWEEP_EXTENTS = (0.3, 0.5, 0.7, 1.0)
 
 
 def shared_data(name: str) -> Path:
-    import os
-
     root = Path(os.environ.get("LEUKEMIA_MTL_SHARED_DATA", REPO.parent / "shared" / "data"))
     return root if root.name == name else root / name
 
@@ -109,7 +109,8 @@ def implied_scale(items: list) -> float | None:
 
 
 def _scale_of(found, rgb_width: int) -> float:
-    return found.scale if found is not None else rgb_width / 2592
+    """The measured scale, else the old width assumption (what a run falls back to)."""
+    return found.scale if found is not None else width_guess(rgb_width, single_cell=False)
 
 
 def sweep(by_source: dict[str, list]) -> PreprocessConfig:
@@ -219,11 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     touching_results = measure_touching(by_source, configs["nuclear"]) if "nuclear" in args.methods else None
     if not args.limit:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        previous = {}
-        if measured_path().is_file():
-            import json
-
-            previous = json.loads(measured_path().read_text()).get("methods", {})
+        previous = json.loads(measured_path().read_text()).get("methods", {}) if measured_path().is_file() else {}
         atomic_write_json(measured_path(), {
             "date": datetime.date.today().isoformat(), "commit": commit or None,
             "data": "TXL-PBC (lugan113/TXL-PBC_Dataset, MIT): 1,440 annotated smears from four labs",
