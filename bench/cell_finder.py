@@ -36,7 +36,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
 import subprocess
 import sys
 import time
@@ -54,8 +53,9 @@ from leukemia_mtl.data.annotated import (  # noqa: E402
     WHITE_CELL,
     FinderTally,
     measured_path,
-    touching,
     read_yolo_boxes,
+    shared_data,
+    touching,
     txl_pbc_source,
 )
 from leukemia_mtl.data.images import read_image  # noqa: E402
@@ -64,11 +64,6 @@ from leukemia_mtl.preprocess import compute_roi, measure_scale, width_guess  # n
 
 SPLITS = {"train": ("train",), "val+test": ("val", "test")}
 SWEEP_EXTENTS = (0.3, 0.5, 0.7, 1.0)
-
-
-def shared_data(name: str) -> Path:
-    root = Path(os.environ.get("LEUKEMIA_MTL_SHARED_DATA", REPO.parent / "shared" / "data"))
-    return root if root.name == name else root / name
 
 
 def load(root: Path, limit: int) -> dict[str, list]:

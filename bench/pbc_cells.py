@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from leukemia_mtl.baselines import colour_histogram  # noqa: E402
 from leukemia_mtl.config import TrainConfig, get_profile  # noqa: E402
+from leukemia_mtl.data.annotated import shared_data  # noqa: E402
 from leukemia_mtl.data.datasets import load_datasets  # noqa: E402
 from leukemia_mtl.data.images import read_image  # noqa: E402
 
@@ -72,15 +72,6 @@ DENSE_UNITS, DROPOUT = 0, 0.2
 # cell spans ~1.4x more pixels than in the whole image squared (inner look: 0.917 against 0.865)
 CROP = 0.7
 VALIDATION_FRACTION = 0.2
-
-
-def data_root() -> Path:
-    """The pbc-sample folder: ../shared/data/pbc-sample beside the clone, or $LEUKEMIA_MTL_SHARED_DATA/pbc-sample."""
-    beside = REPO.parent / "shared" / "data" / "pbc-sample"
-    if beside.is_dir() or not os.environ.get("LEUKEMIA_MTL_SHARED_DATA"):
-        return beside
-    env = Path(os.environ["LEUKEMIA_MTL_SHARED_DATA"])
-    return env if env.name == "pbc-sample" else env / "pbc-sample"
 
 
 def load_cells(root: Path) -> tuple[list[np.ndarray], np.ndarray, tuple[str, ...]]:
@@ -214,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sklearn.model_selection import StratifiedKFold
 
-    root = args.data or data_root()
+    root = args.data or shared_data("pbc-sample")
     if not root.is_dir():
         parser.error(f"{root}: no pbc-sample folder (set LEUKEMIA_MTL_SHARED_DATA or --data)")
     started = time.time()

@@ -419,10 +419,15 @@ def _over_cells(grown: np.ndarray, nuclei: np.ndarray, density: np.ndarray, exte
     cells = np.where(total > extent_level * _otsu_density(total), 255, 0).astype(np.uint8)
     pieces = cv2.bitwise_or(cv2.bitwise_and(grown, cells), nuclei)
     count, labels = cv2.connectedComponents(pieces, connectivity=8)
-    holds_nucleus = np.zeros(count, bool)
-    holds_nucleus[np.unique(labels[nuclei > 0])] = True
-    holds_nucleus[0] = False
-    return np.where(holds_nucleus[labels], 255, 0).astype(np.uint8)
+    return np.where(_holding(labels, count, nuclei), 255, 0).astype(np.uint8)
+
+
+def _holding(labels: np.ndarray, count: int, nuclei: np.ndarray) -> np.ndarray:
+    """Per pixel: whether its component (of `labels`, `count` of them, 0 the background) holds a nucleus pixel."""
+    holds = np.zeros(count, bool)
+    holds[np.unique(labels[nuclei > 0])] = True
+    holds[0] = False
+    return holds[labels]
 
 
 def split_touching(roi: np.ndarray, nuclei: np.ndarray, core_fraction: float, nucleus_gap_px: int) -> np.ndarray:
@@ -446,8 +451,8 @@ def split_touching(roi: np.ndarray, nuclei: np.ndarray, core_fraction: float, nu
                                                      labelType=cv2.DIST_LABEL_PIXEL)
         group_of = np.zeros(int(nearest.max()) + 1, np.int32)
         group_of[nearest[inside]] = groups[inside]
-        roi = _carve(roi, nuclei, lambda regions, count: _owners_by_nucleus(regions, count, inside, groups, group_of[nearest]))
-    return _carve(roi, nuclei, lambda regions, count: _owners_by_outline(roi, regions, count, nuclei, core_fraction))
+        roi = _carve(roi, nuclei, lambda _, regions, count: _owners_by_nucleus(regions, count, inside, groups, group_of[nearest]))
+    return _carve(roi, nuclei, lambda cut_roi, regions, count: _owners_by_outline(cut_roi, regions, count, nuclei, core_fraction))
 
 
 def _several(regions: np.ndarray, count: int, inside: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -489,9 +494,9 @@ def _owners_by_outline(roi, regions, count, nuclei, core_fraction) -> np.ndarray
 
 
 def _carve(roi: np.ndarray, nuclei: np.ndarray, owners_of) -> np.ndarray:
-    """`roi` cut where two owners (from `owners_of(regions, count)`: a cell label per pixel, 0 none) meet."""
+    """`roi` cut where two owners (from `owners_of(roi, regions, count)`: a cell label per pixel, 0 none) meet."""
     count, regions = cv2.connectedComponents(roi, connectivity=8)
-    owners = owners_of(regions, count) if count > 1 else None
+    owners = owners_of(roi, regions, count) if count > 1 else None
     if owners is None:
         return roi
     owned = (owners > 0) & (roi > 0)
@@ -505,13 +510,10 @@ def _carve(roi: np.ndarray, nuclei: np.ndarray, owners_of) -> np.ndarray:
     region_of_piece = np.zeros(piece_count, np.int64)
     region_of_piece[pieces.ravel()] = regions.ravel()
     region_area = np.bincount(regions.ravel(), minlength=count)
-    with_nucleus = np.zeros(piece_count, bool)
-    with_nucleus[np.unique(pieces[nuclei > 0])] = True
     fair = stats[:, cv2.CC_STAT_AREA] >= MIN_PIECE * region_area[region_of_piece]
-    no_cell = ~(with_nucleus & fair)
-    no_cell[0] = False
+    no_cell = (pieces > 0) & ~(_holding(pieces, piece_count, nuclei) & fair[pieces])
     if no_cell.any():
-        rejoin = cv2.dilate(no_cell[pieces].astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))) > 0
+        rejoin = cv2.dilate(no_cell.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))) > 0
         carved[rejoin & cut] = 255
     return carved
 
@@ -587,7 +589,7 @@ def preprocess_datasets(
     shown_labels: set[str] = set()  # one overlay example per class: the figure shows each class
     scales: dict[str, PixelScale] = {}
     too_large: dict[str, int] = {}
-    summary_unreadable: dict[str, dict[str, list[str]]] = {}
+    unreadable: dict[str, dict[str, list[str]]] = {}
     for dataset in datasets:
         cameras = [camera_of(record.path) for record in dataset.records]  # file headers only
         scales[dataset.name] = scale = dataset_scale(dataset, cfg, data_cfg, cameras)
@@ -597,7 +599,8 @@ def preprocess_datasets(
                                    total=len(cameras), disable=not progress or None):
             rgb = read_image(record.path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb
             height, width = rgb.shape[:2]
-            result = compute_roi(rgb, cfg, scale.of(width, camera))
+            image_scale = scale.of(width, camera)
+            result = compute_roi(rgb, cfg, image_scale)
             mask_rel = f"{dataset.name}/roi_masks/{record.image_id}.png"
             image_rel = f"{dataset.name}/roi_images/{record.image_id}.png"
             write_image(out / mask_rel, result.roi_mask)
@@ -605,14 +608,14 @@ def preprocess_datasets(
             row: dict[str, object] = {
                 "dataset": dataset.name, "image_id": record.image_id, "source": record.rel_path,
                 "label": record.label, "positive": int(record.positive), "group": f"{dataset.name}/{record.group}",
-                "width": width, "height": height, "pixel_scale": scale.of(width, camera),
+                "width": width, "height": height, "pixel_scale": image_scale,
                 "roi_fraction": round(float(np.count_nonzero(result.roi_mask)) / result.roi_mask.size, 5),
                 "boxes": json.dumps(result.boxes), "roi_mask": mask_rel, "roi_image": image_rel, "iou": "", "recall": "",
             }
-            problem = field_problem(rgb, scale.of(width, camera))
+            problem = field_problem(rgb, image_scale)
             if problem:
-                summary_unreadable.setdefault(dataset.name, {}).setdefault(problem, []).append(record.rel_path)
-            if not dataset.single_cell and oversized(result, cfg, scale.of(width, camera)):
+                unreadable.setdefault(dataset.name, {}).setdefault(problem, []).append(record.rel_path)
+            if not dataset.single_cell and oversized(result, cfg, image_scale):
                 too_large[dataset.name] = too_large.get(dataset.name, 0) + 1
             if record.mask_path is not None:
                 agreement = mask_agreement(result.roi_mask, read_mask(record.mask_path, (width, height), max_pixels=data_cfg.max_pixels))
@@ -634,7 +637,7 @@ def preprocess_datasets(
         mean_precision=float(np.mean([s["precision"] for s in scores])) if scores else None,
         blast_recall=float(np.mean(blast_hits)) if blast_hits else None,
         regions=sum(len(json.loads(str(r["boxes"]))) for r in rows),
-        unreadable=summary_unreadable,
+        unreadable=unreadable,
     )
     for dataset in datasets:
         scale = scales[dataset.name]

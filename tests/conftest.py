@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import urllib.request
 from pathlib import Path
@@ -39,18 +38,6 @@ BACKBONE = TINY["model.backbones"][0]  # the demo's, with ImageNet weights from 
 TINY_CLI_SETS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 PLANTED_ACCESS_KEY = "AKIAPLANTEDACCESS0001"
 PLANTED_SECRET_KEY = "planted-secret-Zq8x7Vb3nM2kL9"
-
-
-def shared_data(name: str) -> Path:
-    """A real data set shared beside the clone (../shared/data/NAME), else under $LEUKEMIA_MTL_SHARED_DATA (the
-    set's folder or its parent). Tests on it fail when it is missing; they never skip."""
-    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / name
-    if beside.is_dir():
-        return beside
-    env = os.environ.get("LEUKEMIA_MTL_SHARED_DATA")
-    if env:
-        return Path(env) if Path(env).name == name else Path(env) / name
-    return beside
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,10 @@ from leukemia_mtl.models import pretrained  # noqa: E402
 from leukemia_mtl.models.backbones import (  # noqa: E402
     OFFLINE_BACKBONES, WeightsError, build_feature_extractor, check_weights_source, get_backbone, resolve_weights,
 )
+from leukemia_mtl.data.annotated import shared_data  # noqa: E402
 from leukemia_mtl.models.catalog import PackagedWeights  # noqa: E402
 
-PBC = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-sample"
+PBC = shared_data("pbc-sample")
 
 
 @pytest.fixture

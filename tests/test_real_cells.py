@@ -35,9 +35,9 @@ import pytest
 
 from leukemia_mtl.baselines import colour_histogram
 from leukemia_mtl.config import TrainConfig, get_profile
+from leukemia_mtl.data.annotated import shared_data
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.images import read_image
-from conftest import shared_data
 
 CLASSES = ("basophil", "ig", "lymphocyte", "neutrophil")
 PER_CLASS = 40

@@ -27,11 +27,10 @@ import pytest
 from PIL import Image
 
 from leukemia_mtl.config import REFERENCE_RED_CELL_DIAMETER, PreprocessConfig, get_profile
-from leukemia_mtl.data.annotated import RED_CELL, WHITE_CELL, FinderTally, read_yolo_boxes, txl_pbc_source
+from leukemia_mtl.data.annotated import RED_CELL, WHITE_CELL, FinderTally, read_yolo_boxes, shared_data, txl_pbc_source
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.images import read_image
 from leukemia_mtl.preprocess import compute_roi, dataset_scale, measure_scale
-from conftest import shared_data
 
 PER_SOURCE = 16
 

@@ -1,4 +1,5 @@
-"""Smears that people annotated with white-cell boxes, and how well a cell finder matches them.
+"""Smears that people annotated with white-cell boxes, and how well a cell finder matches them; and where the real
+data sets shared beside the clone are found.
 
 TXL-PBC (lugan113/TXL-PBC_Dataset, MIT) is the shared example: four labs' smears told apart by image size, with
 YOLO boxes. The bench (bench/cell_finder.py), the suite (tests/test_real_smears.py) and the ROI page's record of
@@ -8,6 +9,7 @@ the last measurement (`measured_finder`) all read it through here, so they count
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +21,18 @@ WHITE_CELL, RED_CELL = 0, 1  # TXL-PBC's YOLO classes (2: platelet)
 MATCH_IOU = 0.5
 
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels
+
+
+def shared_data(name: str) -> Path:
+    """A real data set shared beside the clone (../shared/data/NAME), else under $LEUKEMIA_MTL_SHARED_DATA (the
+    set's folder or its parent). The suite and the benches read TXL-PBC and pbc-sample through here."""
+    beside = Path(__file__).resolve().parents[2].parent / "shared" / "data" / name
+    if beside.is_dir():
+        return beside
+    env = os.environ.get("LEUKEMIA_MTL_SHARED_DATA")
+    if env:
+        return Path(env) if Path(env).name == name else Path(env) / name
+    return beside
 
 
 def txl_pbc_source(width: int, height: int) -> str:
