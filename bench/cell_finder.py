@@ -1,7 +1,8 @@
 """How well the first stage finds white cells on real annotated smears from four labs (issue 32).
 
     python bench/cell_finder.py [--data ../shared/data/txl-pbc] [--methods nuclear adaptive fixed] [--limit 0]
-    python bench/cell_finder.py --sweep     # how the 'nuclear' finder's two settings were chosen
+    python bench/cell_finder.py --sweep     # how the 'nuclear' finder's cell extent was chosen
+    python bench/cell_finder.py --sweep-split   # how its cut between touching cells was chosen
 
 Data: TXL-PBC (lugan113/TXL-PBC_Dataset, MIT; attribution in its README.md), 1,440 images from four sources told
 apart by their size: Raabin-WBC (575x575), PBC (about 360x363), BCCD (640x480) and a Kaggle blood-cell detection
@@ -20,9 +21,14 @@ measures it per camera (preprocess.measure_scale: the red cells, else the nuclei
 Without --limit or --sweep the val + test numbers are written to leukemia_mtl/measured/cell_finder.json with the
 date and the commit, and the ROI page of every run shows the row of the finder it ran.
 
-Then touching white cells (issue 32, item 2), the 'nuclear' finder with and without its cut
-(preprocess.split_touching): TXL-PBC's images whose white-cell boxes touch or nearly do (within a tenth of a
-box), per split, and generated fields of 2 or 3 touching cells of each type (data.synth.render_touching).
+Then touching white cells (issue 32, item 2), the 'nuclear' finder with no cut, with the cut's outline pass
+alone and with both passes (preprocess.split_touching): TXL-PBC's images whose white-cell boxes touch or nearly do
+(within a tenth of a box), per split, and generated fields of 2 or 3 touching cells of each type
+(data.synth.render_touching).
+
+--sweep-split: the cut's nucleus pass (split_min_nucleus_um2, split_neck_fraction) over SWEEP_SPLITS, on `train`
+only: the most real touching cells found, among settings under which no source's recall falls below the outline
+pass's alone.
 
 --sweep: the 'nuclear' finder's cell_extent_level over a small grid, on `train` only; the pick has the highest
 worst-source recall (ties: fewer regions per white cell), and only the pick is scored on val + test. roi_margin is
@@ -59,6 +65,7 @@ from leukemia_mtl.data.annotated import (  # noqa: E402
     txl_pbc_source,
 )
 from leukemia_mtl.data.images import read_image  # noqa: E402
+from leukemia_mtl.data.synth import _rng, render_touching  # noqa: E402
 from leukemia_mtl.io_utils import atomic_write_json  # noqa: E402
 from leukemia_mtl.preprocess import compute_roi, measure_scale, width_guess  # noqa: E402
 
@@ -159,35 +166,91 @@ def measure(by_source: dict[str, list], methods: list[str], configs: dict[str, P
 TOUCHING_TYPES = ("L1", "L2", "L3", "lymphocyte", "neutrophil")
 
 
-def measure_touching(by_source: dict[str, list], cfg: PreprocessConfig) -> dict:
-    """The nuclear finder with and without its cut, on real and generated touching white cells."""
-    from leukemia_mtl.data.synth import _rng, render_touching
-
+def touching_cases(by_source: dict[str, list], cfg: PreprocessConfig, splits: dict[str, tuple[str, ...]]) -> dict:
+    """name -> [(rgb, white-cell boxes, scale)]: TXL-PBC's images whose white cells touch, per split, and generated
+    rows of 2 and 3 touching cells of each type."""
     scales = source_scales(by_source, cfg)
-    print("\n| touching white cells | images | white cells | recall IoU>=0.5, no cut | regions per white cell, no cut | "
-          "recall, cut | regions per white cell, cut |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    results = {}
     cases = {f"TXL-PBC {name}": [(rgb, boxes.get(WHITE_CELL, []), _scale_of(scales[source], rgb.shape[1]))
                                  for source, items in by_source.items() for split, rgb, boxes in items
-                                 if split in splits and touching(boxes.get(WHITE_CELL, []))]
-             for name, splits in SPLITS.items()}
+                                 if split in chosen and touching(boxes.get(WHITE_CELL, []))]
+             for name, chosen in splits.items()}
     for cell_type in TOUCHING_TYPES:
         cases[f"generated {cell_type}, 2 and 3 in a row"] = [
             (*render_touching(_rng(30, count, index), cell_type, count, 640, 480), 640 / 2592)
             for index in range(6) for count in (2, 3)]
-    for name, images in cases.items():
-        tallies = []
-        for split in (False, True):
-            counted = FinderTally()
-            for rgb, cells, scale in images:
-                counted.add(compute_roi(rgb, dataclasses.replace(cfg, split_touching=split), scale).boxes, cells)
-            tallies.append(counted)
-        whole, cut = tallies
-        results[name] = {"no_cut": whole.as_dict(), "cut": cut.as_dict()}
-        print(f"| {name} | {whole.images} | {whole.white_cells} | {whole.recall:.3f} | {whole.regions_per_cell:.2f} | "
-              f"{cut.recall:.3f} | {cut.regions_per_cell:.2f} |", flush=True)
+    return cases
+
+
+def cut_variants(cfg: PreprocessConfig) -> dict[str, PreprocessConfig]:
+    """No cut, the outline pass alone (no nucleus piece large enough to own a share), and both passes."""
+    return {"no_cut": dataclasses.replace(cfg, split_touching=False),
+            "outline_only": dataclasses.replace(cfg, split_min_nucleus_um2=float("inf")),
+            "cut": cfg}
+
+
+def tally_cases(images: list, cfg: PreprocessConfig) -> FinderTally:
+    counted = FinderTally()
+    for rgb, cells, scale in images:
+        counted.add(compute_roi(rgb, cfg, scale).boxes, cells)
+    return counted
+
+
+def measure_touching(by_source: dict[str, list], cfg: PreprocessConfig) -> dict:
+    """The nuclear finder with no cut, the outline pass alone and both passes, on real and generated touching cells."""
+    variants = cut_variants(cfg)
+    print("\n| touching white cells | images | white cells | " + " | ".join(
+        f"recall IoU>=0.5, {name} | regions per white cell, {name}" for name in variants) + " |")
+    print("| --- | --- | --- | " + " | ".join("--- | ---" for _ in variants) + " |")
+    results = {}
+    for name, images in touching_cases(by_source, cfg, SPLITS).items():
+        tallies = {variant: tally_cases(images, variant_cfg) for variant, variant_cfg in variants.items()}
+        results[name] = {variant: counted.as_dict() for variant, counted in tallies.items()}
+        first = tallies["no_cut"]
+        print(f"| {name} | {first.images} | {first.white_cells} | " + " | ".join(
+            f"{counted.recall:.3f} | {counted.regions_per_cell:.2f}" for counted in tallies.values()) + " |", flush=True)
     return results
+
+
+# the nucleus pass's settings tried on train: (split_min_nucleus_um2, split_neck_fraction)
+SWEEP_SPLITS = ((15.0, 0.65), (15.0, 0.8), (15.0, 0.9), (15.0, 1.0), (10.0, 0.8), (25.0, 0.8))
+
+
+def sweep_split(by_source: dict[str, list]) -> PreprocessConfig:
+    """The nucleus pass's settings, on train only: the most real touching cells found (recall at IoU 0.5), among the
+    settings under which no source's recall falls below the outline pass's alone; ties: more generated touching
+    cells found, then fewer regions per white cell."""
+    base = PreprocessConfig(threshold_method="nuclear")
+    scales = source_scales(by_source, base)
+    cases = touching_cases(by_source, base, {"train": ("train",)})
+    print("| min nucleus um2 | neck fraction | TXL-PBC train touching: recall (regions per cell) | generated touching "
+          "recall, mean of types | " + " | ".join(f"{s} recall (regions per cell)" for s in by_source) + " |")
+    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in by_source) + " |")
+    floor, best = None, None
+    for area, neck in ((float("inf"), 0.0),) + SWEEP_SPLITS:
+        cfg = dataclasses.replace(base, split_min_nucleus_um2=area, split_neck_fraction=neck)
+        sources = {s: tally(items, cfg, _scale_of(scales[s], items[0][1].shape[1]), SPLITS["train"])
+                   for s, items in by_source.items()}
+        real = tally_cases(cases["TXL-PBC train"], cfg)
+        generated = float(np.mean([tally_cases(images, cfg).recall for name, images in cases.items()
+                                   if name.startswith("generated")]))
+        recalls = {s: t.recall for s, t in sources.items()}
+        label = ("outline pass alone", "-") if area == float("inf") else (f"{area:g}", f"{neck:g}")
+        print(f"| {label[0]} | {label[1]} | {real.recall:.3f} ({real.regions_per_cell:.2f}) | {generated:.3f} | "
+              + " | ".join(f"{t.recall:.3f} ({t.regions_per_cell:.2f})" for t in sources.values()) + " |", flush=True)
+        if floor is None:
+            floor = recalls
+            continue
+        if all(recalls[s] >= floor[s] for s in recalls):
+            key = (real.recall, generated, -max(t.regions_per_cell for t in sources.values()))
+            if best is None or key > best[0]:
+                best = (key, cfg)
+    if best is None:
+        print("\nno setting kept every source's recall: the nucleus pass would stay off")
+        return dataclasses.replace(base, split_min_nucleus_um2=float("inf"))
+    picked = best[1]
+    print(f"\npicked on train: split_min_nucleus_um2 {picked.split_min_nucleus_um2:g}, "
+          f"split_neck_fraction {picked.split_neck_fraction:g}")
+    return picked
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="default: ../shared/data/txl-pbc beside the clone")
     parser.add_argument("--methods", nargs="+", default=["nuclear", "adaptive", "fixed"], choices=THRESHOLD_METHODS)
     parser.add_argument("--limit", type=int, default=0, help="images per source (0: all; then the result is recorded)")
-    parser.add_argument("--sweep", action="store_true", help="choose the nuclear finder's settings on train")
+    parser.add_argument("--sweep", action="store_true", help="choose the nuclear finder's cell extent on train")
+    parser.add_argument("--sweep-split", action="store_true",
+                        help="choose the cut between touching cells (its nucleus pass) on train")
     args = parser.parse_args(argv)
     root = args.data or shared_data("txl-pbc")
     if not (root / "images").is_dir():
@@ -203,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     by_source = load(root, args.limit)
     print(f"{root}: " + ", ".join(f"{source} {len(items)} images" for source, items in by_source.items()))
     configs = {method: PreprocessConfig(threshold_method=method) for method in THRESHOLD_METHODS}
+    if args.sweep_split:
+        picked = sweep_split(by_source)
+        current = configs["nuclear"]
+        if (picked.split_min_nucleus_um2, picked.split_neck_fraction) != (current.split_min_nucleus_um2,
+                                                                            current.split_neck_fraction):
+            print("NOTE: the defaults differ from the pick")
+        return 0
     if args.sweep:
         picked = sweep(by_source)
         current = configs["nuclear"]

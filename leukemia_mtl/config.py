@@ -117,14 +117,17 @@ class PreprocessConfig:
     # fraction of Otsu's level between the two (pale cytoplasm sits below the level itself). Chosen on txl-pbc's
     # train split (bench/cell_finder.py --sweep: the best worst-source recall), reported on its val and test splits
     cell_extent_level: float = 0.5
-    # with 'nuclear': touching cells are cut apart (preprocess.split_touching) along a neck in the outline where a
-    # region holds two nuclear cores and two cores of its own (distance to its edge above split_core_fraction of
-    # its largest); and, where split_nucleus_gap_um > 0, first between nucleus pieces further apart than it (closer
-    # pieces are one cell's lobes). Measured on txl-pbc's train split (BENCHMARKS.md): the nucleus pass at 2.5 um
-    # finds more of the touching cells (0.75 against 0.72) but splits Raabin-WBC's lobed cells (0.882 on its test
-    # images, under the 0.9 goal), so it is off unless a lab's smears are mostly clusters
+    # with 'nuclear': touching cells are cut apart (preprocess.split_touching). First by their nuclei: a region holding
+    # two or more nucleus pieces of at least split_min_nucleus_um2 each is shared out, each pixel to its nearest such
+    # piece, but two pieces stay one cell where the border between their shares is not a neck (at least
+    # split_neck_fraction of the smaller share's diameter: a lobed neutrophil's lobes split a round cell across its
+    # whole width; touching cells meet along a waist). Then by their outline: a region still holding two nuclear
+    # cores and two cores of its own (distance to its edge above split_core_fraction of its largest) is cut along
+    # the neck. Chosen on txl-pbc's train split (BENCHMARKS.md, "Touching white cells"): the most touching cells cut
+    # without any source's recall falling
     split_touching: bool = True
-    split_nucleus_gap_um: float = 0.0
+    split_min_nucleus_um2: float = 15.0
+    split_neck_fraction: float = 0.9
     split_core_fraction: float = 0.6
     # with 'adaptive': dark regions whose mean HSV saturation is below this are no stain (a scale bar's black
     # label, dust, the frame) and are dropped; stained nuclei measure 170-200 in the generator's smears
@@ -636,7 +639,8 @@ def check(profile: Profile) -> None:
               ("preprocess.nuclear_min_density", profile.preprocess.nuclear_min_density, 0.0, 3.0),
               ("preprocess.cell_extent_level", profile.preprocess.cell_extent_level, 0.0, 1.0),
               ("preprocess.split_core_fraction", profile.preprocess.split_core_fraction, 0.05, 0.95),
-              ("preprocess.split_nucleus_gap_um", profile.preprocess.split_nucleus_gap_um, 0.0, 10.0),
+              ("preprocess.split_min_nucleus_um2", profile.preprocess.split_min_nucleus_um2, 0.0, 500.0),
+              ("preprocess.split_neck_fraction", profile.preprocess.split_neck_fraction, 0.0, 10.0),
               ("data.pixel_size_um", profile.data.pixel_size_um, 0.0, 100.0),
               ("data.cells_pixel_size_um", profile.data.cells_pixel_size_um, 0.0, 100.0),
               ("evaluate.confidence", evaluate.confidence, 0.5, 0.999),

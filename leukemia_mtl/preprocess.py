@@ -357,8 +357,9 @@ def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> R
         grown = _over_cells(grown, nuclei, density, cfg.cell_extent_level)
     roi = fill_holes(grown)
     if density is not None and cfg.split_touching:
-        roi = split_touching(roi, nuclei, cfg.split_core_fraction,
-                             int(round(cfg.split_nucleus_gap_um / REFERENCE_PIXEL_SIZE_UM * scale)))
+        pixel_um = REFERENCE_PIXEL_SIZE_UM / scale
+        roi = split_touching(roi, nuclei, cfg.split_core_fraction, cfg.split_min_nucleus_um2 / pixel_um ** 2,
+                             cfg.split_neck_fraction)
 
     count, _, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
     boxes = [tuple(int(v) for v in stats[i, :4]) for i in range(1, count)]
@@ -430,28 +431,24 @@ def _holding(labels: np.ndarray, count: int, nuclei: np.ndarray) -> np.ndarray:
     return holds[labels]
 
 
-def split_touching(roi: np.ndarray, nuclei: np.ndarray, core_fraction: float, nucleus_gap_px: int) -> np.ndarray:
+def split_touching(roi: np.ndarray, nuclei: np.ndarray, core_fraction: float, min_nucleus_px: float,
+                   neck_fraction: float) -> np.ndarray:
     """`roi` with touching cells cut apart, so that each region is one cell (ALL's blasts cluster), in two passes.
 
-    1. By their nuclei (where `nucleus_gap_px` > 0): nucleus pieces closer than it are one cell's (a neutrophil's
-       lobes); a region holding two or more such groups is shared out, each pixel to its nearest nucleus's group.
+    1. By their nuclei: a region holding two or more nucleus pieces of at least `min_nucleus_px` pixels (smaller
+       ones are lobes or fragments, no cell's own) is shared out, each pixel to its nearest such piece; two shares
+       whose border is no neck (at least `neck_fraction` of the smaller share's diameter) are one cell again: a
+       lobed neutrophil's lobes divide a round cell across its whole width, touching cells meet along a waist.
     2. By their outline: a region still holding two or more nuclear cores (touching blasts' nuclei touch too: one
        piece, two thick parts) whose own shape has two or more cores (distance to its edge above `core_fraction` of
        its largest) is cut along the neck between them (marker watershed on that distance).
 
     Each cut is carved 2-3 px wide where two cells meet, so the pieces are separate components; a piece that is no
     cell (no nucleus, or under MIN_PIECE of its region) joins its neighbour again."""
-    inside = nuclei > 0
-    if not inside.any():
+    if not (nuclei > 0).any():
         return roi
-    if nucleus_gap_px > 0:
-        grouped = cv2.dilate(nuclei, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (nucleus_gap_px | 1,) * 2))
-        _, groups = cv2.connectedComponents(grouped, connectivity=8)
-        _, nearest = cv2.distanceTransformWithLabels(np.where(inside, 0, 255).astype(np.uint8), cv2.DIST_L2, 5,
-                                                     labelType=cv2.DIST_LABEL_PIXEL)
-        group_of = np.zeros(int(nearest.max()) + 1, np.int32)
-        group_of[nearest[inside]] = groups[inside]
-        roi = _carve(roi, nuclei, lambda _, regions, count: _owners_by_nucleus(regions, count, inside, groups, group_of[nearest]))
+    roi = _carve(roi, nuclei, lambda cut_roi, regions, count: _owners_by_nucleus(cut_roi, regions, count, nuclei,
+                                                                                  min_nucleus_px, neck_fraction))
     return _carve(roi, nuclei, lambda cut_roi, regions, count: _owners_by_outline(cut_roi, regions, count, nuclei, core_fraction))
 
 
@@ -463,9 +460,48 @@ def _several(regions: np.ndarray, count: int, inside: np.ndarray, labels: np.nda
     return several
 
 
-def _owners_by_nucleus(regions, count, inside, groups, nearest_group) -> np.ndarray | None:
-    several = _several(regions, count, inside, groups)
-    return np.where(several[regions], nearest_group, 0) if several.any() else None
+def _owners_by_nucleus(roi, regions, count, nuclei, min_nucleus_px, neck_fraction) -> np.ndarray | None:
+    piece_count, pieces = cv2.connectedComponents(nuclei, connectivity=8)
+    inside = nuclei > 0
+    own = np.bincount(pieces[inside], minlength=piece_count) >= min_nucleus_px
+    own[0] = False
+    owning = inside & own[pieces]
+    several = _several(regions, count, owning, pieces)
+    if not several.any():
+        return None
+    _, nearest = cv2.distanceTransformWithLabels(np.where(owning, 0, 255).astype(np.uint8), cv2.DIST_L2, 5,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    piece_of = np.zeros(int(nearest.max()) + 1, np.int32)
+    piece_of[nearest[owning]] = pieces[owning]
+    return _joined_across_wide_borders(np.where(several[regions] & (roi > 0), piece_of[nearest], 0), neck_fraction)
+
+
+def _joined_across_wide_borders(owners: np.ndarray, neck_fraction: float) -> np.ndarray:
+    """`owners` with neighbouring shares made one while the widest border between two of them (4-neighbour pixel
+    pairs) is at least `neck_fraction` of the smaller share's equivalent diameter, the widest first."""
+    ys, xs = np.nonzero(owners)
+    if not len(ys):
+        return owners
+    window = (slice(max(ys.min() - 1, 0), ys.max() + 2), slice(max(xs.min() - 1, 0), xs.max() + 2))
+    shares = owners[window].copy()
+    while True:
+        count = int(shares.max()) + 1
+        diameter = 2 * np.sqrt(np.bincount(shares.ravel(), minlength=count) / np.pi)
+        first = np.concatenate([shares[:, :-1].ravel(), shares[:-1, :].ravel()])
+        second = np.concatenate([shares[:, 1:].ravel(), shares[1:, :].ravel()])
+        meet = (first > 0) & (second > 0) & (first != second)
+        if not meet.any():
+            break
+        low, high = np.minimum(first[meet], second[meet]), np.maximum(first[meet], second[meet])
+        pairs, border = np.unique(low.astype(np.int64) * count + high, return_counts=True)
+        width = border / np.minimum(diameter[pairs // count], diameter[pairs % count])
+        widest = int(np.argmax(width))
+        if width[widest] < neck_fraction:
+            break
+        shares[shares == pairs[widest] % count] = pairs[widest] // count
+    joined = owners.copy()
+    joined[window] = shares
+    return joined
 
 
 def _owners_by_outline(roi, regions, count, nuclei, core_fraction) -> np.ndarray | None:
