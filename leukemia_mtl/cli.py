@@ -172,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
 
         datasets = load_datasets(args.path, profile.data, check=False)
         summary = preprocess_datasets(datasets, args.out, profile.preprocess, profile.data)
+        mark_output(args.out)  # ROI images: never read back as a dataset's images by a walk over a folder above
         print(json.dumps(summary.metrics(), indent=2))
         print(f"wrote ROI masks, ROI images, manifest.csv and overlay.png to {args.out}")
         return 0
