@@ -37,7 +37,8 @@ from components.segment import segment
 from components.split import split
 from components.ttest import ttest
 from components.tune import tune
-from leukemia_mtl.config import Profile, get_profile, negative_class_overrides, parse_overrides, pixel_size_overrides
+from leukemia_mtl.config import ConfigError, Profile, get_profile, negative_class_overrides, parse_overrides, pixel_size_overrides
+from leukemia_mtl.data.files import path_argument
 from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
 from leukemia_mtl.stages import (TRAINING_STAGES, StageError, TrainingStage, check_plan, released_stages, scored_stages,
                                  training_stage)
@@ -246,7 +247,7 @@ def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides
 
 
 def submit(host: str | None, profile: str, compile_overrides: dict, params: dict, experiment: str,
-           schedule: str | None = None, run_name: str | None = None) -> str:
+           schedule: str | None = None, run_name: str | None = None, enable_caching: bool | None = None) -> str:
     """This DAG compiled and submitted (runners/submit.py); returns the run's or recurring run's id. The run's
     overrides shape the DAG where they must: with tune.trials above 0 it has the tune tasks."""
     given = params.get("overrides") or {}
@@ -256,7 +257,7 @@ def submit(host: str | None, profile: str, compile_overrides: dict, params: dict
     accepted = list(build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides,
                                    run_overrides=shaping).component_spec.inputs)
     return submitter.submit(accepted, lambda path: compile_pipeline(path, profile, compile_overrides, shaping), host,
-                            profile, params, experiment, schedule, run_name, PIPELINE_NAME)
+                            profile, params, experiment, schedule, run_name, PIPELINE_NAME, enable_caching)
 
 
 def _compile_overrides(args) -> dict:
@@ -287,13 +288,63 @@ def _setting_overrides(args) -> dict:
     return overrides
 
 
+# which mode each option means something in; anything else given is refused, never dropped
+_EVERY_MODE = {"profile", "overrides", "negative_class", "pixel_size"}
+_IMAGES = {"image_registry", "image_tag"}
+_CLUSTER = _IMAGES | {"gpu_node_label", "gpu_toleration", "minio_secret"}
+MODE_OPTIONS = {
+    "compile": _EVERY_MODE | _CLUSTER | {"output"},
+    "submit": _EVERY_MODE | _CLUSTER | {"smears", "cells", "data", "no_cache", "host", "experiment", "param", "schedule",
+                                        "run_name"},
+    "run_local": _EVERY_MODE | _IMAGES | {"smears", "cells", "data", "output_dir", "until", "no_cache", "runner"},
+}
+_MODE_HINTS = {
+    ("compile", "smears"): "the compiled pipeline takes the data as run parameters (the KFP UI, or --submit --smears)",
+    ("submit", "until"): "a submitted run goes to the report; --until is for --run-local",
+    ("submit", "output_dir"): "a submitted run writes to the cluster's pipeline root; --output-dir is for --run-local",
+    ("run_local", "param"): "give settings with --set KEY=VALUE and the data with --smears/--cells",
+}
+
+
+def refuse_other_modes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One error for the first option given that the chosen mode would not use."""
+    mode = next(m for m in MODE_OPTIONS if getattr(args, m))
+    for action in parser._actions:
+        dest = action.dest
+        if dest in ("help", "compile", "submit", "run_local") or dest in MODE_OPTIONS[mode]:
+            continue
+        if getattr(args, dest) != action.default:
+            flag = action.option_strings[-1]
+            used_by = " and ".join(f"--{m.replace('_', '-')}" for m in MODE_OPTIONS if dest in MODE_OPTIONS[m])
+            hint = _MODE_HINTS.get((mode, dest)) or _MODE_HINTS.get((mode, "smears") if dest in ("cells", "data") else ("", ""))
+            parser.error(f"{flag} is not used by --{mode.replace('_', '-')}" + (f" (it is for {used_by})" if used_by else "")
+                         + (f": {hint}" if hint else ""))
+
+
+def _submitted_data(args: argparse.Namespace, params: dict) -> dict:
+    """--smears/--cells/--data as the submitted run's parameters: what the cluster can read (s3://, 'synthetic',
+    'none'), never a local folder it cannot see."""
+    given = {"smears": args.smears if args.smears is not None else args.data,
+             "cells": args.cells if args.cells is not None else args.data}
+    for role, value in given.items():
+        if value is None:
+            continue
+        if role in params:
+            raise ConfigError(f"--{role} and --param {role}=... both given; give one")
+        if not (value.startswith("s3://") or value in ("synthetic", "none")):
+            raise ConfigError(f"--{role} {value}: a submitted run reads s3://bucket/prefix (or 'synthetic'); a local "
+                              "folder is not on the cluster: upload it first (e.g. mc cp --recursive)")
+        params[role] = value
+    return params
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--compile", action="store_true", help="write the pipeline YAML for Kubeflow")
     mode.add_argument("--run-local", action="store_true", help="run the DAG here with kfp.local")
     mode.add_argument("--submit", action="store_true", help="compile and start a run on a Kubeflow Pipelines server")
-    parser.add_argument("--output", type=Path, default=DEFAULT_COMPILED, help=f"YAML path for --compile (default {DEFAULT_COMPILED})")
+    parser.add_argument("--output", type=path_argument, default=DEFAULT_COMPILED, help=f"YAML path for --compile (default {DEFAULT_COMPILED})")
     parser.add_argument("--profile", help="settings profile: demo, workstation, paper (default: paper for --compile, demo for "
                                           "--run-local)")
     parser.add_argument("--smears", help="smear images (multi-cell; ALL-IDB1 or one folder per class): 'synthetic' "
@@ -308,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            "the cells too); default: the profile's (paper: ALL-IDB's; "
                                                            "demo, workstation: estimated per dataset from its nuclei, "
                                                            "as --set data.pixel_size_um=0 does)")
-    parser.add_argument("--output-dir", type=Path, default=Path("runs/local"), help="where --run-local writes (default runs/local)")
+    parser.add_argument("--output-dir", type=path_argument, default=Path("runs/local"), help="where --run-local writes (default runs/local)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile setting, e.g. --set split.folds=3")
     parser.add_argument("--until", choices=STOPS, default="report", help="run the DAG only up to this stage")
@@ -333,8 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            "(six fields, seconds first, e.g. '0 0 3 * * 1')")
     cluster.add_argument("--run-name", help="name of the submitted run (default leukemia-mtl-<time>)")
     args = parser.parse_args(argv)
-    if args.runner != "subprocess" and not args.run_local:
-        parser.error("--runner is for --run-local (on a cluster every task runs in its image anyway)")
+    refuse_other_modes(parser, args)
 
     if args.submit and args.host and redact_url(args.host) != args.host:  # before kfp can warn with it
         print(f"error: --host {redact_url(args.host)} carries credentials; give the host alone (they would be "
@@ -347,13 +397,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.compile:
                 print(f"wrote {compile_pipeline(args.output, args.profile or 'paper', compile_overrides, run_overrides)}")
                 return 0
-            params = parse_overrides(args.param, flag="--param")
+            params = _submitted_data(args, parse_overrides(args.param, flag="--param"))
             given = params.get("overrides") or {}
             given = json.loads(given) if isinstance(given, str) else given  # a str parameter on the cluster
             if run_overrides or "overrides" in params:
                 params["overrides"] = json.dumps({**given, **run_overrides}, sort_keys=True) if isinstance(given, dict) else given
             run_id = submit(args.host, args.profile or "paper", compile_overrides, params, args.experiment,
-                            args.schedule, args.run_name)
+                            args.schedule, args.run_name, enable_caching=False if args.no_cache else None)
         except LeukemiaMtlError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

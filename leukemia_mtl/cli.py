@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from leukemia_mtl.config import ConfigError, ServeConfig, get_profile, parse_overrides
 from leukemia_mtl.data.datasets import load_datasets
+from leukemia_mtl.data.files import check_output, location_argument, mark_output, path_argument
 from leukemia_mtl.data.synth import generate
 from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
 from leukemia_mtl.predict import CSV_COLUMNS, NOTICE, csv_row, format_prediction, iter_predictions, open_predictor
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write a synthetic dataset in ALL-IDB's layout")
-    synth.add_argument("--out", required=True, type=Path, help="output folder (ALL_IDB1/ and ALL_IDB2/ go inside)")
+    synth.add_argument("--out", required=True, type=path_argument, help="output folder (ALL_IDB1/ and ALL_IDB2/ go inside)")
     synth.add_argument("--seed", type=int, default=None, help="random seed (default: the profile's)")
     synth.add_argument("--smears", type=int, help="number of ALL_IDB1 smears")
     synth.add_argument("--width", type=int, help="smear width in px (ALL-IDB1: 2592)")
@@ -41,15 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(synth)
 
     validate = sub.add_parser("validate", help="check every image and label of a dataset")
-    validate.add_argument("path", type=Path, help="dataset folder (ALL_IDB1, ALL_IDB2, folder-per-class, or a root holding ALL_IDB1/ALL_IDB2)")
+    validate.add_argument("path", type=path_argument, help="dataset folder (ALL_IDB1, ALL_IDB2, folder-per-class, or a root holding ALL_IDB1/ALL_IDB2)")
     validate.add_argument("--layout", default="auto", choices=("auto", "allidb1", "allidb2", "folders"))
-    validate.add_argument("--labels", type=Path, help="CSV with columns filename,class[,patient] for multi-class labels")
+    validate.add_argument("--labels", type=path_argument, help="CSV with columns filename,class[,patient] for multi-class labels")
     validate.add_argument("--negative-class", help="class that counts as 'no leukemia' for detection (default: normal)")
     _profile_args(validate)
 
     prep = sub.add_parser("preprocess", help="the paper's ROI step on a dataset")
-    prep.add_argument("path", type=Path, help="dataset folder")
-    prep.add_argument("--out", required=True, type=Path, help="output folder for ROI masks, ROI images and manifest")
+    prep.add_argument("path", type=path_argument, help="dataset folder")
+    prep.add_argument("--out", required=True, type=path_argument, help="output folder for ROI masks, ROI images and manifest")
     _profile_args(prep)
     weights = sub.add_parser("weights", help="each backbone and where its ImageNet weights come from (no network)")
     weights.add_argument("--prepare", action="store_true",
@@ -58,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     buckets.add_argument("names", nargs="+", help="bucket names")
 
     pred = sub.add_parser("predict", help="classify smear or single-cell images with a released model")
-    pred.add_argument("--model", required=True, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
-    pred.add_argument("images", nargs="+", type=Path, help="image files, or folders (every image under them)")
+    pred.add_argument("--model", required=True, type=location_argument, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
+    pred.add_argument("images", nargs="+", type=path_argument, help="image files, or folders (every image under them)")
     pred.add_argument("--kind", default="auto", choices=("auto", "smear", "cell"),
                       help="auto: square images up to 512 px are single cells, others smears (default)")
-    pred.add_argument("--overlays", type=Path, default=Path("predictions"),
+    pred.add_argument("--overlays", type=path_argument, default=Path("predictions"),
                       help="folder for the smear overlays (default ./predictions)")
     pred.add_argument("--pixel-size", type=float, metavar="UM",
                       help="micrometres per pixel of the images (ALL-IDB: 0.09); default: the training images' of that "
@@ -75,14 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "found its evidence")
     pred.add_argument("--json", action="store_true",
                       help="print one JSON object: notice, model version, settings, predictions (errors in place) and errors")
-    pred.add_argument("--csv", type=Path, metavar="FILE", help="also write one CSV row per image (errors included) to FILE")
-    pred.add_argument("--cache", type=Path, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
+    pred.add_argument("--csv", type=path_argument, metavar="FILE", help="also write one CSV row per image (errors included) to FILE")
+    pred.add_argument("--cache", type=path_argument, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
 
     tune = sub.add_parser("tune", help="search the training settings (Optuna's TPE) on one fold's training part, nested")
-    tune.add_argument("--smears", required=True, help="smear images: a folder, s3://bucket/prefix, or 'synthetic'")
-    tune.add_argument("--cells", default="none", help="single-cell images: a folder, s3://bucket/prefix, 'synthetic' or "
+    tune.add_argument("--smears", required=True, type=location_argument, help="smear images: a folder, s3://bucket/prefix, or 'synthetic'")
+    tune.add_argument("--cells", default="none", type=location_argument, help="single-cell images: a folder, s3://bucket/prefix, 'synthetic' or "
                                                       "'none' (default)")
-    tune.add_argument("--output", required=True, type=Path,
+    tune.add_argument("--output", required=True, type=path_argument,
                       help="work folder: the prepared data (reused), study.json, tuning.html, best_overrides.json")
     tune.add_argument("--trials", type=int, help="number of trials (default: the profile's tune.trials, else 10)")
     tune.add_argument("--fold", type=int, default=0, help="the fold whose training part is searched (default 0)")
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(tune)
 
     serve = sub.add_parser("serve", help="serve a released model: KServe's v2 protocol, /metrics and a page at /ui/")
-    serve.add_argument("--model", required=True, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
+    serve.add_argument("--model", required=True, type=location_argument, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
     serve.add_argument("--port", type=int, default=ServeConfig.port, help=f"HTTP port (default {ServeConfig.port})")
     serve.add_argument("--model-name", default=ServeConfig.model_name,
                        help=f"the name in the endpoints' paths, /v2/models/NAME/infer (default {ServeConfig.model_name})")
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse (400) a request with more images (default %(default)d)")
     serve.add_argument("--pixel-size", type=float, metavar="UM", help="as for predict")
     serve.add_argument("--threshold", type=float, metavar="P", help="as for predict (default: the release's operating point)")
-    serve.add_argument("--cache", type=Path, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
+    serve.add_argument("--cache", type=path_argument, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
     return parser
 
 
@@ -171,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
 
         datasets = load_datasets(args.path, profile.data, check=False)
         summary = preprocess_datasets(datasets, args.out, profile.preprocess, profile.data)
+        mark_output(args.out)  # ROI images: never read back as a dataset's images by a walk over a folder above
         print(json.dumps(summary.metrics(), indent=2))
         print(f"wrote ROI masks, ROI images, manifest.csv and overlay.png to {args.out}")
         return 0
@@ -213,6 +215,8 @@ def _tune(args: argparse.Namespace, overrides: dict) -> int:
 
     if args.trial and args.trials is not None:
         raise ConfigError("--trial runs one trial at the --set settings; --trials is for a search: give one of them")
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials {args.trials}: a search needs at least 1 trial")
     trials = args.trials
     if not args.trial and trials is None:
         trials = get_profile(args.profile, overrides).tune.trials or 10
@@ -253,10 +257,11 @@ def _predict(args: argparse.Namespace) -> int:
     """Each answer is printed as soon as it exists (JSON: one object whose predictions array is written
     element by element), so a folder of thousands streams; errors go to stderr as they happen and
     into the JSON and CSV in place; exit 1 if any image could not be classified."""
-    if args.overlays is not None and args.overlays.exists() and not args.overlays.is_dir():
-        raise LeukemiaMtlError(f"{args.overlays}: is a file; --overlays takes a folder for the overlay images")
-    if args.csv is not None and args.csv.is_dir():
-        raise LeukemiaMtlError(f"{args.csv}: is a folder; --csv takes a file name")
+    # outputs never overwrite or land among the inputs; the overlay folder is marked, so a rerun skips it
+    if args.overlays is not None:
+        check_output("--overlays", args.overlays, args.images, kind="folder", marked=True)
+    if args.csv is not None:
+        check_output("--csv", args.csv, args.images)
     predictor = open_predictor(args.model, args.cache, args.pixel_size, args.threshold)
     settings = {**predictor.settings(), "kind": args.kind, "explain": args.explain}
     print(f"note: {NOTICE}", file=sys.stderr)

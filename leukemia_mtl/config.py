@@ -574,6 +574,8 @@ def negative_class_overrides(value: str) -> dict[str, str]:
         role, _, name = part.partition("=")
         if role.strip() not in ("smears", "cells") or not name.strip():
             raise ConfigError(f"--negative-class {value!r}: expected NAME or smears=NAME,cells=NAME, got {part!r}")
+        if f"data.{role.strip()}_negative_class" in overrides:
+            raise ConfigError(f"--negative-class {value!r}: {role.strip()} is given twice; give each input once")
         overrides[f"data.{role.strip()}_negative_class"] = name.strip()
     return overrides
 
@@ -597,6 +599,8 @@ def pixel_size_overrides(value: str) -> dict[str, float]:
         role, _, size = part.partition("=")
         if role.strip() not in ("smears", "cells"):
             raise ConfigError(f"--pixel-size {value!r}: expected SIZE or smears=SIZE,cells=SIZE, got {part!r}")
+        if ("data.pixel_size_um" if role.strip() == "smears" else "data.cells_pixel_size_um") in overrides:
+            raise ConfigError(f"--pixel-size {value!r}: {role.strip()} is given twice; give each input once")
         overrides["data.pixel_size_um" if role.strip() == "smears" else "data.cells_pixel_size_um"] = number(size)
     return overrides
 

@@ -51,6 +51,10 @@ class SegmentError(LeukemiaMtlError):
     """Segmentation cannot run as asked: no training masks, a mismatched model file, no cells."""
 
 
+class OutputError(LeukemiaMtlError):
+    """An output path that would overwrite an input, land among the inputs, or is no path at all."""
+
+
 class StorageError(LeukemiaMtlError):
     """Object storage failed after retries; says which endpoint and object, never credentials."""
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from leukemia_mtl.bundles import class_probabilities, load_classifier, model_outputs, square
 from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM, DataConfig, EvaluateConfig, PreprocessConfig, SegmentConfig
-from leukemia_mtl.data.files import not_regular, walk
+from leukemia_mtl.data.files import mark_output, not_regular, walk
 from leukemia_mtl.data.images import IMAGE_EXTENSIONS, decode_image, read_image
 from leukemia_mtl.errors import LeukemiaMtlError, printable
 from leukemia_mtl.evaluate import describe_threshold
@@ -374,8 +374,8 @@ def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
                     yield None, f"{path}: skipped, not an image file (suffix {path.suffix or 'none'})"
             for problem in tree.problems:
                 yield None, str(problem)
-            if tree.hidden_note():  # a note, not a failed image: ._ files must not fail a run
-                log.warning("%s", printable(str(tree.hidden_note())))
+            for note in tree.notes():  # a note, not a failed image: ._ files and our own outputs must not fail a run
+                log.warning("%s", printable(str(note)))
             if not found:
                 yield None, f"{item}: folder holds no image files"
         elif item.exists() or item.is_symlink():
@@ -402,6 +402,8 @@ def iter_predictions(predictor: Predictor, inputs: list[str], kind: str = "auto"
     if explain and overlay_dir is None:  # never beside the inputs: a rerun over the folder would read them as images
         raise PredictError("explain writes the heat maps beside the overlays: give an overlay folder")
     overlay_names: set[str] = set()
+    if overlay_dir is not None:  # marked first: a rerun over a folder holding it skips it
+        mark_output(overlay_dir)
     for path, problem in image_paths(inputs):
         if problem is not None:
             yield None, None, problem

@@ -249,6 +249,14 @@ def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig,
     return PixelScale(estimate.scale, source, dataset.single_cell, {c: f.scale for c, f in per_camera.items()}, warnings)
 
 
+def _scale_words(scale: PixelScale) -> str:
+    """The scale for a log line: a number only where there is one (never 'None um per pixel')."""
+    cameras = f"; per camera {', '.join(f'{k}: {v:g}' for k, v in scale.cameras.items())}" if scale.cameras else ""
+    if scale.pixel_size_um is None:
+        return f"from each image's width ({scale.source}){cameras}"
+    return f"{scale.scale:g} of ALL-IDB1's ({scale.pixel_size_um:g} um per pixel), {scale.source}{cameras}"
+
+
 def _beside(found: ScaleFinding, short: bool = False) -> str:
     """The other ruler's reading, for the record."""
     if not found.other:
@@ -629,8 +637,7 @@ def preprocess_datasets(
     for dataset in datasets:
         cameras = [camera_of(record.path) for record in dataset.records]  # file headers only
         scales[dataset.name] = scale = dataset_scale(dataset, cfg, data_cfg, cameras)
-        log.info("%s: pixel scale %s of ALL-IDB1's (%s um per pixel), %s", dataset.name, scale.scale, scale.pixel_size_um,
-                 scale.source)
+        log.info("%s: pixel scale %s", dataset.name, _scale_words(scale))
         for record, camera in tqdm(zip(dataset.records, cameras), desc=f"preprocess {dataset.name}", unit="img",
                                    total=len(cameras), disable=not progress or None):
             rgb = read_image(record.path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb

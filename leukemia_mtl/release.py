@@ -253,7 +253,9 @@ def verify(release_dir: Path | str) -> dict:
     if not isinstance(manifest, dict):
         raise ReleaseError(f"{manifest_path}: not a release manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
-        raise ReleaseError(f"{manifest_path}: release format {manifest.get('format')}, this code reads {FORMAT}")
+        raise ReleaseError(f"{manifest_path}: release format {manifest.get('format')!r} ({type(manifest.get('format')).__name__}), "
+                           f"this code reads format {FORMAT!r} (an integer): a release from another version of "
+                           "leukemia-mtl, or an edited manifest")
     if manifest.get("refused"):
         raise ReleaseError(f"{manifest_path}: no model was released: the gate refused it "
                            f"({'; '.join(manifest.get('gate', {}).get('reasons', [])) or 'no reason recorded'})")

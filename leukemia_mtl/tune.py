@@ -29,8 +29,10 @@ import numpy as np
 
 from leukemia_mtl import report
 from leukemia_mtl.config import Profile, get_profile
+from leukemia_mtl.data.files import check_output, mark_output
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
+from leukemia_mtl.models.catalog import BACKBONES
 from leukemia_mtl.stages import ARM_NAMES, TRAINING_STAGES, TrainingStage
 
 log = logging.getLogger(__name__)
@@ -422,6 +424,16 @@ def tune_folder(smears: str, cells: str, out: Path, profile_name: str, overrides
     the settings `overrides` give."""
     profile = get_profile(profile_name, overrides)
     backbone = backbone or profile.model.backbones[0]
+    # the arguments first, before a minute of ingest and ROI work
+    if backbone not in BACKBONES:
+        raise TuneError(f"--backbone {backbone}: unknown; choose one of {', '.join(BACKBONES)}")
+    if not 0 <= fold < profile.split.folds:
+        raise TuneError(f"--fold {fold}: the profile's split has folds 0 to {profile.split.folds - 1} "
+                        f"(split.folds {profile.split.folds})")
+    local_inputs = [Path(source) for source in (smears, cells) if source not in ("synthetic", "none")
+                    and not source.startswith("s3://")]
+    check_output("--output", Path(out), local_inputs, kind="folder")
+    mark_output(out)
     params = profile_values(profile) if one_trial else None
     ingested, cells_dir, split = prepare(smears, cells, out, profile_name, overrides)
     if not 0 <= fold < len(split["folds"]):

@@ -121,8 +121,48 @@ def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, c
     code = cli.main(["predict", "--model", outputs["release"]["path"], "--json", "--overlays", str(tmp_path / "overlays.png"),
                      str(good["smear one.jpg"])])
     out, err = capsys.readouterr()
-    assert code == 1 and f"error: {tmp_path / 'overlays.png'}: is a file; --overlays takes a folder" in err
+    assert code == 1 and f"error: --overlays {tmp_path / 'overlays.png'}: is a file; give a folder" in err
     assert "Traceback" not in out + err and (tmp_path / "overlays.png").read_bytes() == b"a file, not a folder"
+
+
+def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_outputs(demo_run, tmp_path, capsys,
+                                                                                      synthetic_root, monkeypatch, caplog):
+    """`predict --csv *.jpg` (the shell puts the first image after --csv), an output naming an input, a CSV inside
+    the input folder and an empty path are refused before anything is written; `predict .` twice never classifies
+    the first run's overlays (the overlay folder is marked and every walk skips it, with a note)."""
+    _, outputs, _ = demo_run
+    model = outputs["release"]["path"]
+    folder = tmp_path / "smears"
+    folder.mkdir()
+    for name in ("Im001_1.jpg", "Im002_1.jpg"):
+        (folder / name).write_bytes((synthetic_root / "ALL_IDB1" / "Im001_1.jpg").read_bytes())
+    first = (folder / "Im001_1.jpg").read_bytes()
+    refused = {
+        ("--csv", str(folder / "Im001_1.jpg"), str(folder / "Im002_1.jpg")): "is an existing image, which it would overwrite",
+        ("--csv", str(folder / "Im002_1.jpg"), str(folder / "Im002_1.jpg")): "is one of the inputs",
+        ("--csv", str(folder / "answers.csv"), str(folder)): "lies inside the input folder",
+        ("--overlays", str(folder), str(folder / "Im001_1.jpg")): "holds the input",
+    }
+    for arguments, words in refused.items():
+        code = cli.main(["predict", "--model", model, *arguments])
+        out, err = capsys.readouterr()
+        assert code == 1 and words in err and err.count("error:") == 1 and "Traceback" not in err, (arguments, err)
+    assert (folder / "Im001_1.jpg").read_bytes() == first and sorted(p.name for p in folder.iterdir()) == [
+        "Im001_1.jpg", "Im002_1.jpg"]
+    with pytest.raises(SystemExit) as empty:
+        cli.main(["predict", "--model", model, "--csv", "", str(folder)])
+    assert empty.value.code == 2 and "an empty path" in capsys.readouterr().err
+
+    monkeypatch.chdir(folder)  # the default overlay folder, predictions/, now lies inside the input
+    for run in range(2):
+        code = cli.main(["predict", "--model", model, "--json", "."])
+        out, err = capsys.readouterr()
+        payload = json.loads(out)
+        assert code == 0 and payload["classified"] == 2, err
+        assert sorted(a["image"] for a in payload["predictions"]) == ["Im001_1.jpg", "Im002_1.jpg"]
+    assert "skipped 1 folder(s) this tool wrote" in caplog.text and "predictions/" in caplog.text
+    code = cli.main(["predict", "--model", model, "--overlays", str(tmp_path / "elsewhere"), "predictions"])
+    assert code == 1 and "is a folder this tool wrote" in capsys.readouterr().err
 
 
 def _classifier_bundle(directory: Path, backbone: str, input_size: int, info_changes: dict | None = None) -> Path:

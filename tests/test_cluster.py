@@ -380,3 +380,35 @@ def test_set_with_compile_becomes_the_runs_default_settings_or_is_refused(tmp_pa
     assert pipeline.main(["--compile", "--set", "split.folds=1", "--output", str(tmp_path / "bad.yaml")]) == 1
     assert "setting 'split.folds' must be at least 2, got 1" in capsys.readouterr().err
     assert not (tmp_path / "bad.yaml").exists()
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["--submit", "--until", "preprocess"], "--until is not used by --submit (it is for --run-local): a submitted run"),
+    (["--submit", "--output-dir", "runs/x"], "--output-dir is not used by --submit"),
+    (["--run-local", "--param", "smears=s3://a/b"], "--param is not used by --run-local (it is for --submit)"),
+    (["--run-local", "--host", "http://127.0.0.1:1"], "--host is not used by --run-local"),
+    (["--compile", "--smears", "s3://a/b"], "--smears is not used by --compile (it is for --submit and --run-local)"),
+    (["--compile", "--runner", "docker"], "--runner is not used by --compile"),
+    (["--run-local", "--output-dir", ""], "an empty path"),
+])
+def test_each_mode_refuses_the_options_it_would_not_use(arguments, words, capsys):
+    with pytest.raises(SystemExit) as refused:
+        pipeline.main(arguments)
+    assert refused.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_submit_sends_the_labs_data_and_no_cache_or_refuses_a_folder_the_cluster_cannot_see(tmp_path, capsys):
+    with FakeKfpServer() as server:
+        code = pipeline.main(["--submit", "--host", server.url, "--smears", "s3://lab/idb1", "--cells", "none",
+                              "--no-cache"])
+        assert code == 0, capsys.readouterr().err
+        created = next(r for r in server.requests if r["path"] == "/apis/v2beta1/runs")
+        parameters = created["body"]["runtime_config"]["parameters"]
+        assert parameters == {"smears": "s3://lab/idb1", "cells": "none", "profile": "paper"}
+        spec = json.dumps(created["body"]["pipeline_spec"])  # every task, those inside the folds' loop too
+        assert '"enableCache": true' not in spec and '"cachingOptions": {}' in spec  # proto3 omits false
+    for arguments, words in ((["--smears", str(tmp_path)], "a local folder is not on the cluster"),
+                             (["--data", "s3://a/b", "--param", "smears=s3://a/c"], "--smears and --param smears=")):
+        assert pipeline.main(["--submit", "--host", "http://127.0.0.1:1", *arguments]) == 1
+        err = capsys.readouterr().err
+        assert words in err and "submitting to" not in err and "Traceback" not in err

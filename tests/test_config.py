@@ -97,3 +97,11 @@ def test_pixel_sizes_from_the_command_line():
     assert get_profile("paper").data.pixel_size_um == 0.09  # ALL-IDB's, given
     assert get_profile("demo").data.pixel_size_um == 0.0  # estimated from the images
     assert get_profile("workstation").preprocess.threshold_method == "nuclear"
+
+
+@pytest.mark.parametrize("parse, value", [("negative", "smears=a,smears=b"), ("pixel", "cells=0.1,cells=0.2")])
+def test_a_per_input_option_that_names_one_input_twice_is_refused(parse, value):
+    from leukemia_mtl.config import negative_class_overrides, pixel_size_overrides
+
+    with pytest.raises(ConfigError, match="is given twice; give each input once"):
+        (negative_class_overrides if parse == "negative" else pixel_size_overrides)(value)

@@ -111,3 +111,20 @@ def test_the_cli_runs_one_katib_trial_and_prints_its_objective(prepared):
     bad = subprocess.run([sys.executable, "-m", "leukemia_mtl", "tune", "--smears", "synthetic", "--output", str(out),
                           "--trial", "--trials", "3", *sets], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: --trial")
+
+
+def test_the_tune_commands_arguments_are_checked_before_any_work(synthetic_copy, tmp_path, capsys):
+    """A fold the split cannot have, an unknown backbone, no trials, or an output inside the data: one line each,
+    before ingest and the ROI step run (nothing is written)."""
+    from leukemia_mtl import cli
+
+    smears = str(synthetic_copy / "ALL_IDB1")
+    cases = {("--fold", "99", "--output", str(tmp_path / "a")): "--fold 99: the profile's split has folds 0 to 1",
+             ("--backbone", "ResNet", "--output", str(tmp_path / "b")): "--backbone ResNet: unknown; choose one of",
+             ("--trials", "0", "--output", str(tmp_path / "c")): "--trials 0: a search needs at least 1 trial",
+             ("--output", str(synthetic_copy / "ALL_IDB1" / "search")): "lies inside the input folder"}
+    for arguments, words in cases.items():
+        assert cli.main(["tune", "--smears", smears, *arguments]) == 1
+        err = capsys.readouterr().err
+        assert words in err and err.count("error:") == 1 and "Traceback" not in err, (arguments, err)
+    assert not any((tmp_path / name).exists() for name in "abc") and not (synthetic_copy / "ALL_IDB1" / "search").exists()

@@ -140,7 +140,7 @@ def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str 
         raise DatasetError([Problem(layout, f"unknown layout; choose one of {', '.join(LAYOUTS)}")])
 
     problems: list[Problem] = list(tree.problems)
-    notes: list[Problem] = [n for n in (tree.hidden_note(),) if n is not None]
+    notes: list[Problem] = tree.notes()
     csv_path = Path(labels_csv) if labels_csv else (path / LABELS_FILE if path / LABELS_FILE in tree.files else None)
     csv_rows = _read_labels_csv(csv_path, problems) if csv_path else None
 

@@ -93,7 +93,7 @@ def copy_tree(source: Path, target: Path) -> tuple[list[Problem], list[Problem]]
     scan's own problems, as validate lists them. Other files are never copied: a link to a system
     file in the user's folder does not become part of a run's artifacts."""
     tree = walk(source)
-    notes = [n for n in (tree.hidden_note(),) if n is not None]
+    notes = tree.notes()
     target.mkdir(parents=True, exist_ok=True)
     for folder in tree.folders:
         (target / folder.relative_to(source)).mkdir(parents=True, exist_ok=True)
