@@ -292,6 +292,8 @@ def _predict(args: argparse.Namespace) -> int:
                 if args.json:  # in place, so the array's order is the inputs'
                     print(separator + json.dumps(errors[-1]), flush=True)
                 continue
+            for conversion in result.get("conversions") or []:  # as validate prints them: never silent
+                progress.write(f"note: {printable(image)}: {conversion}", file=sys.stderr)
             if args.json:
                 print(separator + json.dumps(result, indent=2).replace("\n", "\n  "), flush=True)
             else:

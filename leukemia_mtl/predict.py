@@ -50,7 +50,8 @@ CELL_IMAGE_MAX_ASPECT = 1.25
 CELL_BLAST_THRESHOLD = 0.5
 NOTICE = RESEARCH_USE
 CSV_COLUMNS = ("image", "status", "error", "kind", "verdict", "all_probability", "threshold", "fab_type", "fab_probability",
-               "cells", "cells_scored_as_blasts", "disagreement", "overlay", "explanation", "pixel_scale", "model_version")
+               "cells", "cells_scored_as_blasts", "disagreement", "overlay", "explanation", "pixel_scale", "conversions",
+               "model_version")
 BLAST_COLOUR, OTHER_COLOUR = (230, 40, 40), (40, 200, 60)  # RGB: outlines of cells scored as blasts and not
 
 
@@ -85,6 +86,7 @@ class Prediction:
     pixel_scale: float | None = None  # image pixels per ALL-IDB1 pixel, and where it came from
     pixel_scale_source: str = ""
     model_version: str = ""
+    conversions: list[str] = field(default_factory=list)  # what reading the file changed (16-bit, alpha, EXIF turn)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -223,7 +225,8 @@ class Predictor:
         if kind not in KINDS:
             raise PredictError(f"kind must be one of {KINDS}, got {kind!r}")
         limits = {"max_pixels": self.data_cfg.max_pixels, "min_side": self.data_cfg.min_side}
-        rgb = (read_image(path, **limits) if data is None else decode_image(data, path, **limits)).rgb
+        loaded = read_image(path, **limits) if data is None else decode_image(data, path, **limits)
+        rgb = loaded.rgb
         kind = self.kind_of(rgb) if kind == "auto" else kind
         negative = self.data_cfg.negative_class
         if kind == "cell":
@@ -250,6 +253,7 @@ class Predictor:
                     panels.append((f"FAB type: {prediction.fab['type']}", self.heatmap("fab", rgb, result, prediction.fab["type"])))
                 if result.cells:
                     panels.append(("cell model: blast", self.heatmap("cells", rgb, result, "blast")))
+        prediction.conversions = list(loaded.conversions)
         if overlay_path is not None:
             prediction.overlay = str(write_overlay(rgb, result.refined_mask, prediction, Path(overlay_path)))
         if explain_path is not None:
@@ -464,4 +468,5 @@ def csv_row(image: str | None, prediction: dict | None, error: str | None, versi
             "fab_type": fab.get("type", ""), "fab_probability": round(fab["probability"], 4) if fab else "",
             "cells": len(prediction["cells"]), "cells_scored_as_blasts": prediction["cells_scored_as_blasts"],
             "disagreement": prediction["disagreement"] or "", "overlay": prediction["overlay"] or "",
-            "explanation": prediction["explanation"] or "", "pixel_scale": prediction["pixel_scale"], "model_version": version}
+            "explanation": prediction["explanation"] or "", "pixel_scale": prediction["pixel_scale"],
+            "conversions": "; ".join(prediction.get("conversions") or []), "model_version": version}

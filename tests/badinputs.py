@@ -14,12 +14,12 @@ import numpy as np
 from PIL import Image
 
 
-def rgb_image(seed: int = 0, size: tuple[int, int] = (64, 48)) -> np.ndarray:
+def rgb_image(seed: int = 0, size: tuple[int, int] = (56, 48)) -> np.ndarray:
     """A random RGB image (width, height): unique per seed, so never a duplicate by accident."""
     return np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
 
 
-def write_rgb(path: Path, seed: int = 0, size: tuple[int, int] = (64, 48)) -> Path:
+def write_rgb(path: Path, seed: int = 0, size: tuple[int, int] = (56, 48)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), cv2.cvtColor(rgb_image(seed, size), cv2.COLOR_RGB2BGR))
     return path
@@ -48,7 +48,7 @@ def grayscale(path: Path, seed: int = 0) -> Path:
 
 
 def rgba_png(path: Path, seed: int = 0) -> Path:
-    rgba = np.dstack([rgb_image(seed), np.full((48, 64), 200, np.uint8)])
+    rgba = np.dstack([rgb_image(seed), np.full((48, 56), 200, np.uint8)])
     cv2.imwrite(str(path), rgba)
     return path
 

@@ -503,3 +503,39 @@ def test_repointing_a_linked_class_folder_changes_the_data_version(tmp_path):
     (root / "ALL").unlink()
     (root / "ALL").symlink_to(second, target_is_directory=True)
     assert fingerprint("synthetic", str(root), get_profile("demo")) != before
+
+
+def test_a_class_name_written_in_nfc_and_nfd_is_one_class(tmp_path):
+    """macOS writes 'é' decomposed (NFD), Linux and CSV editors composed (NFC): the same data set copied from both
+    is one class 'leucémie', and a label file in one form matches folders in the other."""
+    import unicodedata
+
+    composed, decomposed = unicodedata.normalize("NFC", "leucémie"), unicodedata.normalize("NFD", "leucémie")
+    assert composed != decomposed
+    root = tmp_path / "cells"
+    write_rgb(root / "normal" / "n1.png", seed=1)
+    write_rgb(root / composed / "a1.png", seed=2)
+    write_rgb(root / decomposed / "a2.png", seed=3)
+    dataset = load_datasets(root, CFG, progress=False)[0]
+    assert dataset.class_counts() == {"normal": 1, composed: 2}
+    (root / "labels.csv").write_text(f"filename,class\nn1.png,normal\na1.png,{decomposed}\na2.png,{composed}\n",
+                                     encoding="utf-8")
+    labelled = load_datasets(root, CFG, progress=False)[0]
+    assert labelled.class_counts() == {"normal": 1, composed: 2}
+
+
+@pytest.mark.parametrize("size, refused", [((320, 240), True), ((64, 64), False), ((360, 363), False)])
+def test_smears_given_as_the_cells_input_are_refused_in_either_layout(tmp_path, size, refused):
+    """320x240 fields in a folder-per-class cells input are smears, as an ALL-IDB1 folder there is: refused, not
+    cropped as if each were one cell. About square images (crops) pass."""
+    root = tmp_path / "cells"
+    for index, label in enumerate(["normal", "normal", "ALL", "ALL"]):
+        write_rgb(root / label / f"c{index}.png", seed=index, size=size)
+    if not refused:
+        assert len(scan_dataset(root, CFG).records) == 4
+        return
+    with pytest.raises(DatasetError) as info:
+        scan_dataset(root, CFG)
+    (problem,) = info.value.problems
+    assert "multi-cell smears, not single-cell crops (4 of 4 images sampled are fields like 320x240 px); give it as " \
+           "the smears input" in problem.message

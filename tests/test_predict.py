@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -14,7 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _evaluated_smear(outputs: dict, manifest: dict, task: str = "fab") -> tuple[Path, dict]:
     """A smear held out in the released `task` model's fold, and what the evaluation predicted for it."""
-    import numpy as np
 
     pick = manifest["selection"][task]
     run_root = Path(outputs["crossval"]["path"]).parents[1]
@@ -105,3 +106,27 @@ def test_predict_takes_the_pixel_scale_given_else_the_training_images(demo_run):
     assert given.pixel_scale == 0.5 and given.pixel_scale_source.startswith("given")
     with pytest.raises(PredictError, match="give micrometres per pixel"):
         Predictor(release_dir, pixel_size_um=-1.0)
+
+
+def test_a_12_bit_camera_image_gets_the_8_bit_copys_answer_and_every_output_says_what_was_converted(demo_run, tmp_path):
+    import csv
+
+    _, outputs, _ = demo_run
+    release = outputs["release"]["path"]
+    cell = next((Path(outputs["dataset"]["path"]) / "data" / "cells").glob("*.tif"))
+    rgb = cv2.cvtColor(cv2.imread(str(cell)), cv2.COLOR_BGR2RGB)
+    wide = tmp_path / "camera12.tif"  # 12-bit samples in a 16-bit TIFF, as microscope cameras write them
+    assert cv2.imwrite(str(wide), cv2.cvtColor((rgb.astype(np.uint32) * 4095 // 255).astype(np.uint16), cv2.COLOR_RGB2BGR))
+    narrow = tmp_path / "camera8.png"
+    assert cv2.imwrite(str(narrow), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", release, "--json", "--kind", "cell",
+                             "--csv", str(tmp_path / "answers.csv"), str(narrow), str(wide)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    eight, twelve = json.loads(result.stdout)["predictions"]
+    assert twelve["all_probability"] == pytest.approx(eight["all_probability"], abs=0.02)
+    assert twelve["verdict"] == eight["verdict"] and eight["conversions"] == []
+    assert any("holding 12-bit data" in c for c in twelve["conversions"])
+    assert f"note: {wide}: 16-bit samples holding 12-bit data" in result.stderr
+    rows = list(csv.DictReader((tmp_path / "answers.csv").open()))
+    assert rows[0]["conversions"] == "" and "holding 12-bit data" in rows[1]["conversions"]

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
 from leukemia_mtl.config import DataConfig
@@ -180,7 +181,34 @@ def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str 
         problems.append(Problem(str(path), "holds single-cell images (ALL-IDB2 layout), not smears; give it as the cells input"))
     if path.name == CELLS_DIR and layout == "allidb1":
         problems.append(Problem(str(path), "holds smears (ALL-IDB1 layout), not single-cell images; give it as the smears input"))
+    if path.name == CELLS_DIR and layout == "folders":
+        wide = _wide_fields(records)
+        if wide:
+            problems.append(Problem(str(path), f"holds what look like multi-cell smears, not single-cell crops ({wide}); "
+                                               "give it as the smears input"))
     return dataset, problems
+
+
+# a single-cell crop is about square (ALL-IDB2 257x257, PBC 360x363); a camera's field is 4:3 or wider
+WIDE_FIELD_ASPECT = 1.25
+WIDE_FIELD_SHARE = 0.75
+
+
+def _wide_fields(records: list[ImageRecord], sample: int = 32) -> str | None:
+    """What to say where most of an evenly spaced sample of images (headers only) are wide fields, else None."""
+    picked = records[::max(1, len(records) // sample)][:sample]
+    sizes = []
+    for record in picked:
+        try:
+            with Image.open(record.path) as header:
+                sizes.append(header.size)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # read, and refused with its own message, where the pixels are needed
+    wide = [(w, h) for w, h in sizes if max(w, h) >= WIDE_FIELD_ASPECT * min(w, h)]
+    if not sizes or len(wide) < WIDE_FIELD_SHARE * len(sizes):
+        return None
+    width, height = Counter(wide).most_common(1)[0][0]
+    return f"{len(wide)} of {len(sizes)} images sampled are fields like {width}x{height} px"
 
 
 def _is_unparsed_image(where: str) -> bool:
@@ -263,6 +291,12 @@ def _read_xyc(path: Path, problems: list[Problem]) -> tuple[tuple[int, int], ...
     return tuple(centres)
 
 
+def nfc(name: str) -> str:
+    """A name as one Unicode form (NFC): macOS writes 'é' as 'e' + a combining accent (NFD), Linux and most CSV
+    editors as one character; the same class folder copied from both must be one class, not two that print alike."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _scan_folders(path: Path, tree: Tree, problems: list[Problem], notes: list[Problem]) -> list[_Entry]:
     entries: list[_Entry] = []
     used: set[Path] = set()
@@ -279,7 +313,7 @@ def _scan_folders(path: Path, tree: Tree, problems: list[Problem], notes: list[P
             mask = image.parent / MASKS_DIR / f"{image.stem}.png"
             if mask in files:
                 used.add(mask)
-            entries.append(_Entry(image, class_dir.name, None, mask if mask in files else None))
+            entries.append(_Entry(image, nfc(class_dir.name), None, mask if mask in files else None))
     used.add(path / LABELS_FILE)
     _report_other_files(tree, used, notes)
     return entries
@@ -313,8 +347,8 @@ def _read_labels_csv(csv_path: Path, problems: list[Problem]) -> dict[str, tuple
         problems.append(Problem(f"{csv_path}:{reader.line_num}", f"label file cannot be parsed as CSV ({exc})"))
         return None
     for number, row in numbered:
-        name = (row.get("filename") or "").strip()
-        label = (row.get("class") or "").strip()
+        name = nfc((row.get("filename") or "").strip())
+        label = nfc((row.get("class") or "").strip())
         if not name or not label:
             problems.append(Problem(f"{csv_path}:{number}", "row needs both a filename and a class"))
             continue
@@ -341,7 +375,7 @@ def _label_records(
 ) -> list[ImageRecord]:
     records: list[ImageRecord] = []
     matched: set[str] = set()
-    negative = data_cfg.negative_class
+    negative, alias = nfc(data_cfg.negative_class), nfc(alias)
 
     def canonical(name: str, where: Path) -> str | None:
         """The run's name for a class; None (and a problem) for the run's own name where the input has another."""
@@ -351,13 +385,13 @@ def _label_records(
             return None
         return negative if alias and name == alias else name
 
-    by_name = Counter(e.path.name for e in entries)
+    by_name = Counter(nfc(e.path.name) for e in entries)
     is_allidb = any(e.label_hint in ("0", "1") for e in entries) and all(ALLIDB_NAME.match(e.path.stem) for e in entries)
     for entry in entries:
-        rel = entry.path.relative_to(root).as_posix()
+        rel = nfc(entry.path.relative_to(root).as_posix())
         patient = None
         if csv_rows is not None:
-            key = rel if rel in csv_rows else entry.path.name
+            key = rel if rel in csv_rows else nfc(entry.path.name)
             if key not in csv_rows:
                 problems.append(Problem(str(entry.path), f"has no row in the label file {csv_path}"))
                 continue
