@@ -16,7 +16,7 @@ from leukemia_mtl.config import ConfigError, ServeConfig, get_profile, parse_ove
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.files import check_output, location_argument, mark_output, path_argument
 from leukemia_mtl.data.synth import generate
-from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, printable
+from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, environment_error_line, printable
 from leukemia_mtl.predict import CSV_COLUMNS, NOTICE, csv_row, format_prediction, iter_predictions, open_predictor
 from leukemia_mtl.preprocess import preprocess_datasets
 
@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except LeukemiaMtlError as exc:  # ConfigError and StorageError included
         print(f"error: {printable(str(exc))}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a folder without write permission: one line
+        line = environment_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +60,26 @@ class StorageError(LeukemiaMtlError):
     """Object storage failed after retries; says which endpoint and object, never credentials."""
 
 
+# what the machine refused, not a bug: a full disk, a read-only or forbidden folder. One line, never a traceback
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "the disk holding it is full: free space there, or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free space, or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "use a folder you may write in (and files you may read)",
+    errno.EPERM: "use a folder you may write in",
+}
+
+
+def environment_error_line(exc: BaseException) -> str | None:
+    """The one line for an OSError the machine caused (see _ENVIRONMENT_ERRNOS), else None. Writes are atomic
+    (io_utils), so what failed left nothing under its final name."""
+    if not isinstance(exc, OSError) or exc.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else "a file"
+    return (f"{printable(str(where))}: {exc.strerror or exc}; {_ENVIRONMENT_ERRNOS[exc.errno]} "
+            "(nothing was left half-written under a final name)")
+
+
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """In a pipeline task: a user's error ends the task with its message alone, no traceback.
@@ -73,4 +94,10 @@ def exit_on_user_error() -> Iterator[None]:
         else:
             message = f"error: {printable(str(exc))}"
         print(message, file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        line = environment_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

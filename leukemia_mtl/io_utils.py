@@ -38,8 +38,10 @@ def atomic_path(path: Path | str, suffix: str = ".part") -> Iterator[Path]:
             os.close(synced)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write or fsync failed: name what was being written
+            exc.filename = str(path)
         raise
 
 

@@ -672,6 +672,7 @@ def preprocess_datasets(
             rows.append(row)
 
     atomic_write_csv(out / MANIFEST, MANIFEST_FIELDS, rows)
+    _clear_stale(out, rows)
     summary = PreprocessSummary(
         images=len(rows),
         with_ground_truth=len(scores),
@@ -720,6 +721,16 @@ def preprocess_datasets(
         atomic_write_bytes(out / "overlay.png", overlay_figure(examples))
     log.info("preprocessed %d images into %s", len(rows), out)
     return summary
+
+
+def _clear_stale(out: Path, rows: list[dict]) -> None:
+    """Every file in the ROI folders that this run's manifest does not list goes: an earlier run's images (over a
+    larger dataset) and the temporary files of a run killed mid-write. The run's outputs are exactly its own."""
+    listed = {str(row[key]) for row in rows for key in ("roi_mask", "roi_image")}
+    for folder in list(out.glob("*/roi_masks")) + list(out.glob("*/roi_images")):
+        for path in folder.iterdir():
+            if path.is_file() and path.relative_to(out).as_posix() not in listed:
+                path.unlink()
 
 
 def read_manifest(root: Path | str) -> list[dict[str, str]]:

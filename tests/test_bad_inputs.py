@@ -276,3 +276,62 @@ def test_a_truncated_weights_file_is_refused_naming_it(tmp_path):
     weights.write_bytes(data[: len(data) // 3])
     with pytest.raises(WeightsError, match=f"{weights}: cannot load as Xception weights"):
         build_classifier("Xception", 71, 2, resolve_weights(str(weights), get_backbone("Xception")))
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_looking_complete(synthetic_copy, tmp_path,
+                                                                                     monkeypatch, capsys, tiny_profile):
+    """ENOSPC, as the kernel raises it on a write's fsync or a copy, stands for a full disk (a real one cannot be
+    made without mount rights): preprocess says which file and why in one line; ingest no longer blames the
+    user's intact images for the empty copies a full disk left."""
+    import errno
+    import os
+    import shutil
+
+    from leukemia_mtl.data import ingest as ingest_module
+    from leukemia_mtl.errors import environment_error_line
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    code = cli.main(["preprocess", str(synthetic_copy / "ALL_IDB1"), "--out", str(tmp_path / "roi")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "roi_masks/" in err and "No space left on device; the disk holding it is full" in err
+    assert not [p for p in (tmp_path / "roi").rglob("*") if p.is_file()]  # no file under a final name
+    monkeypatch.undo()
+
+    copies = []
+
+    def copy_until_full(source, target):
+        copies.append(target)
+        if len(copies) > 3:
+            Path(target).write_bytes(b"")  # what a full disk leaves: an empty file, then the error
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        return shutil.copyfile(source, target)
+
+    monkeypatch.setattr(ingest_module.shutil, "copyfile", copy_until_full)
+    with pytest.raises(OSError) as info:
+        ingest_module.ingest(str(synthetic_copy / "ALL_IDB1"), "none", tmp_path / "ingest", tiny_profile, progress=False)
+    line = environment_error_line(info.value)
+    assert line is not None and "the disk holding it is full" in line and str(copies[-1]) in line
+    assert not any(p.is_file() for p in (tmp_path / "ingest").rglob("*"))  # the staging copy is gone
+
+
+def test_an_output_folder_without_write_permission_is_one_line(synthetic_copy, tmp_path, monkeypatch, capsys):
+    """As root the suite cannot be refused by chmod, so the kernel's EACCES is raised where a folder is made."""
+    import errno
+    import os
+
+    made = os.mkdir
+
+    def forbidden(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path / "locked")):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return made(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", forbidden)
+    code = cli.main(["preprocess", str(synthetic_copy / "ALL_IDB1"), "--out", str(tmp_path / "locked" / "roi")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{tmp_path / 'locked'}" in err and "Permission denied; use a folder you may write in" in err

@@ -106,6 +106,14 @@ def test_rerun_overwrites_cleanly(synthetic_root, tiny_profile, tmp_path):
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == first
     assert not list(tmp_path.rglob("*.part"))
 
+    # a run killed mid-write leaves a temporary file; a rerun over fewer images must not keep the old run's images
+    (tmp_path / "ALL_IDB1" / "roi_images" / ".Im001_1.png.x1y2.part").write_bytes(b"half")
+    smaller = [dataclasses.replace(d, records=d.records[:2]) for d in datasets]
+    preprocess_datasets(smaller, tmp_path, tiny_profile.preprocess, tiny_profile.data, progress=False)
+    rows = read_manifest(tmp_path)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/roi_*/*"))
+    assert written == sorted(str(r[key]) for r in rows for key in ("roi_mask", "roi_image")) and len(rows) == 2 * len(datasets)
+
 
 ADAPTIVE = dataclasses.replace(CFG, threshold_method="adaptive")
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import errno
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from leukemia_mtl.data.images import IMAGE_EXTENSIONS
 from leukemia_mtl.data.layout import DATA_DIR, SUMMARY_FILE, origin_of, user_path  # noqa: F401 (re-exported)
 from leukemia_mtl.data.shortcuts import find_shortcuts
 from leukemia_mtl.data.storage import ObjectStore, is_s3_uri
-from leukemia_mtl.errors import DatasetError, Problem
+from leukemia_mtl.errors import DatasetError, Problem, environment_error_line
 from leukemia_mtl.io_utils import atomic_write_json
 from leukemia_mtl.train.data import fold_shortfall
 
@@ -100,10 +101,14 @@ def copy_tree(source: Path, target: Path) -> tuple[list[Problem], list[Problem]]
     problems = list(tree.problems)
     for path in tree.files:
         if path.suffix.lower() in DATASET_SUFFIXES or path.name == LABELS_FILE:
+            copy = target / path.relative_to(source)
             try:
-                shutil.copyfile(path, target / path.relative_to(source))
-            except OSError as exc:  # validate reads it and says the same
-                problems.append(Problem(str(path), f"cannot be read ({exc.strerror or exc})"))
+                shutil.copyfile(path, copy)
+            except OSError as exc:
+                if environment_error_line(exc) is not None and (exc.filename in (None, str(copy)) or
+                                                               exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+                    raise  # the copy could not be written (a full disk): no image of the user's is to blame
+                problems.append(Problem(str(path), f"cannot be read ({exc.strerror or exc})"))  # as validate says
         else:
             notes.append(Problem(str(path), "ignored: not an image of this dataset"))
     return notes, problems
