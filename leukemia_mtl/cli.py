@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse (413) a request body above this many MiB (default %(default)g)")
     serve.add_argument("--max-images", type=int, default=ServeConfig.max_images_per_request,
                        help="refuse (400) a request with more images (default %(default)d)")
+    serve.add_argument("--request-timeout", type=float, default=ServeConfig.request_timeout_s, metavar="S",
+                       help=f"seconds a client has to send a request's body (default {ServeConfig.request_timeout_s:g}; "
+                            "then 408 and the connection closed)")
     serve.add_argument("--pixel-size", type=float, metavar="UM", help="as for predict")
     serve.add_argument("--threshold", type=float, metavar="P", help="as for predict (default: the release's operating point)")
     serve.add_argument("--cache", type=path_argument, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
@@ -246,15 +249,24 @@ def _tune(args: argparse.Namespace, overrides: dict) -> int:
     return 0
 
 
+# a request must hold at least one small image (base64) and at most what a server should buffer
+MIN_REQUEST_MB, MAX_REQUEST_MB = 0.1, 4096.0
+
+
 def _serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port}: give a TCP port from 1 to 65535")
-    if not args.max_request_mb > 0 or args.max_images < 1:
-        raise ConfigError(f"--max-request-mb {args.max_request_mb:g} and --max-images {args.max_images}: both must be above 0")
+    if not MIN_REQUEST_MB <= args.max_request_mb <= MAX_REQUEST_MB:  # nan and inf fail too
+        raise ConfigError(f"--max-request-mb {args.max_request_mb:g}: give {MIN_REQUEST_MB:g} to {MAX_REQUEST_MB:g} "
+                          "(MiB a request's body may hold: base64 images are 4/3 of their files)")
+    if args.max_images < 1:
+        raise ConfigError(f"--max-images {args.max_images}: give 1 or more")
+    if not 0 < args.request_timeout <= 3600:
+        raise ConfigError(f"--request-timeout {args.request_timeout:g}: give seconds above 0, at most 3600")
     from leukemia_mtl.serve import serve  # kserve and its web stack: only for this command
 
     config = ServeConfig(model_name=args.model_name, port=args.port, max_request_bytes=int(args.max_request_mb * (1 << 20)),
-                         max_images_per_request=args.max_images)
+                         max_images_per_request=args.max_images, request_timeout_s=args.request_timeout)
     serve(args.model, config, args.cache, args.pixel_size, args.threshold)
     return 0
 

@@ -412,6 +412,9 @@ class ServeConfig:
     # a request's body (JSON, base64 images: 4/3 of the files' bytes); 64 MiB holds a few ALL-IDB1 JPEGs
     max_request_bytes: int = 64 << 20
     max_images_per_request: int = 16
+    # seconds a client has to send a request's body once its headers arrived: a client that opens a body and stalls
+    # is answered 408 and its connection closed, rather than held open (a slow-loris client holds a worker)
+    request_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)

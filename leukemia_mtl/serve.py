@@ -260,10 +260,10 @@ class ReleaseModel(Model):
 class BodyLimit:
     """ASGI middleware: a POST without Content-Length (411), above the bound (413) or in the binary data
     extension (400; kserve would fail on it with a 500) is refused before its body is read, so an upload cannot
-    grow the server's memory past the bound."""
+    grow the server's memory past the bound; a body that does not arrive within the timeout is answered 408."""
 
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float = ServeConfig.request_timeout_s) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -282,11 +282,41 @@ class BodyLimit:
             return await self._refuse(send, 413, "too_large",
                                       f"the request is {length.decode(errors='replace')} bytes, more than the "
                                       f"{self.max_bytes:,} this server accepts (send fewer or smaller images per request)")
-        return await self.app(scope, receive, send)
+        body = await self._body(receive)
+        if body is None:
+            return await self._refuse(send, 408, "timeout", f"the request's body did not arrive within "
+                                                            f"{self.timeout_s:g} s of its headers")
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _body(self, receive) -> bytes | None:
+        """The whole body (at most the bound, checked above), or None when it did not arrive in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        chunks, more = [], True
+        try:
+            while more:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+                if message["type"] == "http.disconnect":
+                    return b"".join(chunks)
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+        except asyncio.TimeoutError:
+            return None
+        return b"".join(chunks)
 
     @staticmethod
     async def _refuse(send, status: int, reason: str, message: str) -> None:
         REJECTED.labels(reason).inc()
+        log.warning("rejected a request: %d %s: %s", status, reason, message)
         body = json.dumps({"error": message}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -319,15 +349,48 @@ def install_page(app, model: ReleaseModel) -> None:
     for route in pages:
         app.add_api_route(f"/ui/{route}", page_file(route), methods=["GET"], include_in_schema=False)
     app.add_api_route("/ui/model.json", model_json, methods=["GET"], include_in_schema=False)
-    app.add_middleware(BodyLimit, max_bytes=model.config.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=model.config.max_request_bytes, timeout_s=model.config.request_timeout_s)
+
+
+class OneLineRejections(logging.Filter):
+    """kserve logs every refused request (a bad input, an unknown model) with its full traceback: 314 of them in a
+    short probe of bad traffic. A client's mistake is one line, with its status; a server fault keeps its traceback."""
+
+    STATUS = {"InvalidInput": 400, "ModelNotFound": 404, "RequestValidationError": 422}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            status = self.STATUS.get(type(exc).__name__)
+            if status is not None:
+                record.msg, record.args = "rejected a request: %d %s: %s", (status, type(exc).__name__,
+                                                                           printable(str(exc))[:300])
+                record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.WARNING, "WARNING"
+        return True
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a port something already listens on, before the server says it serves there."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise LeukemiaMtlError(f"--port {port}: cannot listen there ({exc.strerror or exc}): another server "
+                                   "holds it; stop it or give another port") from None
 
 
 def serve(model: str, config: ServeConfig = ServeConfig(), cache_dir: Path | None = None,
           pixel_size_um: float | None = None, threshold: float | None = None) -> None:
     """Load and verify the release, then listen on `config.port` (v2, v1, /metrics, /ui/) until SIGTERM or SIGINT."""
+    check_port_free(config.port)
+    logging.getLogger("kserve").addFilter(OneLineRejections())
     release = ReleaseModel(model, config, cache_dir, pixel_size_um, threshold)
     release.load()  # a bad release stops here, before anything listens
     install_page(kserve_app, release)
+    check_port_free(config.port)  # again: the release took a while to load
     log.warning("serving %s (%s) on port %d: v2 /v2/models/%s/infer, page /ui/, metrics /metrics. %s",
                 release.predictor.version, release.predictor.release_dir, config.port, config.model_name, NOTICE)
     ModelServer(http_port=config.port, enable_grpc=False, workers=1).start([release])

@@ -80,10 +80,21 @@ def _outputs(body: dict) -> dict:
     return {o["name"]: o for o in body["outputs"]}
 
 
-def _start(release: Path, port: int) -> subprocess.Popen:
+def _start(release: Path, port: int, *more: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(release), "--port", str(port),
-                             "--max-request-mb", str(MAX_MB), "--max-images", str(MAX_IMAGES)],
+                             "--max-request-mb", str(MAX_MB), "--max-images", str(MAX_IMAGES), *more],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _first_answer(process: subprocess.Popen, base: str) -> tuple[int, bytes]:
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        try:
+            return _get(f"{base}/v2/models/leukemia-mtl/ready")  # the first thing that answers at all
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+    process.kill()
+    pytest.fail(f"the server did not come up: {process.communicate()[0][-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -93,17 +104,7 @@ def server(demo_run):
     port = _free_port()
     process = _start(release, port)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    first_answer = None
-    while time.time() < deadline and process.poll() is None:
-        try:
-            first_answer = _get(f"{base}/v2/models/leukemia-mtl/ready")  # the first thing that answers at all
-            break
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.5)
-    if first_answer is None:
-        process.kill()
-        pytest.fail(f"the server did not come up: {process.communicate()[0][-3000:]}")
+    first_answer = _first_answer(process, base)
     yield {"base": base, "release": release, "outputs": outputs, "process": process, "first_answer": first_answer}
     process.send_signal(signal.SIGTERM)
     try:
@@ -313,3 +314,38 @@ def test_the_page_in_chromium_shows_the_verdict_the_cells_and_the_heat_maps(serv
         assert len(errors) == 1 and "/infer" in errors[0] and "400" in errors[0], errors  # the refusal, nothing else
     finally:
         browser.quit()
+
+
+def test_bad_traffic_leaves_one_log_line_each_and_a_stalled_body_is_cut_off(server, tmp_path):
+    """Its own server, with a 2 s body timeout: a 400, a 404 and a client that sends headers and stalls (408 after
+    2 s, not held open) leave one log line each and no traceback. Settings that would start a server accepting
+    nothing, or crash it, and a port already taken are one line before anything listens."""
+    release = server["release"]
+    for value in ("inf", "nan", "1e-9"):
+        refused = subprocess.run([sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(release),
+                                  "--max-request-mb", value], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1 and "error: --max-request-mb" in refused.stderr, refused.stderr[-1000:]
+        assert "Traceback" not in refused.stderr
+    taken = int(server["base"].rsplit(":", 1)[1])  # the module's server listens there
+    busy = subprocess.run([sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(release), "--port", str(taken)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 1 and f"--port {taken}: cannot listen there" in busy.stderr, busy.stderr[-1000:]
+    assert "serving" not in busy.stderr and "Traceback" not in busy.stderr
+
+    port = _free_port()
+    process = _start(release, port, "--request-timeout", "2")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _first_answer(process, base)
+        assert _post(f"{base}/v2/models/leukemia-mtl/infer", _v2([b"not an image"]))[0] == 400
+        assert _post(f"{base}/v2/models/no-such-model/infer", _v2([b"x"]))[0] == 404
+        started = time.time()
+        status, answer = _headers_only(f"{base}/v2/models/leukemia-mtl/infer", 100)  # headers, then nothing
+        assert status == 408 and "did not arrive within 2 s" in answer["error"] and time.time() - started < 15
+    finally:
+        process.send_signal(signal.SIGTERM)
+        log = process.communicate(timeout=60)[0]
+    assert "Traceback" not in log and 'File "' not in log, log[-3000:]
+    rejected = [line for line in log.splitlines() if "rejected a request" in line]
+    assert any(": 400 " in line for line in rejected) and any(": 404 " in line for line in rejected), log[-3000:]
+    assert any(": 408 timeout" in line for line in rejected), log[-3000:]
