@@ -257,6 +257,8 @@ def test_a_release_manifest_that_would_verify_nothing_is_refused_with_one_line(d
         "files null": ({**good, "files": None}, "'files' must list every file of the release"),
         "no settings": ({k: v for k, v in good.items() if k != "settings"}, "has no 'settings' object"),
         "a model left out": ({**good, "files": one_file}, "not listed in manifest.json, so it cannot be verified"),
+        "format as text": ({**good, "format": str(good["format"])}, f"release format '{good['format']}' (str), this "
+                                                                     f"code reads format {good['format']!r} (an integer)"),
     }
     for case, (manifest, words) in cases.items():
         (release / "manifest.json").write_text(json.dumps(manifest))

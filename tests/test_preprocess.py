@@ -437,3 +437,12 @@ def test_touching_white_cells_are_cut_apart_and_single_cells_are_not():
     assert whole.regions_per_cell < 0.7 and outline.recall < 0.6, (whole, outline)
     assert cut.recall >= 0.8 and cut.regions_per_cell >= 0.9, (whole, outline, cut)
     assert blasts.recall == 1.0 and blasts.regions == blasts.white_cells
+
+
+def test_the_scale_log_line_never_says_none():
+    from leukemia_mtl.preprocess import PixelScale, _scale_words
+
+    assumed = _scale_words(PixelScale(None, "assumed from the width: no nuclei measured"))
+    assert "None" not in assumed and assumed.startswith("from each image's width")
+    mixed = _scale_words(PixelScale(1.2, "estimated from 40 images", cameras={"Canon EOS": 1.1}))
+    assert mixed.startswith("1.2 of ALL-IDB1's (0.075 um per pixel)") and "per camera Canon EOS: 1.1" in mixed
