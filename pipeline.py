@@ -319,6 +319,11 @@ def refuse_other_modes(parser: argparse.ArgumentParser, args: argparse.Namespace
             hint = _MODE_HINTS.get((mode, dest)) or _MODE_HINTS.get((mode, "smears") if dest in ("cells", "data") else ("", ""))
             parser.error(f"{flag} is not used by --{mode.replace('_', '-')}" + (f" (it is for {used_by})" if used_by else "")
                          + (f": {hint}" if hint else ""))
+    if mode == "run_local" and args.runner == "subprocess":
+        for flag in ("--image-registry", "--image-tag"):
+            if getattr(args, flag[2:].replace("-", "_")):
+                parser.error(f"{flag} is not used by --run-local's default runner (each task runs in this environment): "
+                             "it names the images of --runner docker, --compile and --submit")
 
 
 def _submitted_data(args: argparse.Namespace, params: dict) -> dict:

@@ -179,9 +179,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "preprocess":
         profile = get_profile(args.profile, overrides)
 
+        check_output("--out", args.out, [args.path], kind="folder", marks=True)
         datasets = load_datasets(args.path, profile.data, check=False)
-        summary = preprocess_datasets(datasets, args.out, profile.preprocess, profile.data)
         mark_output(args.out)  # ROI images: never read back as a dataset's images by a walk over a folder above
+        summary = preprocess_datasets(datasets, args.out, profile.preprocess, profile.data)
         print(json.dumps(summary.metrics(), indent=2))
         print(f"wrote ROI masks, ROI images, manifest.csv and overlay.png to {args.out}")
         return 0
@@ -277,7 +278,7 @@ def _predict(args: argparse.Namespace) -> int:
     into the JSON and CSV in place; exit 1 if any image could not be classified."""
     # outputs never overwrite or land among the inputs; the overlay folder is marked, so a rerun skips it
     if args.overlays is not None:
-        check_output("--overlays", args.overlays, args.images, kind="folder", marked=True)
+        check_output("--overlays", args.overlays, args.images, kind="folder", marks=True, inside_inputs=True)
     if args.csv is not None:
         check_output("--csv", args.csv, args.images)
     predictor = open_predictor(args.model, args.cache, args.pixel_size, args.threshold)

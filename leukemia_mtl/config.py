@@ -83,6 +83,9 @@ class DataConfig:
     # the types a label file may refine ALL into (FAB's L1-L3): anything else, a typo like 'L9' or a
     # stray invisible character, would become a new class
     subtypes: tuple[str, ...] = ("L1", "L2", "L3")
+    # a folder-per-class cells input whose images are mostly wide fields (4:3 and wider: a camera's field, not a
+    # crop around one cell) is refused as smears given in the wrong place; false where each field holds one cell
+    check_cells_are_crops: bool = True
     # Larger images are refused before decoding (decompression bombs): 8x ALL-IDB1's 5 MP.
     max_pixels: int = 8 * 2592 * 1944
     min_side: int = 32

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
 import json
 import logging
 import sys
@@ -257,6 +258,10 @@ class ReleaseModel(Model):
                              infer_outputs=outputs, parameters={"model_version": self.predictor.version, "notice": NOTICE})
 
 
+# the slowest upload a body may come at, beyond the timeout (a 64 MiB body then has 30 s + 17 min)
+MIN_UPLOAD_RATE = 64 << 10
+
+
 class BodyLimit:
     """ASGI middleware: a POST without Content-Length (411), above the bound (413) or in the binary data
     extension (400; kserve would fail on it with a 500) is refused before its body is read, so an upload cannot
@@ -282,10 +287,12 @@ class BodyLimit:
             return await self._refuse(send, 413, "too_large",
                                       f"the request is {length.decode(errors='replace')} bytes, more than the "
                                       f"{self.max_bytes:,} this server accepts (send fewer or smaller images per request)")
-        body = await self._body(receive)
-        if body is None:
-            return await self._refuse(send, 408, "timeout", f"the request's body did not arrive within "
-                                                            f"{self.timeout_s:g} s of its headers")
+        body = await self._body(receive, int(length))
+        if body is None:  # the client left mid-body: nobody to answer
+            return None
+        if body is False:
+            return await self._refuse(send, 408, "timeout", f"the request's body stalled for {self.timeout_s:g} s or "
+                                                            f"came slower than {MIN_UPLOAD_RATE >> 10} KiB/s")
         delivered = False
 
         async def replay():
@@ -297,20 +304,22 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _body(self, receive) -> bytes | None:
-        """The whole body (at most the bound, checked above), or None when it did not arrive in time."""
+    async def _body(self, receive, length: int) -> bytes | None | bool:
+        """The whole body (at most the bound, checked above); None when the client disconnected, False when a chunk
+        did not come within the timeout or the whole took longer than the timeout plus the body at MIN_UPLOAD_RATE."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
+        deadline = loop.time() + self.timeout_s + length / MIN_UPLOAD_RATE
         chunks, more = [], True
         try:
             while more:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+                wait = min(self.timeout_s, deadline - loop.time())
+                message = await asyncio.wait_for(receive(), max(wait, 0.001))
                 if message["type"] == "http.disconnect":
-                    return b"".join(chunks)
+                    return None
                 chunks.append(message.get("body", b""))
                 more = message.get("more_body", False)
         except asyncio.TimeoutError:
-            return None
+            return False
         return b"".join(chunks)
 
     @staticmethod
@@ -378,8 +387,9 @@ def check_port_free(port: int) -> None:
         try:
             probe.bind(("0.0.0.0", port))
         except OSError as exc:
-            raise LeukemiaMtlError(f"--port {port}: cannot listen there ({exc.strerror or exc}): another server "
-                                   "holds it; stop it or give another port") from None
+            why = ("another server holds it; stop it or give another port" if exc.errno == errno.EADDRINUSE else
+                   "give another port (below 1024 needs privileges)" if exc.errno == errno.EACCES else "give another port")
+            raise LeukemiaMtlError(f"--port {port}: cannot listen there ({exc.strerror or exc}): {why}") from None
 
 
 def serve(model: str, config: ServeConfig = ServeConfig(), cache_dir: Path | None = None,

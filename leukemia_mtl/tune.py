@@ -432,7 +432,7 @@ def tune_folder(smears: str, cells: str, out: Path, profile_name: str, overrides
                         f"(split.folds {profile.split.folds})")
     local_inputs = [Path(source) for source in (smears, cells) if source not in ("synthetic", "none")
                     and not source.startswith("s3://")]
-    check_output("--output", Path(out), local_inputs, kind="folder")
+    check_output("--output", Path(out), local_inputs, kind="folder", marks=True)
     mark_output(out)
     params = profile_values(profile) if one_trial else None
     ingested, cells_dir, split = prepare(smears, cells, out, profile_name, overrides)

@@ -390,6 +390,7 @@ def test_set_with_compile_becomes_the_runs_default_settings_or_is_refused(tmp_pa
     (["--compile", "--smears", "s3://a/b"], "--smears is not used by --compile (it is for --submit and --run-local)"),
     (["--compile", "--runner", "docker"], "--runner is not used by --compile"),
     (["--run-local", "--output-dir", ""], "an empty path"),
+    (["--run-local", "--image-tag", "v2"], "--image-tag is not used by --run-local's default runner"),
 ])
 def test_each_mode_refuses_the_options_it_would_not_use(arguments, words, capsys):
     with pytest.raises(SystemExit) as refused:

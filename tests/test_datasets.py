@@ -522,6 +522,9 @@ def test_a_class_name_written_in_nfc_and_nfd_is_one_class(tmp_path):
                                      encoding="utf-8")
     labelled = load_datasets(root, CFG, progress=False)[0]
     assert labelled.class_counts() == {"normal": 1, composed: 2}
+    # the negative class typed in the other form (macOS's tab completion) names the same class
+    healthy = load_datasets(root, DataConfig(negative_class=decomposed), progress=False)[0]
+    assert healthy.negative_class == composed and sum(not r.positive for r in healthy.records) == 2
 
 
 @pytest.mark.parametrize("size, refused", [((320, 240), True), ((64, 64), False), ((360, 363), False)])

@@ -114,7 +114,7 @@ def test_a_multi_page_tiff_says_which_page_it_uses(tmp_path):
     assert "holds 3 pages; page 1 is used, the others are ignored" in loaded.conversions
 
 
-@pytest.mark.parametrize("bits", [12, 16])
+@pytest.mark.parametrize("bits", [8, 12, 16])
 def test_a_cameras_12_bit_samples_in_a_16_bit_tiff_are_scaled_as_12_bit_and_said_so(tmp_path, bits):
     """Many microscope cameras store 12-bit samples in a 16-bit TIFF: scaled as 16-bit the image turns nearly black
     (a blast's crop and its verdict with it). The depth is read from the data, and the note says what was done."""
@@ -124,5 +124,6 @@ def test_a_cameras_12_bit_samples_in_a_16_bit_tiff_are_scaled_as_12_bit_and_said
     assert cv2.imwrite(str(path), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
     loaded = read_image(path, max_pixels=LIMIT)
     assert np.abs(loaded.rgb.astype(int) - rgb).max() <= 1
-    expected = "16-bit samples scaled to 8-bit" if bits == 16 else "16-bit samples holding 12-bit data (none above 4095"
+    expected = ("16-bit samples scaled to 8-bit" if bits == 16 else
+                f"16-bit samples holding {bits}-bit data (none above {(1 << bits) - 1}")
     assert any(c.startswith(expected) for c in loaded.conversions), loaded.conversions

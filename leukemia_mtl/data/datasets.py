@@ -8,6 +8,7 @@ mask. Both collect problems and raise one DatasetError listing them all.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import unicodedata
 from collections import Counter
@@ -132,6 +133,10 @@ def scan_dataset(
 
 
 def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str | None) -> tuple[Dataset, list[Problem]]:
+    data_cfg = dataclasses.replace(  # the configured names in the form the data's are read in (nfc)
+        data_cfg, negative_class=nfc(data_cfg.negative_class), smears_negative_class=nfc(data_cfg.smears_negative_class),
+        cells_negative_class=nfc(data_cfg.cells_negative_class), positive_class_name=nfc(data_cfg.positive_class_name),
+        subtypes=tuple(nfc(name) for name in data_cfg.subtypes))
     if not path.is_dir():
         raise DatasetError([Problem(str(path), "does not exist or is not a folder")])
     tree = walk(path)
@@ -181,11 +186,12 @@ def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str 
         problems.append(Problem(str(path), "holds single-cell images (ALL-IDB2 layout), not smears; give it as the cells input"))
     if path.name == CELLS_DIR and layout == "allidb1":
         problems.append(Problem(str(path), "holds smears (ALL-IDB1 layout), not single-cell images; give it as the smears input"))
-    if path.name == CELLS_DIR and layout == "folders":
+    if path.name == CELLS_DIR and layout == "folders" and data_cfg.check_cells_are_crops:
         wide = _wide_fields(records)
         if wide:
             problems.append(Problem(str(path), f"holds what look like multi-cell smears, not single-cell crops ({wide}); "
-                                               "give it as the smears input"))
+                                               "give it as the smears input (or, where each image holds one white "
+                                               "cell, --set data.check_cells_are_crops=false)"))
     return dataset, problems
 
 

@@ -166,10 +166,12 @@ def path_argument(text: str) -> Path:
     return Path(location_argument(text))
 
 
-def check_output(flag: str, output: Path, inputs: list[Path], *, kind: str = "file", marked: bool = False) -> None:
+def check_output(flag: str, output: Path, inputs: list[Path], *, kind: str = "file", marks: bool = False,
+                 inside_inputs: bool = False) -> None:
     """Refuse, before anything is written, an output that is one of the `inputs`, holds one, or lies inside an
-    input folder (unless it is a `marked` folder, see mark_output, which walks skip); `kind` 'file': also a folder
-    or an existing image, which it would overwrite; 'folder': also a file."""
+    input folder (allowed with `inside_inputs`: a folder the tool marks, which walks skip). `kind` 'file': also a
+    folder or an existing image, which it would overwrite; 'folder': also a file, and, where the command `marks`
+    it, an existing folder of images it did not write (marking it would hide them from every later walk)."""
     from leukemia_mtl.data.images import IMAGE_EXTENSIONS
 
     target = output.resolve()
@@ -178,7 +180,7 @@ def check_output(flag: str, output: Path, inputs: list[Path], *, kind: str = "fi
         if target == source:
             raise OutputError(f"{flag} {output}: is one of the inputs ({given}); it would be overwritten. "
                               "Give another name")
-        if source.is_dir() and source in target.parents and not marked:
+        if source.is_dir() and source in target.parents and not inside_inputs:
             raise OutputError(f"{flag} {output}: lies inside the input folder {given}, where a rerun would read it "
                               "back; write it elsewhere")
         if target.is_dir() and target in source.parents:
@@ -191,3 +193,8 @@ def check_output(flag: str, output: Path, inputs: list[Path], *, kind: str = "fi
                               f"{flag}?); give a new file name")
     elif target.exists() and not target.is_dir():
         raise OutputError(f"{flag} {output}: is a file; give a folder")
+    elif marks and target.is_dir() and not (target / OUTPUT_MARKER).is_file():
+        own = next((p for p in target.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()), None)
+        if own is not None:
+            raise OutputError(f"{flag} {output}: already holds images this tool did not write ({own.relative_to(target)}"
+                              "); give a new or empty folder")

@@ -153,11 +153,12 @@ def _probe_with_pillow(path: Path, data: bytes, max_pixels: int, conversions: li
 
 
 def significant_bits(pixels: np.ndarray) -> int:
-    """The bit depth a 16-bit image's samples use: 10, 12 or 14 where none exceeds that depth's largest value (a
-    microscope camera's 12-bit samples stored in a 16-bit TIFF), else 16. Scaled as 16-bit, a 12-bit image turns
-    nearly black, and a blast's crop with it."""
-    largest = int(pixels.max()) if pixels.size else 0
-    return next((bits for bits in (10, 12, 14) if largest < (1 << bits)), 16)
+    """The bit depth a 16-bit image's colour samples use (alpha aside): 8, 10, 12 or 14 where none exceeds that
+    depth's largest value (a microscope camera's 12-bit samples stored in a 16-bit TIFF), else 16. Scaled as
+    16-bit, a 12-bit image turns nearly black, and a blast's crop with it. Decided per image, from its data."""
+    colour = pixels[..., :3] if pixels.ndim == 3 and pixels.shape[2] == 4 else pixels
+    largest = int(colour.max()) if colour.size else 0
+    return next((bits for bits in (8, 10, 12, 14) if largest < (1 << bits)), 16)
 
 
 def _to_rgb8(path: Path, pixels: np.ndarray, conversions: list[str]) -> np.ndarray:

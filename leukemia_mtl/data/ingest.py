@@ -107,7 +107,9 @@ def copy_tree(source: Path, target: Path) -> tuple[list[Problem], list[Problem]]
             except OSError as exc:
                 if environment_error_line(exc) is not None and (exc.filename in (None, str(copy)) or
                                                                exc.errno in (errno.ENOSPC, errno.EDQUOT)):
-                    raise  # the copy could not be written (a full disk): no image of the user's is to blame
+                    # the copy could not be written (a full disk): no image of the user's is to blame, so the
+                    # error names the copy (shutil's sendfile names the source first)
+                    raise OSError(exc.errno, exc.strerror, str(copy)) from None
                 problems.append(Problem(str(path), f"cannot be read ({exc.strerror or exc})"))  # as validate says
         else:
             notes.append(Problem(str(path), "ignored: not an image of this dataset"))
