@@ -142,6 +142,8 @@ def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_o
         ("--csv", str(folder / "Im002_1.jpg"), str(folder / "Im002_1.jpg")): "is one of the inputs",
         ("--csv", str(folder / "answers.csv"), str(folder)): "lies inside the input folder",
         ("--overlays", str(folder), str(folder / "Im001_1.jpg")): "holds the input",
+        ("--overlays", str(synthetic_root / "ALL_IDB2"), str(folder / "Im001_1.jpg")):
+            "already holds images this tool did not write",  # marking it would hide them from every later walk
     }
     for arguments, words in refused.items():
         code = cli.main(["predict", "--model", model, *arguments])

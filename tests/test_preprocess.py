@@ -446,3 +446,17 @@ def test_the_scale_log_line_never_says_none():
     assert "None" not in assumed and assumed.startswith("from each image's width")
     mixed = _scale_words(PixelScale(1.2, "estimated from 40 images", cameras={"Canon EOS": 1.1}))
     assert mixed.startswith("1.2 of ALL-IDB1's (0.075 um per pixel)") and "per camera Canon EOS: 1.1" in mixed
+
+
+def test_stale_roi_files_go_at_any_depth(tmp_path):
+    """Image ids keep their folders (a folder-per-class 'ALL/a', ALL-IDB1's 'im/Im001_1'): what the manifest does not
+    list goes wherever it lies; what it lists, and anything outside the ROI folders, stays."""
+    from leukemia_mtl.preprocess import _clear_stale
+
+    keep = ["cells/roi_masks/ALL/a.png", "cells/roi_images/ALL/a.png"]
+    gone = ["cells/roi_masks/ALL/b_old.png", "cells/roi_images/ALL/.a.png.x1.part", "old/roi_images/normal/c.png"]
+    for rel in keep + gone + ["notes.txt"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    _clear_stale(tmp_path, [{"roi_mask": keep[0], "roi_image": keep[1]}])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == sorted(keep + ["notes.txt"])
