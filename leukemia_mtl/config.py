@@ -123,14 +123,15 @@ class PreprocessConfig:
     # with 'nuclear': touching cells are cut apart (preprocess.split_touching). First by their nuclei: a region holding
     # two or more nucleus pieces of at least split_min_nucleus_um2 each is shared out, each pixel to its nearest such
     # piece, but two pieces stay one cell where the border between their shares is not a neck (at least
-    # split_neck_fraction of the smaller share's diameter: a lobed neutrophil's lobes split a round cell across its
-    # whole width; touching cells meet along a waist). Then by their outline: a region still holding two nuclear
+    # split_neck_fraction of the smaller share's diameter, the border measured as a chord at any angle: a lobed
+    # neutrophil's lobes split a round cell across its whole width; touching cells meet along a waist). Then by
+    # their outline: a region still holding two nuclear
     # cores and two cores of its own (distance to its edge above split_core_fraction of its largest) is cut along
     # the neck. Chosen on txl-pbc's train split (BENCHMARKS.md, "Touching white cells"): the most touching cells cut
     # without any source's recall falling
     split_touching: bool = True
     split_min_nucleus_um2: float = 15.0
-    split_neck_fraction: float = 0.9
+    split_neck_fraction: float = 0.65
     split_core_fraction: float = 0.6
     # with 'adaptive': dark regions whose mean HSV saturation is below this are no stain (a scale bar's black
     # label, dust, the frame) and are dropped; stained nuclei measure 170-200 in the generator's smears
