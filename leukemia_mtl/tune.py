@@ -400,6 +400,7 @@ def prepare(smears: str, cells: str, out: Path, profile_name: str, overrides: di
     from leukemia_mtl.train.data import make_folds
 
     profile = get_profile(profile_name, overrides)
+    mark_output(out)  # its ROI images and crops: never read back as a data set's images, and a rerun may use it
     root = Path(out) / "prepared"
     key = {"smears": smears, "cells": cells, "profile": profile_name,
            "settings": {k: v for k, v in sorted(overrides.items()) if k.startswith(_PREPARATION_SECTIONS)}}

@@ -381,9 +381,11 @@ def test_a_second_run_into_an_output_folder_in_use_is_refused_naming_the_holder(
 
 def test_preprocess_refuses_an_output_folder_inside_its_dataset(tmp_path, capsys):
     root = folder_dataset(tmp_path / "cells", {"normal": 2, "ALL": 2})
-    for out in (root / "normal" / "roi", root.parent):  # inside it, or its parent (outputs go to OUT/cells/...)
+    for out, words in ((root / "normal" / "roi", "lies inside the input folder"),  # inside it
+                       (root.parent, "holds the input")):  # or its parent (outputs go to OUT/cells/...)
         code = cli_main(["preprocess", str(root), "--out", str(out)])
-        assert code == 1 and "would write into the dataset" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert code == 1 and words in err and err.count("error:") == 1, err
     assert not (root / "normal" / "roi").exists() and not (root / "roi_masks").exists()
     assert len(load_datasets(root, CFG, progress=False)[0].records) == 4
 
