@@ -2,7 +2,9 @@
 
 Modules take the dataclass they need as an argument; nothing reads constants from elsewhere.
 A profile can be tweaked without editing code through `get_profile(name, overrides)`, where
-overrides are dotted keys such as ``{"synth.n_smears": 8}``.
+overrides are dotted keys such as ``{"synth.n_smears": 8}``. Each setting's one-line doc and the values it
+may take sit next to its field (`setting`); `check` enforces them and docs/configuration.md lists them
+(`python -m runners.config_reference` writes it).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from leukemia_mtl import __version__
+from leukemia_mtl import __version__, paper
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.models.catalog import BACKBONES
 from leukemia_mtl.stages import ARM_NAMES, SCORED_TASKS
@@ -56,70 +58,84 @@ STAIN_METHODS: tuple[str, ...] = ("none", "reinhard", "macenko")
 ISOLATION_MASKS: tuple[str, ...] = ("auto", "unet", "roi")
 
 
+def setting(default: Any = dataclasses.MISSING, *, doc: str, low: Any = None, high: Any = None, above: Any = None,
+            choices: tuple | None = None, rule: str = "", shown: str = "") -> Any:
+    """A dataclass field with its one-line doc and the values it may take, next to it.
+
+    `check` enforces them (`choices`: one of, or for a tuple some of; `low` and `high`: between, or for a pair
+    [LOW, HIGH] within; `low` alone: at least; `above`: strictly above); `rule` only describes a check made by
+    hand in `check` (one that reads other settings); `shown` replaces the default in docs/configuration.md.
+    Field metadata rather than pydantic (measured for issue 34): the profiles stay frozen stdlib dataclasses that
+    `dataclasses.replace`/`asdict` and every module's type hints already use, config imports nothing new (pydantic
+    adds ~0.18 s where it is not already loaded), and errors keep their wording instead of being re-worded from
+    pydantic's."""
+    metadata = {"doc": doc, "low": low, "high": high, "above": above, "choices": choices, "rule": rule, "shown": shown}
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Sizes of the generated stand-in for ALL-IDB (ALL_IDB1 smears + ALL_IDB2 crops)."""
 
-    n_smears: int = 24  # demo: 6 per class, so each of the 2 folds trains on 12 and scores 12
-    smear_width: int = 640
-    smear_height: int = 480
-    n_crops: int = 16
-    crop_size: int = 257
-    jpeg_quality: int = 92
-    classes: tuple[str, ...] = FAB_CLASSES
+    # demo: 6 per class, so each of the 2 folds trains on 12 and scores 12
+    n_smears: int = setting(24, doc="generated smears (ALL_IDB1-style), spread over the classes")
+    smear_width: int = setting(640, doc="width of a generated smear, px")
+    smear_height: int = setting(480, doc="height of a generated smear, px")
+    n_crops: int = setting(16, doc="generated single-cell crops (ALL_IDB2-style)")
+    crop_size: int = setting(257, doc="side of a generated crop, px (ALL-IDB2's)")
+    jpeg_quality: int = setting(92, doc="JPEG quality of the generated images")
+    classes: tuple[str, ...] = setting(FAB_CLASSES, doc="the classes generated: normal and the FAB types")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """How datasets are read and checked."""
 
-    negative_class: str = "normal"
-    # an input that names its negatives otherwise (a public smear set says 'benign', a single-cell set
-    # 'normal'): ingest renames that input's class to negative_class, with a note. Empty: negative_class.
-    smears_negative_class: str = ""
-    cells_negative_class: str = ""
-    # ALL-IDB1's `_1` suffix means ALL; without a label file its class is this name.
-    positive_class_name: str = "ALL"
-    # the types a label file may refine ALL into (FAB's L1-L3): anything else, a typo like 'L9' or a
-    # stray invisible character, would become a new class
-    subtypes: tuple[str, ...] = ("L1", "L2", "L3")
-    # a folder-per-class cells input whose images are mostly wide fields (4:3 and wider: a camera's field, not a
-    # crop around one cell) is refused as smears given in the wrong place; false where each field holds one cell
-    check_cells_are_crops: bool = True
-    # Larger images are refused before decoding (decompression bombs): 8x ALL-IDB1's 5 MP.
-    max_pixels: int = 8 * 2592 * 1944
-    min_side: int = 32
-    # Micrometres per pixel of the smears (and of the single-cell images unless cells_pixel_size_um is given, so
-    # smears alone cannot be given while the cells are estimated):
-    # every size in the settings is in ALL-IDB1's pixels and is rescaled by it. 0: estimated per dataset (and
-    # camera) from its red cells, else its nuclei (preprocess.measure_scale), reported in the ROI step's log and
-    # page. ALL-IDB's: 0.09.
-    pixel_size_um: float = 0.0
-    cells_pixel_size_um: float = 0.0
+    negative_class: str = setting("normal", doc="the class of healthy images", rule="not empty")
+    # a public smear set says 'benign', a single-cell set 'normal': ingest renames that input's class to
+    # negative_class, with a note
+    smears_negative_class: str = setting("", doc="the smears input's name for its negatives (empty: negative_class)")
+    cells_negative_class: str = setting("", doc="the cells input's name for its negatives (empty: negative_class)")
+    positive_class_name: str = setting("ALL", doc="the class of ALL-IDB1's `_1` smears when no label file is given")
+    # anything else, a typo like 'L9' or a stray invisible character, would become a new class
+    subtypes: tuple[str, ...] = setting(("L1", "L2", "L3"), doc="the types a label file may refine ALL into (FAB's L1-L3)")
+    # mostly wide fields (4:3 and wider: a camera's field, not a crop around one cell)
+    check_cells_are_crops: bool = setting(
+        True, doc="refuse a folder-per-class cells input of wide fields as smears given in the wrong place")
+    # decompression bombs: 8x ALL-IDB1's 5 MP
+    max_pixels: int = setting(8 * 2592 * 1944, doc="larger images are refused before decoding")
+    min_side: int = setting(32, low=1, doc="smaller images are refused, px")
+    # Every size in the settings is in ALL-IDB1's pixels and is rescaled by it; also the single-cell images' unless
+    # cells_pixel_size_um is given (so smears alone cannot be given while the cells are estimated). 0: estimated per
+    # dataset (and camera) from its red cells, else its nuclei (preprocess.measure_scale), reported in the ROI
+    # step's log and page. ALL-IDB's: 0.09.
+    pixel_size_um: float = setting(0.0, low=0.0, high=100.0, doc="micrometres per pixel of the smears (0: estimated)")
+    cells_pixel_size_um: float = setting(
+        0.0, low=0.0, high=100.0, doc="micrometres per pixel of the single-cell images (0: pixel_size_um's rule)")
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     """The paper's ROI step: RGB offsets, monochrome, fixed threshold; then a documented clean-up."""
 
-    offset_red: int = 88
-    offset_green: int = 41
-    offset_blue: int = 20
-    threshold: int = 98
+    offset_red: int = setting(88, doc="the paper's offset subtracted from red")
+    offset_green: int = setting(41, doc="the paper's offset subtracted from green")
+    offset_blue: int = setting(20, doc="the paper's offset subtracted from blue")
+    threshold: int = setting(98, doc="the paper's fixed level on the offset monochrome (threshold_method 'fixed')")
     # 'fixed': the paper's level above (fitted to ALL-IDB's stain and camera); 'adaptive': per image, Otsu's
     # level among the pixels darker than the background (itself Otsu's level over all pixels), which follows
     # a brighter or darker stain; 'nuclear': the nuclear stain's optical density (green's minus blue's, against
     # the image's own background), Otsu's level on it, and each nucleus grown over its cell rather than by a
     # fixed margin (README, "Finding the white cells"; bench/cell_finder.py measures all three on four labs'
     # annotated smears). paper and demo keep 'fixed'; the workstation profile, for other labs' smears, uses 'nuclear'.
-    threshold_method: str = "fixed"
-    # with 'nuclear': the least nuclear-stain density (green minus blue optical density) a nucleus has, below
-    # which Otsu's level is not trusted (a field without a white cell: Otsu would split red cells from plasma)
-    nuclear_min_density: float = 0.2
-    # with 'nuclear': a pixel belongs to a cell, not the plasma, when its total optical density is above this
-    # fraction of Otsu's level between the two (pale cytoplasm sits below the level itself). Chosen on txl-pbc's
-    # train split (bench/cell_finder.py --sweep: the best worst-source recall), reported on its val and test splits
-    cell_extent_level: float = 0.5
+    threshold_method: str = setting("fixed", choices=THRESHOLD_METHODS, doc="how the ROI step finds white cells")
+    # below it Otsu's level is not trusted (a field without a white cell: Otsu would split red cells from plasma)
+    nuclear_min_density: float = setting(
+        0.2, low=0.0, high=3.0, doc="with 'nuclear': the least nuclear-stain density (green minus blue OD) a nucleus has")
+    # pale cytoplasm sits below the level itself. Chosen on txl-pbc's train split (bench/cell_finder.py --sweep: the
+    # best worst-source recall), reported on its val and test splits
+    cell_extent_level: float = setting(0.5, low=0.0, high=1.0, doc="with 'nuclear': a pixel is a cell's above this "
+                                       "fraction of Otsu's level between cells and plasma (total OD)")
     # with 'nuclear': touching cells are cut apart (preprocess.split_touching). First by their nuclei: a region holding
     # two or more nucleus pieces of at least split_min_nucleus_um2 each is shared out, each pixel to its nearest such
     # piece, but two pieces stay one cell where the border between their shares is not a neck (at least
@@ -129,86 +145,88 @@ class PreprocessConfig:
     # cores and two cores of its own (distance to its edge above split_core_fraction of its largest) is cut along
     # the neck. Chosen on txl-pbc's train split (BENCHMARKS.md, "Touching white cells"): the most touching cells cut
     # without any source's recall falling
-    split_touching: bool = True
-    split_min_nucleus_um2: float = 15.0
-    split_neck_fraction: float = 0.65
-    split_core_fraction: float = 0.6
-    # with 'adaptive': dark regions whose mean HSV saturation is below this are no stain (a scale bar's black
-    # label, dust, the frame) and are dropped; stained nuclei measure 170-200 in the generator's smears
-    min_stain_saturation: int = 30
-    # Stain normalisation of every classifier's input (leukemia_mtl.stain): 'none' (the paper's: images as they are),
-    # 'reinhard' (CIELAB means and deviations) or 'macenko' (stain vectors), onto a target fitted per fold and stage
-    # on the training images only and stored with each model, so predict applies the same one.
-    stain: str = "none"
-    # a warning, in the task log, the run's output and the ROI page, when more of a dataset's images than
-    # this have no region: the threshold does not fit this stain or camera, and later stages would see black
-    warn_empty_fraction: float = 0.05
-    # images read to estimate a dataset's pixel scale where data.pixel_size_um is not given (evenly spaced)
-    scale_sample_images: int = 64
+    split_touching: bool = setting(True, doc="with 'nuclear': cut touching cells apart")
+    split_min_nucleus_um2: float = setting(
+        15.0, low=0.0, high=500.0, doc="least area of a nucleus piece that makes a cell of its own, um^2")
+    split_neck_fraction: float = setting(
+        0.65, low=0.0, high=10.0, doc="a border between two shares is a neck below this fraction of the smaller's diameter")
+    split_core_fraction: float = setting(
+        0.6, low=0.05, high=0.95, doc="a core is where the distance to the edge is above this fraction of the largest")
+    # stained nuclei measure 170-200 in the generator's smears
+    min_stain_saturation: int = setting(
+        30, doc="with 'adaptive': dark regions below this mean HSV saturation are no stain (scale bar, dust) and dropped")
+    # 'none' is the paper's: images as they are; 'reinhard': CIELAB means and deviations; 'macenko': stain vectors.
+    # The target is fitted per fold and stage on the training images only and stored with each model, so predict
+    # applies the same one.
+    stain: str = setting("none", choices=STAIN_METHODS, doc="stain normalisation of every classifier's input")
+    # the threshold does not fit this stain or camera, and later stages would see black
+    warn_empty_fraction: float = setting(0.05, low=0.0, high=1.0, doc="warn (task log, run output, ROI page) when more "
+                                         "of a dataset's images than this have no region")
+    scale_sample_images: int = setting(
+        64, low=1, doc="images read (evenly spaced) to estimate a dataset's pixel scale when data.pixel_size_um is 0")
     # Clean-up of the raw threshold mask, in pixels at REFERENCE_WIDTH (scaled per image):
-    # components smaller than this area are platelets and stain specks, not white cells.
-    min_component_area: float = 600.0
-    # Dilation that grows a nucleus-only mask into a region around the whole white cell.
-    roi_margin: float = 28.0
-    overlay_examples: int = 4
+    min_component_area: float = setting(600.0, doc="smaller components are platelets and stain specks, px^2")
+    roi_margin: float = setting(28.0, doc="dilation that grows a nucleus-only mask over the whole white cell, px")
+    overlay_examples: int = setting(4, doc="images shown with their ROI on the step's page")
 
 
 @dataclass(frozen=True)
 class SegmentConfig:
     """Residual U-Net white-cell segmentation and the paper's lymphoblast isolation."""
 
-    # Images are resized to this pixel scale (1.0 = ALL-IDB1 at 2592 px) before the U-Net sees
-    # them, so one model serves smears and crops of any resolution at a bounded cost.
-    working_scale: float = 640 / REFERENCE_WIDTH
-    patch_size: int = 64
-    depth: int = 3  # number of 2x2 max-pools
+    # one model serves smears and crops of any resolution at a bounded cost
+    working_scale: float = setting(
+        640 / REFERENCE_WIDTH, doc="pixel scale images are resized to before the U-Net (1.0: ALL-IDB1 at 2592 px)")
+    patch_size: int = setting(64, doc="side of a training patch, px")
+    depth: int = setting(3, doc="number of 2x2 max-pools")
     # demo: 8 filters, 5 epochs, 32 patches per smear come close to the held-out Dice of 16 / 12 / 48
     # at a fraction of its cost
-    base_filters: int = 8
-    epochs: int = 5
-    batch_size: int = 32
-    patches_per_image: int = 32
-    foreground_patch_fraction: float = 0.6  # patches centred on a white cell, the rest anywhere
-    learning_rate: float = 1e-3
-    holdout_fraction: float = 0.25  # smears kept out of training to measure Dice and IoU
-    window_overlap: float = 0.5
-    predict_batch_size: int = 16
-    mask_threshold: float = 0.5
+    base_filters: int = setting(8, doc="filters of the first level (doubled at each)")
+    epochs: int = setting(5, low=1, doc="U-Net training epochs")
+    batch_size: int = setting(32, low=1, doc="U-Net training batch")
+    patches_per_image: int = setting(32, doc="training patches drawn per image and epoch")
+    foreground_patch_fraction: float = setting(0.6, doc="patches centred on a white cell, the rest anywhere")
+    learning_rate: float = setting(1e-3, doc="the U-Net's Adam learning rate")
+    holdout_fraction: float = setting(
+        0.25, low=0.05, high=0.5, doc="smears kept out of training to measure Dice and IoU")
+    window_overlap: float = setting(0.5, doc="overlap of the sliding windows at prediction")
+    predict_batch_size: int = setting(16, doc="windows per prediction call")
+    mask_threshold: float = setting(0.5, doc="probability above which a pixel is a white cell's")
     # Clean-up and crops, in pixels at REFERENCE_WIDTH (scaled per image)
-    min_cell_area: float = 1200.0
-    crop_size: int = 96
-    # Each cell's crop is a window of this side (px at REFERENCE_WIDTH, so the same field of view at any
-    # resolution) centred on the cell: 257 is ALL-IDB2's crop, so smear cells and single-cell images share
-    # one magnification and a crop keeps the cell's size, an FAB criterion (L1 small, L2 large). A cell
-    # larger than the window gets a window of its own size plus crop_margin; 0: every crop is sized to its cell.
-    crop_window: float = 257.0
-    crop_margin: float = 0.15  # extra border around a cell's box, as a fraction of its size
-    # Blue-channel isolation: inside the mask keep pixels whose blue is at least red - margin;
-    # red cells (red > blue) overlapping a white cell's edge are removed.
-    blue_margin: int = 12
-    drop_border_cells: bool = True
-    figure_examples: int = 3
-    # The mask cells are isolated from. "auto": the U-Net's, unless on the held-out smears it is worse than the ROI
-    # it learnt from: against ground-truth masks where there are some (a lower Dice), otherwise against the ROI
-    # masks themselves (a Dice below min_weak_label_dice: it did not learn to reproduce its own labels). Masks only:
-    # no class label takes part in the choice.
-    isolation: str = "auto"
-    min_weak_label_dice: float = 0.5
-    # segment stops, naming the dataset, when no white cell is found in more of a dataset's images than this
-    max_empty_fraction: float = 0.5
+    min_cell_area: float = setting(1200.0, doc="smaller mask components are dropped, px^2")
+    crop_size: int = setting(96, doc="side of a cell crop as stored, px")
+    # 257 is ALL-IDB2's crop, so smear cells and single-cell images share one magnification and a crop keeps the
+    # cell's size, an FAB criterion (L1 small, L2 large). A cell larger than the window gets a window of its own
+    # size plus crop_margin; 0: every crop is sized to its cell.
+    crop_window: float = setting(257.0, doc="side of the window centred on each cell, px at REFERENCE_WIDTH")
+    crop_margin: float = setting(0.15, doc="extra border around a cell's box, as a fraction of its size")
+    # inside the mask keep pixels whose blue is at least red - margin; red cells (red > blue) overlapping a white
+    # cell's edge are removed
+    blue_margin: int = setting(12, doc="the blue-channel isolation's margin")
+    drop_border_cells: bool = setting(True, doc="drop cells cut by the image's border")
+    figure_examples: int = setting(3, doc="images shown on the step's page")
+    # "auto": the U-Net's, unless on the held-out smears it is worse than the ROI it learnt from: against
+    # ground-truth masks where there are some (a lower Dice), otherwise against the ROI masks themselves (a Dice
+    # below min_weak_label_dice: it did not learn to reproduce its own labels). Masks only: no class label takes
+    # part in the choice.
+    isolation: str = setting("auto", choices=ISOLATION_MASKS, doc="the mask cells are isolated from")
+    min_weak_label_dice: float = setting(
+        0.5, low=0.0, high=1.0, doc="with 'auto': the U-Net's least Dice against its own ROI labels")
+    max_empty_fraction: float = setting(
+        0.5, low=0.0, high=1.0, doc="segment stops when more of a dataset's images than this have no white cell")
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """The paper's augmentation, applied to training images only, to balanced classes."""
 
-    # images per class after augmentation: at least this many, and as many as the largest class
-    target_per_class: int = 16
-    flip_horizontal: bool = True
-    flip_vertical: bool = True
-    rotation_max_degrees: float = 180.0  # a random angle in [0, max]
-    shift_fraction: float = 0.1  # of the image side, in x and y
-    scale_range: tuple[float, float] = (0.9, 1.1)
+    target_per_class: int = setting(
+        16, low=0, doc="images per class after augmentation: at least this many, and as many as the largest class")
+    flip_horizontal: bool = setting(True, doc="random horizontal flips")
+    flip_vertical: bool = setting(True, doc="random vertical flips")
+    rotation_max_degrees: float = setting(180.0, doc="a random angle in [0, max]")
+    shift_fraction: float = setting(0.1, doc="random shift, of the image side, in x and y")
+    scale_range: tuple[float, float] = setting((0.9, 1.1), doc="random zoom range")
 
 
 @dataclass(frozen=True)
@@ -218,14 +236,14 @@ class ModelConfig:
     # demo and workstation: torchvision's MobileNetV2, whose ImageNet weights come with the packages (offline,
     # checked by sha256), and whose training steps cost a third of Xception's at the same input
     # (BENCHMARKS.md, "Backbones and their ImageNet weights"); the paper's three stay for the paper profile
-    backbones: tuple[str, ...] = ("MobileNetV2",)
-    input_size: int = 71
-    # 'imagenet' (a package's file for DenseNet121 and MobileNetV2; Keras' download for the paper's three),
-    # 'none' (random init), a local folder or file, or an s3:// URI holding Keras' own weight files (e.g.
-    # inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)
-    weights: str = "imagenet"
-    dense_units: int = 256
-    dropout: float = 0.3
+    backbones: tuple[str, ...] = setting(("MobileNetV2",), choices=tuple(BACKBONES), rule="each once",
+                                         doc="the backbones trained and compared")
+    input_size: int = setting(71, rule="at least the backbones' smallest input", doc="classifier input side, px")
+    # 'imagenet' is a package's file for DenseNet121 and MobileNetV2, Keras' download for the paper's three; an s3://
+    # URI holds Keras' own weight files (e.g. inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)
+    weights: str = setting("imagenet", doc="'imagenet', 'none' (random init), a local folder or file, or an s3:// URI")
+    dense_units: int = setting(256, doc="units of the dense layer of each task's head")
+    dropout: float = setting(0.3, doc="dropout before each head's output")
 
 
 @dataclass(frozen=True)
@@ -234,58 +252,57 @@ class TrainConfig:
 
     # demo: 3. With 2 the demo's models barely leave their starting point; early stopping on the
     # inner validation split picks among them (BENCHMARKS.md: issue 14's measurements)
-    epochs: int = 3
-    # head-only epochs on the frozen backbone before fine-tuning; the demo has none: each phase costs one more
-    # graph build, and with 90 % of the ImageNet backbone frozen (frozen_fraction) its features stay protected
-    warmup_epochs: int = 0
-    batch_size: int = 16
+    epochs: int = setting(3, low=1, doc="epochs per stage")
+    # the demo has none: each phase costs one more graph build, and with 90 % of the ImageNet backbone frozen
+    # (frozen_fraction) its features stay protected
+    warmup_epochs: int = setting(0, doc="head-only epochs on the frozen backbone before fine-tuning")
+    batch_size: int = setting(16, low=1, doc="training batch")
     # the paper's 1e-3 (the paper profile) makes the demo's tiny training sets swing: inner-validation
     # losses of 2-15 after one epoch; 3e-4 learns steadily in 3 epochs (BENCHMARKS.md)
-    learning_rate: float = 3e-4
-    decay_steps: int = 50  # Adam's rate is multiplied by decay_rate every decay_steps steps
-    decay_rate: float = 0.9
-    early_stopping_patience: int = 3  # epochs without a better validation loss (0: no early stopping)
-    restore_best_weights: bool = True  # end with the epoch of the lowest validation loss
-    # share of the backbone's layers, from the input, that stay frozen while fine-tuning (0: all are
-    # tuned, as the paper). The demo tunes the top 10 % (Xception: its exit flow): its
+    learning_rate: float = setting(3e-4, above=0, doc="Adam's initial learning rate")
+    decay_steps: int = setting(50, low=1, doc="Adam's rate is multiplied by decay_rate every decay_steps steps")
+    decay_rate: float = setting(0.9, low=0.01, high=1.0, doc="the learning rate's decay factor")
+    early_stopping_patience: int = setting(
+        3, low=0, doc="epochs without a better validation loss (0: no early stopping)")
+    restore_best_weights: bool = setting(True, doc="end with the epoch of the lowest validation loss")
+    # 0: all are tuned, as the paper. The demo tunes the top 10 % (Xception: its exit flow): its
     # training graph builds and steps much faster (the ratios are in BENCHMARKS.md).
-    frozen_fraction: float = 0.9
+    frozen_fraction: float = setting(
+        0.9, low=0.0, high=0.99, doc="share of the backbone's layers, from the input, frozen while fine-tuning")
     # Where a phase leaves the backbone's first layers frozen (frozen_fraction, a head-only warm-up),
     # their output per image is computed once and every epoch trains only the rest on it (the same
-    # numbers, a fraction of the work: BENCHMARKS.md). The cache's limit in MB for a stage's training
-    # and validation images; above it every epoch runs the whole backbone. 0: never cache.
-    frozen_features_mb: int = 3072
-    # What stage 3 (and the classical arm) look at for a multi-cell smear:
+    # numbers, a fraction of the work: BENCHMARKS.md). Above the limit every epoch runs the whole backbone.
+    frozen_features_mb: int = setting(
+        3072, low=0, doc="cache limit, MB, for a stage's frozen-layer features (0: never cache)")
     # "cells": every white cell segment isolated, at one magnification (segment.crop_window); a smear's
     #   probabilities are the mean over its cells. At 71 px a whole 640x480 smear shrinks a white cell to
     #   ~4 px; a cell crop keeps it at ~55 px (BENCHMARKS.md: the options measured).
     # "isolated": segment's isolated smear squared to the input (the paper's Fig. 6c); "original": the smear as is.
-    stage3_images: str = "cells"
-    # Share of each fold's training groups (smears, patients) held out, grouped and stratified, as the
-    # inner validation split: early stopping, the best epoch and the release's choice of fold model read
+    stage3_images: str = setting(
+        "cells", choices=STAGE3_IMAGES, doc="what stage 3 (and the classical arm) look at for a multi-cell smear")
+    # Held out grouped and stratified: early stopping, the best epoch and the release's choice of fold model read
     # it; the evaluation fold only scores. 0: no inner split (no early stopping, selection by fold order).
-    validation_fraction: float = 0.25
-    # Each task's classes weigh equally in the loss (scikit-learn's "balanced" class weights over the
-    # task's own training labels): detection merges L1-L3 into ALL, 3:1 against normal after the FAB
-    # classes were balanced.
-    balanced_class_weights: bool = True
-    # Batch-norm statistics from the data: before training a randomly initialised backbone (its default
-    # statistics make a deep network's activations vanish: Xception's features ~1e-5 at init), and after
-    # training for the layers that were trained (population statistics of the final weights, "precise
-    # BN"), from at most this many training images. 0: Keras' running averages only.
-    batchnorm_calibration_images: int = 256
-    # images per call when calibrating and predicting: each eager call has a fixed cost however
-    # small, so fewer, larger calls are cheaper (BENCHMARKS.md, batch-norm statistics)
-    inference_batch_size: int = 64
-    gpus: int = 1  # accelerator limit of each training task on a cluster (ignored locally)
-    # float16 compute with float32 weights: "auto" turns it on where a GPU is visible
-    mixed_precision: str = "auto"
-    # (fold, backbone) iterations a cluster runs at once (0: no limit); the paper's 10 folds x 3
-    # backbones would otherwise ask for 30 GPUs at the same moment
-    parallel_runs: int = 0
-    # epochs of stages 1 and 2 where they differ from `epochs` (0: `epochs`); the search tunes them
-    stage1_epochs: int = 0
-    stage2_epochs: int = 0
+    validation_fraction: float = setting(
+        0.25, low=0.0, high=0.5, doc="share of each fold's training groups held out as the inner validation split")
+    # scikit-learn's "balanced" class weights over the task's own training labels: detection merges L1-L3 into
+    # ALL, 3:1 against normal after the FAB classes were balanced
+    balanced_class_weights: bool = setting(True, doc="each task's classes weigh equally in the loss")
+    # Before training a randomly initialised backbone (its default statistics make a deep network's activations
+    # vanish: Xception's features ~1e-5 at init), and after training for the layers that were trained (population
+    # statistics of the final weights, "precise BN").
+    batchnorm_calibration_images: int = setting(
+        256, low=0, doc="training images batch-norm statistics are computed from (0: Keras' running averages only)")
+    # each eager call has a fixed cost however small, so fewer, larger calls are cheaper (BENCHMARKS.md,
+    # batch-norm statistics)
+    inference_batch_size: int = setting(64, low=1, doc="images per call when calibrating and predicting")
+    gpus: int = setting(1, doc="accelerator limit of each training task on a cluster (ignored locally)")
+    mixed_precision: str = setting(
+        "auto", doc="float16 compute with float32 weights: 'auto' turns it on where a GPU is visible")
+    # the paper's 10 folds x 3 backbones would otherwise ask for 30 GPUs at the same moment
+    parallel_runs: int = setting(0, doc="(fold, backbone) iterations a cluster runs at once (0: no limit)")
+    # the search tunes them
+    stage1_epochs: int = setting(0, low=0, doc="epochs of stage 1 where they differ from `epochs` (0: `epochs`)")
+    stage2_epochs: int = setting(0, low=0, doc="epochs of stage 2 where they differ from `epochs` (0: `epochs`)")
 
     def epochs_of(self, kind: str) -> int:
         """A stage's epoch budget: stages 1 and 2 may have their own, stage 3 and the classical arm share `epochs`."""
@@ -300,75 +317,74 @@ class SplitConfig:
     # demo: 2. kfp.local runs two (fold, backbone) iterations at a time and the six trainings of an
     # iteration one after another, so 2 folds take one round, 3 or 4 folds two; the demo spends that
     # round on more smears instead (BENCHMARKS.md, issue 14)
-    folds: int = 2
-    # repeated K-fold (different shuffles): more paired scores for the t-tests, as the paper's Table V
-    repeats: int = 1
+    folds: int = setting(2, low=2, doc="cross-validation folds")
+    repeats: int = setting(1, low=1, doc="repeated K-fold (different shuffles): more paired scores for the t-tests")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Cross-validation statistics and the release of the best model."""
 
-    # the per-fold score the t-tests compare (any cross-validated metric); balanced accuracy, because
-    # plain accuracy of a model that calls every smear ALL is the share of ALL smears
-    ttest_metric: str = "balanced_accuracy"
-    confidence: float = 0.95
-    # Release: per task the backbone and arm with the highest mean of this metric on the folds' inner
-    # validation splits, and of those the fold model with the highest inner-validation value. The
-    # evaluation folds never take part in the choice, so the cross-validated scores stay an honest
-    # estimate of the released configuration.
-    release_metric: str = "balanced_accuracy"
-    # A released model must beat the majority class and the colour-histogram baseline on the
-    # cross-validated release_metric: "refuse" (nothing is released or published, the report says why)
-    # or "flag" (released, marked as failing the gate in its manifest, the report and the run's summary).
-    release_gate: str = "refuse"
-    colour_bins: int = 6  # per RGB channel, of the colour-histogram baseline (6x6x6 = 216 features)
-    # The ImageNet-features baseline: the first backbone's pooled ImageNet features of the whole smear, resized to a
-    # square of this many px (at 224 px such features reach 95-100 % on public ALL sets); not scored without
-    # ImageNet weights (model.weights="none")
-    features_size: int = 224
-    # Predictions are flagged as degenerate when every image gets one class, or when no class's
-    # probability varies by more than this over the held-out images.
-    degenerate_spread: float = 0.02
-    # Learning checks printed after a run: "task.metric>=value" on the multistage arm's cross-validated
-    # mean (the demo's: on the generated data, the method must learn).
-    expectations: tuple[str, ...] = ()
-    # Where the release is published besides the pipeline artifact: s3://bucket/prefix or a folder ("" = nowhere)
-    models_uri: str = ""
-    # Detection's operating point: the highest threshold on P(ALL) that reaches this sensitivity on the folds'
-    # inner-validation predictions (a screening test should miss few leukaemias); the evaluation folds are scored at
-    # it, the release stores it, and predict uses it unless given --threshold.
-    target_sensitivity: float = 0.95
-    # Grad-CAM: the backbone's last block with at least this many positions a side (at 71-80 px the last blocks are
-    # 1x1-3x3: no "where"); and per class, how many of the held-out images the model was most and least sure of
-    # the run's report shows with their heat maps
-    explain_min_side: int = 7
-    explain_examples: int = 1
+    # balanced accuracy, because plain accuracy of a model that calls every smear ALL is the share of ALL smears
+    ttest_metric: str = setting("balanced_accuracy", choices=CV_METRICS, doc="the per-fold score the t-tests compare")
+    confidence: float = setting(0.95, low=0.5, high=0.999, doc="confidence level of the tests and intervals")
+    # Per task the backbone and arm with the highest mean of this metric on the folds' inner validation splits, and
+    # of those the fold model with the highest inner-validation value. The evaluation folds never take part in the
+    # choice, so the cross-validated scores stay an honest estimate of the released configuration.
+    release_metric: str = setting(
+        "balanced_accuracy", choices=INNER_METRICS, doc="the inner-validation metric the release is chosen by")
+    # A released model must beat the majority class and the colour-histogram baseline on the cross-validated
+    # release_metric: "refuse" (nothing is released or published, the report says why) or "flag" (released,
+    # marked as failing the gate in its manifest, the report and the run's summary).
+    release_gate: str = setting("refuse", choices=GATE_ACTIONS, doc="what a release that fails its gate gets")
+    colour_bins: int = setting(
+        6, low=2, doc="bins per RGB channel of the colour-histogram baseline (6x6x6 = 216 features)")
+    # at 224 px such features reach 95-100 % on public ALL sets; not scored without ImageNet weights
+    # (model.weights="none")
+    features_size: int = setting(
+        224, low=32, doc="square side, px, of the smear the ImageNet-features baseline reads")
+    # or when every image gets one class
+    degenerate_spread: float = setting(0.02, low=0.0, high=1.0, doc="predictions are flagged as degenerate when no "
+                                       "class's probability varies by more than this over the held-out images")
+    # the demo's: on the generated data, the method must learn
+    expectations: tuple[str, ...] = setting((), rule="each TASK.METRIC>=NUMBER", doc="learning checks printed after "
+                                            "a run, on the multistage arm's cross-validated mean")
+    models_uri: str = setting("", doc="where the release is published besides the artifact: s3://bucket/prefix or a "
+                              "folder (empty: nowhere)")
+    # a screening test should miss few leukaemias; the evaluation folds are scored at it, the release stores it, and
+    # predict uses it unless given --threshold
+    target_sensitivity: float = setting(0.95, low=0.5, high=1.0, doc="detection's operating point: the highest "
+                                        "threshold on P(ALL) reaching this sensitivity on the inner-validation folds")
+    # at 71-80 px the last blocks are 1x1-3x3: no "where"
+    explain_min_side: int = setting(
+        7, low=1, doc="Grad-CAM reads the backbone's last block with at least this many positions a side")
+    explain_examples: int = setting(1, low=0, doc="per class, the held-out images the model was most and least sure "
+                                    "of that the report shows with their heat maps")
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     """Retry policy for object storage; endpoint and credentials come from the environment."""
 
-    attempts: int = 4
-    backoff_seconds: float = 0.5
-    backoff_max_seconds: float = 8.0
-    connect_timeout_seconds: float = 5.0
-    read_timeout_seconds: float = 60.0
-    # Uploads up to this size are verified by the PUT's ETag (an MD5 we compute alongside the sha256),
-    # larger ones by a HEAD: an MD5 pass costs less than a round trip for small files and more for
-    # large ones (bench/storage_throughput.py: 64 KB files 0.5 -> 0.9 of the raw client's rate)
-    etag_verify_max_bytes: int = 1 << 20
+    attempts: int = setting(4, low=1, doc="tries of each object-store call")
+    backoff_seconds: float = setting(0.5, doc="first wait between tries, doubled each time")
+    backoff_max_seconds: float = setting(8.0, doc="longest wait between tries")
+    connect_timeout_seconds: float = setting(5.0, doc="connection timeout")
+    read_timeout_seconds: float = setting(60.0, doc="read timeout")
+    # an MD5 pass costs less than a round trip for small files and more for large ones
+    # (bench/storage_throughput.py: 64 KB files 0.5 -> 0.9 of the raw client's rate)
+    etag_verify_max_bytes: int = setting(1 << 20, doc="uploads up to this size are verified by the PUT's ETag (an MD5 "
+                                         "computed alongside the sha256), larger ones by a HEAD")
 
 
 @dataclass(frozen=True)
 class ImageConfig:
     """Container image the components run in (built from docker/)."""
 
-    registry: str = "ghcr.io/leukemia-mtl"
-    cpu_name: str = "leukemia-mtl-cpu"
-    gpu_name: str = "leukemia-mtl-gpu"
-    tag: str = __version__
+    registry: str = setting("ghcr.io/leukemia-mtl", doc="the images' registry")
+    cpu_name: str = setting("leukemia-mtl-cpu", doc="name of the CPU image")
+    gpu_name: str = setting("leukemia-mtl-gpu", doc="name of the GPU image")
+    tag: str = setting(__version__, shown="the package's version", doc="tag of both images")
 
     @property
     def cpu_image(self) -> str:
@@ -387,22 +403,25 @@ class TuneConfig:
     images; the best trial's settings then train that fold. The first trial is always the profile's own
     settings, so the search shows what it gained over them on the same split."""
 
-    trials: int = 0  # per (fold, backbone); 0: no search (the demo: its budget has no room for one)
-    seed: int = 0  # the sampler's; with the profile's seed, the same trials and scores on CPU
-    startup_trials: int = 4  # random trials before TPE models the scores (Optuna's n_startup_trials)
-    prune: bool = True  # stop a trial whose intermediate scores (one per stage) fall below the median
-    # what a trial trains and its objective averages, evaluate.release_metric on the inner split of each
-    # scored stage: both arms by default, so the search favours neither side of the t-test
-    arms: tuple[str, ...] = ("mtl", "ctl")
-    tasks: tuple[str, ...] = ("detection", "fab")
+    # 0 in the demo: its budget has no room for one
+    trials: int = setting(0, low=0, doc="trials per (fold, backbone); 0: no search")
+    seed: int = setting(0, doc="the sampler's; with the profile's seed, the same trials and scores on CPU")
+    startup_trials: int = setting(4, low=0, doc="random trials before TPE models the scores (Optuna's n_startup_trials)")
+    prune: bool = setting(True, doc="stop a trial whose intermediate scores (one per stage) fall below the median")
+    # evaluate.release_metric on the inner split of each scored stage: both arms by default, so the search favours
+    # neither side of the t-test
+    arms: tuple[str, ...] = setting(("mtl", "ctl"), choices=tuple(ARM_NAMES), doc="the arms a trial trains")
+    tasks: tuple[str, ...] = setting(("detection", "fab"), choices=SCORED_TASKS, doc="the tasks its objective averages")
     # the space; each range (and choice list) also takes in the profile's own value
-    learning_rate: tuple[float, float] = (1e-4, 3e-3)  # log scale
-    batch_sizes: tuple[int, ...] = (8, 16, 32)
-    dense_units: tuple[int, ...] = (64, 128, 256, 512)
-    dropout: tuple[float, float] = (0.0, 0.5)
-    frozen_fraction: tuple[float, float] = (0.0, 0.95)
-    target_per_class: tuple[int, int] = (8, 48)  # augment.target_per_class
-    stage_epochs: tuple[int, int] = (1, 6)  # train.stage1_epochs and train.stage2_epochs
+    learning_rate: tuple[float, float] = setting((1e-4, 3e-3), low=1e-7, high=1.0, doc="the range searched for train.learning_rate (log scale)")
+    batch_sizes: tuple[int, ...] = setting((8, 16, 32), rule="whole numbers above 0", doc="the choices searched for train.batch_size")
+    dense_units: tuple[int, ...] = setting((64, 128, 256, 512), rule="whole numbers above 0",
+                                           doc="the choices searched for model.dense_units")
+    dropout: tuple[float, float] = setting((0.0, 0.5), low=0.0, high=0.9, doc="the range searched for model.dropout")
+    frozen_fraction: tuple[float, float] = setting((0.0, 0.95), low=0.0, high=0.99, doc="the range searched for train.frozen_fraction")
+    target_per_class: tuple[int, int] = setting((8, 48), low=0, high=100000, doc="the range searched for augment.target_per_class")
+    stage_epochs: tuple[int, int] = setting((1, 6), low=1, high=100000,
+                                            doc="the range searched for train.stage1_epochs and train.stage2_epochs")
 
 
 @dataclass(frozen=True)
@@ -411,24 +430,24 @@ class ServeConfig:
     request before its body is read (413/411) or before any image is decoded (400), so a client cannot make the
     server hold more than about `max_request_bytes` per request in flight."""
 
-    model_name: str = "leukemia-mtl"
-    port: int = 8080
-    # a request's body (JSON, base64 images: 4/3 of the files' bytes); 64 MiB holds a few ALL-IDB1 JPEGs
-    max_request_bytes: int = 64 << 20
-    max_images_per_request: int = 16
-    # seconds a client has to send a request's body once its headers arrived: a client that opens a body and stalls
-    # is answered 408 and its connection closed, rather than held open (a slow-loris client holds a worker)
-    request_timeout_s: float = 30.0
+    model_name: str = setting("leukemia-mtl", doc="the endpoint's model name")
+    port: int = setting(8080, doc="the port it listens on")
+    # JSON, base64 images: 4/3 of the files' bytes; 64 MiB holds a few ALL-IDB1 JPEGs
+    max_request_bytes: int = setting(64 << 20, doc="largest request body")
+    max_images_per_request: int = setting(16, doc="most images in one request")
+    # a client that opens a body and stalls is answered 408 and its connection closed, rather than held open (a
+    # slow-loris client holds a worker)
+    request_timeout_s: float = setting(30.0, doc="seconds a client has to send a request's body once its headers arrived")
 
 
 @dataclass(frozen=True)
 class Resources:
     """Kubernetes requests and limits of one kind of task."""
 
-    cpu_request: str
-    cpu_limit: str
-    memory_request: str
-    memory_limit: str
+    cpu_request: str = setting(doc="CPU request")
+    cpu_limit: str = setting(doc="CPU limit")
+    memory_request: str = setting(doc="memory request")
+    memory_limit: str = setting(doc="memory limit")
 
 
 @dataclass(frozen=True)
@@ -440,15 +459,16 @@ class ClusterConfig:
     (less on a GPU, where the activations live in GPU memory); everything else stays under 1 GB.
     """
 
-    gpu_resource: str = "nvidia.com/gpu"
-    # node selector of GPU tasks, "key=value" ("" for none); matches manifests/gpu-node-pool.yaml
-    gpu_node_label: str = "leukemia-mtl/pool=gpu"
-    # tolerations of GPU tasks, "key[=value]:Effect"; the GPU pool's taint
-    gpu_tolerations: tuple[str, ...] = ("nvidia.com/gpu:NoSchedule",)
-    # Kubernetes Secret with MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY (manifests/)
-    minio_secret: str = "leukemia-mtl-minio"
-    retries: int = 2  # per task, on any failure (preempted nodes, object-store hiccups)
-    retry_backoff: str = "60s"
+    gpu_resource: str = setting("nvidia.com/gpu", doc="the extended resource GPU tasks ask for")
+    # matches manifests/gpu-node-pool.yaml
+    gpu_node_label: str = setting("leukemia-mtl/pool=gpu", doc="node selector of GPU tasks, 'key=value' (empty: none)")
+    # the GPU pool's taint
+    gpu_tolerations: tuple[str, ...] = setting(("nvidia.com/gpu:NoSchedule",),
+                                               doc="tolerations of GPU tasks, 'key[=value]:Effect'")
+    # holding MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY (manifests/)
+    minio_secret: str = setting("leukemia-mtl-minio", doc="the Kubernetes Secret with the object store's credentials")
+    retries: int = setting(2, doc="retries per task, on any failure (preempted nodes, object-store hiccups)")
+    retry_backoff: str = setting("60s", doc="wait before a task's retry")
     light: Resources = field(default_factory=lambda: Resources("500m", "2", "1Gi", "4Gi"))
     augment: Resources = field(default_factory=lambda: Resources("1", "4", "4Gi", "8Gi"))
     segment: Resources = field(default_factory=lambda: Resources("4", "8", "6Gi", "12Gi"))
@@ -457,8 +477,8 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class Profile:
-    name: str
-    seed: int = 0
+    name: str = setting(doc="the profile's name")
+    seed: int = setting(0, doc="seed of every random choice (generator, splits, augmentation, initialisation)")
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -482,7 +502,8 @@ PROFILES: dict[str, Profile] = {
     # The demo's learning checks: on the generated data the method must learn (issue 14).
     "demo": Profile(name="demo", evaluate=EvaluateConfig(
         expectations=("detection.balanced_accuracy>=0.90", "fab.f1_macro>=0.70"))),
-    # The paper's data sizes: ALL-IDB1's 108 smears at 2592x1944, ALL-IDB2's 260 crops.
+    # The paper's data sizes: ALL-IDB1's 108 smears at 2592x1944, ALL-IDB2's 260 crops; its folds, epochs and input
+    # size from leukemia_mtl.paper, which the reports compare a run against.
     "paper": Profile(
         name="paper",
         synth=SynthConfig(n_smears=108, smear_width=2592, smear_height=1944, n_crops=260),
@@ -491,12 +512,13 @@ PROFILES: dict[str, Profile] = {
             working_scale=0.5, patch_size=256, depth=4, base_filters=32, epochs=60, batch_size=16,
             patches_per_image=64, crop_size=257,
         ),
-        model=ModelConfig(backbones=("InceptionV3", "Xception", "InceptionResNetV2"), input_size=299, weights="imagenet"),
+        model=ModelConfig(backbones=("InceptionV3", "Xception", "InceptionResNetV2"), input_size=paper.INPUT_SIZE,
+                          weights="imagenet"),
         # ALL-IDB1's 108 smears to ~125 per class, as the paper's 500 augmented smears for 4 classes
         augment=AugmentConfig(target_per_class=125),
-        train=TrainConfig(epochs=160, warmup_epochs=5, frozen_fraction=0.0, batch_size=48, learning_rate=1e-3,
+        train=TrainConfig(epochs=paper.EPOCHS, warmup_epochs=5, frozen_fraction=0.0, batch_size=48, learning_rate=1e-3,
                           decay_steps=1000, early_stopping_patience=20, parallel_runs=6),
-        split=SplitConfig(folds=10),
+        split=SplitConfig(folds=paper.FOLDS),
     ),
     # A few hundred real multi-cell images (224 px fields or larger) and a few hundred single-cell images from
     # any lab, on a 2-core workstation (README; BENCHMARKS.md has the measured run). The ROI
@@ -521,6 +543,11 @@ class ConfigError(LeukemiaMtlError, ValueError):
     """A profile name or override that does not exist or does not fit."""
 
 
+# Overrides come in three forms: `--set KEY=VALUE` (parse_overrides), a pipeline parameter's JSON object
+# (overrides_from_json, task_settings) and the per-input options --negative-class and --pixel-size; each becomes a
+# dict of dotted keys, and get_profile -> apply_overrides is the one place a dotted key is applied and checked.
+
+
 def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, object]:
     """['synth.n_smears=8', ...] -> {'synth.n_smears': 8}; values are JSON when they parse as JSON."""
     out: dict[str, object] = {}
@@ -535,13 +562,22 @@ def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, object]:
     return out
 
 
+def overrides_from_json(text: str) -> dict[str, Any]:
+    """A pipeline parameter's overrides, a JSON object of dotted keys (the form the KFP UI shows), as a dict."""
+    try:
+        parsed = json.loads(text or "{}")
+    except ValueError as exc:
+        raise ConfigError(f"the overrides parameter is not JSON ({exc}): {text[:200]!r}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"the overrides parameter must be a JSON object of dotted settings, got {text[:200]!r}")
+    return parsed
+
+
 def get_profile(name: str, overrides: Mapping[str, Any] | None = None) -> Profile:
     """The named profile with dotted-key overrides applied, e.g. {"synth.n_smears": 8}."""
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; known profiles: {', '.join(sorted(PROFILES))}")
-    profile = PROFILES[name]
-    for key, value in (overrides or {}).items():
-        profile = _override(profile, key.split("."), value, key)
+    profile = apply_overrides(PROFILES[name], overrides or {})
     check(profile)
     return profile
 
@@ -549,154 +585,15 @@ def get_profile(name: str, overrides: Mapping[str, Any] | None = None) -> Profil
 def task_settings(profile: str, overrides: str) -> Profile:
     """A pipeline task's settings from its two parameters: the profile's name and the run's overrides
     as a JSON object of dotted keys (the form the KFP UI shows and a person can edit)."""
-    try:
-        parsed = json.loads(overrides or "{}")
-    except ValueError as exc:
-        raise ConfigError(f"the overrides parameter is not JSON ({exc}): {overrides[:200]!r}") from None
-    if not isinstance(parsed, dict):
-        raise ConfigError(f"the overrides parameter must be a JSON object of dotted settings, got {overrides[:200]!r}")
-    return get_profile(profile, parsed)
+    return get_profile(profile, overrides_from_json(overrides))
 
 
-def parse_expectation(text: str) -> tuple[str, str, float]:
-    """'detection.balanced_accuracy>=0.9' -> ('detection', 'balanced_accuracy', 0.9)."""
-    name, sep, threshold = str(text).partition(">=")
-    task, dot, metric = name.strip().partition(".")
-    try:
-        value = float(threshold)
-    except ValueError:
-        value = None
-    if not (sep and dot) or value is None or task not in TASKS or metric not in CV_METRICS:
-        raise ConfigError(f"evaluate.expectations: {text!r} must read TASK.METRIC>=NUMBER with TASK one of "
-                          f"{', '.join(TASKS)} and METRIC one of {', '.join(CV_METRICS)}, e.g. detection.balanced_accuracy>=0.9")
-    return task, metric, value
-
-
-def negative_class_overrides(value: str) -> dict[str, str]:
-    """`--negative-class benign` (every input) or `--negative-class smears=benign,cells=normal` as settings."""
-    if "=" not in value:
-        return {"data.negative_class": value.strip()}
-    overrides: dict[str, str] = {}
-    for part in value.split(","):
-        role, _, name = part.partition("=")
-        if role.strip() not in ("smears", "cells") or not name.strip():
-            raise ConfigError(f"--negative-class {value!r}: expected NAME or smears=NAME,cells=NAME, got {part!r}")
-        if f"data.{role.strip()}_negative_class" in overrides:
-            raise ConfigError(f"--negative-class {value!r}: {role.strip()} is given twice; give each input once")
-        overrides[f"data.{role.strip()}_negative_class"] = name.strip()
-    return overrides
-
-
-def pixel_size_overrides(value: str) -> dict[str, float]:
-    """`--pixel-size 0.09` (every input) or `--pixel-size smears=0.36,cells=0.09` as settings (um per pixel)."""
-    def number(text: str) -> float:
-        try:
-            size = float(text)
-        except ValueError:
-            size = -1.0
-        if not 0 < size <= 100:
-            raise ConfigError(f"--pixel-size {value!r}: {text.strip()!r} is not a pixel size in micrometres (a number "
-                              "above 0, e.g. 0.09 for ALL-IDB)")
-        return size
-
-    if "=" not in value:
-        return {"data.pixel_size_um": number(value)}
-    overrides: dict[str, float] = {}
-    for part in value.split(","):
-        role, _, size = part.partition("=")
-        if role.strip() not in ("smears", "cells"):
-            raise ConfigError(f"--pixel-size {value!r}: expected SIZE or smears=SIZE,cells=SIZE, got {part!r}")
-        if ("data.pixel_size_um" if role.strip() == "smears" else "data.cells_pixel_size_um") in overrides:
-            raise ConfigError(f"--pixel-size {value!r}: {role.strip()} is given twice; give each input once")
-        overrides["data.pixel_size_um" if role.strip() == "smears" else "data.cells_pixel_size_um"] = number(size)
-    return overrides
-
-
-def check(profile: Profile) -> None:
-    """Settings that fit their type but not their meaning, refused before anything runs."""
-    train, evaluate, model = profile.train, profile.evaluate, profile.model
-    if not model.backbones:
-        raise ConfigError("setting 'model.backbones' names no backbone; choose from " + ", ".join(BACKBONES))
-    for name in model.backbones:
-        if name not in BACKBONES:
-            raise ConfigError(f"setting 'model.backbones': unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
-    if len(set(model.backbones)) != len(model.backbones):
-        raise ConfigError(f"setting 'model.backbones' names a backbone twice: {list(model.backbones)}")
-    smallest = max(BACKBONES[name].min_size for name in model.backbones)
-    if model.input_size < smallest:
-        raise ConfigError(f"setting 'model.input_size' is {model.input_size} px; {', '.join(model.backbones)} "
-                          f"{'needs' if len(model.backbones) == 1 else 'need'} at least {smallest}")
-    choices = (("train.stage3_images", train.stage3_images, STAGE3_IMAGES),
-               ("preprocess.threshold_method", profile.preprocess.threshold_method, THRESHOLD_METHODS),
-               ("preprocess.stain", profile.preprocess.stain, STAIN_METHODS),
-               ("segment.isolation", profile.segment.isolation, ISOLATION_MASKS),
-               ("evaluate.release_gate", evaluate.release_gate, GATE_ACTIONS),
-               ("evaluate.release_metric", evaluate.release_metric, INNER_METRICS),
-               ("evaluate.ttest_metric", evaluate.ttest_metric, CV_METRICS))
-    for key, value, allowed in choices:
-        if value not in allowed:
-            raise ConfigError(f"setting {key!r} must be one of {', '.join(allowed)}, got {value!r}")
-    if not train.learning_rate > 0:
-        raise ConfigError(f"setting 'train.learning_rate' must be above 0, got {train.learning_rate!r}")
-    if not profile.data.negative_class.strip():
-        raise ConfigError("setting 'data.negative_class' is empty; name the class of healthy images")
-    ranges = (("train.validation_fraction", train.validation_fraction, 0.0, 0.5),
-              ("train.frozen_fraction", train.frozen_fraction, 0.0, 0.99),
-              ("train.decay_rate", train.decay_rate, 0.01, 1.0),
-              ("segment.holdout_fraction", profile.segment.holdout_fraction, 0.05, 0.5),
-              ("segment.min_weak_label_dice", profile.segment.min_weak_label_dice, 0.0, 1.0),
-              ("segment.max_empty_fraction", profile.segment.max_empty_fraction, 0.0, 1.0),
-              ("preprocess.warn_empty_fraction", profile.preprocess.warn_empty_fraction, 0.0, 1.0),
-              ("preprocess.nuclear_min_density", profile.preprocess.nuclear_min_density, 0.0, 3.0),
-              ("preprocess.cell_extent_level", profile.preprocess.cell_extent_level, 0.0, 1.0),
-              ("preprocess.split_core_fraction", profile.preprocess.split_core_fraction, 0.05, 0.95),
-              ("preprocess.split_min_nucleus_um2", profile.preprocess.split_min_nucleus_um2, 0.0, 500.0),
-              ("preprocess.split_neck_fraction", profile.preprocess.split_neck_fraction, 0.0, 10.0),
-              ("data.pixel_size_um", profile.data.pixel_size_um, 0.0, 100.0),
-              ("data.cells_pixel_size_um", profile.data.cells_pixel_size_um, 0.0, 100.0),
-              ("evaluate.confidence", evaluate.confidence, 0.5, 0.999),
-              ("evaluate.degenerate_spread", evaluate.degenerate_spread, 0.0, 1.0),
-              ("evaluate.target_sensitivity", evaluate.target_sensitivity, 0.5, 1.0))
-    for key, value, low, high in ranges:
-        if not low <= value <= high:
-            raise ConfigError(f"setting {key!r} must be between {low} and {high}, got {value!r}")
-    minimums = (("split.folds", profile.split.folds, 2), ("split.repeats", profile.split.repeats, 1),
-                ("train.epochs", train.epochs, 1), ("train.batch_size", train.batch_size, 1),
-                ("train.decay_steps", train.decay_steps, 1), ("train.early_stopping_patience", train.early_stopping_patience, 0),
-                ("train.frozen_features_mb", train.frozen_features_mb, 0),
-                ("segment.epochs", profile.segment.epochs, 1), ("segment.batch_size", profile.segment.batch_size, 1),
-                ("train.stage1_epochs", train.stage1_epochs, 0), ("train.stage2_epochs", train.stage2_epochs, 0),
-                ("augment.target_per_class", profile.augment.target_per_class, 0),  # 0: balance to the largest class
-                ("storage.attempts", profile.storage.attempts, 1), ("data.min_side", profile.data.min_side, 1),
-                ("preprocess.scale_sample_images", profile.preprocess.scale_sample_images, 1),
-                ("train.inference_batch_size", train.inference_batch_size, 1),
-                ("train.batchnorm_calibration_images", train.batchnorm_calibration_images, 0),
-                ("evaluate.colour_bins", evaluate.colour_bins, 2), ("evaluate.features_size", evaluate.features_size, 32),
-                ("evaluate.explain_min_side", evaluate.explain_min_side, 1), ("evaluate.explain_examples", evaluate.explain_examples, 0))
-    for key, value, low in minimums:
-        if value < low:
-            raise ConfigError(f"setting {key!r} must be at least {low}, got {value!r}")
-    for text in evaluate.expectations:
-        parse_expectation(text)
-    _check_tune(profile.tune)
-
-
-def _check_tune(tune: TuneConfig) -> None:
-    if tune.trials < 0 or tune.startup_trials < 0:
-        raise ConfigError(f"settings 'tune.trials' and 'tune.startup_trials' must be at least 0, got {tune.trials} and "
-                          f"{tune.startup_trials}")
-    for key, values, allowed in (("tune.arms", tune.arms, tuple(ARM_NAMES)), ("tune.tasks", tune.tasks, SCORED_TASKS)):
-        if not values or any(v not in allowed for v in values):
-            raise ConfigError(f"setting {key!r} must name some of {', '.join(allowed)}, got {list(values)}")
-    bounds = (("tune.learning_rate", tune.learning_rate, 1e-7, 1.0), ("tune.dropout", tune.dropout, 0.0, 0.9),
-              ("tune.frozen_fraction", tune.frozen_fraction, 0.0, 0.99), ("tune.target_per_class", tune.target_per_class, 0, 100000),
-              ("tune.stage_epochs", tune.stage_epochs, 1, 100000))
-    for key, pair, low, high in bounds:
-        if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
-            raise ConfigError(f"setting {key!r} must be [LOW, HIGH] with {low} <= LOW <= HIGH <= {high}, got {list(pair)}")
-    for key, choices in (("tune.batch_sizes", tune.batch_sizes), ("tune.dense_units", tune.dense_units)):
-        if not choices or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in choices):
-            raise ConfigError(f"setting {key!r} must list whole numbers above 0, got {list(choices)}")
+def apply_overrides(profile: Profile, overrides: Mapping[str, Any]) -> Profile:
+    """`profile` with each dotted key set (a JSON list becomes a tuple, an int a float where the field is one);
+    a key that names no setting, or a value of the wrong type, is refused naming the key."""
+    for key, value in overrides.items():
+        profile = _override(profile, key.split("."), value, key)
+    return profile
 
 
 def _override(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
@@ -721,3 +618,180 @@ def _override(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
             f"setting {full_key!r} must be {expected.__name__}, got {type(value).__name__} {value!r}"
         )
     return dataclasses.replace(obj, **{head: value})
+
+
+def parse_expectation(text: str) -> tuple[str, str, float]:
+    """'detection.balanced_accuracy>=0.9' -> ('detection', 'balanced_accuracy', 0.9)."""
+    name, sep, threshold = str(text).partition(">=")
+    task, dot, metric = name.strip().partition(".")
+    try:
+        value = float(threshold)
+    except ValueError:
+        value = None
+    if not (sep and dot) or value is None or task not in TASKS or metric not in CV_METRICS:
+        raise ConfigError(f"evaluate.expectations: {text!r} must read TASK.METRIC>=NUMBER with TASK one of "
+                          f"{', '.join(TASKS)} and METRIC one of {', '.join(CV_METRICS)}, e.g. detection.balanced_accuracy>=0.9")
+    return task, metric, value
+
+
+def _per_input_overrides(option: str, value: str, every: str, keys: dict[str, str], form: str, convert: Any,
+                         well_formed: Any = bool) -> dict[str, Any]:
+    """`OPTION X` (every input: the setting `every`) or `OPTION smears=X,cells=Y` (the settings `keys` names) as
+    settings; `form` is how a message names the accepted forms, `convert` turns a value into the setting's, and
+    `well_formed` refuses a value (stripped) as malformed before any conversion."""
+    if "=" not in value:
+        return {every: convert(value)}
+    overrides: dict[str, Any] = {}
+    for part in value.split(","):
+        role, _, given = part.partition("=")
+        if role.strip() not in keys or not well_formed(given.strip()):
+            raise ConfigError(f"{option} {value!r}: expected {form}, got {part!r}")
+        if keys[role.strip()] in overrides:
+            raise ConfigError(f"{option} {value!r}: {role.strip()} is given twice; give each input once")
+        overrides[keys[role.strip()]] = convert(given)
+    return overrides
+
+
+def negative_class_overrides(value: str) -> dict[str, str]:
+    """`--negative-class benign` (every input) or `--negative-class smears=benign,cells=normal` as settings."""
+    return _per_input_overrides("--negative-class", value, "data.negative_class",
+                                {"smears": "data.smears_negative_class", "cells": "data.cells_negative_class"},
+                                "NAME or smears=NAME,cells=NAME", str.strip)
+
+
+def pixel_size_overrides(value: str) -> dict[str, float]:
+    """`--pixel-size 0.09` (every input) or `--pixel-size smears=0.36,cells=0.09` as settings (um per pixel)."""
+    def number(text: str) -> float:
+        try:
+            size = float(text)
+        except ValueError:
+            size = -1.0
+        if not 0 < size <= 100:
+            raise ConfigError(f"--pixel-size {value!r}: {text.strip()!r} is not a pixel size in micrometres (a number "
+                              "above 0, e.g. 0.09 for ALL-IDB)")
+        return size
+
+    return _per_input_overrides("--pixel-size", value, "data.pixel_size_um",
+                                {"smears": "data.pixel_size_um", "cells": "data.cells_pixel_size_um"},
+                                "SIZE or smears=SIZE,cells=SIZE", number, well_formed=lambda text: True)
+
+
+def check(profile: Profile) -> None:
+    """Settings that fit their type but not their meaning, refused before anything runs: first the checks that read
+    more than one setting (or word their message their own way), then every field against its `setting` bounds."""
+    model, tune = profile.model, profile.tune
+    if not model.backbones:
+        raise ConfigError("setting 'model.backbones' names no backbone; choose from " + ", ".join(BACKBONES))
+    for name in model.backbones:
+        if name not in BACKBONES:
+            raise ConfigError(f"setting 'model.backbones': unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    if len(set(model.backbones)) != len(model.backbones):
+        raise ConfigError(f"setting 'model.backbones' names a backbone twice: {list(model.backbones)}")
+    smallest = max(BACKBONES[name].min_size for name in model.backbones)
+    if model.input_size < smallest:
+        raise ConfigError(f"setting 'model.input_size' is {model.input_size} px; {', '.join(model.backbones)} "
+                          f"{'needs' if len(model.backbones) == 1 else 'need'} at least {smallest}")
+    if not profile.data.negative_class.strip():
+        raise ConfigError("setting 'data.negative_class' is empty; name the class of healthy images")
+    if tune.trials < 0 or tune.startup_trials < 0:
+        raise ConfigError(f"settings 'tune.trials' and 'tune.startup_trials' must be at least 0, got {tune.trials} and "
+                          f"{tune.startup_trials}")
+    for key, choices in (("tune.batch_sizes", tune.batch_sizes), ("tune.dense_units", tune.dense_units)):
+        if not choices or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in choices):
+            raise ConfigError(f"setting {key!r} must list whole numbers above 0, got {list(choices)}")
+    _check_fields(profile, "")
+    for text in profile.evaluate.expectations:
+        parse_expectation(text)
+
+
+def _check_fields(obj: Any, prefix: str) -> None:
+    """Every field of `obj` (and of its sections) against the bounds its `setting` gives."""
+    for f in dataclasses.fields(obj):
+        key, value, meta = prefix + f.name, getattr(obj, f.name), f.metadata
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, key + ".")
+            continue
+        choices, low, high, above = meta.get("choices"), meta.get("low"), meta.get("high"), meta.get("above")
+        if isinstance(value, tuple):
+            if choices is not None and (not value or any(v not in choices for v in value)):
+                raise ConfigError(f"setting {key!r} must name some of {', '.join(choices)}, got {list(value)}")
+            if low is not None and (len(value) != 2 or not low <= value[0] <= value[1] <= high):
+                raise ConfigError(f"setting {key!r} must be [LOW, HIGH] with {low} <= LOW <= HIGH <= {high}, "
+                                  f"got {list(value)}")
+        elif choices is not None and value not in choices:
+            raise ConfigError(f"setting {key!r} must be one of {', '.join(choices)}, got {value!r}")
+        elif above is not None and not value > above:
+            raise ConfigError(f"setting {key!r} must be above {above}, got {value!r}")
+        elif low is not None and high is not None and not low <= value <= high:
+            raise ConfigError(f"setting {key!r} must be between {low} and {high}, got {value!r}")
+        elif low is not None and high is None and value < low:
+            raise ConfigError(f"setting {key!r} must be at least {low}, got {value!r}")
+
+
+# docs/configuration.md: generated by reference_markdown, checked by tests/test_config.py
+REFERENCE_PROFILES: tuple[str, ...] = ("demo", "workstation", "paper")
+REFERENCE_COMMAND = "python -m runners.config_reference"
+
+
+def _leaves(obj: Any, prefix: str = ""):
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, f, value
+
+
+def _allowed(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    choices, low, high, above = meta.get("choices"), meta.get("low"), meta.get("high"), meta.get("above")
+    pair = str(f.type).startswith("tuple")
+    parts = []
+    if choices is not None:
+        parts.append(("some of " if pair else "one of ") + ", ".join(f"`{c}`" for c in choices))
+    if low is not None and high is not None:
+        parts.append(f"[LOW, HIGH] within {low} to {high}" if pair else f"{low} to {high}")
+    elif low is not None:
+        parts.append(f"at least {low}")
+    if above is not None:
+        parts.append(f"above {above}")
+    if meta.get("rule"):
+        parts.append(meta["rule"])
+    return "; ".join(parts)
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: every setting by dotted key, with its type, its value in each profile (bold where it
+    differs from the setting's default), the values it may take and its one-line doc."""
+    profiles = [PROFILES[name] for name in REFERENCE_PROFILES]
+    defaults = {key: value for key, _, value in _leaves(Profile(name=""))}
+    lines = ["# Configuration reference", "",
+             f"<!-- generated by `{REFERENCE_COMMAND}` from leukemia_mtl/config.py; do not edit by hand -->", "",
+             ("Every setting of a profile, by the dotted key that `--set KEY=VALUE` (pipeline.py, `python -m "
+              "leukemia_mtl`) and a pipeline's `overrides` parameter take. A value in **bold** differs from the "
+              "setting's default; a setting is refused before anything runs when it is outside its allowed values."),
+             ""]
+    for section in dataclasses.fields(Profile):
+        value = getattr(profiles[0], section.name)
+        if not dataclasses.is_dataclass(value):
+            continue
+        lines += [f"## {section.name}", "", (type(value).__doc__ or "").strip().splitlines()[0], "",
+                  "| Setting | Type | " + " | ".join(REFERENCE_PROFILES) + " | Allowed | Description |",
+                  "|---|---|" + "---|" * len(REFERENCE_PROFILES) + "---|---|"]
+        for key, f, _ in _leaves(value, section.name + "."):
+            cells = []
+            for profile in profiles:
+                current = next(v for k, _, v in _leaves(profile) if k == key)
+                shown = f.metadata.get("shown") if current == defaults[key] and f.metadata.get("shown") else \
+                    f"`{json.dumps(current)}`"
+                cells.append(f"**{shown}**" if current != defaults[key] else shown)
+            row = [f"`{key}`", f"`{f.type}`", *cells, _allowed(f), f.metadata.get("doc", "")]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+        lines.append("")
+    top = [f for f in dataclasses.fields(Profile) if not dataclasses.is_dataclass(getattr(profiles[0], f.name))]
+    lines += ["## Profile", "", "| Setting | Type | " + " | ".join(REFERENCE_PROFILES) + " | Allowed | Description |",
+              "|---|---|" + "---|" * len(REFERENCE_PROFILES) + "---|---|"]
+    for f in top:
+        cells = [f"`{json.dumps(getattr(p, f.name))}`" for p in profiles]
+        lines.append("| " + " | ".join([f"`{f.name}`", f"`{f.type}`", *cells, _allowed(f), f.metadata["doc"]]) + " |")
+    return "\n".join(lines) + "\n"

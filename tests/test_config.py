@@ -105,3 +105,28 @@ def test_a_per_input_option_that_names_one_input_twice_is_refused(parse, value):
 
     with pytest.raises(ConfigError, match="is given twice; give each input once"):
         (negative_class_overrides if parse == "negative" else pixel_size_overrides)(value)
+
+
+def test_every_setting_has_a_one_line_doc():
+    import dataclasses
+
+    from leukemia_mtl.config import Profile
+
+    def leaves(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            if dataclasses.is_dataclass(getattr(obj, f.name)):
+                yield from leaves(getattr(obj, f.name), f"{prefix}{f.name}.")
+            else:
+                yield prefix + f.name, f
+
+    missing = [key for key, f in leaves(Profile(name="x")) if not f.metadata.get("doc") or "\n" in f.metadata["doc"]]
+    assert not missing, f"settings without a one-line doc (setting(..., doc=...)): {missing}"
+
+
+def test_the_paper_profile_trains_as_the_paper_says():
+    from leukemia_mtl import paper
+
+    profile = get_profile("paper")
+    assert (profile.split.folds, profile.train.epochs, profile.model.input_size) == (paper.FOLDS, paper.EPOCHS,
+                                                                                     paper.INPUT_SIZE)
+
