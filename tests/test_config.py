@@ -130,3 +130,12 @@ def test_the_paper_profile_trains_as_the_paper_says():
     assert (profile.split.folds, profile.train.epochs, profile.model.input_size) == (paper.FOLDS, paper.EPOCHS,
                                                                                      paper.INPUT_SIZE)
 
+
+def test_the_configuration_reference_is_up_to_date():
+    from pathlib import Path
+
+    from leukemia_mtl.config import REFERENCE_COMMAND, reference_markdown
+
+    reference = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert reference.exists() and reference.read_text(encoding="utf-8") == reference_markdown(), (
+        f"docs/configuration.md is out of date with leukemia_mtl/config.py; regenerate it with `{REFERENCE_COMMAND}`")
