@@ -98,7 +98,8 @@ class DataConfig:
     cells_negative_class: str = setting("", doc="the cells input's name for its negatives (empty: negative_class)")
     positive_class_name: str = setting("ALL", doc="the class of ALL-IDB1's `_1` smears when no label file is given")
     # anything else, a typo like 'L9' or a stray invisible character, would become a new class
-    subtypes: tuple[str, ...] = setting(("L1", "L2", "L3"), doc="the types a label file may refine ALL into (FAB's L1-L3)")
+    subtypes: tuple[str, ...] = setting(("L1", "L2", "L3"),
+                                        doc="the types a label file may refine ALL into (FAB's L1-L3)")
     # mostly wide fields (4:3 and wider: a camera's field, not a crop around one cell)
     check_cells_are_crops: bool = setting(
         True, doc="refuse a folder-per-class cells input of wide fields as smears given in the wrong place")
@@ -131,7 +132,7 @@ class PreprocessConfig:
     threshold_method: str = setting("fixed", choices=THRESHOLD_METHODS, doc="how the ROI step finds white cells")
     # below it Otsu's level is not trusted (a field without a white cell: Otsu would split red cells from plasma)
     nuclear_min_density: float = setting(
-        0.2, low=0.0, high=3.0, doc="with 'nuclear': the least nuclear-stain density (green minus blue OD) a nucleus has")
+        0.2, low=0.0, high=3.0, doc="with 'nuclear': the least nuclear-stain density (green-blue OD) of a nucleus")
     # pale cytoplasm sits below the level itself. Chosen on txl-pbc's train split (bench/cell_finder.py --sweep: the
     # best worst-source recall), reported on its val and test splits
     cell_extent_level: float = setting(0.5, low=0.0, high=1.0, doc="with 'nuclear': a pixel is a cell's above this "
@@ -149,12 +150,12 @@ class PreprocessConfig:
     split_min_nucleus_um2: float = setting(
         15.0, low=0.0, high=500.0, doc="least area of a nucleus piece that makes a cell of its own, um^2")
     split_neck_fraction: float = setting(
-        0.65, low=0.0, high=10.0, doc="a border between two shares is a neck below this fraction of the smaller's diameter")
+        0.65, low=0.0, high=10.0, doc="a border between two shares is a neck under this fraction of the smaller's width")
     split_core_fraction: float = setting(
         0.6, low=0.05, high=0.95, doc="a core is where the distance to the edge is above this fraction of the largest")
     # stained nuclei measure 170-200 in the generator's smears
     min_stain_saturation: int = setting(
-        30, doc="with 'adaptive': dark regions below this mean HSV saturation are no stain (scale bar, dust) and dropped")
+        30, doc="with 'adaptive': dark regions below this mean HSV saturation are no stain (scale bar, dust): dropped")
     # 'none' is the paper's: images as they are; 'reinhard': CIELAB means and deviations; 'macenko': stain vectors.
     # The target is fitted per fold and stage on the training images only and stored with each model, so predict
     # applies the same one.
@@ -406,20 +407,24 @@ class TuneConfig:
     # 0 in the demo: its budget has no room for one
     trials: int = setting(0, low=0, doc="trials per (fold, backbone); 0: no search")
     seed: int = setting(0, doc="the sampler's; with the profile's seed, the same trials and scores on CPU")
-    startup_trials: int = setting(4, low=0, doc="random trials before TPE models the scores (Optuna's n_startup_trials)")
+    startup_trials: int = setting(4, low=0, doc="random trials before TPE models the scores (n_startup_trials)")
     prune: bool = setting(True, doc="stop a trial whose intermediate scores (one per stage) fall below the median")
     # evaluate.release_metric on the inner split of each scored stage: both arms by default, so the search favours
     # neither side of the t-test
     arms: tuple[str, ...] = setting(("mtl", "ctl"), choices=tuple(ARM_NAMES), doc="the arms a trial trains")
     tasks: tuple[str, ...] = setting(("detection", "fab"), choices=SCORED_TASKS, doc="the tasks its objective averages")
     # the space; each range (and choice list) also takes in the profile's own value
-    learning_rate: tuple[float, float] = setting((1e-4, 3e-3), low=1e-7, high=1.0, doc="the range searched for train.learning_rate (log scale)")
-    batch_sizes: tuple[int, ...] = setting((8, 16, 32), rule="whole numbers above 0", doc="the choices searched for train.batch_size")
+    learning_rate: tuple[float, float] = setting((1e-4, 3e-3), low=1e-7, high=1.0,
+                                                 doc="the range searched for train.learning_rate (log scale)")
+    batch_sizes: tuple[int, ...] = setting((8, 16, 32), rule="whole numbers above 0",
+                                           doc="the choices searched for train.batch_size")
     dense_units: tuple[int, ...] = setting((64, 128, 256, 512), rule="whole numbers above 0",
                                            doc="the choices searched for model.dense_units")
     dropout: tuple[float, float] = setting((0.0, 0.5), low=0.0, high=0.9, doc="the range searched for model.dropout")
-    frozen_fraction: tuple[float, float] = setting((0.0, 0.95), low=0.0, high=0.99, doc="the range searched for train.frozen_fraction")
-    target_per_class: tuple[int, int] = setting((8, 48), low=0, high=100000, doc="the range searched for augment.target_per_class")
+    frozen_fraction: tuple[float, float] = setting((0.0, 0.95), low=0.0, high=0.99,
+                                                   doc="the range searched for train.frozen_fraction")
+    target_per_class: tuple[int, int] = setting((8, 48), low=0, high=100000,
+                                                doc="the range searched for augment.target_per_class")
     stage_epochs: tuple[int, int] = setting((1, 6), low=1, high=100000,
                                             doc="the range searched for train.stage1_epochs and train.stage2_epochs")
 
@@ -437,7 +442,7 @@ class ServeConfig:
     max_images_per_request: int = setting(16, doc="most images in one request")
     # a client that opens a body and stalls is answered 408 and its connection closed, rather than held open (a
     # slow-loris client holds a worker)
-    request_timeout_s: float = setting(30.0, doc="seconds a client has to send a request's body once its headers arrived")
+    request_timeout_s: float = setting(30.0, doc="seconds a client has to send a request's body after its headers")
 
 
 @dataclass(frozen=True)
