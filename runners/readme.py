@@ -7,8 +7,8 @@ runners/summary.py's `describe_run` opens are copied into the snapshot folder (c
 so a test can check the README against it without running the DAG); then, with or without RUN_DIR, the
 README's block between the two markers below is rewritten with an excerpt (`excerpt`: the data, the
 cross-validation table, the detection headline, the learning checks, the first note, the report) of what
-`describe_run` prints for the snapshot, its absolute paths shown under `--shown-as`. `pipeline finished in Ns` is left out: it is not describe_run's
-and a time belongs in BENCHMARKS.md with its command and machine.
+`describe_run` prints for the snapshot, its absolute paths shown under `--shown-as`. `pipeline finished in Ns`
+is left out: it is not describe_run's and a time belongs in BENCHMARKS.md with its command and machine.
 """
 
 from __future__ import annotations

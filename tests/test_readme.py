@@ -63,15 +63,15 @@ def test_the_excerpt_is_the_printers_own_lines_in_order_and_keeps_what_a_reader_
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
     assert len(shown) <= 30 < len(printed)
     assert ELLIPSIS + "\n" + ELLIPSIS not in "\n".join(shown)  # one ELLIPSIS per gap
-    for start in ("  smears:", "  2-fold cross-validation", "  headline, detection", "    released ", "  learning check ",
-                  "  note: Synthetic data", "  report:"):
+    for start in ("  smears:", "  2-fold cross-validation", "  headline, detection", "    released ",
+                  "  learning check ", "  note: Synthetic data", "  report:"):
         assert any(line.startswith(start) for line in kept), start
     table = [line for line in printed if line.startswith(("    detection  ", "    fab  "))]
     assert table and all(line in kept for line in table)  # the whole cross-validation table
 
 
 def _step_map(text: str) -> list[list[str]]:
-    """The rows of README's table under "Where each step lives": step, what it does, component (FILE::NAME), function, module."""
+    """README's table under "Where each step lives": step, what it does, component (FILE::NAME), function, module."""
     section = text.split("## Where each step lives", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     return [[cell.replace("`", "").strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
@@ -91,8 +91,10 @@ def test_the_readmes_step_map_names_the_component_function_and_module_that_run_e
         defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
         assert name in defined, f"{step}: {file} defines no component {name}"
         dotted = module.removesuffix(".py").replace("/", ".")
-        assert re.search(rf"from {re.escape(dotted)} import {function}\b", source), f"{step}: {file} does not import {function} from {dotted}"
-        assert re.search(rf"^def {function}\(", (REPO / module).read_text(encoding="utf-8"), re.M), f"{step}: {module} has no {function}"
+        imported = re.search(rf"from {re.escape(dotted)} import {function}\b", source)
+        assert imported and f"{function}(" in source, f"{step}: {file} does not call {function} from {dotted}"
+        module_source = (REPO / module).read_text(encoding="utf-8")
+        assert re.search(rf"^def {function}\(", module_source, re.M), f"{step}: {module} has no {function}"
         assert re.search(rf"\b{name}\(", pipeline_source), f"{step}: pipeline.py never calls {name}"
         components.add(file)
     on_disk = {f"components/{p.name}" for p in (REPO / "components").glob("*.py") if p.name != "__init__.py"}
