@@ -1,13 +1,14 @@
-"""The README's sample of what `make demo` prints, generated from a finished run instead of kept by hand.
+"""The README's excerpt of what `make demo` prints, generated from a finished run instead of kept by hand.
 
     python -m runners.readme [RUN_DIR] [--readme README.md] [--snapshot docs/demo-run] [--shown-as runs/demo]
 
 With RUN_DIR (a finished `pipeline.py --run-local` folder, e.g. runs/demo), the few small files that
 runners/summary.py's `describe_run` opens are copied into the snapshot folder (committed beside the README,
 so a test can check the README against it without running the DAG); then, with or without RUN_DIR, the
-README's block between the two markers below is rewritten with what `describe_run` prints for the snapshot,
-its absolute paths shown under `--shown-as`. `pipeline finished in Ns` is left out: it is not describe_run's
-and a time belongs in BENCHMARKS.md with its command and machine.
+README's block between the two markers below is rewritten with an excerpt (`excerpt`: the data, the
+cross-validation table, the detection headline, the learning checks, the first note, the report) of what
+`describe_run` prints for the snapshot, its absolute paths shown under `--shown-as`. `pipeline finished in Ns`
+is left out: it is not describe_run's and a time belongs in BENCHMARKS.md with its command and machine.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ SNAPSHOT = REPO / "docs" / "demo-run"
 SHOWN_AS = "runs/demo"  # make demo's DEMO_DIR
 # the files describe_run opens: output -> the file inside its artifact folder ("" : the artifact is the file)
 READ_FILES = {"dataset": "dataset.json", "roi": "summary.json", "cells": "summary.json", "summary": ""}
+ELLIPSIS = "  ..."  # stands for the printed lines the excerpt leaves out
 
 
 class ReadmeError(Exception):
@@ -89,9 +91,33 @@ def demo_lines(snapshot_dir: Path = SNAPSHOT, shown_as: str = SHOWN_AS) -> list[
     return [line.replace(prefix, shown_as.rstrip("/") + "/") for line in describe_run(outputs, snapshot_dir)]
 
 
+def excerpt(lines: list[str]) -> list[str]:
+    """The printed lines the README shows, in their order; ELLIPSIS once where a run of lines is left out.
+
+    Kept: the data's counts, the cross-validation table, the detection headline with the released model's line,
+    the learning checks, the first note (what the data is) and where the report and summary.json are.
+    """
+    shown, section, notes = [], None, 0
+    for line in lines:
+        if not line.startswith("    "):  # a top-level line opens the section its indented lines belong to
+            section = ("table" if "-fold cross-validation" in line
+                       else "headline" if line.startswith("  headline, detection") else None)
+            notes += line.startswith("  note:")
+        keep = (line.startswith(("  cells:", "  smears:", "  learning check ", "  report:", "  summary:"))
+                or (section is not None and not line.startswith("    "))  # the table's and headline's own line
+                or section == "table"
+                or (section == "headline" and line.startswith("    released "))
+                or (line.startswith("  note:") and notes == 1))
+        if keep:
+            shown.append(line)
+        elif shown and shown[-1] != ELLIPSIS:
+            shown.append(ELLIPSIS)
+    return shown
+
+
 def demo_block(snapshot_dir: Path = SNAPSHOT, shown_as: str = SHOWN_AS) -> str:
-    """The README's text between the markers: a code block of `demo_lines`."""
-    return "\n```\n" + "\n".join(demo_lines(snapshot_dir, shown_as)) + "\n```\n"
+    """The README's text between the markers: a code block of the `excerpt` of `demo_lines`."""
+    return "\n```\n" + "\n".join(excerpt(demo_lines(snapshot_dir, shown_as))) + "\n```\n"
 
 
 def _marked(text: str, where: str) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """The bad-input corpus (tests/badinputs.py) at every entry point: `validate`, the pipeline's
 ingest task, `predict`, and the model and weight loaders. Each refusal is one message naming the
 file, never a traceback; each accepted oddity is reported; nothing is dropped silently.
-README.md's "Bad input" table has one row per kind and names the test here that proves it."""
+docs/reliability.md's "Bad input" table has one row per kind and names the test here that proves it."""
 
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
-"""The README's sample of `make demo`'s output is generated (runners/readme.py), so it cannot drift from the printer."""
+"""The README's excerpt of `make demo`'s output is generated (runners/readme.py), so it cannot drift from the printer;
+and its map from each pipeline step to the code that runs it names files and functions that exist."""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import shutil
 from pathlib import Path
 
-from runners.readme import END, SNAPSHOT, START, demo_block, main, readme_block
+from runners.readme import ELLIPSIS, END, SNAPSHOT, START, demo_block, demo_lines, excerpt, main, readme_block
 from runners.summary import describe_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +38,7 @@ def test_the_readme_generator_snapshots_a_run_and_rewrites_only_its_block(demo_r
     assert sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file()) < 200_000  # small enough to commit
     printed = [line.replace(str(out.resolve()) + "/", "runs/demo/") for line in describe_run(outputs, out)]
     after = readme.read_text(encoding="utf-8")
-    assert readme_block(after) == "\n```\n" + "\n".join(printed) + "\n```\n"
+    assert readme_block(after) == "\n```\n" + "\n".join(excerpt(printed)) + "\n```\n"
     assert after.replace(readme_block(after), "") == before.replace(readme_block(before), "")  # the prose is left alone
 
     capsys.readouterr()
@@ -49,3 +52,50 @@ def test_the_readme_generator_refuses_a_readme_without_its_markers(tmp_path, cap
     assert main(["--readme", str(readme)]) == 1
     assert capsys.readouterr().err == f"error: {readme}: needs one {START} line and, after it, one {END} line\n"
     assert readme.read_text() == f"# x\n{END}\n{START}\n"
+
+
+def test_the_excerpt_is_the_printers_own_lines_in_order_and_keeps_what_a_reader_needs():
+    """Short, nothing typed: every shown line is a printed line, in the printed order, and the key ones are there."""
+    printed = demo_lines(SNAPSHOT)
+    shown = excerpt(printed)
+    kept = [line for line in shown if line != ELLIPSIS]
+    positions = [printed.index(line) for line in kept]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert len(shown) <= 30 < len(printed)
+    assert ELLIPSIS + "\n" + ELLIPSIS not in "\n".join(shown)  # one ELLIPSIS per gap
+    for start in ("  smears:", "  2-fold cross-validation", "  headline, detection", "    released ",
+                  "  learning check ", "  note: Synthetic data", "  report:"):
+        assert any(line.startswith(start) for line in kept), start
+    table = [line for line in printed if line.startswith(("    detection  ", "    fab  "))]
+    assert table and all(line in kept for line in table)  # the whole cross-validation table
+
+
+def _step_map(text: str) -> list[list[str]]:
+    """README's table under "Where each step lives": step, what it does, component (FILE::NAME), function, module."""
+    section = text.split("## Where each step lives", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    return [[cell.replace("`", "").strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+
+
+def test_the_readmes_step_map_names_the_component_function_and_module_that_run_each_step():
+    """Each row's component file calls its function, imported from its module, which defines it; every step is there."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert text.index("## Where each step lives") < len("\n".join(text.splitlines()[:100]))  # in the first 100 lines
+    rows = _step_map(text)
+    pipeline_source = (REPO / "pipeline.py").read_text(encoding="utf-8")
+    components = set()
+    for step, _does, component, function, module in rows:
+        file, _, name = component.partition("::")
+        source = (REPO / file).read_text(encoding="utf-8")
+        tree = ast.parse(source)
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert name in defined, f"{step}: {file} defines no component {name}"
+        dotted = module.removesuffix(".py").replace("/", ".")
+        imported = re.search(rf"from {re.escape(dotted)} import {function}\b", source)
+        assert imported and f"{function}(" in source, f"{step}: {file} does not call {function} from {dotted}"
+        module_source = (REPO / module).read_text(encoding="utf-8")
+        assert re.search(rf"^def {function}\(", module_source, re.M), f"{step}: {module} has no {function}"
+        assert re.search(rf"\b{name}\(", pipeline_source), f"{step}: pipeline.py never calls {name}"
+        components.add(file)
+    on_disk = {f"components/{p.name}" for p in (REPO / "components").glob("*.py") if p.name != "__init__.py"}
+    assert components == on_disk  # every component has its row
