@@ -15,9 +15,9 @@ release -> report.
 
 import json
 import sys
-from inspect import signature
+from inspect import Parameter, Signature
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Model
@@ -38,9 +38,10 @@ from leukemia_mtl.config import Profile, get_profile
 from leukemia_mtl.stages import (TRAINING_STAGES, StageError, TrainingStage, check_plan, released_stages, scored_stages,
                                  training_stage)
 from runners import local as local_runner
-from runners.placement import cluster_placement, local_placement
+from runners.placement import Placement, cluster_placement, local_placement
 
 PIPELINE_NAME = "leukemia-mtl"
+DESCRIPTION = "Acute lymphoblastic leukemia detection and FAB classification by multistage transfer learning"
 DEFAULT_COMPILED = Path("build/pipeline.yaml")
 STOPS = ("preprocess", "segment", "report")
 
@@ -77,6 +78,84 @@ def _check_fan_in(plan: tuple[TrainingStage, ...]) -> None:
                              "train (or score)")
 
 
+# What the KFP UI shows beside each parameter (kfp reads the pipeline's `Args:`), in the pipeline's order. data_version
+# is the local runner's cache key, the data's fingerprint: ingest is never cached on a cluster, so it is not offered there.
+PARAMETER_DESCRIPTIONS = {
+    "smears": "Smear images (multi-cell; ALL-IDB1's layout or one folder per class): 'synthetic' for generated ones, "
+              "s3://bucket/prefix in the object storage the tasks reach, or a folder the tasks can read.",
+    "cells": "Single-cell images (ALL-IDB2's layout or one folder per class): 'synthetic', s3://bucket/prefix, a "
+             "folder, or 'none' for smears alone.",
+    "profile": "The settings every task starts from: demo (small: minutes on a laptop), workstation (a few hundred "
+               "real images from any lab) or paper (the paper's sizes).",
+    "overrides": 'A JSON object of dotted settings every task applies over the profile, e.g. {"split.folds": 3}.',
+    "data_version": "Internal: the cache key pipeline.py --run-local fills in with the data's fingerprint; leave it "
+                    "empty.",
+    "backbones": "The ImageNet backbones trained and compared in every fold: any of InceptionV3, Xception, "
+                 "InceptionResNetV2.",
+}
+
+
+def _task_adder(place: Placement) -> Callable:
+    """add(component, kind, ...): the one way a task joins the DAG: created from its inputs, shown in the UI by
+    `display` (else the component's name), cached as `caching` says (else kfp's default), and placed as a `kind`
+    task (runners/placement.py: resources, image, GPU, object storage's secret)."""
+
+    def add(component, kind: str, *, display: str = "", gpu: bool = False, storage: bool = False,
+            caching: bool | None = None, **inputs):
+        task = component(**inputs)
+        task.set_display_name(display or component.name)
+        if caching is not None:
+            task.set_caching_options(enable_caching=caching)
+        place(task, kind, gpu=gpu, storage=storage)
+        return task
+
+    return add
+
+
+def _train_folds(add: Callable, plan: tuple[TrainingStage, ...], settings: Profile, *, folds, dataset, cells,
+                 config: dict) -> tuple[dict, list]:
+    """One loop iteration per (fold, backbone): [tune ->] augment -> the plan's training stages. Returns the stages'
+    tasks by key (their outputs are collected over the iterations) and the tune tasks."""
+    searches = []
+    with dsl.ParallelFor(items=folds.outputs["Output"], parallelism=settings.train.parallel_runs or None) as run:
+        fold_config = config
+        if settings.tune.trials:  # the search on this fold's training part; its best settings train this fold
+            searched = add(tune, "train", gpu=True, storage=True,  # its trials train as the stages do
+                           dataset=dataset, cells=cells, split=folds.outputs["split"], fold=run.fold, backbone=run.backbone,
+                           **config)
+            searches.append(searched)
+            fold_config = dict(profile=config["profile"], overrides=searched.outputs["Output"])
+        fold_data = add(augment, "augment", dataset=dataset, cells=cells, split=folds.outputs["split"], fold=run.fold,
+                        **fold_config)
+        tasks = {}
+        for stage in plan:
+            common = dict(training_data=fold_data.outputs["training_data"], backbone=run.backbone, stage=stage.kind,
+                          task=stage.task, **fold_config)
+            if not stage.from_imagenet:
+                common = dict(previous=tasks[stage.starts_from].outputs["model"], **common)
+            tasks[stage.key] = add(finetune_from_imagenet if stage.from_imagenet else finetune_from_previous, "train",
+                                   display=stage.display, gpu=True, storage=stage.from_imagenet,  # ImageNet weights: s3?
+                                   **common)
+    return tasks, searches
+
+
+def _pipeline_function(wire: Callable, defaults: dict, returns) -> Callable:
+    """The function kfp reads as the pipeline: its parameters are `defaults`' keys, in order, typed by their
+    defaults and described by PARAMETER_DESCRIPTIONS; kfp calls it once to wire the DAG. One builder for the
+    cluster's DAG and the local runner's, which alone has data_version."""
+    names = list(defaults)
+
+    def leukemia_pipeline(*values):
+        return wire(**dict(zip(names, values)))
+
+    leukemia_pipeline.__signature__ = Signature(
+        [Parameter(name, Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=type(value))
+         for name, value in defaults.items()], return_annotation=returns)
+    args = "".join(f"    {name}: {PARAMETER_DESCRIPTIONS[name]}\n" for name in names)
+    leukemia_pipeline.__doc__ = f"Screen blood smears for leukemia and type it by FAB.\n\nArgs:\n{args}"
+    return leukemia_pipeline
+
+
 def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", cache_ingest: bool = False,
                    until: str = "report", cluster: bool = False, compile_overrides: dict | None = None,
                    code_version: str = "", run_overrides: dict | None = None,
@@ -102,120 +181,56 @@ def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", ca
     # at run time, and shown in the KFP UI where a person can change them
     if settings is None:
         settings = get_profile(profile, {**(compile_overrides or {}), **(run_overrides or {})})
-    default_overrides = json.dumps(run_overrides or {}, sort_keys=True)
-    place = cluster_placement(settings) if cluster else local_placement(code_version, local_images)
+    add = _task_adder(cluster_placement(settings) if cluster else local_placement(code_version, local_images))
 
     def wire(smears, cells, profile, overrides, backbones, data_version: str = ""):
-        """The tasks and how they connect; the signatures below are what a run is offered."""
+        """The tasks and how they connect; the pipeline function's parameters are what a run is offered."""
         config = dict(profile=profile, overrides=overrides)
-        ingested = ingest(smears=smears, cells=cells, data_version=data_version, **config)
-        ingested.set_display_name("ingest")
-        ingested.set_caching_options(enable_caching=cache_ingest)
-        place(ingested, "light", storage=True)
-        roi = preprocess(dataset=ingested.outputs["dataset"], **config)
-        roi.set_display_name("preprocess")
-        place(roi, "light")
-        outputs = [ingested.outputs["dataset"], roi.outputs["roi"], roi.outputs["overlay"]]
+        ingested = add(ingest, "light", storage=True, caching=cache_ingest, smears=smears, cells=cells,
+                       data_version=data_version, **config)
+        dataset = ingested.outputs["dataset"]
+        roi = add(preprocess, "light", dataset=dataset, **config)
+        outputs = [dataset, roi.outputs["roi"], roi.outputs["overlay"]]
         if until == "preprocess":
             return OUTPUTS[until](*outputs)
-        segmented = segment(dataset=ingested.outputs["dataset"], roi=roi.outputs["roi"], **config)
-        segmented.set_display_name("segment")
-        place(segmented, "segment", gpu=True)
+        segmented = add(segment, "segment", gpu=True, dataset=dataset, roi=roi.outputs["roi"], **config)
         outputs += [segmented.outputs["model"], segmented.outputs["cells"], segmented.outputs["figure"]]
         if until == "segment":
             return OUTPUTS[until](*outputs)
 
-        folds = split(dataset=ingested.outputs["dataset"], backbones=backbones, **config)
-        folds.set_display_name("split")
-        place(folds, "light")
-        parallelism = settings.train.parallel_runs or None
-        searches = []
-        with dsl.ParallelFor(items=folds.outputs["Output"], parallelism=parallelism) as run:  # one per (fold, backbone)
-            fold_config = config
-            if settings.tune.trials:  # the search on this fold's training part; its best settings train this fold
-                searched = tune(dataset=ingested.outputs["dataset"], cells=segmented.outputs["cells"],
-                                split=folds.outputs["split"], fold=run.fold, backbone=run.backbone, **config)
-                searched.set_display_name("tune")
-                place(searched, "train", gpu=True, storage=True)  # its trials train as the stages do
-                searches.append(searched)
-                fold_config = dict(profile=profile, overrides=searched.outputs["Output"])
-            fold_data = augment(dataset=ingested.outputs["dataset"], cells=segmented.outputs["cells"],
-                                split=folds.outputs["split"], fold=run.fold, **fold_config)
-            fold_data.set_display_name("augment")
-            place(fold_data, "augment")
-            tasks = {}
-            for stage in plan:
-                common = dict(training_data=fold_data.outputs["training_data"], backbone=run.backbone, stage=stage.kind,
-                              task=stage.task, **fold_config)
-                if stage.from_imagenet:
-                    trained = finetune_from_imagenet(**common)
-                else:
-                    trained = finetune_from_previous(previous=tasks[stage.starts_from].outputs["model"], **common)
-                trained.set_display_name(stage.display)
-                place(trained, "train", gpu=True, storage=stage.from_imagenet)  # ImageNet weights may come from s3
-                tasks[stage.key] = trained
+        folds = add(split, "light", dataset=dataset, backbones=backbones, **config)
+        tasks, searches = _train_folds(add, plan, settings, folds=folds, dataset=dataset, cells=segmented.outputs["cells"],
+                                       config=config)
 
         def collected(output: str, stages) -> dict:
             """Fan-in over every (fold, backbone): one list per training stage."""
             return {stage.key: dsl.Collected(tasks[stage.key].outputs[output]) for stage in stages}
 
-        trivial = baseline(dataset=ingested.outputs["dataset"], split=folds.outputs["split"], **config)
-        trivial.set_display_name("baseline")
-        place(trivial, "light")
-        scored = crossval(baselines=trivial.outputs["predictions"], **collected("evaluation", scored_stages(plan)), **config)
-        scored.set_display_name("crossval")
-        place(scored, "light")
-        compared = ttest(crossval=scored.outputs["results"], **config)
-        compared.set_display_name("ttest")
-        place(compared, "light")
-        released = release(crossval=scored.outputs["results"], data_summary=ingested.outputs["summary"],
-                           segmenter=segmented.outputs["model"],
-                           **collected("model", released_stages(plan)), **config)
-        released.set_display_name("release")
-        released.set_caching_options(enable_caching=False)  # it publishes outside the pipeline
-        place(released, "light", storage=True)
-        reported = report(
+        trivial = add(baseline, "light", dataset=dataset, split=folds.outputs["split"], **config)
+        scored = add(crossval, "light", baselines=trivial.outputs["predictions"],
+                     **collected("evaluation", scored_stages(plan)), **config)
+        compared = add(ttest, "light", crossval=scored.outputs["results"], **config)
+        released = add(release, "light", storage=True, caching=False,  # it publishes outside the pipeline
+                       crossval=scored.outputs["results"], data_summary=ingested.outputs["summary"],
+                       segmenter=segmented.outputs["model"], **collected("model", released_stages(plan)), **config)
+        reported = add(
+            report, "light",
             data_summary=ingested.outputs["summary"], split=folds.outputs["split"], roi_metrics=roi.outputs["metrics"],
             roi_overlay=roi.outputs["overlay"], segment_metrics=segmented.outputs["metrics"], segmentation=segmented.outputs["figure"],
             crossval=scored.outputs["results"], ttest=compared.outputs["results"], release_manifest=released.outputs["manifest"],
             **collected("evaluation", plan), **config,
             **({"tuning": dsl.Collected(searches[0].outputs["study"])} if searches else {}),
         )
-        reported.set_display_name("report")
-        place(reported, "light")
         outputs += [folds.outputs["split"], scored.outputs["results"], compared.outputs["results"], released.outputs["model"],
                     released.outputs["manifest"], reported.outputs["html"], reported.outputs["summary"]]
         return OUTPUTS[until](*outputs)
 
-    # What the KFP UI shows beside each parameter (kfp reads the pipeline's `Args:`). data_version is the local
-    # runner's cache key, the data's fingerprint: ingest is never cached on a cluster, so it is not offered there.
-    descriptions = dict(
-        smears="Smear images (multi-cell; ALL-IDB1's layout or one folder per class): 'synthetic' for generated ones, "
-               "s3://bucket/prefix in the object storage the tasks reach, or a folder the tasks can read.",
-        cells="Single-cell images (ALL-IDB2's layout or one folder per class): 'synthetic', s3://bucket/prefix, a "
-              "folder, or 'none' for smears alone.",
-        profile="The settings every task starts from: demo (small: minutes on a laptop), workstation (a few hundred "
-                "real images from any lab) or paper (the paper's sizes).",
-        overrides='A JSON object of dotted settings every task applies over the profile, e.g. {"split.folds": 3}.',
-        data_version="Internal: the cache key pipeline.py --run-local fills in with the data's fingerprint; leave it "
-                     "empty.",
-        backbones="The ImageNet backbones trained and compared in every fold: any of InceptionV3, Xception, "
-                  "InceptionResNetV2.",
-    )
+    defaults = {"smears": "synthetic", "cells": "synthetic", "profile": settings.name,
+                "overrides": json.dumps(run_overrides or {}, sort_keys=True), "data_version": "",
+                "backbones": list(settings.model.backbones)}
     if cluster:
-        def leukemia_pipeline(smears: str = "synthetic", cells: str = "synthetic", profile: str = settings.name,
-                              overrides: str = default_overrides,
-                              backbones: list = list(settings.model.backbones)) -> OUTPUTS[until]:
-            return wire(smears, cells, profile, overrides, backbones)
-    else:
-        def leukemia_pipeline(smears: str = "synthetic", cells: str = "synthetic", profile: str = settings.name,
-                              overrides: str = default_overrides, data_version: str = "",
-                              backbones: list = list(settings.model.backbones)) -> OUTPUTS[until]:
-            return wire(smears, cells, profile, overrides, backbones, data_version)
-    args = "".join(f"    {name}: {descriptions[name]}\n" for name in signature(leukemia_pipeline).parameters)
-    leukemia_pipeline.__doc__ = f"Screen blood smears for leukemia and type it by FAB.\n\nArgs:\n{args}"
-    return dsl.pipeline(name=PIPELINE_NAME, description="Acute lymphoblastic leukemia detection and FAB classification "
-                                                        "by multistage transfer learning")(leukemia_pipeline)
+        del defaults["data_version"]
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(_pipeline_function(wire, defaults, OUTPUTS[until]))
 
 
 def compile_pipeline(output: Path, profile: str = "paper", compile_overrides: dict | None = None,
@@ -233,8 +248,8 @@ def run_local(profile: str, smears: str, cells: str, output_dir: Path, overrides
     """This DAG run here (runners/local.py), each task in a subprocess or in its own container (`runner`);
     returns {output: {path, metadata}}. `compile_overrides` name the images the docker runner uses."""
     settings = get_profile(profile, {**(compile_overrides or {}), **overrides})  # once: a bad profile fails here
-    return local_runner.run_local(build_pipeline, profile, settings, overrides, smears, cells, output_dir, cache, until,
-                                  runner)
+    return local_runner.run_local(build_pipeline, profile=profile, settings=settings, overrides=overrides, smears=smears,
+                                  cells=cells, output_dir=output_dir, cache=cache, until=until, runner=runner)
 
 
 def main(argv: list[str] | None = None) -> int:
