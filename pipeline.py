@@ -181,7 +181,7 @@ def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", ca
     # at run time, and shown in the KFP UI where a person can change them
     if settings is None:
         settings = get_profile(profile, {**(compile_overrides or {}), **(run_overrides or {})})
-    add = _task_adder(cluster_placement(settings) if cluster else local_placement(code_version, local_images))
+    add = _task_adder(cluster_placement(settings) if cluster else local_placement(code_version=code_version, images=local_images))
 
     def wire(smears, cells, profile, overrides, backbones, data_version: str = ""):
         """The tasks and how they connect; the pipeline function's parameters are what a run is offered."""

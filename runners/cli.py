@@ -50,7 +50,8 @@ def submit(dag: ModuleType, *, host: str | None, profile: str, compile_overrides
     accepted = list(dag.build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides,
                                        run_overrides=shaping).component_spec.inputs)
     return submitter.submit(
-        accepted, lambda path: dag.compile_pipeline(path, profile, compile_overrides, shaping), host=host,
+        accepted, lambda path: dag.compile_pipeline(path, profile=profile, compile_overrides=compile_overrides,
+                                                    run_overrides=shaping), host=host,
         profile=profile, params=params, experiment=experiment, schedule=schedule, run_name=run_name,
         pipeline_name=dag.PIPELINE_NAME, enable_caching=enable_caching)
 
@@ -177,7 +178,9 @@ def _compile_or_submit(dag: ModuleType, args: argparse.Namespace) -> int:
         compile_overrides = _compile_overrides(args)
         run_overrides = _setting_overrides(args)  # --set: applied, never dropped
         if args.compile:
-            print(f"wrote {dag.compile_pipeline(args.output, args.profile or 'paper', compile_overrides, run_overrides)}")
+            written = dag.compile_pipeline(args.output, profile=args.profile or "paper", compile_overrides=compile_overrides,
+                                           run_overrides=run_overrides)
+            print(f"wrote {written}")
             return 0
         params = _submitted_data(args, parse_overrides(args.param, flag="--param"))
         given = params.get("overrides") or {}
@@ -208,9 +211,9 @@ def _run_local(dag: ModuleType, args: argparse.Namespace) -> int:
     cells = next(v for v in (args.cells, args.data, "synthetic") if v is not None)
     try:
         started = time.time()
-        outputs = dag.run_local(args.profile or "demo", smears, cells, args.output_dir, _setting_overrides(args),
-                                cache=not args.no_cache, until=args.until, runner=args.runner,
-                                compile_overrides=_compile_overrides(args))
+        outputs = dag.run_local(args.profile or "demo", smears=smears, cells=cells, output_dir=args.output_dir,
+                                overrides=_setting_overrides(args), cache=not args.no_cache, until=args.until,
+                                runner=args.runner, compile_overrides=_compile_overrides(args))
     except LeukemiaMtlError as exc:
         problems = exc.problems if isinstance(exc, DatasetError) else [exc]
         for problem in problems:

@@ -100,7 +100,7 @@ def _unreadable_by(uid: int, folder: Path) -> Path | None:
     return None
 
 
-def docker_runner(root: Path, smears: str, cells: str, settings: Profile, images: LocalImages | None = None):
+def docker_runner(root: Path, *, smears: str, cells: str, settings: Profile, images: LocalImages | None = None):
     """kfp.local's DockerRunner for this run: the inputs' folders mounted where the tasks will look
     (read-only, but the release folder), no network unless the run uses object storage or downloads
     ImageNet weights, the MinIO credentials passed on, and a user that can write the pipeline root."""
@@ -153,7 +153,7 @@ def docker_runner(root: Path, smears: str, cells: str, settings: Profile, images
     return local.DockerRunner(**args)
 
 
-def run_local(build_pipeline: Callable, profile: str, settings: Profile, overrides: dict, smears: str, cells: str,
+def run_local(build_pipeline: Callable, *, profile: str, settings: Profile, overrides: dict, smears: str, cells: str,
               output_dir: Path, cache: bool = True, until: str = "report", runner: str = "subprocess") -> dict:
     """Run the DAG `build_pipeline(settings, ...)` builds (to `until`); returns {output: {path, metadata}}.
 
