@@ -177,9 +177,7 @@ def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", ca
         raise ValueError("cache_ingest needs data_version, which only the local runner fills in")
     check_plan(plan)
     _check_fan_in(plan)
-    # run_overrides (--set) become the `overrides` parameter's default: checked here, applied by every task
-    # at run time, and shown in the KFP UI where a person can change them
-    if settings is None:
+    if settings is None:  # run_overrides (--set) checked here
         settings = get_profile(profile, {**(compile_overrides or {}), **(run_overrides or {})})
     add = _task_adder(cluster_placement(settings) if cluster else local_placement(code_version=code_version, images=local_images))
 
@@ -225,6 +223,8 @@ def build_pipeline(settings: Profile | None = None, *, profile: str = "demo", ca
                     released.outputs["manifest"], reported.outputs["html"], reported.outputs["summary"]]
         return OUTPUTS[until](*outputs)
 
+    # run_overrides (--set) become the `overrides` parameter's default: applied by every task at run time, and shown
+    # in the KFP UI where a person can change them
     defaults = {"smears": "synthetic", "cells": "synthetic", "profile": settings.name,
                 "overrides": json.dumps(run_overrides or {}, sort_keys=True), "data_version": "",
                 "backbones": list(settings.model.backbones)}
