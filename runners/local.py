@@ -9,8 +9,11 @@ import json
 import os
 import shutil
 import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
+
+from packaging.specifiers import SpecifierSet
 
 from leukemia_mtl.config import ConfigError, Profile
 from leukemia_mtl.data.storage import STORAGE_ENV
@@ -42,10 +45,16 @@ def _local_path(value: str) -> Path | None:
     return None if value.strip().lower() in NOT_PATHS or "://" in value else Path(value).expanduser().resolve()
 
 
+# kfp.local's own `run_docker_container` starts containers with auto_remove and reads a container already removed as
+# a success, so a task that failed fast could pass as done: kubeflow/pipelines#13332, reported on kfp 2.15.2 and
+# 2.16.0, and 2.17.3's code here (tests/test_pipeline.py checks the installed kfp); the fixes proposed upstream
+# (#13381, #13402, #13907) are not released. A kfp outside this range runs its own function: the test says when the
+# range must move.
+KFP_DOCKER_STATUS_BROKEN = SpecifierSet(">=2.15,<2.18")
+
+
 def _run_container_keeping_its_status(client, image: str, command: list[str], volumes: dict, **container_run_args) -> int:
-    """kfp.local's own `run_docker_container` (kfp 2.17) starts containers with auto_remove and reads a
-    container already removed as a success, so a task that failed fast could pass as done. This one
-    reads the exit status first and removes the container after."""
+    """kfp.local's `run_docker_container`, but it reads the exit status first and removes the container after."""
     import docker
 
     try:
@@ -63,6 +72,24 @@ def _run_container_keeping_its_status(client, image: str, command: list[str], vo
         container.remove(force=True)
 
 
+@contextmanager
+def docker_exit_status_kept(kfp_version: str | None = None):
+    """For the run inside it, kfp.local's docker task handler uses _run_container_keeping_its_status, where the
+    kfp (`kfp_version`, else the installed one) is one KFP_DOCKER_STATUS_BROKEN names; its own function after."""
+    import kfp
+    from kfp.local import docker_task_handler
+
+    if (kfp_version or kfp.__version__) not in KFP_DOCKER_STATUS_BROKEN:
+        yield
+        return
+    original = docker_task_handler.run_docker_container
+    docker_task_handler.run_docker_container = _run_container_keeping_its_status
+    try:
+        yield
+    finally:
+        docker_task_handler.run_docker_container = original
+
+
 def _unreadable_by(uid: int, folder: Path) -> Path | None:
     """The first file or folder under `folder` that `uid` (not its owner) could not read, if any."""
     for path in (folder, *folder.rglob("*")):
@@ -73,15 +100,12 @@ def _unreadable_by(uid: int, folder: Path) -> Path | None:
     return None
 
 
-def docker_runner(root: Path, smears: str, cells: str, settings: Profile, images: LocalImages | None = None):
+def docker_runner(root: Path, *, smears: str, cells: str, settings: Profile, images: LocalImages | None = None):
     """kfp.local's DockerRunner for this run: the inputs' folders mounted where the tasks will look
     (read-only, but the release folder), no network unless the run uses object storage or downloads
     ImageNet weights, the MinIO credentials passed on, and a user that can write the pipeline root."""
     from docker.types import DeviceRequest, Mount
     from kfp import local
-    from kfp.local import docker_task_handler
-
-    docker_task_handler.run_docker_container = _run_container_keeping_its_status
 
     mounts: dict[Path, bool] = {}  # path: read-only (one mount per path: smears and cells may share a folder)
     for value, read_only in ((smears, True), (cells, True), (settings.model.weights, True),
@@ -129,7 +153,7 @@ def docker_runner(root: Path, smears: str, cells: str, settings: Profile, images
     return local.DockerRunner(**args)
 
 
-def run_local(build_pipeline: Callable, profile: str, settings: Profile, overrides: dict, smears: str, cells: str,
+def run_local(build_pipeline: Callable, *, profile: str, settings: Profile, overrides: dict, smears: str, cells: str,
               output_dir: Path, cache: bool = True, until: str = "report", runner: str = "subprocess") -> dict:
     """Run the DAG `build_pipeline(settings, ...)` builds (to `until`); returns {output: {path, metadata}}.
 
@@ -160,7 +184,7 @@ def run_local(build_pipeline: Callable, profile: str, settings: Profile, overrid
             smears, cells = (str(_local_path(v) or v) for v in (smears, cells))
             overrides = {key: str(_local_path(value) or value) if key in PATH_SETTINGS and isinstance(value, str) else value
                          for key, value in overrides.items()}
-            kfp_runner = docker_runner(root, smears, cells, settings, images)
+            kfp_runner = docker_runner(root, smears=smears, cells=cells, settings=settings, images=images)
         else:
             kfp_runner = local.SubprocessRunner(use_venv=False)
         local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache)
@@ -168,11 +192,11 @@ def run_local(build_pipeline: Callable, profile: str, settings: Profile, overrid
         warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
         # GPU requests and display names matter on a cluster only; kfp.local says so for every task
         warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
-        run = build_pipeline(settings, run_overrides=overrides, cache_ingest=cache, until=until,
-                             code_version=code_version(settings), local_images=images)(
-            smears=smears, cells=cells, profile=profile, overrides=json.dumps(overrides, sort_keys=True), data_version=version,
-            backbones=list(settings.model.backbones),
-        )
+        dag = build_pipeline(settings, run_overrides=overrides, cache_ingest=cache, until=until,
+                             code_version=code_version(settings), local_images=images)
+        with docker_exit_status_kept() if runner == "docker" else nullcontext():
+            run = dag(smears=smears, cells=cells, profile=profile, overrides=json.dumps(overrides, sort_keys=True),
+                      data_version=version, backbones=list(settings.model.backbones))
         # cached tasks keep their first run's folders, so paths come from the run's outputs
         outputs = {name: {"path": artifact.path, "metadata": artifact.metadata} for name, artifact in run.outputs.items()}
         atomic_write_text(output_dir / "outputs.json", json.dumps(outputs, indent=2, default=str) + "\n")

@@ -51,7 +51,7 @@ def _without_caching(package: Path) -> None:
     package.write_text(yaml.safe_dump_all(documents, sort_keys=False))
 
 
-def submit(accepted: list[str], compile_to: Callable[[Path], Path], host: str | None, profile: str, params: dict,
+def submit(accepted: list[str], compile_to: Callable[[Path], Path], *, host: str | None, profile: str, params: dict,
            experiment: str, schedule: str | None = None, run_name: str | None = None, pipeline_name: str = "leukemia-mtl",
            enable_caching: bool | None = None) -> str:
     """Compile (`compile_to(path)`) and create a run (or, with a cron `schedule`, a recurring run).

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -209,3 +210,52 @@ def test_run_local_cli_refuses_bad_arguments_before_running(tmp_path, args, mess
     result = subprocess.run([sys.executable, "pipeline.py", "--run-local", "--output-dir", str(tmp_path), *args],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+class _FastFailingDocker:
+    """A Docker client whose one container exits 3 at once and, started with auto_remove, is gone before its status
+    is asked for: the race kfp.local's own docker runner loses (kubeflow/pipelines#13332)."""
+
+    def __init__(self):
+        self.images = SimpleNamespace(list=lambda: [SimpleNamespace(tags=["img:latest"], attrs={"RepoDigests": []})],
+                                      get=lambda image: None)
+        self.containers = SimpleNamespace(run=self._run)
+        self.removed = False
+
+    def _run(self, auto_remove: bool = False, **kwargs):
+        import docker
+
+        def wait():
+            if auto_remove:
+                raise docker.errors.NotFound("No such container")
+            return {"StatusCode": 3}
+
+        def remove(force: bool = False):
+            self.removed = True
+
+        return SimpleNamespace(logs=lambda **kwargs: iter([b"failing\n"]), wait=wait, remove=remove)
+
+
+def test_the_kfp_docker_status_fix_holds_only_inside_the_run_and_only_for_the_kfp_it_fixes(capsys):
+    import kfp
+    from kfp.local import docker_task_handler
+
+    from runners.local import KFP_DOCKER_STATUS_BROKEN, _run_container_keeping_its_status, docker_exit_status_kept
+
+    kfps_own = docker_task_handler.run_docker_container
+    # the installed kfp reads the failed container as a success exactly when the version range says it does
+    broken = kfps_own(client=_FastFailingDocker(), image="img", command=["false"], volumes={}) == 0
+    assert broken == (kfp.__version__ in KFP_DOCKER_STATUS_BROKEN), f"kfp {kfp.__version__}: move KFP_DOCKER_STATUS_BROKEN"
+    client = _FastFailingDocker()
+    assert _run_container_keeping_its_status(client, "img", ["false"], {}) == 3 and client.removed
+    with docker_exit_status_kept():
+        assert (docker_task_handler.run_docker_container is _run_container_keeping_its_status) == broken
+    assert docker_task_handler.run_docker_container is kfps_own
+    with docker_exit_status_kept("2.17.3"):
+        assert docker_task_handler.run_docker_container is _run_container_keeping_its_status
+    with docker_exit_status_kept("2.14.0"), docker_exit_status_kept("2.18.0"):  # outside the range: kfp's own
+        assert docker_task_handler.run_docker_container is kfps_own
+    with pytest.raises(RuntimeError), docker_exit_status_kept("2.17.3"):  # restored when the run fails too
+        raise RuntimeError("a task failed")
+    assert docker_task_handler.run_docker_container is kfps_own
+    capsys.readouterr()

@@ -6,35 +6,26 @@ import dataclasses
 import io
 import json
 import logging
-import os
 import shutil
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from leukemia_mtl import explain, report
 from leukemia_mtl.artifacts import log_metrics
-from leukemia_mtl.bundles import (  # noqa: F401 (re-exported)
-    EVALUATION_FILES,
-    EXPLANATIONS_FILE,
-    HISTORY_FILE,
-    META_FILE,
-    PREDICTIONS_FILE,
-    ClassifierInfo,
-    class_probabilities,
-    load_classifier,
-    model_outputs,
-    save_classifier,
-)
+from leukemia_mtl.bundles import (EVALUATION_FILES, EXPLANATIONS_FILE, HISTORY_FILE, PREDICTIONS_FILE, ClassifierInfo,
+                                  class_probabilities, load_classifier, model_outputs, save_classifier)
 from leukemia_mtl.config import Profile
 from leukemia_mtl.devices import devices_for_training
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from leukemia_mtl.models.backbones import build_classifier, get_backbone, resolve_weights
-from leukemia_mtl.stages import StageError, display_name, task_classes, task_names, training_stage  # noqa: F401 (re-exported)
+from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier, get_backbone, resolve_weights
+from leukemia_mtl.stages import StageError, TrainingStage, display_name, task_classes, task_names, training_stage
 from leukemia_mtl.train.data import StageArrays
-from leukemia_mtl.train.finetune import balanced_sample_weights, carry_over, encode_labels, fit_stage
+from leukemia_mtl.train.finetune import FitResult, balanced_sample_weights, carry_over, encode_labels, fit_stage
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +92,163 @@ def unit_probabilities(item_probabilities: np.ndarray, item_sources: np.ndarray,
     return out / out.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 only within ~1e-7
 
 
+@contextmanager
+def _timed(timings: dict[str, float], step: str):
+    """The seconds the block takes, into timings[step] (the summary's record of where the task's time went)."""
+    started = time.perf_counter()
+    yield
+    timings[step] = time.perf_counter() - started
+
+
+@dataclass
+class _Inputs:
+    """One stage's arrays with their labels encoded for its head, and the loss's per-image weights."""
+
+    arrays: StageArrays
+    data_summary: dict
+    classes: tuple[str, ...]
+    y_train: np.ndarray
+    y_val: np.ndarray
+    train_weights: np.ndarray | None
+    val_weights: np.ndarray | None
+    per_class: dict[int, float]  # each class's weight in the loss (1.0 each without balancing)
+
+
+@dataclass
+class _Start:
+    """Where a stage's weights start: ImageNet (or random) weights, or the previous stage's model."""
+
+    weights: str
+    imagenet: bool
+    source: dict
+    carried_over: list[str]
+
+
+@dataclass
+class _Scores:
+    """Per scored part ("eval", "val"): (unit probabilities, labels, units); losses and accuracies."""
+
+    parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    eval_items: np.ndarray  # the evaluation items' own probabilities (explain picks among them)
+    eval_loss: float
+    eval_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+
+
+def _load(plan: TrainingStage, data_dir: Path, profile: Profile) -> _Inputs:
+    """The stage's arrays from augment's folder, labelled as its task names the classes."""
+    arrays = StageArrays.load(Path(data_dir) / f"{plan.arrays}.npz")
+    data_summary = json.loads((Path(data_dir) / "summary.json").read_text())
+    negative = profile.data.negative_class
+    classes = task_classes(arrays.classes, plan.task, negative)
+    y_train, y_val = (encode_labels(task_names(labels, plan.task, negative), classes, plan.head)
+                      for labels in (arrays.y_train, arrays.y_val))
+    if profile.train.balanced_class_weights:
+        train_weights, per_class = balanced_sample_weights(y_train, len(classes))
+        val_weights = np.array([per_class[int(c)] for c in y_val], np.float32)
+    else:
+        train_weights = val_weights = None
+        per_class = {i: 1.0 for i in range(len(classes))}
+    return _Inputs(arrays=arrays, data_summary=data_summary, classes=classes, y_train=y_train, y_val=y_val,
+                   train_weights=train_weights, val_weights=val_weights, per_class=per_class)
+
+
+def _build(plan: TrainingStage, backbone: str, weights: ResolvedWeights, previous_dir: Path | None, n_classes: int,
+           profile: Profile, seed: int):
+    """The stage's classifier (inside the training strategy's scope): seeded, and started from `weights` or from
+    the previous stage's model. Returns (model, _Start)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)  # the new head's (and a random backbone's) initial weights
+    model = build_classifier(backbone, profile.model.input_size, n_classes, weights, head=plan.head,
+                             dense_units=profile.model.dense_units if plan.dense else 0,
+                             dropout=profile.model.dropout if plan.dense else 0.0)
+    if previous_dir is None:
+        return model, _Start(weights=weights.description, imagenet=weights.imagenet, source=weights.provenance,
+                             carried_over=[])
+    previous, previous_info = load_classifier(previous_dir)
+    if previous_info.backbone != backbone or previous_info.input_size != profile.model.input_size:
+        raise StageError(f"{previous_dir}: a {previous_info.backbone} at {previous_info.input_size} px cannot start "
+                         f"a {backbone} at {profile.model.input_size} px")
+    carried = carry_over(previous, model)
+    return model, _Start(weights=f"{previous_info.stage} ({previous_info.weights})", imagenet=previous_info.imagenet,
+                         source=previous_info.weights_source or {}, carried_over=carried)
+
+
+def _fit(model, plan: TrainingStage, inputs: _Inputs, profile: Profile, *, seed: int, random_backbone: bool,
+         timings: dict[str, float]) -> FitResult:
+    """Warm-up and fine-tuning for the stage's epochs; where fit's time went, into `timings`."""
+    arrays = inputs.arrays
+    fit = fit_stage(model, arrays.x_train, inputs.y_train, arrays.x_val, inputs.y_val,
+                    cfg=dataclasses.replace(profile.train, epochs=profile.train.epochs_of(plan.kind)), head=plan.head, seed=seed,
+                    sample_weight=inputs.train_weights, val_sample_weight=inputs.val_weights,
+                    random_backbone=random_backbone)
+    timings.update(frozen_features=fit.frozen_features_seconds, first_epochs=fit.first_epochs_seconds,
+                   steady_epochs=fit.steady_epochs_seconds,
+                   fit_other=fit.seconds - fit.frozen_features_seconds - fit.first_epochs_seconds - fit.steady_epochs_seconds)
+    return fit
+
+
+def _score(model, plan: TrainingStage, inputs: _Inputs, profile: Profile) -> _Scores:
+    """The evaluation fold's and the inner validation split's units scored, in one pass over their items."""
+    arrays, n_classes = inputs.arrays, len(inputs.classes)
+    both = np.concatenate([arrays.x_eval, arrays.x_val])  # one pass: fewer eager calls
+    outputs = class_probabilities(model_outputs(model, both, profile.train.inference_batch_size), plan.head)
+    per_part = {"eval": outputs[:len(arrays.x_eval)], "val": outputs[len(arrays.x_eval):]}
+    parts = {}
+    for part, sources, units, unit_labels in (
+        ("eval", arrays.sources_eval, arrays.units_eval, arrays.unit_labels_eval),
+        ("val", arrays.sources_val, arrays.units_val, arrays.unit_labels_val),
+    ):
+        labels = encode_labels(task_names(unit_labels, plan.task, profile.data.negative_class), inputs.classes, "softmax")
+        parts[part] = (unit_probabilities(per_part[part], sources, units, labels, n_classes), labels, units)
+    # no evaluation part: a search's trial (leukemia_mtl.tune), which never holds the fold's evaluation images
+    eval_loss, eval_accuracy = (_loss_and_accuracy(*parts["eval"][:2], n_classes) if len(arrays.units_eval)
+                                else (float("nan"), float("nan")))
+    val_loss, val_accuracy = _loss_and_accuracy(*parts["val"][:2], n_classes) if len(arrays.units_val) else (None, None)
+    return _Scores(parts=parts, eval_items=per_part["eval"], eval_loss=eval_loss, eval_accuracy=eval_accuracy,
+                   val_loss=val_loss, val_accuracy=val_accuracy)
+
+def _explain(model, plan: TrainingStage, backbone: str, inputs: _Inputs, scores: _Scores, profile: Profile) -> bytes | None:
+    """Grad-CAM of the held-out images the model was most and least sure of (None: none held out, or not asked)."""
+    arrays = inputs.arrays
+    if not (profile.evaluate.explain_examples and len(arrays.units_eval)):
+        return None
+    labels = encode_labels(task_names(arrays.y_eval, plan.task, profile.data.negative_class), inputs.classes, "softmax")
+    title = f"{plan.kind} ({plan.task}), {backbone}, fold {inputs.data_summary['fold_id']}: held-out images"
+    return explain.examples_figure(model, arrays.x_eval, labels, scores.eval_items, list(inputs.classes), title,
+                                   min_side=profile.evaluate.explain_min_side, per_class=profile.evaluate.explain_examples)
+
+
+def _save(model, plan: TrainingStage, backbone: str, inputs: _Inputs, start: _Start, fit: FitResult, scores: _Scores,
+          explanations: bytes | None, *, model_dir: Path, figure_html: Path, profile: Profile,
+          timings: dict[str, float]) -> StageSummary:
+    """The model bundle with its history, predictions and explanations; the stage's summary and its page."""
+    arrays, data_summary, classes = inputs.arrays, inputs.data_summary, inputs.classes
+    info = ClassifierInfo(backbone=backbone, input_size=profile.model.input_size, classes=list(classes), head=plan.head,
+                          stage=plan.kind, task=plan.task, weights=start.weights, imagenet=start.imagenet,
+                          stain=data_summary["stages"][plan.arrays].get("stain"), weights_source=start.source)
+    save_classifier(model, info, model_dir)
+    atomic_write_json(Path(model_dir) / HISTORY_FILE, fit.history)
+    _save_predictions(Path(model_dir) / PREDICTIONS_FILE, scores.parts, arrays)
+    if explanations is not None:
+        atomic_write_bytes(Path(model_dir) / EXPLANATIONS_FILE, explanations)
+    summary = StageSummary(
+        stage=plan.kind, task=plan.task, backbone=backbone, weights=start.weights, imagenet=start.imagenet,
+        carried_over=start.carried_over, fold_id=data_summary["fold_id"], repeat=data_summary["repeat"],
+        fold=data_summary["fold"], train_source_images=data_summary["stages"][plan.arrays]["train_source_images"],
+        train_images=len(arrays.x_train), eval_images=len(arrays.units_eval), epochs=len(fit.history.get("loss", [])),
+        seconds=fit.seconds, images_per_second=fit.images_per_second, eval_accuracy=float(scores.eval_accuracy),
+        eval_loss=float(scores.eval_loss), val_images=len(arrays.units_val), best_epoch=fit.best_epoch,
+        val_loss=scores.val_loss, val_accuracy=scores.val_accuracy,
+        class_weights={c: round(inputs.per_class[i], 4) for i, c in enumerate(classes)},
+        batchnorm_calibration=fit.calibrated or {}, timings=timings, weights_source=start.source,
+        frozen_features=fit.frozen_features)
+    _write_report(figure_html, summary, fit.history, fit.warmup_epochs)
+    return summary
+
+
 def run_finetune_stage(
     stage: str,
     task: str,
@@ -111,121 +259,50 @@ def run_finetune_stage(
     figure_html: Path,
     profile: Profile,
 ) -> StageSummary:
+    """Train `stage` doing `task` on augment's arrays in `data_dir`, from ImageNet (or random) weights or from the
+    previous stage's model in `previous_dir`: build, fit, score, explain, save. Writes the model bundle into
+    `model_dir` (with summary.json) and the stage's page into `figure_html`."""
     timings = {"process_start_to_stage": _seconds_since_process_start()}
-    started = time.perf_counter()
-    import keras
+    with _timed(timings, "import_tensorflow"):
+        import keras
 
-    plan = training_stage(stage, task)  # an impossible pair: one StageError before any data is read
-    arrays_name, head, with_dense = plan.arrays, plan.head, plan.dense
-    timings["import_tensorflow"] = time.perf_counter() - started
-    started = time.perf_counter()
-    arrays = StageArrays.load(Path(data_dir) / f"{arrays_name}.npz")
-    data_summary = json.loads((Path(data_dir) / "summary.json").read_text())
-    negative = profile.data.negative_class
-    classes = task_classes(arrays.classes, task, negative)
-
-    def encoded(labels):
-        return encode_labels(task_names(labels, task, negative), classes, head)
-
-    y_train, y_val = encoded(arrays.y_train), encoded(arrays.y_val)
-    if profile.train.balanced_class_weights:
-        train_weights, per_class = balanced_sample_weights(y_train, len(classes))
-        val_weights = np.array([per_class[int(c)] for c in y_val], np.float32)
-    else:
-        train_weights = val_weights = None
-        per_class = {i: 1.0 for i in range(len(classes))}
-
-    starts_from_imagenet = plan.from_imagenet
-    if starts_from_imagenet == (previous_dir is not None):
-        raise StageError(f"{stage} {'starts from ImageNet and takes no' if starts_from_imagenet else 'needs the'} previous stage's model")
-    weights = resolve_weights(profile.model.weights if starts_from_imagenet else "none", get_backbone(backbone), profile.storage)
-    salt = sum(map(ord, stage + task + backbone))  # a stage's own seed, stable across runs
-    strategy, devices = devices_for_training(profile.train.mixed_precision)
-    log.info("%s %s %s: training on %s", stage, task, backbone, devices)
-    with strategy.scope():  # variables mirrored over the GPUs when there are several
-        keras.utils.set_random_seed(profile.seed + salt)  # the new head's (and a random backbone's) initial weights
-        model = build_classifier(
-            backbone, profile.model.input_size, len(classes), weights, head=head,
-            dense_units=profile.model.dense_units if with_dense else 0, dropout=profile.model.dropout if with_dense else 0.0,
-        )
-        carried: list[str] = []
-        weights_text, imagenet, weights_source = weights.description, weights.imagenet, weights.provenance
-        if previous_dir is not None:
-            previous, previous_info = load_classifier(previous_dir)
-            if previous_info.backbone != backbone or previous_info.input_size != profile.model.input_size:
-                raise StageError(f"{previous_dir}: a {previous_info.backbone} at {previous_info.input_size} px cannot start "
-                                 f"a {backbone} at {profile.model.input_size} px")
-            carried = carry_over(previous, model)
-            weights_text, imagenet = f"{previous_info.stage} ({previous_info.weights})", previous_info.imagenet
-            weights_source = previous_info.weights_source or {}
-
-        timings["load_and_build"] = time.perf_counter() - started
-        train_cfg = dataclasses.replace(profile.train, epochs=profile.train.epochs_of(stage))
-        fit = fit_stage(model, arrays.x_train, y_train, arrays.x_val, y_val, train_cfg, head, profile.seed + salt,
-                        sample_weight=train_weights, val_sample_weight=val_weights,
-                        random_backbone=previous_dir is None and weights.keras_argument is None)
-    timings.update(frozen_features=fit.frozen_features_seconds, first_epochs=fit.first_epochs_seconds,
-                   steady_epochs=fit.steady_epochs_seconds,
-                   fit_other=fit.seconds - fit.frozen_features_seconds - fit.first_epochs_seconds - fit.steady_epochs_seconds)
-    started = time.perf_counter()
-    scored = {}
-    both = np.concatenate([arrays.x_eval, arrays.x_val])  # one pass: fewer eager calls
-    outputs = class_probabilities(model_outputs(model, both, profile.train.inference_batch_size), head)
-    per_part = {"eval": outputs[:len(arrays.x_eval)], "val": outputs[len(arrays.x_eval):]}
-    for part, sources, units, unit_labels in (
-        ("eval", arrays.sources_eval, arrays.units_eval, arrays.unit_labels_eval),
-        ("val", arrays.sources_val, arrays.units_val, arrays.unit_labels_val),
-    ):
-        labels = encode_labels(task_names(unit_labels, task, negative), classes, "softmax")
-        probabilities = unit_probabilities(per_part[part], sources, units, labels, len(classes))
-        scored[part] = (probabilities, labels, units)
-    # no evaluation part: a search's trial (leukemia_mtl.tune), which never holds the fold's evaluation images
-    evaluating = len(arrays.units_eval) > 0
-    eval_loss, eval_accuracy = _score(*scored["eval"][:2], len(classes)) if evaluating else (float("nan"), float("nan"))
-    val_loss, val_accuracy = _score(*scored["val"][:2], len(classes)) if len(arrays.units_val) else (None, None)
-    timings["predict"] = time.perf_counter() - started
-    started = time.perf_counter()
-    explanations = explain.examples_figure(
-        model, arrays.x_eval, encode_labels(task_names(arrays.y_eval, task, negative), classes, "softmax"), per_part["eval"],
-        list(classes), f"{stage} ({task}), {backbone}, fold {data_summary['fold_id']}: held-out images", profile.evaluate.explain_min_side,
-        profile.evaluate.explain_examples) if profile.evaluate.explain_examples and evaluating else None
-    timings["explain"] = time.perf_counter() - started
-    started = time.perf_counter()
-
-    info = ClassifierInfo(backbone, profile.model.input_size, list(classes), head, stage, task, weights_text, imagenet,
-                          stain=data_summary["stages"][arrays_name].get("stain"), weights_source=weights_source)
-    save_classifier(model, info, model_dir)
-    atomic_write_json(Path(model_dir) / HISTORY_FILE, fit.history)
-    _save_predictions(Path(model_dir) / PREDICTIONS_FILE, scored, arrays)
-    if explanations is not None:
-        atomic_write_bytes(Path(model_dir) / EXPLANATIONS_FILE, explanations)
-    summary = StageSummary(stage, task, backbone, weights_text, imagenet, carried, data_summary["fold_id"],
-                           data_summary["repeat"], data_summary["fold"], data_summary["stages"][arrays_name]["train_source_images"],
-                           len(arrays.x_train), len(arrays.units_eval),
-                           len(fit.history.get("loss", [])), fit.seconds, fit.images_per_second,
-                           float(eval_accuracy), float(eval_loss), val_images=len(arrays.units_val), best_epoch=fit.best_epoch,
-                           val_loss=val_loss, val_accuracy=val_accuracy,
-                           class_weights={c: round(per_class[i], 4) for i, c in enumerate(classes)},
-                           batchnorm_calibration=fit.calibrated or {}, timings=timings, weights_source=weights_source,
-                           frozen_features=fit.frozen_features)
-    _write_report(figure_html, summary, fit.history, fit.warmup_epochs)
-    timings["save_and_report"] = time.perf_counter() - started
+        plan = training_stage(stage, task)  # an impossible pair: one StageError before any data is read
+    with ExitStack() as training:  # the strategy's scope holds the model's building and fitting
+        with _timed(timings, "load_and_build"):
+            inputs = _load(plan, data_dir, profile)
+            if plan.from_imagenet == (previous_dir is not None):
+                raise StageError(f"{stage} {'starts from ImageNet and takes no' if plan.from_imagenet else 'needs the'} "
+                                 "previous stage's model")
+            weights = resolve_weights(profile.model.weights if plan.from_imagenet else "none", get_backbone(backbone),
+                                      profile.storage)
+            seed = profile.seed + sum(map(ord, stage + task + backbone))  # a stage's own seed, stable across runs
+            strategy, devices = devices_for_training(profile.train.mixed_precision)
+            log.info("%s %s %s: training on %s", stage, task, backbone, devices)
+            training.enter_context(strategy.scope())  # variables mirrored over the GPUs when there are several
+            model, start = _build(plan, backbone, weights, previous_dir, len(inputs.classes), profile, seed)
+        fit = _fit(model, plan, inputs, profile, seed=seed, timings=timings,
+                   random_backbone=previous_dir is None and weights.keras_argument is None)
+    with _timed(timings, "predict"):
+        scores = _score(model, plan, inputs, profile)
+    with _timed(timings, "explain"):
+        explanations = _explain(model, plan, backbone, inputs, scores, profile)
+    with _timed(timings, "save_and_report"):  # the summary holds `timings` itself: it is written with this step's too
+        summary = _save(model, plan, backbone, inputs, start, fit, scores, explanations, model_dir=model_dir,
+                        figure_html=figure_html, profile=profile, timings=timings)
     atomic_write_json(Path(model_dir) / "summary.json", asdict(summary))
     keras.backend.clear_session()
     return summary
 
 
 def _seconds_since_process_start() -> float | None:
-    """Interpreter start, KFP's executor and our imports before the stage begins (Linux /proc)."""
+    """Interpreter start, KFP's executor and our imports before the stage begins."""
     try:
-        ticks = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
-        return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time() - psutil.Process().create_time()
+    except psutil.Error:
         return None
 
 
-def _score(probabilities: np.ndarray, y_true: np.ndarray, n_classes: int) -> tuple[float, float]:
+def _loss_and_accuracy(probabilities: np.ndarray, y_true: np.ndarray, n_classes: int) -> tuple[float, float]:
     """Cross-entropy and accuracy of (units, classes) probabilities (scikit-learn; no second graph)."""
     from sklearn.metrics import accuracy_score, log_loss
 
@@ -237,8 +314,9 @@ def run_finetune_task(stage: str, task: str, backbone: str, training_data: str, 
                       model, metrics, curves, evaluation, profile: Profile) -> StageSummary:
     """The finetune components' one call: train the stage into KFP's artifacts (model, metrics,
     curves, and the small evaluation folder crossval and the report read)."""
-    summary = run_finetune_stage(stage, task, backbone, Path(training_data), Path(previous) if previous else None,
-                                 Path(model.path), Path(curves.path), profile)
+    summary = run_finetune_stage(stage, task, backbone, data_dir=Path(training_data),
+                                 previous_dir=Path(previous) if previous else None, model_dir=Path(model.path),
+                                 figure_html=Path(curves.path), profile=profile)
     model.metadata.update(summary.model_metadata())
     log_metrics(metrics, summary.metrics())
     export_evaluation(Path(model.path), Path(evaluation.path))
