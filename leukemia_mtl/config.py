@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from leukemia_mtl import __version__
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.models.catalog import BACKBONES
-from leukemia_mtl.stages import ARM_NAMES, SCORED_TASKS
+from leukemia_mtl.stages import SCORED_TASKS, TRANSFER_ARMS
 
 FAB_CLASSES: tuple[str, ...] = ("normal", "L1", "L2", "L3")
 
@@ -40,7 +40,6 @@ LARGEST_WHITE_CELL_UM = 25.0
 REFERENCE_RED_CELL_DIAMETER = REFERENCE_RED_CELL_UM / REFERENCE_PIXEL_SIZE_UM
 # the two estimates of a smear dataset's scale disagree "loudly" beyond this ratio (larger over smaller)
 SCALE_DISAGREEMENT = 1.25
-TASKS: tuple[str, ...] = SCORED_TASKS  # what stage 3 and the classical arm are scored on
 # cross-validated metrics (leukemia_mtl.evaluate), and those also measured on the inner validation split
 CV_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
                                "precision_weighted", "recall_weighted", "f1_weighted", "auc_macro", "auc_micro")
@@ -393,8 +392,8 @@ class TuneConfig:
     prune: bool = True  # stop a trial whose intermediate scores (one per stage) fall below the median
     # what a trial trains and its objective averages, evaluate.release_metric on the inner split of each
     # scored stage: both arms by default, so the search favours neither side of the t-test
-    arms: tuple[str, ...] = ("mtl", "ctl")
-    tasks: tuple[str, ...] = ("detection", "fab")
+    arms: tuple[str, ...] = TRANSFER_ARMS
+    tasks: tuple[str, ...] = SCORED_TASKS
     # the space; each range (and choice list) also takes in the profile's own value
     learning_rate: tuple[float, float] = (1e-4, 3e-3)  # log scale
     batch_sizes: tuple[int, ...] = (8, 16, 32)
@@ -566,9 +565,9 @@ def parse_expectation(text: str) -> tuple[str, str, float]:
         value = float(threshold)
     except ValueError:
         value = None
-    if not (sep and dot) or value is None or task not in TASKS or metric not in CV_METRICS:
+    if not (sep and dot) or value is None or task not in SCORED_TASKS or metric not in CV_METRICS:
         raise ConfigError(f"evaluate.expectations: {text!r} must read TASK.METRIC>=NUMBER with TASK one of "
-                          f"{', '.join(TASKS)} and METRIC one of {', '.join(CV_METRICS)}, e.g. detection.balanced_accuracy>=0.9")
+                          f"{', '.join(SCORED_TASKS)} and METRIC one of {', '.join(CV_METRICS)}, e.g. detection.balanced_accuracy>=0.9")
     return task, metric, value
 
 
@@ -685,7 +684,7 @@ def _check_tune(tune: TuneConfig) -> None:
     if tune.trials < 0 or tune.startup_trials < 0:
         raise ConfigError(f"settings 'tune.trials' and 'tune.startup_trials' must be at least 0, got {tune.trials} and "
                           f"{tune.startup_trials}")
-    for key, values, allowed in (("tune.arms", tune.arms, tuple(ARM_NAMES)), ("tune.tasks", tune.tasks, SCORED_TASKS)):
+    for key, values, allowed in (("tune.arms", tune.arms, TRANSFER_ARMS), ("tune.tasks", tune.tasks, SCORED_TASKS)):
         if not values or any(v not in allowed for v in values):
             raise ConfigError(f"setting {key!r} must name some of {', '.join(allowed)}, got {list(values)}")
     bounds = (("tune.learning_rate", tune.learning_rate, 1e-7, 1.0), ("tune.dropout", tune.dropout, 0.0, 0.9),

@@ -33,14 +33,8 @@ from leukemia_mtl.bundles import META_FILE, PREDICTIONS_FILE
 from leukemia_mtl.config import CV_METRICS, INNER_METRICS, Profile
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_json
-from leukemia_mtl.results import BASELINE_ARMS, CrossvalResult
-from leukemia_mtl.stages import ARM_NAMES as STAGE_ARM_NAMES
-from leukemia_mtl.stages import ARMS
-
-ARM_NAMES = {**STAGE_ARM_NAMES,
-             "colour": "colour histogram + logistic regression (baseline)", "majority": "majority class (baseline: one answer for every image)",
-             "features": "frozen ImageNet features + logistic regression (baseline)"}
-TASK_NAMES = {"detection": "detection (normal vs ALL)", "fab": "classification (FAB classes)"}
+from leukemia_mtl.results import CrossvalResult
+from leukemia_mtl.stages import ARM_NAMES, ARMS, BASELINE_ARMS, CTL, MTL
 SUMMARY_METRICS = CV_METRICS
 
 
@@ -390,7 +384,7 @@ def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95,
     return results
 
 
-def best_backbone(results: dict, task: str, arm: str = "mtl", metric: str = "balanced_accuracy") -> str:
+def best_backbone(results: dict, task: str, arm: str = MTL, metric: str = "balanced_accuracy") -> str:
     """The backbone with the highest mean inner-validation `metric` for `task` and `arm` (ties, and
     runs without an inner split: first by name). The evaluation folds take no part."""
     scored = [(-(r[arm]["inner_validation"][metric]["mean"] or 0.0), b) for b, r in results[task].items() if arm in r]
@@ -456,7 +450,7 @@ def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseli
                                       f"{sorted(f['fold_id'] for f in result['folds'])}, the models on {folds}")
     results = CrossvalResult.from_dict({
         "folds": folds, "metric": metric, "tasks": tasks, "baselines": baselines,
-        "best": {task: best_backbone(tasks, task, "mtl" if any("mtl" in r for r in tasks[task].values()) else "ctl", metric)
+        "best": {task: best_backbone(tasks, task, MTL if any(MTL in r for r in tasks[task].values()) else CTL, metric)
                  for task in tasks}})
     atomic_write_json(Path(out_json), results.to_dict())
     return results

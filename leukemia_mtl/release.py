@@ -35,7 +35,7 @@ from leukemia_mtl.errors import LeukemiaMtlError, StorageError
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, sha256_file
 from leukemia_mtl.model_card import build_model_card, card_markdown
 from leukemia_mtl.results import CrossvalResult
-from leukemia_mtl.stages import CELL_SCORER, CELL_SCORER_ARM, KIND_OF_ARM, SCORED_TASKS, by_key
+from leukemia_mtl.stages import CELL_SCORER, CELL_SCORER_ARM, KIND_OF_ARM, MTL, SCORED_TASKS, by_key
 
 MANIFEST = "manifest.json"
 MODEL_CARD = "MODEL_CARD.md"
@@ -61,7 +61,7 @@ def select(crossval: CrossvalResult | dict, metric: str) -> dict:
 
     chosen = {}
     for task in crossval.task_names:
-        result = min(crossval.arms(task), key=lambda r: (-inner(r.inner_mean(metric)), r.arm != "mtl", r.backbone, r.arm))
+        result = min(crossval.arms(task), key=lambda r: (-inner(r.inner_mean(metric)), r.arm != MTL, r.backbone, r.arm))
         fold = max(result.folds, key=lambda f: (inner((f["inner_validation"] or {}).get(metric)), -f["repeat"], -f["fold"]))
         validated = fold["inner_validation"] is not None
         chosen[task] = {"backbone": result.backbone, "arm": result.arm, "fold_id": fold["fold_id"], "metric": metric,

@@ -26,7 +26,7 @@ from leukemia_mtl import report
 from leukemia_mtl.bundles import EXPLANATIONS_FILE
 from leukemia_mtl.config import Profile, parse_expectation
 from leukemia_mtl.data.shortcuts import Shortcut
-from leukemia_mtl.evaluate import ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusion_figure, describe_threshold, roc_figure
+from leukemia_mtl.evaluate import confusion_figure, describe_threshold, roc_figure
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
 from leukemia_mtl.model_card import describe_weights_source
 from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS
@@ -34,7 +34,8 @@ from leukemia_mtl.paper import FOLDS as PAPER_FOLDS
 from leukemia_mtl.paper import INPUT_SIZE as PAPER_INPUT_SIZE
 from leukemia_mtl.results import SUMMARY_SCHEMA as SCHEMA
 from leukemia_mtl.results import ArmResult, CrossvalResult, RunSummary
-from leukemia_mtl.stages import KIND_OF_ARM, TRAINING_STAGES
+from leukemia_mtl.stages import (ARM_NAMES, BASELINE_ARMS, FEATURES, KIND_OF_ARM, MTL, TASK_NAMES, TRAINING_STAGES,
+                                 TRANSFER_ARMS)
 from leukemia_mtl.tune import STUDY_FILE, study_parts
 
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
@@ -81,12 +82,12 @@ def expectations_of(crossval: CrossvalResult | dict, profile: Profile) -> list[d
     checks = []
     for text in profile.evaluate.expectations:
         task, metric, threshold = parse_expectation(text)
-        for result in sorted((r for r in crossval.arms(task) if r.arm == "mtl"), key=lambda r: r.backbone):
+        for result in sorted((r for r in crossval.arms(task) if r.arm == MTL), key=lambda r: r.backbone):
             value = result.cv_mean(metric)
-            checks.append({"check": text, "task": task, "metric": metric, "backbone": result.backbone, "arm": "mtl",
+            checks.append({"check": text, "task": task, "metric": metric, "backbone": result.backbone, "arm": MTL,
                            "value": value, "threshold": threshold, "met": value is not None and value >= threshold})
         if task not in crossval.task_names:
-            checks.append({"check": text, "task": task, "metric": metric, "backbone": None, "arm": "mtl",
+            checks.append({"check": text, "task": task, "metric": metric, "backbone": None, "arm": MTL,
                            "value": None, "threshold": threshold, "met": False})
     return checks
 
@@ -347,7 +348,7 @@ def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossv
                  f"({profile.evaluate.colour_bins}x{profile.evaluate.colour_bins}x{profile.evaluate.colour_bins} RGB) with "
                  "logistic regression, fitted on the same folds' training smears: what a model gets that has learnt "
                  "nothing about cells.")
-    if any(result.arm == "features" for result in CrossvalResult.of(crossval).arms(baselines=True)):
+    if any(result.arm == FEATURES for result in CrossvalResult.of(crossval).arms(baselines=True)):
         notes.append(f"And {profile.model.backbones[0]}'s frozen ImageNet features of the whole smear (globally pooled, at "
                      f"{profile.evaluate.features_size} px), standardised, with the same logistic regression: what ImageNet "
                      "features get without the method's stages.")
@@ -387,7 +388,7 @@ def _curves_figure(evaluations: dict[str, list[dict]], warmup_epochs: int = 0) -
 def _arm_rows(crossval: CrossvalResult, task: str) -> list[ArmResult]:
     """Every arm of `task` a table shows: the transfer-learning arms by backbone (multistage first), then the
     baselines (their backbone: "baseline")."""
-    order = ("mtl", "ctl")
+    order = TRANSFER_ARMS
     rows = sorted((r for r in crossval.arms(task) if r.arm in order), key=lambda r: (r.backbone, order.index(r.arm)))
     return rows + crossval.baseline_arms(task)
 
@@ -523,7 +524,7 @@ def _crossval_section(crossval: CrossvalResult, task: str, table_name: str, metr
     parts = [_performance_table(crossval, task, f"{len(crossval.folds)}-fold cross-validated {TASK_NAMES[task]} "
                                                 f"(mean ± SD over folds; the paper's {table_name}; baselines last)"),
              report.subsection("Per fold", _fold_table(crossval, task, metric, f"{TASK_NAMES[task]}, every arm on every fold"))]
-    for result in sorted(crossval.arms(task), key=lambda r: (r.backbone, r.arm != "mtl")):  # multistage first
+    for result in sorted(crossval.arms(task), key=lambda r: (r.backbone, r.arm != MTL)):  # multistage first
         title = f"{result.backbone}, {ARM_NAMES[result.arm]}"
         images = [report.png_img(confusion_figure(result.classes, result.confusion_matrix, f"{title}: pooled confusion"),
                                  f"confusion matrix {title}")]

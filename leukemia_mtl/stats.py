@@ -19,6 +19,7 @@ import numpy as np
 
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.results import CrossvalResult
+from leukemia_mtl.stages import COLOUR, CTL, FEATURES, MTL
 
 
 class StatsError(LeukemiaMtlError):
@@ -176,7 +177,7 @@ def compare(first, second, test_train_ratio: float, confidence: float = 0.95, se
 
 
 # (first, second): second - first; a pair whose arm was not scored (the features baseline without ImageNet) is left out
-COMPARISONS = (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"), ("features", "mtl"), ("features", "ctl"))
+COMPARISONS = ((CTL, MTL), (COLOUR, MTL), (COLOUR, CTL), (FEATURES, MTL), (FEATURES, CTL))
 
 
 def compare_arms(crossval: CrossvalResult | dict, metric: str = "balanced_accuracy", confidence: float = 0.95,

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from leukemia_mtl.evaluate import describe_threshold
-from leukemia_mtl.results import BASELINE_ARMS, RunSummary
+from leukemia_mtl.results import RunSummary
+from leukemia_mtl.stages import BASELINE_ARMS, MAJORITY
 
 STABLE_COPIES = {"report": "report.html", "summary": "summary.json"}  # in --output-dir after a whole run
 
@@ -68,7 +69,7 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
             lines.append(f"    DEGENERATE OPERATING POINT: {point['degenerate']}")
         for arm in BASELINE_ARMS:  # summaries from before the features baseline have colour and majority only
             if arm in entry:  # the majority class calls every smear one thing by design: no flag to print
-                flagged = arm != "majority" and entry[arm]["operating_point"].get("degenerate")
+                flagged = arm != MAJORITY and entry[arm]["operating_point"].get("degenerate")
                 lines.append(f"    {arm} baseline: {text(entry[arm])}" + (" (DEGENERATE operating point)" if flagged else ""))
     for check in summary.expectations:
         value = "n/a" if check["value"] is None else f"{check['value']:.3f}"
