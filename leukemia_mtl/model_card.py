@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from leukemia_mtl.config import Profile
 from leukemia_mtl.evaluate import describe_threshold
+from leukemia_mtl.formatting import interval, number
 from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS
 from leukemia_mtl.paper import FOLDS as PAPER_FOLDS
 from leukemia_mtl.paper import INPUT_SIZE as PAPER_INPUT_SIZE
@@ -125,12 +126,10 @@ def build_model_card(*, version: str | None, profile: Profile, crossval: Crossva
 
 
 def _fmt(entry) -> str:
-    if entry is None:
-        return "n/a"
-    if isinstance(entry, dict):
-        value = f"{entry['value']:.3f}"
-        return value if entry.get("low") is None else f"{value} [{entry['low']:.3f}, {entry['high']:.3f}]"
-    return f"{entry:.3f}" if isinstance(entry, float) else str(entry)
+    """A card's figure: an interval entry as 'value [low, high]', a score to 3 decimals."""
+    if entry is None or isinstance(entry, dict):
+        return interval(entry)
+    return number(entry) if isinstance(entry, float) else str(entry)
 
 
 def card_markdown(card: dict) -> str:

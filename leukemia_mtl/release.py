@@ -33,6 +33,7 @@ from leukemia_mtl.bundles import META_FILE, MODEL_FILE, SEGMENTER_META_FILE, SEG
 from leukemia_mtl.config import GATE_ACTIONS, INNER_METRICS, Profile, get_profile
 from leukemia_mtl.errors import LeukemiaMtlError, StorageError
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, sha256_file
+from leukemia_mtl.formatting import number
 from leukemia_mtl.model_card import build_model_card, card_markdown
 from leukemia_mtl.results import CrossvalResult
 from leukemia_mtl.stages import CELL_SCORER, CELL_SCORER_ARM, KIND_OF_ARM, MTL, SCORED_TASKS, by_key
@@ -94,14 +95,10 @@ def gate(crossval: CrossvalResult | dict, selection: dict, metric: str) -> dict:
             checked[task][baseline.arm] = other
             if value is None or other is None or value <= other:  # undefined is no evidence of beating it
                 reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model's cross-validated {metric} "
-                               f"{_number(value)} does not beat the {baseline.arm} baseline's {_number(other)}")
+                               f"{number(value, 4)} does not beat the {baseline.arm} baseline's {number(other, 4)}")
         if not crossval.baseline_arms(task):
             reasons.append(f"{task}: no baseline was scored, so nothing shows the model beats a trivial one")
     return {"passed": not reasons, "metric": metric, "values": checked, "reasons": reasons}
-
-
-def _number(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id: str) -> Path:

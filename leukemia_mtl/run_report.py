@@ -27,6 +27,7 @@ from leukemia_mtl.bundles import EXPLANATIONS_FILE
 from leukemia_mtl.config import Profile, parse_expectation
 from leukemia_mtl.data.shortcuts import Shortcut
 from leukemia_mtl.evaluate import confusion_figure, describe_threshold, roc_figure
+from leukemia_mtl.formatting import NOT_AVAILABLE, UNBROKEN, interval, mean_std
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
 from leukemia_mtl.model_card import describe_weights_source
 from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS
@@ -44,23 +45,18 @@ OPERATING_KEYS = ("sensitivity", "specificity", "ppv", "npv", "auc")
 
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
-        return "n/a"
+        return NOT_AVAILABLE
     if isinstance(value, float):
         return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
     return str(value)
 
 
 def _mean_std(summary: dict, metric: str) -> str:
-    entry = summary[metric]
-    return "n/a" if entry["mean"] is None else f"{entry['mean']:.4f} ± {entry['std']:.4f}"
+    return mean_std(summary[metric]["mean"], summary[metric]["std"], 4)
 
 
 def _with_interval(entry: dict | None) -> str:
-    if not entry or entry.get("value") is None:
-        return "n/a"
-    if entry.get("low") is None:
-        return f"{entry['value']:.3f}"
-    return f"{entry['value']:.3f} [{entry['low']:.3f},\u00a0{entry['high']:.3f}]"  # an interval is not broken
+    return interval(entry, separator=UNBROKEN)  # an interval is not broken
 
 
 def _arm_summary(result: ArmResult) -> dict:
@@ -572,7 +568,7 @@ def _ttest_section(ttest: dict) -> report.Section:
 
 def _release_section(release: dict, profile: Profile) -> report.Section:
     rows = [[role, pick["backbone"], pick["arm"], pick["fold_id"], pick.get("chosen_by", "-"), _fmt(pick.get("inner_mean")),
-             f"{pick['cv_mean']:.4f} ± {pick['cv_std']:.4f}" if pick.get("cv_mean") is not None else "-"]
+             mean_std(pick["cv_mean"], pick["cv_std"], 4) if pick.get("cv_mean") is not None else "-"]
             for role, pick in release["selection"].items()]
     version = "none (refused)" if release.get("refused") else release["version"]
     return report.section(
