@@ -88,9 +88,10 @@ def load_fold_predictions(model_dir: Path | str) -> FoldPredictions:
     if val_labels is not None and len(val_labels) and val_probabilities.shape != (len(val_labels), len(classes)):
         raise EvaluationError(f"{model_dir}: inner-validation predictions of shape {val_probabilities.shape} for "
                               f"{len(val_labels)} images and {len(classes)} classes")
-    return FoldPredictions(info["task"], arm, info["backbone"], summary["fold_id"], int(summary["repeat"]),
-                           int(summary["fold"]), classes, labels, probabilities, sources,
-                           int(summary["train_source_images"]), str(model_dir), val_labels, val_probabilities)
+    return FoldPredictions(task=info["task"], arm=arm, backbone=info["backbone"], fold_id=summary["fold_id"],
+                           repeat=int(summary["repeat"]), fold=int(summary["fold"]), classes=classes, labels=labels,
+                           probabilities=probabilities, sources=sources, train_sources=int(summary["train_source_images"]),
+                           model_dir=str(model_dir), val_labels=val_labels, val_probabilities=val_probabilities)
 
 
 def fold_metrics(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray) -> dict:

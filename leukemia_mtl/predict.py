@@ -236,8 +236,10 @@ class Predictor:
                 raise PredictError(f"{path}: no white cell found in this single-cell image{_why(rgb, scale)}")
             blast = float(self._probabilities("cells", self._batch([result.cells[0].image], "cells"))[0, 1])
             cell = self._cell_entry(result.cells[0], blast)
-            prediction = Prediction(str(path), kind, CELL_POSITIVE if blast >= CELL_BLAST_THRESHOLD else CELL_NEGATIVE, blast,
-                                    CELL_BLAST_THRESHOLD, None, [cell], int(cell["blast"]), pixel_scale=round(scale, 4),
+            prediction = Prediction(image=str(path), kind=kind,
+                                    verdict=CELL_POSITIVE if blast >= CELL_BLAST_THRESHOLD else CELL_NEGATIVE,
+                                    all_probability=blast, threshold=CELL_BLAST_THRESHOLD, fab=None, cells=[cell],
+                                    cells_scored_as_blasts=int(cell["blast"]), pixel_scale=round(scale, 4),
                                     pixel_scale_source=source, model_version=self.version)
             panels = [("cell model: blast", self.heatmap("cells", rgb, result, "blast"))] if explain_path else []
         else:
@@ -301,8 +303,9 @@ class Predictor:
         elif verdict != POSITIVE_CLASS and blasts:
             disagreement = (f"called {negative} (P(ALL) {all_probability:.2f}), but {blasts} of its {len(cells)} cells score as "
                             "blasts: look at those cells")
-        return Prediction(str(path), "smear", verdict, all_probability, self.threshold, fab_answer, cells, blasts, disagreement,
-                          model_version=self.version)
+        return Prediction(image=str(path), kind="smear", verdict=verdict, all_probability=all_probability,
+                          threshold=self.threshold, fab=fab_answer, cells=cells, cells_scored_as_blasts=blasts,
+                          disagreement=disagreement, model_version=self.version)
 
 
 def _text_size(image_width: int) -> tuple[float, int]:

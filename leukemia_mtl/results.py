@@ -343,10 +343,11 @@ class RunSummary:
     def from_dict(cls, data: Mapping[str, Any]) -> RunSummary:
         if not isinstance(data, Mapping) or not isinstance(data.get("tasks"), Mapping):
             raise ResultsError(f"not a run summary: no 'tasks' in {json.dumps(data, default=str)[:80]}")
-        return cls(data.get("schema", ""), data.get("profile"), data.get("folds", []), data.get("backbones", []),
-                   data.get("imagenet"), data.get("limitations", []), data.get("methods", []), data["tasks"],
-                   data.get("baselines", {}), data.get("ttest", []), data.get("headline", {}), data.get("expectations", []),
-                   data.get("release"))
+        return cls(schema=data.get("schema", ""), profile=data.get("profile"), folds=data.get("folds", []),
+                   backbones=data.get("backbones", []), imagenet=data.get("imagenet"), limitations=data.get("limitations", []),
+                   methods=data.get("methods", []), tasks=data["tasks"], baselines=data.get("baselines", {}),
+                   ttest=data.get("ttest", []), headline=data.get("headline", {}), expectations=data.get("expectations", []),
+                   release=data.get("release"))
 
     @classmethod
     def of(cls, summary: RunSummary | Mapping[str, Any]) -> RunSummary:

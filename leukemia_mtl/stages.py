@@ -65,12 +65,18 @@ class TrainingStage:
 
 
 TRAINING_STAGES: tuple[TrainingStage, ...] = (
-    TrainingStage("stage1", "stage 1", "stage1", "blast", None, "softmax", "stage1", False),
-    TrainingStage("stage2", "stage 2", "stage2", "blast", "stage1", "sigmoid", "stage2", True),
-    TrainingStage("stage3_detection", "stage 3 detection", "stage3", "detection", "stage2", "softmax", "stage3", True, MTL),
-    TrainingStage("stage3_fab", "stage 3 FAB", "stage3", "fab", "stage2", "softmax", "stage3", True, MTL),
-    TrainingStage("classical_detection", "classical detection", "classical", "detection", None, "softmax", "stage3", True, CTL),
-    TrainingStage("classical_fab", "classical FAB", "classical", "fab", None, "softmax", "stage3", True, CTL),
+    TrainingStage(key="stage1", display="stage 1", kind="stage1", task="blast", starts_from=None, head="softmax",
+                  arrays="stage1", dense=False),
+    TrainingStage(key="stage2", display="stage 2", kind="stage2", task="blast", starts_from="stage1", head="sigmoid",
+                  arrays="stage2", dense=True),
+    TrainingStage(key="stage3_detection", display="stage 3 detection", kind="stage3", task="detection", starts_from="stage2",
+                  head="softmax", arrays="stage3", dense=True, arm=MTL),
+    TrainingStage(key="stage3_fab", display="stage 3 FAB", kind="stage3", task="fab", starts_from="stage2", head="softmax",
+                  arrays="stage3", dense=True, arm=MTL),
+    TrainingStage(key="classical_detection", display="classical detection", kind="classical", task="detection",
+                  starts_from=None, head="softmax", arrays="stage3", dense=True, arm=CTL),
+    TrainingStage(key="classical_fab", display="classical FAB", kind="classical", task="fab", starts_from=None,
+                  head="softmax", arrays="stage3", dense=True, arm=CTL),
 )
 ARMS = {s.kind: s.arm for s in TRAINING_STAGES if s.arm}  # stage kind -> arm: {"stage3": "mtl", "classical": "ctl"}
 KIND_OF_ARM = {arm: kind for kind, arm in ARMS.items()}
