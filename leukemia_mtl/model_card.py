@@ -101,9 +101,8 @@ def limitations(profile: Profile, *, imagenet: bool, synthetic: bool | None, fol
     return notes
 
 
-def build_model_card(*, version: str | None, profile: Profile, crossval: CrossvalResult | dict, selection: dict, gate: dict,
+def build_model_card(*, version: str | None, profile: Profile, crossval: CrossvalResult, selection: dict, gate: dict,
                      data_summary: dict | None, imagenet: bool, starting_weights: dict | None = None) -> dict:
-    crossval = CrossvalResult.of(crossval)
     data = _data(data_summary)
     performance = {task: _performance(crossval, task, selection[task], profile.evaluate.confidence)
                    for task in SCORED_TASKS if task in selection and task in crossval.task_names}

@@ -48,14 +48,13 @@ class ReleaseError(LeukemiaMtlError):
     """A release that cannot be built, published or trusted."""
 
 
-def select(crossval: CrossvalResult | dict, metric: str) -> dict:
+def select(crossval: CrossvalResult, metric: str) -> dict:
     """Per task: the (backbone, arm) with the highest mean `metric` on the folds' inner validation
     splits, then its fold model with the highest inner-validation value. Ties (and runs too small
     for an inner split) go to multistage, then to the first name, then to the first fold. The
     evaluation folds' scores are only reported (cv_mean, cv_std): they choose nothing."""
     if metric not in INNER_METRICS:
         raise ReleaseError(f"unknown selection metric {metric!r}; one of {', '.join(INNER_METRICS)}")
-    crossval = CrossvalResult.of(crossval)
 
     def inner(value) -> float:
         return -1.0 if value is None else value
@@ -73,10 +72,9 @@ def select(crossval: CrossvalResult | dict, metric: str) -> dict:
     return chosen
 
 
-def gate(crossval: CrossvalResult | dict, selection: dict, metric: str) -> dict:
+def gate(crossval: CrossvalResult, selection: dict, metric: str) -> dict:
     """Does each released configuration beat every baseline scored (majority class, colour, ImageNet features
     where scored) on its cross-validated `metric`, with predictions and an operating point that are not degenerate?"""
-    crossval = CrossvalResult.of(crossval)
     reasons = []
     checked = {}
     for task, pick in selection.items():
@@ -110,11 +108,10 @@ def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id:
     raise ReleaseError(f"no {stage} {task} model of {backbone} for fold {fold_id} among the {len(model_dirs)} given")
 
 
-def build_release(crossval: CrossvalResult | dict, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
+def build_release(crossval: CrossvalResult, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
                   profile: Profile, data_summary: dict | None = None) -> dict:
     """Copy the selected bundles into out_dir and write the manifest and the model card (MODEL_CARD.md,
     from `data_summary`, ingest's summary, and the cross-validation); returns the manifest."""
-    crossval = CrossvalResult.of(crossval)
     model_dirs = [Path(d) for d in model_dirs]
     out_dir = Path(out_dir)
     if profile.evaluate.release_gate not in GATE_ACTIONS:

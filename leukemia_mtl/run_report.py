@@ -72,9 +72,8 @@ def _arm_summary(result: ArmResult) -> dict:
     }
 
 
-def expectations_of(crossval: CrossvalResult | dict, profile: Profile) -> list[dict]:
+def expectations_of(crossval: CrossvalResult, profile: Profile) -> list[dict]:
     """The profile's learning checks, on the multistage arm's cross-validated mean, per backbone."""
-    crossval = CrossvalResult.of(crossval)
     checks = []
     for text in profile.evaluate.expectations:
         task, metric, threshold = parse_expectation(text)
@@ -88,9 +87,8 @@ def expectations_of(crossval: CrossvalResult | dict, profile: Profile) -> list[d
     return checks
 
 
-def headline_of(crossval: CrossvalResult | dict, release: dict | None) -> dict:
+def headline_of(crossval: CrossvalResult, release: dict | None) -> dict:
     """Per task: the released configuration's pooled operating point, beside the two baselines'."""
-    crossval = CrossvalResult.of(crossval)
     headline = {}
     for task in crossval.task_names:
         pick = (release or {}).get("selection", {}).get(task)
@@ -105,10 +103,9 @@ def headline_of(crossval: CrossvalResult | dict, release: dict | None) -> dict:
     return headline
 
 
-def run_summary(crossval: CrossvalResult | dict, ttest: dict, release: dict | None, evaluations: dict[str, list[dict]],
+def run_summary(crossval: CrossvalResult, ttest: dict, release: dict | None, evaluations: dict[str, list[dict]],
                 profile: Profile, limitations: list[str], methods: list[str] | None = None) -> dict:
     """summary.json's object (RunSummary's schema)."""
-    crossval = CrossvalResult.of(crossval)
     return RunSummary(
         schema=SCHEMA,
         profile=profile.name,
@@ -246,7 +243,7 @@ def _stain_section(evaluations: dict[str, list[dict]], profile: Profile) -> repo
                     "the fitted stain targets, per model"))
 
 
-def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, crossval: CrossvalResult | dict,
+def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, crossval: CrossvalResult,
                    profile: Profile) -> list[str]:
     """What a reader must know before comparing this run with the paper."""
     notes = []
@@ -266,7 +263,7 @@ def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, cross
     if cells.get("layout") == "allidb2" and data_summary.get("cells") not in (None, "synthetic"):
         notes.append("ALL-IDB2's single-cell images are cut from ALL-IDB1's smears with no link back to them, so stages 1-2 "
                      "may have seen cells of a smear that stage 3 evaluates on; the split cannot keep them apart.")
-    folds = len(CrossvalResult.of(crossval).folds)
+    folds = len(crossval.folds)
     if folds < PAPER_FOLDS:
         notes.append(f"{folds} folds instead of the paper's {PAPER_FOLDS}: fewer paired scores, so the tests have little power.")
     if profile.train.epochs < PAPER_EPOCHS:
@@ -303,7 +300,7 @@ def starting_weights_sentence(evaluations: dict[str, list[dict]]) -> str:
         f"{backbone}: {describe_weights_source(source)}" for backbone, source in sorted(sources.items())) + "."
 
 
-def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossval: CrossvalResult | dict,
+def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossval: CrossvalResult,
                profile: Profile) -> list[str]:
     """How the scores were made, in words: what is held out, what chooses, what is balanced."""
     notes = [starting_weights_sentence(evaluations),
@@ -344,7 +341,7 @@ def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossv
                  f"({profile.evaluate.colour_bins}x{profile.evaluate.colour_bins}x{profile.evaluate.colour_bins} RGB) with "
                  "logistic regression, fitted on the same folds' training smears: what a model gets that has learnt "
                  "nothing about cells.")
-    if any(result.arm == FEATURES for result in CrossvalResult.of(crossval).arms(baselines=True)):
+    if any(result.arm == FEATURES for result in crossval.arms(baselines=True)):
         notes.append(f"And {profile.model.backbones[0]}'s frozen ImageNet features of the whole smear (globally pooled, at "
                      f"{profile.evaluate.features_size} px), standardised, with the same logistic regression: what ImageNet "
                      "features get without the method's stages.")
@@ -583,17 +580,16 @@ def _release_section(release: dict, profile: Profile) -> report.Section:
 
 
 def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metrics: dict, roi_html: str,
-                 segment_metrics: dict, segment_html: str, evaluations: dict[str, list[dict]], crossval: dict, ttest: dict,
-                 release: dict | None, html_path: Path | str, summary_path: Path | str,
+                 segment_metrics: dict, segment_html: str, evaluations: dict[str, list[dict]], crossval: CrossvalResult,
+                 ttest: dict, release: dict | None, html_path: Path | str, summary_path: Path | str,
                  studies: list[dict] | None = None) -> dict:
     """Write the HTML report and summary.json; returns the summary.
 
     The report is the list of sections below, in reading order (templates/run_report.html shows them, with a
     list of contents); to add one, write a function that returns report.section(heading, *parts) and put its
     call at its place in the list. A None entry is left out. `roi_metrics` is shown by the embedded ROI page.
-    `crossval` is the crossval step's results (CrossvalResult or its JSON); `ttest` the ttest step's JSON.
+    `crossval` is the crossval step's results; `ttest` the ttest step's JSON.
     """
-    crossval = CrossvalResult.of(crossval)
     limitations = limitations_of(evaluations, data_summary, crossval, profile)
     methods = methods_of(evaluations, segment_metrics, crossval, profile)
     if profile.tune.trials and not studies:
@@ -647,8 +643,8 @@ def run_report_task(*, data_summary, split, roi_metrics, roi_overlay, segment_me
     result = build_report(
         profile=profile, data_summary=read(data_summary), split=read(split), roi_metrics=read(roi_metrics),
         roi_html=Path(roi_overlay.path).read_text(), segment_metrics=read(segment_metrics),
-        segment_html=Path(segmentation.path).read_text(), evaluations=loaded, crossval=read(crossval), ttest=read(ttest),
-        release=read(release_manifest), html_path=Path(html.path), summary_path=Path(summary.path),
+        segment_html=Path(segmentation.path).read_text(), evaluations=loaded, crossval=CrossvalResult.load(crossval.path),
+        ttest=read(ttest), release=read(release_manifest), html_path=Path(html.path), summary_path=Path(summary.path),
         studies=[json.loads((Path(a.path) / STUDY_FILE).read_text()) for a in tuning or []],
     )
     summary.metadata.update({"schema": result["schema"], "imagenet": result["imagenet"]})

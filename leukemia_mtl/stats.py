@@ -184,16 +184,15 @@ def compare(first, second, test_train_ratio: float, confidence: float = 0.95, se
 COMPARISONS = ((CTL, MTL), (COLOUR, MTL), (COLOUR, CTL), (FEATURES, MTL), (FEATURES, CTL))
 
 
-def compare_arms(crossval: CrossvalResult | dict, metric: str = "balanced_accuracy", confidence: float = 0.95,
+def compare_arms(crossval: CrossvalResult, metric: str = "balanced_accuracy", confidence: float = 0.95,
                  seed: int = 0) -> dict:
     """Per task and backbone, paired by fold, every test on: classical (ctl) vs multistage (mtl),
     and each against the colour-histogram baseline (is the method better than a trivial model?) and the
     ImageNet-features baseline (do the stages add anything to frozen ImageNet features?), where scored.
 
-    `crossval` is evaluate.run_crossval's result (or its JSON). The ttest step sets the paper's Table V,
-    re-tested, beside these (leukemia_mtl.ttest).
+    `crossval` is evaluate.run_crossval's result (CrossvalResult.load reads its JSON). The ttest step sets the
+    paper's Table V, re-tested, beside these (leukemia_mtl.ttest).
     """
-    crossval = CrossvalResult.of(crossval)
     comparisons = []
     for task in crossval.task_names:
         for backbone in crossval.backbones(task):
