@@ -36,13 +36,11 @@ from leukemia_mtl.data.images import read_image
 from leukemia_mtl.data.layout import DATA_DIR
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_json
-from leukemia_mtl.stages import SCORED_TASKS, task_classes, task_names
+from leukemia_mtl.stages import COLOUR, FEATURES, MAJORITY, SCORED_TASKS, task_classes, task_names
 
-BASELINE_BACKBONES = {"colour": "colour histogram", "majority": "majority class"}  # the features arm: named by its backbone
-FEATURES_ARM = "features"
+BASELINE_BACKBONES = {COLOUR: "colour histogram", MAJORITY: "majority class"}  # the features arm: named by its backbone
 FEATURES_BATCH = 32  # smears per forward pass of the feature extractor
 FEATURES_PROGRESS_MIN = 300  # smears from which the extraction shows a progress bar
-TASKS = SCORED_TASKS
 
 
 class BaselineError(LeukemiaMtlError):
@@ -103,7 +101,7 @@ def _model(arm: str, seed: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if arm == "majority":
+    if arm == MAJORITY:
         return DummyClassifier(strategy="prior")
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed))
 
@@ -130,10 +128,10 @@ def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profil
     arms = {arm: (backbone, described, histograms) for arm, backbone in BASELINE_BACKBONES.items()}
     skipped = {}
     if pooled is None:
-        skipped[FEATURES_ARM] = skipped_because
+        skipped[FEATURES] = skipped_because
     else:
-        arms[FEATURES_ARM] = (features_backbone, f"{profile.model.backbones[0]} ImageNet features, global average pooling "
-                              f"({pooled.shape[1]} values) of the whole smear at {profile.evaluate.features_size} px", pooled)
+        arms[FEATURES] = (features_backbone, f"{profile.model.backbones[0]} ImageNet features, global average pooling "
+                          f"({pooled.shape[1]} values) of the whole smear at {profile.evaluate.features_size} px", pooled)
     units = np.array([f"{d.name}/{r.image_id}" for d, r in records])
     groups = np.array([alias.get(f"{d.name}/{r.group}", f"{d.name}/{r.group}") for d, r in records])
     labels = np.array([r.label for _, r in records])
@@ -145,7 +143,7 @@ def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profil
         if evaluated.all() or not evaluated.any():
             raise BaselineError(f"fold {fold['id']}: {int(evaluated.sum())} of {len(units)} smears are for evaluation; "
                                 "the baselines need some of each")
-        for task in TASKS:
+        for task in SCORED_TASKS:
             classes = task_classes(datasets[0].classes, task, negative)
             index = {c: i for i, c in enumerate(classes)}
             y = np.array([index[name] for name in task_names(labels, task, negative).tolist()])
@@ -160,7 +158,7 @@ def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profil
                 _save(folder / PREDICTIONS_FILE, _probabilities(model, features[evaluated], len(classes)), y[evaluated],
                       units[evaluated], groups[evaluated], atomic_write_bytes)
                 written.append(folder.name)
-    summary = {"arms": list(arms), "skipped": skipped, "tasks": list(TASKS), "smears": len(units), "colour_bins": bins,
+    summary = {"arms": list(arms), "skipped": skipped, "tasks": list(SCORED_TASKS), "smears": len(units), "colour_bins": bins,
                "features_backbone": features_backbone or None,
                "features_size": profile.evaluate.features_size if pooled is not None else None,
                "folds": [f["id"] for f in split["folds"]], "evaluations": written}

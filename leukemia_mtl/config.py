@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from leukemia_mtl import __version__, paper
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.models.catalog import BACKBONES
-from leukemia_mtl.stages import ARM_NAMES, SCORED_TASKS
+from leukemia_mtl.stages import POSITIVE_CLASS, SCORED_TASKS, TRANSFER_ARMS
 
 FAB_CLASSES: tuple[str, ...] = ("normal", "L1", "L2", "L3")
 
@@ -42,7 +42,6 @@ LARGEST_WHITE_CELL_UM = 25.0
 REFERENCE_RED_CELL_DIAMETER = REFERENCE_RED_CELL_UM / REFERENCE_PIXEL_SIZE_UM
 # the two estimates of a smear dataset's scale disagree "loudly" beyond this ratio (larger over smaller)
 SCALE_DISAGREEMENT = 1.25
-TASKS: tuple[str, ...] = SCORED_TASKS  # what stage 3 and the classical arm are scored on
 # cross-validated metrics (leukemia_mtl.evaluate), and those also measured on the inner validation split
 CV_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
                                "precision_weighted", "recall_weighted", "f1_weighted", "auc_macro", "auc_micro")
@@ -96,7 +95,7 @@ class DataConfig:
     # negative_class, with a note
     smears_negative_class: str = setting("", doc="the smears input's name for its negatives (empty: negative_class)")
     cells_negative_class: str = setting("", doc="the cells input's name for its negatives (empty: negative_class)")
-    positive_class_name: str = setting("ALL", doc="the class of ALL-IDB1's `_1` smears when no label file is given")
+    positive_class_name: str = setting(POSITIVE_CLASS, doc="the class of ALL-IDB1's `_1` smears when no label file is given")
     # anything else, a typo like 'L9' or a stray invisible character, would become a new class
     subtypes: tuple[str, ...] = setting(("L1", "L2", "L3"),
                                         doc="the types a label file may refine ALL into (FAB's L1-L3)")
@@ -411,8 +410,8 @@ class TuneConfig:
     prune: bool = setting(True, doc="stop a trial whose intermediate scores (one per stage) fall below the median")
     # evaluate.release_metric on the inner split of each scored stage: both arms by default, so the search favours
     # neither side of the t-test
-    arms: tuple[str, ...] = setting(("mtl", "ctl"), choices=tuple(ARM_NAMES), doc="the arms a trial trains")
-    tasks: tuple[str, ...] = setting(("detection", "fab"), choices=SCORED_TASKS, doc="the tasks its objective averages")
+    arms: tuple[str, ...] = setting(TRANSFER_ARMS, choices=TRANSFER_ARMS, doc="the arms a trial trains")
+    tasks: tuple[str, ...] = setting(SCORED_TASKS, choices=SCORED_TASKS, doc="the tasks its objective averages")
     # the space; each range (and choice list) also takes in the profile's own value
     learning_rate: tuple[float, float] = setting((1e-4, 3e-3), low=1e-7, high=1.0,
                                                  doc="the range searched for train.learning_rate (log scale)")
@@ -633,9 +632,9 @@ def parse_expectation(text: str) -> tuple[str, str, float]:
         value = float(threshold)
     except ValueError:
         value = None
-    if not (sep and dot) or value is None or task not in TASKS or metric not in CV_METRICS:
+    if not (sep and dot) or value is None or task not in SCORED_TASKS or metric not in CV_METRICS:
         raise ConfigError(f"evaluate.expectations: {text!r} must read TASK.METRIC>=NUMBER with TASK one of "
-                          f"{', '.join(TASKS)} and METRIC one of {', '.join(CV_METRICS)}, e.g. detection.balanced_accuracy>=0.9")
+                          f"{', '.join(SCORED_TASKS)} and METRIC one of {', '.join(CV_METRICS)}, e.g. detection.balanced_accuracy>=0.9")
     return task, metric, value
 
 

@@ -33,14 +33,8 @@ from leukemia_mtl.bundles import META_FILE, PREDICTIONS_FILE
 from leukemia_mtl.config import CV_METRICS, INNER_METRICS, Profile
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_json
-from leukemia_mtl.results import BASELINE_ARMS, CrossvalResult
-from leukemia_mtl.stages import ARM_NAMES as STAGE_ARM_NAMES
-from leukemia_mtl.stages import ARMS
-
-ARM_NAMES = {**STAGE_ARM_NAMES,
-             "colour": "colour histogram + logistic regression (baseline)", "majority": "majority class (baseline: one answer for every image)",
-             "features": "frozen ImageNet features + logistic regression (baseline)"}
-TASK_NAMES = {"detection": "detection (normal vs ALL)", "fab": "classification (FAB classes)"}
+from leukemia_mtl.results import CrossvalResult
+from leukemia_mtl.stages import ARM_NAMES, ARMS, BASELINE_ARMS, CTL, MTL
 SUMMARY_METRICS = CV_METRICS
 
 
@@ -94,9 +88,10 @@ def load_fold_predictions(model_dir: Path | str) -> FoldPredictions:
     if val_labels is not None and len(val_labels) and val_probabilities.shape != (len(val_labels), len(classes)):
         raise EvaluationError(f"{model_dir}: inner-validation predictions of shape {val_probabilities.shape} for "
                               f"{len(val_labels)} images and {len(classes)} classes")
-    return FoldPredictions(info["task"], arm, info["backbone"], summary["fold_id"], int(summary["repeat"]),
-                           int(summary["fold"]), classes, labels, probabilities, sources,
-                           int(summary["train_source_images"]), str(model_dir), val_labels, val_probabilities)
+    return FoldPredictions(task=info["task"], arm=arm, backbone=info["backbone"], fold_id=summary["fold_id"],
+                           repeat=int(summary["repeat"]), fold=int(summary["fold"]), classes=classes, labels=labels,
+                           probabilities=probabilities, sources=sources, train_sources=int(summary["train_source_images"]),
+                           model_dir=str(model_dir), val_labels=val_labels, val_probabilities=val_probabilities)
 
 
 def fold_metrics(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -390,7 +385,7 @@ def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95,
     return results
 
 
-def best_backbone(results: dict, task: str, arm: str = "mtl", metric: str = "balanced_accuracy") -> str:
+def best_backbone(results: dict, task: str, arm: str = MTL, metric: str = "balanced_accuracy") -> str:
     """The backbone with the highest mean inner-validation `metric` for `task` and `arm` (ties, and
     runs without an inner split: first by name). The evaluation folds take no part."""
     scored = [(-(r[arm]["inner_validation"][metric]["mean"] or 0.0), b) for b, r in results[task].items() if arm in r]
@@ -456,7 +451,7 @@ def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseli
                                       f"{sorted(f['fold_id'] for f in result['folds'])}, the models on {folds}")
     results = CrossvalResult.from_dict({
         "folds": folds, "metric": metric, "tasks": tasks, "baselines": baselines,
-        "best": {task: best_backbone(tasks, task, "mtl" if any("mtl" in r for r in tasks[task].values()) else "ctl", metric)
+        "best": {task: best_backbone(tasks, task, MTL if any(MTL in r for r in tasks[task].values()) else CTL, metric)
                  for task in tasks}})
     atomic_write_json(Path(out_json), results.to_dict())
     return results

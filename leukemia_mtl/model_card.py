@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from leukemia_mtl.config import Profile
 from leukemia_mtl.evaluate import describe_threshold
+from leukemia_mtl.formatting import interval, number
 from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS
 from leukemia_mtl.paper import FOLDS as PAPER_FOLDS
 from leukemia_mtl.paper import INPUT_SIZE as PAPER_INPUT_SIZE
@@ -100,9 +101,8 @@ def limitations(profile: Profile, *, imagenet: bool, synthetic: bool | None, fol
     return notes
 
 
-def build_model_card(*, version: str | None, profile: Profile, crossval: CrossvalResult | dict, selection: dict, gate: dict,
+def build_model_card(*, version: str | None, profile: Profile, crossval: CrossvalResult, selection: dict, gate: dict,
                      data_summary: dict | None, imagenet: bool, starting_weights: dict | None = None) -> dict:
-    crossval = CrossvalResult.of(crossval)
     data = _data(data_summary)
     performance = {task: _performance(crossval, task, selection[task], profile.evaluate.confidence)
                    for task in SCORED_TASKS if task in selection and task in crossval.task_names}
@@ -125,12 +125,10 @@ def build_model_card(*, version: str | None, profile: Profile, crossval: Crossva
 
 
 def _fmt(entry) -> str:
-    if entry is None:
-        return "n/a"
-    if isinstance(entry, dict):
-        value = f"{entry['value']:.3f}"
-        return value if entry.get("low") is None else f"{value} [{entry['low']:.3f}, {entry['high']:.3f}]"
-    return f"{entry:.3f}" if isinstance(entry, float) else str(entry)
+    """A card's figure: an interval entry as 'value [low, high]', a score to 3 decimals."""
+    if entry is None or isinstance(entry, dict):
+        return interval(entry)
+    return number(entry) if isinstance(entry, float) else str(entry)
 
 
 def card_markdown(card: dict) -> str:

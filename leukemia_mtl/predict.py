@@ -38,6 +38,7 @@ from leukemia_mtl.model_card import RESEARCH_USE
 from leukemia_mtl.preprocess import compute_roi, field_problem, measure_scale, scale_of, width_guess
 from leukemia_mtl.release import fetch, verify
 from leukemia_mtl.segment.infer import Segmenter
+from leukemia_mtl.stages import CELL_NEGATIVE, CELL_POSITIVE, POSITIVE_CLASS
 from leukemia_mtl.stain import normalise_batch, target_from_dict
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _config(cls, values: dict):
 class Prediction:
     image: str
     kind: str
-    verdict: str  # a smear's detection at `threshold`: "ALL" or the negative class; a single cell's: "blast" or "not a blast"
+    verdict: str  # a smear's detection at `threshold`: POSITIVE_CLASS or the negative class; a cell's: CELL_POSITIVE or CELL_NEGATIVE
     all_probability: float
     threshold: float
     fab: dict | None  # {"type", "probability", "probabilities"}: smears called ALL only
@@ -235,8 +236,10 @@ class Predictor:
                 raise PredictError(f"{path}: no white cell found in this single-cell image{_why(rgb, scale)}")
             blast = float(self._probabilities("cells", self._batch([result.cells[0].image], "cells"))[0, 1])
             cell = self._cell_entry(result.cells[0], blast)
-            prediction = Prediction(str(path), kind, "blast" if blast >= CELL_BLAST_THRESHOLD else "not a blast", blast,
-                                    CELL_BLAST_THRESHOLD, None, [cell], int(cell["blast"]), pixel_scale=round(scale, 4),
+            prediction = Prediction(image=str(path), kind=kind,
+                                    verdict=CELL_POSITIVE if blast >= CELL_BLAST_THRESHOLD else CELL_NEGATIVE,
+                                    all_probability=blast, threshold=CELL_BLAST_THRESHOLD, fab=None, cells=[cell],
+                                    cells_scored_as_blasts=int(cell["blast"]), pixel_scale=round(scale, 4),
                                     pixel_scale_source=source, model_version=self.version)
             panels = [("cell model: blast", self.heatmap("cells", rgb, result, "blast"))] if explain_path else []
         else:
@@ -277,15 +280,15 @@ class Predictor:
             fab = self._probabilities("fab", self._batch([image], "fab"))[0]
             detection = self._probabilities("detection", self._batch([image], "detection"))[0]
         fab_classes, detection_classes = self.models["fab"][1].classes, self.models["detection"][1].classes
-        all_probability = float(detection[detection_classes.index("ALL")])
-        verdict = "ALL" if all_probability >= self.threshold else negative
+        all_probability = float(detection[detection_classes.index(POSITIVE_CLASS)])
+        verdict = POSITIVE_CLASS if all_probability >= self.threshold else negative
         cells = []
         if result.cells:
             scores = self._probabilities("cells", self._batch([c.image for c in result.cells], "cells"))[:, 1]
             cells = [self._cell_entry(c, float(s)) for c, s in zip(result.cells, scores)]
         blasts = sum(c["blast"] for c in cells)
         fab_answer = None
-        if verdict == "ALL":  # the type is a question only once the smear is called ALL; among the ALL types
+        if verdict == POSITIVE_CLASS:  # the type is a question only once the smear is called ALL; among the ALL types
             subtypes = [i for i, c in enumerate(fab_classes) if c != negative]
             best = max(subtypes, key=lambda i: fab[i])
             fab_answer = {"type": fab_classes[best], "probability": float(fab[best]),
@@ -294,14 +297,15 @@ class Predictor:
                 fab_answer["note"] = (f"the FAB model itself favours {negative} ({fab[fab_classes.index(negative)]:.2f}): the type "
                                       "is a weak suggestion")
         disagreement = None
-        if verdict == "ALL" and cells and not blasts:
+        if verdict == POSITIVE_CLASS and cells and not blasts:
             disagreement = (f"called ALL (P(ALL) {all_probability:.2f}), but none of its {len(cells)} cells scores as a blast: "
                             "look at the smear")
-        elif verdict != "ALL" and blasts:
+        elif verdict != POSITIVE_CLASS and blasts:
             disagreement = (f"called {negative} (P(ALL) {all_probability:.2f}), but {blasts} of its {len(cells)} cells score as "
                             "blasts: look at those cells")
-        return Prediction(str(path), "smear", verdict, all_probability, self.threshold, fab_answer, cells, blasts, disagreement,
-                          model_version=self.version)
+        return Prediction(image=str(path), kind="smear", verdict=verdict, all_probability=all_probability,
+                          threshold=self.threshold, fab=fab_answer, cells=cells, cells_scored_as_blasts=blasts,
+                          disagreement=disagreement, model_version=self.version)
 
 
 def _text_size(image_width: int) -> tuple[float, int]:
@@ -341,7 +345,7 @@ def write_overlay(rgb: np.ndarray, mask: np.ndarray, prediction: Prediction, pat
         _label(body, f"{cell['blast_probability']:.0%}", (x, y - 6), colour, scale * 0.8, thickness)
     if prediction.kind == "smear":
         verdict = (f"ALL suspected: P(ALL) {prediction.all_probability:.2f} >= threshold {prediction.threshold:.2f}"
-                   if prediction.verdict == "ALL" else
+                   if prediction.verdict == POSITIVE_CLASS else
                    f"No ALL found: P(ALL) {prediction.all_probability:.2f} < threshold {prediction.threshold:.2f}")
         if prediction.fab:
             verdict += f"; FAB type {prediction.fab['type']} ({prediction.fab['probability']:.2f})"
@@ -441,7 +445,7 @@ def format_prediction(p: dict) -> str:
         lines = [f"{p['image']} (single cell): {p['verdict']}, "
                  f"P(blast) {p['all_probability']:.3f} (cell model, threshold {p['threshold']:.2f})"]
     else:
-        called = (f"ALL suspected: P(ALL) {p['all_probability']:.3f} >= {p['threshold']:.3f}" if p["verdict"] == "ALL"
+        called = (f"ALL suspected: P(ALL) {p['all_probability']:.3f} >= {p['threshold']:.3f}" if p["verdict"] == POSITIVE_CLASS
                   else f"no ALL found: P(ALL) {p['all_probability']:.3f} < {p['threshold']:.3f}")
         lines = [f"{p['image']} (smear): {called}"]
         if p["fab"]:

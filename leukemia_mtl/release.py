@@ -33,9 +33,10 @@ from leukemia_mtl.bundles import META_FILE, MODEL_FILE, SEGMENTER_META_FILE, SEG
 from leukemia_mtl.config import GATE_ACTIONS, INNER_METRICS, Profile, get_profile
 from leukemia_mtl.errors import LeukemiaMtlError, StorageError
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, sha256_file
+from leukemia_mtl.formatting import number
 from leukemia_mtl.model_card import build_model_card, card_markdown
 from leukemia_mtl.results import CrossvalResult
-from leukemia_mtl.stages import CELL_SCORER, CELL_SCORER_ARM, KIND_OF_ARM, SCORED_TASKS, by_key
+from leukemia_mtl.stages import CELL_SCORER, CELL_SCORER_ARM, KIND_OF_ARM, MTL, SCORED_TASKS, by_key
 
 MANIFEST = "manifest.json"
 MODEL_CARD = "MODEL_CARD.md"
@@ -47,21 +48,20 @@ class ReleaseError(LeukemiaMtlError):
     """A release that cannot be built, published or trusted."""
 
 
-def select(crossval: CrossvalResult | dict, metric: str) -> dict:
+def select(crossval: CrossvalResult, metric: str) -> dict:
     """Per task: the (backbone, arm) with the highest mean `metric` on the folds' inner validation
     splits, then its fold model with the highest inner-validation value. Ties (and runs too small
     for an inner split) go to multistage, then to the first name, then to the first fold. The
     evaluation folds' scores are only reported (cv_mean, cv_std): they choose nothing."""
     if metric not in INNER_METRICS:
         raise ReleaseError(f"unknown selection metric {metric!r}; one of {', '.join(INNER_METRICS)}")
-    crossval = CrossvalResult.of(crossval)
 
     def inner(value) -> float:
         return -1.0 if value is None else value
 
     chosen = {}
     for task in crossval.task_names:
-        result = min(crossval.arms(task), key=lambda r: (-inner(r.inner_mean(metric)), r.arm != "mtl", r.backbone, r.arm))
+        result = min(crossval.arms(task), key=lambda r: (-inner(r.inner_mean(metric)), r.arm != MTL, r.backbone, r.arm))
         fold = max(result.folds, key=lambda f: (inner((f["inner_validation"] or {}).get(metric)), -f["repeat"], -f["fold"]))
         validated = fold["inner_validation"] is not None
         chosen[task] = {"backbone": result.backbone, "arm": result.arm, "fold_id": fold["fold_id"], "metric": metric,
@@ -72,10 +72,9 @@ def select(crossval: CrossvalResult | dict, metric: str) -> dict:
     return chosen
 
 
-def gate(crossval: CrossvalResult | dict, selection: dict, metric: str) -> dict:
+def gate(crossval: CrossvalResult, selection: dict, metric: str) -> dict:
     """Does each released configuration beat every baseline scored (majority class, colour, ImageNet features
     where scored) on its cross-validated `metric`, with predictions and an operating point that are not degenerate?"""
-    crossval = CrossvalResult.of(crossval)
     reasons = []
     checked = {}
     for task, pick in selection.items():
@@ -94,14 +93,10 @@ def gate(crossval: CrossvalResult | dict, selection: dict, metric: str) -> dict:
             checked[task][baseline.arm] = other
             if value is None or other is None or value <= other:  # undefined is no evidence of beating it
                 reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model's cross-validated {metric} "
-                               f"{_number(value)} does not beat the {baseline.arm} baseline's {_number(other)}")
+                               f"{number(value, 4)} does not beat the {baseline.arm} baseline's {number(other, 4)}")
         if not crossval.baseline_arms(task):
             reasons.append(f"{task}: no baseline was scored, so nothing shows the model beats a trivial one")
     return {"passed": not reasons, "metric": metric, "values": checked, "reasons": reasons}
-
-
-def _number(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id: str) -> Path:
@@ -113,11 +108,10 @@ def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id:
     raise ReleaseError(f"no {stage} {task} model of {backbone} for fold {fold_id} among the {len(model_dirs)} given")
 
 
-def build_release(crossval: CrossvalResult | dict, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
+def build_release(crossval: CrossvalResult, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
                   profile: Profile, data_summary: dict | None = None) -> dict:
     """Copy the selected bundles into out_dir and write the manifest and the model card (MODEL_CARD.md,
     from `data_summary`, ingest's summary, and the cross-validation); returns the manifest."""
-    crossval = CrossvalResult.of(crossval)
     model_dirs = [Path(d) for d in model_dirs]
     out_dir = Path(out_dir)
     if profile.evaluate.release_gate not in GATE_ACTIONS:

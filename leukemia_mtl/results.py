@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from leukemia_mtl.errors import LeukemiaMtlError
+from leukemia_mtl.stages import BASELINE_ARMS, MTL
 
-# models on the same folds that learnt nothing about cells (leukemia_mtl.baselines); "features" (frozen ImageNet
-# features + logistic regression) only where the run had ImageNet weights
-BASELINE_ARMS = ("colour", "majority", "features")
 BASELINE_MODEL = "baseline"  # what stands for a backbone in a baseline's row, metric name or table cell
 
 
@@ -345,10 +343,11 @@ class RunSummary:
     def from_dict(cls, data: Mapping[str, Any]) -> RunSummary:
         if not isinstance(data, Mapping) or not isinstance(data.get("tasks"), Mapping):
             raise ResultsError(f"not a run summary: no 'tasks' in {json.dumps(data, default=str)[:80]}")
-        return cls(data.get("schema", ""), data.get("profile"), data.get("folds", []), data.get("backbones", []),
-                   data.get("imagenet"), data.get("limitations", []), data.get("methods", []), data["tasks"],
-                   data.get("baselines", {}), data.get("ttest", []), data.get("headline", {}), data.get("expectations", []),
-                   data.get("release"))
+        return cls(schema=data.get("schema", ""), profile=data.get("profile"), folds=data.get("folds", []),
+                   backbones=data.get("backbones", []), imagenet=data.get("imagenet"), limitations=data.get("limitations", []),
+                   methods=data.get("methods", []), tasks=data["tasks"], baselines=data.get("baselines", {}),
+                   ttest=data.get("ttest", []), headline=data.get("headline", {}), expectations=data.get("expectations", []),
+                   release=data.get("release"))
 
     @classmethod
     def of(cls, summary: RunSummary | Mapping[str, Any]) -> RunSummary:
@@ -371,7 +370,7 @@ class RunSummary:
         first, then its baselines in BASELINE_ARMS' order: the order a table of them reads in."""
         for name in (self.task_names if task is None else [task]):
             for backbone, by_arm in self.tasks.get(name, {}).items():
-                for arm, result in sorted(by_arm.items(), key=lambda item: item[0] != "mtl"):
+                for arm, result in sorted(by_arm.items(), key=lambda item: item[0] != MTL):
                     yield SummaryRow(name, backbone, arm, result)
             for arm, result in _baseline_order(self.baselines.get(name, {})):
                 yield SummaryRow(name, BASELINE_MODEL, arm, result)

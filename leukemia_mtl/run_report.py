@@ -26,7 +26,8 @@ from leukemia_mtl import report
 from leukemia_mtl.bundles import EXPLANATIONS_FILE
 from leukemia_mtl.config import Profile, parse_expectation
 from leukemia_mtl.data.shortcuts import Shortcut
-from leukemia_mtl.evaluate import ARM_NAMES, BASELINE_ARMS, TASK_NAMES, confusion_figure, describe_threshold, roc_figure
+from leukemia_mtl.evaluate import confusion_figure, describe_threshold, roc_figure
+from leukemia_mtl.formatting import NOT_AVAILABLE, UNBROKEN, interval, mean_std
 from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text
 from leukemia_mtl.model_card import describe_weights_source
 from leukemia_mtl.paper import EPOCHS as PAPER_EPOCHS
@@ -34,7 +35,8 @@ from leukemia_mtl.paper import FOLDS as PAPER_FOLDS
 from leukemia_mtl.paper import INPUT_SIZE as PAPER_INPUT_SIZE
 from leukemia_mtl.results import SUMMARY_SCHEMA as SCHEMA
 from leukemia_mtl.results import ArmResult, CrossvalResult, RunSummary
-from leukemia_mtl.stages import KIND_OF_ARM, TRAINING_STAGES
+from leukemia_mtl.stages import (ARM_NAMES, BASELINE_ARMS, FEATURES, KIND_OF_ARM, MTL, TASK_NAMES, TRAINING_STAGES,
+                                 TRANSFER_ARMS)
 from leukemia_mtl.tune import STUDY_FILE, study_parts
 
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
@@ -43,23 +45,18 @@ OPERATING_KEYS = ("sensitivity", "specificity", "ppv", "npv", "auc")
 
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
-        return "n/a"
+        return NOT_AVAILABLE
     if isinstance(value, float):
         return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
     return str(value)
 
 
 def _mean_std(summary: dict, metric: str) -> str:
-    entry = summary[metric]
-    return "n/a" if entry["mean"] is None else f"{entry['mean']:.4f} ± {entry['std']:.4f}"
+    return mean_std(summary[metric]["mean"], summary[metric]["std"], 4)
 
 
 def _with_interval(entry: dict | None) -> str:
-    if not entry or entry.get("value") is None:
-        return "n/a"
-    if entry.get("low") is None:
-        return f"{entry['value']:.3f}"
-    return f"{entry['value']:.3f} [{entry['low']:.3f},\u00a0{entry['high']:.3f}]"  # an interval is not broken
+    return interval(entry, separator=UNBROKEN)  # an interval is not broken
 
 
 def _arm_summary(result: ArmResult) -> dict:
@@ -75,25 +72,23 @@ def _arm_summary(result: ArmResult) -> dict:
     }
 
 
-def expectations_of(crossval: CrossvalResult | dict, profile: Profile) -> list[dict]:
+def expectations_of(crossval: CrossvalResult, profile: Profile) -> list[dict]:
     """The profile's learning checks, on the multistage arm's cross-validated mean, per backbone."""
-    crossval = CrossvalResult.of(crossval)
     checks = []
     for text in profile.evaluate.expectations:
         task, metric, threshold = parse_expectation(text)
-        for result in sorted((r for r in crossval.arms(task) if r.arm == "mtl"), key=lambda r: r.backbone):
+        for result in sorted((r for r in crossval.arms(task) if r.arm == MTL), key=lambda r: r.backbone):
             value = result.cv_mean(metric)
-            checks.append({"check": text, "task": task, "metric": metric, "backbone": result.backbone, "arm": "mtl",
+            checks.append({"check": text, "task": task, "metric": metric, "backbone": result.backbone, "arm": MTL,
                            "value": value, "threshold": threshold, "met": value is not None and value >= threshold})
         if task not in crossval.task_names:
-            checks.append({"check": text, "task": task, "metric": metric, "backbone": None, "arm": "mtl",
+            checks.append({"check": text, "task": task, "metric": metric, "backbone": None, "arm": MTL,
                            "value": None, "threshold": threshold, "met": False})
     return checks
 
 
-def headline_of(crossval: CrossvalResult | dict, release: dict | None) -> dict:
+def headline_of(crossval: CrossvalResult, release: dict | None) -> dict:
     """Per task: the released configuration's pooled operating point, beside the two baselines'."""
-    crossval = CrossvalResult.of(crossval)
     headline = {}
     for task in crossval.task_names:
         pick = (release or {}).get("selection", {}).get(task)
@@ -108,10 +103,9 @@ def headline_of(crossval: CrossvalResult | dict, release: dict | None) -> dict:
     return headline
 
 
-def run_summary(crossval: CrossvalResult | dict, ttest: dict, release: dict | None, evaluations: dict[str, list[dict]],
+def run_summary(crossval: CrossvalResult, ttest: dict, release: dict | None, evaluations: dict[str, list[dict]],
                 profile: Profile, limitations: list[str], methods: list[str] | None = None) -> dict:
     """summary.json's object (RunSummary's schema)."""
-    crossval = CrossvalResult.of(crossval)
     return RunSummary(
         schema=SCHEMA,
         profile=profile.name,
@@ -249,7 +243,7 @@ def _stain_section(evaluations: dict[str, list[dict]], profile: Profile) -> repo
                     "the fitted stain targets, per model"))
 
 
-def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, crossval: CrossvalResult | dict,
+def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, crossval: CrossvalResult,
                    profile: Profile) -> list[str]:
     """What a reader must know before comparing this run with the paper."""
     notes = []
@@ -269,7 +263,7 @@ def limitations_of(evaluations: dict[str, list[dict]], data_summary: dict, cross
     if cells.get("layout") == "allidb2" and data_summary.get("cells") not in (None, "synthetic"):
         notes.append("ALL-IDB2's single-cell images are cut from ALL-IDB1's smears with no link back to them, so stages 1-2 "
                      "may have seen cells of a smear that stage 3 evaluates on; the split cannot keep them apart.")
-    folds = len(CrossvalResult.of(crossval).folds)
+    folds = len(crossval.folds)
     if folds < PAPER_FOLDS:
         notes.append(f"{folds} folds instead of the paper's {PAPER_FOLDS}: fewer paired scores, so the tests have little power.")
     if profile.train.epochs < PAPER_EPOCHS:
@@ -306,7 +300,7 @@ def starting_weights_sentence(evaluations: dict[str, list[dict]]) -> str:
         f"{backbone}: {describe_weights_source(source)}" for backbone, source in sorted(sources.items())) + "."
 
 
-def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossval: CrossvalResult | dict,
+def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossval: CrossvalResult,
                profile: Profile) -> list[str]:
     """How the scores were made, in words: what is held out, what chooses, what is balanced."""
     notes = [starting_weights_sentence(evaluations),
@@ -347,7 +341,7 @@ def methods_of(evaluations: dict[str, list[dict]], segment_metrics: dict, crossv
                  f"({profile.evaluate.colour_bins}x{profile.evaluate.colour_bins}x{profile.evaluate.colour_bins} RGB) with "
                  "logistic regression, fitted on the same folds' training smears: what a model gets that has learnt "
                  "nothing about cells.")
-    if any(result.arm == "features" for result in CrossvalResult.of(crossval).arms(baselines=True)):
+    if any(result.arm == FEATURES for result in crossval.arms(baselines=True)):
         notes.append(f"And {profile.model.backbones[0]}'s frozen ImageNet features of the whole smear (globally pooled, at "
                      f"{profile.evaluate.features_size} px), standardised, with the same logistic regression: what ImageNet "
                      "features get without the method's stages.")
@@ -387,7 +381,7 @@ def _curves_figure(evaluations: dict[str, list[dict]], warmup_epochs: int = 0) -
 def _arm_rows(crossval: CrossvalResult, task: str) -> list[ArmResult]:
     """Every arm of `task` a table shows: the transfer-learning arms by backbone (multistage first), then the
     baselines (their backbone: "baseline")."""
-    order = ("mtl", "ctl")
+    order = TRANSFER_ARMS
     rows = sorted((r for r in crossval.arms(task) if r.arm in order), key=lambda r: (r.backbone, order.index(r.arm)))
     return rows + crossval.baseline_arms(task)
 
@@ -523,7 +517,7 @@ def _crossval_section(crossval: CrossvalResult, task: str, table_name: str, metr
     parts = [_performance_table(crossval, task, f"{len(crossval.folds)}-fold cross-validated {TASK_NAMES[task]} "
                                                 f"(mean ± SD over folds; the paper's {table_name}; baselines last)"),
              report.subsection("Per fold", _fold_table(crossval, task, metric, f"{TASK_NAMES[task]}, every arm on every fold"))]
-    for result in sorted(crossval.arms(task), key=lambda r: (r.backbone, r.arm != "mtl")):  # multistage first
+    for result in sorted(crossval.arms(task), key=lambda r: (r.backbone, r.arm != MTL)):  # multistage first
         title = f"{result.backbone}, {ARM_NAMES[result.arm]}"
         images = [report.png_img(confusion_figure(result.classes, result.confusion_matrix, f"{title}: pooled confusion"),
                                  f"confusion matrix {title}")]
@@ -571,7 +565,7 @@ def _ttest_section(ttest: dict) -> report.Section:
 
 def _release_section(release: dict, profile: Profile) -> report.Section:
     rows = [[role, pick["backbone"], pick["arm"], pick["fold_id"], pick.get("chosen_by", "-"), _fmt(pick.get("inner_mean")),
-             f"{pick['cv_mean']:.4f} ± {pick['cv_std']:.4f}" if pick.get("cv_mean") is not None else "-"]
+             mean_std(pick["cv_mean"], pick["cv_std"], 4) if pick.get("cv_mean") is not None else "-"]
             for role, pick in release["selection"].items()]
     version = "none (refused)" if release.get("refused") else release["version"]
     return report.section(
@@ -586,17 +580,16 @@ def _release_section(release: dict, profile: Profile) -> report.Section:
 
 
 def build_report(*, profile: Profile, data_summary: dict, split: dict, roi_metrics: dict, roi_html: str,
-                 segment_metrics: dict, segment_html: str, evaluations: dict[str, list[dict]], crossval: dict, ttest: dict,
-                 release: dict | None, html_path: Path | str, summary_path: Path | str,
+                 segment_metrics: dict, segment_html: str, evaluations: dict[str, list[dict]], crossval: CrossvalResult,
+                 ttest: dict, release: dict | None, html_path: Path | str, summary_path: Path | str,
                  studies: list[dict] | None = None) -> dict:
     """Write the HTML report and summary.json; returns the summary.
 
     The report is the list of sections below, in reading order (templates/run_report.html shows them, with a
     list of contents); to add one, write a function that returns report.section(heading, *parts) and put its
     call at its place in the list. A None entry is left out. `roi_metrics` is shown by the embedded ROI page.
-    `crossval` is the crossval step's results (CrossvalResult or its JSON); `ttest` the ttest step's JSON.
+    `crossval` is the crossval step's results; `ttest` the ttest step's JSON.
     """
-    crossval = CrossvalResult.of(crossval)
     limitations = limitations_of(evaluations, data_summary, crossval, profile)
     methods = methods_of(evaluations, segment_metrics, crossval, profile)
     if profile.tune.trials and not studies:
@@ -650,8 +643,8 @@ def run_report_task(*, data_summary, split, roi_metrics, roi_overlay, segment_me
     result = build_report(
         profile=profile, data_summary=read(data_summary), split=read(split), roi_metrics=read(roi_metrics),
         roi_html=Path(roi_overlay.path).read_text(), segment_metrics=read(segment_metrics),
-        segment_html=Path(segmentation.path).read_text(), evaluations=loaded, crossval=read(crossval), ttest=read(ttest),
-        release=read(release_manifest), html_path=Path(html.path), summary_path=Path(summary.path),
+        segment_html=Path(segmentation.path).read_text(), evaluations=loaded, crossval=CrossvalResult.load(crossval.path),
+        ttest=read(ttest), release=read(release_manifest), html_path=Path(html.path), summary_path=Path(summary.path),
         studies=[json.loads((Path(a.path) / STUDY_FILE).read_text()) for a in tuning or []],
     )
     summary.metadata.update({"schema": result["schema"], "imagenet": result["imagenet"]})

@@ -45,6 +45,7 @@ from leukemia_mtl.config import ServeConfig
 from leukemia_mtl.errors import LeukemiaMtlError, printable
 from leukemia_mtl.predict import KINDS, NOTICE, Predictor, open_predictor
 from leukemia_mtl.release import MODEL_CARD
+from leukemia_mtl.stages import CELL_POSITIVE, POSITIVE_CLASS
 
 # kserve.model_server parses sys.argv when imported (its own flags, abbreviations allowed): ours
 # (`serve --model ...`) would be read as its `--model_name`. It sees none of them.
@@ -125,10 +126,12 @@ class ReleaseModel(Model):
         return self.ready
 
     def info(self) -> dict:
-        """What the page shows beside every answer: the version, the settings, the card, the notice."""
+        """What the page shows beside every answer: the version, the settings, the card, the notice, and the
+        verdict that is a positive one (a smear's, a single cell's), which the page reads instead of knowing."""
         manifest = self.predictor.manifest
         return {"name": self.name, "version": self.predictor.version, "notice": NOTICE, "settings": self.predictor.settings(),
                 "gate": manifest.get("gate") or {}, "card": self.card, "kinds": list(KINDS),
+                "positive": {"smear": POSITIVE_CLASS, "cell": CELL_POSITIVE},
                 "max_request_bytes": self.config.max_request_bytes,
                 "max_images_per_request": self.config.max_images_per_request}
 

@@ -17,8 +17,26 @@ import numpy as np
 from leukemia_mtl.errors import LeukemiaMtlError
 
 KINDS = ("stage1", "stage2", "stage3", "classical")  # what run_finetune_stage can train
-TASKS = ("blast", "detection", "fab")  # blast: single cells; detection and FAB: smears
-ARM_NAMES = {"mtl": "multistage transfer learning", "ctl": "classical transfer learning"}
+
+# --- the run's vocabulary, in one place: every module (and, through /ui/model.json, the page) reads these ---
+POSITIVE_CLASS = "ALL"  # detection's positive class: a smear of any ALL type (the negative one is data.negative_class)
+CELL_POSITIVE, CELL_NEGATIVE = "blast", "not a blast"  # a single cell's verdicts (the cell scorer's classes)
+TRAINED_TASKS = ("blast", "detection", "fab")  # every task a stage trains: blast on single cells; detection and FAB on smears
+# the tasks cross-validation scores (and release ships, the report tables): SCORED_TASKS, from the plan below
+TASK_NAMES = {"detection": f"detection (normal vs {POSITIVE_CLASS})", "fab": "classification (FAB classes)"}  # a scored task in a report
+
+MTL, CTL = "mtl", "ctl"  # the transfer-learning arms a stage is scored as
+TRANSFER_ARMS = (MTL, CTL)  # multistage first: the order tables read in
+# models on the same folds that learnt nothing about cells (leukemia_mtl.baselines); FEATURES (frozen ImageNet
+# features + logistic regression) only where the run had ImageNet weights
+COLOUR, MAJORITY, FEATURES = "colour", "majority", "features"
+BASELINE_ARMS = (COLOUR, MAJORITY, FEATURES)
+ARM_NAMES = {  # every arm, transfer learning and baseline, as a report names it
+    MTL: "multistage transfer learning", CTL: "classical transfer learning",
+    COLOUR: "colour histogram + logistic regression (baseline)",
+    MAJORITY: "majority class (baseline: one answer for every image)",
+    FEATURES: "frozen ImageNet features + logistic regression (baseline)",
+}
 
 
 class StageError(LeukemiaMtlError):
@@ -30,12 +48,12 @@ class TrainingStage:
     key: str  # the component input and output name: stage3_detection
     display: str  # the task's name in the KFP UI and the report: stage 3 detection
     kind: str  # one of KINDS
-    task: str  # one of TASKS
+    task: str  # one of TRAINED_TASKS
     starts_from: str | None  # the key of the stage whose model it continues; None: ImageNet (or random) weights
     head: str  # softmax or sigmoid
     arrays: str  # which of augment's arrays it trains on (stage1.npz, stage2.npz, stage3.npz)
     dense: bool  # dense layers with dropout before the head (Eq. 2); without: GAP + the head (Eq. 1)
-    arm: str | None = None  # the cross-validated arm it is scored as (one of ARM_NAMES); None: not scored
+    arm: str | None = None  # the cross-validated arm it is scored as (one of TRANSFER_ARMS); None: not scored
 
     @property
     def from_imagenet(self) -> bool:
@@ -47,12 +65,18 @@ class TrainingStage:
 
 
 TRAINING_STAGES: tuple[TrainingStage, ...] = (
-    TrainingStage("stage1", "stage 1", "stage1", "blast", None, "softmax", "stage1", False),
-    TrainingStage("stage2", "stage 2", "stage2", "blast", "stage1", "sigmoid", "stage2", True),
-    TrainingStage("stage3_detection", "stage 3 detection", "stage3", "detection", "stage2", "softmax", "stage3", True, "mtl"),
-    TrainingStage("stage3_fab", "stage 3 FAB", "stage3", "fab", "stage2", "softmax", "stage3", True, "mtl"),
-    TrainingStage("classical_detection", "classical detection", "classical", "detection", None, "softmax", "stage3", True, "ctl"),
-    TrainingStage("classical_fab", "classical FAB", "classical", "fab", None, "softmax", "stage3", True, "ctl"),
+    TrainingStage(key="stage1", display="stage 1", kind="stage1", task="blast", starts_from=None, head="softmax",
+                  arrays="stage1", dense=False),
+    TrainingStage(key="stage2", display="stage 2", kind="stage2", task="blast", starts_from="stage1", head="sigmoid",
+                  arrays="stage2", dense=True),
+    TrainingStage(key="stage3_detection", display="stage 3 detection", kind="stage3", task="detection", starts_from="stage2",
+                  head="softmax", arrays="stage3", dense=True, arm=MTL),
+    TrainingStage(key="stage3_fab", display="stage 3 FAB", kind="stage3", task="fab", starts_from="stage2", head="softmax",
+                  arrays="stage3", dense=True, arm=MTL),
+    TrainingStage(key="classical_detection", display="classical detection", kind="classical", task="detection",
+                  starts_from=None, head="softmax", arrays="stage3", dense=True, arm=CTL),
+    TrainingStage(key="classical_fab", display="classical FAB", kind="classical", task="fab", starts_from=None,
+                  head="softmax", arrays="stage3", dense=True, arm=CTL),
 )
 ARMS = {s.kind: s.arm for s in TRAINING_STAGES if s.arm}  # stage kind -> arm: {"stage3": "mtl", "classical": "ctl"}
 KIND_OF_ARM = {arm: kind for kind, arm in ARMS.items()}
@@ -79,7 +103,7 @@ def check_plan(plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[Train
             raise StageError(f"{where}: named twice")
         if stage.kind not in KINDS:
             raise StageError(f"{where}: kind {stage.kind!r} is not one of {', '.join(KINDS)}")
-        if stage.task not in TASKS or (stage.kind in ("stage1", "stage2")) != (stage.task == "blast"):
+        if stage.task not in TRAINED_TASKS or (stage.kind in ("stage1", "stage2")) != (stage.task == "blast"):
             raise StageError(f"{where}: stage {stage.kind} does not do task {stage.task!r} "
                              "(stages 1-2: blast; stage 3 and classical: detection, fab)")
         if stage.from_imagenet != (stage.kind in ("stage1", "classical")):
@@ -88,8 +112,8 @@ def check_plan(plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[Train
             raise StageError(f"{where}: starts from {stage.starts_from!r}, which is not an earlier stage of the plan")
         if stage.head not in ("softmax", "sigmoid"):
             raise StageError(f"{where}: head {stage.head!r} is neither softmax nor sigmoid")
-        if stage.arm is not None and (stage.arm not in ARM_NAMES or stage.task == "blast"):
-            raise StageError(f"{where}: only smear tasks are scored, as one of the arms {', '.join(ARM_NAMES)}")
+        if stage.arm is not None and (stage.arm not in TRANSFER_ARMS or stage.task == "blast"):
+            raise StageError(f"{where}: only smear tasks are scored, as one of the arms {', '.join(TRANSFER_ARMS)}")
         seen[stage.key] = stage
     if CELL_SCORER not in seen:
         raise StageError(f"the plan has no {CELL_SCORER!r} stage, which release needs as the cell scorer")
@@ -119,10 +143,10 @@ def display_name(kind: str) -> str:
 
 
 def task_classes(classes: tuple[str, ...], task: str, negative_class: str) -> tuple[str, ...]:
-    return (negative_class, "ALL") if task == "detection" else tuple(classes)
+    return (negative_class, POSITIVE_CLASS) if task == "detection" else tuple(classes)
 
 
 def task_names(labels: np.ndarray, task: str, negative_class: str) -> np.ndarray:
     """Class names of `task` (detection merges every ALL type into one class)."""
     labels = np.asarray(labels)
-    return np.where(labels == negative_class, negative_class, "ALL") if task == "detection" else labels
+    return np.where(labels == negative_class, negative_class, POSITIVE_CLASS) if task == "detection" else labels

@@ -19,6 +19,7 @@ import numpy as np
 
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.results import CrossvalResult
+from leukemia_mtl.stages import COLOUR, CTL, FEATURES, MTL
 
 
 class StatsError(LeukemiaMtlError):
@@ -84,9 +85,10 @@ def paired_t(first, second, confidence: float = 0.95) -> TestResult:
     result = _quiet(lambda: stats.ttest_rel(b, a))
     ci = _quiet(lambda: result.confidence_interval(confidence))
     sd = d.std(ddof=1)
-    return TestResult("paired t-test", float(result.statistic), float(result.df), float(result.pvalue), float(d.mean()),
-                      float(ci.low), float(ci.high), confidence, float(d.mean() / sd) if sd > 0 else math.nan, "Cohen's d_z",
-                      len(d), "" if sd > 0 else "all differences equal: t undefined")
+    return TestResult(test="paired t-test", statistic=float(result.statistic), df=float(result.df), p_value=float(result.pvalue),
+                      mean_difference=float(d.mean()), ci_low=float(ci.low), ci_high=float(ci.high), confidence=confidence,
+                      effect_size=float(d.mean() / sd) if sd > 0 else math.nan, effect_size_name="Cohen's d_z", n=len(d),
+                      note="" if sd > 0 else "all differences equal: t undefined")
 
 
 def _cohens_d(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,8 +104,9 @@ def independent_t(first, second, equal_var: bool, confidence: float = 0.95) -> T
     result = _quiet(lambda: stats.ttest_ind(b, a, equal_var=equal_var))
     ci = _quiet(lambda: result.confidence_interval(confidence))
     name = "Student's t-test (independent groups)" if equal_var else "Welch's t-test"
-    return TestResult(name, float(result.statistic), float(result.df), float(result.pvalue), float(b.mean() - a.mean()),
-                      float(ci.low), float(ci.high), confidence, _cohens_d(a, b), "Cohen's d (pooled SD)", len(a))
+    return TestResult(test=name, statistic=float(result.statistic), df=float(result.df), p_value=float(result.pvalue),
+                      mean_difference=float(b.mean() - a.mean()), ci_low=float(ci.low), ci_high=float(ci.high),
+                      confidence=confidence, effect_size=_cohens_d(a, b), effect_size_name="Cohen's d (pooled SD)", n=len(a))
 
 
 def corrected_resampled_t(first, second, test_train_ratio: float, confidence: float = 0.95) -> TestResult:
@@ -131,9 +134,10 @@ def corrected_resampled_t(first, second, test_train_ratio: float, confidence: fl
     else:
         t = p = math.nan
         note = "all differences equal: t undefined"
-    return TestResult("corrected resampled t-test (Nadeau-Bengio)", t, float(df), p, float(d.mean()),
-                      float(d.mean() - half_width), float(d.mean() + half_width), confidence,
-                      float(d.mean() / math.sqrt(variance)) if variance > 0 else math.nan, "Cohen's d_z", n, note)
+    return TestResult(test="corrected resampled t-test (Nadeau-Bengio)", statistic=t, df=float(df), p_value=p,
+                      mean_difference=float(d.mean()), ci_low=float(d.mean() - half_width), ci_high=float(d.mean() + half_width),
+                      confidence=confidence, effect_size=float(d.mean() / math.sqrt(variance)) if variance > 0 else math.nan,
+                      effect_size_name="Cohen's d_z", n=n, note=note)
 
 
 def wilcoxon_signed_rank(first, second, confidence: float = 0.95, seed: int = 0) -> TestResult:
@@ -160,8 +164,9 @@ def wilcoxon_signed_rank(first, second, confidence: float = 0.95, seed: int = 0)
         low, high = float(interval.low), float(interval.high)
     else:
         notes.append("too few distinct differences for a bootstrap interval")
-    return TestResult("Wilcoxon signed-rank test", statistic, math.nan, p, float(d.mean()), low, high, confidence,
-                      effect, "rank-biserial r", len(d), "; ".join(notes))
+    return TestResult(test="Wilcoxon signed-rank test", statistic=statistic, df=math.nan, p_value=p,
+                      mean_difference=float(d.mean()), ci_low=low, ci_high=high, confidence=confidence, effect_size=effect,
+                      effect_size_name="rank-biserial r", n=len(d), note="; ".join(notes))
 
 
 def compare(first, second, test_train_ratio: float, confidence: float = 0.95, seed: int = 0) -> list[TestResult]:
@@ -176,19 +181,18 @@ def compare(first, second, test_train_ratio: float, confidence: float = 0.95, se
 
 
 # (first, second): second - first; a pair whose arm was not scored (the features baseline without ImageNet) is left out
-COMPARISONS = (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"), ("features", "mtl"), ("features", "ctl"))
+COMPARISONS = ((CTL, MTL), (COLOUR, MTL), (COLOUR, CTL), (FEATURES, MTL), (FEATURES, CTL))
 
 
-def compare_arms(crossval: CrossvalResult | dict, metric: str = "balanced_accuracy", confidence: float = 0.95,
+def compare_arms(crossval: CrossvalResult, metric: str = "balanced_accuracy", confidence: float = 0.95,
                  seed: int = 0) -> dict:
     """Per task and backbone, paired by fold, every test on: classical (ctl) vs multistage (mtl),
     and each against the colour-histogram baseline (is the method better than a trivial model?) and the
     ImageNet-features baseline (do the stages add anything to frozen ImageNet features?), where scored.
 
-    `crossval` is evaluate.run_crossval's result (or its JSON). The ttest step sets the paper's Table V,
-    re-tested, beside these (leukemia_mtl.ttest).
+    `crossval` is evaluate.run_crossval's result (CrossvalResult.load reads its JSON). The ttest step sets the
+    paper's Table V, re-tested, beside these (leukemia_mtl.ttest).
     """
-    crossval = CrossvalResult.of(crossval)
     comparisons = []
     for task in crossval.task_names:
         for backbone in crossval.backbones(task):

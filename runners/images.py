@@ -20,8 +20,9 @@ CODE_SUFFIXES = (".py", ".html", ".css")  # with the report's templates
 DIGEST_FILE = "/opt/leukemia-mtl/SOURCE_DIGEST"  # docker/Dockerfile writes it
 
 
-class ImageError(LeukemiaMtlError):
-    """An image a run needs is missing here or holds other code than this checkout."""
+class ContainerImageError(LeukemiaMtlError):
+    """A container image a run needs is missing here or holds other code than this checkout (not a
+    smear or cell image: that is leukemia_mtl.errors.ImageError)."""
 
 
 def source_digest(root: Path | None = None) -> str:
@@ -67,7 +68,7 @@ def image_digest(client, image: str) -> str | None:
 
 def check_local_images(cpu_image: str, gpu_image: str, expected: str | None = None) -> LocalImages:
     """The CPU image must be built from this checkout's code; the GPU image is used when it is, and when
-    Docker has the NVIDIA runtime. One ImageError names what is wrong and the command that fixes it."""
+    Docker has the NVIDIA runtime. One ContainerImageError names what is wrong and the command that fixes it."""
     import docker
 
     expected = expected or source_digest()
@@ -75,12 +76,12 @@ def check_local_images(cpu_image: str, gpu_image: str, expected: str | None = No
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        raise ImageError(f"--runner docker: no Docker daemon answers ({str(exc).splitlines()[0][:200]}); "
+        raise ContainerImageError(f"--runner docker: no Docker daemon answers ({str(exc).splitlines()[0][:200]}); "
                          "start dockerd, or use the default --runner subprocess") from None
     try:
         return _checked(client, cpu_image, gpu_image, expected)
     except docker.errors.DockerException as exc:
-        raise ImageError(f"--runner docker: Docker refused to inspect the images ({str(exc).splitlines()[0][:200]})") from None
+        raise ContainerImageError(f"--runner docker: Docker refused to inspect the images ({str(exc).splitlines()[0][:200]})") from None
     finally:
         client.close()
 
@@ -89,11 +90,11 @@ def _checked(client, cpu_image: str, gpu_image: str, expected: str) -> LocalImag
     """The check itself, on an open client."""
     found = image_digest(client, cpu_image)
     if found is None:
-        raise ImageError(f"--runner docker: image {cpu_image} is not built here; run `make images` "
+        raise ContainerImageError(f"--runner docker: image {cpu_image} is not built here; run `make images` "
                          "(or `make image-cpu`; --image-registry/--image-tag name another build)")
     if found != expected:
         held = f"source {found}" if found else "no source digest"
-        raise ImageError(f"--runner docker: image {cpu_image} holds other code ({held}, this checkout "
+        raise ContainerImageError(f"--runner docker: image {cpu_image} holds other code ({held}, this checkout "
                          f"{expected}); rebuild it with `make images`")
     has_gpu_runtime = "nvidia" in (client.info().get("Runtimes") or {})
     if not has_gpu_runtime:

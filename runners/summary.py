@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 from leukemia_mtl.evaluate import describe_threshold
-from leukemia_mtl.results import BASELINE_ARMS, RunSummary
+from leukemia_mtl.formatting import interval, mean_std, number
+from leukemia_mtl.results import RunSummary
+from leukemia_mtl.stages import BASELINE_ARMS, MAJORITY
 
 STABLE_COPIES = {"report": "report.html", "summary": "summary.json"}  # in --output-dir after a whole run
 
@@ -40,7 +42,7 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
     lines.append(f"  {len(summary.folds)}-fold cross-validation (mean ± SD over the evaluation folds, which only score):")
     lines.append(f"    {'task':10s} {'model':18s} {'arm':8s} {'accuracy':>16s} {'balanced acc.':>16s} {'macro F1':>16s} {'AUC':>16s}")
     for row in summary.rows():  # per task: multistage first, then classical, then the baselines
-        cells_text = [("n/a" if row.mean[m] is None else f"{row.mean[m]:.3f} ± {row.std[m]:.3f}")
+        cells_text = [mean_std(row.mean[m], row.std[m])
                       for m in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")]
         lines.append(f"    {row.task:10s} {row.model:18s} {row.arm:8s} " + " ".join(f"{c:>16s}" for c in cells_text))
         for flag in row.degenerate:
@@ -56,11 +58,11 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
         if point["kind"] == "binary":
             def text(e):
                 p = e["operating_point"]
-                return ", ".join(f"{k} {_interval(p[k])}" for k in ("sensitivity", "specificity", "ppv", "npv", "auc"))
+                return ", ".join(f"{k} {interval(p[k])}" for k in ("sensitivity", "specificity", "ppv", "npv", "auc"))
         else:
             def text(e):
                 p = e["operating_point"]
-                return f"accuracy {_interval(p['accuracy'])}, balanced accuracy {p['balanced_accuracy']:.3f}, macro F1 {p['f1_macro']:.3f}"
+                return f"accuracy {interval(p['accuracy'])}, balanced accuracy {p['balanced_accuracy']:.3f}, macro F1 {p['f1_macro']:.3f}"
         at = f", at {describe_threshold(point)}" if point["kind"] == "binary" and "target_sensitivity" in point else ""
         lines.append(f"  headline, {task} (pooled held-out smears{at}):")
         lines.append(f"    released {entry['released']['backbone']} {entry['released']['arm']}: {text(entry['released'])}")
@@ -68,10 +70,10 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
             lines.append(f"    DEGENERATE OPERATING POINT: {point['degenerate']}")
         for arm in BASELINE_ARMS:  # summaries from before the features baseline have colour and majority only
             if arm in entry:  # the majority class calls every smear one thing by design: no flag to print
-                flagged = arm != "majority" and entry[arm]["operating_point"].get("degenerate")
+                flagged = arm != MAJORITY and entry[arm]["operating_point"].get("degenerate")
                 lines.append(f"    {arm} baseline: {text(entry[arm])}" + (" (DEGENERATE operating point)" if flagged else ""))
     for check in summary.expectations:
-        value = "n/a" if check["value"] is None else f"{check['value']:.3f}"
+        value = number(check["value"])
         lines.append(f"  learning check {check['check']} ({check['backbone']} multistage, cross-validated mean {value}): "
                      + ("met" if check["met"] else "NOT MET"))
     release = summary.release
@@ -87,9 +89,3 @@ def describe_run(outputs: dict, output_dir: Path | None = None) -> list[str]:
     for name, copy in STABLE_COPIES.items():  # run_local's copies, else the artifacts themselves
         lines.append(f"  {name}: {output_dir.resolve() / copy if output_dir else outputs[name]['path']}")
     return lines
-
-
-def _interval(entry: dict) -> str:
-    if entry.get("value") is None:
-        return "n/a"
-    return f"{entry['value']:.3f}" + (f" [{entry['low']:.3f}, {entry['high']:.3f}]" if entry.get("low") is not None else "")

@@ -17,7 +17,7 @@ import pytest
 from conftest import TINY, TINY_CLI_SETS
 
 from leukemia_mtl.config import ImageConfig
-from runners.images import ImageError, check_local_images, source_digest
+from runners.images import ContainerImageError, check_local_images, source_digest
 from runners.local import IMAGE_UID, _run_container_keeping_its_status
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,9 +72,9 @@ def test_the_image_holds_this_checkout_runs_as_non_root_and_needs_no_network(cpu
 
 
 def test_a_stale_or_absent_image_is_refused_with_the_command_that_fixes_it(cpu_image):
-    with pytest.raises(ImageError, match="holds other code .* rebuild it with `make images`"):
+    with pytest.raises(ContainerImageError, match="holds other code .* rebuild it with `make images`"):
         check_local_images(cpu_image, IMAGES.gpu_image, expected="0" * 16)
-    with pytest.raises(ImageError, match="leukemia-mtl-absent:0 is not built here; run `make images`"):
+    with pytest.raises(ContainerImageError, match="leukemia-mtl-absent:0 is not built here; run `make images`"):
         check_local_images("leukemia-mtl-absent:0", IMAGES.gpu_image)
     images = check_local_images(cpu_image, IMAGES.gpu_image)
     assert images.cpu == cpu_image and (images.gpu_usable or (images.gpu == cpu_image and cpu_image in images.note))

@@ -12,6 +12,7 @@ from sklearn import metrics as skm
 from leukemia_mtl.config import get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.evaluate import FoldPredictions, cross_validate, fold_metrics, roc_curves
+from leukemia_mtl.results import CrossvalResult
 from leukemia_mtl.train.data import make_folds
 
 CLASSES = ("normal", "L1", "L2", "L3")
@@ -152,7 +153,7 @@ def _build_report(tmp_path, fab_classes=CLASSES, negative="normal", data_name="i
                                                     "notes": [f"/data/{data_name}/x.png: grayscale converted to RGB"]},
         split=split, roi_metrics={"roi_mean_recall": 0.9}, roi_html="<!doctype html><html><body><h1>x</h1><p>ROI page</p></body></html>",
         segment_metrics={"unet_dice": 0.95}, segment_html="<p>seg page <script>bad()</script></p>", evaluations=evaluations,
-        crossval=crossval, ttest=ttest, release=release, html_path=tmp_path / "r.html", summary_path=tmp_path / "s.json",
+        crossval=CrossvalResult.from_dict(crossval), ttest=ttest, release=release, html_path=tmp_path / "r.html", summary_path=tmp_path / "s.json",
     )
 
 
@@ -401,7 +402,8 @@ def test_the_release_gate_requires_beating_the_features_baseline_where_it_was_sc
     from leukemia_mtl.release import gate, select
 
     def verdict(crossval: dict) -> dict:
-        return gate(crossval, select(crossval, "balanced_accuracy"), "balanced_accuracy")
+        result = CrossvalResult.from_dict(crossval)
+        return gate(result, select(result, "balanced_accuracy"), "balanced_accuracy")
 
     passed = verdict(_gate_crossval(SEPARATED))
     assert passed["passed"], passed["reasons"]
@@ -419,10 +421,10 @@ def test_the_release_gate_requires_beating_the_features_baseline_where_it_was_sc
 def test_the_release_gate_refuses_a_degenerate_operating_point():
     """Perfectly separating held-out predictions, but a threshold chosen at P(ALL) >= 0.0000: not a release."""
     from leukemia_mtl.release import gate, select
-    from leukemia_mtl.results import CrossvalResult
 
-    crossval = _gate_crossval([0.2, 0.3, 0.4, 0.0, 0.9, 0.95], ctl_validation=[0.6, 0.3, 0.4, 0.2, 0.9, 0.95])
-    released = CrossvalResult.of(crossval).arm("detection", "Xception", "mtl")
+    crossval = CrossvalResult.from_dict(_gate_crossval([0.2, 0.3, 0.4, 0.0, 0.9, 0.95],
+                                                       ctl_validation=[0.6, 0.3, 0.4, 0.2, 0.9, 0.95]))
+    released = crossval.arm("detection", "Xception", "mtl")
     assert released.cv_mean("balanced_accuracy") == 1.0 and not released.degenerate  # nothing else says so
     selection = select(crossval, "balanced_accuracy")
     assert selection["detection"]["arm"] == "mtl"  # the inner splits choose it: inner balanced accuracy 0.83 vs 0.67

@@ -107,6 +107,7 @@ def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_cali
 def test_the_release_choice_ignores_the_evaluation_folds_and_follows_inner_validation():
     from leukemia_mtl.evaluate import FoldPredictions, cross_validate
     from leukemia_mtl.release import select
+    from leukemia_mtl.results import CrossvalResult
 
     classes = ("normal", "ALL")
     labels = np.array([0, 1, 1, 0, 1, 1])
@@ -119,7 +120,7 @@ def test_the_release_choice_ignores_the_evaluation_folds_and_follows_inner_valid
     # ctl is perfect on the evaluation folds and poor on its inner splits; mtl the other way round
     scored = cross_validate([fold("ctl", 0, right, wrong), fold("ctl", 1, right, wrong),
                              fold("mtl", 0, wrong, right), fold("mtl", 1, wrong, wrong)])
-    pick = select({"tasks": scored}, "balanced_accuracy")["detection"]
+    pick = select(CrossvalResult.from_dict({"tasks": scored}), "balanced_accuracy")["detection"]
     assert (pick["arm"], pick["fold_id"], pick["chosen_by"]) == ("mtl", "r0f0", "inner validation")
     assert pick["cv_mean"] == 0.0  # reported as it is: the choice did not look at it
 

@@ -43,6 +43,7 @@ def test_release_is_published_verified_and_predicts_from_s3(demo_run, tmp_path, 
 
 def test_a_release_that_does_not_beat_the_baselines_is_refused_or_flagged(demo_run, tmp_path):
     from leukemia_mtl.release import ReleaseError, build_release, gate, select, verify
+    from leukemia_mtl.results import CrossvalResult
 
     _, outputs, _ = demo_run
     crossval = json.loads(Path(outputs["crossval"]["path"]).read_text())
@@ -52,6 +53,7 @@ def test_a_release_that_does_not_beat_the_baselines_is_refused_or_flagged(demo_r
     # make the colour baseline unbeatable: the gate must then say no
     for result in crossval["baselines"]["fab"].values():
         result["summary"]["balanced_accuracy"]["mean"] = 1.0
+    crossval = CrossvalResult.from_dict(crossval)
     verdict = gate(crossval, select(crossval, "balanced_accuracy"), "balanced_accuracy")
     assert not verdict["passed"] and any("does not beat the colour baseline" in r for r in verdict["reasons"])
     refused = build_release(crossval, models, segmenter, tmp_path / "refused", get_profile("demo", {"evaluate.release_gate": "refuse"}))

@@ -16,6 +16,7 @@ import pytest
 
 from leukemia_mtl import report
 from leukemia_mtl.config import get_profile
+from leukemia_mtl.results import CrossvalResult
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "build" / "test-artifacts"
@@ -156,7 +157,8 @@ def _run_inputs(tmp_path: Path) -> dict:
         roi_metrics=roi_metrics, roi_html=report.page("preprocess: regions of interest", report.table(roi_metrics)),
         segment_metrics=segment_metrics, segment_html=report.page("segment", report.table(segment_metrics)),
         evaluations={"stage 1": [{"summary": {"imagenet": False, "backbone": "Xception"}, "history": history}] * 2},
-        crossval=crossval, ttest=run_ttest(crossval, tmp_path / "ttest.json", get_profile("demo")), release=None,
+        crossval=CrossvalResult.from_dict(crossval), ttest=run_ttest(crossval, tmp_path / "ttest.json", get_profile("demo")),
+        release=None,
         html_path=tmp_path / "report.html", summary_path=tmp_path / "summary.json")
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from leukemia_mtl.evaluate import run_crossval
-from leukemia_mtl.results import BASELINE_ARMS, BASELINE_MODEL, ArmResult, CrossvalResult, ResultsError, RunSummary
+from leukemia_mtl.results import BASELINE_MODEL, ArmResult, CrossvalResult, ResultsError, RunSummary
+from leukemia_mtl.stages import BASELINE_ARMS
 from test_evaluate import CLASSES, _predictions
 
 TASKS = {"detection": ("normal", "ALL"), "fab": CLASSES}

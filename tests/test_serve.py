@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import pytest
 
+from leukemia_mtl.stages import CELL_POSITIVE, POSITIVE_CLASS
+
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "build" / "test-artifacts"
 REQUIRE_BROWSER = "LEUKEMIA_MTL_REQUIRE_BROWSER"
@@ -136,6 +138,8 @@ def test_the_server_is_ready_when_it_answers_and_gives_predicts_answers(server, 
     metadata = json.loads(_get(f"{base}/v2/models/leukemia-mtl")[1])
     assert metadata["name"] == "leukemia-mtl" and metadata["inputs"][0] == {"name": "image", "datatype": "BYTES", "shape": [-1]}
     assert {"prediction", "cell_boxes", "cell_blast_probability"} <= {o["name"] for o in metadata["outputs"]}
+    page = json.loads(_get(f"{base}/ui/model.json")[1])  # what the page reads its positive verdicts from
+    assert page["positive"] == {"smear": POSITIVE_CLASS, "cell": CELL_POSITIVE}
 
     smear, cell = _images(server["outputs"])
     status, body = _post(f"{base}/v2/models/leukemia-mtl/infer",

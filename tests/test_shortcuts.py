@@ -12,6 +12,7 @@ from PIL import Image
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.ingest import SUMMARY_FILE, ingest
 from leukemia_mtl.data.shortcuts import find_shortcuts
+from leukemia_mtl.results import CrossvalResult
 from leukemia_mtl.run_report import limitations_of
 
 
@@ -76,5 +77,5 @@ def test_ingest_records_the_shortcut_and_the_report_says_it_loudly(tmp_path, tin
     assert [s["attribute"] for s in flagged] == ["image size"]
     assert any(n.startswith("SHORTCUT: smears: the image size alone predicts ALL vs normal") for n in summary.notes)
     written = json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())
-    notes = limitations_of({}, written, {"tasks": {}, "baselines": {}, "folds": []}, tiny_profile)
+    notes = limitations_of({}, written, CrossvalResult.from_dict({"tasks": {}, "baselines": {}, "folds": []}), tiny_profile)
     assert any(n.startswith("SHORTCUT IN THE DATA: smears: the image size alone") and "99.60 %" in n for n in notes)

@@ -14,8 +14,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
 from leukemia_mtl.config import get_profile
-from leukemia_mtl.evaluate import ARMS
-from leukemia_mtl.stages import (KIND_OF_ARM, TRAINING_STAGES, StageError, by_key, check_plan, released_stages,
+from leukemia_mtl.stages import (ARMS, KIND_OF_ARM, TRAINING_STAGES, StageError, by_key, check_plan, released_stages,
                                  scored_stages, training_stage)
 
 

@@ -10,6 +10,7 @@ from scipy import stats as scipy_stats
 from leukemia_mtl import paper, stats
 from leukemia_mtl.config import get_profile
 from leukemia_mtl.evaluate import FoldPredictions, cross_validate
+from leukemia_mtl.results import CrossvalResult
 from leukemia_mtl.ttest import kfp_metrics, run_ttest
 
 CLASSICAL = np.array([0.81, 0.78, 0.84, 0.80, 0.79, 0.83, 0.77, 0.82])
@@ -110,7 +111,7 @@ def test_the_ttest_step_writes_the_arms_tests_beside_the_paper_table_v(tmp_path)
     (tmp_path / "crossval.json").write_text(json.dumps(crossval))
     result = run_ttest(tmp_path / "crossval.json", tmp_path / "ttest.json", get_profile("demo"))
     assert json.loads((tmp_path / "ttest.json").read_text()) == result
-    assert result == {**stats.compare_arms(crossval), "paper_table_v": paper.table_v_reanalysis()}
+    assert result == {**stats.compare_arms(CrossvalResult.from_dict(crossval)), "paper_table_v": paper.table_v_reanalysis()}
     assert [(c["first"], c["second"]) for c in result["comparisons"]] == list(stats.COMPARISONS)
     assert {("features", "mtl"), ("features", "ctl")} <= set(stats.COMPARISONS)
     values = kfp_metrics(result)
@@ -118,5 +119,5 @@ def test_the_ttest_step_writes_the_arms_tests_beside_the_paper_table_v(tmp_path)
                            "detection_Xception_mtl_vs_features_corrected_p"}
     # a run without ImageNet weights has no features baseline: its pairs are left out, nothing else changes
     without = {**crossval, "baselines": {"detection": {"colour": baselines["colour"]}}}
-    assert [(c["first"], c["second"]) for c in stats.compare_arms(without)["comparisons"]] == [
+    assert [(c["first"], c["second"]) for c in stats.compare_arms(CrossvalResult.from_dict(without))["comparisons"]] == [
         pair for pair in stats.COMPARISONS if "features" not in pair]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from leukemia_mtl.stages import POSITIVE_CLASS
+
 log = logging.getLogger(__name__)
 
 ATTRIBUTES = ("image size", "camera", "file format")
@@ -98,7 +100,7 @@ def find_shortcuts(dataset, seed: int = 0) -> list[Shortcut]:
     attributes = [file_attributes(r.path) for r in records]
     groups = [r.group for r in records]
     found = []
-    tasks = {"detection": [dataset.negative_class if r.label == dataset.negative_class else "ALL" for r in records]}
+    tasks = {"detection": [dataset.negative_class if r.label == dataset.negative_class else POSITIVE_CLASS for r in records]}
     if len(set(r.label for r in records)) > 2:
         tasks["classes"] = [r.label for r in records]
     for attribute in ATTRIBUTES:

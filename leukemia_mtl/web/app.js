@@ -15,7 +15,9 @@ async function loadModel() {
   model = await response.json();
   byId("notice").textContent = model.notice;
   const gate = model.gate && model.gate.passed === false ? " \u2014 this release FAILED its gate: its answers are no better than a trivial model's" : "";
-  byId("model").textContent = "Model " + model.version + " (endpoint " + model.name + "); smears are called ALL at P(ALL) \u2265 "
+  const label = model.positive.smear;
+  byId("model").textContent = "Model " + model.version + " (endpoint " + model.name + "); smears are called " + label
+    + " at P(" + label + ") \u2265 "
     + model.settings.threshold.toFixed(3) + ": " + model.settings.threshold_source + gate;
   byId("model").dataset.version = model.version;
   byId("card").textContent = model.card || "(this release carries no model card)";
@@ -84,15 +86,17 @@ function render(fileName, answer, error) {
     byId("results").prepend(node);
     return;
   }
-  const positive = answer.verdict === "ALL" || answer.verdict === "blast";
+  const label = model.positive.smear;  // the positive verdicts come from the server: the page knows no class name
+  const positive = answer.verdict === (answer.kind === "cell" ? model.positive.cell : label);
   node.classList.add(positive ? "positive" : "negative");
   node.dataset.verdict = answer.verdict;
   if (answer.kind === "cell") {
     show(node, ".verdict", "Single cell: " + answer.verdict + " (P(blast) " + percent(answer.all_probability) + ")");
     show(node, ".operating-point", "Called a blast at P(blast) \u2265 " + answer.threshold.toFixed(2) + " (the cell model's boundary).");
   } else {
-    show(node, ".verdict", (positive ? "ALL suspected" : "No ALL found") + ": P(ALL) " + percent(answer.all_probability));
-    show(node, ".operating-point", "Operating point: called ALL at P(ALL) \u2265 " + answer.threshold.toFixed(3)
+    show(node, ".verdict", (positive ? label + " suspected" : "No " + label + " found") + ": P(" + label + ") "
+      + percent(answer.all_probability));
+    show(node, ".operating-point", "Operating point: called " + label + " at P(" + label + ") \u2265 " + answer.threshold.toFixed(3)
       + " (" + model.settings.threshold_source.split(" (smears;")[0] + ").");
   }
   if (answer.fab) {  // the type only for a smear called ALL
