@@ -18,7 +18,7 @@ from kfp.dsl import Artifact, Dataset, Metrics
 
 from badinputs import DATASET_CORPUS, Planted, png_bomb, truncated_jpeg, write_rgb
 from components.ingest import ingest
-from conftest import TINY
+from helpers import TINY
 from leukemia_mtl import cli
 from leukemia_mtl.bundles import CLASSIFIER, META_FILE, MODEL_FILE, ClassifierInfo, load_classifier, save_bundle
 from leukemia_mtl.errors import printable

@@ -18,7 +18,7 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
-from conftest import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY
+from helpers import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY
 from fake_kfp import FakeKfpServer
 from leukemia_mtl.config import PROFILES, ClusterConfig, ImageConfig
 from runners.placement import MINIO_ENV
@@ -286,7 +286,7 @@ def test_without_the_storage_variables_only_a_task_that_needs_object_storage_sto
     from kfp.dsl import Artifact, Dataset, Metrics
 
     from components.ingest import ingest
-    from conftest import TINY
+    from helpers import TINY
 
     from leukemia_mtl.data.storage import STORAGE_ENV
 

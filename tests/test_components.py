@@ -12,7 +12,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from components.ingest import ingest
 from components.preprocess import preprocess
 from components.segment import segment
-from conftest import BACKBONE, TINY
+from helpers import BACKBONE, TINY
 
 
 def _artifact(kind, tmp_path: Path, name: str):
@@ -125,7 +125,7 @@ def test_split_augment_and_finetune_components(stage_run, tmp_path):
     from components.augment import augment
     from components.finetune import finetune_from_imagenet
     from components.split import split
-    from conftest import SEGMENT_STAGE
+    from helpers import SEGMENT_STAGE
 
     root, _, _ = stage_run
     overrides = json.dumps(SEGMENT_STAGE)

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TINY, TINY_CLI_SETS
+from helpers import TINY, TINY_CLI_SETS
 
 from leukemia_mtl.config import ImageConfig
 from runners.images import ImageError, check_local_images, source_digest

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from badinputs import truncated_jpeg, write_rgb
-from conftest import TINY
+from helpers import TINY
 from leukemia_mtl import cli
 from leukemia_mtl.config import get_profile
 from leukemia_mtl.data.datasets import load_datasets

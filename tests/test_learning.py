@@ -27,7 +27,7 @@ keras = pytest.importorskip("keras")
 from leukemia_mtl.evaluate import fold_metrics  # noqa: E402
 from leukemia_mtl.train import finetune  # noqa: E402
 from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
-from conftest import BACKBONE  # noqa: E402
+from helpers import BACKBONE  # noqa: E402
 
 
 def _digest(image: np.ndarray) -> str:
@@ -49,7 +49,7 @@ def _images_of(dataset) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def learning_data(stage_run, tmp_path_factory):
     """One fold of the segment-stage fixture's data, with the demo's training recipe."""
-    from conftest import SEGMENT_STAGE
+    from helpers import SEGMENT_STAGE
 
     root, _, _ = stage_run
     profile = get_profile("demo", {**SEGMENT_STAGE, "train.epochs": 3, "augment.target_per_class": 16})

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
-from conftest import PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
+from helpers import PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
 from leukemia_mtl.config import ImageConfig
 from runners.summary import describe_run
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
+from helpers import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
 
 REPO = Path(__file__).resolve().parents[1]
 

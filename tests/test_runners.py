@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
-from conftest import TINY
+from helpers import TINY
 from runners.local import code_version
 from runners.placement import CODE_VERSION_ENV
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SEGMENT_STAGE
+from helpers import SEGMENT_STAGE
 from leukemia_mtl.bundles import SEGMENTER_META_FILE as META_FILE, SEGMENTER_MODEL_FILE as MODEL_FILE, SegmenterInfo
 from leukemia_mtl.config import SegmentConfig, get_profile
 from leukemia_mtl.data.synth import _rng, render_smear

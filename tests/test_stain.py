@@ -185,7 +185,7 @@ def _shift_files(ingest, cells_dir, split, groups: set[str]) -> int:
 def fold_targets(stage_run, tmp_path_factory):
     """Fold 0's per-stage targets on the segment-stage fixture's data: as it is, with its held-out (validation and
     evaluation) images in another stain, and with its training images in another stain."""
-    from conftest import SEGMENT_STAGE
+    from helpers import SEGMENT_STAGE
 
     root, _, _ = stage_run
     profile = get_profile("demo", {**SEGMENT_STAGE, "preprocess.stain": "reinhard", "augment.target_per_class": 0})

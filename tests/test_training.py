@@ -25,7 +25,7 @@ from leukemia_mtl.devices import devices_for_training  # noqa: E402
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier  # noqa: E402
 from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage  # noqa: E402
 from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
-from conftest import BACKBONE  # noqa: E402
+from helpers import BACKBONE  # noqa: E402
 
 NONE = ResolvedWeights(None, "random", False)
 
@@ -41,7 +41,7 @@ def training_data(stage_run, tmp_path_factory):
 
 
 def _overrides(profile):
-    from conftest import SEGMENT_STAGE
+    from helpers import SEGMENT_STAGE
 
     return SEGMENT_STAGE
 

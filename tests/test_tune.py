@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BACKBONE, TINY
+from helpers import BACKBONE, TINY
 from leukemia_mtl.config import ConfigError, get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.layout import DATA_DIR
