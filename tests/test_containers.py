@@ -23,6 +23,7 @@ from runners.local import IMAGE_UID, _run_container_keeping_its_status
 REPO = Path(__file__).resolve().parents[1]
 REQUIRE_DOCKER = "LEUKEMIA_MTL_REQUIRE_DOCKER"  # set by .ci/run
 IMAGES = ImageConfig()
+pytestmark = pytest.mark.docker  # each builds or runs the CPU image, in a Docker daemon
 
 
 def _docker_or_skip():

@@ -264,6 +264,7 @@ def _browser():
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)  # no Selenium Manager download
 
 
+@pytest.mark.browser
 def test_the_page_in_chromium_shows_the_verdict_the_cells_and_the_heat_maps(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
