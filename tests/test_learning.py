@@ -59,6 +59,7 @@ def learning_data(stage_run, tmp_path_factory):
     return out, split, profile
 
 
+@pytest.mark.slow
 def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_calibration(learning_data, tmp_path, monkeypatch):
     data, split, profile = learning_data
     arrays = StageArrays.load(data / "stage3.npz")
@@ -183,6 +184,7 @@ def _held_out_scores(data, tmp_path, profile, name):
         return fold_metrics(("normal", "blast"), predictions["labels"].astype(int), predictions["probabilities"])
 
 
+@pytest.mark.slow
 def test_negative_control_uninformative_labels_score_at_chance_true_labels_well_above(control_cells, tmp_path):
     """A model fitted to noise points its output along some direction of the images; where that
     direction meets the blast-vs-normal difference (the largest one in these images) its held-out
@@ -202,6 +204,7 @@ def test_negative_control_uninformative_labels_score_at_chance_true_labels_well_
     assert max(c["auc_macro"] for c in controls) <= true["auc_macro"] - 0.15, report
 
 
+@pytest.mark.slow
 def test_the_multistage_path_learns_stage_2_from_stage_1s_backbone_on_isolated_cells(learning_data, tmp_path):
     """Stage 1 on the raw single-cell images, then stage 2 from its backbone on the cells segment
     isolated: stage 2's held-out cells (several per held-out smear) must be told apart."""

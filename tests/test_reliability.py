@@ -15,6 +15,7 @@ import pytest
 
 from helpers import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
 
+pytestmark = pytest.mark.slow  # kills a DAG run mid-training and resumes it; reruns the demo
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the server serves the demo run's release (the session's whole DAG)
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "build" / "test-artifacts"
 REQUIRE_BROWSER = "LEUKEMIA_MTL_REQUIRE_BROWSER"

@@ -206,6 +206,7 @@ def fold_targets(stage_run, tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_the_fold_target_is_fitted_on_training_images_only(fold_targets):
     baseline, _ = fold_targets["as is"]
     held_out, _ = fold_targets["held-out shifted"]
@@ -218,6 +219,7 @@ def test_the_fold_target_is_fitted_on_training_images_only(fold_targets):
         assert baseline["stages"][stage]["stain_unchanged"] == {"fit": 0, "validation": 0, "eval": 0}
 
 
+@pytest.mark.slow
 def test_every_image_of_a_stage_is_mapped_onto_the_fold_target(fold_targets):
     summary, arrays = fold_targets["held-out shifted"]
     _, unshifted = fold_targets["as is"]
