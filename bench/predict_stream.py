@@ -32,7 +32,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 def make_release(work: Path) -> Path:
     import pipeline
-    from conftest import TINY
+    from helpers import TINY
 
     outputs = pipeline.run_local("demo", "synthetic", "synthetic", work / "run", dict(TINY))
     return Path(outputs["release"]["path"])

@@ -1,8 +1,8 @@
-"""Shared fixtures: tiny synthetic ALL-IDB data, a tiny profile, and a real S3 server on 127.0.0.1."""
+"""Shared fixtures: tiny synthetic ALL-IDB data, a tiny profile, and a real S3 server on 127.0.0.1. The settings
+and constants they use live in helpers.py, which the tests import them from."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import urllib.request
@@ -10,34 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY, SEGMENT_STAGE, TINY
 from leukemia_mtl.config import get_profile
 from leukemia_mtl.data.synth import generate
-
-# Small enough to keep the suite fast, large enough that every class and cell type appears.
-TINY = {
-    "synth.n_smears": 8,
-    "synth.smear_width": 480,
-    "synth.smear_height": 360,
-    "synth.n_crops": 6,
-    # a small U-Net that still learns: the pipeline tests check wiring, test_segment the science
-    "segment.epochs": 6,
-    "segment.patches_per_image": 40,
-    "segment.base_filters": 8,
-    # the fastest backbone to build, at its smallest input, one epoch: the DAG's wiring, not its science
-    "model.backbones": ["MobileNetV2"],
-    "model.input_size": 71,
-    "augment.target_per_class": 8,
-    "train.epochs": 1,
-    "train.warmup_epochs": 0,
-    "split.folds": 2,
-    # one epoch learns too little to beat the baselines: release anyway, flagged, so predict has a model
-    "evaluate.release_gate": "flag",
-}
-# The same settings as command-line arguments, for tests that run `pipeline.py --run-local`
-BACKBONE = TINY["model.backbones"][0]  # the demo's, with ImageNet weights from its package (offline)
-TINY_CLI_SETS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-PLANTED_ACCESS_KEY = "AKIAPLANTEDACCESS0001"
-PLANTED_SECRET_KEY = "planted-secret-Zq8x7Vb3nM2kL9"
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +46,9 @@ def s3_server():
     host, port = server.get_host_and_port()
     server.endpoint = f"http://{host}:{port}"
     # moto keeps its buckets in process-wide memory: start every test from an empty server
-    urllib.request.urlopen(urllib.request.Request(f"{server.endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+    urllib.request.urlopen(
+        urllib.request.Request(f"{server.endpoint}/moto-api/reset", method="POST"), timeout=10
+    ).close()
     server.stopped = False
     yield server
     if not server.stopped:
@@ -93,18 +70,6 @@ def s3_env(s3_server, monkeypatch) -> dict[str, str]:
     return env
 
 
-# Enough training to learn white cells on tiny smears in well under a minute on 2 cores.
-SEGMENT_STAGE = {
-    **TINY,
-    "synth.n_smears": 12, "synth.n_crops": 4,
-    "segment.epochs": 8, "segment.patches_per_image": 40, "segment.holdout_fraction": 0.25,
-    "segment.base_filters": 16,
-    # the generator's own pixel sizes (ALL-IDB1's field drawn at 480 px; crops at ALL-IDB2's scale): these tests
-    # are about segmenting and learning, the estimate has its own (test_preprocess, BENCHMARKS.md)
-    "data.pixel_size_um": round(0.09 * 2592 / 480, 4), "data.cells_pixel_size_um": 0.09,
-}
-
-
 @pytest.fixture(scope="session")
 def stage_run(tmp_path_factory):
     """ingest -> preprocess -> segment through the library, once per session."""
@@ -116,7 +81,9 @@ def stage_run(tmp_path_factory):
     profile = get_profile("demo", SEGMENT_STAGE)
     ingest("synthetic", "synthetic", root / "ingest", profile, progress=False)
     run_preprocess_stage(root / "ingest", root / "roi", root / "roi.html", profile)
-    summary = run_segment_stage(root / "ingest", root / "roi", root / "model", root / "cells", root / "segment.html", profile, progress=False)
+    summary = run_segment_stage(
+        root / "ingest", root / "roi", root / "model", root / "cells", root / "segment.html", profile, progress=False
+    )
     return root, profile, summary
 
 

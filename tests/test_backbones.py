@@ -18,6 +18,7 @@ NONE = ResolvedWeights(None, "random", False)
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
+@pytest.mark.slow
 def test_each_backbone_builds_small_with_the_right_head(name):
     size = BACKBONES[name].min_size
     binary = build_classifier(name, size, 2, NONE, dense_units=16, dropout=0.2)
@@ -31,6 +32,7 @@ def test_each_backbone_builds_small_with_the_right_head(name):
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
+@pytest.mark.slow
 def test_built_in_preprocessing_is_the_backbones_own_preprocess_input(name):
     """Keras' own preprocess_input of the backbone's mode: "tf" for the paper's three, "torch" (ImageNet's mean and
     deviation) for DenseNet121 and torchvision's MobileNetV2, the normalisation their weights were trained with."""
@@ -71,6 +73,7 @@ def test_weights_round_trip_through_a_local_folder(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(_backbone_weights(model), reference.get_weights()))
 
 
+@pytest.mark.slow
 def test_weights_round_trip_through_the_local_s3_server(tmp_path, s3_env, monkeypatch):
     from leukemia_mtl.data.storage import ObjectStore
 
@@ -87,6 +90,7 @@ def test_weights_round_trip_through_the_local_s3_server(tmp_path, s3_env, monkey
         assert all(np.array_equal(a, b) for a, b in zip(_backbone_weights(model), reference.get_weights()))
 
 
+@pytest.mark.slow
 def test_bad_weight_sources_are_one_clear_error(tmp_path):
     with pytest.raises(WeightsError, match="weights file not found"):
         resolve_weights(str(tmp_path / "nowhere"), get_backbone("InceptionV3"))

@@ -18,7 +18,7 @@ from kfp.dsl import Artifact, Dataset, Metrics
 
 from badinputs import DATASET_CORPUS, Planted, png_bomb, truncated_jpeg, write_rgb
 from components.ingest import ingest
-from conftest import TINY
+from helpers import TINY
 from leukemia_mtl import cli
 from leukemia_mtl.bundles import CLASSIFIER, META_FILE, MODEL_FILE, ClassifierInfo, load_classifier, save_bundle
 from leukemia_mtl.errors import printable
@@ -47,6 +47,7 @@ def test_validate_names_the_file_or_reports_the_conversion(kind, synthetic_copy,
 
 
 @pytest.mark.parametrize("kind", sorted(DATASET_CORPUS))
+@pytest.mark.slow
 def test_the_pipelines_ingest_task_names_the_users_file_and_publishes_nothing(kind, synthetic_copy, tmp_path, capsys):
     planted = _plant(kind, synthetic_copy)
     cells_role = planted.dataset.name in ("ALL_IDB2", "by_class")
@@ -75,6 +76,7 @@ def test_the_pipelines_ingest_task_names_the_users_file_and_publishes_nothing(ki
             assert role["class_counts"] == {"normal": 2, "blast": 2}
 
 
+@pytest.mark.slow
 def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, capsys, synthetic_root):
     """One call with good, awkward and bad files and folders: every good image is answered (in
     order, as JSON), every bad one named on stderr, and the exit code says some failed."""
@@ -125,6 +127,7 @@ def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, c
     assert "Traceback" not in out + err and (tmp_path / "overlays.png").read_bytes() == b"a file, not a folder"
 
 
+@pytest.mark.slow
 def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_outputs(demo_run, tmp_path, capsys,
                                                                                       synthetic_root, monkeypatch, caplog):
     """`predict --csv *.jpg` (the shell puts the first image after --csv), an output naming an input, a CSV inside
@@ -173,6 +176,7 @@ def _classifier_bundle(directory: Path, backbone: str, input_size: int, info_cha
     return save_bundle(model, directory, CLASSIFIER, {**dataclasses.asdict(info), **(info_changes or {})})
 
 
+@pytest.mark.slow
 def test_a_classifier_file_from_another_backbone_input_size_or_head_is_refused(tmp_path):
     xception = _classifier_bundle(tmp_path / "xception", "Xception", 75)
     model, info = load_classifier(xception)  # the good bundle loads
@@ -218,6 +222,7 @@ def test_a_classifier_with_a_lambda_layer_is_refused_without_running_it(tmp_path
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_release_whose_manifest_reaches_outside_its_folder_is_refused(demo_run, tmp_path):
     import shutil
 
@@ -243,6 +248,7 @@ def test_a_release_whose_manifest_reaches_outside_its_folder_is_refused(demo_run
         fetch(str(release))
 
 
+@pytest.mark.slow
 def test_a_release_manifest_that_would_verify_nothing_is_refused_with_one_line(demo_run, tmp_path):
     import shutil
 

@@ -48,6 +48,7 @@ def _images(size: int, count: int = 3) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_classifier_round_trip_gives_the_same_outputs_and_description(classifier_bundle):
     model, directory = classifier_bundle
     assert sorted(p.name for p in directory.iterdir()) == [META_FILE, MODEL_FILE]  # no temporary file left
@@ -58,6 +59,7 @@ def test_a_classifier_round_trip_gives_the_same_outputs_and_description(classifi
     assert class_probabilities(np.asarray(loaded(images, training=False)), info.head).shape == (3, 2)
 
 
+@pytest.mark.slow
 def test_a_segmenter_round_trip_gives_the_same_outputs_and_description(unet_bundle):
     model, directory = unet_bundle
     loaded, info = load_segmenter(directory)
@@ -66,6 +68,7 @@ def test_a_segmenter_round_trip_gives_the_same_outputs_and_description(unet_bund
     np.testing.assert_allclose(loaded.predict_on_batch(images), model.predict_on_batch(images), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_describe_reads_the_description_without_the_model(classifier_bundle, unet_bundle, tmp_path):
     _, directory = classifier_bundle
     evaluation = tmp_path / "evaluation"  # a finetune task's evaluation folder: the description, no weights

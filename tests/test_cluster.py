@@ -18,7 +18,7 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
-from conftest import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY
+from helpers import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY
 from fake_kfp import FakeKfpServer
 from leukemia_mtl.config import PROFILES, ClusterConfig, ImageConfig
 from runners.placement import MINIO_ENV
@@ -52,6 +52,7 @@ def _tasks_by_display(spec) -> dict:
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.slow
 def test_every_profile_compiles_to_specs_a_cluster_accepts(tmp_path, s3_env, profile):
     text, spec, platform = _compiled(tmp_path, profile)
     deployment = json_format.ParseDict(json_format.MessageToDict(spec.deployment_spec), pipeline_spec_pb2.PipelineDeploymentConfig())
@@ -88,6 +89,7 @@ def test_every_profile_compiles_to_specs_a_cluster_accepts(tmp_path, s3_env, pro
     assert PLANTED_SECRET_KEY not in text and PLANTED_ACCESS_KEY not in text
 
 
+@pytest.mark.slow
 def test_compile_options_set_images_gpu_placement_and_secret(tmp_path):
     out = tmp_path / "p.yaml"
     result = subprocess.run(
@@ -113,6 +115,7 @@ def test_compile_options_set_images_gpu_placement_and_secret(tmp_path):
         assert refused.stderr.count("error:") == 1 and not (tmp_path / "bad.yaml").exists()
 
 
+@pytest.mark.slow
 def test_submit_creates_a_run_and_a_recurring_run_through_kfp_client(monkeypatch):
     monkeypatch.setenv("KF_PIPELINES_TOKEN", "token-from-ci")
     with FakeKfpServer() as server:
@@ -185,6 +188,7 @@ def test_manifests_render_and_validate_against_the_kubernetes_schemas():
 REGISTRY, TAG = "registry.lab:5000/ml", "2026.11-rc1"
 
 
+@pytest.mark.slow
 def test_a_registry_and_tag_reach_every_image_of_the_compiled_pipeline_and_the_rendered_manifests(tmp_path):
     import kubernetes_validate
 
@@ -247,6 +251,7 @@ def test_every_parameter_the_kfp_ui_shows_has_a_description(tmp_path):
     assert described > 40
 
 
+@pytest.mark.slow
 def test_the_cluster_pipeline_offers_no_cache_key_and_the_local_one_marks_it_internal(tmp_path):
     document = next(yaml.safe_load_all(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text()))
     assert "data_version" not in document["root"]["inputDefinitions"]["parameters"]
@@ -266,6 +271,7 @@ def test_the_cluster_pipeline_offers_no_cache_key_and_the_local_one_marks_it_int
     ("mlpipeline-minio-artifact", {"accesskey": "MINIO_ACCESS_KEY", "secretkey": "MINIO_SECRET_KEY"},
      "http://minio-service.kubeflow:9000"),
 ])
+@pytest.mark.slow
 def test_a_storage_tasks_secret_is_optional_so_its_pod_starts_without_it(tmp_path, secret, keys, endpoint):
     text, spec, _ = _compiled(tmp_path, "paper", {"cluster.minio_secret": secret})
     pipeline_doc, platform_doc = yaml.safe_load_all(text)
@@ -286,7 +292,7 @@ def test_without_the_storage_variables_only_a_task_that_needs_object_storage_sto
     from kfp.dsl import Artifact, Dataset, Metrics
 
     from components.ingest import ingest
-    from conftest import TINY
+    from helpers import TINY
 
     from leukemia_mtl.data.storage import STORAGE_ENV
 
@@ -365,12 +371,14 @@ def test_a_host_with_credentials_is_refused_without_echoing_them(host, capsys):
     ('overrides={"model.backbones": ["ResNet"]}', "unknown backbone 'ResNet'"),
     ("smears=", "smears: is empty"),
 ])
+@pytest.mark.slow
 def test_a_submitted_runs_settings_and_inputs_are_checked_before_anything_is_sent(param, words, capsys):
     code = pipeline.main(["--submit", "--host", "http://127.0.0.1:1", "--param", param])
     err = capsys.readouterr().err
     assert code == 1 and words in err and "Traceback" not in err and "submitting to" not in err
 
 
+@pytest.mark.slow
 def test_set_with_compile_becomes_the_runs_default_settings_or_is_refused(tmp_path, capsys):
     output = tmp_path / "pipeline.yaml"
     assert pipeline.main(["--compile", "--set", "split.folds=3", "--output", str(output)]) == 0
@@ -398,6 +406,7 @@ def test_each_mode_refuses_the_options_it_would_not_use(arguments, words, capsys
     assert refused.value.code == 2 and words in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_submit_sends_the_labs_data_and_no_cache_or_refuses_a_folder_the_cluster_cannot_see(tmp_path, capsys):
     with FakeKfpServer() as server:
         code = pipeline.main(["--submit", "--host", server.url, "--smears", "s3://lab/idb1", "--cells", "none",

@@ -12,7 +12,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from components.ingest import ingest
 from components.preprocess import preprocess
 from components.segment import segment
-from conftest import BACKBONE, TINY
+from helpers import BACKBONE, TINY
 
 
 def _artifact(kind, tmp_path: Path, name: str):
@@ -94,6 +94,7 @@ def test_ingest_names_an_unusable_source_or_setting(tmp_path, capsys, data, over
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_preprocess_component_writes_roi_metrics_and_overlay_page(tmp_path):
     dataset, _ = _run_ingest(tmp_path, "synthetic")
     roi, metrics, overlay = (_artifact(k, tmp_path, n) for k, n in ((Dataset, "roi"), (Metrics, "roi_metrics"), (HTML, "overlay")))
@@ -105,6 +106,7 @@ def test_preprocess_component_writes_roi_metrics_and_overlay_page(tmp_path):
     assert "pixels below 98" in page
 
 
+@pytest.mark.slow
 def test_segment_component_trains_isolates_and_logs_dice(tmp_path):
     dataset, _ = _run_ingest(tmp_path, "synthetic")
     roi, roi_metrics, overlay = (_artifact(k, tmp_path, n) for k, n in ((Dataset, "roi"), (Metrics, "roi_metrics"), (HTML, "overlay")))
@@ -119,13 +121,14 @@ def test_segment_component_trains_isolates_and_logs_dice(tmp_path):
     assert Path(figure.path).read_text().startswith("<!doctype html>")
 
 
+@pytest.mark.slow
 def test_split_augment_and_finetune_components(stage_run, tmp_path):
     from kfp.dsl import Artifact
 
     from components.augment import augment
     from components.finetune import finetune_from_imagenet
     from components.split import split
-    from conftest import SEGMENT_STAGE
+    from helpers import SEGMENT_STAGE
 
     root, _, _ = stage_run
     overrides = json.dumps(SEGMENT_STAGE)
@@ -185,6 +188,7 @@ def _read(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+@pytest.mark.slow
 def test_crossval_component_scores_every_fold_task_and_arm_of_the_run(demo_run, tmp_path):
     """The run's held-out predictions in, the run's own crossval JSON out, and KFP's views of the right size."""
     from kfp.dsl import ClassificationMetrics
@@ -224,6 +228,7 @@ def test_crossval_component_scores_every_fold_task_and_arm_of_the_run(demo_run, 
         assert view.metadata["confidenceMetrics"] and _read(view.path)["matrix"] == matrix
 
 
+@pytest.mark.slow
 def test_ttest_component_compares_each_task_and_backbone_with_the_papers_table_v(demo_run, tmp_path):
     """Every (task, backbone) gets the three comparisons on the run's folds, beside the paper's Table V re-tested."""
     from components.ttest import ttest
@@ -269,6 +274,7 @@ def _release(outputs: dict, tmp_path: Path, crossval_path: str, overrides: dict)
     return model, _read(manifest.path)
 
 
+@pytest.mark.slow
 def test_release_component_bundles_the_selected_models_with_checksums_or_refuses(demo_run, tmp_path):
     """The run's models in: a checksummed folder whose selection names the run's backbones and folds, the
     run's own version (content-derived); and, with the gate set to refuse, no model once a baseline is unbeatable."""
@@ -299,6 +305,7 @@ def test_release_component_bundles_the_selected_models_with_checksums_or_refuses
     assert sorted(p.name for p in Path(model.path).iterdir()) == ["manifest.json"] and model.metadata["version"] == "refused"
 
 
+@pytest.mark.slow
 def test_report_component_writes_the_page_and_the_runs_summary(demo_run, tmp_path):
     """Every upstream artifact of the run in: an HTML page and a summary.json equal to the run's own."""
     from components.report import report
@@ -327,6 +334,7 @@ def test_report_component_writes_the_page_and_the_runs_summary(demo_run, tmp_pat
     assert result == _read(out / "summary.json")  # the run's summary, number for number
 
 
+@pytest.mark.slow
 def test_baseline_component_scores_the_runs_folds_as_the_run_did(demo_run, tmp_path):
     """The run's dataset and split in; both baselines on every fold out, the same predictions as the run's task."""
     from components.baseline import baseline
@@ -347,6 +355,7 @@ def test_baseline_component_scores_the_runs_folds_as_the_run_did(demo_run, tmp_p
                 assert np.array_equal(ours[field], run[field]), (folder.name, field)
 
 
+@pytest.mark.slow
 def test_finetune_from_previous_component_continues_the_runs_stage_1(demo_run, tmp_path):
     """Stage 2 from the run's stage-1 model of one fold: the backbone carried over, a new sigmoid head, the
     evaluation folder crossval reads."""

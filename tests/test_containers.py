@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TINY, TINY_CLI_SETS
+from helpers import TINY, TINY_CLI_SETS
 
 from leukemia_mtl.config import ImageConfig
 from runners.images import ContainerImageError, check_local_images, source_digest
@@ -23,6 +23,7 @@ from runners.local import IMAGE_UID, _run_container_keeping_its_status
 REPO = Path(__file__).resolve().parents[1]
 REQUIRE_DOCKER = "LEUKEMIA_MTL_REQUIRE_DOCKER"  # set by .ci/run
 IMAGES = ImageConfig()
+pytestmark = pytest.mark.docker  # each builds or runs the CPU image, in a Docker daemon
 
 
 def _docker_or_skip():

@@ -51,6 +51,7 @@ def planted_model():
     return model
 
 
+@pytest.mark.slow
 def test_the_heat_map_peaks_on_the_planted_mark(planted_model):
     images, labels, corners = _planted(16, np.random.default_rng(5))
     blast = np.asarray(planted_model(images.astype(np.float32), training=False))[:, 0]

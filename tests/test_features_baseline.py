@@ -71,6 +71,7 @@ def _npz(folder: Path) -> dict:
         return {k: data[k] for k in data.files}
 
 
+@pytest.mark.slow
 def test_the_features_arm_is_scored_on_the_colour_baselines_folds_and_units(features_runs):
     profile, runs = features_runs
     root, split, summary = runs["labelled"]
@@ -97,6 +98,7 @@ def test_the_features_arm_is_scored_on_the_colour_baselines_folds_and_units(feat
     assert [f["fold_id"] for f in scored["fab"]["features"]["folds"]] == [f["fold_id"] for f in scored["fab"]["colour"]["folds"]]
 
 
+@pytest.mark.slow
 def test_on_permuted_labels_the_features_arm_is_near_chance(features_runs):
     """The negative control: the same smears, the same code, labels that say nothing about the pixels."""
     _, runs = features_runs

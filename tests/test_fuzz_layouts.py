@@ -21,17 +21,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from badinputs import truncated_jpeg, write_rgb
-from conftest import TINY
+from helpers import TINY
 from leukemia_mtl import cli
 from leukemia_mtl.config import get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.ingest import ingest
 from leukemia_mtl.errors import DatasetError, printable
 
+pytestmark = pytest.mark.slow  # hypothesis generates and ingests many folder layouts
 CLASS_NAMES = ["normal", "ALL", "L1", "L2", "with space", "ünï", ".hidden"]
 FILE_KINDS = ["png", "jpg", "nested", "zero", "text", "truncated", "stray", "hidden", "link", "dangling", "fifo",
               "copy", "copy-other-class", "loop", "same-id", "awkward"]

@@ -27,7 +27,7 @@ keras = pytest.importorskip("keras")
 from leukemia_mtl.evaluate import fold_metrics  # noqa: E402
 from leukemia_mtl.train import finetune  # noqa: E402
 from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
-from conftest import BACKBONE  # noqa: E402
+from helpers import BACKBONE  # noqa: E402
 
 
 def _digest(image: np.ndarray) -> str:
@@ -49,7 +49,7 @@ def _images_of(dataset) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def learning_data(stage_run, tmp_path_factory):
     """One fold of the segment-stage fixture's data, with the demo's training recipe."""
-    from conftest import SEGMENT_STAGE
+    from helpers import SEGMENT_STAGE
 
     root, _, _ = stage_run
     profile = get_profile("demo", {**SEGMENT_STAGE, "train.epochs": 3, "augment.target_per_class": 16})
@@ -59,6 +59,7 @@ def learning_data(stage_run, tmp_path_factory):
     return out, split, profile
 
 
+@pytest.mark.slow
 def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_calibration(learning_data, tmp_path, monkeypatch):
     data, split, profile = learning_data
     arrays = StageArrays.load(data / "stage3.npz")
@@ -184,6 +185,7 @@ def _held_out_scores(data, tmp_path, profile, name):
         return fold_metrics(("normal", "blast"), predictions["labels"].astype(int), predictions["probabilities"])
 
 
+@pytest.mark.slow
 def test_negative_control_uninformative_labels_score_at_chance_true_labels_well_above(control_cells, tmp_path):
     """A model fitted to noise points its output along some direction of the images; where that
     direction meets the blast-vs-normal difference (the largest one in these images) its held-out
@@ -203,6 +205,7 @@ def test_negative_control_uninformative_labels_score_at_chance_true_labels_well_
     assert max(c["auc_macro"] for c in controls) <= true["auc_macro"] - 0.15, report
 
 
+@pytest.mark.slow
 def test_the_multistage_path_learns_stage_2_from_stage_1s_backbone_on_isolated_cells(learning_data, tmp_path):
     """Stage 1 on the raw single-cell images, then stage 2 from its backbone on the cells segment
     isolated: stage 2's held-out cells (several per held-out smear) must be told apart."""

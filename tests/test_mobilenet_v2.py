@@ -154,6 +154,7 @@ def test_every_state_key_has_a_place_and_mismatches_are_named(state):
     # a pompon dahlia: ImageNet has no dahlia; its cells read as honeycomb (torchvision's own label)
     ("flower.jpg", {HONEYCOMB}, {MUSHROOM, 644, 309, 995, 996, 985}),  # matchstick, bee, earthstar, hen-of-the-woods, daisy
 ])
+@pytest.mark.slow
 def test_imagenet_model_names_real_photos(imagenet_model, name, expected, also_plausible):
     classes = top5(imagenet_model, name)
     assert expected <= set(classes), classes
@@ -161,6 +162,7 @@ def test_imagenet_model_names_real_photos(imagenet_model, name, expected, also_p
     assert set(classes) <= expected | also_plausible, classes
 
 
+@pytest.mark.slow
 def test_a_randomly_initialised_model_does_not(imagenet_model):
     keras.utils.set_random_seed(0)
     random_model = build_mobilenet_v2((224, 224, 3), include_top=True, name="random")
@@ -168,6 +170,7 @@ def test_a_randomly_initialised_model_does_not(imagenet_model):
         assert not expected & set(top5(random_model, name))
 
 
+@pytest.mark.slow
 def test_converted_weights_load_at_any_input_size_and_name(converted, backbone):
     small = build_mobilenet_v2((71, 71, 3), include_top=False, name="another_name")
     small.load_weights(converted)
@@ -182,6 +185,7 @@ def test_conversion_wants_a_keras_weights_name(tmp_path):
         convert_torchvision_file(PTH, tmp_path / "backbone.h5")
 
 
+@pytest.mark.slow
 def test_backbone_features_are_the_imagenet_models_penultimate_features(backbone, imagenet_model):
     x = torchvision_preprocess(photo("grace_hopper.jpg"))[None]
     features = backbone.predict_on_batch(x)

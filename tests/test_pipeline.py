@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
-from conftest import PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
+from helpers import PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
 from leukemia_mtl.config import ImageConfig
 from runners.summary import describe_run
 
@@ -59,6 +59,7 @@ def test_compiled_yaml_parses_into_a_pipeline_spec(tmp_path, s3_env):
     assert PLANTED_SECRET_KEY not in text  # the secret's name and keys appear, never its values
 
 
+@pytest.mark.slow
 def test_training_tasks_request_gpus_and_nothing_else_does(tmp_path):
     _, spec = _compile(tmp_path)
     deployment = pipeline_spec_pb2.PipelineDeploymentConfig()
@@ -85,6 +86,7 @@ def test_training_tasks_request_gpus_and_nothing_else_does(tmp_path):
         "stage 2": "stage 1", "stage 3 detection": "stage 2", "stage 3 FAB": "stage 2"}
 
 
+@pytest.mark.slow
 def test_with_tune_trials_each_fold_searches_first_and_trains_with_its_best_settings(tmp_path):
     path = pipeline.compile_pipeline(tmp_path / "tuned.yaml", run_overrides={"tune.trials": 4})
     spec = json_format.ParseDict(next(yaml.safe_load_all(path.read_text())), pipeline_spec_pb2.PipelineSpec())
@@ -126,6 +128,7 @@ REPORT_SECTIONS = ("Headline: the released model beside the trivial baselines", 
                    "Table V, re-tested", "Released model")
 
 
+@pytest.mark.slow
 def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run):
     out, outputs, first = demo_run
     assert set(pipeline.OUTPUTS["report"]._fields) == set(outputs)
@@ -185,6 +188,7 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     assert again["release"]["metadata"]["version"] == outputs["release"]["metadata"]["version"]  # same content, same version
 
 
+@pytest.mark.slow
 def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, synthetic_copy):
     ok = subprocess.run(
         [sys.executable, "pipeline.py", "--run-local", "--until", "segment", "--output-dir", str(tmp_path / "ok"), *TINY_CLI_SETS],

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # each test predicts with the demo run's release (the session's whole DAG)
 REPO = Path(__file__).resolve().parents[1]
 
 

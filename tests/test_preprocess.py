@@ -56,6 +56,7 @@ def test_rejects_non_rgb8_input():
 
 
 @pytest.mark.parametrize("width, height", [(480, 360), (2592, 1944)])
+@pytest.mark.slow
 def test_roi_covers_white_cells_against_ground_truth(width, height, record_property):
     """Every white cell found, most WBC pixels covered; the ROI is a margin around cells by design."""
     scores, centre_hits = [], []
@@ -98,6 +99,7 @@ def test_preprocess_dataset_writes_masks_images_manifest_and_overlay(synthetic_r
     assert saved["images"] == 14
 
 
+@pytest.mark.slow
 def test_rerun_overwrites_cleanly(synthetic_root, tiny_profile, tmp_path):
     datasets = load_datasets(synthetic_root, tiny_profile.data, check=False)
     preprocess_datasets(datasets, tmp_path, tiny_profile.preprocess, tiny_profile.data, progress=False)
@@ -148,6 +150,7 @@ STAIN_SHIFTS = {"as generated": None, "paler": (0.6, 0.6, 0.6), "darker": (1.5, 
 
 @pytest.mark.parametrize("shift", list(STAIN_SHIFTS))
 @pytest.mark.parametrize("width", [640, 1280])
+@pytest.mark.slow
 def test_the_nuclear_finder_finds_each_white_cell_once_whatever_the_stain_lamp_or_magnification(shift, width):
     from leukemia_mtl.stain import shift_stain
 
@@ -195,6 +198,7 @@ def test_a_scale_bar_label_alone_yields_no_region():
     assert compute_roi(image, CFG, scale=640 / 2592).boxes != []  # the fixed level takes the label for a cell
 
 
+@pytest.mark.slow
 def test_a_stain_the_threshold_does_not_fit_is_a_loud_warning_not_black_images(tmp_path, caplog, synthetic_root, tiny_profile):
     from leukemia_mtl.io_utils import write_image
 
@@ -233,6 +237,7 @@ def _write_smears(root, factor: float, shift: int = 0, n: int = 8, prefix: str =
         write_image(root / label / f"{prefix}_{index}.png", _shifted(rgb, shift))
 
 
+@pytest.mark.slow
 def test_the_pixel_scale_is_estimated_from_the_red_cells_and_follows_the_magnification(tmp_path, tiny_profile):
     from leukemia_mtl.preprocess import dataset_scale
 
@@ -261,6 +266,7 @@ def test_without_nuclei_or_red_cells_the_scale_is_assumed_and_said(tmp_path, tin
     assert "no nucleus or red cell found" in scale.source
 
 
+@pytest.mark.slow
 def test_a_dataset_of_two_cameras_gets_a_pixel_scale_per_camera(tmp_path, tiny_profile):
     """ALL-IDB1 mixes two cameras (2592x1944 and 1712x1368, no EXIF): one scale for both would shrink one
     camera's cells or swell the other's. Each camera (here: image size) gets its own estimate."""
@@ -290,6 +296,7 @@ def test_a_dataset_of_two_cameras_gets_a_pixel_scale_per_camera(tmp_path, tiny_p
     assert dataset_scale(dataset, CFG, tiny_profile.data, ["640x480"] * 15 + ["other"]).cameras == {}
 
 
+@pytest.mark.slow
 def test_a_given_pixel_size_is_used_and_recorded(tmp_path, tiny_profile):
     from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM
 
@@ -303,6 +310,7 @@ def test_a_given_pixel_size_is_used_and_recorded(tmp_path, tiny_profile):
 
 
 @pytest.mark.parametrize("factor,shift,size_tolerance", [(2.0, 0, 0.15), (2.0, 40, None)])
+@pytest.mark.slow
 def test_a_stain_shift_and_a_second_magnification_give_the_same_cells_and_crops(tmp_path, tiny_profile, factor, shift,
                                                                                 size_tolerance):
     """Through the whole ROI step with estimated scales, and on to the isolated cell crops. A lighter stain moves the
@@ -356,6 +364,7 @@ def test_pooled_agreement_counts_pixels_and_an_empty_pair_adds_nothing():
     assert mask_agreement(empty, empty)["iou"] == 1.0
 
 
+@pytest.mark.slow
 def test_a_region_larger_than_any_white_cell_is_a_loud_warning(tmp_path, tiny_profile):
     """Red cells taken for white cells at a pixel scale far too large (the clean-up grows each speck by a huge margin,
     as on the issue's 1440x900 fields): the summary, the log and the ROI page say so."""
@@ -374,6 +383,7 @@ def test_a_region_larger_than_any_white_cell_is_a_loud_warning(tmp_path, tiny_pr
     assert right.oversized == {"wide": 0} and right.without_region == {"wide": 4}
 
 
+@pytest.mark.slow
 def test_the_roi_page_shows_the_finders_recall_on_real_smears_beside_the_run(stage_run):
     """The run's own smears carry no boxes; the page quotes what bench/cell_finder.py last measured, with its date,
     for the finder this run used, and its values are the recorded ones."""
@@ -413,6 +423,7 @@ def test_blank_overexposed_and_out_of_focus_fields_are_named(tmp_path, tiny_prof
     assert any("1 image is out of focus (ALL/blurred.png)" in w for w in summary.warnings), summary.warnings
 
 
+@pytest.mark.slow
 def test_touching_white_cells_are_cut_apart_and_single_cells_are_not():
     """Two or three white cells in a row, touching: the nuclear finder's cut gives each its own region (its nucleus
     pass shares a region out between nuclei where they meet along a waist; its outline pass cuts a neck), never

@@ -32,6 +32,7 @@ def keras_home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.mark.parametrize("name", OFFLINE_BACKBONES)
+@pytest.mark.slow
 def test_offline_backbones_resolve_from_their_package_with_provenance_and_a_checked_cache(name, keras_home):
     backbone = get_backbone(name)
     resolved = resolve_weights("imagenet", backbone)
@@ -98,6 +99,7 @@ def test_pipeline_refuses_a_run_whose_weights_cannot_be_had_before_any_task(kera
     assert not (tmp_path / "run" / "pipeline_root").exists()
 
 
+@pytest.mark.slow
 def test_weights_command_lists_every_backbone_and_its_source(keras_home, capsys):
     assert cli(["weights", "--prepare"]) == 0
     out = capsys.readouterr().out
@@ -118,6 +120,7 @@ def _first_filters_and_statistics(name: str, weights: str) -> tuple[float, float
     return float(np.corrcoef(kernel[:, :-1].ravel(), kernel[:, 1:].ravel())[0, 1]), float(np.abs(statistics).mean())
 
 
+@pytest.mark.slow
 def test_densenet121s_packaged_weights_are_trained_filters_not_a_random_start():
     """DenseNet121's file has no ImageNet top to name a photo with (torchvision's MobileNetV2 names them:
     tests/test_mobilenet_v2.py), so its weights are checked for what training leaves: a 7x7 first layer of smooth
@@ -145,6 +148,7 @@ def _pbc_features(name: str, weights: str, classes: tuple[str, ...], per_class: 
     return extractor.predict(images.astype(np.float32), batch_size=32, verbose=0), np.array([classes.index(l) for l, _ in paths])
 
 
+@pytest.mark.slow
 def test_mobilenet_v2s_imagenet_features_tell_real_cells_apart_better_than_a_random_start():
     """Frozen features of the 8 real white-cell classes of PBC (Acevedo et al., Data in Brief 2020, CC BY 4.0), 20 per
     class at 96 px, into a logistic regression in 4-fold CV (measured: ImageNet 0.56, random start 0.41)."""

@@ -9,6 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from runners.readme import ELLIPSIS, END, SNAPSHOT, START, demo_block, demo_lines, excerpt, main, readme_block
 from runners.summary import describe_run
 
@@ -23,6 +25,7 @@ def test_the_readmes_demo_block_is_what_the_printer_prints_for_the_committed_sna
     assert "/tmp" not in block and str(REPO) not in block  # shown as runs/demo, whatever machine made it
 
 
+@pytest.mark.slow
 def test_the_readme_generator_snapshots_a_run_and_rewrites_only_its_block(demo_run, tmp_path, capsys):
     """End to end on the shared run: the rewritten block is what the run printed, paths under runs/demo."""
     out, _, _ = demo_run

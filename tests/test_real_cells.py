@@ -39,6 +39,7 @@ from leukemia_mtl.data.annotated import shared_data
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.images import read_image
 
+pytestmark = pytest.mark.slow  # fine-tunes on real cells: minutes
 CLASSES = ("basophil", "ig", "lymphocyte", "neutrophil")
 PER_CLASS = 40
 EVAL_FRACTION = 0.5

@@ -108,6 +108,7 @@ def _tally(smears, cfg: PreprocessConfig) -> FinderTally:
 
 
 @pytest.mark.parametrize("source", ["BCCD", "BCD", "PBC", "Raabin-WBC"])
+@pytest.mark.slow
 def test_the_nuclear_finder_meets_the_goal_on_each_labs_smears(held_out_smears, source):
     cfg = get_profile("workstation").preprocess
     assert cfg.threshold_method == "nuclear"  # what a run on another lab's smears uses
@@ -116,6 +117,7 @@ def test_the_nuclear_finder_meets_the_goal_on_each_labs_smears(held_out_smears, 
     assert tally.recall >= 0.9 and tally.regions_per_cell <= 1.5 and tally.missed_images == 0, tally.as_dict()
 
 
+@pytest.mark.slow
 def test_the_papers_fixed_level_misses_most_of_them(held_out_smears):
     pooled = FinderTally()
     for (folder, _), smears in held_out_smears.items():

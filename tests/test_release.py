@@ -11,6 +11,7 @@ import pytest
 
 from leukemia_mtl.config import get_profile
 
+pytestmark = pytest.mark.slow  # each test publishes or checks the demo run's release (the session's whole DAG)
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
+from helpers import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
 
+pytestmark = pytest.mark.slow  # kills a DAG run mid-training and resumes it; reruns the demo
 REPO = Path(__file__).resolve().parents[1]
 
 

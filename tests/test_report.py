@@ -214,6 +214,7 @@ def _chromium_run(page: Path, tmp_path: Path, *arguments: str) -> subprocess.Com
     return result
 
 
+@pytest.mark.browser
 def test_the_demo_report_rendered_by_chromium_holds_no_table_twice(demo_run, tmp_path):
     out, _, _ = demo_run
     dom = _chromium_run(out / "report.html", tmp_path, "--dump-dom").stdout
@@ -225,6 +226,7 @@ def test_the_demo_report_rendered_by_chromium_holds_no_table_twice(demo_run, tmp
     assert not [row for row in rows if any(re.fullmatch(r"\d+\.0", c) for c in row)], "a whole number shown as a float"
 
 
+@pytest.mark.browser
 def test_a_screenshot_of_the_demo_report_is_kept_and_is_not_blank(demo_run, tmp_path):
     import cv2
 

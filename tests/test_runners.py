@@ -11,11 +11,12 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
-from conftest import TINY
+from helpers import TINY
 from runners.local import code_version
 from runners.placement import CODE_VERSION_ENV
 
 
+@pytest.mark.slow
 def test_local_run_reads_changed_folder_data_not_a_stale_cache(tmp_path, synthetic_copy):
     first = pipeline.run_local("demo", str(synthetic_copy), str(synthetic_copy), tmp_path / "run", dict(TINY), until="preprocess")
     (synthetic_copy / "ALL_IDB1" / "Im001_1.jpg").unlink()

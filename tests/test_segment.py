@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SEGMENT_STAGE
+from helpers import SEGMENT_STAGE
 from leukemia_mtl.bundles import SEGMENTER_META_FILE as META_FILE, SEGMENTER_MODEL_FILE as MODEL_FILE, SegmenterInfo
 from leukemia_mtl.config import SegmentConfig, get_profile
 from leukemia_mtl.data.synth import _rng, render_smear
@@ -60,6 +60,7 @@ def test_patch_must_divide_by_the_pooling(patch, depth):
         build_residual_unet(patch, depth=depth)
 
 
+@pytest.mark.slow
 def test_a_few_steps_reduce_the_loss_on_synthetic_smears():
     from leukemia_mtl.segment.train import train_unet
 
@@ -75,6 +76,7 @@ def test_a_few_steps_reduce_the_loss_on_synthetic_smears():
 
 # --- the stage: training, held-out Dice against the ROI, isolation, crops -----------------
 
+@pytest.mark.slow
 def test_unet_beats_the_threshold_roi_on_held_out_smears(stage_run):
     _, _, summary = stage_run
     assert summary.mask_source == "ground truth"
@@ -87,6 +89,7 @@ def test_unet_beats_the_threshold_roi_on_held_out_smears(stage_run):
     assert summary.cell_recall >= 0.9 and summary.blast_recall >= 0.9, message
 
 
+@pytest.mark.slow
 def test_crops_carry_their_source_image_position_and_label(stage_run):
     root, profile, summary = stage_run
     rows = read_crops_manifest(root / "cells")
@@ -107,6 +110,7 @@ def test_crops_carry_their_source_image_position_and_label(stage_run):
     assert len(idb2) == 4 and all(r["blast"] == str(r["positive"]) for r in idb2)  # one central cell each
 
 
+@pytest.mark.slow
 def test_stage_writes_model_bundle_figure_and_summary(stage_run):
     root, _, summary = stage_run
     assert (root / "model" / MODEL_FILE).is_file() and (root / "model" / META_FILE).is_file()
@@ -117,6 +121,7 @@ def test_stage_writes_model_bundle_figure_and_summary(stage_run):
     assert saved["unet_dice"] == pytest.approx(summary.unet_dice)
 
 
+@pytest.mark.slow
 def test_saved_bundle_reloads_and_segments_a_new_smear(stage_run):
     root, profile, _ = stage_run
     segmenter = Segmenter.load(root / "model")
@@ -126,6 +131,7 @@ def test_saved_bundle_reloads_and_segments_a_new_smear(stage_run):
     assert all(c.image.shape == (profile.segment.crop_size,) * 2 + (3,) for c in cells)
 
 
+@pytest.mark.slow
 def test_a_full_size_smear_is_segmented(stage_run):
     root, profile, _ = stage_run
     segmenter = Segmenter.load(root / "model")
@@ -135,6 +141,7 @@ def test_a_full_size_smear_is_segmented(stage_run):
     assert sum(bool(c.blast) for c in result.cells) >= len(info.blast_centres) - 1
 
 
+@pytest.mark.slow
 def test_a_smear_without_white_cells_is_a_clear_error(stage_run):
     root, profile, _ = stage_run
     segmenter = Segmenter.load(root / "model")
@@ -156,6 +163,7 @@ def _blank_roi_masks(roi_dir: Path) -> None:
         cv2.imwrite(str(mask), np.zeros_like(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)))
 
 
+@pytest.mark.slow
 def test_weak_labels_from_the_roi_when_a_dataset_has_no_masks(stage_run, tmp_path):
     root, _, _ = stage_run
     _copy_without_masks(root / "ingest", tmp_path / "ingest")
@@ -169,6 +177,7 @@ def test_weak_labels_from_the_roi_when_a_dataset_has_no_masks(stage_run, tmp_pat
     assert json.loads((tmp_path / "model" / META_FILE).read_text())["mask_source"] == summary.mask_source
 
 
+@pytest.mark.slow
 def test_neither_masks_nor_a_usable_roi_is_refused(stage_run, tmp_path):
     root, profile, _ = stage_run
     _copy_without_masks(root / "ingest", tmp_path / "ingest")
@@ -267,6 +276,7 @@ def _quick(**settings):
                                 "segment.base_filters": 4, **settings})
 
 
+@pytest.mark.slow
 def test_mostly_empty_weak_labels_stop_segment_before_training_naming_the_dataset(stage_run, tmp_path):
     from leukemia_mtl.io_utils import atomic_write_csv
     from leukemia_mtl.preprocess import MANIFEST, MANIFEST_FIELDS, read_manifest
@@ -285,6 +295,7 @@ def test_mostly_empty_weak_labels_stop_segment_before_training_naming_the_datase
     assert not (tmp_path / "m").exists()  # stopped before any training
 
 
+@pytest.mark.slow
 def test_a_dataset_where_isolation_finds_no_cell_stops_segment(stage_run, tmp_path):
     root, _, _ = stage_run
     shutil.copytree(root / "roi", tmp_path / "roi")
@@ -296,6 +307,7 @@ def test_a_dataset_where_isolation_finds_no_cell_stops_segment(stage_run, tmp_pa
     assert "WARNING: no white cell found in 4 images (cells: 4)" in page
 
 
+@pytest.mark.slow
 def test_isolation_from_the_roi_is_recorded_and_reloads(stage_run, tmp_path):
     root, _, _ = stage_run
     summary = run_segment_stage(root / "ingest", root / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html",

@@ -24,6 +24,7 @@ import pytest
 
 from leukemia_mtl.stages import CELL_POSITIVE, POSITIVE_CLASS
 
+pytestmark = pytest.mark.slow  # the server serves the demo run's release (the session's whole DAG)
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "build" / "test-artifacts"
 REQUIRE_BROWSER = "LEUKEMIA_MTL_REQUIRE_BROWSER"
@@ -268,6 +269,7 @@ def _browser():
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)  # no Selenium Manager download
 
 
+@pytest.mark.browser
 def test_the_page_in_chromium_shows_the_verdict_the_cells_and_the_heat_maps(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

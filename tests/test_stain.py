@@ -185,7 +185,7 @@ def _shift_files(ingest, cells_dir, split, groups: set[str]) -> int:
 def fold_targets(stage_run, tmp_path_factory):
     """Fold 0's per-stage targets on the segment-stage fixture's data: as it is, with its held-out (validation and
     evaluation) images in another stain, and with its training images in another stain."""
-    from conftest import SEGMENT_STAGE
+    from helpers import SEGMENT_STAGE
 
     root, _, _ = stage_run
     profile = get_profile("demo", {**SEGMENT_STAGE, "preprocess.stain": "reinhard", "augment.target_per_class": 0})
@@ -206,6 +206,7 @@ def fold_targets(stage_run, tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_the_fold_target_is_fitted_on_training_images_only(fold_targets):
     baseline, _ = fold_targets["as is"]
     held_out, _ = fold_targets["held-out shifted"]
@@ -218,6 +219,7 @@ def test_the_fold_target_is_fitted_on_training_images_only(fold_targets):
         assert baseline["stages"][stage]["stain_unchanged"] == {"fit": 0, "validation": 0, "eval": 0}
 
 
+@pytest.mark.slow
 def test_every_image_of_a_stage_is_mapped_onto_the_fold_target(fold_targets):
     summary, arrays = fold_targets["held-out shifted"]
     _, unshifted = fold_targets["as is"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY
+from helpers import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY
 from leukemia_mtl.config import StorageConfig
 from leukemia_mtl.data.storage import ObjectStore, StorageSettings, parse_s3_uri, safe_local_path
 from leukemia_mtl.errors import StorageError

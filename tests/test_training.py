@@ -25,7 +25,7 @@ from leukemia_mtl.devices import devices_for_training  # noqa: E402
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier  # noqa: E402
 from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage  # noqa: E402
 from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
-from conftest import BACKBONE  # noqa: E402
+from helpers import BACKBONE  # noqa: E402
 
 NONE = ResolvedWeights(None, "random", False)
 
@@ -41,11 +41,12 @@ def training_data(stage_run, tmp_path_factory):
 
 
 def _overrides(profile):
-    from conftest import SEGMENT_STAGE
+    from helpers import SEGMENT_STAGE
 
     return SEGMENT_STAGE
 
 
+@pytest.mark.slow
 def test_split_is_grouped_and_stratified(training_data):
     _, split, _, _ = training_data
     assert not set(split["train_groups"]) & set(split["eval_groups"])
@@ -53,6 +54,7 @@ def test_split_is_grouped_and_stratified(training_data):
     assert len(evaluation_smears) == 6  # one fold of 2 over 12 smears, 3 per class
 
 
+@pytest.mark.slow
 def test_augmentation_never_receives_an_evaluation_image(training_data):
     out, split, summary, _ = training_data
     evaluation = set(split["eval_groups"])
@@ -88,6 +90,7 @@ def _cells(n_per_class: int, size: int = 71):
     return np.stack(images), np.array(labels)
 
 
+@pytest.mark.slow
 def test_a_stage_trains_and_the_loss_falls():
     x, labels = _cells(12)
     y = encode_labels(labels, ("normal", "blast"), "sigmoid")
@@ -109,6 +112,7 @@ def test_a_stage_trains_and_the_loss_falls():
     assert result.images_per_second > 0  # 4 fine-tuning epochs: the last 3 are steady
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_after_one_epoch():
     x, labels = _cells(6)
     y = encode_labels(labels, ("normal", "blast"), "softmax")
@@ -122,6 +126,7 @@ def test_same_seed_same_weights_after_one_epoch():
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
 
 
+@pytest.mark.slow
 def test_frozen_features_computed_once_train_the_same_model(tmp_path):
     """The frozen layers' features, computed once, give the losses and weights that running the
     whole backbone every epoch gives (float rounding apart), and train the classifier itself."""
@@ -166,6 +171,7 @@ def test_frozen_features_computed_once_train_the_same_model(tmp_path):
     np.testing.assert_allclose(loaded.predict(x[:4], verbose=0), model.predict(x[:4], verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_frozen_features_over_their_memory_limit_fall_back_to_the_whole_backbone():
     x, labels = _cells(4)
     y = encode_labels(labels, ("normal", "blast"), "sigmoid")
@@ -194,6 +200,7 @@ def test_carry_over_copies_the_backbone_not_the_dense_layers_or_the_head():
         carry_over(build_classifier("InceptionV3", 75, 2, NONE), stage2)
 
 
+@pytest.mark.slow
 def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
     out, _, _, profile = training_data
     s1 = run_finetune_stage("stage1", "blast", BACKBONE, out, None, tmp_path / "s1", tmp_path / "s1.html", profile)
@@ -217,6 +224,7 @@ def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
     assert len(predictions["probabilities"]) == s2.eval_images
 
 
+@pytest.mark.slow
 def test_a_random_start_says_it_is_not_the_papers_stage_1(training_data, tmp_path):
     out, _, _, profile = training_data
     random = dataclasses.replace(profile, model=dataclasses.replace(profile.model, weights="none"))
@@ -231,6 +239,7 @@ def test_a_random_start_says_it_is_not_the_papers_stage_1(training_data, tmp_pat
     ("stage3", "detection", None, "needs the previous"),
     ("stage9", "blast", None, "unknown stage"),
 ])
+@pytest.mark.slow
 def test_stages_refuse_what_does_not_fit(training_data, tmp_path, stage, task, previous, message):
     out, _, _, profile = training_data
     with pytest.raises(StageError, match=message):
@@ -269,6 +278,7 @@ def test_the_inner_validation_split_is_grouped_stratified_and_keeps_every_class_
     assert inner_validation_groups(units, 0.0, 0) == set()
 
 
+@pytest.mark.slow
 def test_stage3_on_cells_scores_each_evaluation_smear_from_its_cells(training_data):
     out, split, summary, _ = training_data
     arrays = StageArrays.load(out / "stage3.npz")
@@ -319,6 +329,7 @@ def test_batchnorm_calibration_brings_a_random_backbone_to_life_and_restores_its
     assert [(layer.trainable, layer.momentum) for layer in batchnorm_layers(model)] == flags
 
 
+@pytest.mark.slow
 def test_a_fit_without_an_inner_split_runs_every_epoch_and_has_no_best_epoch():
     x, labels = _cells(4)
     y = encode_labels(labels, ("normal", "blast"), "softmax")
@@ -330,6 +341,7 @@ def test_a_fit_without_an_inner_split_runs_every_epoch_and_has_no_best_epoch():
     assert result.calibrated["before"] == len(x)
 
 
+@pytest.mark.slow
 def test_isolated_smears_without_a_cell_never_become_black_training_or_evaluation_images(stage_run, tmp_path):
     """A smear where segment found no cell is no image of stage 3 (its black isolated picture would carry the class,
     not the cells): it is an evaluation unit without items, scored as an error, as predict refuses it."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BACKBONE, TINY
+from helpers import BACKBONE, TINY
 from leukemia_mtl.config import ConfigError, get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.layout import DATA_DIR
@@ -64,6 +64,7 @@ def _trials(summary: dict) -> list:
     return [(t["number"], t["state"], t["params"], t["value"], t["stages"]) for t in summary["trials"]]
 
 
+@pytest.mark.slow
 def test_no_trial_reads_an_evaluation_fold_image(prepared, tmp_path):
     out, ingested, cells, split = prepared
     intact = search(FoldData(ingested, cells, split, 0), BACKBONE, "demo", TUNE, tmp_path / "intact", trials=2)
@@ -84,6 +85,7 @@ def test_no_trial_reads_an_evaluation_fold_image(prepared, tmp_path):
     assert "never read" in page and "<img" in page and "every trial" in page
 
 
+@pytest.mark.slow
 def test_a_fold_without_an_inner_split_is_refused_before_any_trial(prepared, tmp_path):
     _, ingested, cells, split = prepared
     with pytest.raises(TuneError, match="no inner validation split.*evaluation fold"):
@@ -95,6 +97,7 @@ def test_a_fold_without_an_inner_split_is_refused_before_any_trial(prepared, tmp
         get_profile("demo", {"tune.learning_rate": [0.1, 0.001]})
 
 
+@pytest.mark.slow
 def test_the_cli_runs_one_katib_trial_and_prints_its_objective(prepared):
     out, _, _, _ = prepared  # `tune` reuses the prepared images (same inputs and data settings)
     sets = [arg for key, value in TUNE.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
