@@ -92,7 +92,9 @@ def source_scales(by_source: dict[str, list], cfg: PreprocessConfig) -> dict:
     """source -> ScaleFinding, measured as a run measures one camera (evenly spaced sample, no labels)."""
     found = {}
     for source, items in by_source.items():
-        picks = sorted(set(np.linspace(0, len(items) - 1, min(len(items), cfg.scale_sample_images)).round().astype(int).tolist()))
+        picks = sorted(
+            set(np.linspace(0, len(items) - 1, min(len(items), cfg.scale_sample_images)).round().astype(int).tolist())
+        )
         found[source] = measure_scale((items[i][1] for i in picks), cfg, single_cell=False)
     return found
 
@@ -123,11 +125,18 @@ def sweep(by_source: dict[str, list]) -> PreprocessConfig:
     best = None
     for extent in SWEEP_EXTENTS:
         cfg = dataclasses.replace(base, cell_extent_level=extent)
-        tallies = {s: tally(items, cfg, _scale_of(scales[s], items[0][1].shape[1]), SPLITS["train"]) for s, items in by_source.items()}
+        tallies = {
+            s: tally(items, cfg, _scale_of(scales[s], items[0][1].shape[1]), SPLITS["train"])
+            for s, items in by_source.items()
+        }
         worst = min(t.recall for t in tallies.values())
         crowding = max(t.regions_per_cell for t in tallies.values())
-        print(f"| {extent:g} | " + " | ".join(f"{t.recall:.3f} ({t.regions_per_cell:.2f})" for t in tallies.values())
-              + f" | {worst:.3f} |", flush=True)
+        print(
+            f"| {extent:g} | "
+            + " | ".join(f"{t.recall:.3f} ({t.regions_per_cell:.2f})" for t in tallies.values())
+            + f" | {worst:.3f} |",
+            flush=True,
+        )
         if best is None or (worst, -crowding) > best[0]:
             best = ((worst, -crowding), cfg)
     picked = best[1]
@@ -136,8 +145,10 @@ def sweep(by_source: dict[str, list]) -> PreprocessConfig:
 
 
 def measure(by_source: dict[str, list], methods: list[str], configs: dict[str, PreprocessConfig]) -> dict:
-    print("| method | source | split | images | white cells | recall IoU>=0.5 | centre inside | regions per white cell | "
-          "images with a white cell and no region | estimated scale | scale from red-cell boxes | seconds |")
+    print(
+        "| method | source | split | images | white cells | recall IoU>=0.5 | centre inside | regions per white cell | "
+        "images with a white cell and no region | estimated scale | scale from red-cell boxes | seconds |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     results: dict = {}
     for method in methods:
@@ -151,15 +162,23 @@ def measure(by_source: dict[str, list], methods: list[str], configs: dict[str, P
                 counted = tally(items, cfg, _scale_of(found, items[0][1].shape[1]), splits)
                 if not counted.images:
                     continue
-                row = counted.as_dict() | {"estimated_scale": found.scale if found else None,
-                                           "ruler": found.ruler if found else None,
-                                           "implied_scale": round(implied, 4) if implied else None}
+                row = counted.as_dict() | {
+                    "estimated_scale": found.scale if found else None,
+                    "ruler": found.ruler if found else None,
+                    "implied_scale": round(implied, 4) if implied else None,
+                }
                 results.setdefault(method, {}).setdefault(split_name, {})[source] = row
-                estimated = "none" if found is None else f"{found.scale:g} ({found.ruler}" + (f"; nuclei {found.other:g})" if found.other else ")")
-                print(f"| {method} | {source} | {split_name} | {row['images']} | {row['white_cells']} | {row['recall']:.3f} | "
-                      f"{row['centre_inside']:.3f} | {row['regions_per_cell']:.2f} | {row['missed_images']} | {estimated} | "
-                      f"{'no red-cell boxes' if implied is None else f'{implied:.3f}'} | {time.perf_counter() - started:.0f} |",
-                      flush=True)
+                estimated = (
+                    "none"
+                    if found is None
+                    else f"{found.scale:g} ({found.ruler}" + (f"; nuclei {found.other:g})" if found.other else ")")
+                )
+                print(
+                    f"| {method} | {source} | {split_name} | {row['images']} | {row['white_cells']} | {row['recall']:.3f} | "
+                    f"{row['centre_inside']:.3f} | {row['regions_per_cell']:.2f} | {row['missed_images']} | {estimated} | "
+                    f"{'no red-cell boxes' if implied is None else f'{implied:.3f}'} | {time.perf_counter() - started:.0f} |",
+                    flush=True,
+                )
     return results
 
 
@@ -170,22 +189,31 @@ def touching_cases(by_source: dict[str, list], cfg: PreprocessConfig, splits: di
     """name -> [(rgb, white-cell boxes, scale)]: TXL-PBC's images whose white cells touch, per split, and generated
     rows of 2 and 3 touching cells of each type."""
     scales = source_scales(by_source, cfg)
-    cases = {f"TXL-PBC {name}": [(rgb, boxes.get(WHITE_CELL, []), _scale_of(scales[source], rgb.shape[1]))
-                                 for source, items in by_source.items() for split, rgb, boxes in items
-                                 if split in chosen and touching(boxes.get(WHITE_CELL, []))]
-             for name, chosen in splits.items()}
+    cases = {
+        f"TXL-PBC {name}": [
+            (rgb, boxes.get(WHITE_CELL, []), _scale_of(scales[source], rgb.shape[1]))
+            for source, items in by_source.items()
+            for split, rgb, boxes in items
+            if split in chosen and touching(boxes.get(WHITE_CELL, []))
+        ]
+        for name, chosen in splits.items()
+    }
     for cell_type in TOUCHING_TYPES:
         cases[f"generated {cell_type}, 2 and 3 in a row"] = [
             (*render_touching(_rng(30, count, index), cell_type, count, 640, 480), 640 / 2592)
-            for index in range(6) for count in (2, 3)]
+            for index in range(6)
+            for count in (2, 3)
+        ]
     return cases
 
 
 def cut_variants(cfg: PreprocessConfig) -> dict[str, PreprocessConfig]:
     """No cut, the outline pass alone (no nucleus piece large enough to own a share), and both passes."""
-    return {"no_cut": dataclasses.replace(cfg, split_touching=False),
-            "outline_only": dataclasses.replace(cfg, split_min_nucleus_um2=float("inf")),
-            "cut": cfg}
+    return {
+        "no_cut": dataclasses.replace(cfg, split_touching=False),
+        "outline_only": dataclasses.replace(cfg, split_min_nucleus_um2=float("inf")),
+        "cut": cfg,
+    }
 
 
 def tally_cases(images: list, cfg: PreprocessConfig) -> FinderTally:
@@ -198,16 +226,23 @@ def tally_cases(images: list, cfg: PreprocessConfig) -> FinderTally:
 def measure_touching(by_source: dict[str, list], cfg: PreprocessConfig) -> dict:
     """The nuclear finder with no cut, the outline pass alone and both passes, on real and generated touching cells."""
     variants = cut_variants(cfg)
-    print("\n| touching white cells | images | white cells | " + " | ".join(
-        f"recall IoU>=0.5, {name} | regions per white cell, {name}" for name in variants) + " |")
+    print(
+        "\n| touching white cells | images | white cells | "
+        + " | ".join(f"recall IoU>=0.5, {name} | regions per white cell, {name}" for name in variants)
+        + " |"
+    )
     print("| --- | --- | --- | " + " | ".join("--- | ---" for _ in variants) + " |")
     results = {}
     for name, images in touching_cases(by_source, cfg, SPLITS).items():
         tallies = {variant: tally_cases(images, variant_cfg) for variant, variant_cfg in variants.items()}
         results[name] = {variant: counted.as_dict() for variant, counted in tallies.items()}
         first = tallies["no_cut"]
-        print(f"| {name} | {first.images} | {first.white_cells} | " + " | ".join(
-            f"{counted.recall:.3f} | {counted.regions_per_cell:.2f}" for counted in tallies.values()) + " |", flush=True)
+        print(
+            f"| {name} | {first.images} | {first.white_cells} | "
+            + " | ".join(f"{counted.recall:.3f} | {counted.regions_per_cell:.2f}" for counted in tallies.values())
+            + " |",
+            flush=True,
+        )
     return results
 
 
@@ -222,21 +257,30 @@ def sweep_split(by_source: dict[str, list]) -> PreprocessConfig:
     base = PreprocessConfig(threshold_method="nuclear")
     scales = source_scales(by_source, base)
     cases = touching_cases(by_source, base, {"train": ("train",)})
-    print("| min nucleus um2 | neck fraction | TXL-PBC train touching: recall (regions per cell) | generated touching "
-          "recall, mean of types | " + " | ".join(f"{s} recall (regions per cell)" for s in by_source) + " |")
+    print(
+        "| min nucleus um2 | neck fraction | TXL-PBC train touching: recall (regions per cell) | generated touching "
+        "recall, mean of types | " + " | ".join(f"{s} recall (regions per cell)" for s in by_source) + " |"
+    )
     print("| --- | --- | --- | --- | " + " | ".join("---" for _ in by_source) + " |")
     floor, best = None, None
     for area, neck in ((float("inf"), 0.0),) + SWEEP_SPLITS:
         cfg = dataclasses.replace(base, split_min_nucleus_um2=area, split_neck_fraction=neck)
-        sources = {s: tally(items, cfg, _scale_of(scales[s], items[0][1].shape[1]), SPLITS["train"])
-                   for s, items in by_source.items()}
+        sources = {
+            s: tally(items, cfg, _scale_of(scales[s], items[0][1].shape[1]), SPLITS["train"])
+            for s, items in by_source.items()
+        }
         real = tally_cases(cases["TXL-PBC train"], cfg)
-        generated = float(np.mean([tally_cases(images, cfg).recall for name, images in cases.items()
-                                   if name.startswith("generated")]))
+        generated = float(
+            np.mean([tally_cases(images, cfg).recall for name, images in cases.items() if name.startswith("generated")])
+        )
         recalls = {s: t.recall for s, t in sources.items()}
         label = ("outline pass alone", "-") if area == float("inf") else (f"{area:g}", f"{neck:g}")
-        print(f"| {label[0]} | {label[1]} | {real.recall:.3f} ({real.regions_per_cell:.2f}) | {generated:.3f} | "
-              + " | ".join(f"{t.recall:.3f} ({t.regions_per_cell:.2f})" for t in sources.values()) + " |", flush=True)
+        print(
+            f"| {label[0]} | {label[1]} | {real.recall:.3f} ({real.regions_per_cell:.2f}) | {generated:.3f} | "
+            + " | ".join(f"{t.recall:.3f} ({t.regions_per_cell:.2f})" for t in sources.values())
+            + " |",
+            flush=True,
+        )
         if floor is None:
             floor = recalls
             continue
@@ -248,8 +292,10 @@ def sweep_split(by_source: dict[str, list]) -> PreprocessConfig:
         print("\nno setting kept every source's recall: the nucleus pass would stay off")
         return dataclasses.replace(base, split_min_nucleus_um2=float("inf"))
     picked = best[1]
-    print(f"\npicked on train: split_min_nucleus_um2 {picked.split_min_nucleus_um2:g}, "
-          f"split_neck_fraction {picked.split_neck_fraction:g}")
+    print(
+        f"\npicked on train: split_min_nucleus_um2 {picked.split_min_nucleus_um2:g}, "
+        f"split_neck_fraction {picked.split_neck_fraction:g}"
+    )
     return picked
 
 
@@ -259,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["nuclear", "adaptive", "fixed"], choices=THRESHOLD_METHODS)
     parser.add_argument("--limit", type=int, default=0, help="images per source (0: all; then the result is recorded)")
     parser.add_argument("--sweep", action="store_true", help="choose the nuclear finder's cell extent on train")
-    parser.add_argument("--sweep-split", action="store_true",
-                        help="choose the cut between touching cells (its nucleus pass) on train")
+    parser.add_argument(
+        "--sweep-split", action="store_true", help="choose the cut between touching cells (its nucleus pass) on train"
+    )
     args = parser.parse_args(argv)
     root = args.data or shared_data("txl-pbc")
     if not (root / "images").is_dir():
@@ -271,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep_split:
         picked = sweep_split(by_source)
         current = configs["nuclear"]
-        if (picked.split_min_nucleus_um2, picked.split_neck_fraction) != (current.split_min_nucleus_um2,
-                                                                            current.split_neck_fraction):
+        if (picked.split_min_nucleus_um2, picked.split_neck_fraction) != (
+            current.split_min_nucleus_um2,
+            current.split_neck_fraction,
+        ):
             print("NOTE: the defaults differ from the pick")
         return 0
     if args.sweep:
@@ -286,13 +335,22 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(by_source, args.methods, configs)
     touching_results = measure_touching(by_source, configs["nuclear"]) if "nuclear" in args.methods else None
     if not args.limit:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
         previous = json.loads(measured_path().read_text()).get("methods", {}) if measured_path().is_file() else {}
-        atomic_write_json(measured_path(), {
-            "date": datetime.date.today().isoformat(), "commit": commit or None,
-            "data": "TXL-PBC (lugan113/TXL-PBC_Dataset, MIT): 1,440 annotated smears from four labs",
-            "command": "python bench/cell_finder.py", "quoted_split": "val+test",
-            "methods": previous | results, "touching": touching_results})
+        atomic_write_json(
+            measured_path(),
+            {
+                "date": datetime.date.today().isoformat(),
+                "commit": commit or None,
+                "data": "TXL-PBC (lugan113/TXL-PBC_Dataset, MIT): 1,440 annotated smears from four labs",
+                "command": "python bench/cell_finder.py",
+                "quoted_split": "val+test",
+                "methods": previous | results,
+                "touching": touching_results,
+            },
+        )
         print(f"recorded in {measured_path().relative_to(REPO)}")
     return 0
 

@@ -16,6 +16,7 @@ concurrent tasks of one name need no pairing); with two tasks at a time their su
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import statistics
@@ -29,8 +30,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - (Executing task|Task) '([\w-]+)'( finished)?")
-TIMING_ORDER = ("process_start_to_stage", "import_tensorflow", "load_and_build", "frozen_features", "first_epochs",
-                "steady_epochs", "fit_other", "predict", "explain", "save_and_report")
+TIMING_ORDER = (
+    "process_start_to_stage",
+    "import_tensorflow",
+    "load_and_build",
+    "frozen_features",
+    "first_epochs",
+    "steady_epochs",
+    "fit_other",
+    "predict",
+    "explain",
+    "save_and_report",
+)
 
 
 def run_with_peak_memory(command: list[str]) -> tuple[subprocess.CompletedProcess, int]:
@@ -48,10 +59,8 @@ def run_with_peak_memory(command: list[str]) -> tuple[subprocess.CompletedProces
             except psutil.NoSuchProcess:
                 members = []
             for member in members:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     total += member.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
             peak = max(peak, total)
             time.sleep(1.0)
         out.seek(0), err.seek(0)
@@ -74,7 +83,9 @@ def task_seconds(log: str) -> dict[str, float]:
         totals[kind] += seconds if match.group(4) else -seconds
         balance[kind] += -1 if match.group(4) else 1
     for kind in [k for k, v in balance.items() if v]:
-        print(f"(task kind {kind!r}: {abs(balance[kind])} start/end line(s) unreadable in the log; its sum is left out)")
+        print(
+            f"(task kind {kind!r}: {abs(balance[kind])} start/end line(s) unreadable in the log; its sum is left out)"
+        )
         del totals[kind]
     return dict(totals)
 
@@ -98,8 +109,17 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("runs/bench-dag"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    command = [sys.executable, "pipeline.py", "--run-local", "--no-cache", "--profile", args.profile,
-               "--output-dir", str(args.output_dir), *[a for pair in args.overrides for a in ("--set", pair)]]
+    command = [
+        sys.executable,
+        "pipeline.py",
+        "--run-local",
+        "--no-cache",
+        "--profile",
+        args.profile,
+        "--output-dir",
+        str(args.output_dir),
+        *[a for pair in args.overrides for a in ("--set", pair)],
+    ]
     walls, peaks = [], []
     for _ in range(args.runs):
         started = time.perf_counter()
@@ -108,14 +128,18 @@ def main() -> None:
         peaks.append(peak)
         if result.returncode != 0:
             sys.exit(f"the run failed:\n{result.stderr[-3000:]}")
-        print(f"run {len(walls)}: {walls[-1]:.0f} s, peak memory of the process tree {peak / 2**30:.2f} GiB", flush=True)
+        print(
+            f"run {len(walls)}: {walls[-1]:.0f} s, peak memory of the process tree {peak / 2**30:.2f} GiB", flush=True
+        )
     output_dir = args.output_dir if args.output_dir.is_absolute() else REPO / args.output_dir
     (output_dir / "run.log").write_text(result.stdout + result.stderr)  # what the task times are read from
     run_root = Path(json.loads((output_dir / "outputs.json").read_text())["crossval"]["path"]).parents[1]
     per_kind = task_seconds(result.stdout + result.stderr)
     tasks, inside = training_timings(run_root)
-    print(f"{' '.join(command[1:])}\nwall time: {', '.join(f'{w:.0f}' for w in walls)} s; median {statistics.median(walls):.0f} s; "
-          f"peak memory {max(peaks) / 2**30:.2f} GiB\n")
+    print(
+        f"{' '.join(command[1:])}\nwall time: {', '.join(f'{w:.0f}' for w in walls)} s; median {statistics.median(walls):.0f} s; "
+        f"peak memory {max(peaks) / 2**30:.2f} GiB\n"
+    )
     print(f"last run, {'task kind':22s} {'task-seconds':>12s} {'share':>6s}")
     total = sum(per_kind.values())
     for kind, seconds in sorted(per_kind.items(), key=lambda kv: -kv[1]):

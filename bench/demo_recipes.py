@@ -39,20 +39,30 @@ def run_variant(run: Path, overrides: dict) -> dict:
             if not data.is_dir():
                 prepare_training_data(ingested, cells, split, k, data, profile)
 
-            def stage(name, stage, task, previous=None):
+            def stage(name, stage, task, previous=None, backbone=backbone, k=k, data=data):
                 out = tmp / f"{name}-{backbone}-{k}"
                 run_finetune_stage(stage, task, backbone, data, previous, out, tmp / f"{out.name}.html", profile)
                 return out
 
             stage2 = stage("s2", "stage2", "blast", stage("s1", "stage1", "blast"))
             for task in ("detection", "fab"):
-                predictions += [load_fold_predictions(stage(f"s3{task}", "stage3", task, stage2)),
-                                load_fold_predictions(stage(f"c{task}", "classical", task))]
+                predictions += [
+                    load_fold_predictions(stage(f"s3{task}", "stage3", task, stage2)),
+                    load_fold_predictions(stage(f"c{task}", "classical", task)),
+                ]
     scored = cross_validate(predictions)
-    return {"overrides": overrides, "seconds": round(time.perf_counter() - started),
-            **{f"{task} {backbone} {arm}": {m: round(result["summary"][m]["mean"], 3)
-                                             for m in ("balanced_accuracy", "f1_macro", "auc_macro")}
-               for task, by_backbone in scored.items() for backbone, arms in by_backbone.items() for arm, result in arms.items()}}
+    return {
+        "overrides": overrides,
+        "seconds": round(time.perf_counter() - started),
+        **{
+            f"{task} {backbone} {arm}": {
+                m: round(result["summary"][m]["mean"], 3) for m in ("balanced_accuracy", "f1_macro", "auc_macro")
+            }
+            for task, by_backbone in scored.items()
+            for backbone, arms in by_backbone.items()
+            for arm, result in arms.items()
+        },
+    }
 
 
 def main() -> None:

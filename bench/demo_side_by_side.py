@@ -29,14 +29,27 @@ def worktree(ref: str) -> Path:
     target = REPO / "build" / f"bench-ref-{ref}"
     if not (target / "pipeline.py").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "worktree", "add", "--force", "--detach", str(target), ref], cwd=REPO, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--force", "--detach", str(target), ref],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
     return target
 
 
 def run_demo(code: Path, output_dir: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(code)}
-    command = [sys.executable, "pipeline.py", "--run-local", "--profile", "demo", "--no-cache", "--output-dir", str(output_dir)]
+    command = [
+        sys.executable,
+        "pipeline.py",
+        "--run-local",
+        "--profile",
+        "demo",
+        "--no-cache",
+        "--output-dir",
+        str(output_dir),
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -51,12 +64,16 @@ def learning(output_dir: Path) -> str:
     """The learning checks, or (an older summary has none) the first backbone's multistage means."""
     summary = RunSummary.load(output_dir / "summary.json")
     if summary.expectations:
-        return "; ".join(f"{c['check']}: {c['value']:.3f} {'met' if c['met'] else 'NOT met'}" for c in summary.expectations)
+        return "; ".join(
+            f"{c['check']}: {c['value']:.3f} {'met' if c['met'] else 'NOT met'}" for c in summary.expectations
+        )
     mtl = {}
     for row in summary.rows():
         if row.arm == "mtl":
             mtl.setdefault(row.task, row.mean)
-    return "; ".join(f"{task} mtl accuracy {m['accuracy']:.3f}, macro F1 {m['f1_macro']:.3f}" for task, m in mtl.items())
+    return "; ".join(
+        f"{task} mtl accuracy {m['accuracy']:.3f}, macro F1 {m['f1_macro']:.3f}" for task, m in mtl.items()
+    )
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ def main() -> None:
     predictor = Predictor(release)
     out = Path(tempfile.mkdtemp(prefix="explain-", dir=args.work))
     for kind, pattern in (("smear", "ALL_IDB1/*.jpg"), ("cell", "ALL_IDB2/*.tif")):
-        images = sorted(source.glob(pattern))[:args.images + 1]
+        images = sorted(source.glob(pattern))[: args.images + 1]
         predictor.predict(images[0], kind, out / "w.png", out / "w_gradcam.png")  # warm-up: graphs of both paths
         seconds = {}
         for explain in (False, True):
@@ -50,8 +50,10 @@ def main() -> None:
                 predictor.predict(image, kind, out / f"{i}.png", out / f"{i}_gradcam.png" if explain else None)
                 times.append(time.perf_counter() - started)
             seconds[explain] = statistics.median(times)
-        print(f"{kind}: {len(images) - 1} images, median {seconds[False]:.3f} s per image without --explain, "
-              f"{seconds[True]:.3f} s with (x{seconds[True] / seconds[False]:.2f}, +{seconds[True] - seconds[False]:.3f} s)")
+        print(
+            f"{kind}: {len(images) - 1} images, median {seconds[False]:.3f} s per image without --explain, "
+            f"{seconds[True]:.3f} s with (x{seconds[True] / seconds[False]:.2f}, +{seconds[True] - seconds[False]:.3f} s)"
+        )
 
 
 if __name__ == "__main__":

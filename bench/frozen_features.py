@@ -59,21 +59,40 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[80, 224])
     parser.add_argument("--frozen-fraction", type=float, default=0.9)
     args = parser.parse_args()
-    print(f"{args.images} training + {args.images // 4} validation images, {args.epochs} epochs, "
-          f"frozen_fraction {args.frozen_fraction}, each row a fresh process")
-    print("| backbone | size | whole backbone every epoch (s) | features once (s) | of which the feature pass | ratio | final loss (whole / once) |")
+    print(
+        f"{args.images} training + {args.images // 4} validation images, {args.epochs} epochs, "
+        f"frozen_fraction {args.frozen_fraction}, each row a fresh process"
+    )
+    print(
+        "| backbone | size | whole backbone every epoch (s) | features once (s) | of which the feature pass | ratio | final loss (whole / once) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes:
         rows = {}
         for limit in (0, 3072):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(size), str(args.images), str(args.epochs), str(limit),
-                                  str(args.frozen_fraction)], capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    str(size),
+                    str(args.images),
+                    str(args.epochs),
+                    str(limit),
+                    str(args.frozen_fraction),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode != 0:
                 sys.exit(out.stderr[-3000:])
             rows[limit] = json.loads(out.stdout.strip().splitlines()[-1])
         whole, once = rows[0], rows[3072]
-        print(f"| {whole['backbone']} | {size} | {whole['seconds']:.1f} | {once['seconds']:.1f} | {once['features']:.1f} | "
-              f"**{whole['seconds'] / once['seconds']:.2f}x** | {whole['loss']:.4f} / {once['loss']:.4f} |", flush=True)
+        print(
+            f"| {whole['backbone']} | {size} | {whole['seconds']:.1f} | {once['seconds']:.1f} | {once['features']:.1f} | "
+            f"**{whole['seconds'] / once['seconds']:.2f}x** | {whole['loss']:.4f} / {once['loss']:.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -67,18 +67,36 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--backbones", nargs="*", help="only the rows of these backbones")
     args = parser.parse_args()
-    print(f"{'backbone':18s} {'px':>4s} {'frozen':>6s} {'strategy':>9s} {'trainable vars':>14s} {'first call s':>12s} "
-          f"{'steady step s':>13s} {'first/step':>10s}")
+    print(
+        f"{'backbone':18s} {'px':>4s} {'frozen':>6s} {'strategy':>9s} {'trainable vars':>14s} {'first call s':>12s} "
+        f"{'steady step s':>13s} {'first/step':>10s}"
+    )
     for name, size, frozen, strategy in ROWS:
         if args.backbones and name not in args.backbones:
             continue
-        out = subprocess.run([sys.executable, "-c", CHILD, name, str(size), str(frozen), strategy, str(args.images),
-                              str(args.batch_size)], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                name,
+                str(size),
+                str(frozen),
+                strategy,
+                str(args.images),
+                str(args.batch_size),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             sys.exit(out.stderr[-2000:])
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{name:18s} {size:4d} {frozen:6.2f} {strategy:>9s} {r['trainable']:14d} {r['first']:12.1f} {r['step']:13.2f} "
-              f"{r['first'] / r['step']:10.0f}", flush=True)
+        print(
+            f"{name:18s} {size:4d} {frozen:6.2f} {strategy:>9s} {r['trainable']:14d} {r['first']:12.1f} {r['step']:13.2f} "
+            f"{r['first'] / r['step']:10.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,22 @@ import ast
 import sys
 from pathlib import Path
 
-HEAVY = {"tensorflow", "keras", "kfp", "sklearn", "scipy", "matplotlib", "minio", "jinja2", "torchstain", "skimage",
-         "google", "urllib3", "selenium", "yaml"}
+HEAVY = {
+    "tensorflow",
+    "keras",
+    "kfp",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "minio",
+    "jinja2",
+    "torchstain",
+    "skimage",
+    "google",
+    "urllib3",
+    "selenium",
+    "yaml",
+}
 PACKAGES = ("leukemia_mtl", "components", "runners")
 LONG = 400
 
@@ -41,7 +55,9 @@ def _imports(path: Path, module: str, modules: dict[str, Path]) -> tuple[set[str
     top_level_nodes = set()
     for node in tree.body:
         for child in ast.walk(node):
-            if isinstance(node, (ast.Import, ast.ImportFrom)) or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) or not isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            ):
                 top_level_nodes.add(id(child))
     ours_top, third_top, local = set(), set(), []
     for node in ast.walk(tree):
@@ -86,10 +102,20 @@ def measure(root: Path) -> dict:
     edges = {m: set(parsed[m][0]) | {t for _, t in parsed[m][2] if t in modules} for m in modules}
     long_files = sorted((len(p.read_text().splitlines()), str(p.relative_to(root))) for p in modules.values())
     long_files = [(n, f) for n, f in long_files if n > LONG]
-    light_local = [(str(modules[m].relative_to(root)), line, t) for m in modules if not m.startswith("components")
-                   for line, t in parsed[m][2] if not heavy(t) and t != m and not _closes_cycle(edges, m, t)]
-    return {"long_files": long_files, "light_local_imports": light_local, "cycles": _cycles(edges),
-            "modules": len(modules), "lines": sum(len(p.read_text().splitlines()) for p in modules.values())}
+    light_local = [
+        (str(modules[m].relative_to(root)), line, t)
+        for m in modules
+        if not m.startswith("components")
+        for line, t in parsed[m][2]
+        if not heavy(t) and t != m and not _closes_cycle(edges, m, t)
+    ]
+    return {
+        "long_files": long_files,
+        "light_local_imports": light_local,
+        "cycles": _cycles(edges),
+        "modules": len(modules),
+        "lines": sum(len(p.read_text().splitlines()) for p in modules.values()),
+    }
 
 
 def _closes_cycle(edges: dict[str, set[str]], source: str, target: str) -> bool:

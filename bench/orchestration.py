@@ -51,8 +51,19 @@ def run_in_process(argv: list[str]) -> int:
     import pipeline
 
     functions = {}  # the components' functions by name, as --function_to_execute names them
-    for name in ("augment", "baseline", "crossval", "finetune", "ingest", "preprocess", "release", "report", "segment",
-                 "split", "ttest"):
+    for name in (
+        "augment",
+        "baseline",
+        "crossval",
+        "finetune",
+        "ingest",
+        "preprocess",
+        "release",
+        "report",
+        "segment",
+        "split",
+        "ttest",
+    ):
         module = __import__(f"components.{name}", fromlist=["_"])
         for value in vars(module).values():
             if hasattr(value, "python_func"):
@@ -75,12 +86,22 @@ def run_in_process(argv: list[str]) -> int:
 
 
 def run_mode(mode: str, output_dir: Path, overrides: list[str]) -> tuple[float, str]:
-    argv = ["--run-local", "--no-cache", "--profile", "demo", "--output-dir", str(output_dir),
-            *[a for pair in overrides for a in ("--set", pair)]]
+    argv = [
+        "--run-local",
+        "--no-cache",
+        "--profile",
+        "demo",
+        "--output-dir",
+        str(output_dir),
+        *[a for pair in overrides for a in ("--set", pair)],
+    ]
     if mode == "docker":
         argv += ["--runner", "docker"]
-    command = [sys.executable, __file__, "--in-process", *argv] if mode == "inprocess" else \
-        [sys.executable, "pipeline.py", *argv]
+    command = (
+        [sys.executable, __file__, "--in-process", *argv]
+        if mode == "inprocess"
+        else [sys.executable, "pipeline.py", *argv]
+    )
     started = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -103,8 +124,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="rounds; each mode's median wall time is reported")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "bench-orchestration")
-    parser.add_argument("--parallel-runs", type=int, default=1, help="train.parallel_runs of every mode (the in-process "
-                                                                          "floor needs 1)")
+    parser.add_argument(
+        "--parallel-runs", type=int, default=1, help="train.parallel_runs of every mode (the in-process floor needs 1)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -128,8 +150,11 @@ def main() -> None:
     for mode in modes:
         median = statistics.median(walls[mode])
         summary = (args.output_dir / mode).resolve() / "summary.json"
-        same = "" if reference is None or not summary.is_file() else (
-            "= subprocess" if comparable_summary(summary.parent) == reference else "DIFFERS from subprocess")
+        same = (
+            ""
+            if reference is None or not summary.is_file()
+            else ("= subprocess" if comparable_summary(summary.parent) == reference else "DIFFERS from subprocess")
+        )
         print(f"{mode:10s} {median:7.0f} {median / floor:8.2f}  {same}")
 
     print("\ntask-seconds per kind of task (last round):")
@@ -142,15 +167,25 @@ def main() -> None:
     inside = {}
     for mode in modes:
         outputs = (args.output_dir / mode) / "outputs.json"
-        inside[mode] = training_timings(Path(json.loads(outputs.read_text())["crossval"]["path"]).parents[1]) \
-            if outputs.is_file() else (0, {})
+        inside[mode] = (
+            training_timings(Path(json.loads(outputs.read_text())["crossval"]["path"]).parents[1])
+            if outputs.is_file()
+            else (0, {})
+        )
     print(f"  {'':24s} " + " ".join(f"{m:>10s}" for m in modes))
     print(f"  {'tasks':24s} " + " ".join(f"{inside[m][0]:10d}" for m in modes))
     for key in TIMING_ORDER:
         if any(key in inside[m][1] for m in modes):
             # in one process, "process start to stage" counts from the bench's own start: not a task's cost
-            print(f"  {key:24s} " + " ".join(f"{'-':>10s}" if m == "inprocess" and key == "process_start_to_stage"
-                                             else f"{inside[m][1].get(key, 0.0):10.1f}" for m in modes))
+            print(
+                f"  {key:24s} "
+                + " ".join(
+                    f"{'-':>10s}"
+                    if m == "inprocess" and key == "process_start_to_stage"
+                    else f"{inside[m][1].get(key, 0.0):10.1f}"
+                    for m in modes
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def central(rgb: np.ndarray, crop: float) -> np.ndarray:
     height, width = rgb.shape[:2]
     side = max(1, round(min(height, width) * crop))
     top, left = (height - side) // 2, (width - side) // 2
-    return rgb[top:top + side, left:left + side]
+    return rgb[top : top + side, left : left + side]
 
 
 def resized(images: list[np.ndarray], size: int, crop: float = 1.0) -> np.ndarray:
@@ -104,13 +104,17 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
     return float(accuracy_score(y_true, y_pred)), float(balanced_accuracy_score(y_true, y_pred))
 
 
-def linear_predictions(features: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
+def linear_predictions(
+    features: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int
+) -> np.ndarray:
     """The project's baseline model (baselines._model's "colour"/"features" arm) fitted on `train`, predicting `test`."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed))
+    model = make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed)
+    )
     return model.fit(features[train], y[train]).predict(features[test])
 
 
@@ -131,8 +135,16 @@ def train_config(**overrides) -> TrainConfig:
     return dataclasses.replace(TrainConfig(), **{**FINETUNE, **overrides})
 
 
-def augmented(images: list[np.ndarray], y: np.ndarray, train: np.ndarray, evaluation: np.ndarray, copies: int,
-              size: int, crop: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def augmented(
+    images: list[np.ndarray],
+    y: np.ndarray,
+    train: np.ndarray,
+    evaluation: np.ndarray,
+    copies: int,
+    size: int,
+    crop: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """The training images `train` and `copies` random copies of each (the project's augment_to_balance: flips,
     rotation, shift, scale, on the full image, so the crop holds no border), cropped and resized; each image is its
     own group, and the evaluation images' groups are checked against the training ones."""
@@ -145,9 +157,22 @@ def augmented(images: list[np.ndarray], y: np.ndarray, train: np.ndarray, evalua
     return resized([item.image for item in out], size, crop), np.array([int(item.label) for item in out], np.int32)
 
 
-def finetune_predictions(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int, *,
-                         backbone: str, weights: str, cfg: TrainConfig, seed: int, permute: bool = False,
-                         images: list[np.ndarray] | None = None, copies: int = 0, crop: float = CROP):
+def finetune_predictions(
+    x: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    n_classes: int,
+    *,
+    backbone: str,
+    weights: str,
+    cfg: TrainConfig,
+    seed: int,
+    permute: bool = False,
+    images: list[np.ndarray] | None = None,
+    copies: int = 0,
+    crop: float = CROP,
+):
     """fit_stage on `train` (a stratified inner validation split of it drives early stopping), predictions on `test`.
     permute: the training part's labels are shuffled first (train and inner validation alike). copies: with `images`
     (full size), that many augmented copies of each inner-training image are added (never of the inner validation)."""
@@ -161,23 +186,38 @@ def finetune_predictions(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: 
     y_train = y[train]
     if permute:
         y_train = np.random.default_rng(seed).permutation(y_train)
-    inner_train, inner_val = train_test_split(np.arange(len(train)), test_size=VALIDATION_FRACTION,
-                                              stratify=y_train, random_state=seed)
+    inner_train, inner_val = train_test_split(
+        np.arange(len(train)), test_size=VALIDATION_FRACTION, stratify=y_train, random_state=seed
+    )
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     resolved = resolve_weights(weights, get_backbone(backbone))
-    model = build_classifier(backbone, x.shape[1], n_classes, resolved, dense_units=DENSE_UNITS, dropout=DROPOUT, head=HEAD)
+    model = build_classifier(
+        backbone, x.shape[1], n_classes, resolved, dense_units=DENSE_UNITS, dropout=DROPOUT, head=HEAD
+    )
     x_fit, y_fit = x[train][inner_train], y_train[inner_train]
     if copies:
         labels = np.zeros_like(y)
         labels[train] = y_train  # the (possibly permuted) training labels travel with their images
-        x_fit, y_fit = augmented(images, labels, train[inner_train], np.concatenate([train[inner_val], test]), copies,
-                                 x.shape[1], crop, seed)
+        x_fit, y_fit = augmented(
+            images, labels, train[inner_train], np.concatenate([train[inner_val], test]), copies, x.shape[1], crop, seed
+        )
     weights_train, _ = balanced_sample_weights(y_fit, n_classes)
     weights_val, _ = balanced_sample_weights(y_train[inner_val], n_classes)
-    fit = fit_stage(model, x_fit, y_fit, x[train][inner_val], y_train[inner_val], cfg, HEAD,
-                    seed, sample_weight=weights_train, val_sample_weight=weights_val,
-                    random_backbone=not resolved.imagenet, verbose=0)
+    fit = fit_stage(
+        model,
+        x_fit,
+        y_fit,
+        x[train][inner_val],
+        y_train[inner_val],
+        cfg,
+        HEAD,
+        seed,
+        sample_weight=weights_train,
+        val_sample_weight=weights_val,
+        random_backbone=not resolved.imagenet,
+        verbose=0,
+    )
     probabilities = class_probabilities(model_outputs(model, x[test], cfg.inference_batch_size), HEAD)
     del model
     keras.backend.clear_session()
@@ -187,11 +227,21 @@ def finetune_predictions(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--size", type=int, default=96, help="input size of the fine-tuning rows and the first features rows")
-    parser.add_argument("--crop", type=float, default=CROP,
-                        help="every row sees the centred square of this share of the image's side (1: the whole image)")
-    parser.add_argument("--augment-copies", type=int, default=0,
-                        help="augmented copies (augment_to_balance) of each inner-training image in the fine-tuning rows")
+    parser.add_argument(
+        "--size", type=int, default=96, help="input size of the fine-tuning rows and the first features rows"
+    )
+    parser.add_argument(
+        "--crop",
+        type=float,
+        default=CROP,
+        help="every row sees the centred square of this share of the image's side (1: the whole image)",
+    )
+    parser.add_argument(
+        "--augment-copies",
+        type=int,
+        default=0,
+        help="augmented copies (augment_to_balance) of each inner-training image in the fine-tuning rows",
+    )
     parser.add_argument("--epochs", type=int, default=FINETUNE["epochs"], help="fine-tuning epochs after the warm-up")
     parser.add_argument("--warmup-epochs", type=int, default=FINETUNE["warmup_epochs"])
     parser.add_argument("--frozen-fraction", type=float, default=FINETUNE["frozen_fraction"])
@@ -212,18 +262,28 @@ def main(argv: list[str] | None = None) -> int:
     images, labels, classes = load_cells(root)
     y = np.array([classes.index(label) for label in labels.tolist()], np.int32)
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(np.zeros(len(y)), y))
-    print(f"{len(y)} images, {len(classes)} classes ({', '.join(classes)}), {args.folds} folds, "
-          f"read in {time.time() - started:.1f} s", flush=True)
-    cfg = train_config(epochs=args.epochs, warmup_epochs=args.warmup_epochs, frozen_fraction=args.frozen_fraction,
-                       learning_rate=args.learning_rate)
+    print(
+        f"{len(y)} images, {len(classes)} classes ({', '.join(classes)}), {args.folds} folds, "
+        f"read in {time.time() - started:.1f} s",
+        flush=True,
+    )
+    cfg = train_config(
+        epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs,
+        frozen_fraction=args.frozen_fraction,
+        learning_rate=args.learning_rate,
+    )
     results: list[tuple[str, list[tuple[float, float]], float, str]] = []
     out_of_fold: dict[str, np.ndarray] = {}
 
     def report(name: str, per_fold: list[tuple[float, float]], seconds: float, note: str = "") -> None:
         a = np.array(per_fold)
         results.append((name, per_fold, seconds, note))
-        print(f"{name}: accuracy {a[:, 0].mean():.3f} +- {a[:, 0].std(ddof=1):.3f}, balanced accuracy "
-              f"{a[:, 1].mean():.3f} +- {a[:, 1].std(ddof=1):.3f}, {seconds:.0f} s {note}".rstrip(), flush=True)
+        print(
+            f"{name}: accuracy {a[:, 0].mean():.3f} +- {a[:, 0].std(ddof=1):.3f}, balanced accuracy "
+            f"{a[:, 1].mean():.3f} +- {a[:, 1].std(ddof=1):.3f}, {seconds:.0f} s {note}".rstrip(),
+            flush=True,
+        )
 
     def linear_row(name: str, features: np.ndarray, extract_seconds: float) -> None:
         t = time.time()
@@ -237,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if "colour" in args.rows:
         t = time.time()
-        histograms = np.stack([colour_histogram(np.ascontiguousarray(central(rgb, args.crop)), COLOUR_BINS) for rgb in images])
+        histograms = np.stack(
+            [colour_histogram(np.ascontiguousarray(central(rgb, args.crop)), COLOUR_BINS) for rgb in images]
+        )
         linear_row("colour histogram + logistic regression", histograms, time.time() - t)
     cache: dict[int, np.ndarray] = {}
 
@@ -261,32 +323,61 @@ def main(argv: list[str] | None = None) -> int:
         predicted = np.zeros_like(y)
         per_fold, epochs = [], []
         for k, (train, test) in enumerate(folds):
-            predicted[test], fit = finetune_predictions(x, y, train, test, len(classes), backbone=args.finetune_backbone,
-                                                        weights=weights, cfg=cfg, seed=args.seed + k, permute=permute,
-                                                        images=images, copies=args.augment_copies, crop=args.crop)
+            predicted[test], fit = finetune_predictions(
+                x,
+                y,
+                train,
+                test,
+                len(classes),
+                backbone=args.finetune_backbone,
+                weights=weights,
+                cfg=cfg,
+                seed=args.seed + k,
+                permute=permute,
+                images=images,
+                copies=args.augment_copies,
+                crop=args.crop,
+            )
             per_fold.append(scores(y[test], predicted[test]))
             epochs.append(f"{fit.best_epoch}/{len(fit.history.get('loss', []))}")
-            print(f"  {row} fold {k}: accuracy {per_fold[-1][0]:.3f}, balanced {per_fold[-1][1]:.3f}, "
-                  f"kept epoch {epochs[-1]}, {fit.seconds:.0f} s", flush=True)
+            print(
+                f"  {row} fold {k}: accuracy {per_fold[-1][0]:.3f}, balanced {per_fold[-1][1]:.3f}, "
+                f"kept epoch {epochs[-1]}, {fit.seconds:.0f} s",
+                flush=True,
+            )
         out_of_fold[row] = predicted
-        label = {"random": "from random initialisation", "imagenet": "from ImageNet",
-                 "permuted": "from ImageNet, training labels permuted (control)"}[row]
-        report(f"{args.finetune_backbone} {args.size} px fine-tuned {label}", per_fold, time.time() - t,
-               f"(kept epoch / epochs run: {', '.join(epochs)})")
+        label = {
+            "random": "from random initialisation",
+            "imagenet": "from ImageNet",
+            "permuted": "from ImageNet, training labels permuted (control)",
+        }[row]
+        report(
+            f"{args.finetune_backbone} {args.size} px fine-tuned {label}",
+            per_fold,
+            time.time() - t,
+            f"(kept epoch / epochs run: {', '.join(epochs)})",
+        )
 
-    print(f"\nfine-tuning: {args.finetune_backbone} at {args.size} px, {cfg.warmup_epochs} warm-up + up to {cfg.epochs} "
-          f"epochs, batch {cfg.batch_size}, lr {cfg.learning_rate:g} (x{cfg.decay_rate:g} every {cfg.decay_steps} "
-          f"steps), frozen_fraction {cfg.frozen_fraction:g}, patience {cfg.early_stopping_patience}, inner validation "
-          f"{VALIDATION_FRACTION:.0%}, dropout {DROPOUT:g}, augmented copies {args.augment_copies}; every row: centred "
-          f"crop {args.crop:g} of the side; seed {args.seed}; total {time.time() - started:.0f} s\n")
+    print(
+        f"\nfine-tuning: {args.finetune_backbone} at {args.size} px, {cfg.warmup_epochs} warm-up + up to {cfg.epochs} "
+        f"epochs, batch {cfg.batch_size}, lr {cfg.learning_rate:g} (x{cfg.decay_rate:g} every {cfg.decay_steps} "
+        f"steps), frozen_fraction {cfg.frozen_fraction:g}, patience {cfg.early_stopping_patience}, inner validation "
+        f"{VALIDATION_FRACTION:.0%}, dropout {DROPOUT:g}, augmented copies {args.augment_copies}; every row: centred "
+        f"crop {args.crop:g} of the side; seed {args.seed}; total {time.time() - started:.0f} s\n"
+    )
     print("| row | accuracy | balanced accuracy | seconds |")
     print("| --- | --- | --- | --- |")
     for name, per_fold, seconds, _ in results:
         a = np.array(per_fold)
-        print(f"| {name} | {a[:, 0].mean():.3f} ± {a[:, 0].std(ddof=1):.3f} | "
-              f"{a[:, 1].mean():.3f} ± {a[:, 1].std(ddof=1):.3f} | {seconds:.0f} |")
-    shown = {name: predicted for name, predicted in out_of_fold.items()
-             if name.startswith("colour") or name in ("imagenet", "random")}
+        print(
+            f"| {name} | {a[:, 0].mean():.3f} ± {a[:, 0].std(ddof=1):.3f} | "
+            f"{a[:, 1].mean():.3f} ± {a[:, 1].std(ddof=1):.3f} | {seconds:.0f} |"
+        )
+    shown = {
+        name: predicted
+        for name, predicted in out_of_fold.items()
+        if name.startswith("colour") or name in ("imagenet", "random")
+    }
     if shown:
         print("\nout-of-fold recall per class")
         print("| row | " + " | ".join(classes) + " |")

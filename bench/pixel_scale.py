@@ -28,7 +28,9 @@ def _row(method: str, shift: int, images: str, truth: float, estimate) -> None:
     if estimate is None:  # neither ruler found enough: preprocess falls back to the width, with a warning
         print(f"| {method} | {shift:+d} | {images} | {truth:.4f} | no nucleus found | - |")
     else:
-        print(f"| {method} | {shift:+d} | {images} | {truth:.4f} | {estimate.scale:.4f} | {estimate.scale / truth:.2f} |")
+        print(
+            f"| {method} | {shift:+d} | {images} | {truth:.4f} | {estimate.scale:.4f} | {estimate.scale / truth:.2f} |"
+        )
 
 
 def main() -> None:
@@ -43,12 +45,29 @@ def main() -> None:
         cfg = dataclasses.replace(PreprocessConfig(), threshold_method=method)
         for shift in args.shifts:
             for width in (640, 1280):
-                images = [_stain(render_smear(_rng(41, 1, i), classes[i % 4], width, width * 3 // 4)[0], shift)
-                          for i in range(args.images)]
-                _row(method, shift, f"smears {width} px", width / REFERENCE_WIDTH, measure_scale(images, cfg, single_cell=False))
+                images = [
+                    _stain(render_smear(_rng(41, 1, i), classes[i % 4], width, width * 3 // 4)[0], shift)
+                    for i in range(args.images)
+                ]
+                _row(
+                    method,
+                    shift,
+                    f"smears {width} px",
+                    width / REFERENCE_WIDTH,
+                    measure_scale(images, cfg, single_cell=False),
+                )
             for size in (257, 128):
-                images = [_stain(cv2.resize(render_crop(_rng(41, 2, i), cell_types[i % 4], 257)[0], (size, size),
-                                            interpolation=cv2.INTER_AREA), shift) for i in range(args.images)]
+                images = [
+                    _stain(
+                        cv2.resize(
+                            render_crop(_rng(41, 2, i), cell_types[i % 4], 257)[0],
+                            (size, size),
+                            interpolation=cv2.INTER_AREA,
+                        ),
+                        shift,
+                    )
+                    for i in range(args.images)
+                ]
                 _row(method, shift, f"crops {size} px", size / 257, measure_scale(images, cfg, single_cell=True))
 
 

@@ -52,7 +52,11 @@ def make_images(folder: Path, count: int) -> None:
     for i in range(count):
         pool, suffix = (cells, ".tif") if i % 5 == 4 else (smears, ".jpg")
         image = cv2.imread(str(pool[i % len(pool)]))
-        image = np.rot90(image, k=(i // len(pool)) % 4) if pool is cells else (image[:, ::-1] if (i // len(pool)) % 2 else image)
+        image = (
+            np.rot90(image, k=(i // len(pool)) % 4)
+            if pool is cells
+            else (image[:, ::-1] if (i // len(pool)) % 2 else image)
+        )
         image = np.clip(image.astype(np.int16) + rng.integers(-6, 7), 0, 255).astype(np.uint8)  # a unique file each
         cv2.imwrite(str(folder / f"img{i:05d}{suffix}"), np.ascontiguousarray(image))
 
@@ -68,9 +72,24 @@ def rss_mb(pid: int) -> float | None:
 
 
 def run_predict(release: Path, folder: Path, overlays: Path) -> dict:
-    child = subprocess.Popen([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release), "--json",
-                              "--overlays", str(overlays), str(folder)], cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leukemia_mtl",
+            "predict",
+            "--model",
+            str(release),
+            "--json",
+            "--overlays",
+            str(overlays),
+            str(folder),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     answered, samples, first_answer = [0], [], [None]
 
     def read_answers() -> None:
@@ -93,10 +112,14 @@ def run_predict(release: Path, folder: Path, overlays: Path) -> dict:
     total = answered[0]
     at = lambda share: max((rss for n, rss in samples if n <= share * total), default=float("nan"))  # noqa: E731
     return {
-        "images": total, "exit": child.returncode, "seconds": ended - started,
+        "images": total,
+        "exit": child.returncode,
+        "seconds": ended - started,
         "images_per_s": (total - 1) / (ended - first_answer[0]) if first_answer[0] and total > 1 else float("nan"),
         "first_answer_s": (first_answer[0] or ended) - started,
-        "peak_rss_mb": max(rss for _, rss in samples), "rss_at_10pct_mb": at(0.10), "rss_at_100pct_mb": at(1.0),
+        "peak_rss_mb": max(rss for _, rss in samples),
+        "rss_at_10pct_mb": at(0.10),
+        "rss_at_100pct_mb": at(1.0),
     }
 
 
@@ -113,12 +136,18 @@ def main() -> None:
         if not folder.exists():
             make_images(folder, count)
         results[count] = run_predict(release, folder, args.work / f"overlays-{count}")
-        print(json.dumps({"count": count, **{k: round(v, 2) if isinstance(v, float) else v for k, v in results[count].items()}}))
+        print(
+            json.dumps(
+                {"count": count, **{k: round(v, 2) if isinstance(v, float) else v for k, v in results[count].items()}}
+            )
+        )
     small, large = results[args.images // 4], results[args.images]
-    print(f"peak RSS {large['peak_rss_mb']:.0f} MB for {args.images} images, {small['peak_rss_mb']:.0f} MB for {args.images // 4} "
-          f"(ratio {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}); RSS after 10 % {large['rss_at_10pct_mb']:.0f} MB, "
-          f"after 100 % {large['rss_at_100pct_mb']:.0f} MB; {large['images_per_s']:.2f} images/s "
-          f"(first answer after {large['first_answer_s']:.1f} s)")
+    print(
+        f"peak RSS {large['peak_rss_mb']:.0f} MB for {args.images} images, {small['peak_rss_mb']:.0f} MB for {args.images // 4} "
+        f"(ratio {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}); RSS after 10 % {large['rss_at_10pct_mb']:.0f} MB, "
+        f"after 100 % {large['rss_at_100pct_mb']:.0f} MB; {large['images_per_s']:.2f} images/s "
+        f"(first answer after {large['first_answer_s']:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

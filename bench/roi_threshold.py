@@ -36,14 +36,18 @@ def main() -> None:
                 recall, iou, found = [], [], []
                 for index, cls in enumerate(("normal", "L1", "L2", "L3")):
                     rgb, truth, _ = render_smear(_rng(21, 1, index), cls, width, width * 3 // 4)
-                    stained = cv2.add(rgb, (shift,) * 3 + (0,)) if shift >= 0 else cv2.subtract(rgb, (-shift,) * 3 + (0,))
+                    stained = (
+                        cv2.add(rgb, (shift,) * 3 + (0,)) if shift >= 0 else cv2.subtract(rgb, (-shift,) * 3 + (0,))
+                    )
                     roi = compute_roi(stained, cfg, scale=width / REFERENCE_WIDTH).roi_mask
                     agreement = mask_agreement(roi, truth)
                     recall.append(agreement["recall"])
                     iou.append(agreement["iou"])
                     count, labels = cv2.connectedComponents(truth)
                     found += [(roi[labels == cell] > 0).mean() > 0.5 for cell in range(1, count)]
-                print(f"| {method} | {shift:+d} | {width} | {np.mean(recall):.2f} | {np.mean(iou):.2f} | {np.mean(found):.2f} |")
+                print(
+                    f"| {method} | {shift:+d} | {width} | {np.mean(recall):.2f} | {np.mean(iou):.2f} | {np.mean(found):.2f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,18 @@ import sys
 
 CONFIGS = {
     "demo (scale 0.25, 64 px patches, depth 3, 8 filters)": {},
-    "paper (scale 0.5, 256 px, depth 4, 32 filters)": {"working_scale": 0.5, "patch_size": 256, "depth": 4, "base_filters": 32},
-    "worst case: full resolution, paper network": {"working_scale": 1.0, "patch_size": 256, "depth": 4, "base_filters": 32},
+    "paper (scale 0.5, 256 px, depth 4, 32 filters)": {
+        "working_scale": 0.5,
+        "patch_size": 256,
+        "depth": 4,
+        "base_filters": 32,
+    },
+    "worst case: full resolution, paper network": {
+        "working_scale": 1.0,
+        "patch_size": 256,
+        "depth": 4,
+        "base_filters": 32,
+    },
 }
 
 CHILD = r"""
@@ -65,10 +75,16 @@ def scaling(smears: int) -> None:
     print(f"\n{'demo segmenter, size':22s} {'smears':>6s} {'s/smear':>8s} {'peak RSS MB':>12s}")
     for width, height in ((1296, 972), (2592, 1944)):
         for factor in (1, 2, 4):
-            out = subprocess.run([sys.executable, "-c", SCALING_CHILD, str(smears * factor), str(width), str(height)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", SCALING_CHILD, str(smears * factor), str(width), str(height)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{f'{width}x{height}':22s} {smears * factor:6d} {r['per_smear']:8.2f} {r['peak_mb']:12.0f}", flush=True)
+            print(
+                f"{f'{width}x{height}':22s} {smears * factor:6d} {r['per_smear']:8.2f} {r['peak_mb']:12.0f}", flush=True
+            )
 
 
 def main() -> None:
@@ -77,13 +93,17 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for name, overrides in CONFIGS.items():
-        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(overrides)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, json.dumps(overrides)], capture_output=True, text=True, check=True
+        )
         rows.append((name, json.loads(out.stdout.strip().splitlines()[-1])))
     base = rows[0][1]["seconds"]
     print(f"{'configuration':50s} {'s/smear':>8s} {'x demo':>7s} {'peak RSS MB':>12s}")
     for name, r in rows:
         print(f"{name:50s} {r['seconds']:8.2f} {r['seconds'] / base:7.1f} {r['peak_mb']:12.0f}")
-    print(f"(the smear itself and Python+TF imports account for ~{rows[0][1]['before_mb']:.0f} MB before the model is built)")
+    print(
+        f"(the smear itself and Python+TF imports account for ~{rows[0][1]['before_mb']:.0f} MB before the model is built)"
+    )
     scaling(args.smears)
 
 

@@ -54,12 +54,14 @@ def smears(work: Path, count: int) -> list[bytes]:
 
 
 def request(url: str, image: bytes) -> tuple[bool, float]:
-    body = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                   "data": [base64.b64encode(image).decode()]}]}).encode()
+    body = json.dumps(
+        {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(image).decode()]}]}
+    ).encode()
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, body, {"content-type": "application/json"}),
-                                    timeout=600) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, body, {"content-type": "application/json"}), timeout=600
+        ) as response:
             ok = response.status == 200 and bool(json.loads(response.read())["outputs"])
     except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError):
         ok = False
@@ -89,11 +91,16 @@ def load(url: str, images: list[bytes], clients: int, seconds: float, pid: int) 
         time.sleep(0.2)
     wall = time.perf_counter() - started  # until the last request sent before the deadline is answered
     latencies = np.array([s for ok, s in results if ok])
-    return {"clients": clients, "requests": len(results), "failed": sum(not ok for ok, _ in results),
-            "wall_s": wall, "rps": len(latencies) / wall,
-            "p50_s": float(np.percentile(latencies, 50)) if latencies.size else float("nan"),
-            "p95_s": float(np.percentile(latencies, 95)) if latencies.size else float("nan"),
-            "peak_rss_mb": peak}
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "failed": sum(not ok for ok, _ in results),
+        "wall_s": wall,
+        "rps": len(latencies) / wall,
+        "p50_s": float(np.percentile(latencies, 50)) if latencies.size else float("nan"),
+        "p95_s": float(np.percentile(latencies, 95)) if latencies.size else float("nan"),
+        "peak_rss_mb": peak,
+    }
 
 
 def ok_count(base: str) -> float:
@@ -130,9 +137,23 @@ def main() -> None:
     images = smears(args.work, args.images)
     port = free_port()
     base, url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
-    server = subprocess.Popen([sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(args.release),
-                               "--port", str(port), "--model-name", MODEL], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leukemia_mtl",
+            "serve",
+            "--model",
+            str(args.release),
+            "--port",
+            str(port),
+            "--model-name",
+            MODEL,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         started = time.perf_counter()
         while True:
@@ -156,13 +177,19 @@ def main() -> None:
             server.kill()
     rate = predict_rate(args.release, images, args.seconds)
     answered = sum(level["requests"] - level["failed"] for level in levels)
-    print("| clients | requests | failed | requests/s | p50 | p95 | peak server RSS | requests/s over predict's images/s |")
+    print(
+        "| clients | requests | failed | requests/s | p50 | p95 | peak server RSS | requests/s over predict's images/s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for level in levels:
-        print(f"| {level['clients']} | {level['requests']} | {level['failed']} | {level['rps']:.2f} | {level['p50_s']:.2f} s "
-              f"| {level['p95_s']:.2f} s | {level['peak_rss_mb']:.0f} MB | {level['rps'] / rate:.2f} |")
-    print(f"predict in one process: {rate:.2f} images/s; /metrics counted {counted:.0f} answered v2 requests, "
-          f"the clients saw {answered} (server exit code {server.returncode})")
+        print(
+            f"| {level['clients']} | {level['requests']} | {level['failed']} | {level['rps']:.2f} | {level['p50_s']:.2f} s "
+            f"| {level['p95_s']:.2f} s | {level['peak_rss_mb']:.0f} MB | {level['rps'] / rate:.2f} |"
+        )
+    print(
+        f"predict in one process: {rate:.2f} images/s; /metrics counted {counted:.0f} answered v2 requests, "
+        f"the clients saw {answered} (server exit code {server.returncode})"
+    )
     if counted != answered or any(level["failed"] for level in levels):
         sys.exit("FAILED: requests failed, or /metrics disagrees with what the clients saw")
 

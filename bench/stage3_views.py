@@ -51,8 +51,9 @@ def views(smear: dict, view: str, size: int, profile) -> list[np.ndarray]:
     return [square(c.image, size) for c in extract_cells(smear["rgb"], smear["mask"], profile.segment, scale=scale)]
 
 
-def score(data: list[dict], view: str, size: int, task: str, epochs: int, profile, backbone: str,
-          weights_source: str) -> tuple[float, float]:
+def score(
+    data: list[dict], view: str, size: int, task: str, epochs: int, profile, backbone: str, weights_source: str
+) -> tuple[float, float]:
     import keras
     from sklearn.metrics import balanced_accuracy_score, f1_score
     from sklearn.model_selection import StratifiedGroupKFold
@@ -69,7 +70,9 @@ def score(data: list[dict], view: str, size: int, task: str, epochs: int, profil
     cfg = dataclasses.replace(profile.train, epochs=epochs)
     weights = resolve_weights(weights_source, get_backbone(backbone))
     splitter = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=0)
-    for fold, (train, held) in enumerate(splitter.split(np.zeros(len(data)), [s["label"] for s in data], [s["id"] for s in data])):
+    for fold, (train, held) in enumerate(
+        splitter.split(np.zeros(len(data)), [s["label"] for s in data], [s["id"] for s in data])
+    ):
         items = [Item(image, classes[labels[i]], data[i]["id"], data[i]["id"]) for i in train for image in seen[i]]
         items = augment_to_balance(items, [data[i]["id"] for i in held], profile.augment, fold)
         x = np.stack([i.image for i in items])
@@ -78,10 +81,28 @@ def score(data: list[dict], view: str, size: int, task: str, epochs: int, profil
         strategy, _ = devices_for_training("off")
         with strategy.scope():
             keras.utils.set_random_seed(fold)
-            model = build_classifier(backbone, size, len(classes), weights, head="softmax",
-                                     dense_units=profile.model.dense_units, dropout=profile.model.dropout)
-            fit_stage(model, x, y, None, None, cfg, "softmax", fold, sample_weight=sample_weights,
-                      random_backbone=weights.keras_argument is None, verbose=0)
+            model = build_classifier(
+                backbone,
+                size,
+                len(classes),
+                weights,
+                head="softmax",
+                dense_units=profile.model.dense_units,
+                dropout=profile.model.dropout,
+            )
+            fit_stage(
+                model,
+                x,
+                y,
+                None,
+                None,
+                cfg,
+                "softmax",
+                fold,
+                sample_weight=sample_weights,
+                random_backbone=weights.keras_argument is None,
+                verbose=0,
+            )
         for i in held:
             if seen[i]:
                 mean = np.asarray(model(np.stack(seen[i]).astype(np.float32), training=False)).mean(axis=0)
@@ -105,15 +126,27 @@ def main() -> None:
     profile = get_profile(args.profile)
     backbone, weights = args.backbone or profile.model.backbones[0], args.weights or profile.model.weights
     data = smears(args.per_class)
-    print(f"{len(data)} smears 640x480, 3 folds grouped by smear, {backbone} from weights {weights!r}, {args.epochs} epochs, "
-          f"profile {args.profile}")
+    print(
+        f"{len(data)} smears 640x480, 3 folds grouped by smear, {backbone} from weights {weights!r}, {args.epochs} epochs, "
+        f"profile {args.profile}"
+    )
     for spec in args.views:
         view, size = spec.split(":")
         started = time.perf_counter()
         detection = score(data, view, int(size), "detection", args.epochs, profile, backbone, weights)
         fab = score(data, view, int(size), "fab", args.epochs, profile, backbone, weights)
-        print(json.dumps({"view": view, "input": int(size), "detection_balanced_accuracy": round(detection[0], 3),
-                          "fab_macro_f1": round(fab[1], 3), "seconds": round(time.perf_counter() - started)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "view": view,
+                    "input": int(size),
+                    "detection_balanced_accuracy": round(detection[0], 3),
+                    "fab_macro_f1": round(fab[1], 3),
+                    "seconds": round(time.perf_counter() - started),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,11 @@ def split_of(data: Path, profile) -> dict:
         split = make_folds(datasets, profile)
         for dataset in datasets:  # group -> the user's file, relative to the data folder
             split.setdefault("files", {}).update(
-                {f"{dataset.name}/{r.rel_path}": (f"{dataset.name}/{r.group}", ROLES[dataset.name]) for r in dataset.records})
+                {
+                    f"{dataset.name}/{r.rel_path}": (f"{dataset.name}/{r.group}", ROLES[dataset.name])
+                    for r in dataset.records
+                }
+            )
     return split
 
 
@@ -69,7 +73,11 @@ def make_data(out: Path, gains: tuple[float, float, float], profile) -> tuple[Pa
     for name, (group, folder) in split["files"].items():
         if alias.get(group, group) in eval_groups:
             path = shifted / folder / name.split("/", 1)[1]
-            jpeg = [cv2.IMWRITE_JPEG_QUALITY, profile.synth.jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else None
+            jpeg = (
+                [cv2.IMWRITE_JPEG_QUALITY, profile.synth.jpeg_quality]
+                if path.suffix.lower() in (".jpg", ".jpeg")
+                else None
+            )
             write_image(path, shift_stain(read_image(path, max_pixels=10**9).rgb, gains), jpeg)
     again = next(f for f in split_of(shifted, profile)["folds"] if f["id"] == SHIFTED_FOLD)
     if set(again["eval_groups"]) != eval_groups:
@@ -79,9 +87,22 @@ def make_data(out: Path, gains: tuple[float, float, float], profile) -> tuple[Pa
 
 def run_pipeline(data: Path, method: str, out: Path, profile) -> float:
     smear_um = REFERENCE_PIXEL_SIZE_UM * REFERENCE_WIDTH / profile.synth.smear_width  # the generator's own scales
-    command = [sys.executable, "pipeline.py", "--run-local", "--no-cache", "--smears", str(data / ROLES["smears"]),
-               "--cells", str(data / ROLES["cells"]), "--pixel-size", f"smears={smear_um:.4f},cells={REFERENCE_PIXEL_SIZE_UM}",
-               "--output-dir", str(out), "--set", f"preprocess.stain={method}"]
+    command = [
+        sys.executable,
+        "pipeline.py",
+        "--run-local",
+        "--no-cache",
+        "--smears",
+        str(data / ROLES["smears"]),
+        "--cells",
+        str(data / ROLES["cells"]),
+        "--pixel-size",
+        f"smears={smear_um:.4f},cells={REFERENCE_PIXEL_SIZE_UM}",
+        "--output-dir",
+        str(out),
+        "--set",
+        f"preprocess.stain={method}",
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,8 +120,10 @@ def cells_found(out: Path, eval_groups: set[str]) -> str:
     shifted = [per_smear.get(g, 0) for g in eval_groups if g.startswith("smears/")]
     others = sum(per_smear.values()) - sum(shifted)
     n_others = len({r["group"] for r in rows} - eval_groups) or 1
-    return (f"cells found: {sum(shifted)} in the {len(shifted)} smears of {SHIFTED_FOLD} "
-            f"({sum(shifted) / max(len(shifted), 1):.1f} per smear), {others} in the others ({others / n_others:.1f} per smear)")
+    return (
+        f"cells found: {sum(shifted)} in the {len(shifted)} smears of {SHIFTED_FOLD} "
+        f"({sum(shifted) / max(len(shifted), 1):.1f} per smear), {others} in the others ({others / n_others:.1f} per smear)"
+    )
 
 
 def fold_scores(out: Path) -> dict[tuple[str, str], dict[str, float]]:
@@ -110,15 +133,23 @@ def fold_scores(out: Path) -> dict[tuple[str, str], dict[str, float]]:
     for task in summary.tasks:
         row = next(r for r in summary.rows(task) if r.arm == "mtl")
         for fold in row.folds:
-            scores[(task, fold["fold_id"])] = {"accuracy": fold["accuracy"], "balanced_accuracy": fold["balanced_accuracy"]}
+            scores[(task, fold["fold_id"])] = {
+                "accuracy": fold["accuracy"],
+                "balanced_accuracy": fold["balanced_accuracy"],
+            }
     return scores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", nargs="+", default=["none", "reinhard", "macenko"])
-    parser.add_argument("--gains", nargs=3, type=float, default=[1.4, 0.8, 1.2],
-                        help="optical-density gains (red, green, blue) of the other lab's stain")
+    parser.add_argument(
+        "--gains",
+        nargs=3,
+        type=float,
+        default=[1.4, 0.8, 1.2],
+        help="optical-density gains (red, green, blue) of the other lab's stain",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/bench-stain"))
     parser.add_argument("--table-only", action="store_true", help="only print the table of the runs already there")
     args = parser.parse_args()
@@ -126,11 +157,16 @@ def main() -> None:
     profile = get_profile("demo")
     if args.table_only:
         unshifted, shifted = out / "data" / "unshifted", out / "data" / "shifted"
-        eval_groups = set(next(f for f in split_of(unshifted, profile)["folds"] if f["id"] == SHIFTED_FOLD)["eval_groups"])
+        eval_groups = set(
+            next(f for f in split_of(unshifted, profile)["folds"] if f["id"] == SHIFTED_FOLD)["eval_groups"]
+        )
     else:
         unshifted, shifted, eval_groups = make_data(out, tuple(args.gains), profile)
-    print(f"stain shift: optical density x {tuple(args.gains)} on the {len(eval_groups)} groups of {SHIFTED_FOLD}'s "
-          f"evaluation part ({sorted(eval_groups)[:3]} ...)", flush=True)
+    print(
+        f"stain shift: optical density x {tuple(args.gains)} on the {len(eval_groups)} groups of {SHIFTED_FOLD}'s "
+        f"evaluation part ({sorted(eval_groups)[:3]} ...)",
+        flush=True,
+    )
     runs = [("unshifted", "none", unshifted)] + [("shifted", method, shifted) for method in args.methods]
     results = {}
     for data_name, method, data in runs:
@@ -139,16 +175,27 @@ def main() -> None:
             continue
         seconds = 0.0 if args.table_only else run_pipeline(data, method, run_dir, profile)
         results[(data_name, method)] = fold_scores(run_dir)
-        print(f"{data_name} data, preprocess.stain={method}: {seconds:.0f} s; {cells_found(run_dir, eval_groups)}", flush=True)
+        print(
+            f"{data_name} data, preprocess.stain={method}: {seconds:.0f} s; {cells_found(run_dir, eval_groups)}",
+            flush=True,
+        )
     folds = sorted({fold for scores in results.values() for _, fold in scores})
-    print(f"\nmultistage arm (Xception), per evaluation fold: accuracy / balanced accuracy ({SHIFTED_FOLD}: its evaluation "
-          "images shifted, trained on unshifted ones; the other fold: trained on those shifted images, scored on unshifted ones)")
+    print(
+        f"\nmultistage arm (Xception), per evaluation fold: accuracy / balanced accuracy ({SHIFTED_FOLD}: its evaluation "
+        "images shifted, trained on unshifted ones; the other fold: trained on those shifted images, scored on unshifted ones)"
+    )
     header = f"{'data':<10} {'stain':<9}" + "".join(
-        f" {task + ' ' + fold + (' (shifted)' if fold == SHIFTED_FOLD else ''):>24}" for task in ("detection", "fab") for fold in folds)
+        f" {task + ' ' + fold + (' (shifted)' if fold == SHIFTED_FOLD else ''):>24}"
+        for task in ("detection", "fab")
+        for fold in folds
+    )
     print(header)
     for (data_name, method), scores in results.items():
-        cells = "".join(f" {scores[(task, fold)]['accuracy']:.3f} / {scores[(task, fold)]['balanced_accuracy']:.3f}".rjust(25)
-                        for task in ("detection", "fab") for fold in folds)
+        cells = "".join(
+            f" {scores[(task, fold)]['accuracy']:.3f} / {scores[(task, fold)]['balanced_accuracy']:.3f}".rjust(25)
+            for task in ("detection", "fab")
+            for fold in folds
+        )
         print(f"{data_name:<10} {method:<9}{cells}")
 
 

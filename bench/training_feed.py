@@ -29,7 +29,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=71)
     parser.add_argument("--images", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved pairs of fits per backbone (medians reported)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="interleaved pairs of fits per backbone (medians reported)"
+    )
     parser.add_argument("--scaling", action="store_true", help="also the 1x/2x/4x, two-size runs")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -39,9 +41,9 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
+    from leukemia_mtl.bundles import square
     from leukemia_mtl.config import TrainConfig
     from leukemia_mtl.data.synth import _rng, render_crop
-    from leukemia_mtl.bundles import square
     from leukemia_mtl.devices import devices_for_training
     from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier, get_backbone
     from leukemia_mtl.train.finetune import EpochTimer, compile_classifier, make_dataset
@@ -58,8 +60,11 @@ def main() -> None:
         """A running `nvidia-smi` sampler (None without a GPU); its mean is read after the fit."""
         if not shutil.which("nvidia-smi") or not tf.config.list_physical_devices("GPU"):
             return None
-        return subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"],
-                                stdout=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def mean_utilisation(sampler) -> str:
         if sampler is None:
@@ -77,23 +82,43 @@ def main() -> None:
             compile_classifier(model, cfg, "softmax")
             timer = EpochTimer()
             if feed == "pipeline":
-                model.fit(make_dataset(x, y, args.batch_size, 0, shuffle=True), epochs=args.epochs, verbose=0, callbacks=[timer], shuffle=False)
+                model.fit(
+                    make_dataset(x, y, args.batch_size, 0, shuffle=True),
+                    epochs=args.epochs,
+                    verbose=0,
+                    callbacks=[timer],
+                    shuffle=False,
+                )
             else:
-                model.fit(tf.constant(x.astype(np.float32)), y, batch_size=args.batch_size, epochs=args.epochs, verbose=0,
-                          callbacks=[timer], shuffle=True)
+                model.fit(
+                    tf.constant(x.astype(np.float32)),
+                    y,
+                    batch_size=args.batch_size,
+                    epochs=args.epochs,
+                    verbose=0,
+                    callbacks=[timer],
+                    shuffle=True,
+                )
         keras.backend.clear_session()
         return timer.seconds[0], float(np.median(timer.seconds[1:])), mean_utilisation(sampler)
 
-    print(f"{args.images} images at {args.size} px (or the backbone's smallest input), batch {args.batch_size}, "
-          f"{args.epochs - 1} steady epochs per fit, all layers trained")
-    print(f"{'backbone':20s} {'our feed img/s':>15s} {'in-memory img/s':>16s} {'ratio':>6s} {'first epoch s':>14s} {'GPU busy (ours / in-memory)':>28s}")
+    print(
+        f"{args.images} images at {args.size} px (or the backbone's smallest input), batch {args.batch_size}, "
+        f"{args.epochs - 1} steady epochs per fit, all layers trained"
+    )
+    print(
+        f"{'backbone':20s} {'our feed img/s':>15s} {'in-memory img/s':>16s} {'ratio':>6s} {'first epoch s':>14s} {'GPU busy (ours / in-memory)':>28s}"
+    )
     for name in args.backbones:
         x, y = images(args.images, max(args.size, get_backbone(name).min_size))
         runs = [(fit(name, x, y, "pipeline"), fit(name, x, y, "memory")) for _ in range(args.repeats)]  # interleaved
         first, busy, busy_memory = runs[0][0][0], runs[0][0][2], runs[0][1][2]
         ours, memory = (float(np.median([r[side][1] for r in runs])) for side in (0, 1))
-        print(f"{name:20s} {args.images / ours:15.1f} {args.images / memory:16.1f} {memory / ours:6.2f} {first:14.1f} "
-              f"{busy + ' / ' + busy_memory:>28s}", flush=True)
+        print(
+            f"{name:20s} {args.images / ours:15.1f} {args.images / memory:16.1f} {memory / ours:6.2f} {first:14.1f} "
+            f"{busy + ' / ' + busy_memory:>28s}",
+            flush=True,
+        )
     if args.scaling:
         print(f"\n{'Xception, size':14s} {'images':>6s} {'steady s/epoch':>15s} {'ms/image':>9s}")
         for size in (args.size, 2 * args.size):

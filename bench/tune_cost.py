@@ -31,7 +31,16 @@ def run(output_dir: Path, trials: int, startup: int = 0) -> float | None:
     """The demo into output_dir (None: it was there already)."""
     if (output_dir / "summary.json").is_file():
         return None
-    command = [sys.executable, "pipeline.py", "--run-local", "--profile", "demo", "--no-cache", "--output-dir", str(output_dir)]
+    command = [
+        sys.executable,
+        "pipeline.py",
+        "--run-local",
+        "--profile",
+        "demo",
+        "--no-cache",
+        "--output-dir",
+        str(output_dir),
+    ]
     if trials:
         command += ["--set", f"tune.trials={trials}", "--set", f"tune.startup_trials={startup}"]
     started = time.perf_counter()
@@ -64,14 +73,20 @@ def main() -> None:
         print(f"fold {study['fold_id']}, {study['backbone']}: {len(study['trials'])} trials, {study['seconds']:.0f} s")
         for t in study["trials"]:
             value = "-" if t["value"] is None else f"{t['value']:.3f}"
-            print(f"  trial {t['number']} {t['state']:9} inner {value} in {t['seconds']} s  "
-                  + ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                              for k, v in t["params"].items()))
+            print(
+                f"  trial {t['number']} {t['state']:9} inner {value} in {t['seconds']} s  "
+                + ", ".join(
+                    f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                    for k, v in t["params"].items()
+                )
+            )
         own, best = study["profile_trial"], study["best"]
         print(f"  profile's own (trial 0) {own['value']:.3f}; best trial {best['number']} {best['value']:.3f}")
     per_trial = [t["seconds"] for s in found for t in s["trials"] if t["seconds"]]
-    print(f"mean trial {sum(per_trial) / len(per_trial):.0f} s over {len(per_trial)} trials "
-          f"({sum(t['state'] == 'pruned' for s in found for t in s['trials'])} pruned)")
+    print(
+        f"mean trial {sum(per_trial) / len(per_trial):.0f} s over {len(per_trial)} trials "
+        f"({sum(t['state'] == 'pruned' for s in found for t in s['trials'])} pruned)"
+    )
     for name, value in seconds.items():
         print(f"{name} run: " + ("already there" if value is None else f"{value:.0f} s"))
     tuned, plain = outer(args.tuned), outer(args.plain)
@@ -79,8 +94,10 @@ def main() -> None:
     for key in sorted(tuned):
         if key in plain:
             t, p = tuned[key], plain[key]
-            print(f"  {' '.join(key):32} balanced accuracy {t['balanced_accuracy']:.3f} vs {p['balanced_accuracy']:.3f}, "
-                  f"macro F1 {t['f1_macro']:.3f} vs {p['f1_macro']:.3f}")
+            print(
+                f"  {' '.join(key):32} balanced accuracy {t['balanced_accuracy']:.3f} vs {p['balanced_accuracy']:.3f}, "
+                f"macro F1 {t['f1_macro']:.3f} vs {p['f1_macro']:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from leukemia_mtl.io_utils import atomic_write_json
 
@@ -34,11 +35,18 @@ class ClassificationArtifact(Protocol):
     def log_roc_curve(self, fpr: list[float], tpr: list[float], threshold: list[float]) -> None: ...
 
 
-def log_classification(artifact: ClassificationArtifact, categories: list[str], matrix: list[list[int]],
-                       curve: Mapping[str, list[float]], **metadata: object) -> None:
+def log_classification(
+    artifact: ClassificationArtifact,
+    categories: list[str],
+    matrix: list[list[int]],
+    curve: Mapping[str, list[float]],
+    **metadata: object,
+) -> None:
     """Confusion matrix and ROC curve for the KFP UI, also written as JSON (see `log_metrics`)."""
     artifact.log_confusion_matrix(list(categories), [[int(v) for v in row] for row in matrix])
     if curve.get("fpr"):
         artifact.log_roc_curve(list(curve["fpr"]), list(curve["tpr"]), list(curve["thresholds"]))
     artifact.metadata.update(metadata)
-    atomic_write_json(Path(artifact.path), {"categories": list(categories), "matrix": matrix, "roc": dict(curve), **metadata})
+    atomic_write_json(
+        Path(artifact.path), {"categories": list(categories), "matrix": matrix, "roc": dict(curve), **metadata}
+    )

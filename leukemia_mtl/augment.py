@@ -9,8 +9,8 @@ keeps its source's id and group, so later stages can check the same thing again.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -54,7 +54,9 @@ def random_transform(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Gener
     dx, dy = (float(v) for v in rng.uniform(-cfg.shift_fraction, cfg.shift_fraction, size=2) * (width, height))
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
     matrix[:, 2] += (dx, dy)
-    out = cv2.warpAffine(out, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    out = cv2.warpAffine(
+        out, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
+    )
     steps.append(f"rot{angle:.0f} scale{scale:.2f} shift{dx:+.0f},{dy:+.0f}")
     return out, " ".join(steps)
 

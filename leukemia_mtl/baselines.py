@@ -65,9 +65,15 @@ def features_extractor(profile: Profile) -> tuple[object | None, str, str]:
     if not weights.imagenet:
         return None, "", f"model.weights={profile.model.weights!r}: no ImageNet features"
     if size < backbone.min_size:
-        raise BaselineError(f"setting 'evaluate.features_size' is {size} px; {name}, the first of model.backbones, "
-                            f"needs at least {backbone.min_size}")
-    return build_feature_extractor(name, size, weights), f"{name} ImageNet features ({size} px) + logistic regression", ""
+        raise BaselineError(
+            f"setting 'evaluate.features_size' is {size} px; {name}, the first of model.backbones, "
+            f"needs at least {backbone.min_size}"
+        )
+    return (
+        build_feature_extractor(name, size, weights),
+        f"{name} ImageNet features ({size} px) + logistic regression",
+        "",
+    )
 
 
 def smear_features(paths: list[Path], profile: Profile, extractor=None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -78,8 +84,8 @@ def smear_features(paths: list[Path], profile: Profile, extractor=None) -> tuple
 
     def flush() -> None:  # a short last batch is padded: one batch shape, one traced graph
         images = np.zeros((FEATURES_BATCH, size, size, 3), np.float32)
-        images[:len(batch)] = np.stack(batch)
-        pooled.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float64)[:len(batch)])
+        images[: len(batch)] = np.stack(batch)
+        pooled.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float64)[: len(batch)])
         batch.clear()
 
     quiet = extractor is None or len(paths) < FEATURES_PROGRESS_MIN
@@ -103,7 +109,9 @@ def _model(arm: str, seed: int):
 
     if arm == MAJORITY:
         return DummyClassifier(strategy="prior")
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed))
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed)
+    )
 
 
 def _probabilities(model, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -130,8 +138,12 @@ def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profil
     if pooled is None:
         skipped[FEATURES] = skipped_because
     else:
-        arms[FEATURES] = (features_backbone, f"{profile.model.backbones[0]} ImageNet features, global average pooling "
-                          f"({pooled.shape[1]} values) of the whole smear at {profile.evaluate.features_size} px", pooled)
+        arms[FEATURES] = (
+            features_backbone,
+            f"{profile.model.backbones[0]} ImageNet features, global average pooling "
+            f"({pooled.shape[1]} values) of the whole smear at {profile.evaluate.features_size} px",
+            pooled,
+        )
     units = np.array([f"{d.name}/{r.image_id}" for d, r in records])
     groups = np.array([alias.get(f"{d.name}/{r.group}", f"{d.name}/{r.group}") for d, r in records])
     labels = np.array([r.label for _, r in records])
@@ -141,8 +153,10 @@ def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profil
     for fold in split["folds"]:
         evaluated = np.isin(groups, list(fold["eval_groups"]))
         if evaluated.all() or not evaluated.any():
-            raise BaselineError(f"fold {fold['id']}: {int(evaluated.sum())} of {len(units)} smears are for evaluation; "
-                                "the baselines need some of each")
+            raise BaselineError(
+                f"fold {fold['id']}: {int(evaluated.sum())} of {len(units)} smears are for evaluation; "
+                "the baselines need some of each"
+            )
         for task in SCORED_TASKS:
             classes = task_classes(datasets[0].classes, task, negative)
             index = {c: i for i, c in enumerate(classes)}
@@ -151,17 +165,46 @@ def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profil
                 model = _model(arm, profile.seed).fit(features[~evaluated], y[~evaluated])
                 folder = out_dir / f"{task}_{arm}_{fold['id']}"
                 folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(folder / META_FILE, {"backbone": backbone, "stage": "baseline", "arm": arm, "task": task,
-                                                       "classes": list(classes), "features": described})
-                atomic_write_json(folder / "summary.json", {"fold_id": fold["id"], "repeat": fold["repeat"], "fold": fold["fold"],
-                                                            "train_source_images": int((~evaluated).sum())})
-                _save(folder / PREDICTIONS_FILE, _probabilities(model, features[evaluated], len(classes)), y[evaluated],
-                      units[evaluated], groups[evaluated], atomic_write_bytes)
+                atomic_write_json(
+                    folder / META_FILE,
+                    {
+                        "backbone": backbone,
+                        "stage": "baseline",
+                        "arm": arm,
+                        "task": task,
+                        "classes": list(classes),
+                        "features": described,
+                    },
+                )
+                atomic_write_json(
+                    folder / "summary.json",
+                    {
+                        "fold_id": fold["id"],
+                        "repeat": fold["repeat"],
+                        "fold": fold["fold"],
+                        "train_source_images": int((~evaluated).sum()),
+                    },
+                )
+                _save(
+                    folder / PREDICTIONS_FILE,
+                    _probabilities(model, features[evaluated], len(classes)),
+                    y[evaluated],
+                    units[evaluated],
+                    groups[evaluated],
+                    atomic_write_bytes,
+                )
                 written.append(folder.name)
-    summary = {"arms": list(arms), "skipped": skipped, "tasks": list(SCORED_TASKS), "smears": len(units), "colour_bins": bins,
-               "features_backbone": features_backbone or None,
-               "features_size": profile.evaluate.features_size if pooled is not None else None,
-               "folds": [f["id"] for f in split["folds"]], "evaluations": written}
+    summary = {
+        "arms": list(arms),
+        "skipped": skipped,
+        "tasks": list(SCORED_TASKS),
+        "smears": len(units),
+        "colour_bins": bins,
+        "features_backbone": features_backbone or None,
+        "features_size": profile.evaluate.features_size if pooled is not None else None,
+        "folds": [f["id"] for f in split["folds"]],
+        "evaluations": written,
+    }
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -169,8 +212,16 @@ def run_baselines(ingested: Path | str, split: dict, out_dir: Path | str, profil
 def _save(path: Path, probabilities, labels, sources, groups, write) -> None:
     buffer = io.BytesIO()
     empty = np.zeros((0, probabilities.shape[1]))
-    np.savez(buffer, probabilities=probabilities, labels=labels, sources=sources, groups=groups,
-             val_probabilities=empty, val_labels=np.zeros(0, int), val_sources=np.zeros(0, str))
+    np.savez(
+        buffer,
+        probabilities=probabilities,
+        labels=labels,
+        sources=sources,
+        groups=groups,
+        val_probabilities=empty,
+        val_labels=np.zeros(0, int),
+        val_sources=np.zeros(0, str),
+    )
     write(path, buffer.getvalue())
 
 
@@ -186,6 +237,8 @@ def evaluation_dirs(out_dir: Path | str) -> list[Path]:
 
 def run_baseline_task(dataset, split, predictions, profile: Profile) -> dict:
     """The baseline component's one call: the baselines on the split's folds into KFP's artifact."""
-    summary = run_baselines(Path(dataset.path), json.loads(Path(split.path).read_text()), Path(predictions.path), profile)
+    summary = run_baselines(
+        Path(dataset.path), json.loads(Path(split.path).read_text()), Path(predictions.path), profile
+    )
     predictions.metadata.update({"arms": summary["arms"], "folds": len(summary["folds"])})
     return summary

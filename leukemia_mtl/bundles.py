@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -88,6 +89,7 @@ class BundleKind:
 
 # -- the core: any kind -------------------------------------------------------------------
 
+
 def save_bundle(model: Any, directory: Path | str, kind: BundleKind, meta: dict) -> Path:
     """The model and its description side by side, each written under a temporary name and
     renamed, so a reader never sees half a bundle under the final names.
@@ -156,19 +158,31 @@ def load_bundle(directory: Path | str, kind: BundleKind) -> tuple[Any, Any]:
 
 # -- classifiers --------------------------------------------------------------------------
 
+
 def _check_classifier(model: Any, info: ClassifierInfo, model_path: Path) -> None:
     if model.name != f"{info.backbone}_classifier":
-        raise StageError(f"{model_path}: holds the model {model.name!r}, but {META_FILE} says a {info.backbone} classifier")
+        raise StageError(
+            f"{model_path}: holds the model {model.name!r}, but {META_FILE} says a {info.backbone} classifier"
+        )
     if tuple(model.input_shape) != (None, info.input_size, info.input_size, 3):
         raise StageError(f"{model_path}: takes {model.input_shape}, but {META_FILE} says {info.input_size} px")
     units = 1 if info.head == "sigmoid" else len(info.classes)
     if tuple(model.output_shape) != (None, units):
-        raise StageError(f"{model_path}: gives {model.output_shape[1:]} outputs, but {META_FILE} says {info.head} over "
-                         f"{len(info.classes)} classes")
+        raise StageError(
+            f"{model_path}: gives {model.output_shape[1:]} outputs, but {META_FILE} says {info.head} over "
+            f"{len(info.classes)} classes"
+        )
 
 
-CLASSIFIER = BundleKind("classifier", MODEL_FILE, META_FILE, ClassifierInfo, StageError,
-                        check_info=lambda info, meta_path: None, check_model=_check_classifier)
+CLASSIFIER = BundleKind(
+    "classifier",
+    MODEL_FILE,
+    META_FILE,
+    ClassifierInfo,
+    StageError,
+    check_info=lambda info, meta_path: None,
+    check_model=_check_classifier,
+)
 
 
 def save_classifier(model: Any, info: ClassifierInfo, directory: Path | str) -> Path:
@@ -188,6 +202,7 @@ def describe_classifier(directory: Path | str) -> ClassifierInfo:
 
 # -- the segmenter ------------------------------------------------------------------------
 
+
 def _check_segmenter_info(info: SegmenterInfo, meta_path: Path) -> None:
     if info.bundle_version != SEGMENTER_VERSION:
         raise SegmentError(f"{meta_path}: bundle version {info.bundle_version}, this code reads {SEGMENTER_VERSION}")
@@ -202,8 +217,15 @@ def _check_segmenter(model: Any, info: SegmenterInfo, model_path: Path) -> None:
         )
 
 
-SEGMENTER = BundleKind("segmenter", SEGMENTER_MODEL_FILE, SEGMENTER_META_FILE, SegmenterInfo, SegmentError,
-                       check_info=_check_segmenter_info, check_model=_check_segmenter)
+SEGMENTER = BundleKind(
+    "segmenter",
+    SEGMENTER_MODEL_FILE,
+    SEGMENTER_META_FILE,
+    SegmenterInfo,
+    SegmentError,
+    check_info=_check_segmenter_info,
+    check_model=_check_segmenter,
+)
 
 
 def save_segmenter(model: Any, info: SegmenterInfo, directory: Path | str) -> Path:
@@ -222,13 +244,16 @@ def describe_segmenter(directory: Path | str) -> SegmenterInfo:
 
 # -- what a classifier takes and gives ----------------------------------------------------
 
+
 def square(image: np.ndarray, size: int) -> np.ndarray:
     """A classifier's input: padded to a square with black (segment's backdrop) and resized, so
     cell shapes are not distorted. Training's arrays and predict both use it, so they agree."""
     height, width = image.shape[:2]
     side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
-    padded = cv2.copyMakeBorder(image, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    padded = cv2.copyMakeBorder(
+        image, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+    )
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(padded, (size, size), interpolation=interpolation)
 
@@ -237,8 +262,10 @@ def model_outputs(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray
     """The model called batch by batch, in inference mode. Keras' advice for inputs this small
     (one fold's evaluation images, one image to predict): `model.predict` first builds a graph,
     which for a few batches costs more than the calls themselves."""
-    batches = [np.asarray(model(images[start:start + batch_size].astype(np.float32), training=False))
-               for start in range(0, len(images), batch_size)]
+    batches = [
+        np.asarray(model(images[start : start + batch_size].astype(np.float32), training=False))
+        for start in range(0, len(images), batch_size)
+    ]
     return np.concatenate(batches) if batches else np.zeros((0, *model.output_shape[1:]), np.float32)
 
 

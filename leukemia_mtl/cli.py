@@ -23,8 +23,14 @@ from leukemia_mtl.preprocess import preprocess_datasets
 
 def _profile_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="demo", help="named settings profile (default: demo)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set synth.n_smears=8 (value parsed as JSON)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set synth.n_smears=8 (value parsed as JSON)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write a synthetic dataset in ALL-IDB's layout")
-    synth.add_argument("--out", required=True, type=path_argument, help="output folder (ALL_IDB1/ and ALL_IDB2/ go inside)")
+    synth.add_argument(
+        "--out", required=True, type=path_argument, help="output folder (ALL_IDB1/ and ALL_IDB2/ go inside)"
+    )
     synth.add_argument("--seed", type=int, default=None, help="random seed (default: the profile's)")
     synth.add_argument("--smears", type=int, help="number of ALL_IDB1 smears")
     synth.add_argument("--width", type=int, help="smear width in px (ALL-IDB1: 2592)")
@@ -42,79 +50,166 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(synth)
 
     validate = sub.add_parser("validate", help="check every image and label of a dataset")
-    validate.add_argument("path", type=path_argument, help="dataset folder (ALL_IDB1, ALL_IDB2, folder-per-class, or a root holding ALL_IDB1/ALL_IDB2)")
+    validate.add_argument(
+        "path",
+        type=path_argument,
+        help="dataset folder (ALL_IDB1, ALL_IDB2, folder-per-class, or a root holding ALL_IDB1/ALL_IDB2)",
+    )
     validate.add_argument("--layout", default="auto", choices=("auto", "allidb1", "allidb2", "folders"))
-    validate.add_argument("--labels", type=path_argument, help="CSV with columns filename,class[,patient] for multi-class labels")
+    validate.add_argument(
+        "--labels", type=path_argument, help="CSV with columns filename,class[,patient] for multi-class labels"
+    )
     validate.add_argument("--negative-class", help="class that counts as 'no leukemia' for detection (default: normal)")
     _profile_args(validate)
 
     prep = sub.add_parser("preprocess", help="the paper's ROI step on a dataset")
     prep.add_argument("path", type=path_argument, help="dataset folder")
-    prep.add_argument("--out", required=True, type=path_argument, help="output folder for ROI masks, ROI images and manifest")
+    prep.add_argument(
+        "--out", required=True, type=path_argument, help="output folder for ROI masks, ROI images and manifest"
+    )
     _profile_args(prep)
     weights = sub.add_parser("weights", help="each backbone and where its ImageNet weights come from (no network)")
-    weights.add_argument("--prepare", action="store_true",
-                         help="check and convert every packaged ImageNet file now (into $KERAS_HOME/models)")
+    weights.add_argument(
+        "--prepare",
+        action="store_true",
+        help="check and convert every packaged ImageNet file now (into $KERAS_HOME/models)",
+    )
     buckets = sub.add_parser("buckets", help="create object-storage buckets if missing (MINIO_* environment)")
     buckets.add_argument("names", nargs="+", help="bucket names")
 
     pred = sub.add_parser("predict", help="classify smear or single-cell images with a released model")
-    pred.add_argument("--model", required=True, type=location_argument, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
+    pred.add_argument(
+        "--model",
+        required=True,
+        type=location_argument,
+        help="release folder or s3://bucket/prefix/<version> (from a pipeline run)",
+    )
     pred.add_argument("images", nargs="+", type=path_argument, help="image files, or folders (every image under them)")
-    pred.add_argument("--kind", default="auto", choices=("auto", "smear", "cell"),
-                      help="auto: square images up to 512 px are single cells, others smears (default)")
-    pred.add_argument("--overlays", type=path_argument, default=Path("predictions"),
-                      help="folder for the smear overlays (default ./predictions)")
-    pred.add_argument("--pixel-size", type=float, metavar="UM",
-                      help="micrometres per pixel of the images (ALL-IDB: 0.09); default: the training images' of that "
-                           "kind, else estimated from each image's nuclei (said in every answer)")
-    pred.add_argument("--threshold", type=float, metavar="P",
-                      help="call a smear ALL at P(ALL) >= P; default: the release's operating point (the threshold that "
-                           "reached evaluate.target_sensitivity on cross-validation's inner splits)")
-    pred.add_argument("--explain", action="store_true",
-                      help="also write Grad-CAM heat maps (<image>_gradcam.png, beside the overlays): where each model "
-                           "found its evidence")
-    pred.add_argument("--json", action="store_true",
-                      help="print one JSON object: notice, model version, settings, predictions (errors in place) and errors")
-    pred.add_argument("--csv", type=path_argument, metavar="FILE", help="also write one CSV row per image (errors included) to FILE")
-    pred.add_argument("--cache", type=path_argument, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
+    pred.add_argument(
+        "--kind",
+        default="auto",
+        choices=("auto", "smear", "cell"),
+        help="auto: square images up to 512 px are single cells, others smears (default)",
+    )
+    pred.add_argument(
+        "--overlays",
+        type=path_argument,
+        default=Path("predictions"),
+        help="folder for the smear overlays (default ./predictions)",
+    )
+    pred.add_argument(
+        "--pixel-size",
+        type=float,
+        metavar="UM",
+        help="micrometres per pixel of the images (ALL-IDB: 0.09); default: the training images' of that "
+        "kind, else estimated from each image's nuclei (said in every answer)",
+    )
+    pred.add_argument(
+        "--threshold",
+        type=float,
+        metavar="P",
+        help="call a smear ALL at P(ALL) >= P; default: the release's operating point (the threshold that "
+        "reached evaluate.target_sensitivity on cross-validation's inner splits)",
+    )
+    pred.add_argument(
+        "--explain",
+        action="store_true",
+        help="also write Grad-CAM heat maps (<image>_gradcam.png, beside the overlays): where each model "
+        "found its evidence",
+    )
+    pred.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: notice, model version, settings, predictions (errors in place) and errors",
+    )
+    pred.add_argument(
+        "--csv", type=path_argument, metavar="FILE", help="also write one CSV row per image (errors included) to FILE"
+    )
+    pred.add_argument(
+        "--cache", type=path_argument, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)"
+    )
 
-    tune = sub.add_parser("tune", help="search the training settings (Optuna's TPE) on one fold's training part, nested")
-    tune.add_argument("--smears", required=True, type=location_argument, help="smear images: a folder, s3://bucket/prefix, or 'synthetic'")
-    tune.add_argument("--cells", default="none", type=location_argument, help="single-cell images: a folder, s3://bucket/prefix, 'synthetic' or "
-                                                      "'none' (default)")
-    tune.add_argument("--output", required=True, type=path_argument,
-                      help="work folder: the prepared data (reused), study.json, tuning.html, best_overrides.json")
+    tune = sub.add_parser(
+        "tune", help="search the training settings (Optuna's TPE) on one fold's training part, nested"
+    )
+    tune.add_argument(
+        "--smears",
+        required=True,
+        type=location_argument,
+        help="smear images: a folder, s3://bucket/prefix, or 'synthetic'",
+    )
+    tune.add_argument(
+        "--cells",
+        default="none",
+        type=location_argument,
+        help="single-cell images: a folder, s3://bucket/prefix, 'synthetic' or 'none' (default)",
+    )
+    tune.add_argument(
+        "--output",
+        required=True,
+        type=path_argument,
+        help="work folder: the prepared data (reused), study.json, tuning.html, best_overrides.json",
+    )
     tune.add_argument("--trials", type=int, help="number of trials (default: the profile's tune.trials, else 10)")
     tune.add_argument("--fold", type=int, default=0, help="the fold whose training part is searched (default 0)")
     tune.add_argument("--backbone", help="default: the profile's first")
-    tune.add_argument("--trial", action="store_true",
-                      help="run one trial at the settings --set gives (e.g. --set train.learning_rate=0.001) instead "
-                           "of a search, and print NAME=VALUE per scored stage and objective=VALUE (Katib's trials: "
-                           "its metrics collector reads those lines)")
+    tune.add_argument(
+        "--trial",
+        action="store_true",
+        help="run one trial at the settings --set gives (e.g. --set train.learning_rate=0.001) instead "
+        "of a search, and print NAME=VALUE per scored stage and objective=VALUE (Katib's trials: "
+        "its metrics collector reads those lines)",
+    )
     _profile_args(tune)
 
     serve = sub.add_parser("serve", help="serve a released model: KServe's v2 protocol, /metrics and a page at /ui/")
-    serve.add_argument("--model", required=True, type=location_argument, help="release folder or s3://bucket/prefix/<version> (from a pipeline run)")
+    serve.add_argument(
+        "--model",
+        required=True,
+        type=location_argument,
+        help="release folder or s3://bucket/prefix/<version> (from a pipeline run)",
+    )
     serve.add_argument("--port", type=int, default=ServeConfig.port, help=f"HTTP port (default {ServeConfig.port})")
-    serve.add_argument("--model-name", default=ServeConfig.model_name,
-                       help=f"the name in the endpoints' paths, /v2/models/NAME/infer (default {ServeConfig.model_name})")
-    serve.add_argument("--max-request-mb", type=float, default=ServeConfig.max_request_bytes / (1 << 20),
-                       help="refuse (413) a request body above this many MiB (default %(default)g)")
-    serve.add_argument("--max-images", type=int, default=ServeConfig.max_images_per_request,
-                       help="refuse (400) a request with more images (default %(default)d)")
-    serve.add_argument("--request-timeout", type=float, default=ServeConfig.request_timeout_s, metavar="S",
-                       help=f"seconds a client has to send a request's body (default {ServeConfig.request_timeout_s:g}; "
-                            "then 408 and the connection closed)")
+    serve.add_argument(
+        "--model-name",
+        default=ServeConfig.model_name,
+        help=f"the name in the endpoints' paths, /v2/models/NAME/infer (default {ServeConfig.model_name})",
+    )
+    serve.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=ServeConfig.max_request_bytes / (1 << 20),
+        help="refuse (413) a request body above this many MiB (default %(default)g)",
+    )
+    serve.add_argument(
+        "--max-images",
+        type=int,
+        default=ServeConfig.max_images_per_request,
+        help="refuse (400) a request with more images (default %(default)d)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=ServeConfig.request_timeout_s,
+        metavar="S",
+        help=f"seconds a client has to send a request's body (default {ServeConfig.request_timeout_s:g}; "
+        "then 408 and the connection closed)",
+    )
     serve.add_argument("--pixel-size", type=float, metavar="UM", help="as for predict")
-    serve.add_argument("--threshold", type=float, metavar="P", help="as for predict (default: the release's operating point)")
-    serve.add_argument("--cache", type=path_argument, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)")
+    serve.add_argument(
+        "--threshold", type=float, metavar="P", help="as for predict (default: the release's operating point)"
+    )
+    serve.add_argument(
+        "--cache", type=path_argument, help="where an s3:// release is kept (default ~/.cache/leukemia-mtl/releases)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return _run(args)
     except DatasetError as exc:
@@ -136,8 +231,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(getattr(args, "overrides", []))  # predict takes its settings from the release
     if args.command == "synth":
-        for flag, key in (("smears", "synth.n_smears"), ("width", "synth.smear_width"),
-                          ("height", "synth.smear_height"), ("crops", "synth.n_crops")):
+        for flag, key in (
+            ("smears", "synth.n_smears"),
+            ("width", "synth.smear_width"),
+            ("height", "synth.smear_height"),
+            ("crops", "synth.n_crops"),
+        ):
             if getattr(args, flag) is not None:
                 overrides[key] = getattr(args, flag)
         profile = get_profile(args.profile, overrides)
@@ -147,15 +246,19 @@ def _run(args: argparse.Namespace) -> int:
             out = generate(args.out, profile.synth, seed)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        print(f"wrote {profile.synth.n_smears} smears ({profile.synth.smear_width}x{profile.synth.smear_height}) "
-              f"and {profile.synth.n_crops} crops to {out} (seed {seed})")
+        print(
+            f"wrote {profile.synth.n_smears} smears ({profile.synth.smear_width}x{profile.synth.smear_height}) "
+            f"and {profile.synth.n_crops} crops to {out} (seed {seed})"
+        )
         return 0
 
     if args.command == "validate":
         if getattr(args, "negative_class", None):
             if "=" in args.negative_class:
-                raise ConfigError(f"--negative-class {args.negative_class!r}: validate reads one dataset; give its "
-                                  "negative class alone (smears=NAME,cells=NAME is for pipeline.py)")
+                raise ConfigError(
+                    f"--negative-class {args.negative_class!r}: validate reads one dataset; give its "
+                    "negative class alone (smears=NAME,cells=NAME is for pipeline.py)"
+                )
             overrides["data.negative_class"] = args.negative_class
         profile = get_profile(args.profile, overrides)
 
@@ -168,8 +271,10 @@ def _run(args: argparse.Namespace) -> int:
             centres = sum(bool(r.blast_centres) for r in dataset.records)
             if centres:
                 extras.append(f"blast centres for {centres}")
-            print(f"{dataset.root} ({dataset.layout}): {len(dataset.records)} images; {counts}"
-                  + (f"; {', '.join(extras)}" if extras else ""))
+            print(
+                f"{dataset.root} ({dataset.layout}): {len(dataset.records)} images; {counts}"
+                + (f"; {', '.join(extras)}" if extras else "")
+            )
             for note in dataset.notes:
                 print(f"  note: {note}")
         total = sum(len(d.records) for d in datasets)
@@ -210,12 +315,18 @@ def _weights(args: argparse.Namespace) -> int:
 
     for backbone in BACKBONES.values():
         if backbone.packaged is not None:
-            where = (resolve_weights("imagenet", backbone).description + f"; licence {backbone.packaged.licence}"
-                     if args.prepare else f"{backbone.packaged.describe()}; licence {backbone.packaged.licence} (offline)")
+            where = (
+                resolve_weights("imagenet", backbone).description + f"; licence {backbone.packaged.licence}"
+                if args.prepare
+                else f"{backbone.packaged.describe()}; licence {backbone.packaged.licence} (offline)"
+            )
         else:
             cached = keras_models_dir() / backbone.weights_file
-            where = (f"ImageNet, Keras' file from {cached}" if cached.is_file()
-                     else f"ImageNet from Keras' download (needs the internet, or {backbone.weights_file} in {cached.parent})")
+            where = (
+                f"ImageNet, Keras' file from {cached}"
+                if cached.is_file()
+                else f"ImageNet from Keras' download (needs the internet, or {backbone.weights_file} in {cached.parent})"
+            )
         print(f"{backbone.name}{' (paper)' if backbone.paper else ''}: {where}")
     return 0
 
@@ -230,16 +341,27 @@ def _tune(args: argparse.Namespace, overrides: dict) -> int:
     trials = args.trials
     if not args.trial and trials is None:
         trials = get_profile(args.profile, overrides).tune.trials or 10
-    result = tune_folder(args.smears, args.cells, args.output, args.profile, overrides, fold=args.fold,
-                         backbone=args.backbone, trials=trials, one_trial=args.trial)
+    result = tune_folder(
+        args.smears,
+        args.cells,
+        args.output,
+        args.profile,
+        overrides,
+        fold=args.fold,
+        backbone=args.backbone,
+        trials=trials,
+        one_trial=args.trial,
+    )
     if args.trial:
         for stage, value in result["stages"].items():
             print(f"{stage}={value:.6f}")
         print(f"objective={result['objective']:.6f}")  # Katib's StdOut metrics collector reads NAME=VALUE lines
         return 0
     best, own = result["best"], result["profile_trial"]
-    print(f"{len(result['trials'])} trials on fold {result['fold_id']}'s training part ({result['backbone']}), scored on its "
-          f"inner validation split: {result['objective']}")
+    print(
+        f"{len(result['trials'])} trials on fold {result['fold_id']}'s training part ({result['backbone']}), scored on its "
+        f"inner validation split: {result['objective']}"
+    )
     if own and own["value"] is not None:
         print(f"  the profile's own settings (trial 0): {own['value']:.4f}")
     if best:
@@ -258,16 +380,23 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port}: give a TCP port from 1 to 65535")
     if not MIN_REQUEST_MB <= args.max_request_mb <= MAX_REQUEST_MB:  # nan and inf fail too
-        raise ConfigError(f"--max-request-mb {args.max_request_mb:g}: give {MIN_REQUEST_MB:g} to {MAX_REQUEST_MB:g} "
-                          "(MiB a request's body may hold: base64 images are 4/3 of their files)")
+        raise ConfigError(
+            f"--max-request-mb {args.max_request_mb:g}: give {MIN_REQUEST_MB:g} to {MAX_REQUEST_MB:g} "
+            "(MiB a request's body may hold: base64 images are 4/3 of their files)"
+        )
     if args.max_images < 1:
         raise ConfigError(f"--max-images {args.max_images}: give 1 or more")
     if not 0 < args.request_timeout <= 3600:
         raise ConfigError(f"--request-timeout {args.request_timeout:g}: give seconds above 0, at most 3600")
     from leukemia_mtl.serve import serve  # kserve and its web stack: only for this command
 
-    config = ServeConfig(model_name=args.model_name, port=args.port, max_request_bytes=int(args.max_request_mb * (1 << 20)),
-                         max_images_per_request=args.max_images, request_timeout_s=args.request_timeout)
+    config = ServeConfig(
+        model_name=args.model_name,
+        port=args.port,
+        max_request_bytes=int(args.max_request_mb * (1 << 20)),
+        max_images_per_request=args.max_images,
+        request_timeout_s=args.request_timeout,
+    )
     serve(args.model, config, args.cache, args.pixel_size, args.threshold)
     return 0
 
@@ -299,8 +428,9 @@ def _predict(args: argparse.Namespace) -> int:
         if args.json:
             head = {"notice": NOTICE, "model_version": predictor.version, "settings": settings}
             print(json.dumps(head, indent=2)[:-2] + ',\n  "predictions": [', flush=True)
-        for image, result, error in iter_predictions(predictor, [str(i) for i in args.images], args.kind, args.overlays,
-                                                     args.explain):
+        for image, result, error in iter_predictions(
+            predictor, [str(i) for i in args.images], args.kind, args.overlays, args.explain
+        ):
             progress.update()
             if writer is not None:
                 writer.writerow(csv_row(image, result, error, predictor.version))
@@ -322,8 +452,11 @@ def _predict(args: argparse.Namespace) -> int:
     finally:  # the JSON is closed even when a fault stops the stream, and says whether it holds every image
         progress.close()
         if args.json:
-            print("  ],\n  \"errors\": " + json.dumps(errors) + f',\n  "classified": {count},\n'
-                  f'  "complete": {json.dumps(complete)}\n}}', flush=True)
+            print(
+                '  ],\n  "errors": ' + json.dumps(errors) + f',\n  "classified": {count},\n'
+                f'  "complete": {json.dumps(complete)}\n}}',
+                flush=True,
+            )
         if csv_file is not None:
             csv_file.close()
             if complete:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from leukemia_mtl import __version__, paper
 from leukemia_mtl.errors import LeukemiaMtlError
@@ -43,8 +44,18 @@ REFERENCE_RED_CELL_DIAMETER = REFERENCE_RED_CELL_UM / REFERENCE_PIXEL_SIZE_UM
 # the two estimates of a smear dataset's scale disagree "loudly" beyond this ratio (larger over smaller)
 SCALE_DISAGREEMENT = 1.25
 # cross-validated metrics (leukemia_mtl.evaluate), and those also measured on the inner validation split
-CV_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
-                               "precision_weighted", "recall_weighted", "f1_weighted", "auc_macro", "auc_micro")
+CV_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "auc_macro",
+    "auc_micro",
+)
 INNER_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")
 STAGE3_IMAGES: tuple[str, ...] = ("cells", "isolated", "original")
 GATE_ACTIONS: tuple[str, ...] = ("refuse", "flag")
@@ -57,8 +68,17 @@ STAIN_METHODS: tuple[str, ...] = ("none", "reinhard", "macenko")
 ISOLATION_MASKS: tuple[str, ...] = ("auto", "unet", "roi")
 
 
-def setting(default: Any = dataclasses.MISSING, *, doc: str, low: Any = None, high: Any = None, above: Any = None,
-            choices: tuple | None = None, rule: str = "", shown: str = "") -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    low: Any = None,
+    high: Any = None,
+    above: Any = None,
+    choices: tuple | None = None,
+    rule: str = "",
+    shown: str = "",
+) -> Any:
     """A dataclass field with its one-line doc and the values it may take, next to it.
 
     `check` enforces them (`choices`: one of, or for a tuple some of; `low` and `high`: between, or for a pair
@@ -95,13 +115,17 @@ class DataConfig:
     # negative_class, with a note
     smears_negative_class: str = setting("", doc="the smears input's name for its negatives (empty: negative_class)")
     cells_negative_class: str = setting("", doc="the cells input's name for its negatives (empty: negative_class)")
-    positive_class_name: str = setting(POSITIVE_CLASS, doc="the class of ALL-IDB1's `_1` smears when no label file is given")
+    positive_class_name: str = setting(
+        POSITIVE_CLASS, doc="the class of ALL-IDB1's `_1` smears when no label file is given"
+    )
     # anything else, a typo like 'L9' or a stray invisible character, would become a new class
-    subtypes: tuple[str, ...] = setting(("L1", "L2", "L3"),
-                                        doc="the types a label file may refine ALL into (FAB's L1-L3)")
+    subtypes: tuple[str, ...] = setting(
+        ("L1", "L2", "L3"), doc="the types a label file may refine ALL into (FAB's L1-L3)"
+    )
     # mostly wide fields (4:3 and wider: a camera's field, not a crop around one cell)
     check_cells_are_crops: bool = setting(
-        True, doc="refuse a folder-per-class cells input of wide fields as smears given in the wrong place")
+        True, doc="refuse a folder-per-class cells input of wide fields as smears given in the wrong place"
+    )
     # decompression bombs: 8x ALL-IDB1's 5 MP
     max_pixels: int = setting(8 * 2592 * 1944, doc="larger images are refused before decoding")
     min_side: int = setting(32, low=1, doc="smaller images are refused, px")
@@ -111,7 +135,8 @@ class DataConfig:
     # step's log and page. ALL-IDB's: 0.09.
     pixel_size_um: float = setting(0.0, low=0.0, high=100.0, doc="micrometres per pixel of the smears (0: estimated)")
     cells_pixel_size_um: float = setting(
-        0.0, low=0.0, high=100.0, doc="micrometres per pixel of the single-cell images (0: pixel_size_um's rule)")
+        0.0, low=0.0, high=100.0, doc="micrometres per pixel of the single-cell images (0: pixel_size_um's rule)"
+    )
 
 
 @dataclass(frozen=True)
@@ -131,11 +156,17 @@ class PreprocessConfig:
     threshold_method: str = setting("fixed", choices=THRESHOLD_METHODS, doc="how the ROI step finds white cells")
     # below it Otsu's level is not trusted (a field without a white cell: Otsu would split red cells from plasma)
     nuclear_min_density: float = setting(
-        0.2, low=0.0, high=3.0, doc="with 'nuclear': the least nuclear-stain density (green-blue OD) of a nucleus")
+        0.2, low=0.0, high=3.0, doc="with 'nuclear': the least nuclear-stain density (green-blue OD) of a nucleus"
+    )
     # pale cytoplasm sits below the level itself. Chosen on txl-pbc's train split (bench/cell_finder.py --sweep: the
     # best worst-source recall), reported on its val and test splits
-    cell_extent_level: float = setting(0.5, low=0.0, high=1.0, doc="with 'nuclear': a pixel is a cell's above this "
-                                       "fraction of Otsu's level between cells and plasma (total OD)")
+    cell_extent_level: float = setting(
+        0.5,
+        low=0.0,
+        high=1.0,
+        doc="with 'nuclear': a pixel is a cell's above this "
+        "fraction of Otsu's level between cells and plasma (total OD)",
+    )
     # with 'nuclear': touching cells are cut apart (preprocess.split_touching). First by their nuclei: a region holding
     # two or more nucleus pieces of at least split_min_nucleus_um2 each is shared out, each pixel to its nearest such
     # piece, but two pieces stay one cell where the border between their shares is not a neck (at least
@@ -147,23 +178,32 @@ class PreprocessConfig:
     # without any source's recall falling
     split_touching: bool = setting(True, doc="with 'nuclear': cut touching cells apart")
     split_min_nucleus_um2: float = setting(
-        15.0, low=0.0, high=500.0, doc="least area of a nucleus piece that makes a cell of its own, um^2")
+        15.0, low=0.0, high=500.0, doc="least area of a nucleus piece that makes a cell of its own, um^2"
+    )
     split_neck_fraction: float = setting(
-        0.65, low=0.0, high=10.0, doc="a border between two shares is a neck under this fraction of the smaller's width")
+        0.65, low=0.0, high=10.0, doc="a border between two shares is a neck under this fraction of the smaller's width"
+    )
     split_core_fraction: float = setting(
-        0.6, low=0.05, high=0.95, doc="a core is where the distance to the edge is above this fraction of the largest")
+        0.6, low=0.05, high=0.95, doc="a core is where the distance to the edge is above this fraction of the largest"
+    )
     # stained nuclei measure 170-200 in the generator's smears
     min_stain_saturation: int = setting(
-        30, doc="with 'adaptive': dark regions below this mean HSV saturation are no stain (scale bar, dust): dropped")
+        30, doc="with 'adaptive': dark regions below this mean HSV saturation are no stain (scale bar, dust): dropped"
+    )
     # 'none' is the paper's: images as they are; 'reinhard': CIELAB means and deviations; 'macenko': stain vectors.
     # The target is fitted per fold and stage on the training images only and stored with each model, so predict
     # applies the same one.
     stain: str = setting("none", choices=STAIN_METHODS, doc="stain normalisation of every classifier's input")
     # the threshold does not fit this stain or camera, and later stages would see black
-    warn_empty_fraction: float = setting(0.05, low=0.0, high=1.0, doc="warn (task log, run output, ROI page) when more "
-                                         "of a dataset's images than this have no region")
+    warn_empty_fraction: float = setting(
+        0.05,
+        low=0.0,
+        high=1.0,
+        doc="warn (task log, run output, ROI page) when more of a dataset's images than this have no region",
+    )
     scale_sample_images: int = setting(
-        64, low=1, doc="images read (evenly spaced) to estimate a dataset's pixel scale when data.pixel_size_um is 0")
+        64, low=1, doc="images read (evenly spaced) to estimate a dataset's pixel scale when data.pixel_size_um is 0"
+    )
     # Clean-up of the raw threshold mask, in pixels at REFERENCE_WIDTH (scaled per image):
     min_component_area: float = setting(600.0, doc="smaller components are platelets and stain specks, px^2")
     roi_margin: float = setting(28.0, doc="dilation that grows a nucleus-only mask over the whole white cell, px")
@@ -176,7 +216,8 @@ class SegmentConfig:
 
     # one model serves smears and crops of any resolution at a bounded cost
     working_scale: float = setting(
-        640 / REFERENCE_WIDTH, doc="pixel scale images are resized to before the U-Net (1.0: ALL-IDB1 at 2592 px)")
+        640 / REFERENCE_WIDTH, doc="pixel scale images are resized to before the U-Net (1.0: ALL-IDB1 at 2592 px)"
+    )
     patch_size: int = setting(64, doc="side of a training patch, px")
     depth: int = setting(3, doc="number of 2x2 max-pools")
     # demo: 8 filters, 5 epochs, 32 patches per smear come close to the held-out Dice of 16 / 12 / 48
@@ -188,7 +229,8 @@ class SegmentConfig:
     foreground_patch_fraction: float = setting(0.6, doc="patches centred on a white cell, the rest anywhere")
     learning_rate: float = setting(1e-3, doc="the U-Net's Adam learning rate")
     holdout_fraction: float = setting(
-        0.25, low=0.05, high=0.5, doc="smears kept out of training to measure Dice and IoU")
+        0.25, low=0.05, high=0.5, doc="smears kept out of training to measure Dice and IoU"
+    )
     window_overlap: float = setting(0.5, doc="overlap of the sliding windows at prediction")
     predict_batch_size: int = setting(16, doc="windows per prediction call")
     mask_threshold: float = setting(0.5, doc="probability above which a pixel is a white cell's")
@@ -211,9 +253,11 @@ class SegmentConfig:
     # part in the choice.
     isolation: str = setting("auto", choices=ISOLATION_MASKS, doc="the mask cells are isolated from")
     min_weak_label_dice: float = setting(
-        0.5, low=0.0, high=1.0, doc="with 'auto': the U-Net's least Dice against its own ROI labels")
+        0.5, low=0.0, high=1.0, doc="with 'auto': the U-Net's least Dice against its own ROI labels"
+    )
     max_empty_fraction: float = setting(
-        0.5, low=0.0, high=1.0, doc="segment stops when more of a dataset's images than this have no white cell")
+        0.5, low=0.0, high=1.0, doc="segment stops when more of a dataset's images than this have no white cell"
+    )
 
 
 @dataclass(frozen=True)
@@ -221,7 +265,8 @@ class AugmentConfig:
     """The paper's augmentation, applied to training images only, to balanced classes."""
 
     target_per_class: int = setting(
-        16, low=0, doc="images per class after augmentation: at least this many, and as many as the largest class")
+        16, low=0, doc="images per class after augmentation: at least this many, and as many as the largest class"
+    )
     flip_horizontal: bool = setting(True, doc="random horizontal flips")
     flip_vertical: bool = setting(True, doc="random vertical flips")
     rotation_max_degrees: float = setting(180.0, doc="a random angle in [0, max]")
@@ -236,8 +281,9 @@ class ModelConfig:
     # demo and workstation: torchvision's MobileNetV2, whose ImageNet weights come with the packages (offline,
     # checked by sha256), and whose training steps cost a third of Xception's at the same input
     # (BENCHMARKS.md, "Backbones and their ImageNet weights"); the paper's three stay for the paper profile
-    backbones: tuple[str, ...] = setting(("MobileNetV2",), choices=tuple(BACKBONES), rule="each once",
-                                         doc="the backbones trained and compared")
+    backbones: tuple[str, ...] = setting(
+        ("MobileNetV2",), choices=tuple(BACKBONES), rule="each once", doc="the backbones trained and compared"
+    )
     input_size: int = setting(71, rule="at least the backbones' smallest input", doc="classifier input side, px")
     # 'imagenet' is a package's file for DenseNet121 and MobileNetV2, Keras' download for the paper's three; an s3://
     # URI holds Keras' own weight files (e.g. inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)
@@ -263,27 +309,32 @@ class TrainConfig:
     decay_steps: int = setting(50, low=1, doc="Adam's rate is multiplied by decay_rate every decay_steps steps")
     decay_rate: float = setting(0.9, low=0.01, high=1.0, doc="the learning rate's decay factor")
     early_stopping_patience: int = setting(
-        3, low=0, doc="epochs without a better validation loss (0: no early stopping)")
+        3, low=0, doc="epochs without a better validation loss (0: no early stopping)"
+    )
     restore_best_weights: bool = setting(True, doc="end with the epoch of the lowest validation loss")
     # 0: all are tuned, as the paper. The demo tunes the top 10 % (Xception: its exit flow): its
     # training graph builds and steps much faster (the ratios are in BENCHMARKS.md).
     frozen_fraction: float = setting(
-        0.9, low=0.0, high=0.99, doc="share of the backbone's layers, from the input, frozen while fine-tuning")
+        0.9, low=0.0, high=0.99, doc="share of the backbone's layers, from the input, frozen while fine-tuning"
+    )
     # Where a phase leaves the backbone's first layers frozen (frozen_fraction, a head-only warm-up),
     # their output per image is computed once and every epoch trains only the rest on it (the same
     # numbers, a fraction of the work: BENCHMARKS.md). Above the limit every epoch runs the whole backbone.
     frozen_features_mb: int = setting(
-        3072, low=0, doc="cache limit, MB, for a stage's frozen-layer features (0: never cache)")
+        3072, low=0, doc="cache limit, MB, for a stage's frozen-layer features (0: never cache)"
+    )
     # "cells": every white cell segment isolated, at one magnification (segment.crop_window); a smear's
     #   probabilities are the mean over its cells. At 71 px a whole 640x480 smear shrinks a white cell to
     #   ~4 px; a cell crop keeps it at ~55 px (BENCHMARKS.md: the options measured).
     # "isolated": segment's isolated smear squared to the input (the paper's Fig. 6c); "original": the smear as is.
     stage3_images: str = setting(
-        "cells", choices=STAGE3_IMAGES, doc="what stage 3 (and the classical arm) look at for a multi-cell smear")
+        "cells", choices=STAGE3_IMAGES, doc="what stage 3 (and the classical arm) look at for a multi-cell smear"
+    )
     # Held out grouped and stratified: early stopping, the best epoch and the release's choice of fold model read
     # it; the evaluation fold only scores. 0: no inner split (no early stopping, selection by fold order).
     validation_fraction: float = setting(
-        0.25, low=0.0, high=0.5, doc="share of each fold's training groups held out as the inner validation split")
+        0.25, low=0.0, high=0.5, doc="share of each fold's training groups held out as the inner validation split"
+    )
     # scikit-learn's "balanced" class weights over the task's own training labels: detection merges L1-L3 into
     # ALL, 3:1 against normal after the FAB classes were balanced
     balanced_class_weights: bool = setting(True, doc="each task's classes weigh equally in the loss")
@@ -291,13 +342,15 @@ class TrainConfig:
     # vanish: Xception's features ~1e-5 at init), and after training for the layers that were trained (population
     # statistics of the final weights, "precise BN").
     batchnorm_calibration_images: int = setting(
-        256, low=0, doc="training images batch-norm statistics are computed from (0: Keras' running averages only)")
+        256, low=0, doc="training images batch-norm statistics are computed from (0: Keras' running averages only)"
+    )
     # each eager call has a fixed cost however small, so fewer, larger calls are cheaper (BENCHMARKS.md,
     # batch-norm statistics)
     inference_batch_size: int = setting(64, low=1, doc="images per call when calibrating and predicting")
     gpus: int = setting(1, doc="accelerator limit of each training task on a cluster (ignored locally)")
     mixed_precision: str = setting(
-        "auto", doc="float16 compute with float32 weights: 'auto' turns it on where a GPU is visible")
+        "auto", doc="float16 compute with float32 weights: 'auto' turns it on where a GPU is visible"
+    )
     # the paper's 10 folds x 3 backbones would otherwise ask for 30 GPUs at the same moment
     parallel_runs: int = setting(0, doc="(fold, backbone) iterations a cluster runs at once (0: no limit)")
     # the search tunes them
@@ -332,34 +385,54 @@ class EvaluateConfig:
     # of those the fold model with the highest inner-validation value. The evaluation folds never take part in the
     # choice, so the cross-validated scores stay an honest estimate of the released configuration.
     release_metric: str = setting(
-        "balanced_accuracy", choices=INNER_METRICS, doc="the inner-validation metric the release is chosen by")
+        "balanced_accuracy", choices=INNER_METRICS, doc="the inner-validation metric the release is chosen by"
+    )
     # A released model must beat the majority class and the colour-histogram baseline on the cross-validated
     # release_metric: "refuse" (nothing is released or published, the report says why) or "flag" (released,
     # marked as failing the gate in its manifest, the report and the run's summary).
     release_gate: str = setting("refuse", choices=GATE_ACTIONS, doc="what a release that fails its gate gets")
     colour_bins: int = setting(
-        6, low=2, doc="bins per RGB channel of the colour-histogram baseline (6x6x6 = 216 features)")
+        6, low=2, doc="bins per RGB channel of the colour-histogram baseline (6x6x6 = 216 features)"
+    )
     # at 224 px such features reach 95-100 % on public ALL sets; not scored without ImageNet weights
     # (model.weights="none")
-    features_size: int = setting(
-        224, low=32, doc="square side, px, of the smear the ImageNet-features baseline reads")
+    features_size: int = setting(224, low=32, doc="square side, px, of the smear the ImageNet-features baseline reads")
     # or when every image gets one class
-    degenerate_spread: float = setting(0.02, low=0.0, high=1.0, doc="predictions are flagged as degenerate when no "
-                                       "class's probability varies by more than this over the held-out images")
+    degenerate_spread: float = setting(
+        0.02,
+        low=0.0,
+        high=1.0,
+        doc="predictions are flagged as degenerate when no "
+        "class's probability varies by more than this over the held-out images",
+    )
     # the demo's: on the generated data, the method must learn
-    expectations: tuple[str, ...] = setting((), rule="each TASK.METRIC>=NUMBER", doc="learning checks printed after "
-                                            "a run, on the multistage arm's cross-validated mean")
-    models_uri: str = setting("", doc="where the release is published besides the artifact: s3://bucket/prefix or a "
-                              "folder (empty: nowhere)")
+    expectations: tuple[str, ...] = setting(
+        (),
+        rule="each TASK.METRIC>=NUMBER",
+        doc="learning checks printed after a run, on the multistage arm's cross-validated mean",
+    )
+    models_uri: str = setting(
+        "", doc="where the release is published besides the artifact: s3://bucket/prefix or a folder (empty: nowhere)"
+    )
     # a screening test should miss few leukaemias; the evaluation folds are scored at it, the release stores it, and
     # predict uses it unless given --threshold
-    target_sensitivity: float = setting(0.95, low=0.5, high=1.0, doc="detection's operating point: the highest "
-                                        "threshold on P(ALL) reaching this sensitivity on the inner-validation folds")
+    target_sensitivity: float = setting(
+        0.95,
+        low=0.5,
+        high=1.0,
+        doc="detection's operating point: the highest "
+        "threshold on P(ALL) reaching this sensitivity on the inner-validation folds",
+    )
     # at 71-80 px the last blocks are 1x1-3x3: no "where"
     explain_min_side: int = setting(
-        7, low=1, doc="Grad-CAM reads the backbone's last block with at least this many positions a side")
-    explain_examples: int = setting(1, low=0, doc="per class, the held-out images the model was most and least sure "
-                                    "of that the report shows with their heat maps")
+        7, low=1, doc="Grad-CAM reads the backbone's last block with at least this many positions a side"
+    )
+    explain_examples: int = setting(
+        1,
+        low=0,
+        doc="per class, the held-out images the model was most and least sure "
+        "of that the report shows with their heat maps",
+    )
 
 
 @dataclass(frozen=True)
@@ -373,8 +446,11 @@ class StorageConfig:
     read_timeout_seconds: float = setting(60.0, doc="read timeout")
     # an MD5 pass costs less than a round trip for small files and more for large ones
     # (bench/storage_throughput.py: 64 KB files 0.5 -> 0.9 of the raw client's rate)
-    etag_verify_max_bytes: int = setting(1 << 20, doc="uploads up to this size are verified by the PUT's ETag (an MD5 "
-                                         "computed alongside the sha256), larger ones by a HEAD")
+    etag_verify_max_bytes: int = setting(
+        1 << 20,
+        doc="uploads up to this size are verified by the PUT's ETag (an MD5 "
+        "computed alongside the sha256), larger ones by a HEAD",
+    )
 
 
 @dataclass(frozen=True)
@@ -413,19 +489,25 @@ class TuneConfig:
     arms: tuple[str, ...] = setting(TRANSFER_ARMS, choices=TRANSFER_ARMS, doc="the arms a trial trains")
     tasks: tuple[str, ...] = setting(SCORED_TASKS, choices=SCORED_TASKS, doc="the tasks its objective averages")
     # the space; each range (and choice list) also takes in the profile's own value
-    learning_rate: tuple[float, float] = setting((1e-4, 3e-3), low=1e-7, high=1.0,
-                                                 doc="the range searched for train.learning_rate (log scale)")
-    batch_sizes: tuple[int, ...] = setting((8, 16, 32), rule="whole numbers above 0",
-                                           doc="the choices searched for train.batch_size")
-    dense_units: tuple[int, ...] = setting((64, 128, 256, 512), rule="whole numbers above 0",
-                                           doc="the choices searched for model.dense_units")
+    learning_rate: tuple[float, float] = setting(
+        (1e-4, 3e-3), low=1e-7, high=1.0, doc="the range searched for train.learning_rate (log scale)"
+    )
+    batch_sizes: tuple[int, ...] = setting(
+        (8, 16, 32), rule="whole numbers above 0", doc="the choices searched for train.batch_size"
+    )
+    dense_units: tuple[int, ...] = setting(
+        (64, 128, 256, 512), rule="whole numbers above 0", doc="the choices searched for model.dense_units"
+    )
     dropout: tuple[float, float] = setting((0.0, 0.5), low=0.0, high=0.9, doc="the range searched for model.dropout")
-    frozen_fraction: tuple[float, float] = setting((0.0, 0.95), low=0.0, high=0.99,
-                                                   doc="the range searched for train.frozen_fraction")
-    target_per_class: tuple[int, int] = setting((8, 48), low=0, high=100000,
-                                                doc="the range searched for augment.target_per_class")
-    stage_epochs: tuple[int, int] = setting((1, 6), low=1, high=100000,
-                                            doc="the range searched for train.stage1_epochs and train.stage2_epochs")
+    frozen_fraction: tuple[float, float] = setting(
+        (0.0, 0.95), low=0.0, high=0.99, doc="the range searched for train.frozen_fraction"
+    )
+    target_per_class: tuple[int, int] = setting(
+        (8, 48), low=0, high=100000, doc="the range searched for augment.target_per_class"
+    )
+    stage_epochs: tuple[int, int] = setting(
+        (1, 6), low=1, high=100000, doc="the range searched for train.stage1_epochs and train.stage2_epochs"
+    )
 
 
 @dataclass(frozen=True)
@@ -467,8 +549,9 @@ class ClusterConfig:
     # matches manifests/gpu-node-pool.yaml
     gpu_node_label: str = setting("leukemia-mtl/pool=gpu", doc="node selector of GPU tasks, 'key=value' (empty: none)")
     # the GPU pool's taint
-    gpu_tolerations: tuple[str, ...] = setting(("nvidia.com/gpu:NoSchedule",),
-                                               doc="tolerations of GPU tasks, 'key[=value]:Effect'")
+    gpu_tolerations: tuple[str, ...] = setting(
+        ("nvidia.com/gpu:NoSchedule",), doc="tolerations of GPU tasks, 'key[=value]:Effect'"
+    )
     # holding MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY (manifests/)
     minio_secret: str = setting("leukemia-mtl-minio", doc="the Kubernetes Secret with the object store's credentials")
     retries: int = setting(2, doc="retries per task, on any failure (preempted nodes, object-store hiccups)")
@@ -504,8 +587,9 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # Small enough that the whole DAG runs on a 2-core laptop in minutes.
     # The demo's learning checks: on the generated data the method must learn (issue 14).
-    "demo": Profile(name="demo", evaluate=EvaluateConfig(
-        expectations=("detection.balanced_accuracy>=0.90", "fab.f1_macro>=0.70"))),
+    "demo": Profile(
+        name="demo", evaluate=EvaluateConfig(expectations=("detection.balanced_accuracy>=0.90", "fab.f1_macro>=0.70"))
+    ),
     # The paper's data sizes: ALL-IDB1's 108 smears at 2592x1944, ALL-IDB2's 260 crops; its folds, epochs and input
     # size from leukemia_mtl.paper, which the reports compare a run against.
     "paper": Profile(
@@ -513,15 +597,30 @@ PROFILES: dict[str, Profile] = {
         synth=SynthConfig(n_smears=108, smear_width=2592, smear_height=1944, n_crops=260),
         data=DataConfig(pixel_size_um=REFERENCE_PIXEL_SIZE_UM),  # ALL-IDB's smears and crops: one camera
         segment=SegmentConfig(
-            working_scale=0.5, patch_size=256, depth=4, base_filters=32, epochs=60, batch_size=16,
-            patches_per_image=64, crop_size=257,
+            working_scale=0.5,
+            patch_size=256,
+            depth=4,
+            base_filters=32,
+            epochs=60,
+            batch_size=16,
+            patches_per_image=64,
+            crop_size=257,
         ),
-        model=ModelConfig(backbones=("InceptionV3", "Xception", "InceptionResNetV2"), input_size=paper.INPUT_SIZE,
-                          weights="imagenet"),
+        model=ModelConfig(
+            backbones=("InceptionV3", "Xception", "InceptionResNetV2"), input_size=paper.INPUT_SIZE, weights="imagenet"
+        ),
         # ALL-IDB1's 108 smears to ~125 per class, as the paper's 500 augmented smears for 4 classes
         augment=AugmentConfig(target_per_class=125),
-        train=TrainConfig(epochs=paper.EPOCHS, warmup_epochs=5, frozen_fraction=0.0, batch_size=48, learning_rate=1e-3,
-                          decay_steps=1000, early_stopping_patience=20, parallel_runs=6),
+        train=TrainConfig(
+            epochs=paper.EPOCHS,
+            warmup_epochs=5,
+            frozen_fraction=0.0,
+            batch_size=48,
+            learning_rate=1e-3,
+            decay_steps=1000,
+            early_stopping_patience=20,
+            parallel_runs=6,
+        ),
         split=SplitConfig(folds=paper.FOLDS),
     ),
     # A few hundred real multi-cell images (224 px fields or larger) and a few hundred single-cell images from
@@ -618,9 +717,7 @@ def _override(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"setting {full_key!r} must be {expected.__name__}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"setting {full_key!r} must be {expected.__name__}, got {type(value).__name__} {value!r}")
     return dataclasses.replace(obj, **{head: value})
 
 
@@ -633,13 +730,16 @@ def parse_expectation(text: str) -> tuple[str, str, float]:
     except ValueError:
         value = None
     if not (sep and dot) or value is None or task not in SCORED_TASKS or metric not in CV_METRICS:
-        raise ConfigError(f"evaluate.expectations: {text!r} must read TASK.METRIC>=NUMBER with TASK one of "
-                          f"{', '.join(SCORED_TASKS)} and METRIC one of {', '.join(CV_METRICS)}, e.g. detection.balanced_accuracy>=0.9")
+        raise ConfigError(
+            f"evaluate.expectations: {text!r} must read TASK.METRIC>=NUMBER with TASK one of "
+            f"{', '.join(SCORED_TASKS)} and METRIC one of {', '.join(CV_METRICS)}, e.g. detection.balanced_accuracy>=0.9"
+        )
     return task, metric, value
 
 
-def _per_input_overrides(option: str, value: str, every: str, keys: dict[str, str], form: str, convert: Any,
-                         well_formed: Any = bool) -> dict[str, Any]:
+def _per_input_overrides(
+    option: str, value: str, every: str, keys: dict[str, str], form: str, convert: Any, well_formed: Any = bool
+) -> dict[str, Any]:
     """`OPTION X` (every input: the setting `every`) or `OPTION smears=X,cells=Y` (the settings `keys` names) as
     settings; `form` is how a message names the accepted forms, `convert` turns a value into the setting's, and
     `well_formed` refuses a value (stripped) as malformed before any conversion."""
@@ -658,26 +758,40 @@ def _per_input_overrides(option: str, value: str, every: str, keys: dict[str, st
 
 def negative_class_overrides(value: str) -> dict[str, str]:
     """`--negative-class benign` (every input) or `--negative-class smears=benign,cells=normal` as settings."""
-    return _per_input_overrides("--negative-class", value, "data.negative_class",
-                                {"smears": "data.smears_negative_class", "cells": "data.cells_negative_class"},
-                                "NAME or smears=NAME,cells=NAME", str.strip)
+    return _per_input_overrides(
+        "--negative-class",
+        value,
+        "data.negative_class",
+        {"smears": "data.smears_negative_class", "cells": "data.cells_negative_class"},
+        "NAME or smears=NAME,cells=NAME",
+        str.strip,
+    )
 
 
 def pixel_size_overrides(value: str) -> dict[str, float]:
     """`--pixel-size 0.09` (every input) or `--pixel-size smears=0.36,cells=0.09` as settings (um per pixel)."""
+
     def number(text: str) -> float:
         try:
             size = float(text)
         except ValueError:
             size = -1.0
         if not 0 < size <= 100:
-            raise ConfigError(f"--pixel-size {value!r}: {text.strip()!r} is not a pixel size in micrometres (a number "
-                              "above 0, e.g. 0.09 for ALL-IDB)")
+            raise ConfigError(
+                f"--pixel-size {value!r}: {text.strip()!r} is not a pixel size in micrometres (a number "
+                "above 0, e.g. 0.09 for ALL-IDB)"
+            )
         return size
 
-    return _per_input_overrides("--pixel-size", value, "data.pixel_size_um",
-                                {"smears": "data.pixel_size_um", "cells": "data.cells_pixel_size_um"},
-                                "SIZE or smears=SIZE,cells=SIZE", number, well_formed=lambda text: True)
+    return _per_input_overrides(
+        "--pixel-size",
+        value,
+        "data.pixel_size_um",
+        {"smears": "data.pixel_size_um", "cells": "data.cells_pixel_size_um"},
+        "SIZE or smears=SIZE,cells=SIZE",
+        number,
+        well_formed=lambda text: True,
+    )
 
 
 def check(profile: Profile) -> None:
@@ -688,18 +802,24 @@ def check(profile: Profile) -> None:
         raise ConfigError("setting 'model.backbones' names no backbone; choose from " + ", ".join(BACKBONES))
     for name in model.backbones:
         if name not in BACKBONES:
-            raise ConfigError(f"setting 'model.backbones': unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+            raise ConfigError(
+                f"setting 'model.backbones': unknown backbone {name!r}; choose from {', '.join(BACKBONES)}"
+            )
     if len(set(model.backbones)) != len(model.backbones):
         raise ConfigError(f"setting 'model.backbones' names a backbone twice: {list(model.backbones)}")
     smallest = max(BACKBONES[name].min_size for name in model.backbones)
     if model.input_size < smallest:
-        raise ConfigError(f"setting 'model.input_size' is {model.input_size} px; {', '.join(model.backbones)} "
-                          f"{'needs' if len(model.backbones) == 1 else 'need'} at least {smallest}")
+        raise ConfigError(
+            f"setting 'model.input_size' is {model.input_size} px; {', '.join(model.backbones)} "
+            f"{'needs' if len(model.backbones) == 1 else 'need'} at least {smallest}"
+        )
     if not profile.data.negative_class.strip():
         raise ConfigError("setting 'data.negative_class' is empty; name the class of healthy images")
     if tune.trials < 0 or tune.startup_trials < 0:
-        raise ConfigError(f"settings 'tune.trials' and 'tune.startup_trials' must be at least 0, got {tune.trials} and "
-                          f"{tune.startup_trials}")
+        raise ConfigError(
+            f"settings 'tune.trials' and 'tune.startup_trials' must be at least 0, got {tune.trials} and "
+            f"{tune.startup_trials}"
+        )
     for key, choices in (("tune.batch_sizes", tune.batch_sizes), ("tune.dense_units", tune.dense_units)):
         if not choices or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in choices):
             raise ConfigError(f"setting {key!r} must list whole numbers above 0, got {list(choices)}")
@@ -720,8 +840,9 @@ def _check_fields(obj: Any, prefix: str) -> None:
             if choices is not None and (not value or any(v not in choices for v in value)):
                 raise ConfigError(f"setting {key!r} must name some of {', '.join(choices)}, got {list(value)}")
             if low is not None and (len(value) != 2 or not low <= value[0] <= value[1] <= high):
-                raise ConfigError(f"setting {key!r} must be [LOW, HIGH] with {low} <= LOW <= HIGH <= {high}, "
-                                  f"got {list(value)}")
+                raise ConfigError(
+                    f"setting {key!r} must be [LOW, HIGH] with {low} <= LOW <= HIGH <= {high}, got {list(value)}"
+                )
         elif choices is not None and value not in choices:
             raise ConfigError(f"setting {key!r} must be one of {', '.join(choices)}, got {value!r}")
         elif above is not None and not value > above:
@@ -769,32 +890,50 @@ def reference_markdown() -> str:
     differs from the setting's default), the values it may take and its one-line doc."""
     profiles = [PROFILES[name] for name in REFERENCE_PROFILES]
     defaults = {key: value for key, _, value in _leaves(Profile(name=""))}
-    lines = ["# Configuration reference", "",
-             f"<!-- generated by `{REFERENCE_COMMAND}` from leukemia_mtl/config.py; do not edit by hand -->", "",
-             ("Every setting of a profile, by the dotted key that `--set KEY=VALUE` (pipeline.py, `python -m "
-              "leukemia_mtl`) and a pipeline's `overrides` parameter take. A value in **bold** differs from the "
-              "setting's default; a setting is refused before anything runs when it is outside its allowed values."),
-             ""]
+    lines = [
+        "# Configuration reference",
+        "",
+        f"<!-- generated by `{REFERENCE_COMMAND}` from leukemia_mtl/config.py; do not edit by hand -->",
+        "",
+        (
+            "Every setting of a profile, by the dotted key that `--set KEY=VALUE` (pipeline.py, `python -m "
+            "leukemia_mtl`) and a pipeline's `overrides` parameter take. A value in **bold** differs from the "
+            "setting's default; a setting is refused before anything runs when it is outside its allowed values."
+        ),
+        "",
+    ]
     for section in dataclasses.fields(Profile):
         value = getattr(profiles[0], section.name)
         if not dataclasses.is_dataclass(value):
             continue
-        lines += [f"## {section.name}", "", (type(value).__doc__ or "").strip().splitlines()[0], "",
-                  "| Setting | Type | " + " | ".join(REFERENCE_PROFILES) + " | Allowed | Description |",
-                  "|---|---|" + "---|" * len(REFERENCE_PROFILES) + "---|---|"]
+        lines += [
+            f"## {section.name}",
+            "",
+            (type(value).__doc__ or "").strip().splitlines()[0],
+            "",
+            "| Setting | Type | " + " | ".join(REFERENCE_PROFILES) + " | Allowed | Description |",
+            "|---|---|" + "---|" * len(REFERENCE_PROFILES) + "---|---|",
+        ]
         for key, f, _ in _leaves(value, section.name + "."):
             cells = []
             for profile in profiles:
                 current = next(v for k, _, v in _leaves(profile) if k == key)
-                shown = f.metadata.get("shown") if current == defaults[key] and f.metadata.get("shown") else \
-                    f"`{json.dumps(current)}`"
+                shown = (
+                    f.metadata.get("shown")
+                    if current == defaults[key] and f.metadata.get("shown")
+                    else f"`{json.dumps(current)}`"
+                )
                 cells.append(f"**{shown}**" if current != defaults[key] else shown)
             row = [f"`{key}`", f"`{f.type}`", *cells, _allowed(f), f.metadata.get("doc", "")]
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
         lines.append("")
     top = [f for f in dataclasses.fields(Profile) if not dataclasses.is_dataclass(getattr(profiles[0], f.name))]
-    lines += ["## Profile", "", "| Setting | Type | " + " | ".join(REFERENCE_PROFILES) + " | Allowed | Description |",
-              "|---|---|" + "---|" * len(REFERENCE_PROFILES) + "---|---|"]
+    lines += [
+        "## Profile",
+        "",
+        "| Setting | Type | " + " | ".join(REFERENCE_PROFILES) + " | Allowed | Description |",
+        "|---|---|" + "---|" * len(REFERENCE_PROFILES) + "---|---|",
+    ]
     for f in top:
         cells = [f"`{json.dumps(getattr(p, f.name))}`" for p in profiles]
         lines.append("| " + " | ".join([f"`{f.name}`", f"`{f.type}`", *cells, _allowed(f), f.metadata["doc"]]) + " |")

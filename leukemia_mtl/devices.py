@@ -27,4 +27,6 @@ def devices_for_training(mixed_precision: str):
     else:
         strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
-    return strategy, f"{where}, {'mixed float16' if mixed else 'float32'}" + (", MirroredStrategy" if len(gpus) > 1 else "")
+    return strategy, f"{where}, {'mixed float16' if mixed else 'float32'}" + (
+        ", MirroredStrategy" if len(gpus) > 1 else ""
+    )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import errno
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,10 @@ def environment_error_line(exc: BaseException) -> str | None:
     if not isinstance(exc, OSError) or exc.errno not in _ENVIRONMENT_ERRNOS:
         return None
     where = exc.filename if exc.filename is not None else "a file"
-    return (f"{printable(str(where))}: {exc.strerror or exc}; {_ENVIRONMENT_ERRNOS[exc.errno]} "
-            "(nothing was left half-written under a final name)")
+    return (
+        f"{printable(str(where))}: {exc.strerror or exc}; {_ENVIRONMENT_ERRNOS[exc.errno]} "
+        "(nothing was left half-written under a final name)"
+    )
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.io_utils import atomic_write_json
 from leukemia_mtl.results import CrossvalResult
 from leukemia_mtl.stages import ARM_NAMES, ARMS, BASELINE_ARMS, CTL, MTL
+
 SUMMARY_METRICS = CV_METRICS
 
 
@@ -80,18 +81,36 @@ def load_fold_predictions(model_dir: Path | str) -> FoldPredictions:
         raise EvaluationError(f"{model_dir}: not a finetune model folder ({type(exc).__name__}: {exc})") from None
     arm = info.get("arm") or ARMS.get(info["stage"])
     if arm not in ARM_NAMES:
-        raise EvaluationError(f"{model_dir}: a {info['stage']} model; cross-validation scores stage 3, classical and baseline models")
+        raise EvaluationError(
+            f"{model_dir}: a {info['stage']} model; cross-validation scores stage 3, classical and baseline models"
+        )
     classes = tuple(info["classes"])
     if probabilities.ndim != 2 or probabilities.shape != (len(labels), len(classes)):
-        raise EvaluationError(f"{model_dir}: predictions of shape {probabilities.shape} for {len(labels)} images "
-                              f"and {len(classes)} classes")
+        raise EvaluationError(
+            f"{model_dir}: predictions of shape {probabilities.shape} for {len(labels)} images "
+            f"and {len(classes)} classes"
+        )
     if val_labels is not None and len(val_labels) and val_probabilities.shape != (len(val_labels), len(classes)):
-        raise EvaluationError(f"{model_dir}: inner-validation predictions of shape {val_probabilities.shape} for "
-                              f"{len(val_labels)} images and {len(classes)} classes")
-    return FoldPredictions(task=info["task"], arm=arm, backbone=info["backbone"], fold_id=summary["fold_id"],
-                           repeat=int(summary["repeat"]), fold=int(summary["fold"]), classes=classes, labels=labels,
-                           probabilities=probabilities, sources=sources, train_sources=int(summary["train_source_images"]),
-                           model_dir=str(model_dir), val_labels=val_labels, val_probabilities=val_probabilities)
+        raise EvaluationError(
+            f"{model_dir}: inner-validation predictions of shape {val_probabilities.shape} for "
+            f"{len(val_labels)} images and {len(classes)} classes"
+        )
+    return FoldPredictions(
+        task=info["task"],
+        arm=arm,
+        backbone=info["backbone"],
+        fold_id=summary["fold_id"],
+        repeat=int(summary["repeat"]),
+        fold=int(summary["fold"]),
+        classes=classes,
+        labels=labels,
+        probabilities=probabilities,
+        sources=sources,
+        train_sources=int(summary["train_source_images"]),
+        model_dir=str(model_dir),
+        val_labels=val_labels,
+        val_probabilities=val_probabilities,
+    )
 
 
 def fold_metrics(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -129,8 +148,11 @@ def fold_metrics(classes: tuple[str, ...], labels: np.ndarray, probabilities: np
     defined = [v for v in auc.values() if v is not None]
     result["auc"] = auc
     result["auc_macro"] = float(np.mean(defined)) if defined else None  # two classes: the one AUC
-    result["auc_micro"] = (float(roc_auc_score(one_hot.ravel(), probabilities.ravel()))
-                           if len(classes) > 2 and 0 < one_hot.sum() < one_hot.size else None)
+    result["auc_micro"] = (
+        float(roc_auc_score(one_hot.ravel(), probabilities.ravel()))
+        if len(classes) > 2 and 0 < one_hot.sum() < one_hot.size
+        else None
+    )
     return result
 
 
@@ -160,8 +182,16 @@ def _auc_with_interval(labels: np.ndarray, scores: np.ndarray, confidence: float
     low = high = None
     note = "too few images of a class for a bootstrap interval"
     if len(np.unique(scores)) > 1 and min(len(positives), len(negatives)) >= 2:
-        interval = bootstrap((positives, negatives), auc, paired=False, vectorized=True, n_resamples=2000,
-                             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+        interval = bootstrap(
+            (positives, negatives),
+            auc,
+            paired=False,
+            vectorized=True,
+            n_resamples=2000,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        ).confidence_interval
         low, high = float(interval.low), float(interval.high)
         note = ""
         if low == high:  # every resample separates perfectly (or not at all): no width to report, not certainty
@@ -186,7 +216,11 @@ def screening_threshold(labels: np.ndarray, positive_scores: np.ndarray, target_
 def describe_threshold(point: dict) -> str:
     """How an operating point's threshold came about, in words (the report, the model card, predict and the
     run's summary all say it so)."""
-    threshold, target, chosen_on = point.get("threshold"), point.get("target_sensitivity"), point.get("threshold_chosen_on")
+    threshold, target, chosen_on = (
+        point.get("threshold"),
+        point.get("target_sensitivity"),
+        point.get("threshold_chosen_on"),
+    )
     if threshold is None:
         return "no threshold recorded"
     if target is None or chosen_on is None:
@@ -196,8 +230,14 @@ def describe_threshold(point: dict) -> str:
     return f"P(ALL) >= {threshold:.4f}, the highest threshold reaching sensitivity {target} on {chosen_on}"
 
 
-def operating_point(classes: tuple[str, ...], labels: np.ndarray, probabilities: np.ndarray, confidence: float = 0.95,
-                    seed: int = 0, threshold: float = 0.5) -> dict:
+def operating_point(
+    classes: tuple[str, ...],
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    confidence: float = 0.95,
+    seed: int = 0,
+    threshold: float = 0.5,
+) -> dict:
     """What a clinician reads from pooled held-out predictions. Two classes (negative first): at
     P(positive) >= threshold, sensitivity, specificity, PPV and NPV with Wilson intervals, and AUC with a
     bootstrap interval. More classes: accuracy with its Wilson interval, balanced accuracy, macro F1."""
@@ -209,15 +249,26 @@ def operating_point(classes: tuple[str, ...], labels: np.ndarray, probabilities:
         positive = probabilities[:, 1] >= threshold
         tp, fp = int((positive & (labels == 1)).sum()), int((positive & (labels == 0)).sum())
         fn, tn = int((~positive & (labels == 1)).sum()), int((~positive & (labels == 0)).sum())
-        return {"kind": "binary", "positive": classes[1], "threshold": float(threshold), "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
-                "sensitivity": _wilson(tp, tp + fn, confidence), "specificity": _wilson(tn, tn + fp, confidence),
-                "ppv": _wilson(tp, tp + fp, confidence), "npv": _wilson(tn, tn + fn, confidence),
-                "auc": _auc_with_interval(labels, probabilities[:, 1], confidence, seed)}
+        return {
+            "kind": "binary",
+            "positive": classes[1],
+            "threshold": float(threshold),
+            "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+            "sensitivity": _wilson(tp, tp + fn, confidence),
+            "specificity": _wilson(tn, tn + fp, confidence),
+            "ppv": _wilson(tp, tp + fp, confidence),
+            "npv": _wilson(tn, tn + fn, confidence),
+            "auc": _auc_with_interval(labels, probabilities[:, 1], confidence, seed),
+        }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         balanced = float(balanced_accuracy_score(labels, predicted))
-    return {"kind": "multiclass", "accuracy": _wilson(int((predicted == labels).sum()), len(labels), confidence),
-            "balanced_accuracy": balanced, "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0))}
+    return {
+        "kind": "multiclass",
+        "accuracy": _wilson(int((predicted == labels).sum()), len(labels), confidence),
+        "balanced_accuracy": balanced,
+        "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0)),
+    }
 
 
 def degenerate_operating_point(point: dict, chosen_on_scores: np.ndarray | None = None) -> str | None:
@@ -240,7 +291,9 @@ def degenerate_operating_point(point: dict, chosen_on_scores: np.ndarray | None 
     return f"P({positive}) >= {threshold:.4f} calls {called} {positive} ({'; '.join(details)})"
 
 
-def degenerate_flags(classes: tuple[str, ...], probabilities: np.ndarray, spread_limit: float, where: str = "") -> list[str]:
+def degenerate_flags(
+    classes: tuple[str, ...], probabilities: np.ndarray, spread_limit: float, where: str = ""
+) -> list[str]:
     """Words for predictions that say nothing: one class for every image, or probabilities that
     barely move from image to image (a network whose output ignores its input)."""
     flags = []
@@ -248,11 +301,15 @@ def degenerate_flags(classes: tuple[str, ...], probabilities: np.ndarray, spread
         return flags
     predicted = np.unique(probabilities.argmax(axis=1))
     if len(predicted) == 1:
-        flags.append(f"predicts {classes[int(predicted[0])]} for every one of the {len(probabilities)} held-out images{where}")
+        flags.append(
+            f"predicts {classes[int(predicted[0])]} for every one of the {len(probabilities)} held-out images{where}"
+        )
     spread = float((probabilities.max(axis=0) - probabilities.min(axis=0)).max())
     if spread < spread_limit:
-        flags.append(f"probabilities barely vary{where}: no class's probability spans more than {spread:.5f} over "
-                     f"{len(probabilities)} images (limit {spread_limit})")
+        flags.append(
+            f"probabilities barely vary{where}: no class's probability spans more than {spread:.5f} over "
+            f"{len(probabilities)} images (limit {spread_limit})"
+        )
     return flags
 
 
@@ -310,8 +367,9 @@ def _inner_validation(p: FoldPredictions) -> dict | None:
     return {"images": scores["images"], **{m: scores[m] for m in INNER_METRICS}}
 
 
-def _first_repeat_operating_point(classes: tuple[str, ...], folds: list[FoldPredictions], confidence: float, seed: int,
-                                  target_sensitivity: float) -> dict:
+def _first_repeat_operating_point(
+    classes: tuple[str, ...], folds: list[FoldPredictions], confidence: float, seed: int, target_sensitivity: float
+) -> dict:
     """The operating point over one repeat's folds, where every image is held out exactly once: with
     repeated K-fold each image is predicted once per repeat, and counting it again would narrow
     the intervals for no new evidence.
@@ -337,12 +395,22 @@ def _first_repeat_operating_point(classes: tuple[str, ...], folds: list[FoldPred
     if threshold is None:
         threshold, chosen_on, scores = 0.5, "none (the held-out images are of one class): 0.5", None
     point = operating_point(classes, labels, probabilities, confidence, seed, threshold)
-    return {**point, "repeat": folds[0].repeat, "target_sensitivity": target_sensitivity, "threshold_chosen_on": chosen_on,
-            "degenerate": degenerate_operating_point(point, scores)}
+    return {
+        **point,
+        "repeat": folds[0].repeat,
+        "target_sensitivity": target_sensitivity,
+        "threshold_chosen_on": chosen_on,
+        "degenerate": degenerate_operating_point(point, scores),
+    }
 
 
-def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95, seed: int = 0,
-                   degenerate_spread: float = 0.02, target_sensitivity: float = 0.95) -> dict:
+def cross_validate(
+    predictions: list[FoldPredictions],
+    confidence: float = 0.95,
+    seed: int = 0,
+    degenerate_spread: float = 0.02,
+    target_sensitivity: float = 0.95,
+) -> dict:
     """{task: {backbone: {arm: result}}}; result holds per-fold metrics (and each fold's inner-
     validation metrics), mean/std, pooled figures (confusion matrix, ROC curves, the operating point
     on every held-out prediction) and flags for degenerate predictions."""
@@ -358,17 +426,31 @@ def cross_validate(predictions: list[FoldPredictions], confidence: float = 0.95,
         classes = folds[0].classes
         for p in folds:
             if p.classes != classes:
-                raise EvaluationError(f"{p.model_dir}: classes {p.classes} differ from fold {folds[0].fold_id}'s {classes}")
-        per_fold = [{"fold_id": p.fold_id, "repeat": p.repeat, "fold": p.fold, "model": p.model_dir,
-                     "train_source_images": p.train_sources, **fold_metrics(classes, p.labels, p.probabilities),
-                     "inner_validation": _inner_validation(p)}
-                    for p in folds]
+                raise EvaluationError(
+                    f"{p.model_dir}: classes {p.classes} differ from fold {folds[0].fold_id}'s {classes}"
+                )
+        per_fold = [
+            {
+                "fold_id": p.fold_id,
+                "repeat": p.repeat,
+                "fold": p.fold,
+                "model": p.model_dir,
+                "train_source_images": p.train_sources,
+                **fold_metrics(classes, p.labels, p.probabilities),
+                "inner_validation": _inner_validation(p),
+            }
+            for p in folds
+        ]
         pooled = np.sum([f["confusion_matrix"] for f in per_fold], axis=0).tolist()
         labels = np.concatenate([p.labels for p in folds])
         probabilities = np.concatenate([p.probabilities for p in folds])
-        flags = [] if arm == "majority" else degenerate_flags(classes, probabilities, degenerate_spread)  # degenerate by design
+        flags = (
+            [] if arm == "majority" else degenerate_flags(classes, probabilities, degenerate_spread)
+        )  # degenerate by design
         if not flags and arm != "majority":  # one class for a whole fold is worth saying even when the folds differ
-            flags = [flag for p in folds for flag in degenerate_flags(classes, p.probabilities, 0.0, f" of fold {p.fold_id}")]
+            flags = [
+                flag for p in folds for flag in degenerate_flags(classes, p.probabilities, 0.0, f" of fold {p.fold_id}")
+            ]
         inner = [f["inner_validation"] for f in per_fold]
         results.setdefault(task, {}).setdefault(backbone, {})[arm] = {
             "classes": list(classes),
@@ -404,8 +486,14 @@ def confusion_figure(classes, matrix, title: str) -> bytes:
     ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{counts[i, j]}\n({percent[i, j]:.1f}%)", ha="center", va="center",
-                    color="white" if percent[i, j] > 60 else "black")
+            ax.text(
+                j,
+                i,
+                f"{counts[i, j]}\n({percent[i, j]:.1f}%)",
+                ha="center",
+                va="center",
+                color="white" if percent[i, j] > 60 else "black",
+            )
     ax.set_xticks(range(len(classes)), classes)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -428,9 +516,17 @@ def roc_figure(curves: dict, title: str) -> bytes:
     return report.figure_png(fig)
 
 
-def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseline_dirs: list[Path | str] = (),
-                 *, metric: str = "balanced_accuracy", confidence: float = 0.95, seed: int = 0,
-                 degenerate_spread: float = 0.02, target_sensitivity: float = 0.95) -> CrossvalResult:
+def run_crossval(
+    evaluation_dirs: list[Path | str],
+    out_json: Path | str,
+    baseline_dirs: list[Path | str] = (),
+    *,
+    metric: str = "balanced_accuracy",
+    confidence: float = 0.95,
+    seed: int = 0,
+    degenerate_spread: float = 0.02,
+    target_sensitivity: float = 0.95,
+) -> CrossvalResult:
     """Score every stage-3, classical and baseline model's held-out predictions; write them to `out_json`
     (the schema is CrossvalResult's) and return them. `best` is the backbone with the highest mean
     multistage inner-validation `metric` (what the KFP UI shows).
@@ -439,20 +535,34 @@ def run_crossval(evaluation_dirs: list[Path | str], out_json: Path | str, baseli
         raise EvaluationError("no model predictions to cross-validate")
     predictions = [load_fold_predictions(d) for d in [*evaluation_dirs, *baseline_dirs]]
     scored = cross_validate(predictions, confidence, seed, degenerate_spread, target_sensitivity)
-    tasks = {task: {b: arms for b, arms in by_backbone.items() if not set(arms) & set(BASELINE_ARMS)}
-             for task, by_backbone in scored.items()}
-    baselines = {task: {arm: result for arms in by_backbone.values() for arm, result in arms.items() if arm in BASELINE_ARMS}
-                 for task, by_backbone in scored.items()}
+    tasks = {
+        task: {b: arms for b, arms in by_backbone.items() if not set(arms) & set(BASELINE_ARMS)}
+        for task, by_backbone in scored.items()
+    }
+    baselines = {
+        task: {arm: result for arms in by_backbone.values() for arm, result in arms.items() if arm in BASELINE_ARMS}
+        for task, by_backbone in scored.items()
+    }
     folds = sorted({p.fold_id for p in predictions if p.arm not in BASELINE_ARMS})
     for task, by_arm in baselines.items():
         for arm, result in by_arm.items():
             if sorted(f["fold_id"] for f in result["folds"]) != folds:
-                raise EvaluationError(f"the {arm} baseline of {task} was scored on folds "
-                                      f"{sorted(f['fold_id'] for f in result['folds'])}, the models on {folds}")
-    results = CrossvalResult.from_dict({
-        "folds": folds, "metric": metric, "tasks": tasks, "baselines": baselines,
-        "best": {task: best_backbone(tasks, task, MTL if any(MTL in r for r in tasks[task].values()) else CTL, metric)
-                 for task in tasks}})
+                raise EvaluationError(
+                    f"the {arm} baseline of {task} was scored on folds "
+                    f"{sorted(f['fold_id'] for f in result['folds'])}, the models on {folds}"
+                )
+    results = CrossvalResult.from_dict(
+        {
+            "folds": folds,
+            "metric": metric,
+            "tasks": tasks,
+            "baselines": baselines,
+            "best": {
+                task: best_backbone(tasks, task, MTL if any(MTL in r for r in tasks[task].values()) else CTL, metric)
+                for task in tasks
+            },
+        }
+    )
     atomic_write_json(Path(out_json), results.to_dict())
     return results
 
@@ -462,9 +572,16 @@ def run_crossval_task(evaluations: list, baselines, results, metrics, views: dic
     predictions in; the results, the KFP metrics and, per (task, arm) in `views`, the ClassificationMetrics
     of the backbone inner validation picked (what the KFP UI draws)."""
     cfg = profile.evaluate
-    result = run_crossval([a.path for a in evaluations], results.path, evaluation_dirs(baselines.path),
-                          metric=cfg.release_metric, confidence=cfg.confidence, seed=profile.seed,
-                          degenerate_spread=cfg.degenerate_spread, target_sensitivity=cfg.target_sensitivity)
+    result = run_crossval(
+        [a.path for a in evaluations],
+        results.path,
+        evaluation_dirs(baselines.path),
+        metric=cfg.release_metric,
+        confidence=cfg.confidence,
+        seed=profile.seed,
+        degenerate_spread=cfg.degenerate_spread,
+        target_sensitivity=cfg.target_sensitivity,
+    )
     log_metrics(metrics, result.kfp_metrics())
     results.metadata.update({"folds": len(result.folds), "best": dict(result.best)})
     for (task, arm), view in views.items():

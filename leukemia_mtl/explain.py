@@ -57,7 +57,9 @@ class GradCam:
         try:
             backbone = model.get_layer(BACKBONE_LAYER)
         except ValueError:
-            raise ExplainError(f"{model.name}: not a classifier built by leukemia_mtl (no {BACKBONE_LAYER!r} layer)") from None
+            raise ExplainError(
+                f"{model.name}: not a classifier built by leukemia_mtl (no {BACKBONE_LAYER!r} layer)"
+            ) from None
         self.layer = feature_layer(backbone, min_side)
         inner = keras.Model(backbone.inputs, [self.layer.output, backbone.output], name="backbone_with_features")
         inputs = keras.Input(model.input_shape[1:], name="rgb")
@@ -71,7 +73,9 @@ class GradCam:
         self.sigmoid = model.output_shape[-1] == 1
         self.map_side = int(self.layer.output.shape[1])
 
-    def heatmaps(self, images: np.ndarray, class_index: int | np.ndarray, together: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def heatmaps(
+        self, images: np.ndarray, class_index: int | np.ndarray, together: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """((n, h, w) heat maps in [0, 1] at the images' size, (n,) probabilities of the class) for
         uint8 RGB images (n, h, w, 3). `class_index`: one class for all, or one per image. Each map is scaled
         to its own peak, or with `together` all to the batch's (a smear's cells: which of them carry the evidence)."""
@@ -148,14 +152,14 @@ class HeatMapper:
         if bottom <= top or right <= left:
             return
         region = self.heatmap[top:bottom, left:right]
-        np.maximum(region, cam[top - y0:bottom - y0, left - x0:right - x0], out=region)
+        np.maximum(region, cam[top - y0 : bottom - y0, left - x0 : right - x0], out=region)
 
     def add_squared(self, cam: np.ndarray) -> None:
         """The map of `train.data.square(image)`: padded to a square with black, then resized."""
         height, width = self.heatmap.shape
         side = max(height, width)
         top, left = (side - height) // 2, (side - width) // 2
-        full = cv2.resize(cam, (side, side), interpolation=cv2.INTER_LINEAR)[top:top + height, left:left + width]
+        full = cv2.resize(cam, (side, side), interpolation=cv2.INTER_LINEAR)[top : top + height, left : left + width]
         np.maximum(self.heatmap, full, out=self.heatmap)
 
 
@@ -174,20 +178,46 @@ def write_heatmap_panels(rgb: np.ndarray, panels: list[tuple[str, np.ndarray]], 
     for title, heatmap in panels:
         tile = overlay(small, cv2.resize(heatmap, size, interpolation=cv2.INTER_LINEAR).clip(0, 1))
         tile = cv2.copyMakeBorder(tile, band, 0, 0, 4, cv2.BORDER_CONSTANT, value=(20, 20, 20))
-        cv2.putText(tile, f"Grad-CAM, {title}", (8, int(band * 0.7)), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.7,
-                    (255, 255, 255), thickness, cv2.LINE_AA)
+        cv2.putText(
+            tile,
+            f"Grad-CAM, {title}",
+            (8, int(band * 0.7)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale * 0.7,
+            (255, 255, 255),
+            thickness,
+            cv2.LINE_AA,
+        )
         tiles.append(tile)
     canvas = np.hstack(tiles)
     ramp = np.tile(np.linspace(0, 1, canvas.shape[1] // 3, dtype=np.float32), (band // 2, 1))
     legend = np.full((band, canvas.shape[1], 3), 20, np.uint8)
-    legend[band // 4:band // 4 + ramp.shape[0], 8:8 + ramp.shape[1]] = overlay(np.full((*ramp.shape, 3), 128, np.uint8), ramp)
-    cv2.putText(legend, "low  ->  high evidence for the class", (16 + ramp.shape[1], int(band * 0.7)), cv2.FONT_HERSHEY_SIMPLEX,
-                scale * 0.6, (230, 230, 230), thickness, cv2.LINE_AA)
+    legend[band // 4 : band // 4 + ramp.shape[0], 8 : 8 + ramp.shape[1]] = overlay(
+        np.full((*ramp.shape, 3), 128, np.uint8), ramp
+    )
+    cv2.putText(
+        legend,
+        "low  ->  high evidence for the class",
+        (16 + ramp.shape[1], int(band * 0.7)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale * 0.6,
+        (230, 230, 230),
+        thickness,
+        cv2.LINE_AA,
+    )
     return write_image(path, np.vstack([canvas, legend]))
 
 
-def examples_figure(model, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, classes: list[str],
-                    title: str, min_side: int = 7, per_class: int = 1) -> bytes | None:
+def examples_figure(
+    model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
+    title: str,
+    min_side: int = 7,
+    per_class: int = 1,
+) -> bytes | None:
     """PNG: per class (a row), the held-out images the model was most and least sure of, each beside its
     Grad-CAM for its true class; None when nothing was held out."""
     picks = sure_and_unsure(probabilities, labels, per_class) if len(images) else []
@@ -201,7 +231,7 @@ def examples_figure(model, images: np.ndarray, labels: np.ndarray, probabilities
     fig, axes = report.new_figure(len(rows), columns, (2.1 * columns, 2.4 * len(rows) + 0.6))
     for ax in axes.ravel():
         ax.axis("off")
-    placed = {row: 0 for row in rows}
+    placed = dict.fromkeys(rows, 0)
     for (cls, index, why), heatmap in zip(picks, maps):
         r, c = rows.index(cls), placed[cls]
         placed[cls] += 2
@@ -209,6 +239,9 @@ def examples_figure(model, images: np.ndarray, labels: np.ndarray, probabilities
         axes[r][c].set_title(f"{classes[cls]}, {why}\nP({classes[cls]}) = {probabilities[index, cls]:.2f}", fontsize=9)
         axes[r][c + 1].imshow(overlay(images[index], heatmap))
         axes[r][c + 1].set_title("Grad-CAM", fontsize=9)
-    fig.suptitle(f"{title}\n(heat maps of layer {explainer.layer.name}, {explainer.map_side}x{explainer.map_side}; red: "
-                 "the evidence for the true class)", fontsize=10)
+    fig.suptitle(
+        f"{title}\n(heat maps of layer {explainer.layer.name}, {explainer.map_side}x{explainer.map_side}; red: "
+        "the evidence for the true class)",
+        fontsize=10,
+    )
     return report.figure_png(fig)

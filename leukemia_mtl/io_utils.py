@@ -9,9 +9,10 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -117,7 +118,7 @@ def exclusive_folder(path: Path | str, what: str = "run") -> Iterator[Path]:
         raise LeukemiaMtlError(f"{folder}: is a file; give a folder for the {what}'s outputs")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK_FILE, "a+")
+        handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 (held for the run: closed by the `with handle:` below)
     except OSError as exc:
         raise LeukemiaMtlError(f"{folder}: cannot be used for the {what}'s outputs ({exc.strerror or exc})") from None
     with handle:
@@ -126,8 +127,10 @@ def exclusive_folder(path: Path | str, what: str = "run") -> Iterator[Path]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise LeukemiaMtlError(f"{folder}: another {what} is writing here ({holder}); wait for it to finish "
-                                   "or give another --output-dir") from None
+            raise LeukemiaMtlError(
+                f"{folder}: another {what} is writing here ({holder}); wait for it to finish "
+                "or give another --output-dir"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")

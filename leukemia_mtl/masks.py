@@ -15,7 +15,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 def drop_small(mask: np.ndarray, min_area: float) -> np.ndarray:
     """Keep the 8-connected components of at least `min_area` pixels."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    _count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
     return np.where(keep[labels], 255, 0).astype(np.uint8)

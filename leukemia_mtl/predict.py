@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -50,9 +50,25 @@ CELL_IMAGE_MAX_ASPECT = 1.25
 # the stage-2 cell model's boundary: a cell "scores as a blast" at P(blast) >= this (its sigmoid's middle; untuned)
 CELL_BLAST_THRESHOLD = 0.5
 NOTICE = RESEARCH_USE
-CSV_COLUMNS = ("image", "status", "error", "kind", "verdict", "all_probability", "threshold", "fab_type", "fab_probability",
-               "cells", "cells_scored_as_blasts", "disagreement", "overlay", "explanation", "pixel_scale", "conversions",
-               "model_version")
+CSV_COLUMNS = (
+    "image",
+    "status",
+    "error",
+    "kind",
+    "verdict",
+    "all_probability",
+    "threshold",
+    "fab_type",
+    "fab_probability",
+    "cells",
+    "cells_scored_as_blasts",
+    "disagreement",
+    "overlay",
+    "explanation",
+    "pixel_scale",
+    "conversions",
+    "model_version",
+)
 BLAST_COLOUR, OTHER_COLOUR = (230, 40, 40), (40, 200, 60)  # RGB: outlines of cells scored as blasts and not
 
 
@@ -95,7 +111,9 @@ class Prediction:
 
 def _check_pixel_size(pixel_size_um: float | None) -> None:
     if pixel_size_um is not None and not 0 < pixel_size_um <= 100:
-        raise PredictError(f"pixel size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)")
+        raise PredictError(
+            f"pixel size {pixel_size_um!r}: give micrometres per pixel, a number above 0 (ALL-IDB: 0.09)"
+        )
 
 
 def _check_threshold(threshold: float | None) -> None:
@@ -110,7 +128,9 @@ class Predictor:
     images' pixel size of that kind (the release assumes the same microscope), else an estimate from the image.
     `threshold`: P(ALL) at or above which a smear is called ALL; without it, the release's operating point."""
 
-    def __init__(self, release_dir: Path | str, pixel_size_um: float | None = None, threshold: float | None = None) -> None:
+    def __init__(
+        self, release_dir: Path | str, pixel_size_um: float | None = None, threshold: float | None = None
+    ) -> None:
         _check_pixel_size(pixel_size_um)
         _check_threshold(threshold)
         self.release_dir = Path(release_dir)
@@ -118,8 +138,11 @@ class Predictor:
         self.version = str(self.manifest.get("version") or "")
         gate = self.manifest.get("gate") or {}
         if gate and not gate.get("passed"):  # released with evaluate.release_gate=flag: say so before every run
-            log.warning("release %s failed its gate (%s): its answers are no better than a trivial model's",
-                        self.manifest["version"], "; ".join(gate.get("reasons", [])))
+            log.warning(
+                "release %s failed its gate (%s): its answers are no better than a trivial model's",
+                self.manifest["version"],
+                "; ".join(gate.get("reasons", [])),
+            )
         settings = self.manifest["settings"]
         self.segment_cfg = _config(SegmentConfig, settings["segment"])
         self.data_cfg = _config(DataConfig, settings["data"])
@@ -132,7 +155,9 @@ class Predictor:
             self.threshold, self.threshold_source = float(threshold), "given (--threshold)"
         elif recorded is not None:
             self.threshold = float(recorded)
-            self.threshold_source = f"the release's operating point: {describe_threshold(self.manifest['operating_point'])}"
+            self.threshold_source = (
+                f"the release's operating point: {describe_threshold(self.manifest['operating_point'])}"
+            )
         else:
             self.threshold, self.threshold_source = 0.5, "0.5 (this release records no operating point)"
         self.segmenter = Segmenter.load(self.release_dir / "segmenter")
@@ -141,20 +166,27 @@ class Predictor:
 
     def settings(self) -> dict:
         """What every answer was made with: the model, the threshold, the pixel size, the stain targets."""
-        return {"model_version": self.version, "release": str(self.release_dir), "threshold": self.threshold,
-                "threshold_source": self.threshold_source + " (smears; a single-cell image is called at the cell "
-                                    "model's P(blast) >= cell_blast_threshold)",
-                "cell_blast_threshold": CELL_BLAST_THRESHOLD,
-                "pixel_size_um": self.pixel_size_um, "stage3_images": self.stage3_images,
-                "stain": {role: (info.stain or {}).get("method", "none") for role, (_, info) in self.models.items()},
-                "gate_passed": (self.manifest.get("gate") or {}).get("passed")}
+        return {
+            "model_version": self.version,
+            "release": str(self.release_dir),
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source + " (smears; a single-cell image is called at the cell "
+            "model's P(blast) >= cell_blast_threshold)",
+            "cell_blast_threshold": CELL_BLAST_THRESHOLD,
+            "pixel_size_um": self.pixel_size_um,
+            "stage3_images": self.stage3_images,
+            "stain": {role: (info.stain or {}).get("method", "none") for role, (_, info) in self.models.items()},
+            "gate_passed": (self.manifest.get("gate") or {}).get("passed"),
+        }
 
     def _batch(self, images: list[np.ndarray], role: str) -> np.ndarray:
         """Images squared to the models' input and stain-normalised with the role's model's own target, as the
         evaluation arrays were."""
         batch = np.stack([square(image, self.input_size) for image in images])
         if self.models[role][1].stain:
-            batch, _ = normalise_batch(batch, target_from_dict(self.models[role][1].stain, f"{self.release_dir / role}: stain"))
+            batch, _ = normalise_batch(
+                batch, target_from_dict(self.models[role][1].stain, f"{self.release_dir / role}: stain")
+            )
         return batch
 
     def _probabilities(self, role: str, batch: np.ndarray) -> np.ndarray:
@@ -172,23 +204,33 @@ class Predictor:
         trained = recorded.get(kind)
         size = f"{rgb.shape[1]}x{rgb.shape[0]}"  # a camera that recorded no EXIF was told apart by its image size
         if trained and size in (trained.get("cameras") or {}):
-            return trained["cameras"][size], (f"the training {kind} images of this size's ({size}, "
-                                              f"{REFERENCE_PIXEL_SIZE_UM / trained['cameras'][size]:.4g} um per pixel, "
-                                              "estimated per camera; --pixel-size if yours differ)")
+            return trained["cameras"][size], (
+                f"the training {kind} images of this size's ({size}, "
+                f"{REFERENCE_PIXEL_SIZE_UM / trained['cameras'][size]:.4g} um per pixel, "
+                "estimated per camera; --pixel-size if yours differ)"
+            )
         if trained and trained["scale"] is not None:
-            return trained["scale"], (f"the training {kind} images' ({REFERENCE_PIXEL_SIZE_UM / trained['scale']:.4g} um per "
-                                      f"pixel, {trained['source']}; --pixel-size if yours differ)")
+            return trained["scale"], (
+                f"the training {kind} images' ({REFERENCE_PIXEL_SIZE_UM / trained['scale']:.4g} um per "
+                f"pixel, {trained['source']}; --pixel-size if yours differ)"
+            )
         if trained:
             return width_guess(rgb.shape[1], kind == "cell"), "from the image width, as the training images' was"
         found = measure_scale([rgb], self.preprocess_cfg, kind == "cell")
         if found is not None:
             return found.scale, f"estimated from this image's {found.ruler} (give --pixel-size for a measured one)"
-        return width_guess(rgb.shape[1], kind == "cell"), "assumed from the image width (no nucleus or red cell to estimate it from)"
+        return width_guess(
+            rgb.shape[1], kind == "cell"
+        ), "assumed from the image width (no nucleus or red cell to estimate it from)"
 
     def _segment(self, rgb: np.ndarray, kind: str):
         scale, source = self.pixel_scale(rgb, kind)
         roi = compute_roi(rgb, self.preprocess_cfg, scale).roi_mask if self.segmenter.info.isolation == "roi" else None
-        return self.segmenter.segment(rgb, scale, self.segment_cfg, central_only=kind == "cell", roi_mask=roi), scale, source
+        return (
+            self.segmenter.segment(rgb, scale, self.segment_cfg, central_only=kind == "cell", roi_mask=roi),
+            scale,
+            source,
+        )
 
     def kind_of(self, rgb: np.ndarray) -> str:
         height, width = rgb.shape[:2]
@@ -209,8 +251,9 @@ class Predictor:
         explainer = self._explainer(role)
         if role == "cells" or self.stage3_images == "cells":
             if result.cells:
-                maps, _ = explainer.heatmaps(self._batch([c.image for c in result.cells], role), classes.index(class_name),
-                                             together=True)
+                maps, _ = explainer.heatmaps(
+                    self._batch([c.image for c in result.cells], role), classes.index(class_name), together=True
+                )
                 for cell, cam in zip(result.cells, maps):
                     mapper.add_crop(cam, cell.window, cell.image)
         else:
@@ -219,8 +262,14 @@ class Predictor:
             mapper.add_squared(maps[0])
         return mapper.heatmap
 
-    def predict(self, path: Path | str, kind: str = "auto", overlay_path: Path | str | None = None,
-                explain_path: Path | str | None = None, data: bytes | None = None) -> Prediction:
+    def predict(
+        self,
+        path: Path | str,
+        kind: str = "auto",
+        overlay_path: Path | str | None = None,
+        explain_path: Path | str | None = None,
+        data: bytes | None = None,
+    ) -> Prediction:
         """One image's answer; the overlay and (given `explain_path`) the Grad-CAM heat maps written as PNGs.
         `data`: the image's bytes when they come from elsewhere than the file `path` (an upload); `path` names them."""
         if kind not in KINDS:
@@ -236,24 +285,41 @@ class Predictor:
                 raise PredictError(f"{path}: no white cell found in this single-cell image{_why(rgb, scale)}")
             blast = float(self._probabilities("cells", self._batch([result.cells[0].image], "cells"))[0, 1])
             cell = self._cell_entry(result.cells[0], blast)
-            prediction = Prediction(image=str(path), kind=kind,
-                                    verdict=CELL_POSITIVE if blast >= CELL_BLAST_THRESHOLD else CELL_NEGATIVE,
-                                    all_probability=blast, threshold=CELL_BLAST_THRESHOLD, fab=None, cells=[cell],
-                                    cells_scored_as_blasts=int(cell["blast"]), pixel_scale=round(scale, 4),
-                                    pixel_scale_source=source, model_version=self.version)
+            prediction = Prediction(
+                image=str(path),
+                kind=kind,
+                verdict=CELL_POSITIVE if blast >= CELL_BLAST_THRESHOLD else CELL_NEGATIVE,
+                all_probability=blast,
+                threshold=CELL_BLAST_THRESHOLD,
+                fab=None,
+                cells=[cell],
+                cells_scored_as_blasts=int(cell["blast"]),
+                pixel_scale=round(scale, 4),
+                pixel_scale_source=source,
+                model_version=self.version,
+            )
             panels = [("cell model: blast", self.heatmap("cells", rgb, result, "blast"))] if explain_path else []
         else:
             if min(rgb.shape[:2]) < self.input_size:
-                raise PredictError(f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
-                                   "input: too small for a smear (a single-cell image? try --kind cell)")
+                raise PredictError(
+                    f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
+                    "input: too small for a smear (a single-cell image? try --kind cell)"
+                )
             result, scale, source = self._segment(rgb, "smear")
             prediction = self._smear_prediction(path, rgb, result, negative, scale)
             prediction.pixel_scale, prediction.pixel_scale_source = round(scale, 4), source
             panels = []
             if explain_path:
-                panels.append((f"detection: {prediction.verdict}", self.heatmap("detection", rgb, result, prediction.verdict)))
+                panels.append(
+                    (f"detection: {prediction.verdict}", self.heatmap("detection", rgb, result, prediction.verdict))
+                )
                 if prediction.fab:
-                    panels.append((f"FAB type: {prediction.fab['type']}", self.heatmap("fab", rgb, result, prediction.fab["type"])))
+                    panels.append(
+                        (
+                            f"FAB type: {prediction.fab['type']}",
+                            self.heatmap("fab", rgb, result, prediction.fab["type"]),
+                        )
+                    )
                 if result.cells:
                     panels.append(("cell model: blast", self.heatmap("cells", rgb, result, "blast")))
         prediction.conversions = list(loaded.conversions)
@@ -265,12 +331,21 @@ class Predictor:
 
     @staticmethod
     def _cell_entry(cell, blast: float) -> dict:
-        return {"index": cell.index, "bbox": list(cell.bbox), "centre": list(cell.centre), "blast_probability": blast,
-                "blast": blast >= CELL_BLAST_THRESHOLD}
+        return {
+            "index": cell.index,
+            "bbox": list(cell.bbox),
+            "centre": list(cell.centre),
+            "blast_probability": blast,
+            "blast": blast >= CELL_BLAST_THRESHOLD,
+        }
 
     def _smear_prediction(self, path, rgb: np.ndarray, result, negative: str, scale: float) -> Prediction:
-        if self.stage3_images in ("cells", "isolated") and not result.cells:  # as training: no cell, nothing to classify
-            raise PredictError(f"{path}: no white cell found in this smear{_why(rgb, scale)}, so there is nothing to classify")
+        if (
+            self.stage3_images in ("cells", "isolated") and not result.cells
+        ):  # as training: no cell, nothing to classify
+            raise PredictError(
+                f"{path}: no white cell found in this smear{_why(rgb, scale)}, so there is nothing to classify"
+            )
         if self.stage3_images == "cells":  # as the evaluation scored smears: the mean over their cells
             images = [c.image for c in result.cells]
             fab = self._probabilities("fab", self._batch(images, "fab")).mean(axis=0)
@@ -291,21 +366,40 @@ class Predictor:
         if verdict == POSITIVE_CLASS:  # the type is a question only once the smear is called ALL; among the ALL types
             subtypes = [i for i, c in enumerate(fab_classes) if c != negative]
             best = max(subtypes, key=lambda i: fab[i])
-            fab_answer = {"type": fab_classes[best], "probability": float(fab[best]),
-                          "probabilities": dict(zip(fab_classes, map(float, fab))), "note": None}
+            fab_answer = {
+                "type": fab_classes[best],
+                "probability": float(fab[best]),
+                "probabilities": dict(zip(fab_classes, map(float, fab))),
+                "note": None,
+            }
             if negative in fab_classes and int(fab.argmax()) == fab_classes.index(negative):
-                fab_answer["note"] = (f"the FAB model itself favours {negative} ({fab[fab_classes.index(negative)]:.2f}): the type "
-                                      "is a weak suggestion")
+                fab_answer["note"] = (
+                    f"the FAB model itself favours {negative} ({fab[fab_classes.index(negative)]:.2f}): the type "
+                    "is a weak suggestion"
+                )
         disagreement = None
         if verdict == POSITIVE_CLASS and cells and not blasts:
-            disagreement = (f"called ALL (P(ALL) {all_probability:.2f}), but none of its {len(cells)} cells scores as a blast: "
-                            "look at the smear")
+            disagreement = (
+                f"called ALL (P(ALL) {all_probability:.2f}), but none of its {len(cells)} cells scores as a blast: "
+                "look at the smear"
+            )
         elif verdict != POSITIVE_CLASS and blasts:
-            disagreement = (f"called {negative} (P(ALL) {all_probability:.2f}), but {blasts} of its {len(cells)} cells score as "
-                            "blasts: look at those cells")
-        return Prediction(image=str(path), kind="smear", verdict=verdict, all_probability=all_probability,
-                          threshold=self.threshold, fab=fab_answer, cells=cells, cells_scored_as_blasts=blasts,
-                          disagreement=disagreement, model_version=self.version)
+            disagreement = (
+                f"called {negative} (P(ALL) {all_probability:.2f}), but {blasts} of its {len(cells)} cells score as "
+                "blasts: look at those cells"
+            )
+        return Prediction(
+            image=str(path),
+            kind="smear",
+            verdict=verdict,
+            all_probability=all_probability,
+            threshold=self.threshold,
+            fab=fab_answer,
+            cells=cells,
+            cells_scored_as_blasts=blasts,
+            disagreement=disagreement,
+            model_version=self.version,
+        )
 
 
 def _text_size(image_width: int) -> tuple[float, int]:
@@ -330,7 +424,7 @@ def write_overlay(rgb: np.ndarray, mask: np.ndarray, prediction: Prediction, pat
     line = int(cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][1] * 1.9)
     header, footer = 2 * line + 8, line + 6
     canvas = cv2.copyMakeBorder(rgb, header, footer, 0, 0, cv2.BORDER_CONSTANT, value=(20, 20, 20))
-    body = canvas[header:header + rgb.shape[0]]
+    body = canvas[header : header + rgb.shape[0]]
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     boxes = {tuple(int(v) for v in cv2.boundingRect(c)): c for c in contours}
     outline = max(2, rgb.shape[1] // 300)
@@ -344,9 +438,11 @@ def write_overlay(rgb: np.ndarray, mask: np.ndarray, prediction: Prediction, pat
             cv2.rectangle(body, (x, y), (x + w, y + h), colour, outline)
         _label(body, f"{cell['blast_probability']:.0%}", (x, y - 6), colour, scale * 0.8, thickness)
     if prediction.kind == "smear":
-        verdict = (f"ALL suspected: P(ALL) {prediction.all_probability:.2f} >= threshold {prediction.threshold:.2f}"
-                   if prediction.verdict == POSITIVE_CLASS else
-                   f"No ALL found: P(ALL) {prediction.all_probability:.2f} < threshold {prediction.threshold:.2f}")
+        verdict = (
+            f"ALL suspected: P(ALL) {prediction.all_probability:.2f} >= threshold {prediction.threshold:.2f}"
+            if prediction.verdict == POSITIVE_CLASS
+            else f"No ALL found: P(ALL) {prediction.all_probability:.2f} < threshold {prediction.threshold:.2f}"
+        )
         if prediction.fab:
             verdict += f"; FAB type {prediction.fab['type']} ({prediction.fab['probability']:.2f})"
     else:
@@ -354,16 +450,35 @@ def write_overlay(rgb: np.ndarray, mask: np.ndarray, prediction: Prediction, pat
     cv2.putText(canvas, verdict, (8, line), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     legend_y = 2 * line
     x = 8
-    for colour, text in ((BLAST_COLOUR, f"cell scores as a blast (P >= {CELL_BLAST_THRESHOLD:.0%})"),
-                         (OTHER_COLOUR, "cell does not"), ((255, 210, 80), prediction.disagreement and "! verdict and cells disagree")):
+    for colour, text in (
+        (BLAST_COLOUR, f"cell scores as a blast (P >= {CELL_BLAST_THRESHOLD:.0%})"),
+        (OTHER_COLOUR, "cell does not"),
+        ((255, 210, 80), prediction.disagreement and "! verdict and cells disagree"),
+    ):
         if not text:
             continue
         cv2.rectangle(canvas, (x, legend_y - line // 2), (x + line // 2, legend_y), colour, -1)
-        cv2.putText(canvas, text, (x + line // 2 + 6, legend_y), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.85, colour, thickness,
-                    cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            text,
+            (x + line // 2 + 6, legend_y),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale * 0.85,
+            colour,
+            thickness,
+            cv2.LINE_AA,
+        )
         x += line // 2 + 18 + cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.85, thickness)[0][0]
-    cv2.putText(canvas, f"{NOTICE.split('.')[0]}. {prediction.model_version}", (8, canvas.shape[0] - footer // 3),
-                cv2.FONT_HERSHEY_SIMPLEX, scale * 0.75, (220, 220, 220), max(1, thickness - 1), cv2.LINE_AA)
+    cv2.putText(
+        canvas,
+        f"{NOTICE.split('.')[0]}. {prediction.model_version}",
+        (8, canvas.shape[0] - footer // 3),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale * 0.75,
+        (220, 220, 220),
+        max(1, thickness - 1),
+        cv2.LINE_AA,
+    )
     return write_image(path, canvas)
 
 
@@ -393,8 +508,9 @@ def image_paths(inputs: list[str]) -> Iterator[tuple[Path | None, str | None]]:
             yield None, f"{item}: no such file or folder"
 
 
-def open_predictor(model: str, cache_dir: Path | None = None, pixel_size_um: float | None = None,
-                   threshold: float | None = None) -> Predictor:
+def open_predictor(
+    model: str, cache_dir: Path | None = None, pixel_size_um: float | None = None, threshold: float | None = None
+) -> Predictor:
     """The Predictor of a release folder or s3:// URI (mirrored into `cache_dir`); the settings are checked
     before anything is fetched from object storage."""
     _check_pixel_size(pixel_size_um)
@@ -402,8 +518,9 @@ def open_predictor(model: str, cache_dir: Path | None = None, pixel_size_um: flo
     return Predictor(fetch(model, cache_dir), pixel_size_um, threshold)
 
 
-def iter_predictions(predictor: Predictor, inputs: list[str], kind: str = "auto", overlay_dir: Path | None = None,
-                     explain: bool = False) -> Iterator[tuple[str | None, dict | None, str | None]]:
+def iter_predictions(
+    predictor: Predictor, inputs: list[str], kind: str = "auto", overlay_dir: Path | None = None, explain: bool = False
+) -> Iterator[tuple[str | None, dict | None, str | None]]:
     """(image, prediction, None) or (image or None, None, error) per image, one at a time: a folder of
     thousands streams through in constant memory, and one bad image does not stop the others.
     `explain` writes Grad-CAM heat maps beside the overlays (<stem>_gradcam.png)."""
@@ -442,22 +559,34 @@ def _overlay_path(overlay_dir: Path | None, image: Path, used: set[str]) -> Path
 def format_prediction(p: dict) -> str:
     """An answer in the order a haematologist reads it: verdict, then type, then what to look at."""
     if p["kind"] == "cell":
-        lines = [f"{p['image']} (single cell): {p['verdict']}, "
-                 f"P(blast) {p['all_probability']:.3f} (cell model, threshold {p['threshold']:.2f})"]
+        lines = [
+            f"{p['image']} (single cell): {p['verdict']}, "
+            f"P(blast) {p['all_probability']:.3f} (cell model, threshold {p['threshold']:.2f})"
+        ]
     else:
-        called = (f"ALL suspected: P(ALL) {p['all_probability']:.3f} >= {p['threshold']:.3f}" if p["verdict"] == POSITIVE_CLASS
-                  else f"no ALL found: P(ALL) {p['all_probability']:.3f} < {p['threshold']:.3f}")
+        called = (
+            f"ALL suspected: P(ALL) {p['all_probability']:.3f} >= {p['threshold']:.3f}"
+            if p["verdict"] == POSITIVE_CLASS
+            else f"no ALL found: P(ALL) {p['all_probability']:.3f} < {p['threshold']:.3f}"
+        )
         lines = [f"{p['image']} (smear): {called}"]
         if p["fab"]:
             others = ", ".join(f"{c} {v:.2f}" for c, v in p["fab"]["probabilities"].items() if c != p["fab"]["type"])
-            lines.append(f"  FAB type {p['fab']['type']} ({p['fab']['probability']:.2f}; {others})"
-                         + (f"; note: {p['fab']['note']}" if p["fab"].get("note") else ""))
-        lines.append(f"  {len(p['cells'])} cells, {p['cells_scored_as_blasts']} scored as blasts "
-                     f"(cell model, P(blast) >= {CELL_BLAST_THRESHOLD})")
+            lines.append(
+                f"  FAB type {p['fab']['type']} ({p['fab']['probability']:.2f}; {others})"
+                + (f"; note: {p['fab']['note']}" if p["fab"].get("note") else "")
+            )
+        lines.append(
+            f"  {len(p['cells'])} cells, {p['cells_scored_as_blasts']} scored as blasts "
+            f"(cell model, P(blast) >= {CELL_BLAST_THRESHOLD})"
+        )
         if p["disagreement"]:
             lines.append(f"  ! disagreement: {p['disagreement']}")
-    extras = [f"overlay {p['overlay']}" if p.get("overlay") else "", f"heat maps {p['explanation']}" if p.get("explanation") else "",
-              f"pixel scale {p['pixel_scale']:g} ({p['pixel_scale_source']})" if p.get("pixel_scale") is not None else ""]
+    extras = [
+        f"overlay {p['overlay']}" if p.get("overlay") else "",
+        f"heat maps {p['explanation']}" if p.get("explanation") else "",
+        f"pixel scale {p['pixel_scale']:g} ({p['pixel_scale_source']})" if p.get("pixel_scale") is not None else "",
+    ]
     lines += [f"  {e}" for e in extras if e]
     return "\n".join(lines)
 
@@ -467,10 +596,22 @@ def csv_row(image: str | None, prediction: dict | None, error: str | None, versi
     if prediction is None:
         return {"image": image or "", "status": "error", "error": error, "model_version": version}
     fab = prediction["fab"] or {}
-    return {"image": prediction["image"], "status": "ok", "error": "", "kind": prediction["kind"], "verdict": prediction["verdict"],
-            "all_probability": round(prediction["all_probability"], 4), "threshold": round(prediction["threshold"], 4),
-            "fab_type": fab.get("type", ""), "fab_probability": round(fab["probability"], 4) if fab else "",
-            "cells": len(prediction["cells"]), "cells_scored_as_blasts": prediction["cells_scored_as_blasts"],
-            "disagreement": prediction["disagreement"] or "", "overlay": prediction["overlay"] or "",
-            "explanation": prediction["explanation"] or "", "pixel_scale": prediction["pixel_scale"],
-            "conversions": "; ".join(prediction.get("conversions") or []), "model_version": version}
+    return {
+        "image": prediction["image"],
+        "status": "ok",
+        "error": "",
+        "kind": prediction["kind"],
+        "verdict": prediction["verdict"],
+        "all_probability": round(prediction["all_probability"], 4),
+        "threshold": round(prediction["threshold"], 4),
+        "fab_type": fab.get("type", ""),
+        "fab_probability": round(fab["probability"], 4) if fab else "",
+        "cells": len(prediction["cells"]),
+        "cells_scored_as_blasts": prediction["cells_scored_as_blasts"],
+        "disagreement": prediction["disagreement"] or "",
+        "overlay": prediction["overlay"] or "",
+        "explanation": prediction["explanation"] or "",
+        "pixel_scale": prediction["pixel_scale"],
+        "conversions": "; ".join(prediction.get("conversions") or []),
+        "model_version": version,
+    }

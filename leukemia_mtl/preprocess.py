@@ -41,7 +41,14 @@ from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.data.layout import DATA_DIR
 from leukemia_mtl.data.shortcuts import camera_of
 from leukemia_mtl.errors import DatasetError, Problem
-from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
+from leukemia_mtl.io_utils import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+    read_csv,
+    write_image,
+)
 from leukemia_mtl.masks import drop_small, fill_holes, mask_agreement
 from leukemia_mtl.report import figure_png, new_figure
 
@@ -149,12 +156,14 @@ def measure_scale(images, cfg: PreprocessConfig, single_cell: bool) -> ScaleFind
         areas.append(nucleus_area(rgb, cfg, single_cell))
         if not single_cell:
             radii.append(red_cell_radius(rgb))
-    by_nuclei = _median_scale([a for a in areas if a is not None], count, 0.5,
-                              lambda area: np.sqrt(area / REFERENCE_NUCLEUS_AREA))
+    by_nuclei = _median_scale(
+        [a for a in areas if a is not None], count, 0.5, lambda area: np.sqrt(area / REFERENCE_NUCLEUS_AREA)
+    )
     # the disc test keeps only red cells standing apart, so a quarter of the images is enough (single-cell-centred
     # fields show few): what it keeps is red cells, where a threshold that misses the stain passes specks as nuclei
-    by_red_cells = _median_scale([r for r in radii if r is not None], count, 0.25,
-                                 lambda r: 2 * r / REFERENCE_RED_CELL_DIAMETER)
+    by_red_cells = _median_scale(
+        [r for r in radii if r is not None], count, 0.25, lambda r: 2 * r / REFERENCE_RED_CELL_DIAMETER
+    )
     if by_red_cells is not None:
         return ScaleFinding(*by_red_cells, "red cells", by_nuclei[0] if by_nuclei else None)
     return ScaleFinding(*by_nuclei, "nuclei") if by_nuclei is not None else None
@@ -199,8 +208,9 @@ def red_cell_radius(rgb: np.ndarray) -> float | None:
 MIN_CAMERA_SHARE = 0.1
 
 
-def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig,
-                  cameras: list[str] | None = None) -> PixelScale:
+def dataset_scale(
+    dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig, cameras: list[str] | None = None
+) -> PixelScale:
     """The pixel scale of a dataset: from its configured pixel size, else estimated on a sample of its images, and
     per camera where it mixes cameras (`cameras`: each record's, from `camera_of`): ALL-IDB1's two cameras differ
     in magnification, and one scale for both would shrink one camera's cells or swell the other's.
@@ -215,8 +225,15 @@ def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig,
     records = dataset.records
 
     def estimate_on(indices: list[int]) -> ScaleFinding | None:
-        picks = sorted({indices[int(i)] for i in np.linspace(0, len(indices) - 1, min(len(indices), cfg.scale_sample_images)).round()})
-        images = (read_image(records[i].path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb for i in picks)
+        picks = sorted(
+            {
+                indices[int(i)]
+                for i in np.linspace(0, len(indices) - 1, min(len(indices), cfg.scale_sample_images)).round()
+            }
+        )
+        images = (
+            read_image(records[i].path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb for i in picks
+        )
         return measure_scale(images, cfg, dataset.single_cell) if indices else None
 
     estimate = estimate_on(list(range(len(records))))
@@ -229,8 +246,12 @@ def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig,
         if len(large) > 1:
             per_camera = {c: found for c, idx in sorted(large.items()) if (found := estimate_on(idx)) is not None}
     if estimate is None and not per_camera:
-        return PixelScale(None, "assumed from each image's width against ALL-IDB's (no nucleus or red cell found to "
-                                "estimate it from; give data.pixel_size_um)", dataset.single_cell)
+        return PixelScale(
+            None,
+            "assumed from each image's width against ALL-IDB's (no nucleus or red cell found to "
+            "estimate it from; give data.pixel_size_um)",
+            dataset.single_cell,
+        )
     if estimate is None:  # every camera with an estimate has its own; the others take their median
         estimate = ScaleFinding(round(float(np.median([f.scale for f in per_camera.values()])), 4), 0, "cameras")
     # the dataset-wide estimate is checked only where some image uses it (a camera without its own)
@@ -240,13 +261,22 @@ def dataset_scale(dataset: Dataset, cfg: PreprocessConfig, data_cfg: DataConfig,
         f"{dataset.name}{f' ({camera})' if camera else ''}: the pixel scale from the red cells ({found.scale:g}) and from "
         f"the nuclei ({found.other:g}) disagree by {found.disagreement - 1:.0%}; the red cells' is used (7.5 um in every "
         "lab; nucleus size varies with the cells). Check the ROI page's overlay, or give data.pixel_size_um"
-        for camera, found in checked if found.disagreement > SCALE_DISAGREEMENT)
+        for camera, found in checked
+        if found.disagreement > SCALE_DISAGREEMENT
+    )
     source = f"estimated from the {estimate.ruler} of {estimate.images} images" + _beside(estimate)
     if per_camera:
-        source = ("estimated per camera: " + ", ".join(
-            f"{camera} {found.scale:g} ({found.ruler}, {found.images} images{_beside(found, short=True)})"
-            for camera, found in per_camera.items()) + f"; other cameras {estimate.scale:g}")
-    return PixelScale(estimate.scale, source, dataset.single_cell, {c: f.scale for c, f in per_camera.items()}, warnings)
+        source = (
+            "estimated per camera: "
+            + ", ".join(
+                f"{camera} {found.scale:g} ({found.ruler}, {found.images} images{_beside(found, short=True)})"
+                for camera, found in per_camera.items()
+            )
+            + f"; other cameras {estimate.scale:g}"
+        )
+    return PixelScale(
+        estimate.scale, source, dataset.single_cell, {c: f.scale for c, f in per_camera.items()}, warnings
+    )
 
 
 def _scale_words(scale: PixelScale) -> str:
@@ -330,8 +360,9 @@ def drop_unstained(mask: np.ndarray, rgb: np.ndarray, min_saturation: int) -> np
     return np.where(stained[labels], 255, 0).astype(np.uint8)
 
 
-def raw_mask(rgb: np.ndarray, cfg: PreprocessConfig, mono: np.ndarray | None = None,
-             density: np.ndarray | None = None) -> np.ndarray:
+def raw_mask(
+    rgb: np.ndarray, cfg: PreprocessConfig, mono: np.ndarray | None = None, density: np.ndarray | None = None
+) -> np.ndarray:
     """The threshold mask before clean-up: stained nuclei (and specks), 0/255."""
     if cfg.threshold_method == "nuclear":
         nuclear = nuclear_density(optical_density(rgb) if density is None else density)
@@ -366,14 +397,21 @@ def compute_roi(rgb: np.ndarray, cfg: PreprocessConfig, scale: float = 1.0) -> R
     roi = fill_holes(grown)
     if density is not None and cfg.split_touching:
         pixel_um = REFERENCE_PIXEL_SIZE_UM / scale
-        roi = split_touching(roi, nuclei, cfg.split_core_fraction, cfg.split_min_nucleus_um2 / pixel_um ** 2,
-                             cfg.split_neck_fraction)
+        roi = split_touching(
+            roi, nuclei, cfg.split_core_fraction, cfg.split_min_nucleus_um2 / pixel_um**2, cfg.split_neck_fraction
+        )
 
     count, _, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
     boxes = [tuple(int(v) for v in stats[i, :4]) for i in range(1, count)]
     roi_image = cv2.bitwise_and(rgb, rgb, mask=roi)
-    return RoiResult(monochrome=mono, raw_mask=raw, roi_mask=roi, roi_image=roi_image, boxes=boxes,
-                     areas=[int(stats[i, cv2.CC_STAT_AREA]) for i in range(1, count)])
+    return RoiResult(
+        monochrome=mono,
+        raw_mask=raw,
+        roi_mask=roi,
+        roi_image=roi_image,
+        boxes=boxes,
+        areas=[int(stats[i, cv2.CC_STAT_AREA]) for i in range(1, count)],
+    )
 
 
 # A field no finder can read, named as such (preprocess.field_problem): a grey-level spread below BLANK_CONTRAST is
@@ -439,8 +477,9 @@ def _holding(labels: np.ndarray, count: int, nuclei: np.ndarray) -> np.ndarray:
     return holds[labels]
 
 
-def split_touching(roi: np.ndarray, nuclei: np.ndarray, core_fraction: float, min_nucleus_px: float,
-                   neck_fraction: float) -> np.ndarray:
+def split_touching(
+    roi: np.ndarray, nuclei: np.ndarray, core_fraction: float, min_nucleus_px: float, neck_fraction: float
+) -> np.ndarray:
     """`roi` with touching cells cut apart, so that each region is one cell (ALL's blasts cluster), in two passes.
 
     1. By their nuclei: a region holding two or more nucleus pieces of at least `min_nucleus_px` pixels (smaller
@@ -455,9 +494,16 @@ def split_touching(roi: np.ndarray, nuclei: np.ndarray, core_fraction: float, mi
     cell (no nucleus, or under MIN_PIECE of its region) joins its neighbour again."""
     if not (nuclei > 0).any():
         return roi
-    roi = _carve(roi, nuclei, lambda cut_roi, regions, count: _owners_by_nucleus(cut_roi, regions, count, nuclei,
-                                                                                  min_nucleus_px, neck_fraction))
-    return _carve(roi, nuclei, lambda cut_roi, regions, count: _owners_by_outline(cut_roi, regions, count, nuclei, core_fraction))
+    roi = _carve(
+        roi,
+        nuclei,
+        lambda cut_roi, regions, count: _owners_by_nucleus(
+            cut_roi, regions, count, nuclei, min_nucleus_px, neck_fraction
+        ),
+    )
+    return _carve(
+        roi, nuclei, lambda cut_roi, regions, count: _owners_by_outline(cut_roi, regions, count, nuclei, core_fraction)
+    )
 
 
 def _several(regions: np.ndarray, count: int, inside: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -477,8 +523,9 @@ def _owners_by_nucleus(roi, regions, count, nuclei, min_nucleus_px, neck_fractio
     several = _several(regions, count, owning, pieces)
     if not several.any():
         return None
-    _, nearest = cv2.distanceTransformWithLabels(np.where(owning, 0, 255).astype(np.uint8), cv2.DIST_L2, 5,
-                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    _, nearest = cv2.distanceTransformWithLabels(
+        np.where(owning, 0, 255).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
     piece_of = np.zeros(int(nearest.max()) + 1, np.int32)
     piece_of[nearest[owning]] = pieces[owning]
     return _joined_across_wide_borders(np.where(several[regions] & (roi > 0), piece_of[nearest], 0), neck_fraction)
@@ -527,7 +574,9 @@ def _borders(labels: np.ndarray, count: int):
         meet = (first > 0) & (second > 0) & (first != second)
         ys, xs = np.nonzero(meet)
         points.append(np.stack([ys + offset[0], xs + offset[1]], axis=1))
-        pairs.append(np.minimum(first[meet], second[meet]).astype(np.int64) * count + np.maximum(first[meet], second[meet]))
+        pairs.append(
+            np.minimum(first[meet], second[meet]).astype(np.int64) * count + np.maximum(first[meet], second[meet])
+        )
     points, pairs = np.concatenate(points), np.concatenate(pairs)
     for pair in np.unique(pairs):
         spots = points[pairs == pair]
@@ -544,7 +593,8 @@ def _owners_by_outline(roi, regions, count, nuclei, core_fraction) -> np.ndarray
     nucleus_largest = np.zeros(int(nucleus_labels.max()) + 1, np.float32)
     np.maximum.at(nucleus_largest, nucleus_labels.ravel(), nucleus_distance.ravel())
     _, nucleus_cores = cv2.connectedComponents(
-        (inside & (nucleus_distance > core_fraction * nucleus_largest[nucleus_labels])).astype(np.uint8), connectivity=8)
+        (inside & (nucleus_distance > core_fraction * nucleus_largest[nucleus_labels])).astype(np.uint8), connectivity=8
+    )
     several = _several(regions, count, inside, nucleus_cores)
     if not several.any():
         return None
@@ -625,8 +675,23 @@ class PreprocessSummary:
 
 
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("dataset", "image_id", "source", "label", "positive", "group", "width", "height", "pixel_scale",
-                   "roi_fraction", "boxes", "roi_mask", "roi_image", "iou", "recall")
+MANIFEST_FIELDS = (
+    "dataset",
+    "image_id",
+    "source",
+    "label",
+    "positive",
+    "group",
+    "width",
+    "height",
+    "pixel_scale",
+    "roi_fraction",
+    "boxes",
+    "roi_mask",
+    "roi_image",
+    "iou",
+    "recall",
+)
 
 
 def preprocess_datasets(
@@ -649,8 +714,9 @@ def preprocess_datasets(
     for dataset in datasets:
         root = dataset.root.resolve()
         if any(w.resolve() == root or root in w.resolve().parents for w in writes):
-            raise DatasetError([Problem(str(out), f"would write into the dataset {dataset.root}; give an output folder "
-                                                  "outside it")])
+            raise DatasetError(
+                [Problem(str(out), f"would write into the dataset {dataset.root}; give an output folder outside it")]
+            )
     rows: list[dict[str, object]] = []
     scores: list[dict[str, float]] = []
     blast_hits: list[float] = []
@@ -663,8 +729,13 @@ def preprocess_datasets(
         cameras = [camera_of(record.path) for record in dataset.records]  # file headers only
         scales[dataset.name] = scale = dataset_scale(dataset, cfg, data_cfg, cameras)
         log.info("%s: pixel scale %s", dataset.name, _scale_words(scale))
-        for record, camera in tqdm(zip(dataset.records, cameras), desc=f"preprocess {dataset.name}", unit="img",
-                                   total=len(cameras), disable=not progress or None):
+        for record, camera in tqdm(
+            zip(dataset.records, cameras),
+            desc=f"preprocess {dataset.name}",
+            unit="img",
+            total=len(cameras),
+            disable=not progress or None,
+        ):
             rgb = read_image(record.path, max_pixels=data_cfg.max_pixels, min_side=data_cfg.min_side).rgb
             height, width = rgb.shape[:2]
             image_scale = scale.of(width, camera)
@@ -674,11 +745,21 @@ def preprocess_datasets(
             write_image(out / mask_rel, result.roi_mask)
             write_image(out / image_rel, result.roi_image)
             row: dict[str, object] = {
-                "dataset": dataset.name, "image_id": record.image_id, "source": record.rel_path,
-                "label": record.label, "positive": int(record.positive), "group": f"{dataset.name}/{record.group}",
-                "width": width, "height": height, "pixel_scale": image_scale,
+                "dataset": dataset.name,
+                "image_id": record.image_id,
+                "source": record.rel_path,
+                "label": record.label,
+                "positive": int(record.positive),
+                "group": f"{dataset.name}/{record.group}",
+                "width": width,
+                "height": height,
+                "pixel_scale": image_scale,
                 "roi_fraction": round(float(np.count_nonzero(result.roi_mask)) / result.roi_mask.size, 5),
-                "boxes": json.dumps(result.boxes), "roi_mask": mask_rel, "roi_image": image_rel, "iou": "", "recall": "",
+                "boxes": json.dumps(result.boxes),
+                "roi_mask": mask_rel,
+                "roi_image": image_rel,
+                "iou": "",
+                "recall": "",
             }
             problem = field_problem(rgb, image_scale)
             if problem:
@@ -686,7 +767,9 @@ def preprocess_datasets(
             if not dataset.single_cell and oversized(result, cfg, image_scale):
                 too_large[dataset.name] = too_large.get(dataset.name, 0) + 1
             if record.mask_path is not None:
-                agreement = mask_agreement(result.roi_mask, read_mask(record.mask_path, (width, height), max_pixels=data_cfg.max_pixels))
+                agreement = mask_agreement(
+                    result.roi_mask, read_mask(record.mask_path, (width, height), max_pixels=data_cfg.max_pixels)
+                )
                 scores.append(agreement)
                 row["iou"], row["recall"] = round(agreement["iou"], 4), round(agreement["recall"], 4)
             if record.blast_centres:
@@ -710,8 +793,12 @@ def preprocess_datasets(
     )
     for dataset in datasets:
         scale = scales[dataset.name]
-        summary.pixel_scales[dataset.name] = {"scale": scale.scale, "pixel_size_um": scale.pixel_size_um, "source": scale.source,
-                                              "cameras": dict(scale.cameras)}
+        summary.pixel_scales[dataset.name] = {
+            "scale": scale.scale,
+            "pixel_size_um": scale.pixel_size_um,
+            "source": scale.source,
+            "cameras": dict(scale.cameras),
+        }
         if scale.assumed:
             summary.warnings.append(f"{dataset.name}: pixel scale {scale.source}")
         summary.warnings.extend(scale.warnings)
@@ -722,14 +809,19 @@ def preprocess_datasets(
             summary.warnings.append(
                 f"{dataset.name}: the ROI step found no white cell in {empty} of {len(mine)} images "
                 f"({empty / len(mine):.0%}); the threshold ({cfg.threshold_method}) does not fit this stain or camera "
-                + ("(try preprocess.threshold_method=nuclear)" if cfg.threshold_method != "nuclear" else
-                   "(check the pixel scale: data.pixel_size_um)")
-                + ", and later stages would see black images")
+                + (
+                    "(try preprocess.threshold_method=nuclear)"
+                    if cfg.threshold_method != "nuclear"
+                    else "(check the pixel scale: data.pixel_size_um)"
+                )
+                + ", and later stages would see black images"
+            )
         for problem, names in summary.unreadable.get(dataset.name, {}).items():
             summary.warnings.append(
                 f"{dataset.name}: {len(names)} image{'s' if len(names) > 1 else ''} {'are' if len(names) > 1 else 'is'} "
                 f"{problem} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): no white cell can be read from "
-                "such a field; retake or drop it")
+                "such a field; retake or drop it"
+            )
         if not dataset.single_cell:
             summary.oversized[dataset.name] = count = too_large.get(dataset.name, 0)
             if mine and count / len(mine) > cfg.warn_empty_fraction:
@@ -738,7 +830,8 @@ def preprocess_datasets(
                     f"{OVERSIZED_CELLS} of the largest white cells ({LARGEST_WHITE_CELL_UM:g} um) or half the field: red "
                     f"cells or plasma were taken for white cells, or the pixel scale ({scale.scale}, {scale.source}) is "
                     "wrong. Check the ROI page's overlay; give data.pixel_size_um"
-                    + (", or try preprocess.threshold_method=nuclear" if cfg.threshold_method != "nuclear" else ""))
+                    + (", or try preprocess.threshold_method=nuclear" if cfg.threshold_method != "nuclear" else "")
+                )
     for warning in summary.warnings:
         log.warning("%s", warning)
     atomic_write_json(out / "summary.json", {"config": cfg.__dict__, **summary.__dict__})
@@ -773,7 +866,9 @@ def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_
         outlined = small.copy()
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(outlined, contours, -1, (0, 255, 0), 2)
-        for ax, img, name in zip(row, (small, mono, outlined), ("smear", "RGB offsets + monochrome", "ROI (threshold 98, cleaned)")):
+        for ax, img, name in zip(
+            row, (small, mono, outlined), ("smear", "RGB offsets + monochrome", "ROI (threshold 98, cleaned)")
+        ):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
             ax.set_title(name)
             ax.axis("off")
@@ -784,17 +879,24 @@ def overlay_figure(examples: list[tuple[str, np.ndarray, RoiResult]], max_width_
 def method_description(cfg: PreprocessConfig) -> str:
     """How this run found the white cells, in one paragraph of the ROI page."""
     if cfg.threshold_method == "nuclear":
-        return ("White cells found by their nuclear stain: each pixel's optical density against the image's own "
-                "background, green's minus blue's (violet nuclei absorb green and hardly any blue; pink red cells "
-                f"absorb both alike); pixels above Otsu's level on it (at least {cfg.nuclear_min_density:g}) are "
-                "nuclei, cleaned (closing, components smaller than a nucleus dropped), each grown by at most "
-                f"{cfg.roi_margin:g} px at ALL-IDB1's pixel scale over its own cell's pixels (total density above "
-                f"{cfg.cell_extent_level:g} of Otsu's level between cells and plasma), holes filled.")
-    level = (f"{cfg.threshold}" if cfg.threshold_method == "fixed" else
-             "a level found in each image (Otsu's among the pixels darker than the background; unstained regions dropped)")
-    return (f"RGB offsets red +{cfg.offset_red}, green +{cfg.offset_green}, blue +{cfg.offset_blue}; monochrome; pixels "
-            f"below {level} are the region of interest, cleaned (closing, components smaller than a nucleus dropped, "
-            f"grown by {cfg.roi_margin:g} px at ALL-IDB1's pixel scale, holes filled).")
+        return (
+            "White cells found by their nuclear stain: each pixel's optical density against the image's own "
+            "background, green's minus blue's (violet nuclei absorb green and hardly any blue; pink red cells "
+            f"absorb both alike); pixels above Otsu's level on it (at least {cfg.nuclear_min_density:g}) are "
+            "nuclei, cleaned (closing, components smaller than a nucleus dropped), each grown by at most "
+            f"{cfg.roi_margin:g} px at ALL-IDB1's pixel scale over its own cell's pixels (total density above "
+            f"{cfg.cell_extent_level:g} of Otsu's level between cells and plasma), holes filled."
+        )
+    level = (
+        f"{cfg.threshold}"
+        if cfg.threshold_method == "fixed"
+        else "a level found in each image (Otsu's among the pixels darker than the background; unstained regions dropped)"
+    )
+    return (
+        f"RGB offsets red +{cfg.offset_red}, green +{cfg.offset_green}, blue +{cfg.offset_blue}; monochrome; pixels "
+        f"below {level} are the region of interest, cleaned (closing, components smaller than a nucleus dropped, "
+        f"grown by {cfg.roi_margin:g} px at ALL-IDB1's pixel scale, holes filled)."
+    )
 
 
 def _measured_paragraphs(method: str) -> list[str]:
@@ -803,18 +905,41 @@ def _measured_paragraphs(method: str) -> list[str]:
     measured = measured_finder()
     rows = measured.get("methods", {}).get(method, {}).get(measured.get("quoted_split", ""), {})
     if not rows:
-        return [report.paragraph(f"The '{method}' finder has not been measured on real annotated smears "
-                                 "(python bench/cell_finder.py).")]
-    return [report.paragraph(
-        f"This finder ('{method}') on real annotated smears, as {measured['command']} measured it on "
-        f"{measured['date']} (commit {measured.get('commit') or 'unknown'}): {measured['data']}, its "
-        f"{measured['quoted_split']} images (settings were chosen on its train split). Recall is the share of "
-        "white-cell boxes some region overlaps with IoU >= 0.5; the goal is at least 0.9 with at most 1.5 regions "
-        "per white cell."),
-        report.grid(["source", "images", "white cells", "recall (IoU >= 0.5)", "regions per white cell",
-                     "images with a white cell and no region"],
-                    [[source, row["images"], row["white_cells"], row["recall"], row["regions_per_cell"], row["missed_images"]]
-                     for source, row in rows.items()])]
+        return [
+            report.paragraph(
+                f"The '{method}' finder has not been measured on real annotated smears (python bench/cell_finder.py)."
+            )
+        ]
+    return [
+        report.paragraph(
+            f"This finder ('{method}') on real annotated smears, as {measured['command']} measured it on "
+            f"{measured['date']} (commit {measured.get('commit') or 'unknown'}): {measured['data']}, its "
+            f"{measured['quoted_split']} images (settings were chosen on its train split). Recall is the share of "
+            "white-cell boxes some region overlaps with IoU >= 0.5; the goal is at least 0.9 with at most 1.5 regions "
+            "per white cell."
+        ),
+        report.grid(
+            [
+                "source",
+                "images",
+                "white cells",
+                "recall (IoU >= 0.5)",
+                "regions per white cell",
+                "images with a white cell and no region",
+            ],
+            [
+                [
+                    source,
+                    row["images"],
+                    row["white_cells"],
+                    row["recall"],
+                    row["regions_per_cell"],
+                    row["missed_images"],
+                ]
+                for source, row in rows.items()
+            ],
+        ),
+    ]
 
 
 def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, profile: Profile) -> PreprocessSummary:
@@ -828,10 +953,16 @@ def run_preprocess_stage(ingested: Path, out_dir: Path, overlay_html: Path, prof
         *_measured_paragraphs(profile.preprocess.threshold_method),
         *(report.paragraph(f"WARNING: {warning}") for warning in summary.warnings),
         report.table(summary.metrics()),
-        report.paragraph("Pixel scale per dataset (image pixels per ALL-IDB1 pixel; every size in the settings is "
-                         "rescaled by it): " + "; ".join(
-                             f"{name}: {s['scale']} ({s['pixel_size_um']} um per pixel, {s['source']})" if s["scale"] is not None
-                             else f"{name}: {s['source']}" for name, s in summary.pixel_scales.items())),
+        report.paragraph(
+            "Pixel scale per dataset (image pixels per ALL-IDB1 pixel; every size in the settings is "
+            "rescaled by it): "
+            + "; ".join(
+                f"{name}: {s['scale']} ({s['pixel_size_um']} um per pixel, {s['source']})"
+                if s["scale"] is not None
+                else f"{name}: {s['source']}"
+                for name, s in summary.pixel_scales.items()
+            )
+        ),
     ]
     if figure.is_file():
         parts.append(report.png_img(figure.read_bytes(), "smears with their regions of interest"))

@@ -25,15 +25,22 @@ import shutil
 import tempfile
 import zipfile
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from leukemia_mtl import __version__
-from leukemia_mtl.bundles import META_FILE, MODEL_FILE, SEGMENTER_META_FILE, SEGMENTER_MODEL_FILE, SUMMARY_FILE, describe_classifier
+from leukemia_mtl.bundles import (
+    META_FILE,
+    MODEL_FILE,
+    SEGMENTER_META_FILE,
+    SEGMENTER_MODEL_FILE,
+    SUMMARY_FILE,
+    describe_classifier,
+)
 from leukemia_mtl.config import GATE_ACTIONS, INNER_METRICS, Profile, get_profile
 from leukemia_mtl.errors import LeukemiaMtlError, StorageError
-from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, sha256_file
 from leukemia_mtl.formatting import number
+from leukemia_mtl.io_utils import atomic_write_json, atomic_write_text, sha256_file
 from leukemia_mtl.model_card import build_model_card, card_markdown
 from leukemia_mtl.results import CrossvalResult
 from leukemia_mtl.stages import CELL_SCORER, CELL_SCORER_ARM, KIND_OF_ARM, MTL, SCORED_TASKS, by_key
@@ -62,13 +69,22 @@ def select(crossval: CrossvalResult, metric: str) -> dict:
     chosen = {}
     for task in crossval.task_names:
         result = min(crossval.arms(task), key=lambda r: (-inner(r.inner_mean(metric)), r.arm != MTL, r.backbone, r.arm))
-        fold = max(result.folds, key=lambda f: (inner((f["inner_validation"] or {}).get(metric)), -f["repeat"], -f["fold"]))
+        fold = max(
+            result.folds, key=lambda f: (inner((f["inner_validation"] or {}).get(metric)), -f["repeat"], -f["fold"])
+        )
         validated = fold["inner_validation"] is not None
-        chosen[task] = {"backbone": result.backbone, "arm": result.arm, "fold_id": fold["fold_id"], "metric": metric,
-                        "chosen_by": "inner validation" if validated else "fold order (no inner validation split)",
-                        "inner_mean": result.inner_mean(metric),
-                        "fold_inner_value": (fold["inner_validation"] or {}).get(metric),
-                        "cv_mean": result.cv_mean(metric), "cv_std": result.cv_std(metric), "classes": result.classes}
+        chosen[task] = {
+            "backbone": result.backbone,
+            "arm": result.arm,
+            "fold_id": fold["fold_id"],
+            "metric": metric,
+            "chosen_by": "inner validation" if validated else "fold order (no inner validation split)",
+            "inner_mean": result.inner_mean(metric),
+            "fold_inner_value": (fold["inner_validation"] or {}).get(metric),
+            "cv_mean": result.cv_mean(metric),
+            "cv_std": result.cv_std(metric),
+            "classes": result.classes,
+        }
     return chosen
 
 
@@ -86,14 +102,18 @@ def gate(crossval: CrossvalResult, selection: dict, metric: str) -> dict:
         for flag in result.degenerate:
             reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model {flag}")
         if result.degenerate_operating_point:
-            reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model's operating point is degenerate: "
-                           f"{result.degenerate_operating_point}")
+            reasons.append(
+                f"{task}: the released {pick['backbone']} {pick['arm']} model's operating point is degenerate: "
+                f"{result.degenerate_operating_point}"
+            )
         for baseline in crossval.baseline_arms(task):
             other = baseline.cv_mean(metric)
             checked[task][baseline.arm] = other
             if value is None or other is None or value <= other:  # undefined is no evidence of beating it
-                reasons.append(f"{task}: the released {pick['backbone']} {pick['arm']} model's cross-validated {metric} "
-                               f"{number(value, 4)} does not beat the {baseline.arm} baseline's {number(other, 4)}")
+                reasons.append(
+                    f"{task}: the released {pick['backbone']} {pick['arm']} model's cross-validated {metric} "
+                    f"{number(value, 4)} does not beat the {baseline.arm} baseline's {number(other, 4)}"
+                )
         if not crossval.baseline_arms(task):
             reasons.append(f"{task}: no baseline was scored, so nothing shows the model beats a trivial one")
     return {"passed": not reasons, "metric": metric, "values": checked, "reasons": reasons}
@@ -108,14 +128,22 @@ def _find(model_dirs: list[Path], stage: str, task: str, backbone: str, fold_id:
     raise ReleaseError(f"no {stage} {task} model of {backbone} for fold {fold_id} among the {len(model_dirs)} given")
 
 
-def build_release(crossval: CrossvalResult, model_dirs: list[Path | str], segmenter_dir: Path | str, out_dir: Path | str,
-                  profile: Profile, data_summary: dict | None = None) -> dict:
+def build_release(
+    crossval: CrossvalResult,
+    model_dirs: list[Path | str],
+    segmenter_dir: Path | str,
+    out_dir: Path | str,
+    profile: Profile,
+    data_summary: dict | None = None,
+) -> dict:
     """Copy the selected bundles into out_dir and write the manifest and the model card (MODEL_CARD.md,
     from `data_summary`, ingest's summary, and the cross-validation); returns the manifest."""
     model_dirs = [Path(d) for d in model_dirs]
     out_dir = Path(out_dir)
     if profile.evaluate.release_gate not in GATE_ACTIONS:
-        raise ReleaseError(f"evaluate.release_gate must be one of {', '.join(GATE_ACTIONS)}, got {profile.evaluate.release_gate!r}")
+        raise ReleaseError(
+            f"evaluate.release_gate must be one of {', '.join(GATE_ACTIONS)}, got {profile.evaluate.release_gate!r}"
+        )
     selection = select(crossval, profile.evaluate.release_metric)
     verdict = {**gate(crossval, selection, profile.evaluate.release_metric), "action": profile.evaluate.release_gate}
     sources = {"segmenter": Path(segmenter_dir)}
@@ -127,25 +155,53 @@ def build_release(crossval: CrossvalResult, model_dirs: list[Path | str], segmen
     # the cell scorer: the stage-2 model trained with the released FAB model's backbone and fold
     fab, scorer = selection["fab"], by_key(CELL_SCORER)
     sources["cells"] = _find(model_dirs, scorer.kind, scorer.task, fab["backbone"], fab["fold_id"])
-    selection["cells"] = {"backbone": fab["backbone"], "arm": CELL_SCORER_ARM, "fold_id": fab["fold_id"], "stage": scorer.kind}
+    selection["cells"] = {
+        "backbone": fab["backbone"],
+        "arm": CELL_SCORER_ARM,
+        "fold_id": fab["fold_id"],
+        "stage": scorer.kind,
+    }
 
     imagenet = all(describe_classifier(sources[role]).imagenet for role in SCORED_TASKS)
-    starting_weights = {role: describe_classifier(sources[role]).weights_source
-                        or {"imagenet": describe_classifier(sources[role]).imagenet, "source": "not recorded"}
-                        for role in (*SCORED_TASKS, "cells")}
-    detection_point = crossval.arm("detection", selection["detection"]["backbone"], selection["detection"]["arm"]).operating_point
+    starting_weights = {
+        role: describe_classifier(sources[role]).weights_source
+        or {"imagenet": describe_classifier(sources[role]).imagenet, "source": "not recorded"}
+        for role in (*SCORED_TASKS, "cells")
+    }
+    detection_point = crossval.arm(
+        "detection", selection["detection"]["backbone"], selection["detection"]["arm"]
+    ).operating_point
     operating = {k: detection_point.get(k) for k in ("threshold", "target_sensitivity", "threshold_chosen_on")}
 
     def card(version: str | None) -> dict:
-        return build_model_card(version=version, profile=profile, crossval=crossval, selection=selection, gate=verdict,
-                                data_summary=data_summary, imagenet=imagenet, starting_weights=starting_weights)
+        return build_model_card(
+            version=version,
+            profile=profile,
+            crossval=crossval,
+            selection=selection,
+            gate=verdict,
+            data_summary=data_summary,
+            imagenet=imagenet,
+            starting_weights=starting_weights,
+        )
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     if not verdict["passed"] and verdict["action"] == "refuse":  # a manifest that says why, and no model
-        manifest = {"format": FORMAT, "name": "leukemia-mtl", "version": None, "refused": True, "profile": profile.name,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": __version__,
-                    "selection": selection, "gate": verdict, "operating_point": operating, "model_card": card(None), "files": {}}
+        manifest = {
+            "format": FORMAT,
+            "name": "leukemia-mtl",
+            "version": None,
+            "refused": True,
+            "profile": profile.name,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "code_version": __version__,
+            "selection": selection,
+            "gate": verdict,
+            "operating_point": operating,
+            "model_card": card(None),
+            "files": {},
+        }
         atomic_write_json(out_dir / MANIFEST, manifest)
         return manifest
     files = {}
@@ -168,7 +224,7 @@ def build_release(crossval: CrossvalResult, model_dirs: list[Path | str], segmen
         "format": FORMAT,
         "name": "leukemia-mtl",
         "version": f"{profile.name}-{content}",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "code_version": __version__,
         "profile": profile.name,
         "selection": selection,
@@ -176,9 +232,14 @@ def build_release(crossval: CrossvalResult, model_dirs: list[Path | str], segmen
         "operating_point": operating,
         "starting_weights": starting_weights,  # per released model: where its backbone's weights came from
         "model_card": model_card,
-        "settings": {"data": asdict(profile.data), "preprocess": asdict(profile.preprocess), "segment": asdict(profile.segment),
-                     "input_size": profile.model.input_size, "stage3_images": profile.train.stage3_images,
-                     "explain_min_side": profile.evaluate.explain_min_side},
+        "settings": {
+            "data": asdict(profile.data),
+            "preprocess": asdict(profile.preprocess),
+            "segment": asdict(profile.segment),
+            "input_size": profile.model.input_size,
+            "stage3_images": profile.train.stage3_images,
+            "explain_min_side": profile.evaluate.explain_min_side,
+        },
         "files": files,
     }
     atomic_write_json(out_dir / MANIFEST, manifest)
@@ -188,14 +249,25 @@ def build_release(crossval: CrossvalResult, model_dirs: list[Path | str], segmen
 def run_release_task(crossval, data_summary, segmenter, candidates: list, model, manifest, profile: Profile) -> dict:
     """The release component's one call: select, gate, bundle, publish to evaluate.models_uri (unless
     refused), and write the manifest beside the bundle with what the KFP UI shows."""
-    result = build_release(CrossvalResult.load(crossval.path), [m.path for m in candidates], segmenter.path, model.path,
-                           profile, json.loads(Path(data_summary.path).read_text()))
+    result = build_release(
+        CrossvalResult.load(crossval.path),
+        [m.path for m in candidates],
+        segmenter.path,
+        model.path,
+        profile,
+        json.loads(Path(data_summary.path).read_text()),
+    )
     uri = profile.evaluate.models_uri
     result["published_to"] = publish(model.path, uri, profile) if uri and not result.get("refused") else None
     atomic_write_json(Path(manifest.path), result)
-    model.metadata.update({"version": result["version"] or "refused", "published_to": result["published_to"] or "",
-                           "gate_passed": result["gate"]["passed"],
-                           **{f"{task}_backbone": pick["backbone"] for task, pick in result["selection"].items()}})
+    model.metadata.update(
+        {
+            "version": result["version"] or "refused",
+            "published_to": result["published_to"] or "",
+            "gate_passed": result["gate"]["passed"],
+            **{f"{task}_backbone": pick["backbone"] for task, pick in result["selection"].items()},
+        }
+    )
     return result
 
 
@@ -228,7 +300,10 @@ def _canonical_config(config) -> bytes:
 
     def renumber(node):
         if isinstance(node, dict):
-            return {k: (ids.setdefault(v, len(ids)) if k == "shared_object_id" else renumber(v)) for k, v in sorted(node.items())}
+            return {
+                k: (ids.setdefault(v, len(ids)) if k == "shared_object_id" else renumber(v))
+                for k, v in sorted(node.items())
+            }
         if isinstance(node, list):
             return [renumber(v) for v in node]
         return node
@@ -247,30 +322,47 @@ def verify(release_dir: Path | str) -> dict:
     if not isinstance(manifest, dict):
         raise ReleaseError(f"{manifest_path}: not a release manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
-        raise ReleaseError(f"{manifest_path}: release format {manifest.get('format')!r} ({type(manifest.get('format')).__name__}), "
-                           f"this code reads format {FORMAT!r} (an integer): a release from another version of "
-                           "leukemia-mtl, or an edited manifest")
+        raise ReleaseError(
+            f"{manifest_path}: release format {manifest.get('format')!r} ({type(manifest.get('format')).__name__}), "
+            f"this code reads format {FORMAT!r} (an integer): a release from another version of "
+            "leukemia-mtl, or an edited manifest"
+        )
     if manifest.get("refused"):
-        raise ReleaseError(f"{manifest_path}: no model was released: the gate refused it "
-                           f"({'; '.join(manifest.get('gate', {}).get('reasons', [])) or 'no reason recorded'})")
+        raise ReleaseError(
+            f"{manifest_path}: no model was released: the gate refused it "
+            f"({'; '.join(manifest.get('gate', {}).get('reasons', [])) or 'no reason recorded'})"
+        )
     files = manifest.get("files")
-    if not isinstance(files, dict) or not files or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise ReleaseError(f"{manifest_path}: 'files' must list every file of the release with its sha256, got "
-                           f"{json.dumps(files)[:80]}; refused (nothing would be verified)")
+    if (
+        not isinstance(files, dict)
+        or not files
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+    ):
+        raise ReleaseError(
+            f"{manifest_path}: 'files' must list every file of the release with its sha256, got "
+            f"{json.dumps(files)[:80]}; refused (nothing would be verified)"
+        )
     if not isinstance(manifest.get("settings"), dict):
         raise ReleaseError(f"{manifest_path}: has no 'settings' object; not a release this code wrote")
     from leukemia_mtl.data.storage import safe_local_path
 
-    unlisted = sorted(p.relative_to(release_dir).as_posix() for p in release_dir.rglob("*")
-                      if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")  # .DS_Store, a download's .part
-                      and p.relative_to(release_dir).as_posix() not in files)
+    unlisted = sorted(
+        p.relative_to(release_dir).as_posix()
+        for p in release_dir.rglob("*")
+        if p.is_file()
+        and p.name != MANIFEST
+        and not p.name.startswith(".")  # .DS_Store, a download's .part
+        and p.relative_to(release_dir).as_posix() not in files
+    )
     if unlisted:  # the predictor loads what lies in the folder: each file must be covered by a checksum
         raise ReleaseError(f"{release_dir / unlisted[0]}: not listed in {MANIFEST}, so it cannot be verified; refused")
     for relative, expected in files.items():
         try:  # a hostile manifest must not make publish() copy, or predict load, files outside the release
             path = safe_local_path(release_dir, relative)
         except StorageError:
-            raise ReleaseError(f"{manifest_path}: lists {relative!r}, which lies outside the release folder; refused") from None
+            raise ReleaseError(
+                f"{manifest_path}: lists {relative!r}, which lies outside the release folder; refused"
+            ) from None
         if not path.is_file():
             raise ReleaseError(f"{path}: listed in {MANIFEST} but missing")
         if sha256_file(path) != expected:

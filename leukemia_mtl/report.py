@@ -14,8 +14,8 @@ import functools
 import io
 import re
 import textwrap
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from markupsafe import Markup
 
@@ -38,8 +38,14 @@ FIGURE_STYLE = {
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
-    return Environment(loader=PackageLoader("leukemia_mtl", "templates"), autoescape=True, undefined=StrictUndefined,
-                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    return Environment(
+        loader=PackageLoader("leukemia_mtl", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def _macro(name: str):
@@ -60,6 +66,7 @@ def fragment(template: str, **context) -> Markup:
 
 
 # --- figures -------------------------------------------------------------------------------------
+
 
 def new_figure(rows: int, cols: int, size: tuple[float, float]):
     """A matplotlib figure on the headless Agg backend (no display on workers or CI), in the report's type sizes."""
@@ -111,6 +118,7 @@ def epoch_axis(ax, warmup_epochs: int = 0) -> None:
 
 
 # --- pieces of a page ----------------------------------------------------------------------------
+
 
 def cell(value: object) -> object:
     """How a value reads in a table: whole numbers as integers (a KFP metric is a float: 32.0 is 32)."""
@@ -191,6 +199,6 @@ def body_of(page_html: str) -> Markup:
     since our own templates escaped its data; any script is dropped all the same (figures and tables only)."""
     start = page_html.find("<body>")
     end = page_html.rfind("</body>")
-    inner = page_html[start + len("<body>"):end] if start >= 0 and end > start else page_html
+    inner = page_html[start + len("<body>") : end] if start >= 0 and end > start else page_html
     inner = re.sub(r"^\s*<h1>.*?</h1>", "", inner, count=1, flags=re.DOTALL)
     return Markup(re.sub(r"<script\b.*?</script\s*>", "", inner, flags=re.IGNORECASE | re.DOTALL).strip())

@@ -10,9 +10,10 @@ loads, or one a test builds.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from leukemia_mtl.errors import LeukemiaMtlError
 from leukemia_mtl.stages import BASELINE_ARMS, MTL
@@ -31,9 +32,10 @@ def _scores(arm: ArmResult) -> dict:
 def _baseline_order(by_arm: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """A task's baselines in BASELINE_ARMS' order (others after, by name), whatever order the JSON holds them in
     (the files are written with sorted keys)."""
-    return sorted(by_arm.items(), key=lambda item: (BASELINE_ARMS.index(item[0]) if item[0] in BASELINE_ARMS
-                                                    else len(BASELINE_ARMS), item[0]))
-
+    return sorted(
+        by_arm.items(),
+        key=lambda item: (BASELINE_ARMS.index(item[0]) if item[0] in BASELINE_ARMS else len(BASELINE_ARMS), item[0]),
+    )
 
 
 def _read_json(path: Path | str, what: str) -> Any:
@@ -42,6 +44,7 @@ def _read_json(path: Path | str, what: str) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{path}: not {what} ({type(exc).__name__}: {exc})") from None
+
 
 @dataclass(frozen=True)
 class ArmResult:
@@ -175,11 +178,17 @@ class CrossvalResult:
     def from_dict(cls, data: Mapping[str, Any]) -> CrossvalResult:
         if not isinstance(data, Mapping) or not isinstance(data.get("tasks"), Mapping):
             raise ResultsError(f"not cross-validation results: no 'tasks' in {json.dumps(data, default=str)[:80]}")
-        tasks = {task: {backbone: {arm: ArmResult(task, backbone, arm, scores) for arm, scores in by_arm.items()}
-                        for backbone, by_arm in by_backbone.items()}
-                 for task, by_backbone in data["tasks"].items()}
-        baselines = {task: {arm: ArmResult(task, BASELINE_MODEL, arm, scores) for arm, scores in _baseline_order(by_arm)}
-                     for task, by_arm in data.get("baselines", {}).items()}
+        tasks = {
+            task: {
+                backbone: {arm: ArmResult(task, backbone, arm, scores) for arm, scores in by_arm.items()}
+                for backbone, by_arm in by_backbone.items()
+            }
+            for task, by_backbone in data["tasks"].items()
+        }
+        baselines = {
+            task: {arm: ArmResult(task, BASELINE_MODEL, arm, scores) for arm, scores in _baseline_order(by_arm)}
+            for task, by_arm in data.get("baselines", {}).items()
+        }
         return cls(tuple(data.get("folds", ())), data.get("metric"), tasks, baselines, dict(data.get("best", {})))
 
     @classmethod
@@ -193,13 +202,23 @@ class CrossvalResult:
 
     def to_dict(self) -> dict:
         """The crossval JSON (the schema above), as run_crossval writes it."""
-        return {"folds": list(self.folds), "metric": self.metric, "tasks": self.tasks_tree(),
-                "baselines": self.baselines_tree(), "best": dict(self.best)}
+        return {
+            "folds": list(self.folds),
+            "metric": self.metric,
+            "tasks": self.tasks_tree(),
+            "baselines": self.baselines_tree(),
+            "best": dict(self.best),
+        }
 
     def tasks_tree(self, leaf: Callable[[ArmResult], Any] = _scores) -> dict:
         """{task: {backbone: {arm: leaf(arm)}}}: the JSON's tasks, or another view of each arm in their shape."""
-        return {task: {backbone: {arm: leaf(result) for arm, result in by_arm.items()} for backbone, by_arm in by_backbone.items()}
-                for task, by_backbone in self.tasks.items()}
+        return {
+            task: {
+                backbone: {arm: leaf(result) for arm, result in by_arm.items()}
+                for backbone, by_arm in by_backbone.items()
+            }
+            for task, by_backbone in self.tasks.items()
+        }
 
     def baselines_tree(self, leaf: Callable[[ArmResult], Any] = _scores) -> dict:
         """{task: {arm: leaf(arm)}}: the JSON's baselines, or another view of each baseline in their shape."""
@@ -215,7 +234,9 @@ class CrossvalResult:
         tasks = self.tasks.values() if task is None else [self.tasks.get(task, {})]
         return list(dict.fromkeys(backbone for by_backbone in tasks for backbone in by_backbone))
 
-    def arms(self, task: str | None = None, backbone: str | None = None, *, baselines: bool = False) -> Iterator[ArmResult]:
+    def arms(
+        self, task: str | None = None, backbone: str | None = None, *, baselines: bool = False
+    ) -> Iterator[ArmResult]:
         """Task by task (only `task`, if given): its transfer-learning arms (only `backbone`'s, if given)
         by backbone, then, with baselines=True, its baselines; in the results' order."""
         if task is not None:
@@ -242,7 +263,9 @@ class CrossvalResult:
         """`arm` of the backbone `best` names for `task`: what the KFP UI draws."""
         return self.arm(task, self.best[task], arm)
 
-    def kfp_metrics(self, metrics: tuple[str, ...] = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")) -> dict[str, float]:
+    def kfp_metrics(
+        self, metrics: tuple[str, ...] = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")
+    ) -> dict[str, float]:
         """The scalars the KFP UI lists: {task}_{backbone}_{arm}_{metric} (mean over folds, 4 decimals; left
         out where undefined) and {task}_{backbone}_{arm}_degenerate (1.0 if flagged), baselines included
         (backbone "baseline")."""
@@ -343,11 +366,21 @@ class RunSummary:
     def from_dict(cls, data: Mapping[str, Any]) -> RunSummary:
         if not isinstance(data, Mapping) or not isinstance(data.get("tasks"), Mapping):
             raise ResultsError(f"not a run summary: no 'tasks' in {json.dumps(data, default=str)[:80]}")
-        return cls(schema=data.get("schema", ""), profile=data.get("profile"), folds=data.get("folds", []),
-                   backbones=data.get("backbones", []), imagenet=data.get("imagenet"), limitations=data.get("limitations", []),
-                   methods=data.get("methods", []), tasks=data["tasks"], baselines=data.get("baselines", {}),
-                   ttest=data.get("ttest", []), headline=data.get("headline", {}), expectations=data.get("expectations", []),
-                   release=data.get("release"))
+        return cls(
+            schema=data.get("schema", ""),
+            profile=data.get("profile"),
+            folds=data.get("folds", []),
+            backbones=data.get("backbones", []),
+            imagenet=data.get("imagenet"),
+            limitations=data.get("limitations", []),
+            methods=data.get("methods", []),
+            tasks=data["tasks"],
+            baselines=data.get("baselines", {}),
+            ttest=data.get("ttest", []),
+            headline=data.get("headline", {}),
+            expectations=data.get("expectations", []),
+            release=data.get("release"),
+        )
 
     @classmethod
     def of(cls, summary: RunSummary | Mapping[str, Any]) -> RunSummary:
@@ -368,7 +401,7 @@ class RunSummary:
     def rows(self, task: str | None = None) -> Iterator[SummaryRow]:
         """Task by task (by name; only `task`, if given): its transfer-learning arms by backbone, multistage
         first, then its baselines in BASELINE_ARMS' order: the order a table of them reads in."""
-        for name in (self.task_names if task is None else [task]):
+        for name in self.task_names if task is None else [task]:
             for backbone, by_arm in self.tasks.get(name, {}).items():
                 for arm, result in sorted(by_arm.items(), key=lambda item: item[0] != MTL):
                     yield SummaryRow(name, backbone, arm, result)

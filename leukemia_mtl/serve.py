@@ -37,6 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from prometheus_client import Counter, Histogram
@@ -59,19 +60,32 @@ finally:
 
 log = logging.getLogger(__name__)
 
-REQUESTS = Counter("leukemia_mtl_requests", "Inference requests answered, by protocol and outcome",
-                   ["protocol", "outcome"])
+REQUESTS = Counter(
+    "leukemia_mtl_requests", "Inference requests answered, by protocol and outcome", ["protocol", "outcome"]
+)
 REJECTED = Counter("leukemia_mtl_rejected_requests", "Requests refused before their body was read", ["reason"])
 IMAGES = Counter("leukemia_mtl_images", "Images answered, by kind", ["kind"])
-VERDICTS = Counter("leukemia_mtl_verdicts", "Answers, by verdict (smears: ALL or the negative class; cells: blast or "
-                   "not a blast)", ["verdict"])
-LATENCY = Histogram("leukemia_mtl_request_seconds", "Inference request latency, decoding to encoding", ["protocol"],
-                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
-PAGE_FILES = {"": ("index.html", "text/html; charset=utf-8"), "app.js": ("app.js", "text/javascript; charset=utf-8"),
-              "style.css": ("style.css", "text/css; charset=utf-8")}
+VERDICTS = Counter(
+    "leukemia_mtl_verdicts",
+    "Answers, by verdict (smears: ALL or the negative class; cells: blast or not a blast)",
+    ["verdict"],
+)
+LATENCY = Histogram(
+    "leukemia_mtl_request_seconds",
+    "Inference request latency, decoding to encoding",
+    ["protocol"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
+PAGE_FILES = {
+    "": ("index.html", "text/html; charset=utf-8"),
+    "app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "style.css": ("style.css", "text/css; charset=utf-8"),
+}
 # the page loads nothing from elsewhere and runs no inline script: an answer's text cannot become code
-PAGE_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; "
-               "base-uri 'none'; frame-ancestors 'none'")
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def _flag(value, name: str) -> bool:
@@ -96,8 +110,9 @@ def _base64(text, where: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInput(f"{where}: not base64 (send the image file's bytes base64-encoded, or use the binary "
-                           "data extension)") from None
+        raise InvalidInput(
+            f"{where}: not base64 (send the image file's bytes base64-encoded, or use the binary data extension)"
+        ) from None
 
 
 def _elements(tensor) -> list:
@@ -109,8 +124,14 @@ def _elements(tensor) -> list:
 class ReleaseModel(Model):
     """A release as a KServe model: `load` verifies and loads it, `predict` answers v2 and v1 requests."""
 
-    def __init__(self, model: str, config: ServeConfig = ServeConfig(), cache_dir: Path | None = None,
-                 pixel_size_um: float | None = None, threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        config: ServeConfig = ServeConfig(),
+        cache_dir: Path | None = None,
+        pixel_size_um: float | None = None,
+        threshold: float | None = None,
+    ) -> None:
         super().__init__(config.model_name)
         self.location, self.config, self.cache_dir = model, config, cache_dir
         self.pixel_size_um, self.threshold = pixel_size_um, threshold
@@ -129,23 +150,40 @@ class ReleaseModel(Model):
         """What the page shows beside every answer: the version, the settings, the card, the notice, and the
         verdict that is a positive one (a smear's, a single cell's), which the page reads instead of knowing."""
         manifest = self.predictor.manifest
-        return {"name": self.name, "version": self.predictor.version, "notice": NOTICE, "settings": self.predictor.settings(),
-                "gate": manifest.get("gate") or {}, "card": self.card, "kinds": list(KINDS),
-                "positive": {"smear": POSITIVE_CLASS, "cell": CELL_POSITIVE},
-                "max_request_bytes": self.config.max_request_bytes,
-                "max_images_per_request": self.config.max_images_per_request}
+        return {
+            "name": self.name,
+            "version": self.predictor.version,
+            "notice": NOTICE,
+            "settings": self.predictor.settings(),
+            "gate": manifest.get("gate") or {},
+            "card": self.card,
+            "kinds": list(KINDS),
+            "positive": {"smear": POSITIVE_CLASS, "cell": CELL_POSITIVE},
+            "max_request_bytes": self.config.max_request_bytes,
+            "max_images_per_request": self.config.max_images_per_request,
+        }
 
     def get_input_types(self) -> list[dict]:
-        return [{"name": "image", "datatype": "BYTES", "shape": [-1]},
-                {"name": "name", "datatype": "BYTES", "shape": [-1], "parameters": {"optional": True}}]
+        return [
+            {"name": "image", "datatype": "BYTES", "shape": [-1]},
+            {"name": "name", "datatype": "BYTES", "shape": [-1], "parameters": {"optional": True}},
+        ]
 
     def get_output_types(self) -> list[dict]:
-        per_image = [("prediction", "BYTES"), ("verdict", "BYTES"), ("all_probability", "FP64"), ("threshold", "FP64"),
-                     ("fab_type", "BYTES"), ("cells_scored_as_blasts", "INT64"), ("overlay_png", "BYTES"),
-                     ("explanation_png", "BYTES")]
-        return ([{"name": n, "datatype": t, "shape": [-1]} for n, t in per_image]
-                + [{"name": "cell_boxes", "datatype": "INT64", "shape": [-1, 5]},
-                   {"name": "cell_blast_probability", "datatype": "FP64", "shape": [-1]}])
+        per_image = [
+            ("prediction", "BYTES"),
+            ("verdict", "BYTES"),
+            ("all_probability", "FP64"),
+            ("threshold", "FP64"),
+            ("fab_type", "BYTES"),
+            ("cells_scored_as_blasts", "INT64"),
+            ("overlay_png", "BYTES"),
+            ("explanation_png", "BYTES"),
+        ]
+        return [{"name": n, "datatype": t, "shape": [-1]} for n, t in per_image] + [
+            {"name": "cell_boxes", "datatype": "INT64", "shape": [-1, 5]},
+            {"name": "cell_blast_probability", "datatype": "FP64", "shape": [-1]},
+        ]
 
     async def predict(self, payload, headers=None, response_headers=None):
         protocol = "v2" if isinstance(payload, InferRequest) else "v1"
@@ -171,8 +209,10 @@ class ReleaseModel(Model):
         if count == 0:
             raise InvalidInput("the request holds no image")
         if count > self.config.max_images_per_request:
-            raise InvalidInput(f"the request holds {count} images, more than the {self.config.max_images_per_request} "
-                               "one request may carry: send them in several requests")
+            raise InvalidInput(
+                f"the request holds {count} images, more than the {self.config.max_images_per_request} "
+                "one request may carry: send them in several requests"
+            )
 
     def _v2_images(self, request: InferRequest) -> tuple[list[tuple[str, bytes, dict]], dict]:
         inputs = {i.name: i for i in request.inputs}
@@ -188,13 +228,18 @@ class ReleaseModel(Model):
             raise InvalidInput(f"input 'image' has shape {image.shape} but {len(data)} elements")
         names = [f"image[{i}]" for i in range(len(data))]
         if "name" in inputs:
-            given = [g.decode("utf-8", "replace") if isinstance(g, bytes) else str(g) for g in _elements(inputs["name"])]
+            given = [
+                g.decode("utf-8", "replace") if isinstance(g, bytes) else str(g) for g in _elements(inputs["name"])
+            ]
             if len(given) != len(data):
                 raise InvalidInput(f"input 'name' has {len(given)} elements for {len(data)} images")
             names = [f"image[{i}] ({printable(n)[:200]})" for i, n in enumerate(given)]
         parameters = dict(request.parameters or {})
-        options = {"kind": _kind(parameters.get("kind", "auto")), "overlay": _flag(parameters.get("overlay", False), "overlay"),
-                   "explain": _flag(parameters.get("explain", False), "explain")}
+        options = {
+            "kind": _kind(parameters.get("kind", "auto")),
+            "overlay": _flag(parameters.get("overlay", False), "overlay"),
+            "explain": _flag(parameters.get("explain", False), "explain"),
+        }
         images = [(name, _base64(item, name), options) for name, item in zip(names, data)]
         return images, options
 
@@ -211,8 +256,11 @@ class ReleaseModel(Model):
                 raise InvalidInput(f'{where}: expected {{"image": {{"b64": "<the image file, base64>"}}}}')
             if "name" in instance:
                 where = f"{where} ({printable(str(instance['name']))[:200]})"
-            options = {"kind": _kind(instance.get("kind", "auto")), "overlay": _flag(instance.get("overlay", False), "overlay"),
-                       "explain": _flag(instance.get("explain", False), "explain")}
+            options = {
+                "kind": _kind(instance.get("kind", "auto")),
+                "overlay": _flag(instance.get("overlay", False), "overlay"),
+                "explain": _flag(instance.get("explain", False), "explain"),
+            }
             images.append((where, _base64(image["b64"], where), options))
         return images, {}
 
@@ -257,8 +305,13 @@ class ReleaseModel(Model):
             outputs.append(InferOutput("overlay_png", [n], "BYTES", [a["overlay"] for a in answers]))
         if options["explain"]:
             outputs.append(InferOutput("explanation_png", [n], "BYTES", [a["explanation"] for a in answers]))
-        return InferResponse(response_id=request.id or "", model_name=self.name, model_version=self.predictor.version,
-                             infer_outputs=outputs, parameters={"model_version": self.predictor.version, "notice": NOTICE})
+        return InferResponse(
+            response_id=request.id or "",
+            model_name=self.name,
+            model_version=self.predictor.version,
+            infer_outputs=outputs,
+            parameters={"model_version": self.predictor.version, "notice": NOTICE},
+        )
 
 
 # the slowest upload a body may come at, beyond the timeout (a 64 MiB body then has 30 s + 17 min)
@@ -279,23 +332,37 @@ class BodyLimit:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length is None:
-            return await self._refuse(send, 411, "length_required",
-                                      "send the request's Content-Length (chunked uploads are not accepted)")
+            return await self._refuse(
+                send, 411, "length_required", "send the request's Content-Length (chunked uploads are not accepted)"
+            )
         if b"inference-header-content-length" in headers:
-            return await self._refuse(send, 400, "binary_extension",
-                                      "the binary data extension is not accepted: kserve's REST server decodes BYTES "
-                                      "tensors as UTF-8 text, which an image file is not; send each image base64-encoded "
-                                      "in the JSON 'data'")
+            return await self._refuse(
+                send,
+                400,
+                "binary_extension",
+                "the binary data extension is not accepted: kserve's REST server decodes BYTES "
+                "tensors as UTF-8 text, which an image file is not; send each image base64-encoded "
+                "in the JSON 'data'",
+            )
         if not length.isdigit() or int(length) > self.max_bytes:
-            return await self._refuse(send, 413, "too_large",
-                                      f"the request is {length.decode(errors='replace')} bytes, more than the "
-                                      f"{self.max_bytes:,} this server accepts (send fewer or smaller images per request)")
+            return await self._refuse(
+                send,
+                413,
+                "too_large",
+                f"the request is {length.decode(errors='replace')} bytes, more than the "
+                f"{self.max_bytes:,} this server accepts (send fewer or smaller images per request)",
+            )
         body = await self._body(receive, int(length))
         if body is None:  # the client left mid-body: nobody to answer
             return None
         if body is False:
-            return await self._refuse(send, 408, "timeout", f"the request's body stalled for {self.timeout_s:g} s or "
-                                                            f"came slower than {MIN_UPLOAD_RATE >> 10} KiB/s")
+            return await self._refuse(
+                send,
+                408,
+                "timeout",
+                f"the request's body stalled for {self.timeout_s:g} s or "
+                f"came slower than {MIN_UPLOAD_RATE >> 10} KiB/s",
+            )
         delivered = False
 
         async def replay():
@@ -307,7 +374,7 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _body(self, receive, length: int) -> bytes | None | bool:
+    async def _body(self, receive, length: int) -> bytes | bool | None:
         """The whole body (at most the bound, checked above); None when the client disconnected, False when a chunk
         did not come within the timeout or the whole took longer than the timeout plus the body at MIN_UPLOAD_RATE."""
         loop = asyncio.get_running_loop()
@@ -321,7 +388,7 @@ class BodyLimit:
                     return None
                 chunks.append(message.get("body", b""))
                 more = message.get("more_body", False)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return b"".join(chunks)
 
@@ -330,9 +397,17 @@ class BodyLimit:
         REJECTED.labels(reason).inc()
         log.warning("rejected a request: %d %s: %s", status, reason, message)
         body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -342,13 +417,18 @@ def install_page(app, model: ReleaseModel) -> None:
 
     files = resources.files("leukemia_mtl") / "web"
     pages = {route: (files.joinpath(name).read_bytes(), media) for route, (name, media) in PAGE_FILES.items()}
-    security = {"content-security-policy": PAGE_POLICY, "x-content-type-options": "nosniff",
-                "referrer-policy": "no-referrer", "cache-control": "no-store"}
+    security = {
+        "content-security-policy": PAGE_POLICY,
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+        "cache-control": "no-store",
+    }
 
     def page_file(route: str):
         async def handler() -> Response:
             body, media = pages[route]
             return Response(body, media_type=media, headers=security)
+
         return handler
 
     async def model_json() -> JSONResponse:
@@ -368,16 +448,23 @@ class OneLineRejections(logging.Filter):
     """kserve logs every refused request (a bad input, an unknown model) with its full traceback: 314 of them in a
     short probe of bad traffic. A client's mistake is one line, with its status; a server fault keeps its traceback."""
 
-    STATUS = {"InvalidInput": 400, "ModelNotFound": 404, "RequestValidationError": 422}
+    STATUS: ClassVar[dict[str, int]] = {"InvalidInput": 400, "ModelNotFound": 404, "RequestValidationError": 422}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             status = self.STATUS.get(type(exc).__name__)
             if status is not None:
-                record.msg, record.args = "rejected a request: %d %s: %s", (status, type(exc).__name__,
-                                                                           printable(str(exc))[:300])
-                record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.WARNING, "WARNING"
+                record.msg, record.args = (
+                    "rejected a request: %d %s: %s",
+                    (status, type(exc).__name__, printable(str(exc))[:300]),
+                )
+                record.exc_info, record.exc_text, record.levelno, record.levelname = (
+                    None,
+                    None,
+                    logging.WARNING,
+                    "WARNING",
+                )
         return True
 
 
@@ -390,13 +477,23 @@ def check_port_free(port: int) -> None:
         try:
             probe.bind(("0.0.0.0", port))
         except OSError as exc:
-            why = ("another server holds it; stop it or give another port" if exc.errno == errno.EADDRINUSE else
-                   "give another port (below 1024 needs privileges)" if exc.errno == errno.EACCES else "give another port")
+            why = (
+                "another server holds it; stop it or give another port"
+                if exc.errno == errno.EADDRINUSE
+                else "give another port (below 1024 needs privileges)"
+                if exc.errno == errno.EACCES
+                else "give another port"
+            )
             raise LeukemiaMtlError(f"--port {port}: cannot listen there ({exc.strerror or exc}): {why}") from None
 
 
-def serve(model: str, config: ServeConfig = ServeConfig(), cache_dir: Path | None = None,
-          pixel_size_um: float | None = None, threshold: float | None = None) -> None:
+def serve(
+    model: str,
+    config: ServeConfig = ServeConfig(),
+    cache_dir: Path | None = None,
+    pixel_size_um: float | None = None,
+    threshold: float | None = None,
+) -> None:
     """Load and verify the release, then listen on `config.port` (v2, v1, /metrics, /ui/) until SIGTERM or SIGINT."""
     check_port_free(config.port)
     logging.getLogger("kserve").addFilter(OneLineRejections())
@@ -404,6 +501,12 @@ def serve(model: str, config: ServeConfig = ServeConfig(), cache_dir: Path | Non
     release.load()  # a bad release stops here, before anything listens
     install_page(kserve_app, release)
     check_port_free(config.port)  # again: the release took a while to load
-    log.warning("serving %s (%s) on port %d: v2 /v2/models/%s/infer, page /ui/, metrics /metrics. %s",
-                release.predictor.version, release.predictor.release_dir, config.port, config.model_name, NOTICE)
+    log.warning(
+        "serving %s (%s) on port %d: v2 /v2/models/%s/infer, page /ui/, metrics /metrics. %s",
+        release.predictor.version,
+        release.predictor.release_dir,
+        config.port,
+        config.model_name,
+        NOTICE,
+    )
     ModelServer(http_port=config.port, enable_grpc=False, workers=1).start([release])

@@ -21,9 +21,16 @@ KINDS = ("stage1", "stage2", "stage3", "classical")  # what run_finetune_stage c
 # --- the run's vocabulary, in one place: every module (and, through /ui/model.json, the page) reads these ---
 POSITIVE_CLASS = "ALL"  # detection's positive class: a smear of any ALL type (the negative one is data.negative_class)
 CELL_POSITIVE, CELL_NEGATIVE = "blast", "not a blast"  # a single cell's verdicts (the cell scorer's classes)
-TRAINED_TASKS = ("blast", "detection", "fab")  # every task a stage trains: blast on single cells; detection and FAB on smears
+TRAINED_TASKS = (
+    "blast",
+    "detection",
+    "fab",
+)  # every task a stage trains: blast on single cells; detection and FAB on smears
 # the tasks cross-validation scores (and release ships, the report tables): SCORED_TASKS, from the plan below
-TASK_NAMES = {"detection": f"detection (normal vs {POSITIVE_CLASS})", "fab": "classification (FAB classes)"}  # a scored task in a report
+TASK_NAMES = {
+    "detection": f"detection (normal vs {POSITIVE_CLASS})",
+    "fab": "classification (FAB classes)",
+}  # a scored task in a report
 
 MTL, CTL = "mtl", "ctl"  # the transfer-learning arms a stage is scored as
 TRANSFER_ARMS = (MTL, CTL)  # multistage first: the order tables read in
@@ -32,7 +39,8 @@ TRANSFER_ARMS = (MTL, CTL)  # multistage first: the order tables read in
 COLOUR, MAJORITY, FEATURES = "colour", "majority", "features"
 BASELINE_ARMS = (COLOUR, MAJORITY, FEATURES)
 ARM_NAMES = {  # every arm, transfer learning and baseline, as a report names it
-    MTL: "multistage transfer learning", CTL: "classical transfer learning",
+    MTL: "multistage transfer learning",
+    CTL: "classical transfer learning",
     COLOUR: "colour histogram + logistic regression (baseline)",
     MAJORITY: "majority class (baseline: one answer for every image)",
     FEATURES: "frozen ImageNet features + logistic regression (baseline)",
@@ -65,18 +73,70 @@ class TrainingStage:
 
 
 TRAINING_STAGES: tuple[TrainingStage, ...] = (
-    TrainingStage(key="stage1", display="stage 1", kind="stage1", task="blast", starts_from=None, head="softmax",
-                  arrays="stage1", dense=False),
-    TrainingStage(key="stage2", display="stage 2", kind="stage2", task="blast", starts_from="stage1", head="sigmoid",
-                  arrays="stage2", dense=True),
-    TrainingStage(key="stage3_detection", display="stage 3 detection", kind="stage3", task="detection", starts_from="stage2",
-                  head="softmax", arrays="stage3", dense=True, arm=MTL),
-    TrainingStage(key="stage3_fab", display="stage 3 FAB", kind="stage3", task="fab", starts_from="stage2", head="softmax",
-                  arrays="stage3", dense=True, arm=MTL),
-    TrainingStage(key="classical_detection", display="classical detection", kind="classical", task="detection",
-                  starts_from=None, head="softmax", arrays="stage3", dense=True, arm=CTL),
-    TrainingStage(key="classical_fab", display="classical FAB", kind="classical", task="fab", starts_from=None,
-                  head="softmax", arrays="stage3", dense=True, arm=CTL),
+    TrainingStage(
+        key="stage1",
+        display="stage 1",
+        kind="stage1",
+        task="blast",
+        starts_from=None,
+        head="softmax",
+        arrays="stage1",
+        dense=False,
+    ),
+    TrainingStage(
+        key="stage2",
+        display="stage 2",
+        kind="stage2",
+        task="blast",
+        starts_from="stage1",
+        head="sigmoid",
+        arrays="stage2",
+        dense=True,
+    ),
+    TrainingStage(
+        key="stage3_detection",
+        display="stage 3 detection",
+        kind="stage3",
+        task="detection",
+        starts_from="stage2",
+        head="softmax",
+        arrays="stage3",
+        dense=True,
+        arm=MTL,
+    ),
+    TrainingStage(
+        key="stage3_fab",
+        display="stage 3 FAB",
+        kind="stage3",
+        task="fab",
+        starts_from="stage2",
+        head="softmax",
+        arrays="stage3",
+        dense=True,
+        arm=MTL,
+    ),
+    TrainingStage(
+        key="classical_detection",
+        display="classical detection",
+        kind="classical",
+        task="detection",
+        starts_from=None,
+        head="softmax",
+        arrays="stage3",
+        dense=True,
+        arm=CTL,
+    ),
+    TrainingStage(
+        key="classical_fab",
+        display="classical FAB",
+        kind="classical",
+        task="fab",
+        starts_from=None,
+        head="softmax",
+        arrays="stage3",
+        dense=True,
+        arm=CTL,
+    ),
 )
 ARMS = {s.kind: s.arm for s in TRAINING_STAGES if s.arm}  # stage kind -> arm: {"stage3": "mtl", "classical": "ctl"}
 KIND_OF_ARM = {arm: kind for kind, arm in ARMS.items()}
@@ -104,10 +164,14 @@ def check_plan(plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> tuple[Train
         if stage.kind not in KINDS:
             raise StageError(f"{where}: kind {stage.kind!r} is not one of {', '.join(KINDS)}")
         if stage.task not in TRAINED_TASKS or (stage.kind in ("stage1", "stage2")) != (stage.task == "blast"):
-            raise StageError(f"{where}: stage {stage.kind} does not do task {stage.task!r} "
-                             "(stages 1-2: blast; stage 3 and classical: detection, fab)")
+            raise StageError(
+                f"{where}: stage {stage.kind} does not do task {stage.task!r} "
+                "(stages 1-2: blast; stage 3 and classical: detection, fab)"
+            )
         if stage.from_imagenet != (stage.kind in ("stage1", "classical")):
-            raise StageError(f"{where}: {stage.kind} {'needs a previous stage' if stage.from_imagenet else 'starts from ImageNet'}")
+            raise StageError(
+                f"{where}: {stage.kind} {'needs a previous stage' if stage.from_imagenet else 'starts from ImageNet'}"
+            )
         if stage.starts_from is not None and stage.starts_from not in seen:
             raise StageError(f"{where}: starts from {stage.starts_from!r}, which is not an earlier stage of the plan")
         if stage.head not in ("softmax", "sigmoid"):
@@ -127,7 +191,9 @@ def training_stage(kind: str, task: str, plan: tuple[TrainingStage, ...] = TRAIN
     for stage in plan:
         if (stage.kind, stage.task) == (kind, task):
             return stage
-    raise StageError(f"stage {kind} does not do task {task!r} (stages 1-2: blast; stage 3 and classical: detection, fab)")
+    raise StageError(
+        f"stage {kind} does not do task {task!r} (stages 1-2: blast; stage 3 and classical: detection, fab)"
+    )
 
 
 def by_key(key: str, plan: tuple[TrainingStage, ...] = TRAINING_STAGES) -> TrainingStage:
@@ -150,3 +216,30 @@ def task_names(labels: np.ndarray, task: str, negative_class: str) -> np.ndarray
     """Class names of `task` (detection merges every ALL type into one class)."""
     labels = np.asarray(labels)
     return np.where(labels == negative_class, negative_class, POSITIVE_CLASS) if task == "detection" else labels
+
+
+def check_fan_in(plan: tuple[TrainingStage, ...], collectors: dict) -> None:
+    """The plan fits the pipeline's components: the stage runner trains each stage as the plan says (it looks a
+    stage up by its kind and task), and every stage a collecting component (`collectors`: component -> the stages
+    it takes) has an input for is in the plan, and the other way round. Reads only the components' names and
+    input specs, so the library needs no kfp."""
+    for stage in plan:
+        trained = training_stage(stage.kind, stage.task)
+        if (stage.head, stage.arrays, stage.dense) != (trained.head, trained.arrays, trained.dense):
+            raise StageError(
+                f"training stage {stage.key!r}: the stage runner trains {stage.kind} {stage.task} with a "
+                f"{trained.head} head on {trained.arrays} arrays, dense layers {trained.dense}; the plan says "
+                f"{stage.head}, {stage.arrays}, {stage.dense}"
+            )
+    known = {s.key for s in TRAINING_STAGES} | {s.key for s in plan}
+    for component, stages in collectors.items():
+        keys, inputs = [s.key for s in stages], component.component_spec.inputs
+        missing = [key for key in keys if key not in inputs]
+        if missing:
+            raise StageError(f"the {component.name} component has no input for the training stage(s) {missing}")
+        unfed = sorted(name for name in inputs if name in known and name not in keys)
+        if unfed:
+            raise StageError(
+                f"the {component.name} component takes the training stage(s) {unfed}, which the plan does not "
+                "train (or score)"
+            )

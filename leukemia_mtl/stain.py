@@ -17,8 +17,9 @@ statistic and stay black.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -26,8 +27,17 @@ import numpy as np
 from leukemia_mtl.config import STAIN_METHODS
 from leukemia_mtl.errors import LeukemiaMtlError
 
-__all__ = ["STAIN_METHODS", "StainError", "StainTarget", "fit_target", "lab_statistics", "normalise", "normalise_batch",
-           "shift_stain", "target_from_dict"]
+__all__ = [
+    "STAIN_METHODS",
+    "StainError",
+    "StainTarget",
+    "fit_target",
+    "lab_statistics",
+    "normalise",
+    "normalise_batch",
+    "shift_stain",
+    "target_from_dict",
+]
 
 # pooled pixels a target is fitted on at most (a seeded subsample): a mean, a covariance and percentiles
 # settle long before this, and fitting stays cheap beside training
@@ -53,8 +63,9 @@ def _numbers(value: Any, shape: tuple[int, ...], name: str, where: str) -> tuple
         array = np.empty(0, dtype=object)
     numeric = array.shape == shape and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in array.flat)
     if not numeric or not np.isfinite(array.astype(float)).all():
-        raise StainError(f"{where}: stain target field {name!r} must be {' x '.join(map(str, shape))} finite numbers, "
-                         f"got {value!r}")
+        raise StainError(
+            f"{where}: stain target field {name!r} must be {' x '.join(map(str, shape))} finite numbers, got {value!r}"
+        )
     array = array.astype(float)
     return tuple(map(tuple, array.tolist())) if len(shape) == 2 else tuple(array.tolist())
 
@@ -71,16 +82,20 @@ class StainTarget:
     stain_matrix: tuple[tuple[float, ...], ...] = ()  # macenko: torchstain's HERef, 3 (RGB) x 2 (stains)
     max_concentrations: tuple[float, ...] = ()  # macenko: maxCRef, 99th percentile of each stain
 
-    _FIELDS = {"reinhard": {"lab_mean": (3,), "lab_std": (3,)},
-               "macenko": {"stain_matrix": (3, 2), "max_concentrations": (2,)}}
+    _FIELDS: ClassVar[dict[str, dict[str, tuple[int, ...]]]] = {
+        "reinhard": {"lab_mean": (3,), "lab_std": (3,)},
+        "macenko": {"stain_matrix": (3, 2), "max_concentrations": (2,)},
+    }
 
     def to_dict(self) -> dict[str, Any]:
-        fields = {name: [list(row) for row in getattr(self, name)] if len(shape) == 2 else list(getattr(self, name))
-                  for name, shape in self._FIELDS[self.method].items()}
+        fields = {
+            name: [list(row) for row in getattr(self, name)] if len(shape) == 2 else list(getattr(self, name))
+            for name, shape in self._FIELDS[self.method].items()
+        }
         return {"method": self.method, "images": self.images, "pixels": self.pixels, **fields}
 
     @classmethod
-    def from_dict(cls, value: Any, where: str = "stain target") -> "StainTarget":
+    def from_dict(cls, value: Any, where: str = "stain target") -> StainTarget:
         """The target `to_dict` wrote; anything else is one StainError naming `where` and the field."""
         if not isinstance(value, Mapping):
             raise StainError(f"{where}: a stain target must be a JSON object, got {type(value).__name__} {value!r}")
@@ -90,18 +105,23 @@ class StainTarget:
         expected = {"method", "images", "pixels", *cls._FIELDS[method]}
         if set(value) != expected:
             missing, extra = sorted(expected - set(value)), sorted(set(value) - expected)
-            raise StainError(f"{where}: a {method} stain target has the fields {', '.join(sorted(expected))}"
-                             + (f"; missing {', '.join(missing)}" if missing else "")
-                             + (f"; unknown {', '.join(map(str, extra))}" if extra else ""))
+            raise StainError(
+                f"{where}: a {method} stain target has the fields {', '.join(sorted(expected))}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(map(str, extra))}" if extra else "")
+            )
         for name in ("images", "pixels"):
             if not isinstance(value[name], int) or isinstance(value[name], bool) or value[name] < 1:
-                raise StainError(f"{where}: stain target field {name!r} must be a whole number above 0, got {value[name]!r}")
+                raise StainError(
+                    f"{where}: stain target field {name!r} must be a whole number above 0, got {value[name]!r}"
+                )
         fields = {name: _numbers(value[name], shape, name, where) for name, shape in cls._FIELDS[method].items()}
         if method == "reinhard" and min(fields["lab_std"]) <= 0:
             raise StainError(f"{where}: stain target field 'lab_std' must be above 0, got {value['lab_std']!r}")
         if method == "macenko" and min(fields["max_concentrations"]) <= 0:
-            raise StainError(f"{where}: stain target field 'max_concentrations' must be above 0, "
-                             f"got {value['max_concentrations']!r}")
+            raise StainError(
+                f"{where}: stain target field 'max_concentrations' must be above 0, got {value['max_concentrations']!r}"
+            )
         return cls(method=method, images=value["images"], pixels=value["pixels"], **fields)
 
 
@@ -123,7 +143,7 @@ def _foreground(image: np.ndarray) -> np.ndarray:
 
 def _lab(pixels: np.ndarray) -> np.ndarray:
     """(N, 3) RGB uint8 -> (N, 3) float32 CIELAB (L* 0-100), through OpenCV."""
-    rgb = (pixels.reshape(-1, 1, 3).astype(np.float32) / 255.0)
+    rgb = pixels.reshape(-1, 1, 3).astype(np.float32) / 255.0
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3)
 
 
@@ -148,7 +168,9 @@ def _macenko(target: StainTarget | None = None):
     return normalizer
 
 
-def fit_target(images: Sequence[np.ndarray], method: str, seed: int = 0, where: str = "stain target") -> StainTarget | None:
+def fit_target(
+    images: Sequence[np.ndarray], method: str, seed: int = 0, where: str = "stain target"
+) -> StainTarget | None:
     """The target of `method` over the foreground pixels of `images` (uint8 RGB), pooled and
     subsampled with `seed`; None for "none". Too little stain to fit on is a StainError naming `where`."""
     check_method(method)
@@ -160,24 +182,35 @@ def fit_target(images: Sequence[np.ndarray], method: str, seed: int = 0, where: 
         pixels = pixels[np.sort(np.random.default_rng(seed).choice(len(pixels), MAX_FIT_PIXELS, replace=False))]
     if method == "reinhard":
         if len(pixels) < MIN_PIXELS:
-            raise StainError(f"{where}: {len(images)} image(s) hold {len(pixels)} non-black pixels; a reinhard target "
-                             f"needs at least {MIN_PIXELS}")
+            raise StainError(
+                f"{where}: {len(images)} image(s) hold {len(pixels)} non-black pixels; a reinhard target "
+                f"needs at least {MIN_PIXELS}"
+            )
         lab = _lab(pixels)
         mean, std = lab.mean(axis=0, dtype=np.float64), lab.std(axis=0, dtype=np.float64)
         if min(std) <= 0:
             raise StainError(f"{where}: the training images have a single colour; a reinhard target needs variation")
-        return StainTarget("reinhard", len(images), len(pixels), lab_mean=tuple(mean.tolist()), lab_std=tuple(std.tolist()))
+        return StainTarget(
+            "reinhard", len(images), len(pixels), lab_mean=tuple(mean.tolist()), lab_std=tuple(std.tolist())
+        )
     stained = _stained_count(pixels)
     if stained < MIN_PIXELS:
-        raise StainError(f"{where}: {len(images)} image(s) hold {stained} stained pixels; a macenko target needs at "
-                         f"least {MIN_PIXELS}")
+        raise StainError(
+            f"{where}: {len(images)} image(s) hold {stained} stained pixels; a macenko target needs at "
+            f"least {MIN_PIXELS}"
+        )
     normalizer = _macenko()
     normalizer.fit(pixels.reshape(-1, 1, 3), Io=MACENKO_IO, alpha=MACENKO_ALPHA, beta=MACENKO_BETA)
     matrix, maxima = np.asarray(normalizer.HERef, float), np.asarray(normalizer.maxCRef, float)
     if not (np.isfinite(matrix).all() and np.isfinite(maxima).all() and maxima.min() > 0):
         raise StainError(f"{where}: the macenko fit over {len(images)} image(s) found no two stains")
-    return StainTarget("macenko", len(images), len(pixels), stain_matrix=tuple(map(tuple, matrix.tolist())),
-                       max_concentrations=tuple(maxima.tolist()))
+    return StainTarget(
+        "macenko",
+        len(images),
+        len(pixels),
+        stain_matrix=tuple(map(tuple, matrix.tolist())),
+        max_concentrations=tuple(maxima.tolist()),
+    )
 
 
 def _normalise_one(image: np.ndarray, target: StainTarget) -> tuple[np.ndarray, bool]:
@@ -193,13 +226,16 @@ def _normalise_one(image: np.ndarray, target: StainTarget) -> tuple[np.ndarray, 
             return image, False
         lab = _lab(pixels)
         mean, std = lab.mean(axis=0), np.maximum(lab.std(axis=0), 1e-3)
-        mapped = _rgb((lab - mean) / std * np.asarray(target.lab_std, np.float32) + np.asarray(target.lab_mean, np.float32))
+        mapped = _rgb(
+            (lab - mean) / std * np.asarray(target.lab_std, np.float32) + np.asarray(target.lab_mean, np.float32)
+        )
     else:
         if _stained_count(pixels) < MIN_PIXELS:
             return image, False
         with np.errstate(divide="ignore", invalid="ignore"):
-            mapped, _, _ = _macenko(target).normalize(pixels.reshape(-1, 1, 3), Io=MACENKO_IO, alpha=MACENKO_ALPHA,
-                                                      beta=MACENKO_BETA, stains=False)
+            mapped, _, _ = _macenko(target).normalize(
+                pixels.reshape(-1, 1, 3), Io=MACENKO_IO, alpha=MACENKO_ALPHA, beta=MACENKO_BETA, stains=False
+            )
         mapped = mapped.reshape(-1, 3)
     mapped[~mapped.any(axis=1)] = 1  # a cell's pixel never turns into backdrop (predict and tests tell them apart)
     out = flat.copy()
@@ -241,8 +277,10 @@ def shift_stain(image: np.ndarray, density_gains: Sequence[float]) -> np.ndarray
     image = np.asarray(image)
     gains = np.asarray(density_gains, dtype=np.float32)
     if image.dtype != np.uint8 or image.shape[-1] != 3 or gains.shape != (3,) or not (gains > 0).all():
-        raise StainError(f"shift_stain takes uint8 RGB images and 3 gains above 0, got {image.dtype} {image.shape} "
-                         f"and {list(density_gains)!r}")
+        raise StainError(
+            f"shift_stain takes uint8 RGB images and 3 gains above 0, got {image.dtype} {image.shape} "
+            f"and {list(density_gains)!r}"
+        )
     density = -np.log((image.astype(np.float32) + 1) / 256)
     shifted = np.clip(np.rint(256 * np.exp(-density * gains) - 1), 0, 255).astype(np.uint8)
     backdrop = ~image.any(axis=-1)

@@ -85,10 +85,20 @@ def paired_t(first, second, confidence: float = 0.95) -> TestResult:
     result = _quiet(lambda: stats.ttest_rel(b, a))
     ci = _quiet(lambda: result.confidence_interval(confidence))
     sd = d.std(ddof=1)
-    return TestResult(test="paired t-test", statistic=float(result.statistic), df=float(result.df), p_value=float(result.pvalue),
-                      mean_difference=float(d.mean()), ci_low=float(ci.low), ci_high=float(ci.high), confidence=confidence,
-                      effect_size=float(d.mean() / sd) if sd > 0 else math.nan, effect_size_name="Cohen's d_z", n=len(d),
-                      note="" if sd > 0 else "all differences equal: t undefined")
+    return TestResult(
+        test="paired t-test",
+        statistic=float(result.statistic),
+        df=float(result.df),
+        p_value=float(result.pvalue),
+        mean_difference=float(d.mean()),
+        ci_low=float(ci.low),
+        ci_high=float(ci.high),
+        confidence=confidence,
+        effect_size=float(d.mean() / sd) if sd > 0 else math.nan,
+        effect_size_name="Cohen's d_z",
+        n=len(d),
+        note="" if sd > 0 else "all differences equal: t undefined",
+    )
 
 
 def _cohens_d(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,9 +114,19 @@ def independent_t(first, second, equal_var: bool, confidence: float = 0.95) -> T
     result = _quiet(lambda: stats.ttest_ind(b, a, equal_var=equal_var))
     ci = _quiet(lambda: result.confidence_interval(confidence))
     name = "Student's t-test (independent groups)" if equal_var else "Welch's t-test"
-    return TestResult(test=name, statistic=float(result.statistic), df=float(result.df), p_value=float(result.pvalue),
-                      mean_difference=float(b.mean() - a.mean()), ci_low=float(ci.low), ci_high=float(ci.high),
-                      confidence=confidence, effect_size=_cohens_d(a, b), effect_size_name="Cohen's d (pooled SD)", n=len(a))
+    return TestResult(
+        test=name,
+        statistic=float(result.statistic),
+        df=float(result.df),
+        p_value=float(result.pvalue),
+        mean_difference=float(b.mean() - a.mean()),
+        ci_low=float(ci.low),
+        ci_high=float(ci.high),
+        confidence=confidence,
+        effect_size=_cohens_d(a, b),
+        effect_size_name="Cohen's d (pooled SD)",
+        n=len(a),
+    )
 
 
 def corrected_resampled_t(first, second, test_train_ratio: float, confidence: float = 0.95) -> TestResult:
@@ -134,10 +154,20 @@ def corrected_resampled_t(first, second, test_train_ratio: float, confidence: fl
     else:
         t = p = math.nan
         note = "all differences equal: t undefined"
-    return TestResult(test="corrected resampled t-test (Nadeau-Bengio)", statistic=t, df=float(df), p_value=p,
-                      mean_difference=float(d.mean()), ci_low=float(d.mean() - half_width), ci_high=float(d.mean() + half_width),
-                      confidence=confidence, effect_size=float(d.mean() / math.sqrt(variance)) if variance > 0 else math.nan,
-                      effect_size_name="Cohen's d_z", n=n, note=note)
+    return TestResult(
+        test="corrected resampled t-test (Nadeau-Bengio)",
+        statistic=t,
+        df=float(df),
+        p_value=p,
+        mean_difference=float(d.mean()),
+        ci_low=float(d.mean() - half_width),
+        ci_high=float(d.mean() + half_width),
+        confidence=confidence,
+        effect_size=float(d.mean() / math.sqrt(variance)) if variance > 0 else math.nan,
+        effect_size_name="Cohen's d_z",
+        n=n,
+        note=note,
+    )
 
 
 def wilcoxon_signed_rank(first, second, confidence: float = 0.95, seed: int = 0) -> TestResult:
@@ -159,14 +189,35 @@ def wilcoxon_signed_rank(first, second, confidence: float = 0.95, seed: int = 0)
         effect = float((ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum())
     low = high = math.nan
     if len(d) >= 3 and d.std() > 0:
-        interval = _quiet(lambda: stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=9999,
-                                                  method="BCa", rng=np.random.default_rng(seed)).confidence_interval)
+        interval = _quiet(
+            lambda: (
+                stats.bootstrap(
+                    (d,),
+                    np.mean,
+                    confidence_level=confidence,
+                    n_resamples=9999,
+                    method="BCa",
+                    rng=np.random.default_rng(seed),
+                ).confidence_interval
+            )
+        )
         low, high = float(interval.low), float(interval.high)
     else:
         notes.append("too few distinct differences for a bootstrap interval")
-    return TestResult(test="Wilcoxon signed-rank test", statistic=statistic, df=math.nan, p_value=p,
-                      mean_difference=float(d.mean()), ci_low=low, ci_high=high, confidence=confidence, effect_size=effect,
-                      effect_size_name="rank-biserial r", n=len(d), note="; ".join(notes))
+    return TestResult(
+        test="Wilcoxon signed-rank test",
+        statistic=statistic,
+        df=math.nan,
+        p_value=p,
+        mean_difference=float(d.mean()),
+        ci_low=low,
+        ci_high=high,
+        confidence=confidence,
+        effect_size=effect,
+        effect_size_name="rank-biserial r",
+        n=len(d),
+        note="; ".join(notes),
+    )
 
 
 def compare(first, second, test_train_ratio: float, confidence: float = 0.95, seed: int = 0) -> list[TestResult]:
@@ -184,8 +235,9 @@ def compare(first, second, test_train_ratio: float, confidence: float = 0.95, se
 COMPARISONS = ((CTL, MTL), (COLOUR, MTL), (COLOUR, CTL), (FEATURES, MTL), (FEATURES, CTL))
 
 
-def compare_arms(crossval: CrossvalResult, metric: str = "balanced_accuracy", confidence: float = 0.95,
-                 seed: int = 0) -> dict:
+def compare_arms(
+    crossval: CrossvalResult, metric: str = "balanced_accuracy", confidence: float = 0.95, seed: int = 0
+) -> dict:
     """Per task and backbone, paired by fold, every test on: classical (ctl) vs multistage (mtl),
     and each against the colour-histogram baseline (is the method better than a trivial model?) and the
     ImageNet-features baseline (do the stages add anything to frozen ImageNet features?), where scored.
@@ -202,13 +254,25 @@ def compare_arms(crossval: CrossvalResult, metric: str = "balanced_accuracy", co
                     continue
                 scores = {arm: available[arm].fold_scores(metric) for arm in (first, second)}
                 if scores[first].keys() != scores[second].keys():
-                    raise StatsError(f"{task}/{backbone}: {first} and {second} were scored on different folds: "
-                                     f"{sorted(scores[first])} and {sorted(scores[second])}")
+                    raise StatsError(
+                        f"{task}/{backbone}: {first} and {second} were scored on different folds: "
+                        f"{sorted(scores[first])} and {sorted(scores[second])}"
+                    )
                 folds = sorted(scores[second])
                 a, b = [scores[first][f] for f in folds], [scores[second][f] for f in folds]
-                entry = {"task": task, "backbone": backbone, "metric": metric, "first": first, "second": second, "folds": folds,
-                         "first_scores": a, "second_scores": b, "test_train_ratio": available[second].test_train_ratio,
-                         "tests": [], "note": ""}
+                entry = {
+                    "task": task,
+                    "backbone": backbone,
+                    "metric": metric,
+                    "first": first,
+                    "second": second,
+                    "folds": folds,
+                    "first_scores": a,
+                    "second_scores": b,
+                    "test_train_ratio": available[second].test_train_ratio,
+                    "tests": [],
+                    "note": "",
+                }
                 if len(folds) < 2:
                     entry["note"] = "one fold: nothing to test"
                 elif any(v is None for v in a + b):

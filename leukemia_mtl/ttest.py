@@ -20,8 +20,10 @@ def run_ttest(crossval: CrossvalResult | dict | Path | str, out_json: Path | str
     written to `out_json` and returned."""
     crossval = CrossvalResult.load(crossval) if isinstance(crossval, (str, Path)) else CrossvalResult.of(crossval)
     cfg = settings.evaluate
-    result = {**compare_arms(crossval, cfg.ttest_metric, cfg.confidence, settings.seed),
-              "paper_table_v": table_v_reanalysis(cfg.confidence)}
+    result = {
+        **compare_arms(crossval, cfg.ttest_metric, cfg.confidence, settings.seed),
+        "paper_table_v": table_v_reanalysis(cfg.confidence),
+    }
     atomic_write_json(Path(out_json), result)
     return result
 

@@ -40,8 +40,16 @@ log = logging.getLogger(__name__)
 STUDY_FILE = "study.json"
 PAGE_FILE = "tuning.html"
 # the settings the search sets, as the dotted keys `--set` and the pipeline's overrides take
-SPACE = ("train.learning_rate", "train.batch_size", "model.dense_units", "model.dropout", "train.frozen_fraction",
-         "augment.target_per_class", "train.stage1_epochs", "train.stage2_epochs")
+SPACE = (
+    "train.learning_rate",
+    "train.batch_size",
+    "model.dense_units",
+    "model.dropout",
+    "train.frozen_fraction",
+    "augment.target_per_class",
+    "train.stage1_epochs",
+    "train.stage2_epochs",
+)
 
 
 class TuneError(LeukemiaMtlError):
@@ -66,16 +74,24 @@ class FoldData:
 def profile_values(profile: Profile) -> dict:
     """The profile's own point in the search space (trial 0)."""
     kinds = {s.kind for s in trial_stages(profile)}
-    untrained = {f"train.{kind}_epochs" for kind in ("stage1", "stage2") if kind not in kinds}  # the classical arm alone
+    untrained = {
+        f"train.{kind}_epochs" for kind in ("stage1", "stage2") if kind not in kinds
+    }  # the classical arm alone
     return {k: v for k, v in _profile_point(profile).items() if k not in untrained}
 
 
 def _profile_point(profile: Profile) -> dict:
     train = profile.train
-    return {"train.learning_rate": train.learning_rate, "train.batch_size": train.batch_size,
-            "model.dense_units": profile.model.dense_units, "model.dropout": profile.model.dropout,
-            "train.frozen_fraction": train.frozen_fraction, "augment.target_per_class": profile.augment.target_per_class,
-            "train.stage1_epochs": train.epochs_of("stage1"), "train.stage2_epochs": train.epochs_of("stage2")}
+    return {
+        "train.learning_rate": train.learning_rate,
+        "train.batch_size": train.batch_size,
+        "model.dense_units": profile.model.dense_units,
+        "model.dropout": profile.model.dropout,
+        "train.frozen_fraction": train.frozen_fraction,
+        "augment.target_per_class": profile.augment.target_per_class,
+        "train.stage1_epochs": train.epochs_of("stage1"),
+        "train.stage2_epochs": train.epochs_of("stage2"),
+    }
 
 
 def search_space(profile: Profile) -> dict[str, dict]:
@@ -153,26 +169,35 @@ def fold_training_part(fold: FoldData, settings: Profile, work: Path) -> Path:
     from leukemia_mtl.train.data import prepare_training_data
 
     shaping = {k: v for k, v in settings.to_dict().items() if k in ("seed", "data", "preprocess", "augment")}
-    shaping.update(input_size=settings.model.input_size, stage3_images=settings.train.stage3_images,
-                   validation_fraction=settings.train.validation_fraction, fold=fold.split["folds"][fold.fold_index])
+    shaping.update(
+        input_size=settings.model.input_size,
+        stage3_images=settings.train.stage3_images,
+        validation_fraction=settings.train.validation_fraction,
+        fold=fold.split["folds"][fold.fold_index],
+    )
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
     data_dir = (fold.cache or work / "data") / f"fold{fold.fold_index}-{digest}"
     if not (data_dir / "summary.json").is_file():  # written last: a folder without it is rebuilt
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True)
-        prepare_training_data(fold.ingested, fold.cells, fold.split, fold.fold_index, data_dir, settings, evaluation=False)
+        prepare_training_data(
+            fold.ingested, fold.cells, fold.split, fold.fold_index, data_dir, settings, evaluation=False
+        )
     built = json.loads((data_dir / "summary.json").read_text())["stages"]
     empty = sorted({s.arrays for s in trial_stages(settings) if not built[s.arrays]["validation_units"]})
     if empty:
-        raise TuneError(f"fold {fold.fold_id}: the training part's {', '.join(empty)} images have no inner validation "
-                        "split to score trials on (train.validation_fraction is 0, or a class has a single training "
-                        "group): a search would have to score on the evaluation fold, which it never does. Give it more "
-                        "images per class, or fewer folds.")
+        raise TuneError(
+            f"fold {fold.fold_id}: the training part's {', '.join(empty)} images have no inner validation "
+            "split to score trials on (train.validation_fraction is 0, or a class has a single training "
+            "group): a search would have to score on the evaluation fold, which it never does. Give it more "
+            "images per class, or fewer folds."
+        )
     return data_dir
 
 
-def run_trial(fold: FoldData, backbone: str, profile_name: str, base_overrides: dict, params: dict, work: Path,
-              report_step=None) -> dict:
+def run_trial(
+    fold: FoldData, backbone: str, profile_name: str, base_overrides: dict, params: dict, work: Path, report_step=None
+) -> dict:
     """One point of the space trained on the fold's training part and scored on its inner split. After each scored
     stage `report_step(step, value, last)` gets the mean over the scored stages so far (step: how many), a value
     comparable across trials at the same step, for Optuna's pruner (it may raise TrialPruned)."""
@@ -191,15 +216,25 @@ def run_trial(fold: FoldData, backbone: str, profile_name: str, base_overrides: 
     try:
         for stage in trial_stages(settings):
             model_dir = trial_dir / stage.key
-            run_finetune_stage(stage.kind, stage.task, backbone, data_dir, models.get(stage.starts_from), model_dir,
-                               trial_dir / f"{stage.key}.html", settings)
+            run_finetune_stage(
+                stage.kind,
+                stage.task,
+                backbone,
+                data_dir,
+                models.get(stage.starts_from),
+                model_dir,
+                trial_dir / f"{stage.key}.html",
+                settings,
+            )
             models[stage.key] = model_dir
             stages[stage.key] = inner_score(model_dir, metric)
             if stage.key not in objective_keys:
                 continue
             if not np.isfinite(stages[stage.key]):
-                raise TuneError(f"fold {fold.fold_id}: {stage.key}'s {metric} on the inner validation split is undefined "
-                                "(a class missing from the split?): the trial cannot be scored")
+                raise TuneError(
+                    f"fold {fold.fold_id}: {stage.key}'s {metric} on the inner validation split is undefined "
+                    "(a class missing from the split?): the trial cannot be scored"
+                )
             scored.append(stages[stage.key])
             if report_step is not None:
                 report_step(len(scored), float(np.mean(scored)), len(scored) == len(objective_keys))
@@ -208,8 +243,9 @@ def run_trial(fold: FoldData, backbone: str, profile_name: str, base_overrides: 
     return {"objective": float(np.mean(scored)), "stages": stages, "seconds": time.perf_counter() - started}
 
 
-def search(fold: FoldData, backbone: str, profile_name: str, base_overrides: dict, work: Path,
-           trials: int | None = None) -> dict:
+def search(
+    fold: FoldData, backbone: str, profile_name: str, base_overrides: dict, work: Path, trials: int | None = None
+) -> dict:
     """`tune.trials` (or `trials`) trials of Optuna's TPE on one fold's training part; the study as a dict, also
     written to work/study.json with its page (work/tuning.html)."""
     import optuna
@@ -224,16 +260,26 @@ def search(fold: FoldData, backbone: str, profile_name: str, base_overrides: dic
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our one error line
     seed = int(hashlib.sha256(f"{cfg.seed}/{profile.seed}/{fold.fold_index}".encode()).hexdigest()[:8], 16)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=max(1, cfg.startup_trials), n_warmup_steps=0)
-              if cfg.prune else optuna.pruners.NopPruner())
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner,
-                                study_name=f"leukemia-mtl-{fold.fold_id}-{backbone}")
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=max(1, cfg.startup_trials), n_warmup_steps=0)
+        if cfg.prune
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(
+        direction="maximize", sampler=sampler, pruner=pruner, study_name=f"leukemia-mtl-{fold.fold_id}-{backbone}"
+    )
     study.enqueue_trial(profile_values(profile))  # trial 0: the profile's own settings
 
     def objective(trial) -> float:
         params = suggest(trial, profile)
-        log.warning("trial %d of %d (fold %s, %s): %s", trial.number + 1, n_trials, fold.fold_id, backbone,
-                    json.dumps(params, sort_keys=True))
+        log.warning(
+            "trial %d of %d (fold %s, %s): %s",
+            trial.number + 1,
+            n_trials,
+            fold.fold_id,
+            backbone,
+            json.dumps(params, sort_keys=True),
+        )
 
         def report_step(step: int, value: float, last: bool) -> None:
             trial.report(value, step)
@@ -261,9 +307,17 @@ def study_summary(study, profile: Profile, fold: FoldData, backbone: str, base_o
 
     trials = []
     for t in study.trials:
-        trials.append({"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value,
-                       "stages": t.user_attrs.get("stages", {}), "seconds": t.user_attrs.get("seconds"),
-                       "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())}})
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "params": t.params,
+                "value": t.value,
+                "stages": t.user_attrs.get("stages", {}),
+                "seconds": t.user_attrs.get("seconds"),
+                "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+            }
+        )
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial if complete else None
     importance, why_not = None, ""
@@ -272,20 +326,30 @@ def study_summary(study, profile: Profile, fold: FoldData, backbone: str, base_o
         why_not = "every completed trial scored the same: no variance for fANOVA to apportion"
     elif varied >= 3:
         importance = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=profile.tune.seed))
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=profile.tune.seed)
+        )
     else:
         why_not = f"{varied} distinct completed trial(s); fANOVA importances need at least 3"
     arms = ", ".join(ARM_NAMES[a] for a in profile.tune.arms)
     return {
-        "schema": "leukemia-mtl/tune/1", "fold_id": fold.fold_id, "fold_index": fold.fold_index, "backbone": backbone,
-        "profile": profile.name, "base_overrides": base_overrides, "sampler": "TPE", "seed": profile.tune.seed,
+        "schema": "leukemia-mtl/tune/1",
+        "fold_id": fold.fold_id,
+        "fold_index": fold.fold_index,
+        "backbone": backbone,
+        "profile": profile.name,
+        "base_overrides": base_overrides,
+        "sampler": "TPE",
+        "seed": profile.tune.seed,
         "pruner": "median" if profile.tune.prune else "none",
         "objective": f"mean {profile.evaluate.release_metric} on the fold's inner validation split over the scored "
-                     f"stages of {arms} ({', '.join(profile.tune.tasks)})",
-        "nested": True, "evaluation_part_read": False,
-        "trials": trials, "profile_trial": trials[0] if trials else None,
+        f"stages of {arms} ({', '.join(profile.tune.tasks)})",
+        "nested": True,
+        "evaluation_part_read": False,
+        "trials": trials,
+        "profile_trial": trials[0] if trials else None,
         "best": {"number": best.number, "value": best.value, "params": best.params} if best else None,
-        "importance": importance, "importance_note": why_not,
+        "importance": importance,
+        "importance_note": why_not,
         "best_overrides": {**base_overrides, **best.params} if best else dict(base_overrides),
         "seconds": round(sum(t["seconds"] or 0 for t in trials), 1),
     }
@@ -307,8 +371,13 @@ def history_figure(summary: dict) -> bytes:
     if line:
         ax.step(*zip(*line), where="post", label="best so far")
     if pruned:
-        ax.plot([t["number"] for t in pruned], [max(t["intermediate"].values(), default=0) for t in pruned], "x",
-                color="grey", label="pruned (its mean so far)")
+        ax.plot(
+            [t["number"] for t in pruned],
+            [max(t["intermediate"].values(), default=0) for t in pruned],
+            "x",
+            color="grey",
+            label="pruned (its mean so far)",
+        )
     if summary.get("profile_trial") and summary["profile_trial"]["value"] is not None:
         ax.axhline(summary["profile_trial"]["value"], color="black", linestyle=":", label="profile's own settings")
     from matplotlib.ticker import MaxNLocator
@@ -329,23 +398,45 @@ def history_figure(summary: dict) -> bytes:
 def study_parts(summary: dict) -> list:
     """The search of one (fold, backbone) as page parts: the report's tuning section and tuning.html."""
     best, own = summary["best"], summary["profile_trial"]
-    parts = [report.paragraph(
-        f"Nested: every trial trained on fold {summary['fold_id']}'s training part and was scored on its inner "
-        f"validation split ({summary['objective']}); the fold's evaluation images were never read, so the "
-        "cross-validated scores stay an outer estimate. Sampler: Optuna's TPE (seed "
-        f"{summary['seed']}), pruner: {summary['pruner']}. Trial 0 is the profile's own settings.")]
+    parts = [
+        report.paragraph(
+            f"Nested: every trial trained on fold {summary['fold_id']}'s training part and was scored on its inner "
+            f"validation split ({summary['objective']}); the fold's evaluation images were never read, so the "
+            "cross-validated scores stay an outer estimate. Sampler: Optuna's TPE (seed "
+            f"{summary['seed']}), pruner: {summary['pruner']}. Trial 0 is the profile's own settings."
+        )
+    ]
     if best and own and own["value"] is not None:
-        parts.append(report.paragraph(f"Best trial {best['number']}: {best['value']:.3f}; the profile's own settings "
-                                      f"(trial 0): {own['value']:.3f}, on the same inner split."))
-    parts.append(report.png_img(history_figure(summary), f"the search of fold {summary['fold_id']}, {summary['backbone']}"))
+        parts.append(
+            report.paragraph(
+                f"Best trial {best['number']}: {best['value']:.3f}; the profile's own settings "
+                f"(trial 0): {own['value']:.3f}, on the same inner split."
+            )
+        )
+    parts.append(
+        report.png_img(history_figure(summary), f"the search of fold {summary['fold_id']}, {summary['backbone']}")
+    )
     if best:
         own_params = own["params"] if own else {}
-        parts.append(report.grid(["setting", "best trial", "profile's own"],
-                                 [[k, v, own_params.get(k)] for k, v in best["params"].items()], "the best trial's settings"))
+        parts.append(
+            report.grid(
+                ["setting", "best trial", "profile's own"],
+                [[k, v, own_params.get(k)] for k, v in best["params"].items()],
+                "the best trial's settings",
+            )
+        )
     if not summary.get("importance"):
         parts.append(report.paragraph(f"Importances not computed: {summary['importance_note']}."))
-    rows = [[t["number"], t["state"], "" if t["value"] is None else round(t["value"], 4), t["seconds"],
-             ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in t["params"].items())] for t in summary["trials"]]
+    rows = [
+        [
+            t["number"],
+            t["state"],
+            "" if t["value"] is None else round(t["value"], 4),
+            t["seconds"],
+            ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in t["params"].items()),
+        ]
+        for t in summary["trials"]
+    ]
     parts.append(report.grid(["trial", "state", "score", "seconds", "settings"], rows, "every trial"))
     return parts
 
@@ -355,15 +446,17 @@ def _short(value) -> str:
 
 
 def study_page(summary: dict) -> str:
-    return report.page(f"Hyperparameter search, fold {summary['fold_id']}, {summary['backbone']}", *study_parts(summary))
+    return report.page(
+        f"Hyperparameter search, fold {summary['fold_id']}, {summary['backbone']}", *study_parts(summary)
+    )
 
 
-def run_tune_task(dataset, cells, split, fold: int, backbone: str, profile_name: str, overrides: str, study, page,
-                  metrics) -> str:
+def run_tune_task(
+    dataset, cells, split, fold: int, backbone: str, profile_name: str, overrides: str, study, page, metrics
+) -> str:
     """The tune component's one call: the search of one (fold, backbone) into KFP's artifacts; returns the
     overrides its training tasks run with (the run's own, with the best trial's settings over them)."""
     from leukemia_mtl.artifacts import log_metrics
-
     from leukemia_mtl.config import task_settings
 
     task_settings(profile_name, overrides)  # one clear error for bad overrides, before anything is read
@@ -371,12 +464,24 @@ def run_tune_task(dataset, cells, split, fold: int, backbone: str, profile_name:
     fold_data = FoldData(Path(dataset.path), Path(cells.path), json.loads(Path(split.path).read_text()), fold)
     work = Path(study.path)  # the artifact: study.json and tuning.html
     summary = search(fold_data, backbone, profile_name, base, work)
-    shutil.rmtree(work / "data", ignore_errors=True)  # the training part's arrays, between trials; augment rebuilds them
+    shutil.rmtree(
+        work / "data", ignore_errors=True
+    )  # the training part's arrays, between trials; augment rebuilds them
     shutil.copyfile(work / PAGE_FILE, page.path)  # the page search wrote, for the KFP UI's HTML view
-    study.metadata.update({"fold": summary["fold_id"], "backbone": backbone, "trials": len(summary["trials"]),
-                           "best_trial": summary["best"]["number"] if summary["best"] else None, "nested": True})
-    values = {"trials": len(summary["trials"]), "pruned": sum(t["state"] == "pruned" for t in summary["trials"]),
-              "search_seconds": summary["seconds"]}
+    study.metadata.update(
+        {
+            "fold": summary["fold_id"],
+            "backbone": backbone,
+            "trials": len(summary["trials"]),
+            "best_trial": summary["best"]["number"] if summary["best"] else None,
+            "nested": True,
+        }
+    )
+    values = {
+        "trials": len(summary["trials"]),
+        "pruned": sum(t["state"] == "pruned" for t in summary["trials"]),
+        "search_seconds": summary["seconds"],
+    }
     if summary["best"]:
         values["best_inner_score"] = round(summary["best"]["value"], 4)
     if summary["profile_trial"] and summary["profile_trial"]["value"] is not None:
@@ -402,8 +507,12 @@ def prepare(smears: str, cells: str, out: Path, profile_name: str, overrides: di
     profile = get_profile(profile_name, overrides)
     mark_output(out)  # its ROI images and crops: never read back as a data set's images, and a rerun may use it
     root = Path(out) / "prepared"
-    key = {"smears": smears, "cells": cells, "profile": profile_name,
-           "settings": {k: v for k, v in sorted(overrides.items()) if k.startswith(_PREPARATION_SECTIONS)}}
+    key = {
+        "smears": smears,
+        "cells": cells,
+        "profile": profile_name,
+        "settings": {k: v for k, v in sorted(overrides.items()) if k.startswith(_PREPARATION_SECTIONS)},
+    }
     done = root / "prepared.json"
     if done.is_file() and json.loads(done.read_text()) == key:
         log.warning("reusing %s (same inputs and data settings)", root)
@@ -412,15 +521,27 @@ def prepare(smears: str, cells: str, out: Path, profile_name: str, overrides: di
         root.mkdir(parents=True)
         ingest(smears, cells, root / "ingest", profile)
         run_preprocess_stage(root / "ingest", root / "roi", root / "roi.html", profile)
-        run_segment_stage(root / "ingest", root / "roi", root / "segmenter", root / "cells", root / "segment.html", profile)
+        run_segment_stage(
+            root / "ingest", root / "roi", root / "segmenter", root / "cells", root / "segment.html", profile
+        )
         split = make_folds(load_datasets(root / "ingest" / DATA_DIR, profile.data, check=False), profile)
         atomic_write_json(root / "split.json", split)
         atomic_write_json(done, key)  # last: a folder without it is prepared again
     return root / "ingest", root / "cells", json.loads((root / "split.json").read_text())
 
 
-def tune_folder(smears: str, cells: str, out: Path, profile_name: str, overrides: dict, *, fold: int = 0,
-                backbone: str | None = None, trials: int | None = None, one_trial: bool = False) -> dict:
+def tune_folder(
+    smears: str,
+    cells: str,
+    out: Path,
+    profile_name: str,
+    overrides: dict,
+    *,
+    fold: int = 0,
+    backbone: str | None = None,
+    trials: int | None = None,
+    one_trial: bool = False,
+) -> dict:
     """`python -m leukemia_mtl tune`: a search on one fold of a folder, or (`one_trial`: Katib's trials) one trial at
     the settings `overrides` give."""
     profile = get_profile(profile_name, overrides)
@@ -429,10 +550,15 @@ def tune_folder(smears: str, cells: str, out: Path, profile_name: str, overrides
     if backbone not in BACKBONES:
         raise TuneError(f"--backbone {backbone}: unknown; choose one of {', '.join(BACKBONES)}")
     if not 0 <= fold < profile.split.folds:
-        raise TuneError(f"--fold {fold}: the profile's split has folds 0 to {profile.split.folds - 1} "
-                        f"(split.folds {profile.split.folds})")
-    local_inputs = [Path(source) for source in (smears, cells) if source not in ("synthetic", "none")
-                    and not source.startswith("s3://")]
+        raise TuneError(
+            f"--fold {fold}: the profile's split has folds 0 to {profile.split.folds - 1} "
+            f"(split.folds {profile.split.folds})"
+        )
+    local_inputs = [
+        Path(source)
+        for source in (smears, cells)
+        if source not in ("synthetic", "none") and not source.startswith("s3://")
+    ]
     check_output("--output", Path(out), local_inputs, kind="folder", marks=True)
     mark_output(out)
     params = profile_values(profile) if one_trial else None

@@ -33,10 +33,16 @@ def source_digest(root: Path | None = None) -> str:
 
         root = Path(leukemia_mtl.__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    files = sorted(p for package in CODE_PACKAGES for p in (root / package).rglob("*")
-                   if p.suffix in CODE_SUFFIXES and "__pycache__" not in p.parts)
+    files = sorted(
+        p
+        for package in CODE_PACKAGES
+        for p in (root / package).rglob("*")
+        if p.suffix in CODE_SUFFIXES and "__pycache__" not in p.parts
+    )
     for path in files:
-        digest.update(f"{path.relative_to(root).as_posix()}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+        digest.update(
+            f"{path.relative_to(root).as_posix()}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -76,12 +82,16 @@ def check_local_images(cpu_image: str, gpu_image: str, expected: str | None = No
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        raise ContainerImageError(f"--runner docker: no Docker daemon answers ({str(exc).splitlines()[0][:200]}); "
-                         "start dockerd, or use the default --runner subprocess") from None
+        raise ContainerImageError(
+            f"--runner docker: no Docker daemon answers ({str(exc).splitlines()[0][:200]}); "
+            "start dockerd, or use the default --runner subprocess"
+        ) from None
     try:
         return _checked(client, cpu_image, gpu_image, expected)
     except docker.errors.DockerException as exc:
-        raise ContainerImageError(f"--runner docker: Docker refused to inspect the images ({str(exc).splitlines()[0][:200]})") from None
+        raise ContainerImageError(
+            f"--runner docker: Docker refused to inspect the images ({str(exc).splitlines()[0][:200]})"
+        ) from None
     finally:
         client.close()
 
@@ -90,22 +100,31 @@ def _checked(client, cpu_image: str, gpu_image: str, expected: str) -> LocalImag
     """The check itself, on an open client."""
     found = image_digest(client, cpu_image)
     if found is None:
-        raise ContainerImageError(f"--runner docker: image {cpu_image} is not built here; run `make images` "
-                         "(or `make image-cpu`; --image-registry/--image-tag name another build)")
+        raise ContainerImageError(
+            f"--runner docker: image {cpu_image} is not built here; run `make images` "
+            "(or `make image-cpu`; --image-registry/--image-tag name another build)"
+        )
     if found != expected:
         held = f"source {found}" if found else "no source digest"
-        raise ContainerImageError(f"--runner docker: image {cpu_image} holds other code ({held}, this checkout "
-                         f"{expected}); rebuild it with `make images`")
+        raise ContainerImageError(
+            f"--runner docker: image {cpu_image} holds other code ({held}, this checkout "
+            f"{expected}); rebuild it with `make images`"
+        )
     has_gpu_runtime = "nvidia" in (client.info().get("Runtimes") or {})
     if not has_gpu_runtime:
-        return LocalImages(cpu_image, cpu_image, False,
-                           f"no NVIDIA runtime in Docker here: the GPU tasks run in {cpu_image}")
+        return LocalImages(
+            cpu_image, cpu_image, False, f"no NVIDIA runtime in Docker here: the GPU tasks run in {cpu_image}"
+        )
     gpu_found = image_digest(client, gpu_image)
     if gpu_found != expected:
         state = "is not built here" if gpu_found is None else "holds other code"  # "" too: no digest
         return LocalImages(cpu_image, cpu_image, False, f"{gpu_image} {state}: the GPU tasks run in {cpu_image}")
-    return LocalImages(cpu_image, gpu_image, True, f"GPU tasks run in {gpu_image}, given every GPU through the "
-                                                    "NVIDIA runtime (not run on a GPU machine here)")
+    return LocalImages(
+        cpu_image,
+        gpu_image,
+        True,
+        f"GPU tasks run in {gpu_image}, given every GPU through the NVIDIA runtime (not run on a GPU machine here)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,16 +25,20 @@ def best_overrides(experiment: dict) -> dict:
     best = status.get("currentOptimalTrial") or {}
     assignments = {a["name"]: a["value"] for a in best.get("parameterAssignments") or []}
     if not assignments:
-        raise ConfigError(f"experiment {experiment.get('metadata', {}).get('name', '?')!r} has no optimal trial yet "
-                          "(status.currentOptimalTrial is empty): wait until a trial has succeeded")
+        raise ConfigError(
+            f"experiment {experiment.get('metadata', {}).get('name', '?')!r} has no optimal trial yet "
+            "(status.currentOptimalTrial is empty): wait until a trial has succeeded"
+        )
     key_of = {p["reference"]: p.get("description", "") for p in spec["trialTemplate"]["trialParameters"]}
     kind_of = {p["name"]: p["parameterType"] for p in spec["parameters"]}
     overrides = {}
     for name, value in assignments.items():
         key = key_of.get(name, "")
         if key not in SPACE:
-            raise ConfigError(f"Katib parameter {name!r}: its trial parameter's description {key!r} is not a searched "
-                              f"setting ({', '.join(SPACE)})")
+            raise ConfigError(
+                f"Katib parameter {name!r}: its trial parameter's description {key!r} is not a searched "
+                f"setting ({', '.join(SPACE)})"
+            )
         overrides[key] = int(value) if kind_of[name] in ("int", "categorical") else float(value)
     profile = "paper"
     for argument in spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["command"]:
@@ -55,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(overrides, sort_keys=True))
     print(" ".join(f"--set {k}={json.dumps(v)}" for k, v in sorted(overrides.items())))
-    print("note: these settings were searched on one fold's training part; a cross-validated run trained with them has "
-          "nested scores on that fold only (the pipeline's own tune step, --set tune.trials=N, searches every fold)",
-          file=sys.stderr)
+    print(
+        "note: these settings were searched on one fold's training part; a cross-validated run trained with them has "
+        "nested scores on that fold only (the pipeline's own tune step, --set tune.trials=N, searches every fold)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -9,9 +9,9 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable
 
 from packaging.specifiers import SpecifierSet
 
@@ -53,7 +53,9 @@ def _local_path(value: str) -> Path | None:
 KFP_DOCKER_STATUS_BROKEN = SpecifierSet(">=2.15,<2.18")
 
 
-def _run_container_keeping_its_status(client, image: str, command: list[str], volumes: dict, **container_run_args) -> int:
+def _run_container_keeping_its_status(
+    client, image: str, command: list[str], volumes: dict, **container_run_args
+) -> int:
     """kfp.local's `run_docker_container`, but it reads the exit status first and removes the container after."""
     import docker
 
@@ -62,8 +64,9 @@ def _run_container_keeping_its_status(client, image: str, command: list[str], vo
     except docker.errors.ImageNotFound:
         print(f"Pulling image {image!r}")
         client.images.pull(image)
-    container = client.containers.run(image=image, command=command, detach=True, stdout=True, stderr=True,
-                                      volumes=volumes, **container_run_args)
+    container = client.containers.run(
+        image=image, command=command, detach=True, stdout=True, stderr=True, volumes=volumes, **container_run_args
+    )
     try:
         for line in container.logs(stream=True, follow=True):
             print(line.decode(errors="replace"), end="")
@@ -108,8 +111,12 @@ def docker_runner(root: Path, *, smears: str, cells: str, settings: Profile, ima
     from kfp import local
 
     mounts: dict[Path, bool] = {}  # path: read-only (one mount per path: smears and cells may share a folder)
-    for value, read_only in ((smears, True), (cells, True), (settings.model.weights, True),
-                             (settings.evaluate.models_uri, False)):
+    for value, read_only in (
+        (smears, True),
+        (cells, True),
+        (settings.model.weights, True),
+        (settings.evaluate.models_uri, False),
+    ):
         path = _local_path(value)
         if path is None:
             continue
@@ -121,25 +128,38 @@ def docker_runner(root: Path, *, smears: str, cells: str, settings: Profile, ima
     remote = any("://" in v for v in (smears, cells, settings.model.weights, settings.evaluate.models_uri))
     # the host's network for object storage (also whenever MinIO is configured here) and ImageNet downloads
     downloads = settings.model.weights.strip().lower() == "imagenet" and not all(
-        name in OFFLINE_BACKBONES for name in settings.model.backbones)  # Keras' download, not a package's file
+        name in OFFLINE_BACKBONES for name in settings.model.backbones
+    )  # Keras' download, not a package's file
     networked = remote or downloads or "MINIO_ENDPOINT" in os.environ
-    environment = {name: value for name, value in os.environ.items()
-                   if name in STORAGE_ENV or name.startswith(NUMERIC_ENV_PREFIXES)}
-    args = dict(mounts=[Mount(target=str(path), source=str(path), type="bind", read_only=read_only)
-                        for path, read_only in mounts.items()], network_mode="host" if networked else "none")
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name in STORAGE_ENV or name.startswith(NUMERIC_ENV_PREFIXES)
+    }
+    args = dict(
+        mounts=[
+            Mount(target=str(path), source=str(path), type="bind", read_only=read_only)
+            for path, read_only in mounts.items()
+        ],
+        network_mode="host" if networked else "none",
+    )
     if images is not None and images.gpu_usable:  # every GPU of the machine, through the NVIDIA runtime
         args["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     if os.getuid() == 0:  # the image's own non-root user, given the pipeline root
         for path, read_only in mounts.items():
             unreadable = _unreadable_by(IMAGE_UID, path) if read_only else None
             if unreadable is not None:
-                raise ConfigError(f"--runner docker: the tasks run as uid {IMAGE_UID}, which cannot read {unreadable} "
-                                  f"(mode {unreadable.stat().st_mode & 0o777:o}); make it readable "
-                                  f"(chmod -R o+rX {path}) or run as a user other than root")
+                raise ConfigError(
+                    f"--runner docker: the tasks run as uid {IMAGE_UID}, which cannot read {unreadable} "
+                    f"(mode {unreadable.stat().st_mode & 0o777:o}); make it readable "
+                    f"(chmod -R o+rX {path}) or run as a user other than root"
+                )
             if not read_only and path.stat().st_uid != IMAGE_UID:
                 if any(path.iterdir()):
-                    raise ConfigError(f"--runner docker: the release folder {path} is not empty and not writable by the "
-                                      f"tasks' uid {IMAGE_UID}; use an empty or new folder (or run as a user other than root)")
+                    raise ConfigError(
+                        f"--runner docker: the release folder {path} is not empty and not writable by the "
+                        f"tasks' uid {IMAGE_UID}; use an empty or new folder (or run as a user other than root)"
+                    )
                 os.chown(path, IMAGE_UID, IMAGE_UID)
         root.mkdir(parents=True, exist_ok=True)
         os.chown(root, IMAGE_UID, IMAGE_UID)
@@ -153,8 +173,19 @@ def docker_runner(root: Path, *, smears: str, cells: str, settings: Profile, ima
     return local.DockerRunner(**args)
 
 
-def run_local(build_pipeline: Callable, *, profile: str, settings: Profile, overrides: dict, smears: str, cells: str,
-              output_dir: Path, cache: bool = True, until: str = "report", runner: str = "subprocess") -> dict:
+def run_local(
+    build_pipeline: Callable,
+    *,
+    profile: str,
+    settings: Profile,
+    overrides: dict,
+    smears: str,
+    cells: str,
+    output_dir: Path,
+    cache: bool = True,
+    until: str = "report",
+    runner: str = "subprocess",
+) -> dict:
     """Run the DAG `build_pipeline(settings, ...)` builds (to `until`); returns {output: {path, metadata}}.
 
     `settings` is resolved once, by the caller, from `profile` and `overrides`; the same profile
@@ -182,8 +213,10 @@ def run_local(build_pipeline: Callable, *, profile: str, settings: Profile, over
             print(f"docker runner: {images.note}")
             # the tasks' working folder is the image's: every local path they are given is absolute
             smears, cells = (str(_local_path(v) or v) for v in (smears, cells))
-            overrides = {key: str(_local_path(value) or value) if key in PATH_SETTINGS and isinstance(value, str) else value
-                         for key, value in overrides.items()}
+            overrides = {
+                key: str(_local_path(value) or value) if key in PATH_SETTINGS and isinstance(value, str) else value
+                for key, value in overrides.items()
+            }
             kfp_runner = docker_runner(root, smears=smears, cells=cells, settings=settings, images=images)
         else:
             kfp_runner = local.SubprocessRunner(use_venv=False)
@@ -192,13 +225,27 @@ def run_local(build_pipeline: Callable, *, profile: str, settings: Profile, over
         warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
         # GPU requests and display names matter on a cluster only; kfp.local says so for every task
         warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
-        dag = build_pipeline(settings, run_overrides=overrides, cache_ingest=cache, until=until,
-                             code_version=code_version(settings), local_images=images)
+        dag = build_pipeline(
+            settings,
+            run_overrides=overrides,
+            cache_ingest=cache,
+            until=until,
+            code_version=code_version(settings),
+            local_images=images,
+        )
         with docker_exit_status_kept() if runner == "docker" else nullcontext():
-            run = dag(smears=smears, cells=cells, profile=profile, overrides=json.dumps(overrides, sort_keys=True),
-                      data_version=version, backbones=list(settings.model.backbones))
+            run = dag(
+                smears=smears,
+                cells=cells,
+                profile=profile,
+                overrides=json.dumps(overrides, sort_keys=True),
+                data_version=version,
+                backbones=list(settings.model.backbones),
+            )
         # cached tasks keep their first run's folders, so paths come from the run's outputs
-        outputs = {name: {"path": artifact.path, "metadata": artifact.metadata} for name, artifact in run.outputs.items()}
+        outputs = {
+            name: {"path": artifact.path, "metadata": artifact.metadata} for name, artifact in run.outputs.items()
+        }
         atomic_write_text(output_dir / "outputs.json", json.dumps(outputs, indent=2, default=str) + "\n")
         if "report" in outputs:  # the files a person opens, under stable names
             for name, copy in STABLE_COPIES.items():

@@ -44,7 +44,9 @@ def images_for(registry: str | None = None, tag: str | None = None) -> ImageConf
     if not REGISTRY.fullmatch(images.registry):
         raise ManifestError(f"image registry {images.registry!r} is not host[:port][/path] in lower case")
     if not TAG.fullmatch(images.tag):
-        raise ManifestError(f"image tag {images.tag!r} is not a Docker tag (letters, digits, '_', '.', '-'; at most 128)")
+        raise ManifestError(
+            f"image tag {images.tag!r} is not a Docker tag (letters, digits, '_', '.', '-'; at most 128)"
+        )
     return images
 
 
@@ -54,15 +56,25 @@ def write_overlay(images: ImageConfig, folder: Path = OVERLAY) -> Path:
     manifests/kustomization.yaml has already turned the logical names into the default images when the
     overlay sees them, so the overlay matches those. JSON strings are YAML: a tag like 1e10 stays a string."""
     default, folder = ImageConfig(), Path(folder)
-    lines = ["# Written by `python -m runners.manifests` (make manifests); rewritten on every run.",
-             "apiVersion: kustomize.config.k8s.io/v1beta1", "kind: Kustomization", "resources:",
-             f"  - {json.dumps(os.path.relpath(MANIFESTS, folder.resolve()))}", "images:"]
+    lines = [
+        "# Written by `python -m runners.manifests` (make manifests); rewritten on every run.",
+        "apiVersion: kustomize.config.k8s.io/v1beta1",
+        "kind: Kustomization",
+        "resources:",
+        f"  - {json.dumps(os.path.relpath(MANIFESTS, folder.resolve()))}",
+        "images:",
+    ]
     for name in (default.cpu_name, default.gpu_name):
-        lines += [f"  - name: {json.dumps(f'{default.registry}/{name}')}",
-                  f"    newName: {json.dumps(f'{images.registry}/{name}')}", f"    newTag: {json.dumps(images.tag)}"]
+        lines += [
+            f"  - name: {json.dumps(f'{default.registry}/{name}')}",
+            f"    newName: {json.dumps(f'{images.registry}/{name}')}",
+            f"    newTag: {json.dumps(images.tag)}",
+        ]
     kind, job, command = RETRAINING  # the pipeline it submits runs in the same images as the CronJob itself
-    flags = [{"op": "add", "path": command, "value": f"--image-registry={images.registry}"},
-             {"op": "add", "path": command, "value": f"--image-tag={images.tag}"}]
+    flags = [
+        {"op": "add", "path": command, "value": f"--image-registry={images.registry}"},
+        {"op": "add", "path": command, "value": f"--image-tag={images.tag}"},
+    ]
     lines += ["patches:", f"  - target: {{kind: {kind}, name: {job}}}", "    patch: |-"]
     lines += [f"      - {json.dumps(op)}" for op in flags]
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +97,9 @@ def kustomize(folder: Path) -> str:
     return done.stdout
 
 
-def render(registry: str | None = None, tag: str | None = None, output: Path = RENDERED, folder: Path = OVERLAY) -> Path:
+def render(
+    registry: str | None = None, tag: str | None = None, output: Path = RENDERED, folder: Path = OVERLAY
+) -> Path:
     """The overlay in `folder` and its rendering in `output`; refuses a rendering in which any image is
     not one of these (manifests/kustomization.yaml no longer names the defaults the overlay replaces)."""
     images = images_for(registry, tag)
@@ -93,8 +107,10 @@ def render(registry: str | None = None, tag: str | None = None, output: Path = R
     found = set(re.findall(r"^\s*-?\s*image:\s*['\"]?([^'\"\s]+)", text, re.M))
     stray = sorted(found - {images.cpu_image, images.gpu_image})
     if stray or not found:
-        raise ManifestError(f"the rendered manifests name {', '.join(stray) or 'no image'}, not {images.cpu_image}: "
-                            "manifests/kustomization.yaml's images must name the defaults of leukemia_mtl/config.py")
+        raise ManifestError(
+            f"the rendered manifests name {', '.join(stray) or 'no image'}, not {images.cpu_image}: "
+            "manifests/kustomization.yaml's images must name the defaults of leukemia_mtl/config.py"
+        )
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(output, text)
 
@@ -103,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-registry", help=f"registry of both images (default {ImageConfig().registry})")
     parser.add_argument("--image-tag", help=f"tag of both images (default {ImageConfig().tag})")
-    parser.add_argument("--output", type=Path, default=RENDERED, help="the rendered YAML (default build/manifests.yaml)")
+    parser.add_argument(
+        "--output", type=Path, default=RENDERED, help="the rendered YAML (default build/manifests.yaml)"
+    )
     parser.add_argument("--overlay", type=Path, default=OVERLAY, help="the overlay's folder (default build/manifests)")
     args = parser.parse_args(argv)
     try:

@@ -3,7 +3,7 @@ the code version kfp.local's cache key needs."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from leukemia_mtl.config import ConfigError, Profile
 
@@ -45,8 +45,12 @@ def cluster_placement(settings: Profile) -> Placement:
         spec, sep, effect = text.rpartition(":")
         key, has_value, value = spec.partition("=")
         if not (sep and key and effect in ("NoSchedule", "PreferNoSchedule", "NoExecute")):
-            raise ConfigError(f"cluster.gpu_tolerations: {text!r} must be KEY[=VALUE]:NoSchedule|PreferNoSchedule|NoExecute")
-        tolerations.append(dict(key=key, operator="Equal" if has_value else "Exists", value=value or None, effect=effect))
+            raise ConfigError(
+                f"cluster.gpu_tolerations: {text!r} must be KEY[=VALUE]:NoSchedule|PreferNoSchedule|NoExecute"
+            )
+        tolerations.append(
+            dict(key=key, operator="Equal" if has_value else "Exists", value=value or None, effect=effect)
+        )
 
     def place(task, kind: str, gpu: bool = False, storage: bool = False):
         resources = getattr(cluster, kind)
@@ -67,7 +71,25 @@ def cluster_placement(settings: Profile) -> Placement:
                 kubernetes.use_secret_as_env(task, cluster.minio_secret, KFP_MINIO_KEYS, optional=True)
                 task.set_env_variable("MINIO_ENDPOINT", KFP_MINIO_ENDPOINT)
             else:
-                kubernetes.use_secret_as_env(task, cluster.minio_secret, {name: name for name in MINIO_ENV}, optional=True)
+                kubernetes.use_secret_as_env(
+                    task, cluster.minio_secret, {name: name for name in MINIO_ENV}, optional=True
+                )
         return task
 
     return place
+
+
+def task_adder(place: Placement) -> Callable:
+    """add(component, kind, ...): the one way a task joins the DAG: created from its inputs, shown in the UI by
+    `display` (else the component's name), cached as `caching` says (else kfp's default), and placed as a `kind`
+    task by `place` (resources, image, GPU, object storage's secret)."""
+
+    def add(component, kind: str, *, display="", gpu=False, storage=False, caching: bool | None = None, **inputs):
+        task = component(**inputs)
+        task.set_display_name(display or component.name)
+        if caching is not None:
+            task.set_caching_options(enable_caching=caching)
+        place(task, kind, gpu=gpu, storage=storage)
+        return task
+
+    return add

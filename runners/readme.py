@@ -100,14 +100,21 @@ def excerpt(lines: list[str]) -> list[str]:
     shown, section, notes = [], None, 0
     for line in lines:
         if not line.startswith("    "):  # a top-level line opens the section its indented lines belong to
-            section = ("table" if "-fold cross-validation" in line
-                       else "headline" if line.startswith("  headline, detection") else None)
+            section = (
+                "table"
+                if "-fold cross-validation" in line
+                else "headline"
+                if line.startswith("  headline, detection")
+                else None
+            )
             notes += line.startswith("  note:")
-        keep = (line.startswith(("  cells:", "  smears:", "  learning check ", "  report:", "  summary:"))
-                or (section is not None and not line.startswith("    "))  # the table's and headline's own line
-                or section == "table"
-                or (section == "headline" and line.startswith("    released "))
-                or (line.startswith("  note:") and notes == 1))
+        keep = (
+            line.startswith(("  cells:", "  smears:", "  learning check ", "  report:", "  summary:"))
+            or (section is not None and not line.startswith("    "))  # the table's and headline's own line
+            or section == "table"
+            or (section == "headline" and line.startswith("    released "))
+            or (line.startswith("  note:") and notes == 1)
+        )
         if keep:
             shown.append(line)
         elif shown and shown[-1] != ELLIPSIS:
@@ -146,11 +153,20 @@ def rewrite(readme: Path, block: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", nargs="?", type=Path, help="a finished local run (e.g. runs/demo after make demo); "
-                                                               "without it the README is rewritten from the snapshot")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md", help="the README to rewrite (default: the repository's)")
+    parser.add_argument(
+        "run_dir",
+        nargs="?",
+        type=Path,
+        help="a finished local run (e.g. runs/demo after make demo); "
+        "without it the README is rewritten from the snapshot",
+    )
+    parser.add_argument(
+        "--readme", type=Path, default=REPO / "README.md", help="the README to rewrite (default: the repository's)"
+    )
     parser.add_argument("--snapshot", type=Path, default=SNAPSHOT, help="the snapshot folder (default docs/demo-run)")
-    parser.add_argument("--shown-as", default=SHOWN_AS, help=f"the run folder as the README shows it (default {SHOWN_AS})")
+    parser.add_argument(
+        "--shown-as", default=SHOWN_AS, help=f"the run folder as the README shows it (default {SHOWN_AS})"
+    )
     args = parser.parse_args(argv)
     try:
         if args.run_dir is not None:

@@ -7,8 +7,8 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from leukemia_mtl.config import ConfigError, get_profile
 
@@ -51,9 +51,19 @@ def _without_caching(package: Path) -> None:
     package.write_text(yaml.safe_dump_all(documents, sort_keys=False))
 
 
-def submit(accepted: list[str], compile_to: Callable[[Path], Path], *, host: str | None, profile: str, params: dict,
-           experiment: str, schedule: str | None = None, run_name: str | None = None, pipeline_name: str = "leukemia-mtl",
-           enable_caching: bool | None = None) -> str:
+def submit(
+    accepted: list[str],
+    compile_to: Callable[[Path], Path],
+    *,
+    host: str | None,
+    profile: str,
+    params: dict,
+    experiment: str,
+    schedule: str | None = None,
+    run_name: str | None = None,
+    pipeline_name: str = "leukemia-mtl",
+    enable_caching: bool | None = None,
+) -> str:
     """Compile (`compile_to(path)`) and create a run (or, with a cron `schedule`, a recurring run).
 
     `accepted` are the DAG's own parameters. Auth follows kfp's conventions: KF_PIPELINES_ENDPOINT
@@ -76,9 +86,15 @@ def submit(accepted: list[str], compile_to: Callable[[Path], Path], *, host: str
         name = run_name or f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if schedule:
             experiment_id = client.create_experiment(experiment).experiment_id
-            job = client.create_recurring_run(experiment_id=experiment_id, job_name=name, cron_expression=schedule,
-                                              pipeline_package_path=str(package), params=params,
-                                              enable_caching=enable_caching)
+            job = client.create_recurring_run(
+                experiment_id=experiment_id,
+                job_name=name,
+                cron_expression=schedule,
+                pipeline_package_path=str(package),
+                params=params,
+                enable_caching=enable_caching,
+            )
             return job.recurring_run_id
-        return client.create_run_from_pipeline_package(str(package), arguments=params, run_name=name,
-                                                       experiment_name=experiment, enable_caching=enable_caching).run_id
+        return client.create_run_from_pipeline_package(
+            str(package), arguments=params, run_name=name, experiment_name=experiment, enable_caching=enable_caching
+        ).run_id

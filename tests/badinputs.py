@@ -27,6 +27,7 @@ def write_rgb(path: Path, seed: int = 0, size: tuple[int, int] = (56, 48)) -> Pa
 
 def png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
     """A PNG whose header claims width x height pixels (10 G px by default) in a few hundred bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -37,7 +38,7 @@ def png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
 
 
 def truncated_jpeg(path: Path, seed: int = 0) -> Path:
-    ok, data = cv2.imencode(".jpg", rgb_image(seed, (128, 96)))
+    _ok, data = cv2.imencode(".jpg", rgb_image(seed, (128, 96)))
     path.write_bytes(data.tobytes()[: len(data) // 2])
     return path
 
@@ -72,6 +73,7 @@ def float_tiff(path: Path, seed: int = 0) -> Path:
 # ALL-IDB data (`root`, holding ALL_IDB1/ and ALL_IDB2/). A builder returns the dataset folder to
 # give an entry point, the file (or folder) the message must name, the words it must contain, and
 # whether the input is refused (True) or accepted with the conversion reported (False).
+
 
 @dataclass(frozen=True)
 class Planted:
@@ -120,7 +122,9 @@ def not_an_image(root: Path) -> Planted:
 
 def stray_file(root: Path) -> Planted:
     (root / "ALL_IDB1" / "notes.docx").write_bytes(b"PK\x03\x04 not an image")
-    return Planted(root / "ALL_IDB1", root / "ALL_IDB1" / "notes.docx", "ignored: not an image of this dataset", refused=False)
+    return Planted(
+        root / "ALL_IDB1", root / "ALL_IDB1" / "notes.docx", "ignored: not an image of this dataset", refused=False
+    )
 
 
 def wrong_extension(root: Path) -> Planted:
@@ -154,8 +158,11 @@ def sixteen_bit_smear(root: Path) -> Planted:
 
 
 def palette_smear(root: Path) -> Planted:
-    return _converted(root, lambda p, px: Image.fromarray(px[..., ::-1]).convert("P", palette=Image.Palette.ADAPTIVE).save(p),
-                      "palette")
+    return _converted(
+        root,
+        lambda p, px: Image.fromarray(px[..., ::-1]).convert("P", palette=Image.Palette.ADAPTIVE).save(p),
+        "palette",
+    )
 
 
 def bomb(root: Path) -> Planted:
@@ -208,8 +215,12 @@ def duplicate_within_class(root: Path) -> Planted:
     """Public sets hold byte-identical files within a class: harmless once they share a group."""
     dataset = _folders(root, {"normal": ["a.png", "b.png"], "blast": ["c.png", "d.png"]})
     shutil.copyfile(dataset / "normal" / "a.png", dataset / "normal" / "b.png")
-    return Planted(dataset, dataset / "normal" / "b.png",
-                   "is a byte-identical copy of normal/a.png (same class 'normal'): merged into one group", refused=False)
+    return Planted(
+        dataset,
+        dataset / "normal" / "b.png",
+        "is a byte-identical copy of normal/a.png (same class 'normal'): merged into one group",
+        refused=False,
+    )
 
 
 def csv_names_missing_file(root: Path) -> Planted:
@@ -220,7 +231,7 @@ def csv_names_missing_file(root: Path) -> Planted:
 
 def awkward_names(root: Path) -> Planted:
     """Spaces, unicode and HTML in file names are fine: they load and are escaped wherever shown."""
-    dataset = _folders(root, {"normal": ["cell one.png", "célula_ü.png"], "blast": ["<script>.jpg", "b&b \"q\".png"]})
+    dataset = _folders(root, {"normal": ["cell one.png", "célula_ü.png"], "blast": ["<script>.jpg", 'b&b "q".png']})
     return Planted(dataset, dataset, "4 images; normal=2 blast=2", refused=False)
 
 
@@ -255,13 +266,18 @@ def _with_labels(root: Path, rows: str, names: dict[str, list[str]] | None = Non
 
 
 def csv_contradicts_folder(root: Path) -> Planted:
-    dataset = _with_labels(root, "filename,class\nnormal/a.png,blast\nnormal/b.png,normal\nblast/c.png,blast\nblast/d.png,blast\n")
+    dataset = _with_labels(
+        root, "filename,class\nnormal/a.png,blast\nnormal/b.png,normal\nblast/c.png,blast\nblast/d.png,blast\n"
+    )
     return Planted(dataset, dataset / "normal" / "a.png", "says 'blast' but its class folder says 'normal'")
 
 
 def csv_bare_name_in_two_classes(root: Path) -> Planted:
-    dataset = _with_labels(root, "filename,class\nx.png,normal\nb.png,normal\nd.png,blast\n",
-                           {"normal": ["x.png", "b.png"], "blast": ["x.png", "d.png"]})
+    dataset = _with_labels(
+        root,
+        "filename,class\nx.png,normal\nb.png,normal\nd.png,blast\n",
+        {"normal": ["x.png", "b.png"], "blast": ["x.png", "d.png"]},
+    )
     return Planted(dataset, dataset / "blast" / "x.png", "row 'x.png' matches 2 files of this name")
 
 
@@ -274,15 +290,23 @@ def csv_unknown_subtype(root: Path) -> Planted:
     labels = root / "ALL_IDB1" / "labels.csv"
     rows = labels.read_text().splitlines()
     index = next(i for i, row in enumerate(rows) if row.startswith("Im001_1.jpg,"))
-    rows[index] = rows[index].replace("Im001_1.jpg,L1", "Im001_1.jpg,L9").replace("Im001_1.jpg,L2", "Im001_1.jpg,L9").replace(
-        "Im001_1.jpg,L3", "Im001_1.jpg,L9")
+    rows[index] = (
+        rows[index]
+        .replace("Im001_1.jpg,L1", "Im001_1.jpg,L9")
+        .replace("Im001_1.jpg,L2", "Im001_1.jpg,L9")
+        .replace("Im001_1.jpg,L3", "Im001_1.jpg,L9")
+    )
     labels.write_text("\n".join(rows) + "\n")
-    return Planted(root / "ALL_IDB1", _smear(root), "the label file says 'L9', which is none of the types an ALL image can have")
+    return Planted(
+        root / "ALL_IDB1", _smear(root), "the label file says 'L9', which is none of the types an ALL image can have"
+    )
 
 
 def csv_header_with_spaces(root: Path) -> Planted:
     """'filename, class' names the same columns as 'filename,class'."""
-    dataset = _with_labels(root, "filename, class\nnormal/a.png, normal\nnormal/b.png, normal\nblast/c.png, blast\nblast/d.png, blast\n")
+    dataset = _with_labels(
+        root, "filename, class\nnormal/a.png, normal\nnormal/b.png, normal\nblast/c.png, blast\nblast/d.png, blast\n"
+    )
     return Planted(dataset, dataset, "4 images; normal=2 blast=2", refused=False)
 
 
@@ -302,10 +326,40 @@ def symlinked_class_folder(root: Path) -> Planted:
     return Planted(dataset, dataset, "4 images; normal=2 blast=2", refused=False)
 
 
-DATASET_CORPUS = {builder.__name__.replace("_", "-"): builder for builder in (
-    zero_byte, truncated, corrupt, not_an_image, stray_file, wrong_extension, grayscale_smear, rgba_smear,
-    sixteen_bit_smear, palette_smear, bomb, too_small, mislabelled, unnamed, empty_folder, empty_class_folder,
-    one_class, duplicate_across_classes, duplicate_within_class, csv_names_missing_file, awkward_names,
-    symlink_loop, dangling_symlink, fifo, same_id_two_extensions, csv_contradicts_folder, csv_bare_name_in_two_classes,
-    invisible_class_name, csv_unknown_subtype, csv_header_with_spaces, hidden_files, symlinked_class_folder,
-)}
+DATASET_CORPUS = {
+    builder.__name__.replace("_", "-"): builder
+    for builder in (
+        zero_byte,
+        truncated,
+        corrupt,
+        not_an_image,
+        stray_file,
+        wrong_extension,
+        grayscale_smear,
+        rgba_smear,
+        sixteen_bit_smear,
+        palette_smear,
+        bomb,
+        too_small,
+        mislabelled,
+        unnamed,
+        empty_folder,
+        empty_class_folder,
+        one_class,
+        duplicate_across_classes,
+        duplicate_within_class,
+        csv_names_missing_file,
+        awkward_names,
+        symlink_loop,
+        dangling_symlink,
+        fifo,
+        same_id_two_extensions,
+        csv_contradicts_folder,
+        csv_bare_name_in_two_classes,
+        invisible_class_name,
+        csv_unknown_subtype,
+        csv_header_with_spaces,
+        hidden_files,
+        symlinked_class_folder,
+    )
+}

@@ -28,8 +28,12 @@ class FakeKfpServer:
             def _record(self, method: str) -> dict:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
-                entry = {"method": method, "path": self.path, "body": body,
-                         "authorization": self.headers.get("authorization")}
+                entry = {
+                    "method": method,
+                    "path": self.path,
+                    "body": body,
+                    "authorization": self.headers.get("authorization"),
+                }
                 server.requests.append(entry)
                 return entry
 
@@ -55,7 +59,7 @@ class FakeKfpServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeKfpServer":
+    def __enter__(self) -> FakeKfpServer:
         self.thread.start()
         return self
 

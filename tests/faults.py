@@ -3,6 +3,7 @@ connections part-way through a transfer, as a server killed mid-upload or mid-do
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -54,7 +55,9 @@ class CuttingProxy:
             with self._lock:
                 self._open |= {client, server}
             for source, sink, direction in ((client, server, "up"), (server, client, "down")):
-                threading.Thread(target=self._pump, args=(source, sink, direction, (client, server)), daemon=True).start()
+                threading.Thread(
+                    target=self._pump, args=(source, sink, direction, (client, server)), daemon=True
+                ).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, direction: str, pair: tuple) -> None:
         try:
@@ -64,7 +67,7 @@ class CuttingProxy:
                     if fault and fault["direction"] == direction:
                         room = fault["after"] - fault["seen"]
                         if len(data) > room:
-                            data = data[:max(room, 0)]
+                            data = data[: max(room, 0)]
                             fault["seen"] = 0
                             self.cuts += 1
                             if fault["left"] is not None:
@@ -85,8 +88,6 @@ class CuttingProxy:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()

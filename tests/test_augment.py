@@ -60,8 +60,13 @@ def test_rotation_range_and_flips_follow_the_settings():
     image = np.zeros((40, 40, 3), np.uint8)
     image[5:15, 5:35] = 255  # a bar near the top
     rng = np.random.default_rng(0)
-    still, steps = random_transform(image, AugmentConfig(flip_horizontal=False, flip_vertical=False,
-                                                         rotation_max_degrees=0, shift_fraction=0, scale_range=(1, 1)), rng)
+    still, steps = random_transform(
+        image,
+        AugmentConfig(
+            flip_horizontal=False, flip_vertical=False, rotation_max_degrees=0, shift_fraction=0, scale_range=(1, 1)
+        ),
+        rng,
+    )
     assert np.array_equal(still, image) and "flip" not in steps
     angles = [float(random_transform(image, AugmentConfig(), rng)[1].split("rot")[1].split()[0]) for _ in range(200)]
-    assert 0 <= min(angles) and max(angles) <= 180 and max(angles) - min(angles) > 150
+    assert min(angles) >= 0 and max(angles) <= 180 and max(angles) - min(angles) > 150

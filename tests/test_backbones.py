@@ -11,7 +11,12 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from leukemia_mtl.models.backbones import (  # noqa: E402
-    BACKBONES, ResolvedWeights, WeightsError, build_classifier, get_backbone, resolve_weights,
+    BACKBONES,
+    ResolvedWeights,
+    WeightsError,
+    build_classifier,
+    get_backbone,
+    resolve_weights,
 )
 
 NONE = ResolvedWeights(None, "random", False)
@@ -40,8 +45,13 @@ def test_built_in_preprocessing_is_the_backbones_own_preprocess_input(name):
     x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     expected = keras.applications.imagenet_utils.preprocess_input(x.copy(), mode=spec.preprocessing)
     if spec.application != "torchvision_mobilenet_v2":  # the application's own module agrees
-        module = getattr(keras.applications, spec.application.lower().replace("inceptionv3", "inception_v3")
-                         .replace("inceptionresnetv2", "inception_resnet_v2").replace("densenet121", "densenet"))
+        module = getattr(
+            keras.applications,
+            spec.application.lower()
+            .replace("inceptionv3", "inception_v3")
+            .replace("inceptionresnetv2", "inception_resnet_v2")
+            .replace("densenet121", "densenet"),
+        )
         np.testing.assert_allclose(module.preprocess_input(x.copy()), expected, atol=1e-5)
     model = build_classifier(name, max(spec.min_size, 32), 2, NONE)
     rescale = model.get_layer("preprocess_input")
@@ -51,7 +61,9 @@ def test_built_in_preprocessing_is_the_backbones_own_preprocess_input(name):
 def _keras_weights_file(folder: Path, name: str = "Xception") -> Path:
     """A weights file in the format and under the name Keras itself publishes."""
     spec = BACKBONES[name]
-    base = getattr(keras.applications, spec.application)(include_top=False, weights=None, input_shape=(spec.min_size,) * 2 + (3,))
+    base = getattr(keras.applications, spec.application)(
+        include_top=False, weights=None, input_shape=(spec.min_size,) * 2 + (3,)
+    )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / spec.weights_file
     with warnings.catch_warnings():

@@ -43,7 +43,9 @@ def test_validate_names_the_file_or_reports_the_conversion(kind, synthetic_copy,
         assert f"error: {printable(str(planted.named))}: " in err and planted.message in err, err
     else:
         assert code == 0, err
-        assert planted.message in out and (planted.named == planted.dataset or f"note: {printable(str(planted.named))}: " in out), out
+        assert planted.message in out and (
+            planted.named == planted.dataset or f"note: {printable(str(planted.named))}: " in out
+        ), out
 
 
 @pytest.mark.parametrize("kind", sorted(DATASET_CORPUS))
@@ -52,18 +54,30 @@ def test_the_pipelines_ingest_task_names_the_users_file_and_publishes_nothing(ki
     planted = _plant(kind, synthetic_copy)
     cells_role = planted.dataset.name in ("ALL_IDB2", "by_class")
     smears, cells = ("synthetic", str(planted.dataset)) if cells_role else (str(planted.dataset), "none")
-    artifacts = {name: kind_(name=name, uri=str(tmp_path / "out" / name))
-                 for name, kind_ in (("dataset", Dataset), ("metrics", Metrics), ("summary", Artifact))}
-    run = lambda: ingest.python_func(smears=smears, cells=cells, profile="demo", overrides=json.dumps(TINY),  # noqa: E731
-                                     data_version="v1", **artifacts)
+    artifacts = {
+        name: kind_(name=name, uri=str(tmp_path / "out" / name))
+        for name, kind_ in (("dataset", Dataset), ("metrics", Metrics), ("summary", Artifact))
+    }
+    run = lambda: ingest.python_func(  # noqa: E731
+        smears=smears,
+        cells=cells,
+        profile="demo",
+        overrides=json.dumps(TINY),
+        data_version="v1",
+        **artifacts,
+    )
     if planted.refused:
         with pytest.raises(SystemExit) as info:
             run()
         err = capsys.readouterr().err
         assert info.value.code == 1 and "Traceback" not in err
-        assert f"error: {printable(str(planted.named))}: " in err and planted.message in err, err  # the user's path, not a staging copy
+        assert f"error: {printable(str(planted.named))}: " in err and planted.message in err, (
+            err
+        )  # the user's path, not a staging copy
         assert not (tmp_path / "out" / "dataset" / "data").exists()
-        leftovers = list((tmp_path / "out" / "dataset").glob(".data*")) if (tmp_path / "out" / "dataset").exists() else []
+        leftovers = (
+            list((tmp_path / "out" / "dataset").glob(".data*")) if (tmp_path / "out" / "dataset").exists() else []
+        )
         assert not leftovers, f"a failed ingest left {leftovers} behind"  # no staging copy of the user's data
     else:
         run()
@@ -104,8 +118,19 @@ def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, c
     (images / "sub" / "readme.md").write_text("notes")
     (tmp_path / "empty").mkdir()
     assert cv2.imwrite(str(images / "blank.png"), np.full((240, 320, 3), 128, np.uint8))  # a slide with nothing on it
-    code = cli.main(["predict", "--model", outputs["release"]["path"], "--json", "--overlays", str(tmp_path / "overlays"),
-                     str(images), str(tmp_path / "missing.jpg"), str(tmp_path / "empty")])
+    code = cli.main(
+        [
+            "predict",
+            "--model",
+            outputs["release"]["path"],
+            "--json",
+            "--overlays",
+            str(tmp_path / "overlays"),
+            str(images),
+            str(tmp_path / "missing.jpg"),
+            str(tmp_path / "empty"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 1 and "Traceback" not in out + err
     payload = json.loads(out)
@@ -120,16 +145,26 @@ def test_predict_streams_answers_and_names_every_bad_image(demo_run, tmp_path, c
     assert f"{len(bad)} image(s) could not be classified, {len(good)} were" in err
 
     (tmp_path / "overlays.png").write_bytes(b"a file, not a folder")
-    code = cli.main(["predict", "--model", outputs["release"]["path"], "--json", "--overlays", str(tmp_path / "overlays.png"),
-                     str(good["smear one.jpg"])])
+    code = cli.main(
+        [
+            "predict",
+            "--model",
+            outputs["release"]["path"],
+            "--json",
+            "--overlays",
+            str(tmp_path / "overlays.png"),
+            str(good["smear one.jpg"]),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 1 and f"error: --overlays {tmp_path / 'overlays.png'}: is a file; give a folder" in err
     assert "Traceback" not in out + err and (tmp_path / "overlays.png").read_bytes() == b"a file, not a folder"
 
 
 @pytest.mark.slow
-def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_outputs(demo_run, tmp_path, capsys,
-                                                                                      synthetic_root, monkeypatch, caplog):
+def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_outputs(
+    demo_run, tmp_path, capsys, synthetic_root, monkeypatch, caplog
+):
     """`predict --csv *.jpg` (the shell puts the first image after --csv), an output naming an input, a CSV inside
     the input folder and an empty path are refused before anything is written; `predict .` twice never classifies
     the first run's overlays (the overlay folder is marked and every walk skips it, with a note)."""
@@ -141,25 +176,34 @@ def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_o
         (folder / name).write_bytes((synthetic_root / "ALL_IDB1" / "Im001_1.jpg").read_bytes())
     first = (folder / "Im001_1.jpg").read_bytes()
     refused = {
-        ("--csv", str(folder / "Im001_1.jpg"), str(folder / "Im002_1.jpg")): "is an existing image, which it would overwrite",
+        (
+            "--csv",
+            str(folder / "Im001_1.jpg"),
+            str(folder / "Im002_1.jpg"),
+        ): "is an existing image, which it would overwrite",
         ("--csv", str(folder / "Im002_1.jpg"), str(folder / "Im002_1.jpg")): "is one of the inputs",
         ("--csv", str(folder / "answers.csv"), str(folder)): "lies inside the input folder",
         ("--overlays", str(folder), str(folder / "Im001_1.jpg")): "holds the input",
-        ("--overlays", str(synthetic_root / "ALL_IDB2"), str(folder / "Im001_1.jpg")):
-            "already holds images this tool did not write",  # marking it would hide them from every later walk
+        (
+            "--overlays",
+            str(synthetic_root / "ALL_IDB2"),
+            str(folder / "Im001_1.jpg"),
+        ): "already holds images this tool did not write",  # marking it would hide them from every later walk
     }
     for arguments, words in refused.items():
         code = cli.main(["predict", "--model", model, *arguments])
         out, err = capsys.readouterr()
         assert code == 1 and words in err and err.count("error:") == 1 and "Traceback" not in err, (arguments, err)
     assert (folder / "Im001_1.jpg").read_bytes() == first and sorted(p.name for p in folder.iterdir()) == [
-        "Im001_1.jpg", "Im002_1.jpg"]
+        "Im001_1.jpg",
+        "Im002_1.jpg",
+    ]
     with pytest.raises(SystemExit) as empty:
         cli.main(["predict", "--model", model, "--csv", "", str(folder)])
     assert empty.value.code == 2 and "an empty path" in capsys.readouterr().err
 
     monkeypatch.chdir(folder)  # the default overlay folder, predictions/, now lies inside the input
-    for run in range(2):
+    for _run in range(2):
         code = cli.main(["predict", "--model", model, "--json", "."])
         out, err = capsys.readouterr()
         payload = json.loads(out)
@@ -183,13 +227,18 @@ def test_a_classifier_file_from_another_backbone_input_size_or_head_is_refused(t
     assert info.backbone == "Xception" and model.input_shape == (None, 75, 75, 3)
     inception = _classifier_bundle(tmp_path / "inception", "InceptionV3", 75)
     (xception / MODEL_FILE).write_bytes((inception / MODEL_FILE).read_bytes())
-    with pytest.raises(StageError, match=f"{xception / MODEL_FILE}: holds the model 'InceptionV3_classifier', "
-                                         "but classifier.json says a Xception classifier"):
+    with pytest.raises(
+        StageError,
+        match=f"{xception / MODEL_FILE}: holds the model 'InceptionV3_classifier', "
+        "but classifier.json says a Xception classifier",
+    ):
         load_classifier(xception)
     wrong_size = _classifier_bundle(tmp_path / "size", "Xception", 71, {"input_size": 75})
     with pytest.raises(StageError, match=r"takes \(None, 71, 71, 3\), but classifier.json says 75 px"):
         load_classifier(wrong_size)
-    wrong_head = _classifier_bundle(tmp_path / "head", "Xception", 71, {"head": "softmax", "classes": ["normal", "L1", "L2"]})
+    wrong_head = _classifier_bundle(
+        tmp_path / "head", "Xception", 71, {"head": "softmax", "classes": ["normal", "L1", "L2"]}
+    )
     with pytest.raises(StageError, match=r"gives \(1,\) outputs, but classifier.json says softmax over 3 classes"):
         load_classifier(wrong_head)
 
@@ -210,7 +259,9 @@ def test_a_classifier_with_a_lambda_layer_is_refused_without_running_it(tmp_path
     marker_path = str(marker)
     inputs = keras.Input((71, 71, 3), name="rgb")
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    outputs = keras.layers.Lambda(lambda t: (open(marker_path, "w").write("ran"), t[:, :1])[1], name="head")(pooled)
+    outputs = keras.layers.Lambda(lambda t: (open(marker_path, "w").write("ran"), t[:, :1])[1], name="head")(  # noqa: SIM115
+        pooled
+    )
     bundle = tmp_path / "lambda"
     bundle.mkdir()
     keras.Model(inputs, outputs, name="Xception_classifier").save(bundle / MODEL_FILE)
@@ -265,10 +316,12 @@ def test_a_release_manifest_that_would_verify_nothing_is_refused_with_one_line(d
         "files null": ({**good, "files": None}, "'files' must list every file of the release"),
         "no settings": ({k: v for k, v in good.items() if k != "settings"}, "has no 'settings' object"),
         "a model left out": ({**good, "files": one_file}, "not listed in manifest.json, so it cannot be verified"),
-        "format as text": ({**good, "format": str(good["format"])}, f"release format '{good['format']}' (str), this "
-                                                                     f"code reads format {good['format']!r} (an integer)"),
+        "format as text": (
+            {**good, "format": str(good["format"])},
+            f"release format '{good['format']}' (str), this code reads format {good['format']!r} (an integer)",
+        ),
     }
-    for case, (manifest, words) in cases.items():
+    for _case, (manifest, words) in cases.items():
         (release / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(ReleaseError, match=re.escape(words)):
             fetch(str(release))
@@ -288,8 +341,9 @@ def test_a_truncated_weights_file_is_refused_naming_it(tmp_path):
         build_classifier("Xception", 71, 2, resolve_weights(str(weights), get_backbone("Xception")))
 
 
-def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_looking_complete(synthetic_copy, tmp_path,
-                                                                                     monkeypatch, capsys, tiny_profile):
+def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_looking_complete(
+    synthetic_copy, tmp_path, monkeypatch, capsys, tiny_profile
+):
     """ENOSPC, as the kernel raises it on a write's fsync or a copy, stands for a full disk (a real one cannot be
     made without mount rights): preprocess says which file and why in one line; ingest no longer blames the
     user's intact images for the empty copies a full disk left."""
@@ -323,7 +377,9 @@ def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_looking_com
 
     monkeypatch.setattr(ingest_module.shutil, "copyfile", copy_until_full)
     with pytest.raises(OSError) as info:
-        ingest_module.ingest(str(synthetic_copy / "ALL_IDB1"), "none", tmp_path / "ingest", tiny_profile, progress=False)
+        ingest_module.ingest(
+            str(synthetic_copy / "ALL_IDB1"), "none", tmp_path / "ingest", tiny_profile, progress=False
+        )
     line = environment_error_line(info.value)
     assert line is not None and "the disk holding it is full" in line and str(copies[-1]) in line
     assert not any(p.is_file() for p in (tmp_path / "ingest").rglob("*"))  # the staging copy is gone

@@ -13,9 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leukemia_mtl.bundles import (META_FILE, MODEL_FILE, SEGMENTER_META_FILE, SEGMENTER_MODEL_FILE, ClassifierInfo,
-                                  SegmenterInfo, class_probabilities, describe_classifier, describe_segmenter,
-                                  load_classifier, load_segmenter, save_classifier, save_segmenter)
+from leukemia_mtl.bundles import (
+    META_FILE,
+    MODEL_FILE,
+    SEGMENTER_META_FILE,
+    SEGMENTER_MODEL_FILE,
+    ClassifierInfo,
+    SegmenterInfo,
+    class_probabilities,
+    describe_classifier,
+    describe_segmenter,
+    load_classifier,
+    load_segmenter,
+    save_classifier,
+    save_segmenter,
+)
 from leukemia_mtl.errors import SegmentError
 from leukemia_mtl.io_utils import atomic_path, atomic_write_bytes, atomic_writer
 from leukemia_mtl.stages import StageError
@@ -55,7 +67,9 @@ def test_a_classifier_round_trip_gives_the_same_outputs_and_description(classifi
     loaded, info = load_classifier(directory)
     assert info == INFO and loaded.name == "Xception_classifier"
     images = _images(71)
-    np.testing.assert_allclose(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)), atol=1e-6
+    )
     assert class_probabilities(np.asarray(loaded(images, training=False)), info.head).shape == (3, 2)
 
 
@@ -97,12 +111,15 @@ def test_a_truncated_model_file_is_one_error_naming_it(unet_bundle):
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("text, words", [
-    ('{"patch_size": 32', "not a segmenter description"),
-    ("[32, 0.25]", "not a segmenter description"),
-    (json.dumps({**dataclasses.asdict(UNET_INFO), "colour": "blue"}), "not a segmenter description"),
-    (json.dumps({**dataclasses.asdict(UNET_INFO), "bundle_version": 99}), "bundle version 99, this code reads 1"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('{"patch_size": 32', "not a segmenter description"),
+        ("[32, 0.25]", "not a segmenter description"),
+        (json.dumps({**dataclasses.asdict(UNET_INFO), "colour": "blue"}), "not a segmenter description"),
+        (json.dumps({**dataclasses.asdict(UNET_INFO), "bundle_version": 99}), "bundle version 99, this code reads 1"),
+    ],
+)
 def test_a_bad_description_is_one_error_naming_it(unet_bundle, text, words):
     _, directory = unet_bundle
     (directory / SEGMENTER_META_FILE).write_text(text)
@@ -123,17 +140,15 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_the_atomic_writer_leaves_nothing_when_the_block_fails(tmp_path):
     target = tmp_path / "out" / "arrays.npz"
-    with pytest.raises(RuntimeError, match="verification failed"):
-        with atomic_writer(target) as handle:
-            handle.write(b"half of it")
-            raise RuntimeError("verification failed")
+    with pytest.raises(RuntimeError, match="verification failed"), atomic_writer(target) as handle:
+        handle.write(b"half of it")
+        raise RuntimeError("verification failed")
     assert _leftovers(tmp_path / "out") == []  # neither the final name nor a .part file
 
     atomic_write_bytes(target, b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_writer(target) as handle:
-            handle.write(b"new, unverified")
-            raise RuntimeError("size differs")
+    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
+        handle.write(b"new, unverified")
+        raise RuntimeError("size differs")
     assert target.read_bytes() == b"old" and _leftovers(target.parent) == ["arrays.npz"]
 
 
@@ -149,17 +164,19 @@ def test_the_atomic_writer_renames_only_at_the_end(tmp_path):
 
 
 def test_a_named_temporary_keeps_its_suffix_and_goes_on_failure(tmp_path):
-    with pytest.raises(ValueError):
-        with atomic_path(tmp_path / MODEL_FILE, suffix=".part.keras") as tmp:
-            assert tmp.name.endswith(".part.keras") and tmp.parent == tmp_path
-            tmp.write_bytes(b"partial")
-            raise ValueError("Keras failed half-way")
+    with pytest.raises(ValueError), atomic_path(tmp_path / MODEL_FILE, suffix=".part.keras") as tmp:
+        assert tmp.name.endswith(".part.keras") and tmp.parent == tmp_path
+        tmp.write_bytes(b"partial")
+        raise ValueError("Keras failed half-way")
     assert _leftovers(tmp_path) == []
 
 
 def test_predict_imports_nothing_from_training():
-    code = ("import sys, leukemia_mtl.predict; "
-            "print([m for m in sys.modules if m.startswith('leukemia_mtl.train') or m in ('keras', 'tensorflow')])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[1]).stdout
+    code = (
+        "import sys, leukemia_mtl.predict; "
+        "print([m for m in sys.modules if m.startswith('leukemia_mtl.train') or m in ('keras', 'tensorflow')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    ).stdout
     assert out.strip() == "[]"

@@ -44,32 +44,44 @@ def test_unknown_profile_lists_known_ones():
         get_profile("fast")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"evaluate.release_gate": "nope"}, "'evaluate.release_gate' must be one of refuse, flag"),
-    ({"train.stage3_images": "tiles"}, "'train.stage3_images' must be one of cells, isolated, original"),
-    ({"train.validation_fraction": -0.1}, "'train.validation_fraction' must be between 0.0 and 0.5"),
-    ({"evaluate.release_metric": "precision_macro"}, "'evaluate.release_metric' must be one of accuracy, balanced_accuracy"),
-    ({"evaluate.expectations": ["detecton.accuracy>=0.9"]}, "must read TASK.METRIC>=NUMBER"),
-    ({"evaluate.expectations": ["fab.f1_macro>0.7"]}, "must read TASK.METRIC>=NUMBER"),
-    ({"evaluate.colour_bins": 0}, "'evaluate.colour_bins' must be at least 2"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"evaluate.release_gate": "nope"}, "'evaluate.release_gate' must be one of refuse, flag"),
+        ({"train.stage3_images": "tiles"}, "'train.stage3_images' must be one of cells, isolated, original"),
+        ({"train.validation_fraction": -0.1}, "'train.validation_fraction' must be between 0.0 and 0.5"),
+        (
+            {"evaluate.release_metric": "precision_macro"},
+            "'evaluate.release_metric' must be one of accuracy, balanced_accuracy",
+        ),
+        ({"evaluate.expectations": ["detecton.accuracy>=0.9"]}, "must read TASK.METRIC>=NUMBER"),
+        ({"evaluate.expectations": ["fab.f1_macro>0.7"]}, "must read TASK.METRIC>=NUMBER"),
+        ({"evaluate.colour_bins": 0}, "'evaluate.colour_bins' must be at least 2"),
+    ],
+)
 def test_settings_that_fit_their_type_but_not_their_meaning_are_refused_up_front(overrides, message):
     with pytest.raises(ConfigError, match=message):
         get_profile("demo", overrides)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"model.backbones": ["ResNet"]}, "'model.backbones': unknown backbone 'ResNet'; choose from InceptionV3, Xception"),
-    ({"model.backbones": []}, "'model.backbones' names no backbone"),
-    ({"model.backbones": ["Xception", "Xception"]}, "names a backbone twice"),
-    ({"model.input_size": 10}, "'model.input_size' is 10 px; MobileNetV2 needs at least 32"),
-    ({"model.backbones": ["InceptionV3"], "model.input_size": 71}, "InceptionV3 needs at least 75"),
-    ({"split.folds": 1}, "'split.folds' must be at least 2, got 1"),
-    ({"storage.attempts": 0}, "'storage.attempts' must be at least 1, got 0"),
-    ({"train.learning_rate": 0.0}, "'train.learning_rate' must be above 0"),
-    ({"train.frozen_fraction": 1.0}, "'train.frozen_fraction' must be between 0.0 and 0.99"),
-    ({"data.negative_class": " "}, "'data.negative_class' is empty"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"model.backbones": ["ResNet"]},
+            "'model.backbones': unknown backbone 'ResNet'; choose from InceptionV3, Xception",
+        ),
+        ({"model.backbones": []}, "'model.backbones' names no backbone"),
+        ({"model.backbones": ["Xception", "Xception"]}, "names a backbone twice"),
+        ({"model.input_size": 10}, "'model.input_size' is 10 px; MobileNetV2 needs at least 32"),
+        ({"model.backbones": ["InceptionV3"], "model.input_size": 71}, "InceptionV3 needs at least 75"),
+        ({"split.folds": 1}, "'split.folds' must be at least 2, got 1"),
+        ({"storage.attempts": 0}, "'storage.attempts' must be at least 1, got 0"),
+        ({"train.learning_rate": 0.0}, "'train.learning_rate' must be above 0"),
+        ({"train.frozen_fraction": 1.0}, "'train.frozen_fraction' must be between 0.0 and 0.99"),
+        ({"data.negative_class": " "}, "'data.negative_class' is empty"),
+    ],
+)
 def test_impossible_settings_are_refused_before_any_task(overrides, message, tmp_path, capsys):
     import json
     import time
@@ -90,8 +102,15 @@ def test_pixel_sizes_from_the_command_line():
     from leukemia_mtl.config import ConfigError, pixel_size_overrides
 
     assert pixel_size_overrides("0.09") == {"data.pixel_size_um": 0.09}
-    assert pixel_size_overrides("smears=0.36, cells=0.09") == {"data.pixel_size_um": 0.36, "data.cells_pixel_size_um": 0.09}
-    for bad, message in (("0", "not a pixel size"), ("wide", "not a pixel size"), ("crops=0.1", "smears=SIZE,cells=SIZE")):
+    assert pixel_size_overrides("smears=0.36, cells=0.09") == {
+        "data.pixel_size_um": 0.36,
+        "data.cells_pixel_size_um": 0.09,
+    }
+    for bad, message in (
+        ("0", "not a pixel size"),
+        ("wide", "not a pixel size"),
+        ("crops=0.1", "smears=SIZE,cells=SIZE"),
+    ):
         with pytest.raises(ConfigError, match=message):
             pixel_size_overrides(bad)
     assert get_profile("paper").data.pixel_size_um == 0.09  # ALL-IDB's, given
@@ -127,8 +146,11 @@ def test_the_paper_profile_trains_as_the_paper_says():
     from leukemia_mtl import paper
 
     profile = get_profile("paper")
-    assert (profile.split.folds, profile.train.epochs, profile.model.input_size) == (paper.FOLDS, paper.EPOCHS,
-                                                                                     paper.INPUT_SIZE)
+    assert (profile.split.folds, profile.train.epochs, profile.model.input_size) == (
+        paper.FOLDS,
+        paper.EPOCHS,
+        paper.INPUT_SIZE,
+    )
 
 
 def test_the_configuration_reference_is_up_to_date():
@@ -138,4 +160,5 @@ def test_the_configuration_reference_is_up_to_date():
 
     reference = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     assert reference.exists() and reference.read_text(encoding="utf-8") == reference_markdown(), (
-        f"docs/configuration.md is out of date with leukemia_mtl/config.py; regenerate it with `{REFERENCE_COMMAND}`")
+        f"docs/configuration.md is out of date with leukemia_mtl/config.py; regenerate it with `{REFERENCE_COMMAND}`"
+    )

@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import TINY, TINY_CLI_SETS
 
+from helpers import TINY, TINY_CLI_SETS
 from leukemia_mtl.config import ImageConfig
 from runners.images import ContainerImageError, check_local_images, source_digest
 from runners.local import IMAGE_UID, _run_container_keeping_its_status
@@ -51,19 +51,23 @@ def cpu_image() -> str:
 
 
 def _in_image(image: str, script: str) -> str:
-    result = subprocess.run(["docker", "run", "--rm", "--network", "none", image, "sh", "-c", script],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", image, "sh", "-c", script], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
 def test_the_image_holds_this_checkout_runs_as_non_root_and_needs_no_network(cpu_image):
-    lines = _in_image(cpu_image, "id -u; cat /opt/leukemia-mtl/SOURCE_DIGEST; "
-                                 "python -c 'import leukemia_mtl, kfp, cv2, minio, tensorflow; print(\"imports\")'; "
-                                 "command -v gcc cc pip-compile || echo 'no compilers'; "
-                                 "ls /opt/venv/lib/python3.11/site-packages/tensorflow/__pycache__ | grep -c pyc; "
-                                 "cd /opt/leukemia-mtl && python pipeline.py --compile --output /tmp/p.yaml | tail -1; "
-                                 "ls /root 2>&1 | head -1").splitlines()
+    lines = _in_image(
+        cpu_image,
+        "id -u; cat /opt/leukemia-mtl/SOURCE_DIGEST; "
+        "python -c 'import leukemia_mtl, kfp, cv2, minio, tensorflow; print(\"imports\")'; "
+        "command -v gcc cc pip-compile || echo 'no compilers'; "
+        "ls /opt/venv/lib/python3.11/site-packages/tensorflow/__pycache__ | grep -c pyc; "
+        "cd /opt/leukemia-mtl && python pipeline.py --compile --output /tmp/p.yaml | tail -1; "
+        "ls /root 2>&1 | head -1",
+    ).splitlines()
     assert lines[0] == str(IMAGE_UID)  # the Dockerfile's user, not root
     assert lines[1] == source_digest()  # built from this checkout's library and components
     assert "imports" in lines and "no compilers" in lines
@@ -91,13 +95,15 @@ def test_the_dag_in_containers_gives_the_subprocess_runs_summary(cpu_image, demo
     import pipeline
 
     subprocess_dir, _, _ = demo_run
-    outputs = pipeline.run_local("demo", "synthetic", "synthetic", tmp_path / "docker", dict(TINY), cache=False,
-                                 runner="docker")
+    outputs = pipeline.run_local(
+        "demo", "synthetic", "synthetic", tmp_path / "docker", dict(TINY), cache=False, runner="docker"
+    )
     root = tmp_path / "docker" / "pipeline_root"
     # the tasks wrote every artifact as the image's user (the host runs these tests as root) or the caller
     assert _owners(root) == {IMAGE_UID if os.getuid() == 0 else os.getuid()}
-    assert json.loads((tmp_path / "docker" / "summary.json").read_text()) == \
-        json.loads((subprocess_dir / "summary.json").read_text())
+    assert json.loads((tmp_path / "docker" / "summary.json").read_text()) == json.loads(
+        (subprocess_dir / "summary.json").read_text()
+    )
     trained = list(root.glob("*/for-loop-*/finetune-*/model/classifier.json"))
     assert len(trained) == 2 * 6 and all(Path(outputs[k]["path"]).exists() for k in ("release", "report"))
 
@@ -113,11 +119,14 @@ def test_a_local_data_folder_is_mounted_read_only_for_the_containers(cpu_image, 
     _readable_by_others(synthetic_copy)  # as data shared on a machine is; the next test: when it is not
     relative = os.path.relpath(synthetic_copy, Path.cwd())  # a relative path, as a person types it
     before = sorted((p.relative_to(synthetic_copy), p.stat().st_mtime_ns) for p in synthetic_copy.rglob("*"))
-    outputs = pipeline.run_local("demo", relative, relative, tmp_path / "mounted", dict(TINY), cache=False,
-                                 until="preprocess", runner="docker")
+    outputs = pipeline.run_local(
+        "demo", relative, relative, tmp_path / "mounted", dict(TINY), cache=False, until="preprocess", runner="docker"
+    )
     described = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
     assert described["smears"] == str(synthetic_copy.resolve())  # read from the folder, not generated
-    assert sum(described["datasets"]["smears"]["class_counts"].values()) == len(list((synthetic_copy / "ALL_IDB1").glob("*.jpg")))
+    assert sum(described["datasets"]["smears"]["class_counts"].values()) == len(
+        list((synthetic_copy / "ALL_IDB1").glob("*.jpg"))
+    )
     assert sorted((p.relative_to(synthetic_copy), p.stat().st_mtime_ns) for p in synthetic_copy.rglob("*")) == before
 
 
@@ -127,8 +136,20 @@ def test_a_folder_the_image_user_cannot_read_is_refused_before_any_task(cpu_imag
 
     _readable_by_others(synthetic_copy)
     (synthetic_copy / "ALL_IDB2").chmod(0o700)
-    code = pipeline.main(["--run-local", "--runner", "docker", "--data", str(synthetic_copy), "--until", "preprocess",
-                          "--output-dir", str(tmp_path / "refused"), *TINY_CLI_SETS])
+    code = pipeline.main(
+        [
+            "--run-local",
+            "--runner",
+            "docker",
+            "--data",
+            str(synthetic_copy),
+            "--until",
+            "preprocess",
+            "--output-dir",
+            str(tmp_path / "refused"),
+            *TINY_CLI_SETS,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.count("error:") == 1
     assert f"uid {IMAGE_UID}, which cannot read {synthetic_copy / 'ALL_IDB2'} (mode 700)" in err
@@ -142,8 +163,12 @@ def test_a_container_that_fails_at_once_is_read_as_failed_and_removed(cpu_image)
     client = docker.from_env()
     before = {c.id for c in client.containers.list(all=True)}
     for code in (3, 0):
-        assert _run_container_keeping_its_status(client, cpu_image, ["sh", "-c", f"echo out; exit {code}"], {},
-                                                 network_mode="none") == code
+        assert (
+            _run_container_keeping_its_status(
+                client, cpu_image, ["sh", "-c", f"echo out; exit {code}"], {}, network_mode="none"
+            )
+            == code
+        )
     assert {c.id for c in client.containers.list(all=True)} == before
     client.close()
 
@@ -154,8 +179,20 @@ def test_a_task_that_fails_in_its_container_fails_the_run(cpu_image, synthetic_c
 
     (synthetic_copy / "ALL_IDB1" / "Im001_1.jpg").write_bytes(b"\xff\xd8broken")
     _readable_by_others(synthetic_copy)
-    code = pipeline.main(["--run-local", "--runner", "docker", "--data", str(synthetic_copy), "--until", "preprocess",
-                          "--output-dir", str(tmp_path / "failed"), *TINY_CLI_SETS])
+    code = pipeline.main(
+        [
+            "--run-local",
+            "--runner",
+            "docker",
+            "--data",
+            str(synthetic_copy),
+            "--until",
+            "preprocess",
+            "--output-dir",
+            str(tmp_path / "failed"),
+            *TINY_CLI_SETS,
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "Im001_1.jpg: cannot be decoded" in captured.out + captured.err

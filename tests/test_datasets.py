@@ -29,6 +29,7 @@ def folder_dataset(root: Path, classes: dict[str, int], start_seed: int = 0) -> 
 
 # --- good layouts -----------------------------------------------------------------------------
 
+
 def test_synthetic_root_loads_both_allidb_sets(synthetic_root):
     idb1, idb2 = load_datasets(synthetic_root, CFG, progress=False)
     assert (idb1.layout, idb2.layout) == ("allidb1", "allidb2")
@@ -98,6 +99,7 @@ def test_other_files_are_reported_as_ignored_not_silently_skipped(synthetic_copy
 
 
 # --- bad inputs: one row per kind ------------------------------------------------------------
+
 
 def _idb1(root: Path) -> Path:
     return root / "ALL_IDB1"
@@ -221,10 +223,25 @@ def plant_no_negative_class(root):
 
 
 BAD_INPUTS = [
-    plant_mislabelled, plant_bad_name, plant_zero_byte, plant_truncated, plant_not_an_image, plant_bomb,
-    plant_duplicate_across_classes, plant_csv_missing_file, plant_csv_missing_row, plant_csv_bad_header,
-    plant_csv_contradicts_suffix, plant_bad_xyc, plant_xyc_on_healthy, plant_centre_outside,
-    plant_mask_wrong_size, plant_empty_folder, plant_one_class, plant_empty_class_folder, plant_loose_image,
+    plant_mislabelled,
+    plant_bad_name,
+    plant_zero_byte,
+    plant_truncated,
+    plant_not_an_image,
+    plant_bomb,
+    plant_duplicate_across_classes,
+    plant_csv_missing_file,
+    plant_csv_missing_row,
+    plant_csv_bad_header,
+    plant_csv_contradicts_suffix,
+    plant_bad_xyc,
+    plant_xyc_on_healthy,
+    plant_centre_outside,
+    plant_mask_wrong_size,
+    plant_empty_folder,
+    plant_one_class,
+    plant_empty_class_folder,
+    plant_loose_image,
     plant_no_negative_class,
 ]
 
@@ -259,12 +276,16 @@ def test_all_problems_are_reported_in_one_pass(synthetic_copy):
 
 
 def test_validate_as_a_process_good_and_bad(synthetic_copy):
-    ok = subprocess.run([sys.executable, "-m", "leukemia_mtl", "validate", str(synthetic_copy)], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "leukemia_mtl", "validate", str(synthetic_copy)], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert "OK: 2 dataset(s), 14 images, no problems" in ok.stdout
     plant_truncated(synthetic_copy)
     plant_bomb(synthetic_copy)
-    bad = subprocess.run([sys.executable, "-m", "leukemia_mtl", "validate", str(synthetic_copy)], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "leukemia_mtl", "validate", str(synthetic_copy)], capture_output=True, text=True
+    )
     assert bad.returncode == 1
     assert "Im051_1.jpg: is truncated or corrupt" in bad.stderr
     assert "Im098_1.tif: is refused as a decompression bomb" in bad.stderr
@@ -283,6 +304,7 @@ def test_validate_reports_conversions(tmp_path, capsys):
 
 
 # --- one walk for validate, ingest, the data version and predict (issue 15) ---------------------------
+
 
 def test_the_data_version_sees_an_image_added_inside_a_symlinked_class_folder(tmp_path):
     from leukemia_mtl.config import get_profile
@@ -326,13 +348,21 @@ def test_run_local_refuses_an_empty_smears_argument_before_any_task(tmp_path, ca
 def test_synth_refuses_a_folder_holding_someone_elses_dataset_and_replaces_its_own_whole(tmp_path, capsys):
     users = folder_dataset(tmp_path / "mine", {"normal": 1})
     (users / "labels.csv").write_text("filename,class\nnormal/cell_0.png,normal\n")
-    code = cli_main(["synth", "--out", str(users), "--smears", "4", "--crops", "2", "--width", "320", "--height", "240"])
+    code = cli_main(
+        ["synth", "--out", str(users), "--smears", "4", "--crops", "2", "--width", "320", "--height", "240"]
+    )
     assert code == 1 and "already holds files that are not a synthetic dataset" in capsys.readouterr().err
     assert (users / "labels.csv").read_text() == "filename,class\nnormal/cell_0.png,normal\n"  # untouched
 
     out = tmp_path / "synthetic"
-    assert cli_main(["synth", "--out", str(out), "--smears", "8", "--crops", "4", "--width", "320", "--height", "240"]) == 0
-    assert cli_main(["synth", "--out", str(out), "--smears", "4", "--crops", "2", "--width", "320", "--height", "240"]) == 0
+    assert (
+        cli_main(["synth", "--out", str(out), "--smears", "8", "--crops", "4", "--width", "320", "--height", "240"])
+        == 0
+    )
+    assert (
+        cli_main(["synth", "--out", str(out), "--smears", "4", "--crops", "2", "--width", "320", "--height", "240"])
+        == 0
+    )
     assert len(list((out / "ALL_IDB1").glob("*.jpg"))) == 4 and len(list((out / "ALL_IDB2").glob("*.tif"))) == 2
     assert not list(tmp_path.glob(".synthetic.*")) and not list(out.glob(".*"))  # no staging left, beside it or in it
 
@@ -381,8 +411,10 @@ def test_a_second_run_into_an_output_folder_in_use_is_refused_naming_the_holder(
 
 def test_preprocess_refuses_an_output_folder_inside_its_dataset(tmp_path, capsys):
     root = folder_dataset(tmp_path / "cells", {"normal": 2, "ALL": 2})
-    for out, words in ((root / "normal" / "roi", "lies inside the input folder"),  # inside it
-                       (root.parent, "holds the input")):  # or its parent (outputs go to OUT/cells/...)
+    for out, words in (
+        (root / "normal" / "roi", "lies inside the input folder"),  # inside it
+        (root.parent, "holds the input"),
+    ):  # or its parent (outputs go to OUT/cells/...)
         code = cli_main(["preprocess", str(root), "--out", str(out)])
         err = capsys.readouterr().err
         assert code == 1 and words in err and err.count("error:") == 1, err
@@ -409,7 +441,10 @@ def test_data_the_split_cannot_divide_is_refused_before_any_task(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"error: {root}: 2-fold cross-validation needs at least 2 images of each class" in err
     assert pipeline.main(["--run-local", "--set", "synth.n_smears=4", "--output-dir", str(run)]) == 1
-    assert "error: synth.n_smears: 4 generated smears: 2-fold cross-validation needs at least 2 images" in capsys.readouterr().err
+    assert (
+        "error: synth.n_smears: 4 generated smears: 2-fold cross-validation needs at least 2 images"
+        in capsys.readouterr().err
+    )
     assert not list(run.glob("pipeline_root/*"))  # no task ran
 
 
@@ -427,7 +462,7 @@ def test_a_blast_centre_that_is_no_number_of_pixels_is_one_line(tmp_path, line, 
 @pytest.mark.parametrize("where", ["row", "header"])
 def test_a_label_file_with_a_huge_field_is_one_line(tmp_path, capsys, where):
     root = folder_dataset(tmp_path / "cells", {"normal": 2, "ALL": 2})
-    huge = "\"" + "x" * (200 << 10) + "\""
+    huge = '"' + "x" * (200 << 10) + '"'
     text = f"filename,class\n{huge},normal\n" if where == "row" else f"filename,class,{huge}\na.png,normal,x\n"
     (root / "labels.csv").write_text(text)
     assert cli_main(["validate", str(root)]) == 1
@@ -461,11 +496,26 @@ def test_each_input_names_its_own_negative_class_and_the_run_shares_one(tmp_path
 
     smears = folder_dataset(tmp_path / "smear_set", {"benign": 2, "ALL": 2})
     # keyed by path, as the bare-name refusal asks: the paths stay the user's
-    (smears / "labels.csv").write_text("filename,class\n" + "".join(f"{c}/cell_{i}.png,{c}\n" for c in ("benign", "ALL") for i in range(2)))
+    (smears / "labels.csv").write_text(
+        "filename,class\n" + "".join(f"{c}/cell_{i}.png,{c}\n" for c in ("benign", "ALL") for i in range(2))
+    )
     cells = folder_dataset(tmp_path / "cell_set", {"normal": 2, "ALL": 2}, start_seed=20)
     run = tmp_path / "run"
-    code = pipeline.main(["--run-local", "--until", "preprocess", "--smears", str(smears), "--cells", str(cells),
-                          "--negative-class", "smears=benign,cells=normal", "--output-dir", str(run)])
+    code = pipeline.main(
+        [
+            "--run-local",
+            "--until",
+            "preprocess",
+            "--smears",
+            str(smears),
+            "--cells",
+            str(cells),
+            "--negative-class",
+            "smears=benign,cells=normal",
+            "--output-dir",
+            str(run),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     ingested = json.loads(next(run.glob("pipeline_root/*/ingest/dataset/dataset.json")).read_text())
     assert ingested["datasets"]["smears"]["classes"] == ["normal", "ALL"] == ingested["datasets"]["cells"]["classes"]
@@ -473,7 +523,10 @@ def test_each_input_names_its_own_negative_class_and_the_run_shares_one(tmp_path
     assert (smears / "benign").is_dir() and not (smears / "normal").exists()  # the user's files are untouched
     staged = next(run.glob("pipeline_root/*/ingest/dataset/data/smears"))
     assert (staged / "benign").is_dir()  # the staged copy keeps the user's names: messages name real files
-    assert pipeline.main(["--run-local", "--until", "preprocess", "--negative-class", "smears=", "--output-dir", str(run)]) == 1
+    assert (
+        pipeline.main(["--run-local", "--until", "preprocess", "--negative-class", "smears=", "--output-dir", str(run)])
+        == 1
+    )
     assert "expected NAME or smears=NAME,cells=NAME" in capsys.readouterr().err
 
 
@@ -482,7 +535,9 @@ def test_ingests_messages_name_the_users_files_in_their_words_too(tmp_path):
     from leukemia_mtl.data.ingest import ingest
 
     source = folder_dataset(tmp_path / "mine", {"normal": 2, "ALL": 2})
-    (source / "labels.csv").write_text("filename,class\nnormal/cell_0.png,normal\nALL/cell_0.png,ALL\nALL/cell_1.png,ALL\nnowhere.png,ALL\n")
+    (source / "labels.csv").write_text(
+        "filename,class\nnormal/cell_0.png,normal\nALL/cell_0.png,ALL\nALL/cell_1.png,ALL\nnowhere.png,ALL\n"
+    )
     with pytest.raises(DatasetError) as info:
         ingest(str(source), "none", tmp_path / "out", get_profile("demo"), progress=False)
     text = str(info.value)
@@ -520,8 +575,9 @@ def test_a_class_name_written_in_nfc_and_nfd_is_one_class(tmp_path):
     write_rgb(root / decomposed / "a2.png", seed=3)
     dataset = load_datasets(root, CFG, progress=False)[0]
     assert dataset.class_counts() == {"normal": 1, composed: 2}
-    (root / "labels.csv").write_text(f"filename,class\nn1.png,normal\na1.png,{decomposed}\na2.png,{composed}\n",
-                                     encoding="utf-8")
+    (root / "labels.csv").write_text(
+        f"filename,class\nn1.png,normal\na1.png,{decomposed}\na2.png,{composed}\n", encoding="utf-8"
+    )
     labelled = load_datasets(root, CFG, progress=False)[0]
     assert labelled.class_counts() == {"normal": 1, composed: 2}
     # the negative class typed in the other form (macOS's tab completion) names the same class
@@ -542,5 +598,7 @@ def test_smears_given_as_the_cells_input_are_refused_in_either_layout(tmp_path, 
     with pytest.raises(DatasetError) as info:
         scan_dataset(root, CFG)
     (problem,) = info.value.problems
-    assert "multi-cell smears, not single-cell crops (4 of 4 images sampled are fields like 320x240 px); give it as " \
-           "the smears input" in problem.message
+    assert (
+        "multi-cell smears, not single-cell crops (4 of 4 images sampled are fields like 320x240 px); give it as "
+        "the smears input" in problem.message
+    )

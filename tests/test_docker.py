@@ -23,7 +23,9 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
     text = dockerfile.read_text().replace("\\\n", " ")
-    return [tuple(line.split(None, 1)) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        tuple(line.split(None, 1)) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_every_copied_path_exists_and_travels_in_the_build_context():
@@ -63,19 +65,26 @@ def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
     for line in text.splitlines():
         match = re.match(r"^([A-Za-z0-9_.\-]+)==([^ ;]+)", line)
         if match:
-            pins[match.group(1).lower().replace("_", "-")] = (match.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+            pins[match.group(1).lower().replace("_", "-")] = (
+                match.group(2),
+                re.findall(r"--hash=sha256:([0-9a-f]{64})", line),
+            )
     return pins
 
 
 def _pyproject_pins(*extras: str) -> dict[str, str]:
     pins = {}
-    for requirement in PYPROJECT["project"]["dependencies"] + [r for e in extras for r in PYPROJECT["project"]["optional-dependencies"][e]]:
+    for requirement in PYPROJECT["project"]["dependencies"] + [
+        r for e in extras for r in PYPROJECT["project"]["optional-dependencies"][e]
+    ]:
         name, version = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^ ;]+)", requirement).groups()
         pins[name.lower().replace("_", "-")] = version
     return pins
 
 
-@pytest.mark.parametrize("lock, extras", [("dev.lock", ("cpu", "test")), ("cpu.lock", ("cpu",)), ("gpu.lock", ("gpu",))])
+@pytest.mark.parametrize(
+    "lock, extras", [("dev.lock", ("cpu", "test")), ("cpu.lock", ("cpu",)), ("gpu.lock", ("gpu",))]
+)
 def test_each_lock_pins_every_package_with_hashes_and_agrees_with_pyproject(lock, extras):
     pins = _lock(lock)
     assert len(pins) > 50
@@ -107,7 +116,9 @@ def test_python_matches_the_supported_range():
     version = re.search(r"python:(\d+\.\d+)", base).group(1)
     low, high = re.findall(r"(\d+\.\d+)", PYPROJECT["project"]["requires-python"])
     assert tuple(map(int, low.split("."))) <= tuple(map(int, version.split("."))) < tuple(map(int, high.split(".")))
-    assert "python3 -m venv /opt/venv" in next(args for op, args in _instructions(DOCKERFILE) if op == "RUN")  # any base
+    assert "python3 -m venv /opt/venv" in next(
+        args for op, args in _instructions(DOCKERFILE) if op == "RUN"
+    )  # any base
 
 
 def test_hadolint_passes():

@@ -32,13 +32,19 @@ def test_fold_metrics_equal_scikit_learn_on_fixed_predictions():
     result = fold_metrics(CLASSES, labels, probabilities)
     assert result["accuracy"] == skm.accuracy_score(labels, predicted)
     for average in ("macro", "weighted"):
-        assert result[f"precision_{average}"] == skm.precision_score(labels, predicted, average=average, zero_division=0)
+        assert result[f"precision_{average}"] == skm.precision_score(
+            labels, predicted, average=average, zero_division=0
+        )
         assert result[f"recall_{average}"] == skm.recall_score(labels, predicted, average=average, zero_division=0)
         assert result[f"f1_{average}"] == skm.f1_score(labels, predicted, average=average, zero_division=0)
     assert result["confusion_matrix"] == skm.confusion_matrix(labels, predicted).tolist()
     assert result["per_class"]["L2"]["recall"] == skm.recall_score(labels, predicted, labels=[2], average=None)[0]
-    assert result["auc_macro"] == pytest.approx(skm.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"), abs=1e-12)
-    assert result["auc_micro"] == pytest.approx(skm.roc_auc_score(labels, probabilities, multi_class="ovr", average="micro"), abs=1e-12)
+    assert result["auc_macro"] == pytest.approx(
+        skm.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"), abs=1e-12
+    )
+    assert result["auc_micro"] == pytest.approx(
+        skm.roc_auc_score(labels, probabilities, multi_class="ovr", average="micro"), abs=1e-12
+    )
 
 
 def test_fold_metrics_by_hand_on_a_tiny_binary_case():
@@ -64,8 +70,22 @@ def test_cross_validate_means_pooled_confusion_and_roc():
     folds = []
     for k in range(3):
         labels, probabilities = _predictions(k)
-        folds.append(FoldPredictions("fab", "mtl", "Xception", f"r0f{k}", 0, k, CLASSES, labels, probabilities,
-                                     np.array([f"s/{k}-{i}" for i in range(len(labels))]), 80, f"/m{k}"))
+        folds.append(
+            FoldPredictions(
+                "fab",
+                "mtl",
+                "Xception",
+                f"r0f{k}",
+                0,
+                k,
+                CLASSES,
+                labels,
+                probabilities,
+                np.array([f"s/{k}-{i}" for i in range(len(labels))]),
+                80,
+                f"/m{k}",
+            )
+        )
     result = cross_validate(folds)["fab"]["Xception"]["mtl"]
     accuracies = [fold_metrics(CLASSES, f.labels, f.probabilities)["accuracy"] for f in folds]
     assert result["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
@@ -76,7 +96,9 @@ def test_cross_validate_means_pooled_confusion_and_roc():
     labels = np.concatenate([f.labels for f in folds])
     probabilities = np.concatenate([f.probabilities for f in folds])
     curves = roc_curves(CLASSES, labels, probabilities)
-    assert curves["micro-average"]["auc"] == pytest.approx(skm.roc_auc_score(labels, probabilities, multi_class="ovr", average="micro"))
+    assert curves["micro-average"]["auc"] == pytest.approx(
+        skm.roc_auc_score(labels, probabilities, multi_class="ovr", average="micro")
+    )
     assert set(curves) == set(CLASSES) | {"micro-average", "macro-average"}
     with pytest.raises(Exception, match="given twice"):
         cross_validate(folds + folds[:1])
@@ -112,11 +134,16 @@ def test_too_many_folds_for_the_data_is_one_clear_error(synthetic_root):
         make_folds(load_datasets(synthetic_root, profile.data, check=False), profile)
 
 
-BASELINE_BACKBONES = {"colour": "colour histogram", "majority": "majority class",
-                      "features": "InceptionV3 ImageNet features (224 px) + logistic regression"}
+BASELINE_BACKBONES = {
+    "colour": "colour histogram",
+    "majority": "majority class",
+    "features": "InceptionV3 ImageNet features (224 px) + logistic regression",
+}
 
 
-def _build_report(tmp_path, fab_classes=CLASSES, negative="normal", data_name="idb1", group="a", baselines=False, release=None):
+def _build_report(
+    tmp_path, fab_classes=CLASSES, negative="normal", data_name="idb1", group="a", baselines=False, release=None
+):
     from leukemia_mtl.evaluate import _curve_points
     from leukemia_mtl.run_report import build_report
     from leukemia_mtl.ttest import run_ttest
@@ -128,60 +155,144 @@ def _build_report(tmp_path, fab_classes=CLASSES, negative="normal", data_name="i
                 labels, probabilities = _predictions(10 * k + len(arm), 24, classes)
                 if arm == "majority":  # the training frequencies, whatever the image
                     probabilities = np.tile(np.bincount(labels, minlength=len(classes)) / len(labels), (len(labels), 1))
-                predictions.append(FoldPredictions(task, arm, BASELINE_BACKBONES.get(arm, "InceptionV3"), f"r0f{k}", 0, k,
-                                                   classes, labels, probabilities, np.array([group] * 24), 48, "/m"))
+                predictions.append(
+                    FoldPredictions(
+                        task,
+                        arm,
+                        BASELINE_BACKBONES.get(arm, "InceptionV3"),
+                        f"r0f{k}",
+                        0,
+                        k,
+                        classes,
+                        labels,
+                        probabilities,
+                        np.array([group] * 24),
+                        48,
+                        "/m",
+                    )
+                )
     scored = cross_validate(predictions)
     tasks = {task: {"InceptionV3": by_backbone["InceptionV3"]} for task, by_backbone in scored.items()}
     for task in tasks.values():
         for result in task["InceptionV3"].values():
-            result["roc"] = _curve_points(roc_curves(tuple(result["classes"]), np.array([0, 1, 1, 0]),
-                                                     np.eye(len(result["classes"]))[[0, 1, 1, 1]].astype(float)))
-    crossval = {"folds": ["r0f0", "r0f1", "r0f2"], "tasks": tasks, "best": {"detection": "InceptionV3", "fab": "InceptionV3"},
-                "baselines": {task: {arm: scored[task][backbone][arm] for arm, backbone in BASELINE_BACKBONES.items()}
-                              for task in scored} if baselines else {}}
+            result["roc"] = _curve_points(
+                roc_curves(
+                    tuple(result["classes"]),
+                    np.array([0, 1, 1, 0]),
+                    np.eye(len(result["classes"]))[[0, 1, 1, 1]].astype(float),
+                )
+            )
+    crossval = {
+        "folds": ["r0f0", "r0f1", "r0f2"],
+        "tasks": tasks,
+        "best": {"detection": "InceptionV3", "fab": "InceptionV3"},
+        "baselines": {
+            task: {arm: scored[task][backbone][arm] for arm, backbone in BASELINE_BACKBONES.items()} for task in scored
+        }
+        if baselines
+        else {},
+    }
     ttest = run_ttest(crossval, tmp_path / "ttest.json", get_profile("paper"))
-    evaluations = {"stage 1": [{"summary": {"imagenet": True, "backbone": "InceptionV3"},
-                                "history": {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8]}}]}
-    split = {"repeats": 1, "folds_per_repeat": 3, "group_alias": {}, "folds": [{"id": "r0f0", "train_groups": [group], "eval_groups": ["b"]}]}
-    release = release or {"version": "paper-abc", "published_to": "s3://m/x", "selection": {
-        "fab": {"backbone": "InceptionV3", "arm": "mtl", "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}}}
-    counts = {"smears": {"layout": "allidb1", "class_counts": {c: 27 for c in fab_classes}},
-              "cells": {"layout": "allidb2", "class_counts": {negative: 130, "ALL": 130}}}
+    evaluations = {
+        "stage 1": [
+            {
+                "summary": {"imagenet": True, "backbone": "InceptionV3"},
+                "history": {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8]},
+            }
+        ]
+    }
+    split = {
+        "repeats": 1,
+        "folds_per_repeat": 3,
+        "group_alias": {},
+        "folds": [{"id": "r0f0", "train_groups": [group], "eval_groups": ["b"]}],
+    }
+    release = release or {
+        "version": "paper-abc",
+        "published_to": "s3://m/x",
+        "selection": {
+            "fab": {"backbone": "InceptionV3", "arm": "mtl", "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}
+        },
+    }
+    counts = {
+        "smears": {"layout": "allidb1", "class_counts": dict.fromkeys(fab_classes, 27)},
+        "cells": {"layout": "allidb2", "class_counts": {negative: 130, "ALL": 130}},
+    }
     return build_report(
-        profile=get_profile("paper"), data_summary={"source": "real", "smears": f"/data/{data_name}", "cells": "/data/idb2",
-                                                    "images": 368, "datasets": counts,
-                                                    "notes": [f"/data/{data_name}/x.png: grayscale converted to RGB"]},
-        split=split, roi_metrics={"roi_mean_recall": 0.9}, roi_html="<!doctype html><html><body><h1>x</h1><p>ROI page</p></body></html>",
-        segment_metrics={"unet_dice": 0.95}, segment_html="<p>seg page <script>bad()</script></p>", evaluations=evaluations,
-        crossval=CrossvalResult.from_dict(crossval), ttest=ttest, release=release, html_path=tmp_path / "r.html", summary_path=tmp_path / "s.json",
+        profile=get_profile("paper"),
+        data_summary={
+            "source": "real",
+            "smears": f"/data/{data_name}",
+            "cells": "/data/idb2",
+            "images": 368,
+            "datasets": counts,
+            "notes": [f"/data/{data_name}/x.png: grayscale converted to RGB"],
+        },
+        split=split,
+        roi_metrics={"roi_mean_recall": 0.9},
+        roi_html="<!doctype html><html><body><h1>x</h1><p>ROI page</p></body></html>",
+        segment_metrics={"unet_dice": 0.95},
+        segment_html="<p>seg page <script>bad()</script></p>",
+        evaluations=evaluations,
+        crossval=CrossvalResult.from_dict(crossval),
+        ttest=ttest,
+        release=release,
+        html_path=tmp_path / "r.html",
+        summary_path=tmp_path / "s.json",
     )
 
 
 def test_every_string_from_the_data_is_escaped_in_the_report(tmp_path):
     """Class names (folder names or label-file values) and paths come from the user's data."""
     hostile = '<img src=x onerror="alert(1)">'
-    _build_report(tmp_path, fab_classes=("normal", hostile, "L2 & <b>", "L3"), data_name="<script>alert(2)</script>",
-                  group="<script>alert(3)</script>")
+    _build_report(
+        tmp_path,
+        fab_classes=("normal", hostile, "L2 & <b>", "L3"),
+        data_name="<script>alert(2)</script>",
+        group="<script>alert(3)</script>",
+    )
     page = (tmp_path / "r.html").read_text()
     for raw in (hostile, "<script>alert(2)</script>", "<script>alert(3)</script>", "L2 & <b>"):
         assert raw not in page
-    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") >= 4  # shown as text: counts, confusion, per class
+    assert (
+        page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") >= 4
+    )  # shown as text: counts, confusion, per class
     assert "L2 &amp; &lt;b&gt;" in page
 
 
 def test_report_renders_every_section_from_crossval_results(tmp_path):
     summary = _build_report(tmp_path)
     page = (tmp_path / "r.html").read_text()
-    for heading in ("What this run could not do", "Data and split", "Preprocessing", "Segmentation", "Training curves",
-                    "Table II", "Table III", "Table IV", "Fig. 10", "Table V layout", "Table V, re-tested", "Released model"):
+    for heading in (
+        "What this run could not do",
+        "Data and split",
+        "Preprocessing",
+        "Segmentation",
+        "Training curves",
+        "Table II",
+        "Table III",
+        "Table IV",
+        "Fig. 10",
+        "Table V layout",
+        "Table V, re-tested",
+        "Released model",
+    ):
         assert heading in page, heading
     assert "<p>ROI page</p>" in page and "s3://m/x" in page and "bad()" not in page
-    assert "No ImageNet weights" not in " ".join(summary["limitations"])  # real weights, real data: only the honest notes
+    assert "No ImageNet weights" not in " ".join(
+        summary["limitations"]
+    )  # real weights, real data: only the honest notes
     assert "3 folds instead of the paper's 10" in " ".join(summary["limitations"])
     assert "ALL-IDB2's single-cell images are cut from ALL-IDB1's smears" in " ".join(summary["limitations"])
     assert json.loads((tmp_path / "s.json").read_text()) == summary
-    assert set(summary["tasks"]["fab"]["InceptionV3"]["mtl"]["mean"]) == {"accuracy", "balanced_accuracy", "precision_macro",
-                                                                          "recall_macro", "f1_macro", "auc_macro"}
+    assert set(summary["tasks"]["fab"]["InceptionV3"]["mtl"]["mean"]) == {
+        "accuracy",
+        "balanced_accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "auc_macro",
+    }
     assert page.index("Headline") < page.index("What this run could not do") < page.index("Data and split")
     assert summary["ttest"][0]["tests"][0]["test"].startswith("corrected resampled")
 
@@ -192,7 +303,9 @@ def test_a_binary_task_has_one_auc_and_one_roc_curve():
     result = fold_metrics(("normal", "ALL"), labels, probabilities)
     assert set(result["auc"]) == {"ALL"} and result["auc_micro"] is None
     assert result["auc_macro"] == pytest.approx(skm.roc_auc_score(labels, probabilities[:, 1]))
-    assert result["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(labels, probabilities.argmax(axis=1)))
+    assert result["balanced_accuracy"] == pytest.approx(
+        skm.balanced_accuracy_score(labels, probabilities.argmax(axis=1))
+    )
     curves = roc_curves(("normal", "ALL"), labels, probabilities)
     assert set(curves) == {"ALL"}  # no micro- or macro-average of two mirrored curves
     assert set(roc_curves(CLASSES, *_predictions(1))) == set(CLASSES) | {"micro-average", "macro-average"}
@@ -212,7 +325,9 @@ def test_the_operating_point_matches_scikit_learn_and_scipy():
     assert point["counts"] == {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
     assert point["sensitivity"]["value"] == pytest.approx(tp / (tp + fn))
     assert point["specificity"]["value"] == pytest.approx(tn / (tn + fp))
-    assert point["ppv"]["value"] == pytest.approx(tp / (tp + fp)) and point["npv"]["value"] == pytest.approx(tn / (tn + fn))
+    assert point["ppv"]["value"] == pytest.approx(tp / (tp + fp)) and point["npv"]["value"] == pytest.approx(
+        tn / (tn + fn)
+    )
     wilson = binomtest(int(tp), int(tp + fn)).proportion_ci(0.95, method="wilson")
     assert (point["sensitivity"]["low"], point["sensitivity"]["high"]) == pytest.approx((wilson.low, wilson.high))
     assert point["auc"]["value"] == pytest.approx(skm.roc_auc_score(labels, positive))
@@ -220,7 +335,10 @@ def test_the_operating_point_matches_scikit_learn_and_scipy():
     again = operating_point(("normal", "ALL"), labels, probabilities, 0.95, seed=0)
     assert again["auc"] == point["auc"]  # a seeded bootstrap
     four = operating_point(CLASSES, *_predictions(2))
-    assert four["kind"] == "multiclass" and 0 < four["accuracy"]["low"] < four["accuracy"]["value"] < four["accuracy"]["high"]
+    assert (
+        four["kind"] == "multiclass"
+        and 0 < four["accuracy"]["low"] < four["accuracy"]["value"] < four["accuracy"]["high"]
+    )
 
 
 def test_degenerate_predictions_are_flagged():
@@ -231,8 +349,23 @@ def test_degenerate_predictions_are_flagged():
     assert any("predicts ALL for every one of the 6" in f for f in flags)
     assert any("probabilities barely vary" in f for f in flags)
     assert degenerate_flags(CLASSES, _predictions(0)[1], 0.02) == []
-    folds = [FoldPredictions("detection", "mtl", "Xception", f"r0f{k}", 0, k, ("normal", "ALL"), np.array([0, 1, 1, 1, 0, 1]),
-                             constant, np.array([f"s{k}{i}" for i in range(6)]), 12, "/m") for k in range(2)]
+    folds = [
+        FoldPredictions(
+            "detection",
+            "mtl",
+            "Xception",
+            f"r0f{k}",
+            0,
+            k,
+            ("normal", "ALL"),
+            np.array([0, 1, 1, 1, 0, 1]),
+            constant,
+            np.array([f"s{k}{i}" for i in range(6)]),
+            12,
+            "/m",
+        )
+        for k in range(2)
+    ]
     result = cross_validate(folds)["detection"]["Xception"]["mtl"]
     assert result["degenerate"] and result["summary"]["balanced_accuracy"]["mean"] == 0.5
 
@@ -246,7 +379,9 @@ def test_the_colour_baseline_finds_a_planted_colour_shortcut_and_the_majority_ba
     from leukemia_mtl.data.ingest import ingest
     from leukemia_mtl.evaluate import load_fold_predictions
 
-    profile = get_profile("demo", {"split.folds": 2, "model.weights": "none"})  # colour and majority: no ImageNet features
+    profile = get_profile(
+        "demo", {"split.folds": 2, "model.weights": "none"}
+    )  # colour and majority: no ImageNet features
     smears = synthetic_copy / "ALL_IDB1"
     for path in smears.glob("*_1.jpg"):
         image = cv2.imread(str(path)).astype(np.int16)
@@ -288,10 +423,22 @@ def test_the_operating_point_is_chosen_on_inner_validation_and_scored_on_the_eva
         labels, val_labels = np.array([0] * 10 + [1] * 20), np.array([0] * 8 + [1] * 16)
         positive = np.clip(0.3 + 0.35 * labels + rng.normal(0, 0.15, len(labels)), 0, 1)
         val_positive = np.clip(0.3 + 0.35 * val_labels + rng.normal(0, 0.15, len(val_labels)), 0, 1)
-        return FoldPredictions("detection", "mtl", "Xception", f"r0f{k}", 0, k, ("normal", "ALL"), labels,
-                               np.stack([1 - positive, positive], axis=1), np.array([f"s{k}{i}" for i in range(30)]), 40, "/m",
-                               val_labels if with_validation else None,
-                               np.stack([1 - val_positive, val_positive], axis=1) if with_validation else None)
+        return FoldPredictions(
+            "detection",
+            "mtl",
+            "Xception",
+            f"r0f{k}",
+            0,
+            k,
+            ("normal", "ALL"),
+            labels,
+            np.stack([1 - positive, positive], axis=1),
+            np.array([f"s{k}{i}" for i in range(30)]),
+            40,
+            "/m",
+            val_labels if with_validation else None,
+            np.stack([1 - val_positive, val_positive], axis=1) if with_validation else None,
+        )
 
     folds = [fold(0, True), fold(1, True)]
     point = cross_validate(folds, target_sensitivity=0.9)["detection"]["Xception"]["mtl"]["operating_point"]
@@ -303,7 +450,9 @@ def test_the_operating_point_is_chosen_on_inner_validation_and_scored_on_the_eva
     assert (val_scores[val_labels == 1] > threshold).mean() < 0.9  # ... by the highest threshold that does
     labels = np.concatenate([f.labels for f in folds])
     scores = np.concatenate([f.probabilities for f in folds])[:, 1]
-    assert point["sensitivity"]["value"] == pytest.approx((scores[labels == 1] >= threshold).mean())  # scored, not tuned
+    assert point["sensitivity"]["value"] == pytest.approx(
+        (scores[labels == 1] >= threshold).mean()
+    )  # scored, not tuned
     assert point["specificity"]["value"] == pytest.approx((scores[labels == 0] < threshold).mean())
 
     unvalidated = cross_validate([fold(0, False), fold(1, False)])["detection"]["Xception"]["mtl"]["operating_point"]
@@ -314,10 +463,17 @@ def test_the_operating_point_is_chosen_on_inner_validation_and_scored_on_the_eva
 def test_a_threshold_is_described_as_it_was_chosen():
     from leukemia_mtl.evaluate import describe_threshold
 
-    chosen = describe_threshold({"threshold": 0.41, "target_sensitivity": 0.95, "threshold_chosen_on": "the inner validation splits"})
+    chosen = describe_threshold(
+        {"threshold": 0.41, "target_sensitivity": 0.95, "threshold_chosen_on": "the inner validation splits"}
+    )
     assert chosen == "P(ALL) >= 0.4100, the highest threshold reaching sensitivity 0.95 on the inner validation splits"
-    assert "of one class" in describe_threshold({"threshold": 0.5, "target_sensitivity": 0.95,
-                                                 "threshold_chosen_on": "none (the held-out images are of one class): 0.5"})
+    assert "of one class" in describe_threshold(
+        {
+            "threshold": 0.5,
+            "target_sensitivity": 0.95,
+            "threshold_chosen_on": "none (the held-out images are of one class): 0.5",
+        }
+    )
     assert "recorded without how" in describe_threshold({"threshold": 0.5})  # an older crossval: no "None on None"
 
 
@@ -330,9 +486,22 @@ def _binary_fold(k: int, positive, val_positive=None, arm: str = "mtl", backbone
         val_positive = np.asarray(val_positive, float)
         val_labels = np.array([0] * (len(val_positive) // 2) + [1] * (len(val_positive) - len(val_positive) // 2))
         val_probabilities = np.stack([1 - val_positive, val_positive], axis=1)
-    return FoldPredictions("detection", arm, backbone, f"r0f{k}", 0, k, ("normal", "ALL"), labels,
-                           np.stack([1 - positive, positive], axis=1), np.array([f"s{k}-{i}" for i in range(len(labels))]),
-                           2 * len(labels), "/m", val_labels, val_probabilities)
+    return FoldPredictions(
+        "detection",
+        arm,
+        backbone,
+        f"r0f{k}",
+        0,
+        k,
+        ("normal", "ALL"),
+        labels,
+        np.stack([1 - positive, positive], axis=1),
+        np.array([f"s{k}-{i}" for i in range(len(labels))]),
+        2 * len(labels),
+        "/m",
+        val_labels,
+        val_probabilities,
+    )
 
 
 SEPARATED = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]  # normal, normal, normal, ALL, ALL, ALL
@@ -340,7 +509,9 @@ SEPARATED = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]  # normal, normal, normal, ALL, ALL, 
 
 def _point(held_out, validation) -> dict:
     """Detection's operating point over two folds with these P(ALL), held out and on inner validation."""
-    return cross_validate([_binary_fold(k, held_out, validation) for k in range(2)])["detection"]["Xception"]["mtl"]["operating_point"]
+    return cross_validate([_binary_fold(k, held_out, validation) for k in range(2)])["detection"]["Xception"]["mtl"][
+        "operating_point"
+    ]
 
 
 def test_an_operating_point_that_calls_every_smear_all_is_flagged():
@@ -353,27 +524,40 @@ def test_an_operating_point_that_calls_every_smear_all_is_flagged():
     assert point["threshold"] == 0.0 and point["threshold_chosen_on"].startswith("the inner validation")
     assert point["specificity"]["value"] == 0.0 and point["sensitivity"]["value"] == 1.0  # looks perfect on sensitivity
     assert point["degenerate"].startswith("P(ALL) >= 0.0000 calls every smear ALL")
-    assert "all 12 smears it was chosen on" in point["degenerate"] and "specificity 0 on the 6 held-out" in point["degenerate"]
+    assert (
+        "all 12 smears it was chosen on" in point["degenerate"]
+        and "specificity 0 on the 6 held-out" in point["degenerate"]
+    )
 
     # at the lowest inner-validation P(ALL), though some held-out normal smears fall below it: still flagged
     lowest_is_all = [0.5, 0.6, 0.7, 0.45, 0.9, 0.95]
     point = _point(SEPARATED, lowest_is_all)
     assert point["threshold"] == 0.45 and point["specificity"]["value"] == 1.0
-    assert point["degenerate"] == ("P(ALL) >= 0.4500 calls every smear ALL (all 12 smears it was chosen on score "
-                                   "P(ALL) >= 0.4500)")
+    assert point["degenerate"] == (
+        "P(ALL) >= 0.4500 calls every smear ALL (all 12 smears it was chosen on score P(ALL) >= 0.4500)"
+    )
 
     # chosen well on inner validation, but every held-out normal smear scores above it: specificity 0
     shifted = [0.85, 0.86, 0.87, 0.9, 0.95, 0.99]
     point = _point(shifted, SEPARATED)
     assert point["threshold"] == 0.7 and point["specificity"]["value"] == 0.0
-    assert point["degenerate"] == ("P(ALL) >= 0.7000 calls every held-out negative smear ALL (specificity 0 on the 6 "
-                                   "held-out negative smears)")
+    assert point["degenerate"] == (
+        "P(ALL) >= 0.7000 calls every held-out negative smear ALL (specificity 0 on the 6 held-out negative smears)"
+    )
 
     good = _point(SEPARATED, SEPARATED)
     assert good["degenerate"] is None and good["threshold"] == 0.7
-    assert degenerate_operating_point(good) is None and degenerate_operating_point(good, np.array([0.7, 0.9])) is not None
-    four = cross_validate([FoldPredictions("fab", "mtl", "X", f"r0f{k}", 0, k, CLASSES, *_predictions(k), np.arange(40).astype(str),
-                                           80, "/m") for k in range(2)])["fab"]["X"]["mtl"]["operating_point"]
+    assert (
+        degenerate_operating_point(good) is None and degenerate_operating_point(good, np.array([0.7, 0.9])) is not None
+    )
+    four = cross_validate(
+        [
+            FoldPredictions(
+                "fab", "mtl", "X", f"r0f{k}", 0, k, CLASSES, *_predictions(k), np.arange(40).astype(str), 80, "/m"
+            )
+            for k in range(2)
+        ]
+    )["fab"]["X"]["mtl"]["operating_point"]
     assert four["kind"] == "multiclass" and "degenerate" not in four  # no threshold: nothing to flag
 
 
@@ -390,12 +574,25 @@ def _gate_crossval(mtl_validation, *, ctl_validation=SEPARATED, features: float 
         labels = np.array([0, 0, 0, 1, 1, 1])
         for k in range(3):
             right = rng.random(6) < features
-            folds.append(_binary_fold(k, np.where(right == labels.astype(bool), 0.8, 0.2), None, "features",
-                                      "DenseNet121 ImageNet features (224 px) + logistic regression"))
+            folds.append(
+                _binary_fold(
+                    k,
+                    np.where(right == labels.astype(bool), 0.8, 0.2),
+                    None,
+                    "features",
+                    "DenseNet121 ImageNet features (224 px) + logistic regression",
+                )
+            )
     scored = cross_validate(folds)["detection"]
-    baselines = {arm: by_arm[arm] for by_arm in scored.values() for arm in by_arm if arm in ("colour", "majority", "features")}
-    return {"folds": ["r0f0", "r0f1", "r0f2"], "metric": "balanced_accuracy",
-            "tasks": {"detection": {"Xception": scored["Xception"]}}, "baselines": {"detection": baselines}}
+    baselines = {
+        arm: by_arm[arm] for by_arm in scored.values() for arm in by_arm if arm in ("colour", "majority", "features")
+    }
+    return {
+        "folds": ["r0f0", "r0f1", "r0f2"],
+        "metric": "balanced_accuracy",
+        "tasks": {"detection": {"Xception": scored["Xception"]}},
+        "baselines": {"detection": baselines},
+    }
 
 
 def test_the_release_gate_requires_beating_the_features_baseline_where_it_was_scored():
@@ -411,41 +608,59 @@ def test_the_release_gate_requires_beating_the_features_baseline_where_it_was_sc
     without = verdict(_gate_crossval(SEPARATED, features=None))  # model.weights="none": two baselines, still gated
     assert without["passed"] and set(without["values"]["detection"]) == {"released", "colour", "majority"}
     unbeaten = _gate_crossval(SEPARATED)
-    unbeaten["baselines"]["detection"]["features"]["summary"]["balanced_accuracy"]["mean"] = 1.0  # frozen features as good
+    unbeaten["baselines"]["detection"]["features"]["summary"]["balanced_accuracy"]["mean"] = (
+        1.0  # frozen features as good
+    )
     failed = verdict(unbeaten)
     assert not failed["passed"] and failed["reasons"] == [
         "detection: the released Xception mtl model's cross-validated balanced_accuracy 1.0000 does not beat the features "
-        "baseline's 1.0000"]
+        "baseline's 1.0000"
+    ]
 
 
 def test_the_release_gate_refuses_a_degenerate_operating_point():
     """Perfectly separating held-out predictions, but a threshold chosen at P(ALL) >= 0.0000: not a release."""
     from leukemia_mtl.release import gate, select
 
-    crossval = CrossvalResult.from_dict(_gate_crossval([0.2, 0.3, 0.4, 0.0, 0.9, 0.95],
-                                                       ctl_validation=[0.6, 0.3, 0.4, 0.2, 0.9, 0.95]))
+    crossval = CrossvalResult.from_dict(
+        _gate_crossval([0.2, 0.3, 0.4, 0.0, 0.9, 0.95], ctl_validation=[0.6, 0.3, 0.4, 0.2, 0.9, 0.95])
+    )
     released = crossval.arm("detection", "Xception", "mtl")
     assert released.cv_mean("balanced_accuracy") == 1.0 and not released.degenerate  # nothing else says so
     selection = select(crossval, "balanced_accuracy")
     assert selection["detection"]["arm"] == "mtl"  # the inner splits choose it: inner balanced accuracy 0.83 vs 0.67
     verdict = gate(crossval, selection, "balanced_accuracy")
     assert not verdict["passed"] and len(verdict["reasons"]) == 1
-    assert verdict["reasons"][0].startswith("detection: the released Xception mtl model's operating point is degenerate: "
-                                            "P(ALL) >= 0.0000 calls every smear ALL")
+    assert verdict["reasons"][0].startswith(
+        "detection: the released Xception mtl model's operating point is degenerate: "
+        "P(ALL) >= 0.0000 calls every smear ALL"
+    )
 
 
 def test_the_report_shows_the_features_baseline_and_a_degenerate_operating_point(tmp_path):
     """Every baseline in the headline, the per-fold tables and the t-tests; the released detection model's degenerate
     operating point in its headline row, and the gate's reason."""
     reason = "detection: the released InceptionV3 mtl model's operating point is degenerate: P(ALL) >= 0.0000 calls ..."
-    release = {"version": "paper-abc", "published_to": None, "refused": False,
-               "gate": {"passed": False, "metric": "balanced_accuracy", "reasons": [reason]},
-               "selection": {task: {"backbone": "InceptionV3", "arm": "mtl", "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}
-                             for task in ("detection", "fab")}}
+    release = {
+        "version": "paper-abc",
+        "published_to": None,
+        "refused": False,
+        "gate": {"passed": False, "metric": "balanced_accuracy", "reasons": [reason]},
+        "selection": {
+            task: {"backbone": "InceptionV3", "arm": "mtl", "fold_id": "r0f1", "cv_mean": 0.9, "cv_std": 0.01}
+            for task in ("detection", "fab")
+        },
+    }
     summary = _build_report(tmp_path, baselines=True, release=release)
     page = (tmp_path / "r.html").read_text()
-    assert set(summary["baselines"]["detection"]) == set(summary["headline"]["detection"]) - {"released"} == set(BASELINE_BACKBONES)
-    assert page.count("frozen ImageNet features + logistic regression (baseline)") >= 2 + 2 * 2  # headlines, per-fold tables
+    assert (
+        set(summary["baselines"]["detection"])
+        == set(summary["headline"]["detection"]) - {"released"}
+        == set(BASELINE_BACKBONES)
+    )
+    assert (
+        page.count("frozen ImageNet features + logistic regression (baseline)") >= 2 + 2 * 2
+    )  # headlines, per-fold tables
     assert {(c["first"], c["second"]) for c in summary["ttest"]} >= {("features", "mtl"), ("features", "ctl")}
     assert any("InceptionV3's frozen ImageNet features of the whole smear" in note for note in summary["methods"])
     assert "RELEASE FLAGGED" in page and "operating point is degenerate" in page

@@ -26,7 +26,7 @@ def _planted(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, 
             cv2.circle(image, (int(x), int(y)), int(rng.integers(5, 9)), (110, 60, 150), -1)
         row, col = (int(v) for v in rng.integers(2, SIZE - MARK - 2, 2))
         if labels[i]:
-            image[row:row + MARK, col:col + MARK] = (255, 255, 120)
+            image[row : row + MARK, col : col + MARK] = (255, 255, 120)
         corners.append((row, col))
         images[i] = image.clip(0, 255)
     return images, labels, corners
@@ -43,11 +43,28 @@ def planted_model():
     (x, y, _), (x_val, y_val, _) = _planted(64, rng), _planted(16, rng)
     profile = get_profile("demo")
     keras.utils.set_random_seed(1)
-    model = build_classifier("Xception", SIZE, 2, resolve_weights("none", get_backbone("Xception")), head="sigmoid",
-                             dense_units=profile.model.dense_units, dropout=profile.model.dropout)
+    model = build_classifier(
+        "Xception",
+        SIZE,
+        2,
+        resolve_weights("none", get_backbone("Xception")),
+        head="sigmoid",
+        dense_units=profile.model.dense_units,
+        dropout=profile.model.dropout,
+    )
     # every layer tuned: with the demo's frozen 90 % the layers the heat map is read from stay random
-    fit_stage(model, x, y.astype(np.float32), x_val, y_val.astype(np.float32), replace(profile.train, frozen_fraction=0.0),
-              "sigmoid", 1, random_backbone=True, verbose=0)
+    fit_stage(
+        model,
+        x,
+        y.astype(np.float32),
+        x_val,
+        y_val.astype(np.float32),
+        replace(profile.train, frozen_fraction=0.0),
+        "sigmoid",
+        1,
+        random_backbone=True,
+        verbose=0,
+    )
     return model
 
 
@@ -60,27 +77,38 @@ def test_the_heat_map_peaks_on_the_planted_mark(planted_model):
     explainer = GradCam(planted_model, min_side=7)
     assert explainer.map_side >= 7  # not Xception's 3x3 exit flow at 71 px
     maps, scores = explainer.heatmaps(images, 1)
-    assert maps.shape == (16, SIZE, SIZE) and 0 <= maps.min() and maps.max() <= 1
+    assert maps.shape == (16, SIZE, SIZE) and maps.min() >= 0 and maps.max() <= 1
     assert np.allclose(scores, blast, atol=1e-5)  # the class score is the model's own output
     hits, ratios = 0, []
     for i in np.flatnonzero(labels == 1):
         row, col = corners[i]
         peak_row, peak_col = np.unravel_index(maps[i].argmax(), maps[i].shape)
         hits += row - 4 <= peak_row < row + MARK + 4 and col - 4 <= peak_col < col + MARK + 4
-        ratios.append(maps[i][row:row + MARK, col:col + MARK].mean() / maps[i].mean())
+        ratios.append(maps[i][row : row + MARK, col : col + MARK].mean() / maps[i].mean())
     assert hits >= 0.75 * (labels == 1).sum(), hits
     assert np.median(ratios) > 2.5, ratios  # the mark holds several times the map's mean
 
-    figure = examples_figure(planted_model, images, labels, np.stack([1 - blast, blast], axis=1), ["normal", "blast"],
-                             "planted mark", per_class=1)
+    figure = examples_figure(
+        planted_model,
+        images,
+        labels,
+        np.stack([1 - blast, blast], axis=1),
+        ["normal", "blast"],
+        "planted mark",
+        per_class=1,
+    )
     assert figure.startswith(b"\x89PNG")
 
 
 def test_most_and_least_sure_are_per_class_and_never_the_same_image():
     probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55], [0.7, 0.3]])
     labels = np.array([0, 0, 1, 1, 0])
-    assert sure_and_unsure(probabilities, labels) == [(0, 0, "most sure"), (0, 1, "least sure"),
-                                                       (1, 2, "most sure"), (1, 3, "least sure")]
+    assert sure_and_unsure(probabilities, labels) == [
+        (0, 0, "most sure"),
+        (0, 1, "least sure"),
+        (1, 2, "most sure"),
+        (1, 3, "least sure"),
+    ]
     assert sure_and_unsure(probabilities[:1], labels[:1]) == [(0, 0, "most sure")]  # one image: shown once
 
 

@@ -21,8 +21,12 @@ from leukemia_mtl.train.data import make_folds
 
 REPO = Path(__file__).resolve().parent.parent
 # DenseNet121's ImageNet weights come from an installed package (offline); small images keep it fast
-FEATURES = {"model.weights": "imagenet", "model.backbones": ["DenseNet121"], "model.input_size": 64,
-            "evaluate.features_size": 64}
+FEATURES = {
+    "model.weights": "imagenet",
+    "model.backbones": ["DenseNet121"],
+    "model.input_size": 64,
+    "evaluate.features_size": 64,
+}
 # more smears than the shared fixture's 8: a negative control needs enough held-out smears for chance to show
 DATA = {"synth.n_smears": 48, "synth.smear_width": 240, "synth.smear_height": 180, "synth.n_crops": 0, "split.folds": 4}
 SKIPPED = {"features": "model.weights='none': no ImageNet features"}
@@ -41,8 +45,10 @@ def _scored(root: Path) -> dict:
     from leukemia_mtl.evaluate import cross_validate, load_fold_predictions
 
     scored = cross_validate([load_fold_predictions(d) for d in evaluation_dirs(root / "baselines")])
-    return {task: {arm: result for by_arm in by_backbone.values() for arm, result in by_arm.items()}
-            for task, by_backbone in scored.items()}
+    return {
+        task: {arm: result for by_arm in by_backbone.values() for arm, result in by_arm.items()}
+        for task, by_backbone in scored.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +79,7 @@ def _npz(folder: Path) -> dict:
 
 @pytest.mark.slow
 def test_the_features_arm_is_scored_on_the_colour_baselines_folds_and_units(features_runs):
-    profile, runs = features_runs
+    _profile, runs = features_runs
     root, split, summary = runs["labelled"]
     assert summary["arms"] == ["colour", "majority", "features"] and summary["skipped"] == {}
     assert summary["features_backbone"] == "DenseNet121 ImageNet features (64 px) + logistic regression"
@@ -87,7 +93,9 @@ def test_the_features_arm_is_scored_on_the_colour_baselines_folds_and_units(feat
             assert info["backbone"] == summary["features_backbone"] and info["arm"] == "features"
             assert info["features"].startswith("DenseNet121 ImageNet features, global average pooling (1024 values)")
             assert info["classes"] == json.loads((colour / "classifier.json").read_text())["classes"]
-            assert json.loads((features / "summary.json").read_text()) == json.loads((colour / "summary.json").read_text())
+            assert json.loads((features / "summary.json").read_text()) == json.loads(
+                (colour / "summary.json").read_text()
+            )
             ours, theirs = _npz(features), _npz(colour)
             for key in ("labels", "sources", "groups"):  # the same smears, in the same order, with the same truth
                 assert ours[key].tolist() == theirs[key].tolist(), key
@@ -95,7 +103,9 @@ def test_the_features_arm_is_scored_on_the_colour_baselines_folds_and_units(feat
             np.testing.assert_allclose(ours["probabilities"].sum(axis=1), 1.0)
     scored = _scored(root)
     assert scored["detection"]["features"]["summary"]["auc_macro"]["mean"] > 0.9  # with its labels, it learns
-    assert [f["fold_id"] for f in scored["fab"]["features"]["folds"]] == [f["fold_id"] for f in scored["fab"]["colour"]["folds"]]
+    assert [f["fold_id"] for f in scored["fab"]["features"]["folds"]] == [
+        f["fold_id"] for f in scored["fab"]["colour"]["folds"]
+    ]
 
 
 @pytest.mark.slow
@@ -125,10 +135,12 @@ def test_without_imagenet_weights_the_features_arm_is_left_out_and_says_why(synt
 
 
 def test_tensorflow_is_imported_only_when_the_features_arm_runs():
-    code = ("import sys; from leukemia_mtl.baselines import features_extractor; from leukemia_mtl.config import get_profile; "
-            "model, backbone, why = features_extractor(get_profile('demo', {'model.weights': 'none'})); "
-            "assert model is None and backbone == '' and why == " + repr(SKIPPED["features"]) + ", why; "
-            "assert not {'tensorflow', 'keras'} & set(sys.modules), 'TensorFlow imported'")
+    code = (
+        "import sys; from leukemia_mtl.baselines import features_extractor; from leukemia_mtl.config import get_profile; "
+        "model, backbone, why = features_extractor(get_profile('demo', {'model.weights': 'none'})); "
+        "assert model is None and backbone == '' and why == " + repr(SKIPPED["features"]) + ", why; "
+        "assert not {'tensorflow', 'keras'} & set(sys.modules), 'TensorFlow imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
 
@@ -137,9 +149,14 @@ def test_a_features_size_the_backbone_cannot_take_is_one_clear_error():
     from leukemia_mtl.baselines import BaselineError, features_extractor
 
     # Xception needs 71 px; Keras' own ImageNet file is not needed to find that out
-    profile = get_profile("demo", {"model.weights": "imagenet", "model.backbones": ["Xception"], "evaluate.features_size": 64})
-    with pytest.raises(BaselineError, match=r"'evaluate.features_size' is 64 px; Xception, the first of model.backbones, "
-                                            r"needs at least 71"):
+    profile = get_profile(
+        "demo", {"model.weights": "imagenet", "model.backbones": ["Xception"], "evaluate.features_size": 64}
+    )
+    with pytest.raises(
+        BaselineError,
+        match=r"'evaluate.features_size' is 64 px; Xception, the first of model.backbones, "
+        r"needs at least 71",
+    ):
         features_extractor(profile)
     with pytest.raises(ConfigError, match="'evaluate.features_size' must be at least 32, got 16"):
         get_profile("demo", {"evaluate.features_size": 16})
@@ -168,7 +185,10 @@ def test_the_printed_summary_shows_the_features_baseline_and_a_degenerate_operat
         summary["baselines"][task]["features"] = summary["baselines"][task]["colour"]
         summary["headline"][task]["features"] = summary["headline"][task]["colour"]
     summary["headline"]["detection"]["released"]["operating_point"] = {
-        **summary["headline"]["detection"]["released"]["operating_point"], "threshold": 0.0, "degenerate": flag}
+        **summary["headline"]["detection"]["released"]["operating_point"],
+        "threshold": 0.0,
+        "degenerate": flag,
+    }
     summary["ttest"].append({**summary["ttest"][1], "first": "features"})
     (snapshot / "summary.json").write_text(json.dumps(summary))
     lines = demo_lines(snapshot)
@@ -178,7 +198,12 @@ def test_the_printed_summary_shows_the_features_baseline_and_a_degenerate_operat
     headline = lines.index(next(line for line in lines if line.startswith("  headline, detection")))
     assert lines[headline].startswith("  headline, detection (pooled held-out smears, at P(ALL) >= 0.0000")
     assert lines[headline + 2] == f"    DEGENERATE OPERATING POINT: {flag}"
-    assert [line.split(":")[0] for line in lines[headline + 3:headline + 6]] == [
-        "    colour baseline", "    majority baseline", "    features baseline"]
+    assert [line.split(":")[0] for line in lines[headline + 3 : headline + 6]] == [
+        "    colour baseline",
+        "    majority baseline",
+        "    features baseline",
+    ]
     fab = lines.index(next(line for line in lines if line.startswith("  headline, fab")))
-    assert lines[fab + 4].startswith("    features baseline: accuracy") and "DEGENERATE" not in "".join(lines[fab:fab + 5])
+    assert lines[fab + 4].startswith("    features baseline: accuracy") and "DEGENERATE" not in "".join(
+        lines[fab : fab + 5]
+    )

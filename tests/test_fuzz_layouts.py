@@ -35,8 +35,24 @@ from leukemia_mtl.errors import DatasetError, printable
 
 pytestmark = pytest.mark.slow  # hypothesis generates and ingests many folder layouts
 CLASS_NAMES = ["normal", "ALL", "L1", "L2", "with space", "ünï", ".hidden"]
-FILE_KINDS = ["png", "jpg", "nested", "zero", "text", "truncated", "stray", "hidden", "link", "dangling", "fifo",
-              "copy", "copy-other-class", "loop", "same-id", "awkward"]
+FILE_KINDS = [
+    "png",
+    "jpg",
+    "nested",
+    "zero",
+    "text",
+    "truncated",
+    "stray",
+    "hidden",
+    "link",
+    "dangling",
+    "fifo",
+    "copy",
+    "copy-other-class",
+    "loop",
+    "same-id",
+    "awkward",
+]
 
 BENIGN_KINDS = ["png", "jpg", "nested", "stray", "hidden", "link", "copy", "awkward"]  # accepted, some with a note
 
@@ -50,7 +66,11 @@ def class_trees(draw) -> dict[str, list[str]]:
     for cls in draw(st.lists(st.sampled_from(CLASS_NAMES), max_size=3, unique=True)):
         tree[cls] = tree.get(cls, []) + draw(st.lists(kinds, min_size=0, max_size=4))
     return tree
-label_files = st.one_of(st.none(), st.sampled_from(["agree", "contradict", "bare", "missing-row", "header-spaces", "unknown-file"]))
+
+
+label_files = st.one_of(
+    st.none(), st.sampled_from(["agree", "contradict", "bare", "missing-row", "header-spaces", "unknown-file"])
+)
 
 
 def _plant(root: Path, tree: dict[str, list[str]], outside: Path) -> None:
@@ -95,7 +115,7 @@ def _plant(root: Path, tree: dict[str, list[str]], outside: Path) -> None:
                 write_rgb(folder / f"id{index}.png", seed=seed)
                 write_rgb(folder / f"id{index}.jpg", seed=seed + 500)
             elif kind == "awkward":
-                write_rgb(folder / f"<b>ü {index} \"q\".png", seed=seed + 900)
+                write_rgb(folder / f'<b>ü {index} "q".png', seed=seed + 900)
 
 
 def _csv_row(*fields: str) -> str:
@@ -110,8 +130,13 @@ def _csv_row(*fields: str) -> str:
 def _write_labels(root: Path, style: str | None) -> None:
     if style is None:
         return
-    images = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix in (".png", ".jpg")
-                    and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    images = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.suffix in (".png", ".jpg")
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     rows = []
     for rel in images:
         cls = rel.split("/")[0]
@@ -149,7 +174,11 @@ def _validate(root: Path) -> tuple[int, str, str]:
 
 
 def _named(lines: str, prefix: str) -> set[str]:
-    return {line.strip()[len(prefix):].strip().split(": ", 1)[0] for line in lines.splitlines() if line.strip().startswith(prefix)}
+    return {
+        line.strip()[len(prefix) :].strip().split(": ", 1)[0]
+        for line in lines.splitlines()
+        if line.strip().startswith(prefix)
+    }
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -195,7 +224,9 @@ def test_validate_and_ingest_agree_on_every_file_and_drop_nothing(tree, labels):
         files = [Path(folder) / name for folder, _, names in os.walk(root, followlinks=False) for name in names]
         visible = [p for p in files if not any(part.startswith(".") for part in p.relative_to(root).parts)]
         for path in visible:
-            assert path in records or path == root / "labels.csv" or printable(str(path)) in noted, f"{path} dropped silently"
+            assert path in records or path == root / "labels.csv" or printable(str(path)) in noted, (
+                f"{path} dropped silently"
+            )
         hidden = [p for p in files if p not in visible]
         if hidden:
             assert any("hidden file(s)" in line for line in stdout.splitlines()), stdout

@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from badinputs import float_tiff, grayscale, palette_png, png_bomb, rgb_image, rgba_png, sixteen_bit_png, truncated_jpeg, write_rgb
+from badinputs import (
+    float_tiff,
+    grayscale,
+    palette_png,
+    png_bomb,
+    rgb_image,
+    rgba_png,
+    sixteen_bit_png,
+    truncated_jpeg,
+    write_rgb,
+)
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.errors import ImageError
 
@@ -25,10 +35,16 @@ def test_good_image_decodes_to_rgb8(tmp_path):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda p: (p / "empty.jpg").write_bytes(b"") and p / "empty.jpg" or p / "empty.jpg", r"is empty \(0 bytes\)"),
+        (
+            lambda p: ((p / "empty.jpg").write_bytes(b"") and p / "empty.jpg") or p / "empty.jpg",
+            r"is empty \(0 bytes\)",
+        ),
         (lambda p: truncated_jpeg(p / "cut.jpg"), "truncated or corrupt"),
         (lambda p: (p / "notes.jpg").write_text("these are my notes") and p / "notes.jpg", "cannot be decoded"),
-        (lambda p: (p / "noise.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200))) and p / "noise.png", "truncated or corrupt|cannot be decoded"),
+        (
+            lambda p: (p / "noise.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200))) and p / "noise.png",
+            "truncated or corrupt|cannot be decoded",
+        ),
         (lambda p: png_bomb(p / "bomb.png"), "over the limit|decompression bomb"),
         (lambda p: float_tiff(p / "float.tif"), "float32 samples"),
         (lambda p: write_rgb(p / "tiny.png", size=(8, 8)), "smaller than the minimum"),
@@ -124,6 +140,9 @@ def test_a_cameras_12_bit_samples_in_a_16_bit_tiff_are_scaled_as_12_bit_and_said
     assert cv2.imwrite(str(path), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
     loaded = read_image(path, max_pixels=LIMIT)
     assert np.abs(loaded.rgb.astype(int) - rgb).max() <= 1
-    expected = ("16-bit samples scaled to 8-bit" if bits == 16 else
-                f"16-bit samples holding {bits}-bit data (none above {(1 << bits) - 1}")
+    expected = (
+        "16-bit samples scaled to 8-bit"
+        if bits == 16
+        else f"16-bit samples holding {bits}-bit data (none above {(1 << bits) - 1}"
+    )
     assert any(c.startswith(expected) for c in loaded.conversions), loaded.conversions

@@ -25,8 +25,19 @@ REPO = Path(__file__).resolve().parents[1]
 TUNING = REPO / "manifests" / "tuning"
 PARAMETER = re.compile(r"\$\{trialParameters\.([^}]+)\}")  # Katib's TrialTemplateParamReplaceFormatRegex
 # the suggestion services of Katib's default katib-config, and the settings its Optuna-based tpe service accepts
-ALGORITHMS = {"random", "grid", "hyperband", "bayesianoptimization", "tpe", "multivariate-tpe", "cmaes", "sobol",
-              "enas", "darts", "pbt"}
+ALGORITHMS = {
+    "random",
+    "grid",
+    "hyperband",
+    "bayesianoptimization",
+    "tpe",
+    "multivariate-tpe",
+    "cmaes",
+    "sobol",
+    "enas",
+    "darts",
+    "pbt",
+}
 TPE_SETTINGS = {"n_startup_trials", "n_ei_candidates", "random_state"}
 COLLECTORS = {"StdOut", "File", "TensorFlowEvent", "PrometheusMetric", "Custom", "None"}
 
@@ -59,7 +70,11 @@ def webhook_errors(experiment: dict) -> list[str]:
     spec = experiment.get("spec", {})
     if not re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", experiment.get("metadata", {}).get("name", "")):
         errors.append("metadata.name: lower case alphanumerics and '-', starting with a letter")
-    max_trials, parallel, max_failed = spec.get("maxTrialCount"), spec.get("parallelTrialCount"), spec.get("maxFailedTrialCount")
+    max_trials, parallel, max_failed = (
+        spec.get("maxTrialCount"),
+        spec.get("parallelTrialCount"),
+        spec.get("maxFailedTrialCount"),
+    )
     if max_trials is not None and max_trials <= 0:
         errors.append("spec.maxTrialCount: must be greater than 0")
     if parallel is not None and (parallel <= 0 or (max_trials is not None and parallel > max_trials)):
@@ -79,7 +94,9 @@ def webhook_errors(experiment: dict) -> list[str]:
     if algorithm.get("algorithmName") == "tpe":
         for setting in algorithm.get("algorithmSettings") or []:
             if setting["name"] not in TPE_SETTINGS or not str(setting["value"]).isdigit():
-                errors.append(f"spec.algorithm.algorithmSettings: {setting} (tpe takes {sorted(TPE_SETTINGS)}, whole numbers)")
+                errors.append(
+                    f"spec.algorithm.algorithmSettings: {setting} (tpe takes {sorted(TPE_SETTINGS)}, whole numbers)"
+                )
     if spec.get("resumePolicy", "") not in ("", "Never", "LongRunning", "FromVolume"):
         errors.append("spec.resumePolicy: invalid ResumePolicyType")
     parameters = spec.get("parameters") or []
@@ -128,7 +145,9 @@ def webhook_errors(experiment: dict) -> list[str]:
     collector = (spec.get("metricsCollectorSpec") or {}).get("collector", {}).get("kind", "StdOut")
     if collector not in COLLECTORS:
         errors.append(f"spec.metricsCollectorSpec.collector.kind: invalid {collector!r}")
-    formats = (((spec.get("metricsCollectorSpec") or {}).get("source") or {}).get("filter") or {}).get("metricsFormat") or []
+    formats = (((spec.get("metricsCollectorSpec") or {}).get("source") or {}).get("filter") or {}).get(
+        "metricsFormat"
+    ) or []
     for fmt in formats:
         try:
             compiled = re.compile(fmt)
@@ -172,15 +191,18 @@ def test_the_experiment_loads_into_katibs_sdk_models_and_passes_its_webhook_rule
     assert spec["metricsCollectorSpec"]["collector"]["kind"] == "StdOut"
 
 
-@pytest.mark.parametrize("breakage, words", [
-    (lambda s: s["objective"].update(additionalMetricNames=["objective"]), "must not hold the objective"),
-    (lambda s: s.update(parallelTrialCount=40), "parallelTrialCount"),
-    (lambda s: s["algorithm"].update(algorithmName="gradient-descent"), "no suggestion service"),
-    (lambda s: s["parameters"][0]["feasibleSpace"].update(list=["1"]), "no list"),
-    (lambda s: s["trialTemplate"]["trialParameters"].pop(), "not in trialParameters"),
-    (lambda s: s["trialTemplate"]["trialParameters"][0].update(reference="lr"), "not in spec.parameters"),
-    (lambda s: s["trialTemplate"].pop("successCondition"), "successCondition"),
-])
+@pytest.mark.parametrize(
+    "breakage, words",
+    [
+        (lambda s: s["objective"].update(additionalMetricNames=["objective"]), "must not hold the objective"),
+        (lambda s: s.update(parallelTrialCount=40), "parallelTrialCount"),
+        (lambda s: s["algorithm"].update(algorithmName="gradient-descent"), "no suggestion service"),
+        (lambda s: s["parameters"][0]["feasibleSpace"].update(list=["1"]), "no list"),
+        (lambda s: s["trialTemplate"]["trialParameters"].pop(), "not in trialParameters"),
+        (lambda s: s["trialTemplate"]["trialParameters"][0].update(reference="lr"), "not in spec.parameters"),
+        (lambda s: s["trialTemplate"].pop("successCondition"), "successCondition"),
+    ],
+)
 def test_the_webhook_rules_refuse_a_broken_experiment(experiment, breakage, words):
     broken = copy.deepcopy(experiment)
     breakage(broken["spec"])
@@ -230,8 +252,15 @@ def test_the_experiments_space_is_the_pipelines_tune_step_space_for_its_profile(
     """One space: a Katib search and `--set tune.trials=N` search the same settings over the same ranges."""
     trial_parameters = experiment["spec"]["trialTemplate"]["trialParameters"]
     key_of = {p["reference"]: p["description"] for p in trial_parameters}
-    job_profile = build_parser().parse_args(_trial_job(experiment, {p["name"]: "1" for p in experiment["spec"]["parameters"]})
-                                            ["spec"]["template"]["spec"]["containers"][0]["command"][3:]).profile
+    job_profile = (
+        build_parser()
+        .parse_args(
+            _trial_job(experiment, {p["name"]: "1" for p in experiment["spec"]["parameters"]})["spec"]["template"][
+                "spec"
+            ]["containers"][0]["command"][3:]
+        )
+        .profile
+    )
     space = search_space(get_profile(job_profile))
     assert sorted(key_of.values()) == sorted(space)
     for parameter in experiment["spec"]["parameters"]:
@@ -249,12 +278,19 @@ def test_the_best_trial_of_a_finished_experiment_becomes_the_pipelines_overrides
 
     finished = copy.deepcopy(experiment)
     values = {p["name"]: _sample(p, "max") for p in experiment["spec"]["parameters"]}
-    finished["status"] = {"currentOptimalTrial": {
-        "bestTrialName": "leukemia-mtl-tune-abc123",
-        "parameterAssignments": [{"name": k, "value": v} for k, v in values.items()],
-        "observation": {"metrics": [{"name": "objective", "latest": "0.93", "max": "0.93", "min": "0.93"}]}}}
+    finished["status"] = {
+        "currentOptimalTrial": {
+            "bestTrialName": "leukemia-mtl-tune-abc123",
+            "parameterAssignments": [{"name": k, "value": v} for k, v in values.items()],
+            "observation": {"metrics": [{"name": "objective", "latest": "0.93", "max": "0.93", "min": "0.93"}]},
+        }
+    }
     overrides = best_overrides(finished)
-    assert set(overrides) == set(SPACE) and overrides["train.batch_size"] == 48 and overrides["train.learning_rate"] == 0.003
+    assert (
+        set(overrides) == set(SPACE)
+        and overrides["train.batch_size"] == 48
+        and overrides["train.learning_rate"] == 0.003
+    )
     get_profile("paper", overrides)  # what the pipeline's tasks will apply
     path = tmp_path / "experiment.json"
     path.write_text(json.dumps(finished))

@@ -24,10 +24,10 @@ from leukemia_mtl.train.data import StageArrays, make_folds, prepare_training_da
 
 keras = pytest.importorskip("keras")
 
+from helpers import BACKBONE  # noqa: E402
 from leukemia_mtl.evaluate import fold_metrics  # noqa: E402
 from leukemia_mtl.train import finetune  # noqa: E402
 from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
-from helpers import BACKBONE  # noqa: E402
 
 
 def _digest(image: np.ndarray) -> str:
@@ -60,7 +60,9 @@ def learning_data(stage_run, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_calibration(learning_data, tmp_path, monkeypatch):
+def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_calibration(
+    learning_data, tmp_path, monkeypatch
+):
     data, split, profile = learning_data
     arrays = StageArrays.load(data / "stage3.npz")
     evaluation = {_digest(image) for image in arrays.x_eval}
@@ -102,7 +104,9 @@ def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_cali
         assert not digests & evaluation, f"an evaluation image reached {where}"
     assert summary.val_images == len(set(arrays.units_val.tolist())) > 0 and summary.best_epoch is not None
     predictions = np.load(tmp_path / "m" / "predictions.npz")
-    assert sorted(predictions["sources"].tolist()) == sorted(arrays.units_eval.tolist())  # every evaluation smear scored
+    assert sorted(predictions["sources"].tolist()) == sorted(
+        arrays.units_eval.tolist()
+    )  # every evaluation smear scored
 
 
 def test_the_release_choice_ignores_the_evaluation_folds_and_follows_inner_validation():
@@ -115,12 +119,32 @@ def test_the_release_choice_ignores_the_evaluation_folds_and_follows_inner_valid
     right, wrong = np.eye(2)[labels] * 0.8 + 0.1, np.eye(2)[1 - labels] * 0.8 + 0.1
 
     def fold(arm, k, evaluation, inner):
-        return FoldPredictions("detection", arm, "Xception", f"r0f{k}", 0, k, classes, labels, evaluation,
-                               np.array([f"s{k}{i}" for i in range(6)]), 12, f"/{arm}{k}", labels, inner)
+        return FoldPredictions(
+            "detection",
+            arm,
+            "Xception",
+            f"r0f{k}",
+            0,
+            k,
+            classes,
+            labels,
+            evaluation,
+            np.array([f"s{k}{i}" for i in range(6)]),
+            12,
+            f"/{arm}{k}",
+            labels,
+            inner,
+        )
 
     # ctl is perfect on the evaluation folds and poor on its inner splits; mtl the other way round
-    scored = cross_validate([fold("ctl", 0, right, wrong), fold("ctl", 1, right, wrong),
-                             fold("mtl", 0, wrong, right), fold("mtl", 1, wrong, wrong)])
+    scored = cross_validate(
+        [
+            fold("ctl", 0, right, wrong),
+            fold("ctl", 1, right, wrong),
+            fold("mtl", 0, wrong, right),
+            fold("mtl", 1, wrong, wrong),
+        ]
+    )
     pick = select(CrossvalResult.from_dict({"tasks": scored}), "balanced_accuracy")["detection"]
     assert (pick["arm"], pick["fold_id"], pick["chosen_by"]) == ("mtl", "r0f0", "inner validation")
     assert pick["cv_mean"] == 0.0  # reported as it is: the choice did not look at it
@@ -151,12 +175,31 @@ def control_cells(tmp_path_factory):
         parts[part] = (np.stack(images), np.array(labels), np.array(sources))
     out = tmp_path_factory.mktemp("control_cells")
     (x, y, s), (xv, yv, sv), (xe, ye, se) = parts["train"], parts["val"], parts["eval"]
-    StageArrays(classes=("normal", "blast"), x_train=x, y_train=y, groups_train=s, sources_train=s,
-                augmented_train=np.zeros(len(x), bool), x_val=xv, y_val=yv, groups_val=sv, sources_val=sv,
-                x_eval=xe, y_eval=ye, groups_eval=se, sources_eval=se, units_val=sv, unit_labels_val=yv,
-                unit_groups_val=sv, units_eval=se, unit_labels_eval=ye, unit_groups_eval=se).save(out / "stage1.npz")
-    (out / "summary.json").write_text(json.dumps({"fold_id": "r0f0", "repeat": 0, "fold": 0,
-                                                  "stages": {"stage1": {"train_source_images": len(x)}}}))
+    StageArrays(
+        classes=("normal", "blast"),
+        x_train=x,
+        y_train=y,
+        groups_train=s,
+        sources_train=s,
+        augmented_train=np.zeros(len(x), bool),
+        x_val=xv,
+        y_val=yv,
+        groups_val=sv,
+        sources_val=sv,
+        x_eval=xe,
+        y_eval=ye,
+        groups_eval=se,
+        sources_eval=se,
+        units_val=sv,
+        unit_labels_val=yv,
+        unit_groups_val=sv,
+        units_eval=se,
+        unit_labels_eval=ye,
+        unit_groups_eval=se,
+    ).save(out / "stage1.npz")
+    (out / "summary.json").write_text(
+        json.dumps({"fold_id": "r0f0", "repeat": 0, "fold": 0, "stages": {"stage1": {"train_source_images": len(x)}}})
+    )
     return out
 
 
@@ -194,10 +237,16 @@ def test_negative_control_uninformative_labels_score_at_chance_true_labels_well_
     (so one inverted control cannot hide a leaky one)."""
     profile = get_profile("demo")
     true = _held_out_scores(control_cells, tmp_path, profile, "true")
-    controls = [_held_out_scores(_uninformative(control_cells, tmp_path, seed), tmp_path, profile, f"control{seed}")
-                for seed in (1, 2, 3, 4)]
-    report = json.dumps({"true": {k: true[k] for k in ("balanced_accuracy", "auc_macro", "images")},
-                         "uninformative": [{k: c[k] for k in ("balanced_accuracy", "auc_macro")} for c in controls]})
+    controls = [
+        _held_out_scores(_uninformative(control_cells, tmp_path, seed), tmp_path, profile, f"control{seed}")
+        for seed in (1, 2, 3, 4)
+    ]
+    report = json.dumps(
+        {
+            "true": {k: true[k] for k in ("balanced_accuracy", "auc_macro", "images")},
+            "uninformative": [{k: c[k] for k in ("balanced_accuracy", "auc_macro")} for c in controls],
+        }
+    )
     assert true["images"] == 2 * CONTROL_CELLS["eval"], report
     assert true["balanced_accuracy"] >= 0.8 and true["auc_macro"] >= 0.9, report
     assert np.mean([c["balanced_accuracy"] for c in controls]) <= 0.7, report
@@ -211,7 +260,9 @@ def test_the_multistage_path_learns_stage_2_from_stage_1s_backbone_on_isolated_c
     isolated: stage 2's held-out cells (several per held-out smear) must be told apart."""
     data, _, profile = learning_data
     run_finetune_stage("stage1", "blast", BACKBONE, data, None, tmp_path / "s1", tmp_path / "s1.html", profile)
-    summary = run_finetune_stage("stage2", "blast", BACKBONE, data, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile)
+    summary = run_finetune_stage(
+        "stage2", "blast", BACKBONE, data, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile
+    )
     assert summary.carried_over == ["backbone"] and summary.val_images > 0
     with np.load(tmp_path / "s2" / "predictions.npz") as predictions:
         scores = fold_metrics(("normal", "blast"), predictions["labels"].astype(int), predictions["probabilities"])

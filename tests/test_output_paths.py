@@ -42,7 +42,7 @@ def test_an_accepted_output_never_overwrites_an_input_nor_is_read_back(tree, pic
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _build(root, tree)
-        inputs = [root.joinpath(*folders, *( [name] if name else [])) for folders, name in picks]
+        inputs = [root.joinpath(*folders, *([name] if name else [])) for folders, name in picks]
         inputs = [p for p in inputs if p.exists()] or [root]
         output = root.joinpath(*spot[0], *([spot[1]] if spot[1] else []))
         before = _contents(root)

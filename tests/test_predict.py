@@ -24,7 +24,11 @@ def _evaluated_smear(outputs: dict, manifest: dict, task: str = "fab") -> tuple[
         folder = predictions.parent
         info = json.loads((folder / "classifier.json").read_text())
         summary = json.loads((folder / "summary.json").read_text())
-        if (info["stage"], info["task"], summary["fold_id"]) == ({"mtl": "stage3", "ctl": "classical"}[pick["arm"]], task, pick["fold_id"]):
+        if (info["stage"], info["task"], summary["fold_id"]) == (
+            {"mtl": "stage3", "ctl": "classical"}[pick["arm"]],
+            task,
+            pick["fold_id"],
+        ):
             with np.load(predictions) as data:
                 source, probabilities = str(data["sources"][0]), data["probabilities"][0]
             dataset, image_id = source.split("/")
@@ -37,13 +41,30 @@ def test_predict_gives_the_evaluation_paths_answer(demo_run, tmp_path):
     import csv
 
     from leukemia_mtl.predict import Predictor
-    out, outputs, _ = demo_run
+
+    _out, outputs, _ = demo_run
     release_dir = Path(outputs["release"]["path"])
     manifest = json.loads((release_dir / "manifest.json").read_text())
     image, evaluated = _evaluated_smear(outputs, manifest, "detection")
-    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release_dir), "--json",
-                             "--overlays", str(tmp_path / "overlays"), "--csv", str(tmp_path / "answers.csv"), str(image)],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leukemia_mtl",
+            "predict",
+            "--model",
+            str(release_dir),
+            "--json",
+            "--overlays",
+            str(tmp_path / "overlays"),
+            "--csv",
+            str(tmp_path / "answers.csv"),
+            str(image),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(result.stdout)
     assert payload["model_version"] == manifest["version"] and "Research use only" in payload["notice"]
@@ -56,7 +77,8 @@ def test_predict_gives_the_evaluation_paths_answer(demo_run, tmp_path):
     assert Path(prediction["overlay"]).is_file() and prediction["cells"]
     rows = list(csv.DictReader((tmp_path / "answers.csv").open()))
     assert [(r["image"], r["status"], r["verdict"], r["model_version"]) for r in rows] == [
-        (str(image), "ok", prediction["verdict"], manifest["version"])]
+        (str(image), "ok", prediction["verdict"], manifest["version"])
+    ]
 
     image, evaluated = _evaluated_smear(outputs, manifest, "fab")
     forced = Predictor(release_dir, threshold=1e-6).predict(image)  # every smear called ALL: its FAB answer shows
@@ -64,8 +86,12 @@ def test_predict_gives_the_evaluation_paths_answer(demo_run, tmp_path):
     assert forced.fab["type"] == max((c for c in evaluated if c != "normal"), key=evaluated.get)
 
     cell = next((Path(outputs["dataset"]["path"]) / "data" / "cells").glob("*.tif"))
-    text = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release_dir), str(cell)],
-                          cwd=REPO, capture_output=True, text=True)
+    text = subprocess.run(
+        [sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release_dir), str(cell)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert text.returncode == 0, text.stderr[-2000:]
     assert "(single cell): " in text.stdout and "P(blast)" in text.stdout and "Research use only" in text.stderr
     assert "pixel scale" in text.stdout and "the training cell images'" in text.stdout
@@ -89,7 +115,9 @@ def test_predict_flags_a_verdict_its_cells_do_not_support_and_explains_it(demo_r
     flagged = low if blasts == 0 else high
     assert "! disagreement: " in format_prediction(flagged.to_dict())
     heat = cv2.imread(low.explanation)
-    assert heat.shape[1] > 2 * cv2.imread(str(image)).shape[1] * 0.9  # detection, FAB and cell-model panels side by side
+    assert (
+        heat.shape[1] > 2 * cv2.imread(str(image)).shape[1] * 0.9
+    )  # detection, FAB and cell-model panels side by side
 
 
 def test_predict_takes_the_pixel_scale_given_else_the_training_images(demo_run):
@@ -101,9 +129,13 @@ def test_predict_takes_the_pixel_scale_given_else_the_training_images(demo_run):
     image, _ = _evaluated_smear(outputs, json.loads((release_dir / "manifest.json").read_text()))
     trained = json.loads((release_dir / "segmenter" / "segmenter.json").read_text())["pixel_scales"]["smear"]
     default = Predictor(release_dir).predict(image)
-    assert default.pixel_scale == round(trained["scale"], 4) and "the training smear images'" in default.pixel_scale_source
+    assert (
+        default.pixel_scale == round(trained["scale"], 4) and "the training smear images'" in default.pixel_scale_source
+    )
     assert trained["source"] in default.pixel_scale_source  # estimated over the demo's smears, and it says so
-    given = Predictor(release_dir, pixel_size_um=REFERENCE_PIXEL_SIZE_UM / 0.5).predict(image)  # twice the magnification
+    given = Predictor(release_dir, pixel_size_um=REFERENCE_PIXEL_SIZE_UM / 0.5).predict(
+        image
+    )  # twice the magnification
     assert given.pixel_scale == 0.5 and given.pixel_scale_source.startswith("given")
     with pytest.raises(PredictError, match="give micrometres per pixel"):
         Predictor(release_dir, pixel_size_um=-1.0)
@@ -117,12 +149,31 @@ def test_a_12_bit_camera_image_gets_the_8_bit_copys_answer_and_every_output_says
     cell = next((Path(outputs["dataset"]["path"]) / "data" / "cells").glob("*.tif"))
     rgb = cv2.cvtColor(cv2.imread(str(cell)), cv2.COLOR_BGR2RGB)
     wide = tmp_path / "camera12.tif"  # 12-bit samples in a 16-bit TIFF, as microscope cameras write them
-    assert cv2.imwrite(str(wide), cv2.cvtColor((rgb.astype(np.uint32) * 4095 // 255).astype(np.uint16), cv2.COLOR_RGB2BGR))
+    assert cv2.imwrite(
+        str(wide), cv2.cvtColor((rgb.astype(np.uint32) * 4095 // 255).astype(np.uint16), cv2.COLOR_RGB2BGR)
+    )
     narrow = tmp_path / "camera8.png"
     assert cv2.imwrite(str(narrow), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", release, "--json", "--kind", "cell",
-                             "--csv", str(tmp_path / "answers.csv"), str(narrow), str(wide)],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leukemia_mtl",
+            "predict",
+            "--model",
+            release,
+            "--json",
+            "--kind",
+            "cell",
+            "--csv",
+            str(tmp_path / "answers.csv"),
+            str(narrow),
+            str(wide),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     eight, twelve = json.loads(result.stdout)["predictions"]
     assert twelve["all_probability"] == pytest.approx(eight["all_probability"], abs=0.02)

@@ -114,7 +114,9 @@ def test_rerun_overwrites_cleanly(synthetic_root, tiny_profile, tmp_path):
     preprocess_datasets(smaller, tmp_path, tiny_profile.preprocess, tiny_profile.data, progress=False)
     rows = read_manifest(tmp_path)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/roi_*/*"))
-    assert written == sorted(str(r[key]) for r in rows for key in ("roi_mask", "roi_image")) and len(rows) == 2 * len(datasets)
+    assert written == sorted(str(r[key]) for r in rows for key in ("roi_mask", "roi_image")) and len(rows) == 2 * len(
+        datasets
+    )
 
 
 ADAPTIVE = dataclasses.replace(CFG, threshold_method="adaptive")
@@ -152,9 +154,8 @@ STAIN_SHIFTS = {"as generated": None, "paler": (0.6, 0.6, 0.6), "darker": (1.5, 
 @pytest.mark.parametrize("width", [640, 1280])
 @pytest.mark.slow
 def test_the_nuclear_finder_finds_each_white_cell_once_whatever_the_stain_lamp_or_magnification(shift, width):
-    from leukemia_mtl.stain import shift_stain
-
     from leukemia_mtl.data.annotated import FinderTally
+    from leukemia_mtl.stain import shift_stain
 
     tally = FinderTally()  # counted as on real smears: a white cell's box matched by a region's at IoU >= 0.5
     for index, cls in enumerate(["normal", "L1", "L2", "L3"]):
@@ -184,7 +185,9 @@ def test_a_smear_and_its_resized_copy_give_the_same_regions():
         big_boxes = compute_roi(rgb, ADAPTIVE, scale=1280 / 2592).boxes
         small_boxes = compute_roi(small, ADAPTIVE, scale=640 / 2592).boxes
         assert len(big_boxes) == len(small_boxes) > 0
-        centres = lambda boxes, factor: sorted((round((x + w / 2) * factor), round((y + h / 2) * factor)) for x, y, w, h in boxes)  # noqa: E731
+        centres = lambda boxes, factor: sorted(  # noqa: E731
+            (round((x + w / 2) * factor), round((y + h / 2) * factor)) for x, y, w, h in boxes
+        )
         for (xa, ya), (xb, yb) in zip(centres(big_boxes, 0.5), centres(small_boxes, 1.0)):
             assert abs(xa - xb) <= 8 and abs(ya - yb) <= 8  # within 8 px of 640
 
@@ -199,7 +202,9 @@ def test_a_scale_bar_label_alone_yields_no_region():
 
 
 @pytest.mark.slow
-def test_a_stain_the_threshold_does_not_fit_is_a_loud_warning_not_black_images(tmp_path, caplog, synthetic_root, tiny_profile):
+def test_a_stain_the_threshold_does_not_fit_is_a_loud_warning_not_black_images(
+    tmp_path, caplog, synthetic_root, tiny_profile
+):
     from leukemia_mtl.io_utils import write_image
 
     root = tmp_path / "lighter"
@@ -219,12 +224,18 @@ def test_a_stain_the_threshold_does_not_fit_is_a_loud_warning_not_black_images(t
     adaptive = preprocess_datasets(datasets, tmp_path / "adaptive", ADAPTIVE, tiny_profile.data, progress=False)
     assert adaptive.without_region == {"lighter": 0} and adaptive.warnings == []
     # the generated demo data raises no warning
-    generated = preprocess_datasets(load_datasets(synthetic_root, tiny_profile.data, progress=False), tmp_path / "demo",
-                                    tiny_profile.preprocess, tiny_profile.data, progress=False)
+    generated = preprocess_datasets(
+        load_datasets(synthetic_root, tiny_profile.data, progress=False),
+        tmp_path / "demo",
+        tiny_profile.preprocess,
+        tiny_profile.data,
+        progress=False,
+    )
     assert generated.warnings == [], generated.warnings
 
 
 # --- the pixel scale: given, or estimated over a dataset, never guessed silently -------------------
+
 
 def _write_smears(root, factor: float, shift: int = 0, n: int = 8, prefix: str = "smear"):
     from leukemia_mtl.io_utils import write_image
@@ -259,7 +270,10 @@ def test_without_nuclei_or_red_cells_the_scale_is_assumed_and_said(tmp_path, tin
 
     for index in range(4):  # evenly lit fields with a little noise: nothing to measure
         noise = np.random.default_rng(index).integers(0, 6, (480, 640, 3))
-        write_image(tmp_path / "empty" / ("normal", "ALL")[index % 2] / f"field_{index}.png", (np.full((480, 640, 3), 225) + noise).astype(np.uint8))
+        write_image(
+            tmp_path / "empty" / ("normal", "ALL")[index % 2] / f"field_{index}.png",
+            (np.full((480, 640, 3), 225) + noise).astype(np.uint8),
+        )
     dataset = load_datasets(tmp_path / "empty", tiny_profile.data, progress=False)[0]
     scale = dataset_scale(dataset, CFG, tiny_profile.data)
     assert scale.assumed and scale.of(640) == pytest.approx(640 / 2592, abs=1e-4)
@@ -284,7 +298,9 @@ def test_a_dataset_of_two_cameras_gets_a_pixel_scale_per_camera(tmp_path, tiny_p
     assert set(scale.cameras) == {"1280x960", "640x480"}
     assert scale.cameras["1280x960"] / scale.cameras["640x480"] == pytest.approx(2.0, rel=0.05)
     assert scale.cameras["640x480"] == pytest.approx(640 / 2592, rel=0.1)
-    assert scale.source.startswith("estimated per camera: 1280x960 ") and "(red cells, 8 images; nuclei " in scale.source
+    assert (
+        scale.source.startswith("estimated per camera: 1280x960 ") and "(red cells, 8 images; nuclei " in scale.source
+    )
     # through the ROI step: each image's recorded scale is its camera's, and the summary names both
     summary = preprocess_datasets([dataset], tmp_path / "out", CFG, tiny_profile.data, progress=False)
     assert summary.pixel_scales["two_cameras"]["cameras"] == scale.cameras
@@ -304,15 +320,22 @@ def test_a_given_pixel_size_is_used_and_recorded(tmp_path, tiny_profile):
     data = dataclasses.replace(tiny_profile.data, pixel_size_um=0.18)  # twice ALL-IDB1's: half its scale
     datasets = load_datasets(tmp_path / "given", data, progress=False)
     summary = preprocess_datasets(datasets, tmp_path / "out", CFG, data, progress=False)
-    assert summary.pixel_scales["given"] == {"scale": round(REFERENCE_PIXEL_SIZE_UM / 0.18, 4), "pixel_size_um": 0.18,
-                                             "source": "given (0.18 um per pixel)", "cameras": {}}
-    assert {row["pixel_scale"] for row in read_manifest(tmp_path / "out")} == {str(round(REFERENCE_PIXEL_SIZE_UM / 0.18, 4))}
+    assert summary.pixel_scales["given"] == {
+        "scale": round(REFERENCE_PIXEL_SIZE_UM / 0.18, 4),
+        "pixel_size_um": 0.18,
+        "source": "given (0.18 um per pixel)",
+        "cameras": {},
+    }
+    assert {row["pixel_scale"] for row in read_manifest(tmp_path / "out")} == {
+        str(round(REFERENCE_PIXEL_SIZE_UM / 0.18, 4))
+    }
 
 
 @pytest.mark.parametrize("factor,shift,size_tolerance", [(2.0, 0, 0.15), (2.0, 40, None)])
 @pytest.mark.slow
-def test_a_stain_shift_and_a_second_magnification_give_the_same_cells_and_crops(tmp_path, tiny_profile, factor, shift,
-                                                                                size_tolerance):
+def test_a_stain_shift_and_a_second_magnification_give_the_same_cells_and_crops(
+    tmp_path, tiny_profile, factor, shift, size_tolerance
+):
     """Through the whole ROI step with estimated scales, and on to the isolated cell crops. A lighter stain moves the
     adaptive threshold, so the estimated scale (~10 %) and the region with it: the same cells are found, but a crop's
     cell may differ by up to half its side there (BENCHMARKS.md); the magnification alone stays under 15 %."""
@@ -340,8 +363,11 @@ def test_a_stain_shift_and_a_second_magnification_give_the_same_cells_and_crops(
             crops[name] = by_roi.segment(rgb, float(row["pixel_scale"]), profile.segment, roi_mask=roi).cells
         for a in crops["reference"]:
             total += 1
-            near = [c for c in crops["lighter_x2"]
-                    if abs(factor * a.centre[0] - c.centre[0]) <= 16 and abs(factor * a.centre[1] - c.centre[1]) <= 16]
+            near = [
+                c
+                for c in crops["lighter_x2"]
+                if abs(factor * a.centre[0] - c.centre[0]) <= 16 and abs(factor * a.centre[1] - c.centre[1]) <= 16
+            ]
             if not near:
                 continue
             matched += 1
@@ -372,13 +398,17 @@ def test_a_region_larger_than_any_white_cell_is_a_loud_warning(tmp_path, tiny_pr
 
     root = tmp_path / "wide"
     for index in range(4):
-        write_image(root / ("normal", "ALL")[index % 2] / f"field_{index}.png", render_red_cells(_rng(25, 1, index), 640, 480))
+        write_image(
+            root / ("normal", "ALL")[index % 2] / f"field_{index}.png", render_red_cells(_rng(25, 1, index), 640, 480)
+        )
     datasets = load_datasets(root, tiny_profile.data, progress=False)
     wrong = dataclasses.replace(tiny_profile.data, pixel_size_um=0.09 / (640 / 2592 * 3.6))
     summary = preprocess_datasets(datasets, tmp_path / "adaptive", ADAPTIVE, wrong, progress=False)
     assert summary.oversized == {"wide": 4}
-    assert any("4 of 4 smears (100%) have a region larger than" in w and "try preprocess.threshold_method=nuclear" in w
-               for w in summary.warnings), summary.warnings
+    assert any(
+        "4 of 4 smears (100%) have a region larger than" in w and "try preprocess.threshold_method=nuclear" in w
+        for w in summary.warnings
+    ), summary.warnings
     right = preprocess_datasets(datasets, tmp_path / "nuclear", NUCLEAR, wrong, progress=False)
     assert right.oversized == {"wide": 0} and right.without_region == {"wide": 4}
 
@@ -397,8 +427,10 @@ def test_the_roi_page_shows_the_finders_recall_on_real_smears_beside_the_run(sta
     method = profile.preprocess.threshold_method
     rows = measured["methods"][method][measured["quoted_split"]]
     assert sorted(rows) == ["BCCD", "BCD", "PBC", "Raabin-WBC"]
-    assert f"This finder ('{method}') on real annotated smears, as python bench/cell_finder.py measured it on " \
-           f"{measured['date']}" in page
+    assert (
+        f"This finder ('{method}') on real annotated smears, as python bench/cell_finder.py measured it on "
+        f"{measured['date']}" in page
+    )
     for source, row in rows.items():
         assert f"<td>{source}</td>" in page and f"{row['recall']:.3f}".rstrip("0") in page
     assert "roi mean iou" in page  # the run's own numbers beside them
@@ -408,18 +440,30 @@ def test_blank_overexposed_and_out_of_focus_fields_are_named(tmp_path, tiny_prof
     from leukemia_mtl.io_utils import write_image
 
     root = tmp_path / "fields"
-    sharp = [render_smear(_rng(26, 1, index), cls, 640, 480)[0] for index, cls in enumerate(["normal", "L1", "L2", "L3"])]
+    sharp = [
+        render_smear(_rng(26, 1, index), cls, 640, 480)[0] for index, cls in enumerate(["normal", "L1", "L2", "L3"])
+    ]
     scale = 640 / 2592
-    fields = {"normal/sharp.png": sharp[0], "ALL/sharp.png": sharp[1],
-              "normal/blank.png": np.full((480, 640, 3), 128, np.uint8),
-              "ALL/overexposed.png": cv2.add(sharp[2], (120, 120, 120, 0)),
-              "ALL/blurred.png": cv2.GaussianBlur(sharp[3], (0, 0), 1.0 / 0.09 * scale)}  # 1 um
+    fields = {
+        "normal/sharp.png": sharp[0],
+        "ALL/sharp.png": sharp[1],
+        "normal/blank.png": np.full((480, 640, 3), 128, np.uint8),
+        "ALL/overexposed.png": cv2.add(sharp[2], (120, 120, 120, 0)),
+        "ALL/blurred.png": cv2.GaussianBlur(sharp[3], (0, 0), 1.0 / 0.09 * scale),
+    }  # 1 um
     for name, rgb in fields.items():
         write_image(root / name, rgb)
     data = dataclasses.replace(tiny_profile.data, pixel_size_um=0.09 / scale)
-    summary = preprocess_datasets(load_datasets(root, data, progress=False), tmp_path / "out", CFG, data, progress=False)
-    assert summary.unreadable == {"fields": {"blank": ["normal/blank.png"], "overexposed": ["ALL/overexposed.png"],
-                                             "out of focus": ["ALL/blurred.png"]}}
+    summary = preprocess_datasets(
+        load_datasets(root, data, progress=False), tmp_path / "out", CFG, data, progress=False
+    )
+    assert summary.unreadable == {
+        "fields": {
+            "blank": ["normal/blank.png"],
+            "overexposed": ["ALL/overexposed.png"],
+            "out of focus": ["ALL/blurred.png"],
+        }
+    }
     assert any("1 image is out of focus (ALL/blurred.png)" in w for w in summary.warnings), summary.warnings
 
 
@@ -436,8 +480,12 @@ def test_touching_white_cells_are_cut_apart_and_single_cells_are_not():
             for count in (2, 3):
                 rgb, cells = render_touching(_rng(30, count, index), cell_type, count, 640, 480)
                 whole.add(compute_roi(rgb, dataclasses.replace(NUCLEAR, split_touching=False), 640 / 2592).boxes, cells)
-                outline.add(compute_roi(rgb, dataclasses.replace(NUCLEAR, split_min_nucleus_um2=float("inf")),
-                                        640 / 2592).boxes, cells)
+                outline.add(
+                    compute_roi(
+                        rgb, dataclasses.replace(NUCLEAR, split_min_nucleus_um2=float("inf")), 640 / 2592
+                    ).boxes,
+                    cells,
+                )
                 regions = compute_roi(rgb, NUCLEAR, 640 / 2592).boxes
                 cut.add(regions, cells)
                 assert len(regions) <= count
@@ -470,4 +518,6 @@ def test_stale_roi_files_go_at_any_depth(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     _clear_stale(tmp_path, [{"roi_mask": keep[0], "roi_image": keep[1]}])
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == sorted(keep + ["notes.txt"])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        keep + ["notes.txt"]
+    )

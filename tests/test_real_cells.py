@@ -47,9 +47,19 @@ SIZE = 96
 CROP = 0.7  # the centred 70 % of the side, as bench/pbc_cells.py: the cell and its neighbourhood
 SEED = 0
 BACKBONE = "MobileNetV2"
-CFG = dataclasses.replace(TrainConfig(), warmup_epochs=0, epochs=12, batch_size=16, learning_rate=1e-3, decay_steps=50,
-                          decay_rate=0.8, frozen_fraction=0.5, early_stopping_patience=0,
-                          batchnorm_calibration_images=256, inference_batch_size=64)
+CFG = dataclasses.replace(
+    TrainConfig(),
+    warmup_epochs=0,
+    epochs=12,
+    batch_size=16,
+    learning_rate=1e-3,
+    decay_steps=50,
+    decay_rate=0.8,
+    frozen_fraction=0.5,
+    early_stopping_patience=0,
+    batchnorm_calibration_images=256,
+    inference_batch_size=64,
+)
 # thresholds, with margin from seeds 0-4 (split and training seed together; 2 cores, shared):
 # imagenet 0.750-0.838, random 0.287-0.388, permuted 0.138-0.263, colour 0.800-0.863,
 # imagenet - random 0.388-0.513, imagenet - colour -0.088..+0.013
@@ -67,12 +77,17 @@ def load_cells(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images at SIZE px, colour histograms of the same crops, labels 0..3): PER_CLASS images of each of CLASSES,
     the first in file-name order."""
     if not root.is_dir():
-        pytest.fail(f"real-cell data not found at {root}: this test needs the pbc-sample copy of the PBC dataset "
-                    "(../shared/data/pbc-sample beside the clone, or set LEUKEMIA_MTL_SHARED_DATA to the folder "
-                    "holding pbc-sample)", pytrace=False)
+        pytest.fail(
+            f"real-cell data not found at {root}: this test needs the pbc-sample copy of the PBC dataset "
+            "(../shared/data/pbc-sample beside the clone, or set LEUKEMIA_MTL_SHARED_DATA to the folder "
+            "holding pbc-sample)",
+            pytrace=False,
+        )
     profile = get_profile("workstation", {"data.negative_class": "neutrophil"})  # every PBC class is a normal cell
-    records = sorted((r for d in load_datasets(root, profile.data, check=False, progress=False) for r in d.records),
-                     key=lambda r: str(r.path))
+    records = sorted(
+        (r for d in load_datasets(root, profile.data, check=False, progress=False) for r in d.records),
+        key=lambda r: str(r.path),
+    )
     chosen = [r for c in CLASSES for r in [r for r in records if r.label == c][:PER_CLASS]]
     counts = {c: sum(r.label == c for r in chosen) for c in CLASSES}
     assert all(n == PER_CLASS for n in counts.values()), f"{root}: expected {PER_CLASS} images per class, got {counts}"
@@ -81,7 +96,9 @@ def load_cells(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rgb = read_image(record.path, max_pixels=profile.data.max_pixels).rgb
         h, w = rgb.shape[:2]
         side = round(min(h, w) * CROP)
-        crop = np.ascontiguousarray(rgb[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side])
+        crop = np.ascontiguousarray(
+            rgb[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+        )
         histograms.append(colour_histogram(crop, 6))
         images.append(cv2.resize(crop, (SIZE, SIZE), interpolation=cv2.INTER_AREA))
     y = np.array([CLASSES.index(r.label) for r in chosen], np.int32)
@@ -94,7 +111,9 @@ def colour_accuracy(histograms, y, train, test, seed: int) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed))
+    model = make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed)
+    )
     return float(accuracy_score(y[test], model.fit(histograms[train], y[train]).predict(histograms[test])))
 
 
@@ -112,9 +131,19 @@ def finetuned_accuracy(x, y, train, test, weights: str, seed: int, permute: bool
     resolved = resolve_weights(weights, get_backbone(BACKBONE))
     assert resolved.imagenet == (weights == "imagenet")
     model = build_classifier(BACKBONE, SIZE, len(CLASSES), resolved, dropout=0.2, head="softmax")
-    fit_stage(model, x[train], y_train, None, None, CFG, "softmax", seed,
-              sample_weight=balanced_sample_weights(y_train, len(CLASSES))[0], random_backbone=not resolved.imagenet,
-              verbose=0)
+    fit_stage(
+        model,
+        x[train],
+        y_train,
+        None,
+        None,
+        CFG,
+        "softmax",
+        seed,
+        sample_weight=balanced_sample_weights(y_train, len(CLASSES))[0],
+        random_backbone=not resolved.imagenet,
+        verbose=0,
+    )
     predicted = class_probabilities(model_outputs(model, x[test], CFG.inference_batch_size), "softmax").argmax(axis=1)
     keras.backend.clear_session()
     return float(accuracy_score(y[test], predicted))

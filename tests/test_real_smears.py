@@ -43,8 +43,11 @@ def sources(tmp_path_factory):
     """source -> (dataset folder, the scale its red-cell boxes imply)."""
     root = shared_data("txl-pbc")
     if not (root / "images" / "test").is_dir():
-        pytest.fail(f"TXL-PBC not found at {root}: this test needs its copy (../shared/data/txl-pbc beside the clone, "
-                    "or set LEUKEMIA_MTL_SHARED_DATA to the folder holding txl-pbc)", pytrace=False)
+        pytest.fail(
+            f"TXL-PBC not found at {root}: this test needs its copy (../shared/data/txl-pbc beside the clone, "
+            "or set LEUKEMIA_MTL_SHARED_DATA to the folder holding txl-pbc)",
+            pytrace=False,
+        )
     chosen, sides = defaultdict(list), defaultdict(list)
     for path in sorted((root / "images" / "test").glob("*.jpg")):
         with Image.open(path) as image:

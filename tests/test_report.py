@@ -25,6 +25,7 @@ REQUIRE_BROWSER = "LEUKEMIA_MTL_REQUIRE_BROWSER"  # set by .ci/run: there a miss
 
 # --- the tables of a page, as text ---------------------------------------------------------------
 
+
 class _Tables(HTMLParser):
     """Each <table>'s caption and rows (cell texts, whitespace collapsed), in page order."""
 
@@ -79,8 +80,10 @@ def duplicated_tables(page: str) -> list[tuple[int, int, str]]:
     seen: dict[tuple, int] = {}
     repeats = []
     for index, table in enumerate(tables_of(page)):
-        key = (" ".join(table["caption"].split()),
-               frozenset(tuple(_number_or_text(c) for c in row) for row in table["rows"] if row))
+        key = (
+            " ".join(table["caption"].split()),
+            frozenset(tuple(_number_or_text(c) for c in row) for row in table["rows"] if row),
+        )
         if key in seen:
             repeats.append((seen[key], index, key[0]))
         else:
@@ -90,11 +93,18 @@ def duplicated_tables(page: str) -> list[tuple[int, int, str]]:
 
 # --- the templates, without a pipeline run -------------------------------------------------------
 
+
 def test_a_hostile_file_name_is_shown_as_text_and_figures_stay_inline():
     hostile = '<script>alert("x")</script>.png'
-    page = report.page(f"preprocess: {hostile}", report.paragraph(f"WARNING: no cell found in {hostile}"),
-                       report.table({hostile: 3.0}, hostile), report.grid([hostile], [[hostile]], hostile),
-                       report.bullets([hostile]), report.png_img(b"\x89PNG fake", hostile), hostile)
+    page = report.page(
+        f"preprocess: {hostile}",
+        report.paragraph(f"WARNING: no cell found in {hostile}"),
+        report.table({hostile: 3.0}, hostile),
+        report.grid([hostile], [[hostile]], hostile),
+        report.bullets([hostile]),
+        report.png_img(b"\x89PNG fake", hostile),
+        hostile,
+    )
     assert "<script" not in page and page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;.png") == 11
     assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 1
     assert re.search(r'<p class="warning">WARNING: no cell found in &lt;script&gt;', page)
@@ -113,7 +123,11 @@ def test_an_embedded_stage_page_is_trusted_but_loses_its_title_and_scripts():
 def test_whole_numbers_read_as_integers():
     page = report.page("t", report.table({"images": 32.0, "roi_mean_iou": 0.6451, "epochs": 5, "missing": None}))
     assert [row for t in tables_of(page) for row in t["rows"]] == [
-        ["images", "32"], ["roi mean iou", "0.6451"], ["epochs", "5"], ["missing", "n/a"]]
+        ["images", "32"],
+        ["roi mean iou", "0.6451"],
+        ["epochs", "5"],
+        ["missing", "n/a"],
+    ]
 
 
 def test_the_check_finds_a_metrics_table_shown_twice_as_the_old_report_did():
@@ -138,28 +152,57 @@ def _run_inputs(tmp_path: Path) -> dict:
                 labels = np.arange(16) % len(classes)
                 logits = rng.normal(size=(16, len(classes))) + 2.0 * np.eye(len(classes))[labels]
                 probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-                predictions.append(FoldPredictions(task, arm, "Xception", f"r0f{k}", 0, k, classes, labels, probabilities,
-                                                   np.array([f"g{i}" for i in range(16)]), 16, "/m"))
+                predictions.append(
+                    FoldPredictions(
+                        task,
+                        arm,
+                        "Xception",
+                        f"r0f{k}",
+                        0,
+                        k,
+                        classes,
+                        labels,
+                        probabilities,
+                        np.array([f"g{i}" for i in range(16)]),
+                        16,
+                        "/m",
+                    )
+                )
     tasks = cross_validate(predictions)
     for by_arm in tasks.values():
         for result in by_arm["Xception"].values():
             n = len(result["classes"])
-            result["roc"] = _curve_points(roc_curves(tuple(result["classes"]), np.arange(8) % n, np.eye(n)[np.arange(8) % n]))
+            result["roc"] = _curve_points(
+                roc_curves(tuple(result["classes"]), np.arange(8) % n, np.eye(n)[np.arange(8) % n])
+            )
     crossval = {"folds": ["r0f0", "r0f1"], "tasks": tasks}
     roi_metrics = {"images": 14.0, "roi_regions": 60.0, "roi_mean_iou": 0.6451}
     segment_metrics = {"train_smears": 6, "crops": 168, "unet_dice": 0.958}
     history = {"loss": [1.0, 0.6], "val_loss": [1.1, 0.8], "accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.7]}
     return dict(
-        profile=get_profile("demo"), data_summary={"source": "synthetic", "images": 40, "datasets": {
-            "smears": {"layout": "allidb1", "class_counts": {"normal": 8, "L1": 6}}}},
-        split={"repeats": 1, "folds_per_repeat": 2, "group_alias": {},
-               "folds": [{"id": f"r0f{k}", "train_groups": ["a"], "eval_groups": ["b"]} for k in range(2)]},
-        roi_metrics=roi_metrics, roi_html=report.page("preprocess: regions of interest", report.table(roi_metrics)),
-        segment_metrics=segment_metrics, segment_html=report.page("segment", report.table(segment_metrics)),
+        profile=get_profile("demo"),
+        data_summary={
+            "source": "synthetic",
+            "images": 40,
+            "datasets": {"smears": {"layout": "allidb1", "class_counts": {"normal": 8, "L1": 6}}},
+        },
+        split={
+            "repeats": 1,
+            "folds_per_repeat": 2,
+            "group_alias": {},
+            "folds": [{"id": f"r0f{k}", "train_groups": ["a"], "eval_groups": ["b"]} for k in range(2)],
+        },
+        roi_metrics=roi_metrics,
+        roi_html=report.page("preprocess: regions of interest", report.table(roi_metrics)),
+        segment_metrics=segment_metrics,
+        segment_html=report.page("segment", report.table(segment_metrics)),
         evaluations={"stage 1": [{"summary": {"imagenet": False, "backbone": "Xception"}, "history": history}] * 2},
-        crossval=CrossvalResult.from_dict(crossval), ttest=run_ttest(crossval, tmp_path / "ttest.json", get_profile("demo")),
+        crossval=CrossvalResult.from_dict(crossval),
+        ttest=run_ttest(crossval, tmp_path / "ttest.json", get_profile("demo")),
         release=None,
-        html_path=tmp_path / "report.html", summary_path=tmp_path / "summary.json")
+        html_path=tmp_path / "report.html",
+        summary_path=tmp_path / "summary.json",
+    )
 
 
 def test_a_hand_built_report_shows_each_table_once(tmp_path):
@@ -192,12 +235,15 @@ def test_epoch_axes_are_whole_numbers_and_name_a_warm_up_only_where_there_was_on
 
 # --- the demo run's report, in a browser ---------------------------------------------------------
 
+
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
-    message = ("Chromium is not installed, so the report was not looked at in a browser; install it with "
-               "`sudo apt-get install -y --no-install-recommends chromium` (Debian/Ubuntu)")
+    message = (
+        "Chromium is not installed, so the report was not looked at in a browser; install it with "
+        "`sudo apt-get install -y --no-install-recommends chromium` (Debian/Ubuntu)"
+    )
     if os.environ.get(REQUIRE_BROWSER) == "1":
         pytest.fail(f"{message} ({REQUIRE_BROWSER}=1 asks for the browser tests)")
     pytest.skip(message)
@@ -205,10 +251,22 @@ def _chromium() -> str:
 
 def _chromium_run(page: Path, tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess:
     """Headless Chromium on a local file, with a fresh profile and nothing reaching the network."""
-    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-               "--disable-dev-shm-usage",  # a container's small /dev/shm would crash it on a long page
-               f"--user-data-dir={tmp_path / 'chromium-profile'}", *arguments, page.as_uri()]
+    command = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--disable-dev-shm-usage",  # a container's small /dev/shm would crash it on a long page
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *arguments,
+        page.as_uri(),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, f"{' '.join(command)}: exit {result.returncode}\n{result.stderr[-2000:]}"
     return result
@@ -239,7 +297,7 @@ def test_a_screenshot_of_the_demo_report_is_kept_and_is_not_blank(demo_run, tmp_
     assert image is not None, f"{shot}: not a PNG Chromium could write"
     used = np.flatnonzero((image < 245).any(axis=(1, 2)))
     assert used.size, f"{shot}: a blank page"
-    image = image[:used[-1] + 40]
+    image = image[: used[-1] + 40]
     target = ARTIFACTS / "report.png"
     cv2.imwrite(str(target), image)
     print(f"report screenshot: {target}")

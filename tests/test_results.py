@@ -15,10 +15,14 @@ from leukemia_mtl.stages import BASELINE_ARMS
 from test_evaluate import CLASSES, _predictions
 
 TASKS = {"detection": ("normal", "ALL"), "fab": CLASSES}
-ARMS = {"mtl": ("stage3", "InceptionV3", "Xception"), "ctl": ("classical", "InceptionV3", "Xception"),
-        "colour": ("baseline", "colour histogram"), "majority": ("baseline", "majority class"),
-        # named by its backbone, which sorts before the others: the baselines still come in BASELINE_ARMS' order
-        "features": ("baseline", "DenseNet121 ImageNet features (224 px) + logistic regression")}
+ARMS = {
+    "mtl": ("stage3", "InceptionV3", "Xception"),
+    "ctl": ("classical", "InceptionV3", "Xception"),
+    "colour": ("baseline", "colour histogram"),
+    "majority": ("baseline", "majority class"),
+    # named by its backbone, which sorts before the others: the baselines still come in BASELINE_ARMS' order
+    "features": ("baseline", "DenseNet121 ImageNet features (224 px) + logistic regression"),
+}
 
 
 def _model_folder(folder, task, arm, stage, backbone, fold: int, seed: int) -> None:
@@ -29,10 +33,18 @@ def _model_folder(folder, task, arm, stage, backbone, fold: int, seed: int) -> N
     folder.mkdir(parents=True)
     info = {"stage": stage, "task": task, "backbone": backbone, "classes": list(classes)}
     (folder / "classifier.json").write_text(json.dumps({**info, "arm": arm} if stage == "baseline" else info))
-    (folder / "summary.json").write_text(json.dumps({"fold_id": f"r0f{fold}", "repeat": 0, "fold": fold, "train_source_images": 24}))
+    (folder / "summary.json").write_text(
+        json.dumps({"fold_id": f"r0f{fold}", "repeat": 0, "fold": fold, "train_source_images": 24})
+    )
     buffer = io.BytesIO()
-    np.savez(buffer, probabilities=probabilities, labels=labels, sources=np.array([f"s{fold}-{i}" for i in range(12)]),
-             val_labels=val_labels, val_probabilities=val_probabilities)
+    np.savez(
+        buffer,
+        probabilities=probabilities,
+        labels=labels,
+        sources=np.array([f"s{fold}-{i}" for i in range(12)]),
+        val_labels=val_labels,
+        val_probabilities=val_probabilities,
+    )
     (folder / "predictions.npz").write_bytes(buffer.getvalue())
 
 
@@ -71,17 +83,28 @@ def test_arms_come_task_by_task_by_backbone_then_the_baselines(crossval_json):
     assert result.task_names == ("detection", "fab")
     assert result.backbones() == ["InceptionV3", "Xception"] and result.backbones("fab") == ["InceptionV3", "Xception"]
     assert [(r.task, r.backbone, r.arm) for r in result.arms("detection")] == [
-        ("detection", "InceptionV3", "ctl"), ("detection", "InceptionV3", "mtl"),
-        ("detection", "Xception", "ctl"), ("detection", "Xception", "mtl")]
+        ("detection", "InceptionV3", "ctl"),
+        ("detection", "InceptionV3", "mtl"),
+        ("detection", "Xception", "ctl"),
+        ("detection", "Xception", "mtl"),
+    ]
     assert [(r.backbone, r.arm) for r in result.arms("fab", "Xception", baselines=True)] == [
-        ("Xception", "ctl"), ("Xception", "mtl"), (BASELINE_MODEL, "colour"), (BASELINE_MODEL, "majority"),
-        (BASELINE_MODEL, "features")]
+        ("Xception", "ctl"),
+        ("Xception", "mtl"),
+        (BASELINE_MODEL, "colour"),
+        (BASELINE_MODEL, "majority"),
+        (BASELINE_MODEL, "features"),
+    ]
     every = [(r.task, r.arm) for r in result.arms(baselines=True)]
     assert len(every) == 2 * (4 + 3) and every.index(("fab", "ctl")) > every.index(("detection", "features"))
     assert [r.arm for r in result.baseline_arms("fab")] == list(BASELINE_ARMS) and result.baseline_arms("blast") == []
-    assert [r.arm for r in CrossvalResult.load(crossval_json[0]).baseline_arms("fab")] == list(BASELINE_ARMS)  # sorted keys
+    assert [r.arm for r in CrossvalResult.load(crossval_json[0]).baseline_arms("fab")] == list(
+        BASELINE_ARMS
+    )  # sorted keys
     assert list(result.arms("blast")) == []
-    assert all(r.is_baseline for r in result.baseline_arms("detection")) and not any(r.is_baseline for r in result.arms())
+    assert all(r.is_baseline for r in result.baseline_arms("detection")) and not any(
+        r.is_baseline for r in result.arms()
+    )
 
 
 def test_an_arm_names_the_fields_of_its_json(crossval_json):
@@ -99,7 +122,10 @@ def test_an_arm_names_the_fields_of_its_json(crossval_json):
     with pytest.raises(KeyError):
         result.arm("fab", "Xception", "colour")
     categories, matrix, curve = result.arm("detection", "Xception", "mtl").kfp_classification_view()
-    assert categories == ["normal", "ALL"] and matrix == written["tasks"]["detection"]["Xception"]["mtl"]["confusion_matrix"]
+    assert (
+        categories == ["normal", "ALL"]
+        and matrix == written["tasks"]["detection"]["Xception"]["mtl"]["confusion_matrix"]
+    )
     assert curve == written["tasks"]["detection"]["Xception"]["mtl"]["roc"]["ALL"]
 
 
@@ -126,15 +152,27 @@ def test_plain_dicts_are_accepted_and_what_is_not_results_is_refused(crossval_js
 
 def test_summary_rows_read_multistage_first_then_the_baselines():
     arm = {"folds": [], "mean": {"accuracy": 0.5}, "std": {"accuracy": 0.1}, "degenerate": []}
-    summary = RunSummary.of({"schema": "leukemia-mtl/summary/2", "folds": ["r0f0"],
-                             "tasks": {"fab": {"Xception": {"ctl": arm, "mtl": arm}}, "detection": {"A": {"ctl": arm}}},
-                             "baselines": {"fab": {"features": arm, "majority": arm, "colour": {**arm, "degenerate": ["flag"]}}}})
+    summary = RunSummary.of(
+        {
+            "schema": "leukemia-mtl/summary/2",
+            "folds": ["r0f0"],
+            "tasks": {"fab": {"Xception": {"ctl": arm, "mtl": arm}}, "detection": {"A": {"ctl": arm}}},
+            "baselines": {"fab": {"features": arm, "majority": arm, "colour": {**arm, "degenerate": ["flag"]}}},
+        }
+    )
     assert [(r.task, r.model, r.arm) for r in summary.rows()] == [
-        ("detection", "A", "ctl"), ("fab", "Xception", "mtl"), ("fab", "Xception", "ctl"), ("fab", BASELINE_MODEL, "colour"),
-        ("fab", BASELINE_MODEL, "majority"), ("fab", BASELINE_MODEL, "features")]
+        ("detection", "A", "ctl"),
+        ("fab", "Xception", "mtl"),
+        ("fab", "Xception", "ctl"),
+        ("fab", BASELINE_MODEL, "colour"),
+        ("fab", BASELINE_MODEL, "majority"),
+        ("fab", BASELINE_MODEL, "features"),
+    ]
     colour = list(summary.rows("fab"))[-3]
     assert colour.is_baseline and colour.degenerate == ["flag"] and colour.mean["accuracy"] == 0.5
-    assert summary.headline == {} and summary.expectations == [] and summary.release is None  # an older schema's summary
+    assert (
+        summary.headline == {} and summary.expectations == [] and summary.release is None
+    )  # an older schema's summary
     assert RunSummary.of(summary) is summary and RunSummary.from_dict(summary.to_dict()) == summary
     assert colour.operating_point is None and colour.degenerate_operating_point is None
 
@@ -144,13 +182,18 @@ def test_a_degenerate_operating_point_is_read_where_flagged_and_none_elsewhere(c
     written before the flag, and multiclass points, read as not degenerate."""
     path, result = crossval_json
     for arm in result.arms("detection", baselines=True):
-        assert "degenerate" in arm.operating_point and arm.degenerate_operating_point == arm.operating_point["degenerate"]
+        assert (
+            "degenerate" in arm.operating_point and arm.degenerate_operating_point == arm.operating_point["degenerate"]
+        )
     assert all(arm.degenerate_operating_point is None for arm in result.arms("fab", baselines=True))
     older = json.loads(path.read_text())
     for arm in older["tasks"]["detection"]["Xception"].values():
         arm["operating_point"].pop("degenerate")
     assert CrossvalResult.of(older).arm("detection", "Xception", "mtl").degenerate_operating_point is None
-    assert CrossvalResult.of({"tasks": {"fab": {"X": {"mtl": {}}}}}).arm("fab", "X", "mtl").degenerate_operating_point is None
+    assert (
+        CrossvalResult.of({"tasks": {"fab": {"X": {"mtl": {}}}}}).arm("fab", "X", "mtl").degenerate_operating_point
+        is None
+    )
     flagged = {"operating_point": {"degenerate": "P(ALL) >= 0.0000 ..."}}
     row = next(RunSummary.of({"tasks": {"detection": {"X": {"mtl": flagged}}}}).rows())
     assert row.degenerate_operating_point == "P(ALL) >= 0.0000 ..."

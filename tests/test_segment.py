@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from helpers import SEGMENT_STAGE
-from leukemia_mtl.bundles import SEGMENTER_META_FILE as META_FILE, SEGMENTER_MODEL_FILE as MODEL_FILE, SegmenterInfo
+from leukemia_mtl.bundles import SEGMENTER_META_FILE as META_FILE
+from leukemia_mtl.bundles import SEGMENTER_MODEL_FILE as MODEL_FILE
+from leukemia_mtl.bundles import SegmenterInfo
 from leukemia_mtl.config import SegmentConfig, get_profile
 from leukemia_mtl.data.synth import _rng, render_smear
 from leukemia_mtl.errors import SegmentError
@@ -26,6 +28,7 @@ from leukemia_mtl.segment.unet import build_residual_unet, compile_unet  # noqa:
 
 # --- the network --------------------------------------------------------------------------
 
+
 def test_unet_shapes_and_paper_structure():
     model = build_residual_unet(32, depth=2, base_filters=4)
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 32, 32, 1)
@@ -37,7 +40,7 @@ def test_unet_shapes_and_paper_structure():
     out = model.layers[-1]
     assert out.kernel_size == (1, 1) and out.activation.__name__ == "sigmoid"
     prediction = model.predict_on_batch(np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3)).astype("float32"))
-    assert prediction.shape == (2, 32, 32, 1) and 0 <= prediction.min() and prediction.max() <= 1
+    assert prediction.shape == (2, 32, 32, 1) and prediction.min() >= 0 and prediction.max() <= 1
 
 
 def test_every_weight_gets_a_gradient():
@@ -76,13 +79,16 @@ def test_a_few_steps_reduce_the_loss_on_synthetic_smears():
 
 # --- the stage: training, held-out Dice against the ROI, isolation, crops -----------------
 
+
 @pytest.mark.slow
 def test_unet_beats_the_threshold_roi_on_held_out_smears(stage_run):
     _, _, summary = stage_run
     assert summary.mask_source == "ground truth"
     assert summary.heldout_smears == 4 and summary.train_smears == 8  # 3 folds of 3 smears per class
-    message = (f"held-out Dice: U-Net {summary.unet_dice:.3f} vs threshold ROI {summary.roi_dice:.3f}; "
-               f"IoU {summary.unet_iou:.3f} vs {summary.roi_iou:.3f}")
+    message = (
+        f"held-out Dice: U-Net {summary.unet_dice:.3f} vs threshold ROI {summary.roi_dice:.3f}; "
+        f"IoU {summary.unet_iou:.3f} vs {summary.roi_iou:.3f}"
+    )
     print(message)
     assert summary.unet_dice > summary.roi_dice + 0.05, message
     assert summary.unet_iou > summary.roi_iou, message
@@ -100,7 +106,7 @@ def test_crops_carry_their_source_image_position_and_label(stage_run):
         assert crop.shape == (profile.segment.crop_size, profile.segment.crop_size, 3)
         source = cv2.imread(str(data / row["dataset"] / row["source"]))
         x, y, w, h = (int(row[k]) for k in "xywh")
-        assert 0 <= x and 0 <= y and x + w <= source.shape[1] and y + h <= source.shape[0]
+        assert x >= 0 and y >= 0 and x + w <= source.shape[1] and y + h <= source.shape[0]
         assert row["group"] == f"{row['dataset']}/{row['source_image']}"
         if row["label"] == "normal":
             assert row["blast"] == "0"
@@ -125,7 +131,7 @@ def test_stage_writes_model_bundle_figure_and_summary(stage_run):
 def test_saved_bundle_reloads_and_segments_a_new_smear(stage_run):
     root, profile, _ = stage_run
     segmenter = Segmenter.load(root / "model")
-    rgb, truth, info = render_smear(_rng(1234, 1, 0), "L3", 480, 360)  # a smear it never saw
+    rgb, _truth, info = render_smear(_rng(1234, 1, 0), "L3", 480, 360)  # a smear it never saw
     cells = segment_smear(segmenter, rgb, profile.segment)
     assert len(cells) >= len(info.blast_centres) - 1
     assert all(c.image.shape == (profile.segment.crop_size,) * 2 + (3,) for c in cells)
@@ -135,7 +141,7 @@ def test_saved_bundle_reloads_and_segments_a_new_smear(stage_run):
 def test_a_full_size_smear_is_segmented(stage_run):
     root, profile, _ = stage_run
     segmenter = Segmenter.load(root / "model")
-    rgb, truth, info = render_smear(_rng(77, 1, 0), "L2", 2592, 1944)
+    rgb, _truth, info = render_smear(_rng(77, 1, 0), "L2", 2592, 1944)
     result = segmenter.segment(rgb, 1.0, profile.segment, blast_centres=tuple(info.blast_centres))
     assert result.mask.shape == (1944, 2592)
     assert sum(bool(c.blast) for c in result.cells) >= len(info.blast_centres) - 1
@@ -167,9 +173,18 @@ def _blank_roi_masks(roi_dir: Path) -> None:
 def test_weak_labels_from_the_roi_when_a_dataset_has_no_masks(stage_run, tmp_path):
     root, _, _ = stage_run
     _copy_without_masks(root / "ingest", tmp_path / "ingest")
-    quick = get_profile("demo", {**SEGMENT_STAGE, "segment.epochs": 1, "segment.patches_per_image": 8, "segment.base_filters": 4})
-    summary = run_segment_stage(tmp_path / "ingest", root / "roi", tmp_path / "model", tmp_path / "cells",
-                                tmp_path / "s.html", quick, progress=False)
+    quick = get_profile(
+        "demo", {**SEGMENT_STAGE, "segment.epochs": 1, "segment.patches_per_image": 8, "segment.base_filters": 4}
+    )
+    summary = run_segment_stage(
+        tmp_path / "ingest",
+        root / "roi",
+        tmp_path / "model",
+        tmp_path / "cells",
+        tmp_path / "s.html",
+        quick,
+        progress=False,
+    )
     assert summary.mask_source == "preprocess ROI (weak labels)"
     assert summary.unet_dice is None and summary.truth_smears == 0  # no ground truth: no Dice against it is claimed
     assert summary.unet_vs_roi_dice is not None and "no ground-truth masks" in summary.isolation_reason
@@ -184,10 +199,13 @@ def test_neither_masks_nor_a_usable_roi_is_refused(stage_run, tmp_path):
     shutil.copytree(root / "roi", tmp_path / "roi")
     _blank_roi_masks(tmp_path / "roi")
     with pytest.raises(SegmentError, match="no usable training mask"):
-        run_segment_stage(tmp_path / "ingest", tmp_path / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html", profile)
+        run_segment_stage(
+            tmp_path / "ingest", tmp_path / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html", profile
+        )
 
 
 # --- model files ----------------------------------------------------------------------------
+
 
 def _bundle(tmp_path: Path, model_patch: int, claimed_patch: int) -> Path:
     model = compile_unet(build_residual_unet(model_patch, depth=2, base_filters=4), 1e-3)
@@ -224,6 +242,7 @@ def test_a_model_with_a_lambda_layer_is_refused_by_safe_mode(tmp_path):
 
 # --- isolation ------------------------------------------------------------------------------
 
+
 def test_isolation_zeroes_everything_outside_the_mask():
     rgb, truth, info = render_smear(_rng(9, 1, 0), "L1", 480, 360)
     isolated = isolate(rgb, truth)
@@ -231,11 +250,11 @@ def test_isolation_zeroes_everything_outside_the_mask():
     assert (isolated[truth > 0] == rgb[truth > 0]).all()
     cfg = SegmentConfig(crop_size=48)
     cells = extract_cells(rgb, truth, cfg, blast_centres=tuple(info.blast_centres))
-    count, labels = cv2.connectedComponents(truth)
+    _count, labels = cv2.connectedComponents(truth)
     for cell in cells:
         x, y, w, h = cell.bbox
         # a crop holds one cell: every lit pixel comes from that cell, none from its neighbours
-        own = labels[y:y + h, x:x + w]
+        own = labels[y : y + h, x : x + w]
         assert len(set(np.unique(own)) - {0}) >= 1
         assert cell.image.shape == (48, 48, 3)
     assert sum(c.blast for c in cells) == len(info.blast_centres)
@@ -256,7 +275,7 @@ def test_blue_channel_step_drops_red_cells_touching_a_white_cell():
 def test_crops_share_one_magnification_so_a_large_cell_stays_large():
     rgb = np.zeros((200, 300, 3), np.uint8)
     mask = np.zeros((200, 300), np.uint8)
-    for (x, radius) in ((70, 12), (220, 30)):
+    for x, radius in ((70, 12), (220, 30)):
         cv2.circle(rgb, (x, 100), radius, (90, 60, 200), -1)
         cv2.circle(mask, (x, 100), radius, 255, -1)
     fixed = extract_cells(rgb, mask, SegmentConfig(crop_size=48, crop_window=80), scale=1.0)
@@ -265,15 +284,20 @@ def test_crops_share_one_magnification_so_a_large_cell_stays_large():
     fitted = extract_cells(rgb, mask, SegmentConfig(crop_size=48, crop_window=0), scale=1.0)
     lit = [int((c.image.max(axis=2) > 0).sum()) for c in sorted(fitted, key=lambda c: c.area)]
     assert lit[1] < 1.2 * lit[0]  # sized to each cell, the size is lost
-    half = extract_cells(rgb, mask, SegmentConfig(crop_size=48, crop_window=160), scale=0.5)  # the same field at half scale
+    half = extract_cells(
+        rgb, mask, SegmentConfig(crop_size=48, crop_window=160), scale=0.5
+    )  # the same field at half scale
     assert [c.image.shape for c in half] == [(48, 48, 3)] * 2
 
 
 # --- real smears: empty weak labels, the U-Net against its ROI, nothing silently black ----------
 
+
 def _quick(**settings):
-    return get_profile("demo", {**SEGMENT_STAGE, "segment.epochs": 1, "segment.patches_per_image": 8,
-                                "segment.base_filters": 4, **settings})
+    return get_profile(
+        "demo",
+        {**SEGMENT_STAGE, "segment.epochs": 1, "segment.patches_per_image": 8, "segment.base_filters": 4, **settings},
+    )
 
 
 @pytest.mark.slow
@@ -290,8 +314,15 @@ def test_mostly_empty_weak_labels_stop_segment_before_training_naming_the_datase
         row["boxes"] = "[]"
     atomic_write_csv(tmp_path / "roi" / MANIFEST, MANIFEST_FIELDS, rows)
     with pytest.raises(SegmentError, match=r": the ROI step found no white cell in 9 of 12 smears.*nuclear"):
-        run_segment_stage(tmp_path / "ingest", tmp_path / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html",
-                          _quick(), progress=False)
+        run_segment_stage(
+            tmp_path / "ingest",
+            tmp_path / "roi",
+            tmp_path / "m",
+            tmp_path / "c",
+            tmp_path / "s.html",
+            _quick(),
+            progress=False,
+        )
     assert not (tmp_path / "m").exists()  # stopped before any training
 
 
@@ -301,8 +332,15 @@ def test_a_dataset_where_isolation_finds_no_cell_stops_segment(stage_run, tmp_pa
     shutil.copytree(root / "roi", tmp_path / "roi")
     _blank_roi_masks(tmp_path / "roi" / "cells")  # the ROI found nothing in the single cells
     with pytest.raises(SegmentError, match=r": no white cell found in 4 of 4 images \(roi mask\)"):
-        run_segment_stage(root / "ingest", tmp_path / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html",
-                          _quick(**{"segment.isolation": "roi"}), progress=False)
+        run_segment_stage(
+            root / "ingest",
+            tmp_path / "roi",
+            tmp_path / "m",
+            tmp_path / "c",
+            tmp_path / "s.html",
+            _quick(**{"segment.isolation": "roi"}),
+            progress=False,
+        )
     page = (tmp_path / "s.html").read_text()  # the report was written first, and says it
     assert "WARNING: no white cell found in 4 images (cells: 4)" in page
 
@@ -310,30 +348,45 @@ def test_a_dataset_where_isolation_finds_no_cell_stops_segment(stage_run, tmp_pa
 @pytest.mark.slow
 def test_isolation_from_the_roi_is_recorded_and_reloads(stage_run, tmp_path):
     root, _, _ = stage_run
-    summary = run_segment_stage(root / "ingest", root / "roi", tmp_path / "m", tmp_path / "c", tmp_path / "s.html",
-                                _quick(**{"segment.isolation": "roi"}), progress=False)
+    summary = run_segment_stage(
+        root / "ingest",
+        root / "roi",
+        tmp_path / "m",
+        tmp_path / "c",
+        tmp_path / "s.html",
+        _quick(**{"segment.isolation": "roi"}),
+        progress=False,
+    )
     assert summary.isolation == "roi" and summary.isolation_reason == "set by segment.isolation=roi"
     assert summary.crops > 8 and Segmenter.load(tmp_path / "m").info.isolation == "roi"
     assert Segmenter.load(tmp_path / "m").info.pixel_scales == summary.pixel_scales
     assert set(summary.pixel_scales) == {"smear", "cell"}
-    assert summary.pixel_scales == {"smear": {"scale": round(480 / 2592, 4), "source": "given (0.486 um per pixel)", "cameras": {}},
-                                    "cell": {"scale": 1.0, "source": "given (0.09 um per pixel)", "cameras": {}}}
+    assert summary.pixel_scales == {
+        "smear": {"scale": round(480 / 2592, 4), "source": "given (0.486 um per pixel)", "cameras": {}},
+        "cell": {"scale": 1.0, "source": "given (0.09 um per pixel)", "cameras": {}},
+    }
     rgb, _, _ = render_smear(_rng(99, 1, 0), "L1", 640, 480)
     with pytest.raises(SegmentError, match="give the image's ROI mask"):
         Segmenter.load(tmp_path / "m").segment(rgb, 640 / 2592, _quick().segment)
 
 
-@pytest.mark.parametrize("measured, expected", [
-    ({"unet_dice": 0.9, "roi_dice": 0.6, "truth_smears": 4}, "unet"),
-    ({"unet_dice": 0.5, "roi_dice": 0.7, "truth_smears": 4}, "roi"),  # worse than the ROI it learnt from
-    ({"unet_vs_roi_dice": 0.8}, "unet"),  # no ground truth: it reproduces its labels
-    ({"unet_vs_roi_dice": 0.17}, "roi"),  # no ground truth: it did not learn its own labels
-    ({}, "unet"),
-])
+@pytest.mark.parametrize(
+    "measured, expected",
+    [
+        ({"unet_dice": 0.9, "roi_dice": 0.6, "truth_smears": 4}, "unet"),
+        ({"unet_dice": 0.5, "roi_dice": 0.7, "truth_smears": 4}, "roi"),  # worse than the ROI it learnt from
+        ({"unet_vs_roi_dice": 0.8}, "unet"),  # no ground truth: it reproduces its labels
+        ({"unet_vs_roi_dice": 0.17}, "roi"),  # no ground truth: it did not learn its own labels
+        ({}, "unet"),
+    ],
+)
 def test_the_isolating_mask_is_chosen_on_held_out_masks(measured, expected):
     from leukemia_mtl.segment.stage import SegmentSummary, choose_isolation
 
     summary = SegmentSummary("x", 8, 4, 1.0, 1, **measured)
     choice, reason = choose_isolation(summary, _quick().segment)
     assert choice == expected, reason
-    assert choose_isolation(summary, _quick(**{"segment.isolation": "unet"}).segment) == ("unet", "set by segment.isolation=unet")
+    assert choose_isolation(summary, _quick(**{"segment.isolation": "unet"}).segment) == (
+        "unet",
+        "set by segment.isolation=unet",
+    )

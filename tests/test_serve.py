@@ -63,8 +63,10 @@ def _headers_only(url: str, content_length: int) -> tuple[int, dict]:
     """A POST's headers and none of its body, then the server's answer."""
     parsed = urllib.parse.urlsplit(url)
     with socket.create_connection((parsed.hostname, parsed.port), timeout=30) as connection:
-        connection.sendall(f"POST {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nContent-Type: application/json\r\n"
-                           f"Content-Length: {content_length}\r\n\r\n".encode())
+        connection.sendall(
+            f"POST {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {content_length}\r\n\r\n".encode()
+        )
         reply = b""
         while chunk := connection.recv(65536):
             reply += chunk
@@ -73,7 +75,14 @@ def _headers_only(url: str, content_length: int) -> tuple[int, dict]:
 
 
 def _v2(images: list[bytes], names: list[str] | None = None, **parameters) -> dict:
-    inputs = [{"name": "image", "shape": [len(images)], "datatype": "BYTES", "data": [base64.b64encode(i).decode() for i in images]}]
+    inputs = [
+        {
+            "name": "image",
+            "shape": [len(images)],
+            "datatype": "BYTES",
+            "data": [base64.b64encode(i).decode() for i in images],
+        }
+    ]
     if names:
         inputs.append({"name": "name", "shape": [len(names)], "datatype": "BYTES", "data": names})
     return {"id": "test", "inputs": inputs, "parameters": parameters}
@@ -84,9 +93,27 @@ def _outputs(body: dict) -> dict:
 
 
 def _start(release: Path, port: int, *more: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(release), "--port", str(port),
-                             "--max-request-mb", str(MAX_MB), "--max-images", str(MAX_IMAGES), *more],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leukemia_mtl",
+            "serve",
+            "--model",
+            str(release),
+            "--port",
+            str(port),
+            "--max-request-mb",
+            str(MAX_MB),
+            "--max-images",
+            str(MAX_IMAGES),
+            *more,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _first_answer(process: subprocess.Popen, base: str) -> tuple[int, bytes]:
@@ -122,8 +149,23 @@ def _images(outputs: dict) -> tuple[Path, Path]:
 
 
 def _predict_cli(release: Path, images: list[Path], tmp_path: Path) -> list[dict]:
-    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "predict", "--model", str(release), "--json",
-                             "--overlays", str(tmp_path / "overlays"), *map(str, images)], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leukemia_mtl",
+            "predict",
+            "--model",
+            str(release),
+            "--json",
+            "--overlays",
+            str(tmp_path / "overlays"),
+            *map(str, images),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)["predictions"]
 
@@ -137,14 +179,20 @@ def test_the_server_is_ready_when_it_answers_and_gives_predicts_answers(server, 
     assert server["first_answer"][0] == 200  # it listens only once the release is loaded: no "not ready" phase
     assert json.loads(_get(f"{base}/v2/health/ready")[1]) == {"ready": True}
     metadata = json.loads(_get(f"{base}/v2/models/leukemia-mtl")[1])
-    assert metadata["name"] == "leukemia-mtl" and metadata["inputs"][0] == {"name": "image", "datatype": "BYTES", "shape": [-1]}
+    assert metadata["name"] == "leukemia-mtl" and metadata["inputs"][0] == {
+        "name": "image",
+        "datatype": "BYTES",
+        "shape": [-1],
+    }
     assert {"prediction", "cell_boxes", "cell_blast_probability"} <= {o["name"] for o in metadata["outputs"]}
     page = json.loads(_get(f"{base}/ui/model.json")[1])  # what the page reads its positive verdicts from
     assert page["positive"] == {"smear": POSITIVE_CLASS, "cell": CELL_POSITIVE}
 
     smear, cell = _images(server["outputs"])
-    status, body = _post(f"{base}/v2/models/leukemia-mtl/infer",
-                         _v2([smear.read_bytes(), cell.read_bytes()], [smear.name, cell.name], overlay=True))
+    status, body = _post(
+        f"{base}/v2/models/leukemia-mtl/infer",
+        _v2([smear.read_bytes(), cell.read_bytes()], [smear.name, cell.name], overlay=True),
+    )
     assert status == 200, body
     manifest = json.loads((server["release"] / "manifest.json").read_text())
     assert body["model_version"] == manifest["version"] and "Research use only" in body["parameters"]["notice"]
@@ -167,16 +215,20 @@ def test_the_server_is_ready_when_it_answers_and_gives_predicts_answers(server, 
         assert overlay.shape[1] == original.shape[1] and overlay.shape[0] > original.shape[0]
     assert "explanation_png" not in out  # only when asked for
 
-    v1_status, v1 = _post(f"{base}/v1/models/leukemia-mtl:predict",
-                          {"instances": [{"image": {"b64": base64.b64encode(smear.read_bytes()).decode()}, "name": smear.name}]})
-    assert v1_status == 200 and _comparable(v1["predictions"][0]) == _comparable(expected[0])  # what KServe's batcher speaks
+    v1_status, v1 = _post(
+        f"{base}/v1/models/leukemia-mtl:predict",
+        {"instances": [{"image": {"b64": base64.b64encode(smear.read_bytes()).decode()}, "name": smear.name}]},
+    )
+    assert v1_status == 200 and _comparable(v1["predictions"][0]) == _comparable(
+        expected[0]
+    )  # what KServe's batcher speaks
 
 
 def _metric(text: str, name: str, **labels) -> float:
     for line in text.splitlines():
         if line.startswith(name) and not line.startswith("#"):
             key, value = line.rsplit(" ", 1)
-            got = dict(part.split("=", 1) for part in key[key.index("{") + 1:-1].split(",")) if "{" in key else {}
+            got = dict(part.split("=", 1) for part in key[key.index("{") + 1 : -1].split(",")) if "{" in key else {}
             if key.split("{")[0] == name and {k: v.strip('"') for k, v in got.items()} == labels:
                 return float(value)
     return 0.0
@@ -188,14 +240,26 @@ def test_bad_requests_get_one_clear_4xx_and_are_counted(server, tmp_path):
     before = _get(f"{base}/metrics")[1].decode()
     tiny = cv2.imencode(".png", np.full((40, 40, 3), 200, np.uint8))[1].tobytes()
     cases = {
-        "not base64": (_v2([b""]) | {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]}, 400, "not base64"),
+        "not base64": (
+            _v2([b""]) | {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]},
+            400,
+            "not base64",
+        ),
         "not an image": (_v2([b"these bytes are not an image"]), 400, "cannot be decoded"),
         "empty file": (_v2([b""]), 400, "empty"),
         "too small for a smear": (_v2([tiny], kind="smear"), 400, "smaller than the model's"),
         "unknown kind": (_v2([smear.read_bytes()], kind="marrow"), 400, "kind"),
         "too many images": (_v2([smear.read_bytes()] * (MAX_IMAGES + 1)), 400, f"the {MAX_IMAGES}"),
-        "wrong datatype": ({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1.0]}]}, 400, "BYTES"),
-        "no image input": ({"inputs": [{"name": "pixels", "shape": [1], "datatype": "BYTES", "data": ["eA=="]}]}, 400, "'image'"),
+        "wrong datatype": (
+            {"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+            400,
+            "BYTES",
+        ),
+        "no image input": (
+            {"inputs": [{"name": "pixels", "shape": [1], "datatype": "BYTES", "data": ["eA=="]}]},
+            400,
+            "'image'",
+        ),
         "not JSON": (b"{this is not json", 422, ""),
     }
     for case, (body, code, words) in cases.items():
@@ -207,16 +271,37 @@ def test_bad_requests_get_one_clear_4xx_and_are_counted(server, tmp_path):
     # a body above the bound is refused on its headers: the answer comes before a byte of it is sent
     status, answer = _headers_only(url, MAX_MB * (1 << 20) + 1)
     assert status == 413 and f"more than the {MAX_MB * (1 << 20):,}" in answer["error"], answer
-    chunked = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Transfer-Encoding: chunked",
-                              "-H", "content-type: application/json", "--data-binary", "{}", url], capture_output=True, text=True)
+    chunked = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            "{}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if shutil.which("curl"):
         assert chunked.stdout == "411"
     # the binary data extension: kserve's REST server would decode the image's bytes as UTF-8 text and fail (500)
     raw = len(smear.read_bytes()).to_bytes(4, "little") + smear.read_bytes()
-    header = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
-    status, answer = _post(url, header + raw, {"content-type": "application/octet-stream",
-                                               "inference-header-content-length": str(len(header))})
+    header = json.dumps(
+        {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}]}
+    ).encode()
+    status, answer = _post(
+        url,
+        header + raw,
+        {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
+    )
     assert status == 400 and "base64" in answer["error"], answer
     status, body = _post(url, _v2([smear.read_bytes()]))  # and the server still answers
     assert status == 200
@@ -224,7 +309,9 @@ def test_bad_requests_get_one_clear_4xx_and_are_counted(server, tmp_path):
 
     after = _get(f"{base}/metrics")[1].decode()  # Prometheus text, scraped as Prometheus would
     grew = lambda name, **labels: _metric(after, name, **labels) - _metric(before, name, **labels)  # noqa: E731
-    assert grew("leukemia_mtl_requests_total", protocol="v2", outcome="bad_request") == 8  # the 400s that reached the model
+    assert (
+        grew("leukemia_mtl_requests_total", protocol="v2", outcome="bad_request") == 8
+    )  # the 400s that reached the model
     assert grew("leukemia_mtl_requests_total", protocol="v2", outcome="ok") == 1
     assert grew("leukemia_mtl_verdicts_total", verdict=verdict) == 1
     assert grew("leukemia_mtl_images_total", kind="smear") == 1
@@ -238,11 +325,18 @@ def test_bad_requests_get_one_clear_4xx_and_are_counted(server, tmp_path):
 def test_serve_refuses_a_release_that_fails_its_checksums(server, tmp_path):
     broken = tmp_path / "release"
     shutil.copytree(server["release"], broken)
-    target = next(p for p in sorted(broken.rglob("*")) if p.is_file() and p.name != "manifest.json" and p.stat().st_size > 0)
+    target = next(
+        p for p in sorted(broken.rglob("*")) if p.is_file() and p.name != "manifest.json" and p.stat().st_size > 0
+    )
     target.write_bytes(b"tampered" + target.read_bytes()[8:])
     port = _free_port()
-    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(broken), "--port", str(port)],
-                            cwd=REPO, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(broken), "--port", str(port)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and target.name in errors[0], result.stderr[-2000:]
@@ -252,8 +346,10 @@ def _browser():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not (chromium and driver):
-        message = ("Chromium and chromium-driver are needed to test the page; install them with "
-                   "`sudo apt-get install -y --no-install-recommends chromium chromium-driver` (Debian/Ubuntu)")
+        message = (
+            "Chromium and chromium-driver are needed to test the page; install them with "
+            "`sudo apt-get install -y --no-install-recommends chromium chromium-driver` (Debian/Ubuntu)"
+        )
         if os.environ.get(REQUIRE_BROWSER) == "1":
             pytest.fail(f"{message} ({REQUIRE_BROWSER}=1 asks for the browser tests)")
         pytest.skip(message)
@@ -262,9 +358,17 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,2400"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,2400",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)  # no Selenium Manager download
 
@@ -294,7 +398,9 @@ def test_the_page_in_chromium_shows_the_verdict_the_cells_and_the_heat_maps(serv
         assert f"{expected['threshold']:.3f}" in answer.find_element(By.CLASS_NAME, "operating-point").text
         fab = answer.find_element(By.CLASS_NAME, "fab")
         assert fab.is_displayed() == (expected["verdict"] == "ALL")  # the FAB type only for a smear called ALL
-        assert f"{len(expected['cells'])} cell(s) segmented, {expected['cells_scored_as_blasts']} scored as blasts" in text
+        assert (
+            f"{len(expected['cells'])} cell(s) segmented, {expected['cells_scored_as_blasts']} scored as blasts" in text
+        )
         for name in ("overlay", "explanation"):  # the overlay and the Grad-CAM panels, decoded by the browser
             image = answer.find_element(By.CLASS_NAME, name)
             assert image.is_displayed() and browser.execute_script("return arguments[0].naturalWidth", image) > 100
@@ -311,8 +417,12 @@ def test_the_page_in_chromium_shows_the_verdict_the_cells_and_the_heat_maps(serv
             files.items.add(new File([new TextEncoder().encode("no image here")], "broken.jpg", {type: "image/jpeg"}));
             document.getElementById("upload").dispatchEvent(
                 new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));""")
-        wait.until(lambda b: b.find_element(By.ID, "status").get_attribute("data-done") == "1"
-                   and len(b.find_elements(By.CSS_SELECTOR, "#results .answer")) == 2)
+        wait.until(
+            lambda b: (
+                b.find_element(By.ID, "status").get_attribute("data-done") == "1"
+                and len(b.find_elements(By.CSS_SELECTOR, "#results .answer")) == 2
+            )
+        )
         failed = browser.find_element(By.CSS_SELECTOR, "#results .answer")  # the newest answer comes first
         assert "failed" in failed.get_attribute("class").split()
         assert "broken.jpg" in failed.text and "Not classified" in failed.text and "cannot be decoded" in failed.text
@@ -328,13 +438,23 @@ def test_bad_traffic_leaves_one_log_line_each_and_a_stalled_body_is_cut_off(serv
     nothing, or crash it, and a port already taken are one line before anything listens."""
     release = server["release"]
     for value in ("inf", "nan", "1e-9"):
-        refused = subprocess.run([sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(release),
-                                  "--max-request-mb", value], cwd=REPO, capture_output=True, text=True, timeout=120)
+        refused = subprocess.run(
+            [sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(release), "--max-request-mb", value],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert refused.returncode == 1 and "error: --max-request-mb" in refused.stderr, refused.stderr[-1000:]
         assert "Traceback" not in refused.stderr
     taken = int(server["base"].rsplit(":", 1)[1])  # the module's server listens there
-    busy = subprocess.run([sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(release), "--port", str(taken)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    busy = subprocess.run(
+        [sys.executable, "-m", "leukemia_mtl", "serve", "--model", str(release), "--port", str(taken)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert busy.returncode == 1 and f"--port {taken}: cannot listen there" in busy.stderr, busy.stderr[-1000:]
     assert "serving" not in busy.stderr and "Traceback" not in busy.stderr
 

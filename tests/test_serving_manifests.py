@@ -48,8 +48,11 @@ def _strict(schema):
     silently: a misspelt field would be dropped, not reported)."""
     if isinstance(schema, dict):
         schema = {k: _strict(v) for k, v in schema.items()}
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -61,8 +64,10 @@ def _strict(schema):
 def isvc_validator():
     import jsonschema
 
-    assert CRD.is_file(), (f"KServe's InferenceService CRD is missing: expected {CRD} (the shared/crds folder beside "
-                           "the repository, see its README); the InferenceService cannot be validated without it")
+    assert CRD.is_file(), (
+        f"KServe's InferenceService CRD is missing: expected {CRD} (the shared/crds folder beside "
+        "the repository, see its README); the InferenceService cannot be validated without it"
+    )
     crd = yaml.load(CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 2 MB of YAML
     assert crd["spec"]["names"]["kind"] == "InferenceService", CRD
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
@@ -81,8 +86,9 @@ def _errors(validator, document: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_each_variant_renders_and_validates_against_the_kserve_crd_and_kubernetes_schemas(variant, rendered,
-                                                                                          isvc_validator):
+def test_each_variant_renders_and_validates_against_the_kserve_crd_and_kubernetes_schemas(
+    variant, rendered, isvc_validator
+):
     import kubernetes_validate
 
     documents = rendered[variant]
@@ -98,18 +104,25 @@ def test_each_variant_renders_and_validates_against_the_kserve_crd_and_kubernete
     # the predictor's pod-level fields and its container, as the Pod they become, against Kubernetes' own schema
     predictor = _one(documents, "InferenceService")["spec"]["predictor"]
     pod_fields = {"serviceAccountName", "containers", "nodeSelector", "tolerations", "securityContext"}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"},
-           "spec": {k: v for k, v in predictor.items() if k in pod_fields}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "predictor"},
+        "spec": {k: v for k, v in predictor.items() if k in pod_fields},
+    }
     kubernetes_validate.validate(pod, "1.32", strict=True)
 
 
-@pytest.mark.parametrize("break_it, words", [
-    (lambda p: p.__setitem__("minReplica", p.pop("minReplicas")), "'minReplica' was unexpected"),
-    (lambda p: p.__setitem__("minReplicas", "one"), "'one' is not of type 'integer'"),
-    (lambda p: p["containers"][0]["readinessProbe"]["httpGet"].__setitem__("paht", "/x"), "'paht' was unexpected"),
-    (lambda p: p["batcher"].__setitem__("maxLatency", "50ms"), "'50ms' is not of type 'integer'"),
-    (lambda p: p["containers"][0]["resources"]["limits"].__setitem__("memory", "8 GB"), "does not match"),
-])
+@pytest.mark.parametrize(
+    "break_it, words",
+    [
+        (lambda p: p.__setitem__("minReplica", p.pop("minReplicas")), "'minReplica' was unexpected"),
+        (lambda p: p.__setitem__("minReplicas", "one"), "'one' is not of type 'integer'"),
+        (lambda p: p["containers"][0]["readinessProbe"]["httpGet"].__setitem__("paht", "/x"), "'paht' was unexpected"),
+        (lambda p: p["batcher"].__setitem__("maxLatency", "50ms"), "'50ms' is not of type 'integer'"),
+        (lambda p: p["containers"][0]["resources"]["limits"].__setitem__("memory", "8 GB"), "does not match"),
+    ],
+)
 def test_the_crd_validator_refuses_a_misspelt_field_or_a_wrong_type(break_it, words, rendered, isvc_validator):
     """Negative controls: the validation above would catch these, so its passing means something."""
     document = copy.deepcopy(_one(rendered["cpu"], "InferenceService"))
@@ -136,8 +149,10 @@ def test_the_server_is_started_as_the_cli_expects_and_probed_under_its_model_nam
         assert probes["livenessProbe"]["path"] == "/v2/health/live", variant
         assert {p["port"] for p in probes.values()} == {args.port}, variant
         assert container["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}, variant
-        assert {k: v for k, v in container["resources"]["limits"].items() if k in ("cpu", "memory")} == \
-            {"cpu": "4", "memory": "8Gi"}, variant
+        assert {k: v for k, v in container["resources"]["limits"].items() if k in ("cpu", "memory")} == {
+            "cpu": "4",
+            "memory": "8Gi",
+        }, variant
         security = container["securityContext"]
         assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001, variant  # the image's user
         assert predictor["batcher"] == {"maxBatchSize": 8, "maxLatency": 50}, variant
@@ -153,8 +168,11 @@ def _toleration(text: str) -> dict:
     """ClusterConfig's "key[=value]:Effect" as the Kubernetes toleration runners/placement.py makes of it."""
     spec, _, effect = text.rpartition(":")
     key, has_value, value = spec.partition("=")
-    return {"key": key, "operator": "Equal", "value": value, "effect": effect} if has_value else \
-        {"key": key, "operator": "Exists", "effect": effect}
+    return (
+        {"key": key, "operator": "Equal", "value": value, "effect": effect}
+        if has_value
+        else {"key": key, "operator": "Exists", "effect": effect}
+    )
 
 
 def test_the_gpu_variant_runs_where_training_does_and_the_cpu_one_asks_for_no_gpu(rendered):
@@ -171,8 +189,9 @@ def test_the_gpu_variant_runs_where_training_does_and_the_cpu_one_asks_for_no_gp
     assert gpu["nodeSelector"] == {key: value}
     assert gpu["tolerations"] == [_toleration(t) for t in cluster.gpu_tolerations]
     node = yaml.safe_load((REPO / "manifests" / "examples" / "gpu-node.yaml").read_text())
-    assert node["metadata"]["labels"][key] == value and {t["key"] for t in node["spec"]["taints"]} >= \
-        {t["key"] for t in gpu["tolerations"]}
+    assert node["metadata"]["labels"][key] == value and {t["key"] for t in node["spec"]["taints"]} >= {
+        t["key"] for t in gpu["tolerations"]
+    }
     # apart from those, the two are the same service
     placement = ("containers", "nodeSelector", "tolerations")
     assert {k: v for k, v in cpu.items() if k not in placement} == {k: v for k, v in gpu.items() if k not in placement}
@@ -190,7 +209,7 @@ def test_the_secret_is_a_template_the_service_account_names_for_kserves_storage_
         assert account["automountServiceAccountToken"] is False
         assert set(secret["stringData"]) == S3_KEYS and "data" not in secret, variant
         assert all(v.startswith("REPLACE-") for v in secret["stringData"].values()), variant  # no real-looking key
-        assert S3_ANNOTATIONS <= set(secret["metadata"]["annotations"]), variant
+        assert set(secret["metadata"]["annotations"]) >= S3_ANNOTATIONS, variant
         endpoint = secret["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"]
         assert "://" not in endpoint, "KServe wants host:port; s3-usehttps says the scheme"
         assert secret["metadata"]["annotations"]["serving.kserve.io/s3-usehttps"] in ("0", "1")
@@ -199,11 +218,14 @@ def test_the_secret_is_a_template_the_service_account_names_for_kserves_storage_
 def test_the_images_follow_the_defaults_and_an_overlay_can_point_them_elsewhere(tmp_path):
     default = ImageConfig()
     base = yaml.safe_load((SERVING / "base" / "kustomization.yaml").read_text())
-    assert base["images"] == [{"name": name, "newName": f"{default.registry}/{name}", "newTag": default.tag}
-                              for name in (default.cpu_name, default.gpu_name)]
+    assert base["images"] == [
+        {"name": name, "newName": f"{default.registry}/{name}", "newTag": default.tag}
+        for name in (default.cpu_name, default.gpu_name)
+    ]
     gpu = yaml.safe_load((SERVING / "gpu" / "kustomization.yaml").read_text())
-    assert gpu["images"] == [{"name": default.gpu_name, "newName": f"{default.registry}/{default.gpu_name}",
-                              "newTag": default.tag}]
+    assert gpu["images"] == [
+        {"name": default.gpu_name, "newName": f"{default.registry}/{default.gpu_name}", "newTag": default.tag}
+    ]
     for path in sorted(SERVING.rglob("*.yaml")):  # elsewhere only the logical names
         if path.name != "kustomization.yaml":
             assert default.registry not in path.read_text(), path
@@ -212,10 +234,20 @@ def test_the_images_follow_the_defaults_and_an_overlay_can_point_them_elsewhere(
         overlay = tmp_path / variant
         overlay.mkdir()
         name = default.gpu_name if variant == "gpu" else default.cpu_name
-        (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-            "resources": [os.path.relpath(folder, overlay)],  # kustomize refuses an absolute one
-            "images": [{"name": f"{default.registry}/{name}", "newName": f"registry.lab:5000/ml/{name}",
-                        "newTag": "2026.11"}]}))
+        (overlay / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "resources": [os.path.relpath(folder, overlay)],  # kustomize refuses an absolute one
+                    "images": [
+                        {
+                            "name": f"{default.registry}/{name}",
+                            "newName": f"registry.lab:5000/ml/{name}",
+                            "newTag": "2026.11",
+                        }
+                    ],
+                }
+            )
+        )
         predictor = _one(_render(overlay), "InferenceService")["spec"]["predictor"]
         assert predictor["containers"][0]["image"] == f"registry.lab:5000/ml/{name}:2026.11", variant
 

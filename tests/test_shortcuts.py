@@ -21,7 +21,7 @@ def _smear(rng, width, height) -> Image.Image:
     pixels = np.full((height, width, 3), (230, 190, 200), np.uint8)
     pixels += rng.integers(0, 20, pixels.shape, dtype=np.uint8)
     cy, cx = height // 2, width // 2
-    pixels[cy - 6:cy + 6, cx - 6:cx + 6] = (110, 60, 160)
+    pixels[cy - 6 : cy + 6, cx - 6 : cx + 6] = (110, 60, 160)
     return Image.fromarray(pixels)
 
 
@@ -49,8 +49,11 @@ def test_image_size_that_follows_the_class_is_flagged_with_its_numbers(tmp_path,
 
 
 def test_camera_model_that_follows_the_class_is_flagged(tmp_path, tiny_profile):
-    root = _dataset(tmp_path / "smears", {"normal": (64, 48), "ALL": (64, 48)},
-                    camera={"normal": "PowerShot G5", "ALL": "Coolpix 995"})
+    root = _dataset(
+        tmp_path / "smears",
+        {"normal": (64, 48), "ALL": (64, 48)},
+        camera={"normal": "PowerShot G5", "ALL": "Coolpix 995"},
+    )
     [dataset] = load_datasets(root, tiny_profile.data, check=False)
     found = {s.attribute: s for s in find_shortcuts(dataset)}
     assert "image size" not in found  # one size: nothing to measure
@@ -77,5 +80,7 @@ def test_ingest_records_the_shortcut_and_the_report_says_it_loudly(tmp_path, tin
     assert [s["attribute"] for s in flagged] == ["image size"]
     assert any(n.startswith("SHORTCUT: smears: the image size alone predicts ALL vs normal") for n in summary.notes)
     written = json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())
-    notes = limitations_of({}, written, CrossvalResult.from_dict({"tasks": {}, "baselines": {}, "folds": []}), tiny_profile)
+    notes = limitations_of(
+        {}, written, CrossvalResult.from_dict({"tasks": {}, "baselines": {}, "folds": []}), tiny_profile
+    )
     assert any(n.startswith("SHORTCUT IN THE DATA: smears: the image size alone") and "99.60 %" in n for n in notes)

@@ -15,8 +15,17 @@ from leukemia_mtl.config import PROFILES, ConfigError, get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.synth import _rng, render_smear
 from leukemia_mtl.errors import LeukemiaMtlError
-from leukemia_mtl.stain import (STAIN_METHODS, StainError, StainTarget, fit_target, lab_statistics, normalise,
-                                normalise_batch, shift_stain, target_from_dict)
+from leukemia_mtl.stain import (
+    STAIN_METHODS,
+    StainError,
+    StainTarget,
+    fit_target,
+    lab_statistics,
+    normalise,
+    normalise_batch,
+    shift_stain,
+    target_from_dict,
+)
 from leukemia_mtl.train.data import StageArrays, make_folds, prepare_training_data, square
 
 # another lab's stain in optical density: a stronger red-absorbing (blue-purple) dye, less green, more blue
@@ -32,8 +41,8 @@ def _isolated_cells(n_smears: int, seed: int) -> list[np.ndarray]:
         for k in range(1, count):
             x, y, w, h, area = stats[k]
             if area > 200:
-                inside = labels[y:y + h, x:x + w] == k
-                cells.append(square(np.where(inside[..., None], rgb[y:y + h, x:x + w], 0).astype(np.uint8), 71))
+                inside = labels[y : y + h, x : x + w] == k
+                cells.append(square(np.where(inside[..., None], rgb[y : y + h, x : x + w], 0).astype(np.uint8), 71))
     return cells
 
 
@@ -47,10 +56,14 @@ def cells():
 def _distance(fitted: StainTarget, target: StainTarget) -> float:
     """How far the stain measured on some images is from `target`, in the target's own terms."""
     if target.method == "reinhard":  # CIELAB units
-        return float(np.abs(np.subtract(fitted.lab_mean, target.lab_mean)).sum()
-                     + np.abs(np.subtract(fitted.lab_std, target.lab_std)).sum())
-    return float(np.abs(np.subtract(fitted.stain_matrix, target.stain_matrix)).sum()
-                 + np.abs(np.log(np.divide(fitted.max_concentrations, target.max_concentrations))).sum())
+        return float(
+            np.abs(np.subtract(fitted.lab_mean, target.lab_mean)).sum()
+            + np.abs(np.subtract(fitted.lab_std, target.lab_std)).sum()
+        )
+    return float(
+        np.abs(np.subtract(fitted.stain_matrix, target.stain_matrix)).sum()
+        + np.abs(np.log(np.divide(fitted.max_concentrations, target.max_concentrations))).sum()
+    )
 
 
 @pytest.mark.parametrize("method", ["reinhard", "macenko"])
@@ -61,9 +74,11 @@ def test_stain_shifted_cells_come_out_closer_to_the_target(cells, method):
     assert unchanged == 0
     before, after = _distance(fit_target(shifted, method), target), _distance(fit_target(normalised, method), target)
     assert after < 0.5 * before, (before, after)
+
     # and the same cells in two stains come out nearer each other than they went in
     def gap(a, b):
         return float(np.abs(a.astype(int) - b.astype(int)).mean())
+
     assert gap(normalised, normalise_batch(other, target)[0]) < 0.6 * gap(shifted, other)
 
 
@@ -138,17 +153,20 @@ def test_a_target_round_trips_through_json(cells, method):
     assert target_from_dict(stored, "classifier.json") == target and target_from_dict(None) is None
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: "not a dict", "must be a JSON object"),
-    (lambda d: {**d, "method": "vahadane"}, "method must be one of reinhard, macenko"),
-    (lambda d: {k: v for k, v in d.items() if k != "lab_std"}, "missing lab_std"),
-    (lambda d: {**d, "extra": 1}, "unknown extra"),
-    (lambda d: {**d, "lab_mean": [1.0, 2.0]}, "'lab_mean' must be 3 finite numbers"),
-    (lambda d: {**d, "lab_std": [1.0, float("nan"), 1.0]}, "'lab_std' must be 3 finite numbers"),
-    (lambda d: {**d, "lab_std": [1.0, 0.0, 1.0]}, "'lab_std' must be above 0"),
-    (lambda d: {**d, "lab_mean": ["1", "2", "3"]}, "'lab_mean' must be 3 finite numbers"),
-    (lambda d: {**d, "images": "12"}, "'images' must be a whole number above 0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: "not a dict", "must be a JSON object"),
+        (lambda d: {**d, "method": "vahadane"}, "method must be one of reinhard, macenko"),
+        (lambda d: {k: v for k, v in d.items() if k != "lab_std"}, "missing lab_std"),
+        (lambda d: {**d, "extra": 1}, "unknown extra"),
+        (lambda d: {**d, "lab_mean": [1.0, 2.0]}, "'lab_mean' must be 3 finite numbers"),
+        (lambda d: {**d, "lab_std": [1.0, float("nan"), 1.0]}, "'lab_std' must be 3 finite numbers"),
+        (lambda d: {**d, "lab_std": [1.0, 0.0, 1.0]}, "'lab_std' must be above 0"),
+        (lambda d: {**d, "lab_mean": ["1", "2", "3"]}, "'lab_mean' must be 3 finite numbers"),
+        (lambda d: {**d, "images": "12"}, "'images' must be a whole number above 0"),
+    ],
+)
 def test_a_malformed_target_is_refused_naming_the_file_and_field(cells, change, message):
     stored = fit_target(cells[0], "reinhard").to_dict()
     with pytest.raises(StainError, match=message) as caught:
@@ -165,6 +183,7 @@ def test_a_malformed_macenko_matrix_is_refused(cells):
 
 # --- the target is a learned parameter: fitted on a fold's training images only ---------------------------------
 
+
 def _shift_files(ingest, cells_dir, split, groups: set[str]) -> int:
     """Rewrite every image of `groups` (raw single-cell images, segment's crops) in another stain."""
     from leukemia_mtl.data.images import read_image
@@ -172,10 +191,18 @@ def _shift_files(ingest, cells_dir, split, groups: set[str]) -> int:
     from leukemia_mtl.segment.stage import read_crops_manifest
 
     alias = split["group_alias"]
-    paths = [record.path for dataset in load_datasets(ingest / "data", get_profile("demo").data, check=False)
-             if dataset.single_cell for record in dataset.records
-             if alias.get(f"{dataset.name}/{record.group}", f"{dataset.name}/{record.group}") in groups]
-    paths += [cells_dir / row["crop"] for row in read_crops_manifest(cells_dir) if alias.get(row["group"], row["group"]) in groups]
+    paths = [
+        record.path
+        for dataset in load_datasets(ingest / "data", get_profile("demo").data, check=False)
+        if dataset.single_cell
+        for record in dataset.records
+        if alias.get(f"{dataset.name}/{record.group}", f"{dataset.name}/{record.group}") in groups
+    ]
+    paths += [
+        cells_dir / row["crop"]
+        for row in read_crops_manifest(cells_dir)
+        if alias.get(row["group"], row["group"]) in groups
+    ]
     for path in paths:
         write_image(path, shift_stain(read_image(path, max_pixels=10**8).rgb, SHIFT), [cv2.IMWRITE_JPEG_QUALITY, 95])
     return len(paths)

@@ -31,7 +31,8 @@ def test_paired_welch_student_and_wilcoxon_equal_scipy():
         result = stats.independent_t(CLASSICAL, MULTISTAGE, equal_var=equal_var)
         expected = scipy_stats.ttest_ind(MULTISTAGE, CLASSICAL, equal_var=equal_var)
         assert (result.statistic, result.p_value, result.df) == pytest.approx(
-            (expected.statistic, expected.pvalue, expected.df), abs=1e-9)
+            (expected.statistic, expected.pvalue, expected.df), abs=1e-9
+        )
     assert stats.independent_t(CLASSICAL, MULTISTAGE, equal_var=True).df == 2 * len(d) - 2
 
     wilcoxon = stats.wilcoxon_signed_rank(CLASSICAL, MULTISTAGE)
@@ -96,28 +97,54 @@ def test_stats_needs_nothing_of_the_paper():
 def test_the_ttest_step_writes_the_arms_tests_beside_the_paper_table_v(tmp_path):
     rng = np.random.default_rng(1)
     predictions = []
-    backbones = {"colour": "colour histogram", "features": "DenseNet121 ImageNet features (224 px) + logistic regression"}
+    backbones = {
+        "colour": "colour histogram",
+        "features": "DenseNet121 ImageNet features (224 px) + logistic regression",
+    }
     for arm in ("mtl", "ctl", "colour", "features"):
         for k in range(3):
             labels = np.arange(12) % 2
             positive = np.clip(0.5 + (0.3 if arm == "mtl" else 0.1) * (2 * labels - 1) + rng.normal(0, 0.2, 12), 0, 1)
-            predictions.append(FoldPredictions("detection", arm, backbones.get(arm, "Xception"),
-                                               f"r0f{k}", 0, k, ("normal", "ALL"), labels, np.stack([1 - positive, positive], 1),
-                                               np.array([f"s{k}{i}" for i in range(12)]), 24, "/m"))
+            predictions.append(
+                FoldPredictions(
+                    "detection",
+                    arm,
+                    backbones.get(arm, "Xception"),
+                    f"r0f{k}",
+                    0,
+                    k,
+                    ("normal", "ALL"),
+                    labels,
+                    np.stack([1 - positive, positive], 1),
+                    np.array([f"s{k}{i}" for i in range(12)]),
+                    24,
+                    "/m",
+                )
+            )
     scored = cross_validate(predictions)
     baselines = {arm: scored["detection"][backbone][arm] for arm, backbone in backbones.items()}
-    crossval = {"folds": ["r0f0", "r0f1", "r0f2"], "tasks": {"detection": {"Xception": scored["detection"]["Xception"]}},
-                "baselines": {"detection": baselines}}
+    crossval = {
+        "folds": ["r0f0", "r0f1", "r0f2"],
+        "tasks": {"detection": {"Xception": scored["detection"]["Xception"]}},
+        "baselines": {"detection": baselines},
+    }
     (tmp_path / "crossval.json").write_text(json.dumps(crossval))
     result = run_ttest(tmp_path / "crossval.json", tmp_path / "ttest.json", get_profile("demo"))
     assert json.loads((tmp_path / "ttest.json").read_text()) == result
-    assert result == {**stats.compare_arms(CrossvalResult.from_dict(crossval)), "paper_table_v": paper.table_v_reanalysis()}
+    assert result == {
+        **stats.compare_arms(CrossvalResult.from_dict(crossval)),
+        "paper_table_v": paper.table_v_reanalysis(),
+    }
     assert [(c["first"], c["second"]) for c in result["comparisons"]] == list(stats.COMPARISONS)
     assert {("features", "mtl"), ("features", "ctl")} <= set(stats.COMPARISONS)
     values = kfp_metrics(result)
-    assert set(values) >= {"detection_Xception_mtl_vs_ctl_mean_difference", "detection_Xception_ctl_vs_colour_corrected_p",
-                           "detection_Xception_mtl_vs_features_corrected_p"}
+    assert set(values) >= {
+        "detection_Xception_mtl_vs_ctl_mean_difference",
+        "detection_Xception_ctl_vs_colour_corrected_p",
+        "detection_Xception_mtl_vs_features_corrected_p",
+    }
     # a run without ImageNet weights has no features baseline: its pairs are left out, nothing else changes
     without = {**crossval, "baselines": {"detection": {"colour": baselines["colour"]}}}
-    assert [(c["first"], c["second"]) for c in stats.compare_arms(CrossvalResult.from_dict(without))["comparisons"]] == [
-        pair for pair in stats.COMPARISONS if "features" not in pair]
+    assert [
+        (c["first"], c["second"]) for c in stats.compare_arms(CrossvalResult.from_dict(without))["comparisons"]
+    ] == [pair for pair in stats.COMPARISONS if "features" not in pair]

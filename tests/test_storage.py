@@ -15,7 +15,9 @@ from leukemia_mtl.config import StorageConfig
 from leukemia_mtl.data.storage import ObjectStore, StorageSettings, parse_s3_uri, safe_local_path
 from leukemia_mtl.errors import StorageError
 
-FAST = StorageConfig(attempts=3, backoff_seconds=0.05, backoff_max_seconds=0.2, connect_timeout_seconds=1, read_timeout_seconds=5)
+FAST = StorageConfig(
+    attempts=3, backoff_seconds=0.05, backoff_max_seconds=0.2, connect_timeout_seconds=1, read_timeout_seconds=5
+)
 
 
 @pytest.fixture
@@ -26,7 +28,11 @@ def store(s3_env):
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_upload_then_download_round_trips_every_byte(store, synthetic_root, tmp_path):
@@ -42,7 +48,9 @@ def test_upload_then_download_round_trips_every_byte(store, synthetic_root, tmp_
 def test_a_multipart_upload_is_verified_and_round_trips(s3_env, tmp_path, etag_verify_max_bytes):
     """Over 5 MiB minio uploads in parts: verified by HEAD as a large file, and also when the
     size limit sends it down the ETag path, whose multipart ETag is no MD5."""
-    store = ObjectStore(StorageSettings.from_env(), dataclasses.replace(FAST, etag_verify_max_bytes=etag_verify_max_bytes))
+    store = ObjectStore(
+        StorageSettings.from_env(), dataclasses.replace(FAST, etag_verify_max_bytes=etag_verify_max_bytes)
+    )
     store.ensure_bucket("cells")
     big = tmp_path / "big.bin"
     big.write_bytes(hashlib.sha256(b"seed").digest() * (12 * 2**20 // 32))  # 12 MiB
@@ -78,8 +86,11 @@ def test_keys_that_escape_the_target_are_refused_before_any_write(store, s3_env,
     import boto3  # plants keys our own client would refuse to write, as a hostile bucket could hold
 
     raw = boto3.client(
-        "s3", endpoint_url=s3_env["MINIO_ENDPOINT"], region_name="us-east-1",
-        aws_access_key_id=PLANTED_ACCESS_KEY, aws_secret_access_key=PLANTED_SECRET_KEY,
+        "s3",
+        endpoint_url=s3_env["MINIO_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id=PLANTED_ACCESS_KEY,
+        aws_secret_access_key=PLANTED_SECRET_KEY,
     )
     raw.put_object(Bucket="cells", Key="bad/ok.txt", Body=b"ok")
     with pytest.raises(StorageError, match="would write outside"):
@@ -92,7 +103,9 @@ def test_keys_that_escape_the_target_are_refused_before_any_write(store, s3_env,
         assert not list((tmp_path / "target").rglob("*.txt"))  # refused before anything was written
 
 
-def test_server_going_away_mid_run_gives_a_clear_error_and_no_partial_files(s3_server, store, synthetic_root, tmp_path, caplog):
+def test_server_going_away_mid_run_gives_a_clear_error_and_no_partial_files(
+    s3_server, store, synthetic_root, tmp_path, caplog
+):
     store.upload_dir(synthetic_root, "s3://cells/p")
     target = tmp_path / "mirror"
     done: list[str] = []
@@ -130,6 +143,7 @@ def test_missing_bucket_and_empty_prefix_are_clear(s3_env, store, tmp_path):
 
 
 # -- a server killed part-way through a transfer (the proxy drops the connection) ---------------
+
 
 @pytest.fixture
 def proxy(s3_server):
@@ -169,7 +183,9 @@ def test_an_upload_cut_once_is_retried_and_the_object_is_whole(proxied_store, pr
 def test_an_upload_cut_every_time_fails_clearly_and_leaves_no_object(proxied_store, proxy, tmp_path, size_kib):
     through, direct = proxied_store
     proxy.cut("up", after_bytes=(64 if size_kib < 5120 else 5200) * 1024, times=None)
-    with pytest.raises(StorageError, match=r"upload .*payload.bin to s3://cells/up/payload.bin .*failed after 3 attempts"):
+    with pytest.raises(
+        StorageError, match=r"upload .*payload.bin to s3://cells/up/payload.bin .*failed after 3 attempts"
+    ):
         through.upload_file(_payload(tmp_path, size_kib), "cells", "up/payload.bin")
     assert proxy.cuts == 3  # bounded: FAST allows 3 attempts
     assert direct.list_keys("cells", "up") == []  # nothing visible under the final key, not even part of it
@@ -197,6 +213,7 @@ def test_a_download_cut_every_time_fails_clearly_and_leaves_no_file(proxied_stor
 
 # -- credentials and permissions, with the server checking signatures and IAM policies ---------
 
+
 @pytest.fixture
 def checking_server(s3_server, monkeypatch):
     """The S3 server with authentication on: a read-only user of bucket `cells`, and its keys."""
@@ -205,26 +222,44 @@ def checking_server(s3_server, monkeypatch):
     import boto3
     from moto import settings as moto_settings
 
-    admin = dict(endpoint_url=s3_server.endpoint, region_name="us-east-1",
-                 aws_access_key_id=PLANTED_ACCESS_KEY, aws_secret_access_key=PLANTED_SECRET_KEY)
+    admin = dict(
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=PLANTED_ACCESS_KEY,
+        aws_secret_access_key=PLANTED_SECRET_KEY,
+    )
     boto3.client("s3", **admin).create_bucket(Bucket="cells")
     boto3.client("s3", **admin).put_object(Bucket="cells", Key="ro/a.txt", Body=b"readable")
     iam = boto3.client("iam", **admin)
     iam.create_user(UserName="reader")
-    read_only = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
-        "Resource": ["arn:aws:s3:::cells", "arn:aws:s3:::cells/*"]}]}
+    read_only = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": ["arn:aws:s3:::cells", "arn:aws:s3:::cells/*"],
+            }
+        ],
+    }
     iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(read_only))
     key = iam.create_access_key(UserName="reader")["AccessKey"]
     monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # from here on, every request is checked
-    return {"MINIO_ENDPOINT": s3_server.endpoint, "MINIO_ACCESS_KEY": key["AccessKeyId"], "MINIO_SECRET_KEY": key["SecretAccessKey"]}
+    return {
+        "MINIO_ENDPOINT": s3_server.endpoint,
+        "MINIO_ACCESS_KEY": key["AccessKeyId"],
+        "MINIO_SECRET_KEY": key["SecretAccessKey"],
+    }
 
 
 def test_a_read_only_bucket_refuses_the_upload_once_and_clearly(checking_server, tmp_path, caplog):
     store = ObjectStore(StorageSettings.from_env(checking_server), FAST)
     store.download_file("cells", "ro/a.txt", tmp_path / "a.txt")  # reading is allowed
     assert (tmp_path / "a.txt").read_bytes() == b"readable"
-    with caplog.at_level(logging.WARNING), pytest.raises(StorageError, match=r"AccessDenied .*read-only bucket") as info:
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(StorageError, match=r"AccessDenied .*read-only bucket") as info,
+    ):
         store.upload_file(_payload(tmp_path), "cells", "ro/new.bin")
     assert "retry" not in caplog.text  # a refusal is not retried
     assert "s3://cells/ro/new.bin" in str(info.value)
@@ -232,11 +267,16 @@ def test_a_read_only_bucket_refuses_the_upload_once_and_clearly(checking_server,
     assert checking_server["MINIO_SECRET_KEY"] not in str(info.value) + caplog.text
 
 
-@pytest.mark.parametrize("change, code, variable", [
-    ({"MINIO_SECRET_KEY": "not-the-secret"}, "SignatureDoesNotMatch", "MINIO_SECRET_KEY"),
-    ({"MINIO_ACCESS_KEY": "AKIANOSUCHKEY0000000"}, "InvalidAccessKeyId", "MINIO_ACCESS_KEY"),
-])
-def test_wrong_credentials_fail_at_once_naming_the_variable_not_its_value(checking_server, tmp_path, caplog, change, code, variable):
+@pytest.mark.parametrize(
+    "change, code, variable",
+    [
+        ({"MINIO_SECRET_KEY": "not-the-secret"}, "SignatureDoesNotMatch", "MINIO_SECRET_KEY"),
+        ({"MINIO_ACCESS_KEY": "AKIANOSUCHKEY0000000"}, "InvalidAccessKeyId", "MINIO_ACCESS_KEY"),
+    ],
+)
+def test_wrong_credentials_fail_at_once_naming_the_variable_not_its_value(
+    checking_server, tmp_path, caplog, change, code, variable
+):
     env = {**checking_server, **change}
     store = ObjectStore(StorageSettings.from_env(env), FAST)
     with caplog.at_level(logging.WARNING), pytest.raises(StorageError, match=f"{code} .*check {variable}") as info:
@@ -269,7 +309,14 @@ def test_credentials_never_appear_in_errors_logs_or_repr(s3_server, s3_env, synt
 
 
 def test_missing_configuration_names_the_variables(monkeypatch):
-    for name in ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+    for name in (
+        "MINIO_ENDPOINT",
+        "MINIO_ACCESS_KEY",
+        "MINIO_SECRET_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(StorageError, match="set MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY"):
         StorageSettings.from_env()
@@ -296,14 +343,19 @@ def test_parse_s3_uri_refuses_non_uris(uri):
         parse_s3_uri(uri)
 
 
-@pytest.mark.parametrize("endpoint, words", [
-    ("http://user:hunter2@minio:9000", "MINIO_ENDPOINT carries credentials"),
-    ("http://[::1:9000", "MINIO_ENDPOINT is not a valid endpoint"),
-    ("http://minio:9000/minio", "MINIO_ENDPOINT has a path (/minio)"),
-    ("ftp://minio:21", "MINIO_ENDPOINT has scheme 'ftp'"),
-    ("minio:notaport", "MINIO_ENDPOINT is not a valid endpoint"),
-])
-def test_an_endpoint_the_client_would_misread_is_one_line_without_its_secrets(endpoint, words, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "endpoint, words",
+    [
+        ("http://user:hunter2@minio:9000", "MINIO_ENDPOINT carries credentials"),
+        ("http://[::1:9000", "MINIO_ENDPOINT is not a valid endpoint"),
+        ("http://minio:9000/minio", "MINIO_ENDPOINT has a path (/minio)"),
+        ("ftp://minio:21", "MINIO_ENDPOINT has scheme 'ftp'"),
+        ("minio:notaport", "MINIO_ENDPOINT is not a valid endpoint"),
+    ],
+)
+def test_an_endpoint_the_client_would_misread_is_one_line_without_its_secrets(
+    endpoint, words, tmp_path, monkeypatch, capsys
+):
     from leukemia_mtl.cli import main
 
     env = {"MINIO_ENDPOINT": endpoint, "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b"}
@@ -334,12 +386,17 @@ def test_keys_that_cannot_be_mirrored_to_files_are_refused_before_any_write(stor
     import boto3
 
     raw = boto3.client(
-        "s3", endpoint_url=s3_env["MINIO_ENDPOINT"], region_name="us-east-1",
-        aws_access_key_id=PLANTED_ACCESS_KEY, aws_secret_access_key=PLANTED_SECRET_KEY,
+        "s3",
+        endpoint_url=s3_env["MINIO_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id=PLANTED_ACCESS_KEY,
+        aws_secret_access_key=PLANTED_SECRET_KEY,
     )
     raw.put_object(Bucket="cells", Key="clash/L1", Body=b"a file")
     raw.put_object(Bucket="cells", Key="clash/L1/a.png", Body=b"in a folder of the same name")
-    with pytest.raises(StorageError, match="object keys 'clash/L1' and 'clash/L1/a.png' need 'L1' to be a file and a folder"):
+    with pytest.raises(
+        StorageError, match="object keys 'clash/L1' and 'clash/L1/a.png' need 'L1' to be a file and a folder"
+    ):
         store.download_prefix("s3://cells/clash", tmp_path / "target")
     raw.put_object(Bucket="cells", Key="long/" + "n" * 300 + ".png", Body=b"long")
     with pytest.raises(StorageError, match="is 304 bytes, over a file system's 255"):
@@ -354,8 +411,11 @@ def test_the_data_version_of_a_prefix_holding_a_dotdot_key_is_one_line(store, s3
     from leukemia_mtl.data.ingest import fingerprint
 
     raw = boto3.client(
-        "s3", endpoint_url=s3_env["MINIO_ENDPOINT"], region_name="us-east-1",
-        aws_access_key_id=PLANTED_ACCESS_KEY, aws_secret_access_key=PLANTED_SECRET_KEY,
+        "s3",
+        endpoint_url=s3_env["MINIO_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id=PLANTED_ACCESS_KEY,
+        aws_secret_access_key=PLANTED_SECRET_KEY,
     )
     raw.put_object(Bucket="cells", Key="dots/ok.png", Body=b"ok")
     before = fingerprint("s3://cells/dots", "none", get_profile("demo"))

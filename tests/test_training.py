@@ -21,11 +21,11 @@ from leukemia_mtl.train.data import StageArrays, make_folds, prepare_training_da
 
 keras = pytest.importorskip("keras")
 
+from helpers import BACKBONE  # noqa: E402
 from leukemia_mtl.devices import devices_for_training  # noqa: E402
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier  # noqa: E402
 from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage  # noqa: E402
 from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
-from helpers import BACKBONE  # noqa: E402
 
 NONE = ResolvedWeights(None, "random", False)
 
@@ -139,8 +139,14 @@ def test_frozen_features_computed_once_train_the_same_model(tmp_path):
         keras.utils.set_random_seed(2)
         model = build_classifier(BACKBONE, 71, 2, NONE, head="softmax", dense_units=8)
         frozen_before = model.get_layer("backbone").layers[5].get_weights()
-        cfg = TrainConfig(epochs=3, warmup_epochs=0, batch_size=8, early_stopping_patience=0,
-                          frozen_features_mb=limit, learning_rate=learning_rate)
+        cfg = TrainConfig(
+            epochs=3,
+            warmup_epochs=0,
+            batch_size=8,
+            early_stopping_patience=0,
+            frozen_features_mb=limit,
+            learning_rate=learning_rate,
+        )
         return fit_stage(model, x, y, x[:8], y[:8], cfg, "softmax", seed=2, verbose=0), model, frozen_before
 
     # With steps too small to amplify rounding, the two paths agree to rounding at every epoch. (At a real
@@ -178,8 +184,9 @@ def test_frozen_features_over_their_memory_limit_fall_back_to_the_whole_backbone
     model = build_classifier(BACKBONE, 71, 2, NONE, head="sigmoid")
     # the frozen part of 8 images at 71 px: a few hundred kB, over a limit of 0.0001 MB is impossible to
     # set, so freeze only the stem (large maps) and allow 1 MB
-    cfg = TrainConfig(epochs=1, warmup_epochs=0, batch_size=4, early_stopping_patience=0, frozen_fraction=0.05,
-                      frozen_features_mb=1)
+    cfg = TrainConfig(
+        epochs=1, warmup_epochs=0, batch_size=4, early_stopping_patience=0, frozen_fraction=0.05, frozen_features_mb=1
+    )
     result = fit_stage(model, np.repeat(x, 4, axis=0), np.repeat(y, 4), None, None, cfg, "sigmoid", seed=0, verbose=0)
     assert result.frozen_features == [] and len(result.history["loss"]) == 1
 
@@ -213,7 +220,9 @@ def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
     assert getattr(stage1_model, "optimizer", None) is None
     with zipfile.ZipFile(tmp_path / "s1" / "classifier.keras") as bundle, bundle.open("model.weights.h5") as weights:
         assert b"optimizer" not in weights.read()
-    s2 = run_finetune_stage("stage2", "blast", BACKBONE, out, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile)
+    s2 = run_finetune_stage(
+        "stage2", "blast", BACKBONE, out, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile
+    )
     assert s2.carried_over == ["backbone"]
     stage2_model, info = load_classifier(tmp_path / "s2")
     assert info.imagenet and info.weights_source == s1_info.weights_source  # carried from stage to stage
@@ -233,23 +242,33 @@ def test_a_random_start_says_it_is_not_the_papers_stage_1(training_data, tmp_pat
     assert "not the paper's stage 1" in html.unescape((tmp_path / "s1.html").read_text())
 
 
-@pytest.mark.parametrize("stage, task, previous, message", [
-    ("stage2", "fab", None, "does not do task 'fab'"),
-    ("stage1", "blast", "x", "takes no previous"),
-    ("stage3", "detection", None, "needs the previous"),
-    ("stage9", "blast", None, "unknown stage"),
-])
+@pytest.mark.parametrize(
+    "stage, task, previous, message",
+    [
+        ("stage2", "fab", None, "does not do task 'fab'"),
+        ("stage1", "blast", "x", "takes no previous"),
+        ("stage3", "detection", None, "needs the previous"),
+        ("stage9", "blast", None, "unknown stage"),
+    ],
+)
 @pytest.mark.slow
 def test_stages_refuse_what_does_not_fit(training_data, tmp_path, stage, task, previous, message):
     out, _, _, profile = training_data
     with pytest.raises(StageError, match=message):
-        run_finetune_stage(stage, task, BACKBONE, out, tmp_path / previous if previous else None, tmp_path / "m",
-                           tmp_path / "m.html", profile)
+        run_finetune_stage(
+            stage,
+            task,
+            BACKBONE,
+            out,
+            tmp_path / previous if previous else None,
+            tmp_path / "m",
+            tmp_path / "m.html",
+            profile,
+        )
 
 
 def test_devices_for_training_on_cpu_and_mixed_precision_keeps_a_float32_head():
     import tensorflow as tf
-
 
     strategy, description = devices_for_training("auto")
     assert description == "CPU, float32" and isinstance(strategy, tf.distribute.OneDeviceStrategy)
@@ -274,7 +293,9 @@ def test_the_inner_validation_split_is_grouped_stratified_and_keeps_every_class_
     assert {u.label for u in units if u.group in held} == {"normal", "L1", "L2", "L3"}  # stratified
     assert inner_validation_groups(units, 0.25, seed=0) == held  # seeded
     # one group per class: nothing can be held out without losing a class
-    assert inner_validation_groups([Unit(f"s{i}", c, f"s{i}") for i, c in enumerate(("normal", "L1"))], 0.25, 0) == set()
+    assert (
+        inner_validation_groups([Unit(f"s{i}", c, f"s{i}") for i, c in enumerate(("normal", "L1"))], 0.25, 0) == set()
+    )
     assert inner_validation_groups(units, 0.0, 0) == set()
 
 
@@ -364,5 +385,7 @@ def test_isolated_smears_without_a_cell_never_become_black_training_or_evaluatio
     arrays = StageArrays.load(tmp_path / "out" / "stage3.npz")
     for x in (arrays.x_train, arrays.x_val, arrays.x_eval):
         assert all(image.any() for image in x)  # no all-black image anywhere
-    assert not emptied & (set(arrays.sources_train.tolist()) | set(arrays.sources_val.tolist()) | set(arrays.sources_eval.tolist()))
+    assert not emptied & (
+        set(arrays.sources_train.tolist()) | set(arrays.sources_val.tolist()) | set(arrays.sources_eval.tolist())
+    )
     assert set(summary["stages"]["stage3"]["eval_units_without_items"]) == {evaluated[0], evaluated[1]}

@@ -66,15 +66,19 @@ def _trials(summary: dict) -> list:
 
 @pytest.mark.slow
 def test_no_trial_reads_an_evaluation_fold_image(prepared, tmp_path):
-    out, ingested, cells, split = prepared
+    _out, ingested, cells, split = prepared
     intact = search(FoldData(ingested, cells, split, 0), BACKBONE, "demo", TUNE, tmp_path / "intact", trials=2)
 
     poisoned_ingest, poisoned_cells, count = _poisoned_copy(ingested, cells, split, 0, tmp_path / "poisoned")
     assert count >= 8  # smears, their crops, single-cell images: the fold's evaluation part is unreadable
-    with pytest.raises(Exception):  # the control: building the fold as training does reads them, and fails
-        prepare_training_data(poisoned_ingest, poisoned_cells, split, 0, tmp_path / "control", get_profile("demo", TUNE))
+    with pytest.raises(Exception):  # noqa: B017 (any failure shows the read) the control: building the fold as training does reads them, and fails
+        prepare_training_data(
+            poisoned_ingest, poisoned_cells, split, 0, tmp_path / "control", get_profile("demo", TUNE)
+        )
 
-    poisoned = search(FoldData(poisoned_ingest, poisoned_cells, split, 0), BACKBONE, "demo", TUNE, tmp_path / "run", trials=2)
+    poisoned = search(
+        FoldData(poisoned_ingest, poisoned_cells, split, 0), BACKBONE, "demo", TUNE, tmp_path / "run", trials=2
+    )
     assert _trials(poisoned) == _trials(intact)  # same trials, same scores: nothing of the evaluation part reached them
     assert [t["state"] for t in intact["trials"]] == ["complete", "complete"]
     assert intact["trials"][0]["params"] == profile_values(get_profile("demo", TUNE))  # trial 0: the profile's own
@@ -89,8 +93,14 @@ def test_no_trial_reads_an_evaluation_fold_image(prepared, tmp_path):
 def test_a_fold_without_an_inner_split_is_refused_before_any_trial(prepared, tmp_path):
     _, ingested, cells, split = prepared
     with pytest.raises(TuneError, match="no inner validation split.*evaluation fold"):
-        search(FoldData(ingested, cells, split, 0), BACKBONE, "demo", {**TUNE, "train.validation_fraction": 0.0},
-               tmp_path, trials=1)
+        search(
+            FoldData(ingested, cells, split, 0),
+            BACKBONE,
+            "demo",
+            {**TUNE, "train.validation_fraction": 0.0},
+            tmp_path,
+            trials=1,
+        )
     with pytest.raises(ConfigError, match="tune.arms"):
         get_profile("demo", {"tune.arms": ["both"]})
     with pytest.raises(ConfigError, match="tune.learning_rate"):
@@ -102,17 +112,53 @@ def test_the_cli_runs_one_katib_trial_and_prints_its_objective(prepared):
     out, _, _, _ = prepared  # `tune` reuses the prepared images (same inputs and data settings)
     sets = [arg for key, value in TUNE.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     katib = ["--set", "train.learning_rate=0.001", "--set", "model.dropout=0.1"]  # as Katib's trial Job sets them
-    result = subprocess.run([sys.executable, "-m", "leukemia_mtl", "tune", "--smears", "synthetic", "--cells", "synthetic",
-                             "--output", str(out), "--trial", *sets, *katib],
-                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leukemia_mtl",
+            "tune",
+            "--smears",
+            "synthetic",
+            "--cells",
+            "synthetic",
+            "--output",
+            str(out),
+            "--trial",
+            *sets,
+            *katib,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reusing" in result.stderr
     lines = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     assert 0.0 <= float(lines["objective"]) <= 1.0 and float(lines["classical_detection"]) == float(lines["objective"])
     trial = json.loads((out / f"fold0-{BACKBONE}" / "trial.json").read_text())
     assert trial["params"]["train.learning_rate"] == 0.001 and trial["params"]["model.dropout"] == 0.1
-    bad = subprocess.run([sys.executable, "-m", "leukemia_mtl", "tune", "--smears", "synthetic", "--output", str(out),
-                          "--trial", "--trials", "3", *sets], cwd=REPO, capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leukemia_mtl",
+            "tune",
+            "--smears",
+            "synthetic",
+            "--output",
+            str(out),
+            "--trial",
+            "--trials",
+            "3",
+            *sets,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: --trial")
 
 
@@ -122,12 +168,16 @@ def test_the_tune_commands_arguments_are_checked_before_any_work(synthetic_copy,
     from leukemia_mtl import cli
 
     smears = str(synthetic_copy / "ALL_IDB1")
-    cases = {("--fold", "99", "--output", str(tmp_path / "a")): "--fold 99: the profile's split has folds 0 to 1",
-             ("--backbone", "ResNet", "--output", str(tmp_path / "b")): "--backbone ResNet: unknown; choose one of",
-             ("--trials", "0", "--output", str(tmp_path / "c")): "--trials 0: a search needs at least 1 trial",
-             ("--output", str(synthetic_copy / "ALL_IDB1" / "search")): "lies inside the input folder"}
+    cases = {
+        ("--fold", "99", "--output", str(tmp_path / "a")): "--fold 99: the profile's split has folds 0 to 1",
+        ("--backbone", "ResNet", "--output", str(tmp_path / "b")): "--backbone ResNet: unknown; choose one of",
+        ("--trials", "0", "--output", str(tmp_path / "c")): "--trials 0: a search needs at least 1 trial",
+        ("--output", str(synthetic_copy / "ALL_IDB1" / "search")): "lies inside the input folder",
+    }
     for arguments, words in cases.items():
         assert cli.main(["tune", "--smears", smears, *arguments]) == 1
         err = capsys.readouterr().err
         assert words in err and err.count("error:") == 1 and "Traceback" not in err, (arguments, err)
-    assert not any((tmp_path / name).exists() for name in "abc") and not (synthetic_copy / "ALL_IDB1" / "search").exists()
+    assert (
+        not any((tmp_path / name).exists() for name in "abc") and not (synthetic_copy / "ALL_IDB1" / "search").exists()
+    )

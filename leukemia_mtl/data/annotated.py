@@ -69,7 +69,7 @@ def box_iou(a: Box, b: Box) -> float:
 def touching(cells: list[Box], gap: float = 0.1) -> bool:
     """Whether any two of an image's white cells touch or nearly do (their boxes within `gap` of the larger side)."""
     for i, (ax, ay, aw, ah) in enumerate(cells):
-        for bx, by, bw, bh in cells[i + 1:]:
+        for bx, by, bw, bh in cells[i + 1 :]:
             pad = gap * max(aw, ah, bw, bh)
             if ax <= bx + bw + pad and bx <= ax + aw + pad and ay <= by + bh + pad and by <= ay + ah + pad:
                 return True
@@ -92,8 +92,10 @@ class FinderTally:
         self.white_cells += len(white_cells)
         self.regions += len(regions)
         self.matched += sum(any(box_iou(cell, region) >= MATCH_IOU for region in regions) for cell in white_cells)
-        self.centred += sum(any(x <= cx + cw / 2 < x + w and y <= cy + ch / 2 < y + h for x, y, w, h in regions)
-                            for cx, cy, cw, ch in white_cells)
+        self.centred += sum(
+            any(x <= cx + cw / 2 < x + w and y <= cy + ch / 2 < y + h for x, y, w, h in regions)
+            for cx, cy, cw, ch in white_cells
+        )
         self.missed_images += bool(white_cells) and not regions
 
     @property
@@ -105,9 +107,14 @@ class FinderTally:
         return self.regions / max(self.white_cells, 1)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "white_cells": self.white_cells, "recall": round(self.recall, 3),
-                "centre_inside": round(self.centred / max(self.white_cells, 1), 3),
-                "regions_per_cell": round(self.regions_per_cell, 2), "missed_images": self.missed_images}
+        return {
+            "images": self.images,
+            "white_cells": self.white_cells,
+            "recall": round(self.recall, 3),
+            "centre_inside": round(self.centred / max(self.white_cells, 1), 3),
+            "regions_per_cell": round(self.regions_per_cell, 2),
+            "missed_images": self.missed_images,
+        }
 
 
 # the last bench/cell_finder.py measurement, shipped with the package for the ROI page

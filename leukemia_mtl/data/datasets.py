@@ -132,11 +132,17 @@ def scan_dataset(
     return dataset
 
 
-def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str | None) -> tuple[Dataset, list[Problem]]:
+def _scan(
+    path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str | None
+) -> tuple[Dataset, list[Problem]]:
     data_cfg = dataclasses.replace(  # the configured names in the form the data's are read in (nfc)
-        data_cfg, negative_class=nfc(data_cfg.negative_class), smears_negative_class=nfc(data_cfg.smears_negative_class),
-        cells_negative_class=nfc(data_cfg.cells_negative_class), positive_class_name=nfc(data_cfg.positive_class_name),
-        subtypes=tuple(nfc(name) for name in data_cfg.subtypes))
+        data_cfg,
+        negative_class=nfc(data_cfg.negative_class),
+        smears_negative_class=nfc(data_cfg.smears_negative_class),
+        cells_negative_class=nfc(data_cfg.cells_negative_class),
+        positive_class_name=nfc(data_cfg.positive_class_name),
+        subtypes=tuple(nfc(name) for name in data_cfg.subtypes),
+    )
     if not path.is_dir():
         raise DatasetError([Problem(str(path), "does not exist or is not a folder")])
     tree = walk(path)
@@ -162,7 +168,9 @@ def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str 
     if alias and any(r.label == data_cfg.negative_class for r in records):
         notes.append(Problem(str(path), f"class {alias!r} is this run's negative class {data_cfg.negative_class!r}"))
     labeled = {r.path for r in records}
-    unlabeled = [e.path for e in entries if e.path not in labeled] + [Path(p.where) for p in problems if _is_unparsed_image(p.where)]
+    unlabeled = [e.path for e in entries if e.path not in labeled] + [
+        Path(p.where) for p in problems if _is_unparsed_image(p.where)
+    ]
     classes = _ordered_classes(records, data_cfg.negative_class)
     if not records and not problems:
         problems.append(Problem(str(path), "contains no images"))
@@ -179,19 +187,34 @@ def _scan(path: Path, data_cfg: DataConfig, layout: str, labels_csv: Path | str 
             )
         )
     dataset = Dataset(
-        name=path.name, layout=layout, root=path, records=records, classes=classes,
-        negative_class=data_cfg.negative_class, notes=notes, unlabeled=sorted(set(unlabeled)),
+        name=path.name,
+        layout=layout,
+        root=path,
+        records=records,
+        classes=classes,
+        negative_class=data_cfg.negative_class,
+        notes=notes,
+        unlabeled=sorted(set(unlabeled)),
     )
     if path.name == SMEARS_DIR and layout == "allidb2":
-        problems.append(Problem(str(path), "holds single-cell images (ALL-IDB2 layout), not smears; give it as the cells input"))
+        problems.append(
+            Problem(str(path), "holds single-cell images (ALL-IDB2 layout), not smears; give it as the cells input")
+        )
     if path.name == CELLS_DIR and layout == "allidb1":
-        problems.append(Problem(str(path), "holds smears (ALL-IDB1 layout), not single-cell images; give it as the smears input"))
+        problems.append(
+            Problem(str(path), "holds smears (ALL-IDB1 layout), not single-cell images; give it as the smears input")
+        )
     if path.name == CELLS_DIR and layout == "folders" and data_cfg.check_cells_are_crops:
         wide = _wide_fields(records)
         if wide:
-            problems.append(Problem(str(path), f"holds what look like multi-cell smears, not single-cell crops ({wide}); "
-                                               "give it as the smears input (or, where each image holds one white "
-                                               "cell, --set data.check_cells_are_crops=false)"))
+            problems.append(
+                Problem(
+                    str(path),
+                    f"holds what look like multi-cell smears, not single-cell crops ({wide}); "
+                    "give it as the smears input (or, where each image holds one white "
+                    "cell, --set data.check_cells_are_crops=false)",
+                )
+            )
     return dataset, problems
 
 
@@ -202,7 +225,7 @@ WIDE_FIELD_SHARE = 0.75
 
 def _wide_fields(records: list[ImageRecord], sample: int = 32) -> str | None:
     """What to say where most of an evenly spaced sample of images (headers only) are wide fields, else None."""
-    picked = records[::max(1, len(records) // sample)][:sample]
+    picked = records[:: max(1, len(records) // sample)][:sample]
     sizes = []
     for record in picked:
         try:
@@ -240,8 +263,9 @@ def _report_other_files(tree: Tree, used: set[Path], notes: list[Problem]) -> No
             notes.append(Problem(str(other), "ignored: not an image of this dataset"))
 
 
-def _scan_allidb(path: Path, tree: Tree, layout: str, data_cfg: DataConfig, problems: list[Problem],
-                 notes: list[Problem]) -> list[_Entry]:
+def _scan_allidb(
+    path: Path, tree: Tree, layout: str, data_cfg: DataConfig, problems: list[Problem], notes: list[Problem]
+) -> list[_Entry]:
     files = set(tree.files)
     image_dirs = [path] + [path / sub for sub in ("im", "img") if path / sub in tree.folders]
     xyc_dirs = [path] + ([path / "xyc"] if path / "xyc" in tree.folders else [])
@@ -252,7 +276,9 @@ def _scan_allidb(path: Path, tree: Tree, layout: str, data_cfg: DataConfig, prob
             used.add(image)
             match = ALLIDB_NAME.match(image.stem)
             if not match:
-                problems.append(Problem(str(image), "name does not follow ALL-IDB's ImNNN_Y pattern (Y = 0 healthy, 1 ALL)"))
+                problems.append(
+                    Problem(str(image), "name does not follow ALL-IDB's ImNNN_Y pattern (Y = 0 healthy, 1 ALL)")
+                )
                 continue
             suffix = match["suffix"]
             if suffix not in ("0", "1"):
@@ -288,7 +314,9 @@ def _read_xyc(path: Path, problems: list[Problem]) -> tuple[tuple[int, int], ...
         try:
             x, y = (int(round(float(v))) for v in fields)
         except (ValueError, OverflowError):  # 'inf', '1e400' and 'nan' are no pixel coordinates either
-            problems.append(Problem(f"{path}:{number}", f"expected 'x y' blast centre in pixels, got {line.strip()[:80]!r}"))
+            problems.append(
+                Problem(f"{path}:{number}", f"expected 'x y' blast centre in pixels, got {line.strip()[:80]!r}")
+            )
             continue
         if x < 0 or y < 0:
             problems.append(Problem(f"{path}:{number}", f"negative coordinate in {line.strip()!r}"))
@@ -311,7 +339,9 @@ def _scan_folders(path: Path, tree: Tree, problems: list[Problem], notes: list[P
         problems.append(Problem(str(loose), "image outside any class folder (one sub-folder per class)"))
         used.add(loose)
     for class_dir in (folder for folder in tree.folders if folder.parent == path):
-        images = [p for p in _image_files(tree, class_dir, recursive=True) if MASKS_DIR not in p.relative_to(class_dir).parts]
+        images = [
+            p for p in _image_files(tree, class_dir, recursive=True) if MASKS_DIR not in p.relative_to(class_dir).parts
+        ]
         if not images:
             problems.append(Problem(str(class_dir), "class folder has no images"))
         for image in images:
@@ -344,7 +374,11 @@ def _read_labels_csv(csv_path: Path, problems: list[Problem]) -> dict[str, tuple
         return None
     reader.fieldnames = header  # 'filename, class' (a space after the comma) names the same columns
     if "filename" not in header or "class" not in header:
-        problems.append(Problem(str(csv_path), f"label file needs columns 'filename' and 'class' (optional 'patient'); found {header}"))
+        problems.append(
+            Problem(
+                str(csv_path), f"label file needs columns 'filename' and 'class' (optional 'patient'); found {header}"
+            )
+        )
         return None
     rows: dict[str, tuple[str, str | None]] = {}
     try:
@@ -363,8 +397,13 @@ def _read_labels_csv(csv_path: Path, problems: list[Problem]) -> dict[str, tuple
             continue
         invisible = _invisible_characters(label)
         if invisible:
-            problems.append(Problem(f"{csv_path}:{number}", f"class {label!r} holds invisible or control characters "
-                                                            f"({invisible}); a class name is printable text"))
+            problems.append(
+                Problem(
+                    f"{csv_path}:{number}",
+                    f"class {label!r} holds invisible or control characters "
+                    f"({invisible}); a class name is printable text",
+                )
+            )
             continue
         rows[name] = (label, (row.get("patient") or "").strip() or None)
     return rows
@@ -386,13 +425,20 @@ def _label_records(
     def canonical(name: str, where: Path) -> str | None:
         """The run's name for a class; None (and a problem) for the run's own name where the input has another."""
         if alias and name == negative:
-            problems.append(Problem(str(where), f"is labelled {negative!r}, but this input calls its negatives {alias!r} "
-                                                "(data.*_negative_class): one name for healthy images per input"))
+            problems.append(
+                Problem(
+                    str(where),
+                    f"is labelled {negative!r}, but this input calls its negatives {alias!r} "
+                    "(data.*_negative_class): one name for healthy images per input",
+                )
+            )
             return None
         return negative if alias and name == alias else name
 
     by_name = Counter(nfc(e.path.name) for e in entries)
-    is_allidb = any(e.label_hint in ("0", "1") for e in entries) and all(ALLIDB_NAME.match(e.path.stem) for e in entries)
+    is_allidb = any(e.label_hint in ("0", "1") for e in entries) and all(
+        ALLIDB_NAME.match(e.path.stem) for e in entries
+    )
     for entry in entries:
         rel = nfc(entry.path.relative_to(root).as_posix())
         patient = None
@@ -403,9 +449,14 @@ def _label_records(
                 continue
             matched.add(key)
             if key != rel and by_name[key] > 1:
-                problems.append(Problem(str(entry.path), f"the label file's row {key!r} matches {by_name[key]} files of "
-                                                         "this name; name each by its path in the dataset (e.g. "
-                                                         f"{rel!r})"))
+                problems.append(
+                    Problem(
+                        str(entry.path),
+                        f"the label file's row {key!r} matches {by_name[key]} files of "
+                        "this name; name each by its path in the dataset (e.g. "
+                        f"{rel!r})",
+                    )
+                )
                 continue
             label, patient = csv_rows[key]
             label = canonical(label, entry.path)
@@ -415,19 +466,32 @@ def _label_records(
             # a folder 'ALL' may be refined to L1/L2/L3 by the file; any other disagreement stops the run
             refines = hint == data_cfg.positive_class_name and label != data_cfg.negative_class
             if not is_allidb and label != hint and not refines:
-                problems.append(Problem(str(entry.path), f"the label file {csv_path} says {label!r} but its class folder "
-                                                         f"says {entry.label_hint!r}; make them agree"))
+                problems.append(
+                    Problem(
+                        str(entry.path),
+                        f"the label file {csv_path} says {label!r} but its class folder "
+                        f"says {entry.label_hint!r}; make them agree",
+                    )
+                )
                 continue
             if is_allidb and (label == data_cfg.negative_class) != (entry.label_hint == "0"):
                 problems.append(
-                    Problem(str(entry.path), f"label file says {label!r} but the name's suffix _{entry.label_hint} says the opposite")
+                    Problem(
+                        str(entry.path),
+                        f"label file says {label!r} but the name's suffix _{entry.label_hint} says the opposite",
+                    )
                 )
                 continue
             subtypes = (data_cfg.positive_class_name, *data_cfg.subtypes)
             if (refines or is_allidb) and label != data_cfg.negative_class and label not in subtypes:
                 # refining 'ALL' (a folder, or ALL-IDB's _1) to a type the run does not know would add a class
-                problems.append(Problem(str(entry.path), f"the label file says {label!r}, which is none of the types an "
-                                                         f"ALL image can have here ({', '.join(subtypes)}; data.subtypes)"))
+                problems.append(
+                    Problem(
+                        str(entry.path),
+                        f"the label file says {label!r}, which is none of the types an "
+                        f"ALL image can have here ({', '.join(subtypes)}; data.subtypes)",
+                    )
+                )
                 continue
         elif is_allidb:
             label = data_cfg.negative_class if entry.label_hint == "0" else data_cfg.positive_class_name
@@ -437,14 +501,23 @@ def _label_records(
                 continue
             invisible = _invisible_characters(label)
             if invisible:
-                problems.append(Problem(str(entry.path), f"class folder {label!r} holds invisible or control characters "
-                                                         f"({invisible}); rename it"))
+                problems.append(
+                    Problem(
+                        str(entry.path),
+                        f"class folder {label!r} holds invisible or control characters ({invisible}); rename it",
+                    )
+                )
                 continue
         group = f"patient:{patient}" if patient else Path(rel).with_suffix("").as_posix()
         records.append(
             ImageRecord(
-                path=entry.path, rel_path=rel, label=label, positive=label != data_cfg.negative_class,
-                group=group, blast_centres=entry.blast_centres, mask_path=entry.mask_path,
+                path=entry.path,
+                rel_path=rel,
+                label=label,
+                positive=label != data_cfg.negative_class,
+                group=group,
+                blast_centres=entry.blast_centres,
+                mask_path=entry.mask_path,
             )
         )
     problems.extend(_colliding_ids(records))
@@ -469,9 +542,13 @@ def _colliding_ids(records: list[ImageRecord]) -> list[Problem]:
     for record in records:
         by_id.setdefault(record.image_id.casefold(), []).append(record)
     return [
-        Problem(str(other.path), f"has the same name as {same[0].rel_path} but for its extension or case; the "
-                                 "stages would write one file for both: rename one")
-        for same in by_id.values() for other in same[1:]
+        Problem(
+            str(other.path),
+            f"has the same name as {same[0].rel_path} but for its extension or case; the "
+            "stages would write one file for both: rename one",
+        )
+        for same in by_id.values()
+        for other in same[1:]
     ]
 
 
@@ -505,20 +582,37 @@ def check_images(dataset: Dataset, data_cfg: DataConfig, *, progress: bool = Tru
         if loaded.pixel_sha256 in first_seen:
             other = first_seen[loaded.pixel_sha256]
             if other.label != record.label:
-                problems.append(Problem(str(record.path), f"is the same image as {other.rel_path} with a different class "
-                                                          f"({other.label!r} vs {record.label!r})"))
+                problems.append(
+                    Problem(
+                        str(record.path),
+                        f"is the same image as {other.rel_path} with a different class "
+                        f"({other.label!r} vs {record.label!r})",
+                    )
+                )
             elif sha256_file(record.path) == sha256_file(other.path):
                 dataset.merged_duplicates.append((record.rel_path, other.rel_path))
-                dataset.notes.append(Problem(str(record.path), f"is a byte-identical copy of {other.rel_path} (same class "
-                                                               f"{record.label!r}): merged into one group with it"))
+                dataset.notes.append(
+                    Problem(
+                        str(record.path),
+                        f"is a byte-identical copy of {other.rel_path} (same class "
+                        f"{record.label!r}): merged into one group with it",
+                    )
+                )
             else:
-                problems.append(Problem(str(record.path), f"is the same image as {other.rel_path}, stored differently; "
-                                                          "remove one (only byte-identical copies are merged)"))
+                problems.append(
+                    Problem(
+                        str(record.path),
+                        f"is the same image as {other.rel_path}, stored differently; "
+                        "remove one (only byte-identical copies are merged)",
+                    )
+                )
             continue
         first_seen[loaded.pixel_sha256] = record
         for x, y in record.blast_centres or ():
             if x >= width or y >= height:
-                problems.append(Problem(str(record.path), f"blast centre ({x}, {y}) lies outside the {width}x{height} image"))
+                problems.append(
+                    Problem(str(record.path), f"blast centre ({x}, {y}) lies outside the {width}x{height} image")
+                )
         if record.mask_path is not None:
             try:
                 read_mask(record.mask_path, (width, height), max_pixels=data_cfg.max_pixels)

@@ -46,16 +46,20 @@ class Tree:
             return None
         shown = ", ".join(p.relative_to(self.root).as_posix() for p in self.hidden[:3])
         more = f" and {len(self.hidden) - 3} more" if len(self.hidden) > 3 else ""
-        return Problem(str(self.root), f"ignored {len(self.hidden)} hidden file(s) or folder(s) "
-                                       f"(names starting with '.'): {shown}{more}")
+        return Problem(
+            str(self.root),
+            f"ignored {len(self.hidden)} hidden file(s) or folder(s) (names starting with '.'): {shown}{more}",
+        )
 
     def outputs_note(self) -> Problem | None:
         if not self.outputs:
             return None
         shown = ", ".join(p.relative_to(self.root).as_posix() + "/" for p in self.outputs[:3])
         more = f" and {len(self.outputs) - 3} more" if len(self.outputs) > 3 else ""
-        return Problem(str(self.root), f"skipped {len(self.outputs)} folder(s) this tool wrote (they hold "
-                                       f"{OUTPUT_MARKER}): {shown}{more}")
+        return Problem(
+            str(self.root),
+            f"skipped {len(self.outputs)} folder(s) this tool wrote (they hold {OUTPUT_MARKER}): {shown}{more}",
+        )
 
     def notes(self) -> list[Problem]:
         return [note for note in (self.hidden_note(), self.outputs_note()) if note is not None]
@@ -83,8 +87,13 @@ def walk(root: Path | str) -> Tree:
     root = Path(root)
     tree = Tree(root)
     if (root / OUTPUT_MARKER).is_file():
-        tree.problems.append(Problem(str(root), f"is a folder this tool wrote (it holds {OUTPUT_MARKER}: overlays, "
-                                                "ROI images or a run's files), not input images"))
+        tree.problems.append(
+            Problem(
+                str(root),
+                f"is a folder this tool wrote (it holds {OUTPUT_MARKER}: overlays, "
+                "ROI images or a run's files), not input images",
+            )
+        )
         return tree
     _visit(root, tree, frozenset())
     tree.files.sort()
@@ -103,7 +112,9 @@ def _visit(folder: Path, tree: Tree, ancestors: frozenset[tuple[int, int]]) -> N
         return
     here = (info.st_dev, info.st_ino)
     if here in ancestors:
-        tree.problems.append(Problem(str(folder), "is a symlink loop: it leads back to a folder above it; remove the link"))
+        tree.problems.append(
+            Problem(str(folder), "is a symlink loop: it leads back to a folder above it; remove the link")
+        )
         return
     ancestors = ancestors | {here}
     for name in names:
@@ -166,8 +177,9 @@ def path_argument(text: str) -> Path:
     return Path(location_argument(text))
 
 
-def check_output(flag: str, output: Path, inputs: list[Path], *, kind: str = "file", marks: bool = False,
-                 inside_inputs: bool = False) -> None:
+def check_output(
+    flag: str, output: Path, inputs: list[Path], *, kind: str = "file", marks: bool = False, inside_inputs: bool = False
+) -> None:
     """Refuse, before anything is written, an output that is one of the `inputs`, holds one, or lies inside an
     input folder (allowed with `inside_inputs`: a folder the tool marks, which walks skip). `kind` 'file': also a
     folder or an existing image, which it would overwrite; 'folder': also a file, and, where the command `marks`
@@ -178,23 +190,30 @@ def check_output(flag: str, output: Path, inputs: list[Path], *, kind: str = "fi
     for given in inputs:
         source = given.resolve()
         if target == source:
-            raise OutputError(f"{flag} {output}: is one of the inputs ({given}); it would be overwritten. "
-                              "Give another name")
+            raise OutputError(
+                f"{flag} {output}: is one of the inputs ({given}); it would be overwritten. Give another name"
+            )
         if source.is_dir() and source in target.parents and not inside_inputs:
-            raise OutputError(f"{flag} {output}: lies inside the input folder {given}, where a rerun would read it "
-                              "back; write it elsewhere")
+            raise OutputError(
+                f"{flag} {output}: lies inside the input folder {given}, where a rerun would read it "
+                "back; write it elsewhere"
+            )
         if target.is_dir() and target in source.parents:
             raise OutputError(f"{flag} {output}: holds the input {given}; give a folder of its own")
     if kind == "file":
         if target.is_dir():
             raise OutputError(f"{flag} {output}: is a folder; give a file name")
         if target.exists() and target.suffix.lower() in IMAGE_EXTENSIONS:
-            raise OutputError(f"{flag} {output}: is an existing image, which it would overwrite (a shell glob after "
-                              f"{flag}?); give a new file name")
+            raise OutputError(
+                f"{flag} {output}: is an existing image, which it would overwrite (a shell glob after "
+                f"{flag}?); give a new file name"
+            )
     elif target.exists() and not target.is_dir():
         raise OutputError(f"{flag} {output}: is a file; give a folder")
     elif marks and target.is_dir() and not (target / OUTPUT_MARKER).is_file():
         own = next((p for p in target.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()), None)
         if own is not None:
-            raise OutputError(f"{flag} {output}: already holds images this tool did not write ({own.relative_to(target)}"
-                              "); give a new or empty folder")
+            raise OutputError(
+                f"{flag} {output}: already holds images this tool did not write ({own.relative_to(target)}"
+                "); give a new or empty folder"
+            )

@@ -18,8 +18,13 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".ppm", ".pgm", ".pnm"}
 )
 _FORMAT_BY_EXTENSION = {
-    ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
-    ".bmp": "BMP", ".webp": "WEBP",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".webp": "WEBP",
 }
 
 
@@ -50,8 +55,11 @@ def read_image(path: Path | str, *, max_pixels: int, min_side: int = 1) -> Loade
     except OSError as exc:
         raise ImageError(path, f"cannot be read ({exc.strerror or exc})") from None
     if size > max_file_bytes(max_pixels):  # refused before reading: a 2 GiB file behind a valid header
-        raise ImageError(path, f"is {size:,} bytes, more than an image of at most {max_pixels:,} pixels can need "
-                               "(raise data.max_pixels if it is real)")
+        raise ImageError(
+            path,
+            f"is {size:,} bytes, more than an image of at most {max_pixels:,} pixels can need "
+            "(raise data.max_pixels if it is real)",
+        )
     try:
         data = path.read_bytes()
     except IsADirectoryError:
@@ -66,8 +74,11 @@ def decode_image(data: bytes, path: Path | str, *, max_pixels: int, min_side: in
     and its suffix, if any, is checked against the content."""
     path = Path(path)
     if len(data) > max_file_bytes(max_pixels):
-        raise ImageError(path, f"is {len(data):,} bytes, more than an image of at most {max_pixels:,} pixels can need "
-                               "(raise data.max_pixels if it is real)")
+        raise ImageError(
+            path,
+            f"is {len(data):,} bytes, more than an image of at most {max_pixels:,} pixels can need "
+            "(raise data.max_pixels if it is real)",
+        )
     if not data:
         raise ImageError(path, "is empty (0 bytes)")
 
@@ -165,9 +176,12 @@ def _to_rgb8(path: Path, pixels: np.ndarray, conversions: list[str]) -> np.ndarr
     if pixels.dtype == np.uint16:
         bits = significant_bits(pixels)
         pixels = cv2.convertScaleAbs(pixels, alpha=255.0 / ((1 << bits) - 1))
-        conversions.append("16-bit samples scaled to 8-bit" if bits == 16 else
-                           f"16-bit samples holding {bits}-bit data (none above {(1 << bits) - 1}, as a {bits}-bit "
-                           f"camera writes them) scaled from 0-{(1 << bits) - 1} to 8-bit")
+        conversions.append(
+            "16-bit samples scaled to 8-bit"
+            if bits == 16
+            else f"16-bit samples holding {bits}-bit data (none above {(1 << bits) - 1}, as a {bits}-bit "
+            f"camera writes them) scaled from 0-{(1 << bits) - 1} to 8-bit"
+        )
     elif pixels.dtype != np.uint8:
         raise ImageError(path, f"has {pixels.dtype} samples; expected 8- or 16-bit integers")
 
@@ -189,8 +203,7 @@ def read_mask(path: Path | str, expected_size: tuple[int, int], *, max_pixels: i
     if loaded.size != expected_size:
         raise ImageError(
             path,
-            f"mask is {loaded.size[0]}x{loaded.size[1]} but its image is "
-            f"{expected_size[0]}x{expected_size[1]}",
+            f"mask is {loaded.size[0]}x{loaded.size[1]} but its image is {expected_size[0]}x{expected_size[1]}",
         )
     gray = loaded.rgb[..., 0]
     return np.where(gray > 127, 255, 0).astype(np.uint8)

@@ -9,11 +9,11 @@ dataset stops the run here with every problem listed.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
-import errno
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from leukemia_mtl.data import synth
 from leukemia_mtl.data.datasets import CELLS_DIR, LABELS_FILE, SMEARS_DIR, Dataset, find_datasets, load_datasets
 from leukemia_mtl.data.files import walk
 from leukemia_mtl.data.images import IMAGE_EXTENSIONS
-from leukemia_mtl.data.layout import DATA_DIR, SUMMARY_FILE, origin_of, user_path  # noqa: F401 (re-exported)
+from leukemia_mtl.data.layout import DATA_DIR, SUMMARY_FILE, user_path  # noqa: F401 (re-exported)
 from leukemia_mtl.data.shortcuts import find_shortcuts
 from leukemia_mtl.data.storage import ObjectStore, is_s3_uri
 from leukemia_mtl.errors import DatasetError, Problem, environment_error_line
@@ -78,8 +78,15 @@ def input_source(role: str, value: str | None) -> str:
     become 'synthetic' and retrain (and publish) a model on generated data."""
     source = (value or "").strip()
     if not source:
-        raise DatasetError([Problem(role, f"is empty; give 'synthetic', a local folder or an s3:// URI"
-                                          f"{', or none' if role == CELLS_DIR else ''}")])
+        raise DatasetError(
+            [
+                Problem(
+                    role,
+                    f"is empty; give 'synthetic', a local folder or an s3:// URI"
+                    f"{', or none' if role == CELLS_DIR else ''}",
+                )
+            ]
+        )
     return source
 
 
@@ -105,8 +112,9 @@ def copy_tree(source: Path, target: Path) -> tuple[list[Problem], list[Problem]]
             try:
                 shutil.copyfile(path, copy)
             except OSError as exc:
-                if environment_error_line(exc) is not None and (exc.filename in (None, str(copy)) or
-                                                               exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+                if environment_error_line(exc) is not None and (
+                    exc.filename in (None, str(copy)) or exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                ):
                     # the copy could not be written (a full disk): no image of the user's is to blame, so the
                     # error names the copy (shutil's sendfile names the source first)
                     raise OSError(exc.errno, exc.strerror, str(copy)) from None
@@ -146,7 +154,9 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
             else:
                 root = Path(source).expanduser()
                 if not root.is_dir():
-                    raise DatasetError([Problem(source, "is neither 'synthetic', an s3:// URI, nor an existing folder")])
+                    raise DatasetError(
+                        [Problem(source, "is neither 'synthetic', an s3:// URI, nor an existing folder")]
+                    )
             chosen = _pick(root, role)
             relative = chosen.relative_to(root).as_posix()
             origin = source.rstrip("/") + ("" if relative == "." else f"/{relative}")
@@ -171,25 +181,39 @@ def ingest(smears: str, cells: str, out_dir: Path | str, profile: Profile, *, pr
     staging.rename(final)
     datasets = load_datasets(final, profile.data, check=False)  # paths under the final name
     for before, after in zip(checked, datasets):
-        after.notes = [*left_behind.get(after.name, []),  # the user's file, not the staging copy
-                       *(_users(n, origins) for n in before.notes)]
+        after.notes = [
+            *left_behind.get(after.name, []),  # the user's file, not the staging copy
+            *(_users(n, origins) for n in before.notes),
+        ]
         after.merged_duplicates = before.merged_duplicates
-    summary = summarise(f"smears: {sources[SMEARS_DIR]}; cells: {sources[CELLS_DIR]}", datasets,
-                        smears=sources[SMEARS_DIR], cells=sources[CELLS_DIR],
-                        origins={staged.name: origin for staged, origin in origins.items()})
+    summary = summarise(
+        f"smears: {sources[SMEARS_DIR]}; cells: {sources[CELLS_DIR]}",
+        datasets,
+        smears=sources[SMEARS_DIR],
+        cells=sources[CELLS_DIR],
+        origins={staged.name: origin for staged, origin in origins.items()},
+    )
     atomic_write_json(out / SUMMARY_FILE, asdict(summary))
     log.info("ingested %d images (%s)", summary.images, summary.source)
     return summary
 
 
-def run_ingest_task(smears: str, cells: str, data_version: str, dataset, metrics, summary, profile: Profile) -> IngestSummary:
+def run_ingest_task(
+    smears: str, cells: str, data_version: str, dataset, metrics, summary, profile: Profile
+) -> IngestSummary:
     """The ingest component's one call: the inputs into KFP's dataset artifact, its metrics and summary.
     `data_version` is the data's content fingerprint, shown beside the artifact."""
     result = ingest(smears, cells, dataset.path, profile)
     for note in result.notes:  # conversions and ignored files, in the task's log as well as the summary
         print(f"note: {note}", flush=True)
-    dataset.metadata.update({"source": result.source, "data_version": data_version, "images": result.images,
-                             "datasets": sorted(result.datasets)})
+    dataset.metadata.update(
+        {
+            "source": result.source,
+            "data_version": data_version,
+            "images": result.images,
+            "datasets": sorted(result.datasets),
+        }
+    )
     log_metrics(metrics, result.metrics())
     atomic_write_json(Path(summary.path), asdict(result))
     return result
@@ -203,10 +227,16 @@ def precheck(smears: str, cells: str, profile: Profile) -> None:
     for role, source in ((SMEARS_DIR, input_source(SMEARS_DIR, smears)), (CELLS_DIR, input_source(CELLS_DIR, cells))):
         if source == SYNTHETIC and role == SMEARS_DIR:
             labels = synth.smear_classes(profile.synth)
-            unfit = fold_shortfall(labels, [label != "normal" for label in labels], [str(i) for i in range(len(labels))], folds)
+            unfit = fold_shortfall(
+                labels, [label != "normal" for label in labels], [str(i) for i in range(len(labels))], folds
+            )
             if unfit:
-                problems.append(Problem("synth.n_smears", f"{profile.synth.n_smears} generated smears: {unfit} "
-                                                          "(or raise synth.n_smears)"))
+                problems.append(
+                    Problem(
+                        "synth.n_smears",
+                        f"{profile.synth.n_smears} generated smears: {unfit} (or raise synth.n_smears)",
+                    )
+                )
         elif source not in (SYNTHETIC, NONE) and not is_s3_uri(source):
             root = Path(source).expanduser()
             if not root.is_dir():
@@ -216,7 +246,9 @@ def precheck(smears: str, cells: str, profile: Profile) -> None:
             own = getattr(profile.data, f"{role}_negative_class").strip() or profile.data.negative_class
             for dataset in load_datasets(chosen, dataclasses.replace(profile.data, negative_class=own), check=False):
                 records = dataset.records
-                unfit = fold_shortfall([r.label for r in records], [r.positive for r in records], [r.group for r in records], folds)
+                unfit = fold_shortfall(
+                    [r.label for r in records], [r.positive for r in records], [r.group for r in records], folds
+                )
                 if unfit:
                     problems.append(Problem(source, unfit))
     if problems:
@@ -234,7 +266,7 @@ def _users(problem: Problem, origins: dict[Path, str]) -> Problem:
 def _origin(where: str, origins: dict[Path, str]) -> str:
     for staged, origin in origins.items():
         if where == str(staged) or where.startswith(str(staged) + "/"):
-            return origin + where[len(str(staged)):]
+            return origin + where[len(str(staged)) :]
     return where
 
 
@@ -257,14 +289,17 @@ def summarise(source: str, datasets: list[Dataset], **inputs) -> IngestSummary:
             for d in datasets
         },
         images=sum(len(d.records) for d in datasets),
-        notes=[str(n) for d in datasets for n in d.notes] + [f"SHORTCUT: {s.sentence()}" for s in shortcuts if s.flagged],
+        notes=[str(n) for d in datasets for n in d.notes]
+        + [f"SHORTCUT: {s.sentence()}" for s in shortcuts if s.flagged],
     )
 
 
 def fingerprint(smears: str, cells: str, profile: Profile) -> str:
     """A content version of both inputs for cache keys: changes whenever the data would change."""
-    return (f"smears={_fingerprint(input_source(SMEARS_DIR, smears), profile)};"
-            f"cells={_fingerprint(input_source(CELLS_DIR, cells), profile)}")
+    return (
+        f"smears={_fingerprint(input_source(SMEARS_DIR, smears), profile)};"
+        f"cells={_fingerprint(input_source(CELLS_DIR, cells), profile)}"
+    )
 
 
 def _fingerprint(source: str, profile: Profile) -> str:
@@ -272,8 +307,11 @@ def _fingerprint(source: str, profile: Profile) -> str:
     if source == NONE:
         return NONE
     if source == SYNTHETIC:
-        digest.update(json.dumps({"v": synth.GENERATOR_VERSION, "seed": profile.seed, "synth": asdict(profile.synth)},
-                                 sort_keys=True).encode())
+        digest.update(
+            json.dumps(
+                {"v": synth.GENERATOR_VERSION, "seed": profile.seed, "synth": asdict(profile.synth)}, sort_keys=True
+            ).encode()
+        )
     elif is_s3_uri(source):
         from leukemia_mtl.data.storage import parse_s3_uri, safe_local_path
 

@@ -43,10 +43,14 @@ class Shortcut:
         return self.balanced_accuracy >= SHORTCUT_BALANCED_ACCURACY
 
     def sentence(self) -> str:
-        rows = "; ".join(f"{value}: " + ", ".join(f"{n} {label}" for label, n in counts.items())
-                         for value, counts in list(self.table.items())[:4])
-        return (f"{self.dataset}: the {self.attribute} alone predicts {'ALL vs normal' if self.task == 'detection' else 'the class'} "
-                f"with balanced accuracy {self.balanced_accuracy:.2f} (cross-validated; chance {self.chance:.2f}) - {rows}")
+        rows = "; ".join(
+            f"{value}: " + ", ".join(f"{n} {label}" for label, n in counts.items())
+            for value, counts in list(self.table.items())[:4]
+        )
+        return (
+            f"{self.dataset}: the {self.attribute} alone predicts {'ALL vs normal' if self.task == 'detection' else 'the class'} "
+            f"with balanced accuracy {self.balanced_accuracy:.2f} (cross-validated; chance {self.chance:.2f}) - {rows}"
+        )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "flagged": self.flagged}
@@ -60,8 +64,11 @@ def file_attributes(path: Path) -> dict[str, str]:
         with Image.open(path) as image:
             exif = image.getexif()
             camera = " ".join(str(exif.get(tag, "")).strip("\x00 ") for tag in (EXIF_MAKE, EXIF_MODEL)).strip()
-            return {"image size": f"{image.width}x{image.height}", "camera": camera or "not recorded",
-                    "file format": image.format or path.suffix.lower()}
+            return {
+                "image size": f"{image.width}x{image.height}",
+                "camera": camera or "not recorded",
+                "file format": image.format or path.suffix.lower(),
+            }
     except (OSError, UnidentifiedImageError, ValueError):
         return {"image size": "unreadable", "camera": "unreadable", "file format": path.suffix.lower()}
 
@@ -70,14 +77,16 @@ def camera_of(path: Path) -> str:
     """What tells one camera from another: its EXIF make and model, else the image size (ALL-IDB1's two
     cameras record no EXIF; their sizes differ)."""
     attributes = file_attributes(path)
-    return attributes["camera"] if attributes["camera"] not in ("not recorded", "unreadable") else attributes["image size"]
+    return (
+        attributes["camera"] if attributes["camera"] not in ("not recorded", "unreadable") else attributes["image size"]
+    )
 
 
 def attribute_accuracy(values: list[str], labels: list[str], groups: list[str], seed: int = 0) -> float:
     """Cross-validated balanced accuracy of a classifier that sees only `values` (one-hot), grouped folds."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
     from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
@@ -86,9 +95,13 @@ def attribute_accuracy(values: list[str], labels: list[str], groups: list[str], 
     folds = min(5, smallest, len(set(groups)))
     if folds < 2:
         return float("nan")
-    model = make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression(max_iter=1000, class_weight="balanced"))
+    model = make_pipeline(
+        OneHotEncoder(handle_unknown="ignore"), LogisticRegression(max_iter=1000, class_weight="balanced")
+    )
     x = np.asarray(values, dtype=object).reshape(-1, 1)
-    predicted = cross_val_predict(model, x, y, groups=groups, cv=StratifiedGroupKFold(folds, shuffle=True, random_state=seed))
+    predicted = cross_val_predict(
+        model, x, y, groups=groups, cv=StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    )
     return float(balanced_accuracy_score(y, predicted))
 
 
@@ -100,8 +113,10 @@ def find_shortcuts(dataset, seed: int = 0) -> list[Shortcut]:
     attributes = [file_attributes(r.path) for r in records]
     groups = [r.group for r in records]
     found = []
-    tasks = {"detection": [dataset.negative_class if r.label == dataset.negative_class else POSITIVE_CLASS for r in records]}
-    if len(set(r.label for r in records)) > 2:
+    tasks = {
+        "detection": [dataset.negative_class if r.label == dataset.negative_class else POSITIVE_CLASS for r in records]
+    }
+    if len({r.label for r in records}) > 2:
         tasks["classes"] = [r.label for r in records]
     for attribute in ATTRIBUTES:
         values = [a[attribute] for a in attributes]
@@ -114,10 +129,19 @@ def find_shortcuts(dataset, seed: int = 0) -> list[Shortcut]:
             if np.isnan(score):
                 continue
             table: dict[str, dict[str, int]] = {}
-            for value, count in Counter(values).most_common():
+            for value, _count in Counter(values).most_common():
                 table[value] = dict(Counter(label for v, label in zip(values, labels) if v == value).most_common())
-            found.append(Shortcut(dataset.name, attribute, task, round(score, 4), round(1 / len(set(labels)), 4),
-                                  len(set(values)), table))
+            found.append(
+                Shortcut(
+                    dataset.name,
+                    attribute,
+                    task,
+                    round(score, 4),
+                    round(1 / len(set(labels)), 4),
+                    len(set(values)),
+                    table,
+                )
+            )
     for shortcut in found:
         if shortcut.flagged:
             log.warning("shortcut: %s", shortcut.sentence())

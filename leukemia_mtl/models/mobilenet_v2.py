@@ -16,8 +16,15 @@ from pathlib import Path
 import numpy as np
 
 # torchvision's inverted residual settings: expansion t, output channels c, repeats n, first stride s
-INVERTED_RESIDUAL_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                              (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+INVERTED_RESIDUAL_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 STEM_CHANNELS, LAST_CHANNELS = 32, 1280
 TORCHVISION_MEAN, TORCHVISION_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BN_EPSILON = 1e-5  # PyTorch's default (Keras' is 1e-3)
@@ -51,8 +58,13 @@ def torchvision_module_names(include_top: bool = False) -> dict[str, str]:
     return names
 
 
-def build_mobilenet_v2(input_shape: tuple[int, int, int] = (224, 224, 3), include_top: bool = False,
-                       classes: int = 1000, name: str = "backbone", activation: str | None = None):
+def build_mobilenet_v2(
+    input_shape: tuple[int, int, int] = (224, 224, 3),
+    include_top: bool = False,
+    classes: int = 1000,
+    name: str = "backbone",
+    activation: str | None = None,
+):
     """torchvision's `mobilenet_v2` as a Keras functional model (top: logits unless `activation`)."""
     import keras
     from keras import layers
@@ -116,8 +128,12 @@ def load_torchvision_state(model, state: dict[str, np.ndarray]) -> int:
         elif isinstance(layer, layers.Conv2D):  # OIHW -> HWIO
             take(f"{module}.weight", layer.kernel, (2, 3, 1, 0))
         elif isinstance(layer, layers.BatchNormalization):
-            for variable, field in ((layer.gamma, "weight"), (layer.beta, "bias"),
-                                    (layer.moving_mean, "running_mean"), (layer.moving_variance, "running_var")):
+            for variable, field in (
+                (layer.gamma, "weight"),
+                (layer.beta, "bias"),
+                (layer.moving_mean, "running_mean"),
+                (layer.moving_variance, "running_var"),
+            ):
                 take(f"{module}.{field}", variable)
         elif isinstance(layer, layers.Dense):  # Linear stores (out, in)
             take(f"{module}.weight", layer.kernel, (1, 0))
@@ -127,8 +143,11 @@ def load_torchvision_state(model, state: dict[str, np.ndarray]) -> int:
     unassigned = [v.path for v in model.weights if v.path not in assigned]
     if unassigned:
         raise ValueError(f"model weights left unassigned: {', '.join(unassigned[:5])}")
-    unused = sorted(k for k in state if k not in used and not k.endswith(".num_batches_tracked")
-                    and (include_top or not k.startswith("classifier.")))
+    unused = sorted(
+        k
+        for k in state
+        if k not in used and not k.endswith(".num_batches_tracked") and (include_top or not k.startswith("classifier."))
+    )
     if unused:
         raise ValueError(f"state dict keys the model has no place for: {', '.join(unused[:5])}")
     return len(used)
@@ -143,7 +162,7 @@ def convert_torchvision_file(pth_path: Path | str, out_path: Path | str) -> None
         raise ValueError(f"{out_path}: Keras weights files must end with .weights.h5")
     model = build_mobilenet_v2((224, 224, 3), include_top=False)
     load_torchvision_state(model, read_torch_state_dict(pth_path))
-    tmp = out_path.with_name(f".{out_path.name[:-len('.weights.h5')]}.{secrets.token_hex(4)}.tmp.weights.h5")
+    tmp = out_path.with_name(f".{out_path.name[: -len('.weights.h5')]}.{secrets.token_hex(4)}.tmp.weights.h5")
     try:
         model.save_weights(tmp)
         os.replace(tmp, out_path)  # readers see the old file or the whole new one, never half of one

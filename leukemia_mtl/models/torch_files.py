@@ -17,8 +17,15 @@ import numpy as np
 _MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _PROTOCOL = 1001
 _STORAGES = {
-    "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "LongStorage": "<i8",
-    "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
+    "FloatStorage": "<f4",
+    "DoubleStorage": "<f8",
+    "HalfStorage": "<f2",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
 }
 
 
@@ -83,10 +90,20 @@ def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
             if min(size + stride + (start,), default=0) < 0 or (0 not in size and last >= len(base)):
                 raise ValueError(f"tensor {name} lies outside its storage")
             out[name] = np.lib.stride_tricks.as_strided(
-                base[start:], size, [s * base.itemsize for s in stride], writeable=False).copy()
+                base[start:], size, [s * base.itemsize for s in stride], writeable=False
+            ).copy()
         return out
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    except (OSError, pickle.UnpicklingError, EOFError, struct.error, KeyError, IndexError, TypeError,
-            AttributeError, MemoryError) as exc:
+    except (
+        OSError,
+        pickle.UnpicklingError,
+        EOFError,
+        struct.error,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        MemoryError,
+    ) as exc:
         raise ValueError(f"{path}: not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from None

@@ -44,7 +44,7 @@ class Segmenter:
         return save_segmenter(self.model, self.info, directory)
 
     @classmethod
-    def load(cls, directory: Path | str) -> "Segmenter":
+    def load(cls, directory: Path | str) -> Segmenter:
         """Load a bundle; any mismatch between file and metadata is one clear SegmentError."""
         return cls(*load_segmenter(directory))
 
@@ -57,11 +57,18 @@ class Segmenter:
         """WBC probability per pixel of `rgb` (pixel scale `scale`), at the image's own size."""
         height, width = rgb.shape[:2]
         factor = self.resize_factor(scale)
-        small = rgb if abs(factor - 1) < 1e-6 else cv2.resize(
-            rgb, (max(1, round(width * factor)), max(1, round(height * factor))),
-            interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR,
+        small = (
+            rgb
+            if abs(factor - 1) < 1e-6
+            else cv2.resize(
+                rgb,
+                (max(1, round(width * factor)), max(1, round(height * factor))),
+                interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR,
+            )
         )
-        probability = sliding_window(self.model, small, self.info.patch_size, cfg.window_overlap, cfg.predict_batch_size)
+        probability = sliding_window(
+            self.model, small, self.info.patch_size, cfg.window_overlap, cfg.predict_batch_size
+        )
         if probability.shape != (height, width):
             probability = cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR)
         return probability
@@ -82,8 +89,10 @@ class Segmenter:
         region of this image, which the caller gives."""
         if self.info.isolation == "roi":
             if roi_mask is None:
-                raise SegmentError("this segmenter isolates cells from the ROI step's mask (its stage found the U-Net "
-                                   "worse); give the image's ROI mask")
+                raise SegmentError(
+                    "this segmenter isolates cells from the ROI step's mask (its stage found the U-Net "
+                    "worse); give the image's ROI mask"
+                )
             probability = (roi_mask > 0).astype(np.float32)
             mask = clean_mask(roi_mask, scale, cfg)
         else:
@@ -94,8 +103,9 @@ class Segmenter:
         return Segmentation(probability, mask, blue, refined, isolate(rgb, refined), cells)
 
 
-def segment_smear(segmenter: Segmenter, rgb: np.ndarray, cfg: SegmentConfig, *, scale: float | None = None,
-                  preprocess_cfg=None) -> list[CellCrop]:
+def segment_smear(
+    segmenter: Segmenter, rgb: np.ndarray, cfg: SegmentConfig, *, scale: float | None = None, preprocess_cfg=None
+) -> list[CellCrop]:
     """Cell crops of a new smear. `scale`: its pixel scale; by default the training smears' (the bundle's), else
     from its width. A segmenter that isolates from the ROI computes it with `preprocess_cfg` (the paper's default)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -103,8 +113,11 @@ def segment_smear(segmenter: Segmenter, rgb: np.ndarray, cfg: SegmentConfig, *, 
     if scale is None:
         trained = (segmenter.info.pixel_scales or {}).get("smear", {}).get("scale")
         scale = trained if trained is not None else rgb.shape[1] / REFERENCE_WIDTH
-    roi = (compute_roi(rgb, preprocess_cfg or PreprocessConfig(), scale).roi_mask
-           if segmenter.info.isolation == "roi" else None)
+    roi = (
+        compute_roi(rgb, preprocess_cfg or PreprocessConfig(), scale).roi_mask
+        if segmenter.info.isolation == "roi"
+        else None
+    )
     result = segmenter.segment(rgb, scale, cfg, roi_mask=roi)
     if not result.cells:
         raise SegmentError("no white cell found in the smear")
@@ -127,10 +140,10 @@ def sliding_window(model, image: np.ndarray, patch: int, overlap: float, batch_s
     weights = np.zeros((padded_h, padded_w), np.float32)
     corners = [(y, x) for y in range(0, padded_h - patch + 1, stride) for x in range(0, padded_w - patch + 1, stride)]
     for start in range(0, len(corners), batch_size):
-        chunk = corners[start:start + batch_size]
-        tiles = np.stack([padded[y:y + patch, x:x + patch] for y, x in chunk]).astype(np.float32)
+        chunk = corners[start : start + batch_size]
+        tiles = np.stack([padded[y : y + patch, x : x + patch] for y, x in chunk]).astype(np.float32)
         predicted = np.asarray(model.predict_on_batch(tiles))[..., 0]
         for (y, x), probability in zip(chunk, predicted):
-            total[y:y + patch, x:x + patch] += probability * weight
-            weights[y:y + patch, x:x + patch] += weight
+            total[y : y + patch, x : x + patch] += probability * weight
+            weights[y : y + patch, x : x + patch] += weight
     return (total / weights)[:height, :width]

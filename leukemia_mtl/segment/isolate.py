@@ -27,7 +27,11 @@ class CellCrop:
     area: int
     image: np.ndarray  # crop_size x crop_size RGB, black outside this cell, at one magnification (crop_window)
     blast: bool | None  # a known blast centre lies on this cell; None when centres are unknown
-    window: tuple[int, int, int] = (0, 0, 0)  # x, y, side of the square the crop was cut from (may reach past the image)
+    window: tuple[int, int, int] = (
+        0,
+        0,
+        0,
+    )  # x, y, side of the square the crop was cut from (may reach past the image)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -41,7 +45,9 @@ def clean_mask(mask: np.ndarray, scale: float, cfg: SegmentConfig) -> np.ndarray
     return drop_small(fill_holes(opened), cfg.min_cell_area * scale * scale)
 
 
-def blue_channel_isolation(rgb: np.ndarray, mask: np.ndarray, scale: float, cfg: SegmentConfig) -> tuple[np.ndarray, np.ndarray]:
+def blue_channel_isolation(
+    rgb: np.ndarray, mask: np.ndarray, scale: float, cfg: SegmentConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """(blue-channel image on black, refined mask): the paper's Fig. 6(b) and the mask of 6(c)."""
     blue, red = rgb[..., 2].astype(np.int16), rgb[..., 0].astype(np.int16)
     blue_dominant = np.where(blue + cfg.blue_margin >= red, 255, 0).astype(np.uint8)
@@ -89,14 +95,28 @@ def extract_cells(
         window = (slice(max(y0, 0), min(y0 + side, height)), slice(max(x0, 0), min(x0 + side, width)))
         cell = np.where((labels[window] == index)[..., None], rgb[window], 0).astype(np.uint8)
         cell = cv2.copyMakeBorder(
-            cell, max(-y0, 0), max(y0 + side - height, 0), max(-x0, 0), max(x0 + side - width, 0),
-            cv2.BORDER_CONSTANT, value=(0, 0, 0),
+            cell,
+            max(-y0, 0),
+            max(y0 + side - height, 0),
+            max(-x0, 0),
+            max(x0 + side - width, 0),
+            cv2.BORDER_CONSTANT,
+            value=(0, 0, 0),
         )
         interpolation = cv2.INTER_AREA if side > cfg.crop_size else cv2.INTER_LINEAR
         image = cv2.resize(cell, (cfg.crop_size, cfg.crop_size), interpolation=interpolation)
         blast = None
         if blast_centres is not None:
             blast = any(0 <= py < height and 0 <= px < width and labels[py, px] == index for px, py in blast_centres)
-        crops.append(CellCrop(index=len(crops), bbox=(x, y, w, h), centre=(int(round(cx)), int(round(cy))),
-                              area=area, image=image, blast=blast, window=(x0, y0, side)))
+        crops.append(
+            CellCrop(
+                index=len(crops),
+                bbox=(x, y, w, h),
+                centre=(int(round(cx)), int(round(cy))),
+                area=area,
+                image=image,
+                blast=blast,
+                window=(x0, y0, side),
+            )
+        )
     return crops

@@ -28,7 +28,14 @@ from leukemia_mtl.data.datasets import Dataset, ImageRecord, load_datasets
 from leukemia_mtl.data.images import read_image, read_mask
 from leukemia_mtl.data.layout import DATA_DIR, origin_of, user_path
 from leukemia_mtl.errors import SegmentError
-from leukemia_mtl.io_utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, read_csv, write_image
+from leukemia_mtl.io_utils import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+    read_csv,
+    write_image,
+)
 from leukemia_mtl.masks import pooled_agreement
 from leukemia_mtl.preprocess import read_manifest
 from leukemia_mtl.report import epoch_axis, figure_png, new_figure
@@ -39,8 +46,23 @@ from leukemia_mtl.segment.train import to_working_scale, train_unet
 log = logging.getLogger(__name__)
 
 CROPS_MANIFEST = "crops.csv"
-CROP_FIELDS = ("crop", "dataset", "source_image", "source", "group", "label", "positive", "blast",
-               "x", "y", "w", "h", "centre_x", "centre_y", "area")
+CROP_FIELDS = (
+    "crop",
+    "dataset",
+    "source_image",
+    "source",
+    "group",
+    "label",
+    "positive",
+    "blast",
+    "x",
+    "y",
+    "w",
+    "h",
+    "centre_x",
+    "centre_y",
+    "area",
+)
 
 
 @dataclass
@@ -71,11 +93,25 @@ class SegmentSummary:
     history: dict[str, list[float]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        out = {"train_smears": self.train_smears, "heldout_smears": self.heldout_smears, "truth_smears": self.truth_smears,
-               "train_seconds": round(self.train_seconds, 1), "epochs": self.epochs, "crops": self.crops,
-               "images_without_cells": len(self.images_without_cells)}
-        for name in ("unet_dice", "unet_iou", "roi_dice", "roi_iou", "unet_vs_roi_dice", "unet_vs_roi_iou", "cell_recall",
-                     "blast_recall"):
+        out = {
+            "train_smears": self.train_smears,
+            "heldout_smears": self.heldout_smears,
+            "truth_smears": self.truth_smears,
+            "train_seconds": round(self.train_seconds, 1),
+            "epochs": self.epochs,
+            "crops": self.crops,
+            "images_without_cells": len(self.images_without_cells),
+        }
+        for name in (
+            "unet_dice",
+            "unet_iou",
+            "roi_dice",
+            "roi_iou",
+            "unet_vs_roi_dice",
+            "unet_vs_roi_iou",
+            "cell_recall",
+            "blast_recall",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = round(float(value), 4)
@@ -97,14 +133,22 @@ def _holdout_split(labels: list[str], groups: list[str], fraction: float, seed: 
     return next(splitter.split(x, labels, groups=groups))
 
 
-def _training_mask(dataset: Dataset, record: ImageRecord, roi_masks: dict[tuple[str, str], Path],
-                   size: tuple[int, int], scale: float, profile: Profile) -> tuple[np.ndarray, str]:
+def _training_mask(
+    dataset: Dataset,
+    record: ImageRecord,
+    roi_masks: dict[tuple[str, str], Path],
+    size: tuple[int, int],
+    scale: float,
+    profile: Profile,
+) -> tuple[np.ndarray, str]:
     if record.mask_path is not None:
         return read_mask(record.mask_path, size, max_pixels=profile.data.max_pixels), "ground truth"
     roi_path = roi_masks.get((dataset.name, record.image_id))
     if roi_path is None:
-        raise SegmentError(f"{origin_of(dataset.root)}/{record.rel_path}: no ground-truth mask and no ROI mask from the "
-                           "preprocess stage")
+        raise SegmentError(
+            f"{origin_of(dataset.root)}/{record.rel_path}: no ground-truth mask and no ROI mask from the "
+            "preprocess stage"
+        )
     weak = read_mask(roi_path, size, max_pixels=profile.data.max_pixels)
     return clean_mask(weak, scale, profile.segment), "preprocess ROI (weak labels)"
 
@@ -125,8 +169,10 @@ def run_segment_stage(
     roi_masks = {(row["dataset"], row["image_id"]): Path(roi_dir) / row["roi_mask"] for row in manifest}
     # the ROI step's pixel scale of each image (given, or estimated over its dataset): every size here uses it
     if manifest and not manifest[0].get("pixel_scale"):
-        raise SegmentError(f"{Path(roi_dir) / 'manifest.csv'}: no pixel_scale column; it was written by an older "
-                           "preprocess step: run preprocess again (--no-cache)")
+        raise SegmentError(
+            f"{Path(roi_dir) / 'manifest.csv'}: no pixel_scale column; it was written by an older "
+            "preprocess step: run preprocess again (--no-cache)"
+        )
     scales = {(row["dataset"], row["image_id"]): float(row["pixel_scale"]) for row in manifest}
     smears = [(d, r) for d in datasets if not d.single_cell for r in d.records]
     if len(smears) < 2:
@@ -157,13 +203,26 @@ def run_segment_stage(
     mask_source = sources.pop() if len(sources) == 1 else "mixed ground truth and ROI"
 
     result = train_unet(train_pairs, val_pairs, cfg, profile.seed)
-    info = SegmenterInfo(cfg.patch_size, cfg.working_scale, cfg.depth, cfg.base_filters, mask_source,
-                         pixel_scales=_pixel_scales(datasets, roi_dir))
-    summary = SegmentSummary(mask_source=mask_source, train_smears=len(train_index), heldout_smears=len(holdout_index),
-                             train_seconds=result.seconds, epochs=len(result.history.get("loss", [])), history=result.history,
-                             pixel_scales=info.pixel_scales)
-    examples, found = _measure_heldout([smears[i] for i in holdout_index], Segmenter(result.model, info), roi_masks,
-                                       scales, summary, profile)
+    info = SegmenterInfo(
+        cfg.patch_size,
+        cfg.working_scale,
+        cfg.depth,
+        cfg.base_filters,
+        mask_source,
+        pixel_scales=_pixel_scales(datasets, roi_dir),
+    )
+    summary = SegmentSummary(
+        mask_source=mask_source,
+        train_smears=len(train_index),
+        heldout_smears=len(holdout_index),
+        train_seconds=result.seconds,
+        epochs=len(result.history.get("loss", [])),
+        history=result.history,
+        pixel_scales=info.pixel_scales,
+    )
+    examples, found = _measure_heldout(
+        [smears[i] for i in holdout_index], Segmenter(result.model, info), roi_masks, scales, summary, profile
+    )
     summary.isolation, summary.isolation_reason = choose_isolation(summary, cfg)
     cells, cell_total, blasts, blast_total = found[summary.isolation]
     summary.cell_recall = cells / cell_total if cell_total else None
@@ -172,8 +231,10 @@ def run_segment_stage(
     segmenter = Segmenter(result.model, dataclasses.replace(info, isolation=summary.isolation))
     segmenter.save(model_dir)
     if examples:
-        atomic_write_bytes(Path(out_dir) / "segmentation.png",
-                           _figure([e[:3] + (e[3][summary.isolation],) for e in examples], summary.isolation))
+        atomic_write_bytes(
+            Path(out_dir) / "segmentation.png",
+            _figure([e[:3] + (e[3][summary.isolation],) for e in examples], summary.isolation),
+        )
     _isolate_all(datasets, segmenter, roi_masks, scales, Path(out_dir), summary, profile, progress, Path(ingested))
     atomic_write_json(Path(out_dir) / "summary.json", {"config": asdict(cfg), **asdict(summary)})
     _write_report(Path(out_dir), figure_html, summary, profile)
@@ -190,12 +251,18 @@ def _pixel_scales(datasets: list[Dataset], roi_dir: Path) -> dict[str, dict]:
         if dataset.name in found:
             entry = found[dataset.name]
             by_kind.setdefault("cell" if dataset.single_cell else "smear", []).append(
-                {"scale": entry["scale"], "source": entry["source"], "cameras": entry.get("cameras") or {}})
+                {"scale": entry["scale"], "source": entry["source"], "cameras": entry.get("cameras") or {}}
+            )
     return {kind: entries[0] for kind, entries in by_kind.items() if all(e == entries[0] for e in entries)}
 
 
-def _check_weak_labels(smears: list[tuple[Dataset, ImageRecord]], manifest: list[dict[str, str]], cfg, ingested: Path,
-                       threshold_method: str) -> None:
+def _check_weak_labels(
+    smears: list[tuple[Dataset, ImageRecord]],
+    manifest: list[dict[str, str]],
+    cfg,
+    ingested: Path,
+    threshold_method: str,
+) -> None:
     """Before training: a dataset whose weak labels are mostly empty would teach the U-Net that there are no cells."""
     empty = {(row["dataset"], row["image_id"]) for row in manifest if row["boxes"] in ("", "[]")}
     by_dataset: dict[str, list[ImageRecord]] = {}
@@ -208,8 +275,10 @@ def _check_weak_labels(smears: list[tuple[Dataset, ImageRecord]], manifest: list
             raise SegmentError(
                 f"{origin_of(Path(ingested) / 'data' / name)}: the ROI step found no white cell in {count} of {len(records)} "
                 "smears, and with no ground-truth masks those are the U-Net's labels: it would learn that there are no "
-                "cells. " + ("Try preprocess.threshold_method=nuclear, or give" if threshold_method != "nuclear" else "Give")
-                + " the pixel size (data.pixel_size_um, --pixel-size)")
+                "cells. "
+                + ("Try preprocess.threshold_method=nuclear, or give" if threshold_method != "nuclear" else "Give")
+                + " the pixel size (data.pixel_size_um, --pixel-size)"
+            )
 
 
 def _measure_heldout(heldout, unet, roi_masks, scales, summary: SegmentSummary, profile: Profile) -> tuple[list, dict]:
@@ -255,14 +324,22 @@ def choose_isolation(summary: SegmentSummary, cfg) -> tuple[str, str]:
         choice, reason = cfg.isolation, f"set by segment.isolation={cfg.isolation}"
     elif summary.unet_dice is not None and summary.roi_dice is not None:
         choice = "roi" if summary.roi_dice > summary.unet_dice else "unet"
-        reason = (f"held-out Dice against ground truth on {summary.truth_smears} smears: U-Net {summary.unet_dice:.3f}, "
-                  f"ROI {summary.roi_dice:.3f}" + ("; the U-Net is worse than the ROI it learnt from" if choice == "roi" else ""))
+        reason = (
+            f"held-out Dice against ground truth on {summary.truth_smears} smears: U-Net {summary.unet_dice:.3f}, "
+            f"ROI {summary.roi_dice:.3f}"
+            + ("; the U-Net is worse than the ROI it learnt from" if choice == "roi" else "")
+        )
     elif summary.unet_vs_roi_dice is not None:
         choice = "roi" if summary.unet_vs_roi_dice < cfg.min_weak_label_dice else "unet"
-        reason = (f"no ground-truth masks; on {summary.heldout_smears} held-out smears the U-Net reproduces the ROI masks "
-                  f"it learnt from with Dice {summary.unet_vs_roi_dice:.3f} "
-                  + (f"(below segment.min_weak_label_dice={cfg.min_weak_label_dice:g}: it learnt less than its labels hold)"
-                     if choice == "roi" else "(whether it is better than them cannot be measured without ground truth)"))
+        reason = (
+            f"no ground-truth masks; on {summary.heldout_smears} held-out smears the U-Net reproduces the ROI masks "
+            f"it learnt from with Dice {summary.unet_vs_roi_dice:.3f} "
+            + (
+                f"(below segment.min_weak_label_dice={cfg.min_weak_label_dice:g}: it learnt less than its labels hold)"
+                if choice == "roi"
+                else "(whether it is better than them cannot be measured without ground truth)"
+            )
+        )
     else:
         choice, reason = "unet", "nothing to compare it with on held-out smears"
     return choice, reason
@@ -276,11 +353,21 @@ def _stop_if_mostly_empty(datasets: list[Dataset], summary: SegmentSummary, cfg,
                 f"{origin_of(Path(ingested) / 'data' / dataset.name)}: no white cell found in {empty} of "
                 f"{len(dataset.records)} images ({summary.isolation} mask), so the later stages would have nothing to "
                 "learn from. Check the ROI page (preprocess.threshold_method=nuclear for another lab's stain) and the "
-                "pixel scale (data.pixel_size_um, or --pixel-size)")
+                "pixel scale (data.pixel_size_um, or --pixel-size)"
+            )
 
 
-def _isolate_all(datasets, segmenter, roi_masks, scales, out: Path, summary: SegmentSummary, profile: Profile,
-                 progress: bool, ingested: Path) -> None:
+def _isolate_all(
+    datasets,
+    segmenter,
+    roi_masks,
+    scales,
+    out: Path,
+    summary: SegmentSummary,
+    profile: Profile,
+    progress: bool,
+    ingested: Path,
+) -> None:
     cfg = profile.segment
     rows: list[dict[str, object]] = []
     for dataset in datasets:
@@ -289,10 +376,14 @@ def _isolate_all(datasets, segmenter, roi_masks, scales, out: Path, summary: Seg
         for record in tqdm(dataset.records, desc=f"segment {dataset.name}", unit="img", disable=not progress or None):
             rgb = read_image(record.path, max_pixels=profile.data.max_pixels).rgb
             key = (dataset.name, record.image_id)
-            roi = (read_mask(roi_masks[key], (rgb.shape[1], rgb.shape[0]), max_pixels=profile.data.max_pixels)
-                   if segmenter.info.isolation == "roi" else None)
-            result = segmenter.segment(rgb, scales[key], cfg, central_only=central, blast_centres=record.blast_centres,
-                                       roi_mask=roi)
+            roi = (
+                read_mask(roi_masks[key], (rgb.shape[1], rgb.shape[0]), max_pixels=profile.data.max_pixels)
+                if segmenter.info.isolation == "roi"
+                else None
+            )
+            result = segmenter.segment(
+                rgb, scales[key], cfg, central_only=central, blast_centres=record.blast_centres, roi_mask=roi
+            )
             if central:  # a single-cell image: its own label says whether the cell is a blast
                 result.cells = [dataclasses.replace(c, blast=record.positive) for c in result.cells]
             stem = f"{dataset.name}/{record.image_id}"
@@ -301,17 +392,33 @@ def _isolate_all(datasets, segmenter, roi_masks, scales, out: Path, summary: Seg
             if not result.cells:
                 summary.images_without_cells.append(f"{dataset.name}/{record.rel_path}")
                 summary.without_cells[dataset.name] += 1
-                log.warning("%s: no white cell found; the image contributes no crop", user_path(ingested, dataset.name, record.rel_path))
+                log.warning(
+                    "%s: no white cell found; the image contributes no crop",
+                    user_path(ingested, dataset.name, record.rel_path),
+                )
             for cell in result.cells:
                 crop_rel = f"crops/{stem}_c{cell.index:03d}.png"
                 write_image(out / crop_rel, cell.image)
                 x, y, w, h = cell.bbox
-                rows.append({
-                    "crop": crop_rel, "dataset": dataset.name, "source_image": record.image_id, "source": record.rel_path,
-                    "group": f"{dataset.name}/{record.group}", "label": record.label, "positive": int(record.positive),
-                    "blast": "" if cell.blast is None else int(cell.blast), "x": x, "y": y, "w": w, "h": h,
-                    "centre_x": cell.centre[0], "centre_y": cell.centre[1], "area": cell.area,
-                })
+                rows.append(
+                    {
+                        "crop": crop_rel,
+                        "dataset": dataset.name,
+                        "source_image": record.image_id,
+                        "source": record.rel_path,
+                        "group": f"{dataset.name}/{record.group}",
+                        "label": record.label,
+                        "positive": int(record.positive),
+                        "blast": "" if cell.blast is None else int(cell.blast),
+                        "x": x,
+                        "y": y,
+                        "w": w,
+                        "h": h,
+                        "centre_x": cell.centre[0],
+                        "centre_y": cell.centre[1],
+                        "area": cell.area,
+                    }
+                )
     atomic_write_csv(out / CROPS_MANIFEST, CROP_FIELDS, rows)
     summary.crops = len(rows)
 
@@ -332,8 +439,12 @@ def _figure(examples, isolation: str) -> bytes:
         crops = [c.image for c in result.cells[:6]]
         montage = np.hstack(crops) if crops else np.zeros((32, 32, 3), np.uint8)
         panels = (outlined, result.blue, result.isolated, montage)
-        names = (f"{'U-Net' if isolation == 'unet' else 'ROI'} (green) vs truth (blue)", "blue channel (Fig. 6b)",
-                 "isolation (Fig. 6c)", "cell crops")
+        names = (
+            f"{'U-Net' if isolation == 'unet' else 'ROI'} (green) vs truth (blue)",
+            "blue channel (Fig. 6b)",
+            "isolation (Fig. 6c)",
+            "cell crops",
+        )
         for ax, image, name in zip(row, panels, names):
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
             ax.set_title(name)
@@ -349,7 +460,9 @@ def _curves(history: dict[str, list[float]]) -> bytes:
             values = history.get(prefix + metric)
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, label="validation" if prefix else "training")
-        ax.set_ylabel("soft Dice of the patches\n(the loss's, not the masks')" if metric == "dice_coefficient" else metric)
+        ax.set_ylabel(
+            "soft Dice of the patches\n(the loss's, not the masks')" if metric == "dice_coefficient" else metric
+        )
         epoch_axis(ax)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
@@ -365,28 +478,46 @@ def _write_report(out: Path, figure_html: Path, summary: SegmentSummary, profile
             f"with masks from {summary.mask_source}; {summary.heldout_smears} smears held out."
         ),
         report.paragraph(
-            (f"Against ground-truth masks on {summary.truth_smears} held-out smears (Dice and IoU pooled over their "
-             f"pixels): U-Net Dice {summary.unet_dice:.3f}, IoU {summary.unet_iou:.3f}; the ROI step's Dice "
-             f"{summary.roi_dice:.3f}, IoU {summary.roi_iou:.3f}." if summary.unet_dice is not None else
-             "No held-out smear has a ground-truth mask, so no Dice against the truth is claimed.")
-            + (f" The U-Net against the ROI masks on the held-out smears: Dice {summary.unet_vs_roi_dice:.3f}."
-               if summary.unet_vs_roi_dice is not None else "")
+            (
+                f"Against ground-truth masks on {summary.truth_smears} held-out smears (Dice and IoU pooled over their "
+                f"pixels): U-Net Dice {summary.unet_dice:.3f}, IoU {summary.unet_iou:.3f}; the ROI step's Dice "
+                f"{summary.roi_dice:.3f}, IoU {summary.roi_iou:.3f}."
+                if summary.unet_dice is not None
+                else "No held-out smear has a ground-truth mask, so no Dice against the truth is claimed."
+            )
+            + (
+                f" The U-Net against the ROI masks on the held-out smears: Dice {summary.unet_vs_roi_dice:.3f}."
+                if summary.unet_vs_roi_dice is not None
+                else ""
+            )
         ),
-        report.paragraph(f"Cells were isolated with the {'U-Net' if summary.isolation == 'unet' else 'ROI step'}'s mask: "
-                         f"{summary.isolation_reason}. Only masks took part in this choice, no class label."),
+        report.paragraph(
+            f"Cells were isolated with the {'U-Net' if summary.isolation == 'unet' else 'ROI step'}'s mask: "
+            f"{summary.isolation_reason}. Only masks took part in this choice, no class label."
+        ),
         report.table(summary.metrics()),
-        report.paragraph("Pixel scale of the images it was trained on (predict's default for new images of that "
-                         "kind): " + ("; ".join(
-                             f"{kind}: {entry['scale'] if entry['scale'] is not None else 'from each width'} ({entry['source']})"
-                             for kind, entry in summary.pixel_scales.items()) or "not one per kind") + "."),
+        report.paragraph(
+            "Pixel scale of the images it was trained on (predict's default for new images of that "
+            "kind): "
+            + (
+                "; ".join(
+                    f"{kind}: {entry['scale'] if entry['scale'] is not None else 'from each width'} ({entry['source']})"
+                    for kind, entry in summary.pixel_scales.items()
+                )
+                or "not one per kind"
+            )
+            + "."
+        ),
     ]
     if summary.images_without_cells:
-        parts.append(report.paragraph(
-            f"WARNING: no white cell found in {len(summary.images_without_cells)} images ("
-            + ", ".join(f"{name}: {count}" for name, count in summary.without_cells.items() if count)
-            + "); they give no cell crop, and with train.stage3_images 'cells' or 'isolated' stage 3 scores such a "
-            "smear as an error (never as an all-black image): "
-            + ", ".join(summary.images_without_cells)))
+        parts.append(
+            report.paragraph(
+                f"WARNING: no white cell found in {len(summary.images_without_cells)} images ("
+                + ", ".join(f"{name}: {count}" for name, count in summary.without_cells.items() if count)
+                + "); they give no cell crop, and with train.stage3_images 'cells' or 'isolated' stage 3 scores such a "
+                "smear as an error (never as an all-black image): " + ", ".join(summary.images_without_cells)
+            )
+        )
     parts.append(report.png_img(_curves(summary.history), "U-Net training curves"))
     figure = out / "segmentation.png"
     if figure.is_file():
@@ -397,9 +528,18 @@ def _write_report(out: Path, figure_html: Path, summary: SegmentSummary, profile
 def run_segment_task(dataset, roi, model, cells, metrics, figure, profile: Profile) -> SegmentSummary:
     """The segment component's one call: the U-Net into KFP's model artifact, the crops into its cells
     artifact, the scores and the figure page."""
-    summary = run_segment_stage(Path(dataset.path), Path(roi.path), Path(model.path), Path(cells.path), Path(figure.path), profile)
-    model.metadata.update({"framework": "keras", "mask_source": summary.mask_source, "patch_size": profile.segment.patch_size,
-                           "isolation": summary.isolation, "isolation_reason": summary.isolation_reason})
+    summary = run_segment_stage(
+        Path(dataset.path), Path(roi.path), Path(model.path), Path(cells.path), Path(figure.path), profile
+    )
+    model.metadata.update(
+        {
+            "framework": "keras",
+            "mask_source": summary.mask_source,
+            "patch_size": profile.segment.patch_size,
+            "isolation": summary.isolation,
+            "isolation_reason": summary.isolation_reason,
+        }
+    )
     cells.metadata.update({"crops": summary.crops})
     log_metrics(metrics, summary.metrics())
     return summary

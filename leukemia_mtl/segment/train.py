@@ -15,7 +15,9 @@ from leukemia_mtl.devices import devices_for_training
 log = logging.getLogger(__name__)
 
 
-def to_working_scale(rgb: np.ndarray, mask: np.ndarray, scale: float, cfg: SegmentConfig) -> tuple[np.ndarray, np.ndarray]:
+def to_working_scale(
+    rgb: np.ndarray, mask: np.ndarray, scale: float, cfg: SegmentConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Resize an image and its mask to the segmenter's pixel scale."""
     factor = cfg.working_scale / scale
     if abs(factor - 1) < 1e-6:
@@ -42,8 +44,8 @@ def sample_patches(
                 cy, cx = int(fg_y[pick]), int(fg_x[pick])
             else:
                 cy, cx = int(rng.integers(mask.shape[0])), int(rng.integers(mask.shape[1]))
-            xs.append(padded_rgb[cy:cy + p, cx:cx + p])
-            ys.append(padded_mask[cy:cy + p, cx:cx + p])
+            xs.append(padded_rgb[cy : cy + p, cx : cx + p])
+            ys.append(padded_mask[cy : cy + p, cx : cx + p])
     x = np.stack(xs).astype(np.uint8)
     y = (np.stack(ys)[..., None] > 0).astype(np.float32)
     return x, y
@@ -91,7 +93,13 @@ def train_unet(
     strategy, devices = devices_for_training("off")  # the Dice loss stays in float32
     with strategy.scope():
         model = compile_unet(build_residual_unet(cfg.patch_size, cfg.depth, cfg.base_filters), cfg.learning_rate)
-    log.info("training the U-Net on %d patches (%d validation) for %d epochs on %s", len(x_train), val_count, cfg.epochs, devices)
+    log.info(
+        "training the U-Net on %d patches (%d validation) for %d epochs on %s",
+        len(x_train),
+        val_count,
+        cfg.epochs,
+        devices,
+    )
     started = time.time()
     # tf.data reshuffles every epoch with our seed; Keras must not try to shuffle it again
     history = model.fit(train, validation_data=validation, epochs=cfg.epochs, verbose=verbose, shuffle=False)

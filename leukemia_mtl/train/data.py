@@ -81,8 +81,10 @@ def fold_shortfall(labels: list[str], positives: list[bool], groups: list[str], 
     levels = counts if min(counts.values(), default=0) >= n_folds else Counter(positives)
     if min(levels.values(), default=0) >= n_folds and len(set(groups)) >= n_folds:
         return None
-    return (f"{n_folds}-fold cross-validation needs at least {n_folds} images of each class "
-            f"(and as many source groups); it has {dict(counts)} in {len(set(groups))} groups. Set split.folds lower.")
+    return (
+        f"{n_folds}-fold cross-validation needs at least {n_folds} images of each class "
+        f"(and as many source groups); it has {dict(counts)} in {len(set(groups))} groups. Set split.folds lower."
+    )
 
 
 def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
@@ -97,7 +99,9 @@ def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
     alias = duplicate_groups(datasets)
     n_folds = cfg.folds
     if n_folds < 2 or cfg.repeats < 1:
-        raise TrainingDataError(f"split.folds must be at least 2 and split.repeats at least 1, got {n_folds} and {cfg.repeats}")
+        raise TrainingDataError(
+            f"split.folds must be at least 2 and split.repeats at least 1, got {n_folds} and {cfg.repeats}"
+        )
     all_groups: set[str] = set()
     folds = []
     per_dataset: dict[str, dict] = {}
@@ -105,7 +109,9 @@ def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
     for dataset in datasets:
         groups = [alias.get(f"{dataset.name}/{r.group}", f"{dataset.name}/{r.group}") for r in dataset.records]
         all_groups.update(groups)
-        unfit = fold_shortfall([r.label for r in dataset.records], [r.positive for r in dataset.records], groups, n_folds)
+        unfit = fold_shortfall(
+            [r.label for r in dataset.records], [r.positive for r in dataset.records], groups, n_folds
+        )
         if unfit:
             raise TrainingDataError(f"{origin_of(dataset.root)}: {unfit}")
         labels = [r.label for r in dataset.records]
@@ -121,10 +127,24 @@ def make_folds(datasets: list[Dataset], profile: Profile) -> dict:
         train_groups = all_groups - eval_groups
         assert_no_leakage(train_groups, eval_groups)
         repeat, fold = divmod(index, n_folds)
-        folds.append({"index": index, "id": f"r{repeat}f{fold}", "repeat": repeat, "fold": fold,
-                      "train_groups": sorted(train_groups), "eval_groups": sorted(eval_groups)})
-    return {"seed": profile.seed, "folds_per_repeat": n_folds, "repeats": cfg.repeats, "per_dataset": per_dataset,
-            "group_alias": alias, "folds": folds}
+        folds.append(
+            {
+                "index": index,
+                "id": f"r{repeat}f{fold}",
+                "repeat": repeat,
+                "fold": fold,
+                "train_groups": sorted(train_groups),
+                "eval_groups": sorted(eval_groups),
+            }
+        )
+    return {
+        "seed": profile.seed,
+        "folds_per_repeat": n_folds,
+        "repeats": cfg.repeats,
+        "per_dataset": per_dataset,
+        "group_alias": alias,
+        "folds": folds,
+    }
 
 
 def fold_runs(split: dict, backbones: list[str]) -> list[dict]:
@@ -165,11 +185,13 @@ class StageArrays:
     def save(self, path: Path) -> Path:
         """np.savez (no pickling) straight into the atomic writer: no second copy of the arrays in memory."""
         with atomic_writer(path) as handle:
-            np.savez(handle, classes=np.array(self.classes), **{k: v for k, v in self.__dict__.items() if k != "classes"})
+            np.savez(
+                handle, classes=np.array(self.classes), **{k: v for k, v in self.__dict__.items() if k != "classes"}
+            )
         return path
 
     @classmethod
-    def load(cls, path: Path) -> "StageArrays":
+    def load(cls, path: Path) -> StageArrays:
         with np.load(path, allow_pickle=False) as data:
             fields = {k: data[k] for k in data.files}
         fields["classes"] = tuple(str(c) for c in fields["classes"])
@@ -216,8 +238,18 @@ def _column(values: list[str]) -> np.ndarray:
     return np.array(values, dtype=str)
 
 
-def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_groups: set[str], classes: tuple[str, ...],
-            profile: Profile, seed: int, stage: str, fold_id: str = "", with_evaluation: bool = True) -> tuple[StageArrays, dict]:
+def _arrays(
+    items: list[Item],
+    units: list[Unit],
+    eval_groups: set[str],
+    val_groups: set[str],
+    classes: tuple[str, ...],
+    profile: Profile,
+    seed: int,
+    stage: str,
+    fold_id: str = "",
+    with_evaluation: bool = True,
+) -> tuple[StageArrays, dict]:
     if not with_evaluation and any(i.group in eval_groups for i in items):
         raise LeakageError(f"{stage}: an evaluation image was read for a search, which must see the training part only")
     train = [i for i in items if i.group not in eval_groups]
@@ -236,8 +268,11 @@ def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_gro
     validation = [i for i in train if i.group in val_groups]
     val_units = [u for u in train_units if u.group in val_groups]
     if [c for c in classes if c not in {i.label for i in fit}]:  # every image of a class is in held-out groups
-        log.warning("%s: a class would have no training image without the inner validation groups; this stage "
-                    "trains on them and validates on nothing", stage)
+        log.warning(
+            "%s: a class would have no training image without the inner validation groups; this stage "
+            "trains on them and validates on nothing",
+            stage,
+        )
         fit, validation, val_units, val_groups = train, [], [], set()
     assert_no_leakage((i.group for i in fit), val_groups | eval_groups)
     # the stain target is learnt from the images the model is fitted on, as augmentation: the inner validation
@@ -252,23 +287,37 @@ def _arrays(items: list[Item], units: list[Unit], eval_groups: set[str], val_gro
 
     arrays = StageArrays(
         classes=classes,
-        x_train=_stack_images(augmented, size), y_train=column(augmented, "label"),
-        groups_train=column(augmented, "group"), sources_train=column(augmented, "source_id"),
+        x_train=_stack_images(augmented, size),
+        y_train=column(augmented, "label"),
+        groups_train=column(augmented, "group"),
+        sources_train=column(augmented, "source_id"),
         augmented_train=np.array([i.augmented for i in augmented], dtype=bool),
-        x_val=_stack_images(validation, size), y_val=column(validation, "label"),
-        groups_val=column(validation, "group"), sources_val=column(validation, "source_id"),
-        x_eval=_stack_images(evaluation, size), y_eval=column(evaluation, "label"),
-        groups_eval=column(evaluation, "group"), sources_eval=column(evaluation, "source_id"),
-        units_val=column(val_units, "id"), unit_labels_val=column(val_units, "label"), unit_groups_val=column(val_units, "group"),
-        units_eval=column(eval_units, "id"), unit_labels_eval=column(eval_units, "label"),
+        x_val=_stack_images(validation, size),
+        y_val=column(validation, "label"),
+        groups_val=column(validation, "group"),
+        sources_val=column(validation, "source_id"),
+        x_eval=_stack_images(evaluation, size),
+        y_eval=column(evaluation, "label"),
+        groups_eval=column(evaluation, "group"),
+        sources_eval=column(evaluation, "source_id"),
+        units_val=column(val_units, "id"),
+        unit_labels_val=column(val_units, "label"),
+        unit_groups_val=column(val_units, "group"),
+        units_eval=column(eval_units, "id"),
+        unit_labels_eval=column(eval_units, "label"),
         unit_groups_eval=column(eval_units, "group"),
     )
     scored = {i.source_id for i in evaluation}
     summary = {
-        "classes": list(classes), "train": int(len(arrays.x_train)), "augmented": int(arrays.augmented_train.sum()),
+        "classes": list(classes),
+        "train": int(len(arrays.x_train)),
+        "augmented": int(arrays.augmented_train.sum()),
         "train_source_images": int(len(set(arrays.sources_train.tolist()))),
-        "validation": len(validation), "validation_units": len(val_units), "validation_groups": len(val_groups),
-        "eval": len(evaluation), "eval_units": len(eval_units),
+        "validation": len(validation),
+        "validation_units": len(val_units),
+        "validation_groups": len(val_groups),
+        "eval": len(evaluation),
+        "eval_units": len(eval_units),
         "eval_units_without_items": sorted(u.id for u in eval_units if u.id not in scored),
         "train_counts": dict(Counter(arrays.y_train.tolist())),
         # what this stage's images were normalised onto (None: as they are), and the images too pale or dark to map
@@ -288,8 +337,12 @@ def _normalised(parts: tuple[list[Item], ...], target: StainTarget | None, stage
         images, unchanged[name] = normalise_batch(_stack_images(part, 1), target)
         mapped.append([dataclasses.replace(item, image=image) for item, image in zip(part, images)])
     if any(unchanged.values()):
-        log.warning("%s: %s image(s) have too little stain to normalise (%s) and stay as they are", stage,
-                    sum(unchanged.values()), ", ".join(f"{k} {v}" for k, v in unchanged.items() if v))
+        log.warning(
+            "%s: %s image(s) have too little stain to normalise (%s) and stay as they are",
+            stage,
+            sum(unchanged.values()),
+            ", ".join(f"{k} {v}" for k, v in unchanged.items() if v),
+        )
     return (*mapped, unchanged)
 
 
@@ -298,8 +351,16 @@ def _units_of(items: list[Item]) -> list[Unit]:
     return [Unit(i.source_id, i.label, i.group) for i in items]
 
 
-def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_index: int, out_dir: Path, profile: Profile,
-                          *, evaluation: bool = True) -> dict:
+def prepare_training_data(
+    ingested: Path,
+    cells_dir: Path,
+    split: dict,
+    fold_index: int,
+    out_dir: Path,
+    profile: Profile,
+    *,
+    evaluation: bool = True,
+) -> dict:
     """Write stage1.npz, stage2.npz, stage3.npz of one fold (training part augmented, evaluation part as is).
 
     `evaluation=False` (a hyperparameter search's trial): the fold's training part only. No image, crop or isolated
@@ -323,15 +384,27 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
         return evaluation or group not in eval_groups
 
     raw_cells = [
-        Item(square(read_image(r.path, max_pixels=max_pixels).rgb, size), BLAST_CLASSES[int(r.positive)],
-             source_id=f"{d.name}/{r.image_id}", group=group_of(f"{d.name}/{r.group}"))
-        for d in datasets if d.single_cell for r in d.records if wanted(group_of(f"{d.name}/{r.group}"))
+        Item(
+            square(read_image(r.path, max_pixels=max_pixels).rgb, size),
+            BLAST_CLASSES[int(r.positive)],
+            source_id=f"{d.name}/{r.image_id}",
+            group=group_of(f"{d.name}/{r.group}"),
+        )
+        for d in datasets
+        if d.single_cell
+        for r in d.records
+        if wanted(group_of(f"{d.name}/{r.group}"))
     ]
     crops = [row for row in read_crops_manifest(cells_dir) if wanted(group_of(row["group"]))]
     isolated_cells = [
-        Item(square(cv2.cvtColor(cv2.imread(str(Path(cells_dir) / row["crop"])), cv2.COLOR_BGR2RGB), size),
-             BLAST_CLASSES[int(row["blast"])], source_id=row["crop"], group=group_of(row["group"]))
-        for row in crops if row["blast"] != ""
+        Item(
+            square(cv2.cvtColor(cv2.imread(str(Path(cells_dir) / row["crop"])), cv2.COLOR_BGR2RGB), size),
+            BLAST_CLASSES[int(row["blast"])],
+            source_id=row["crop"],
+            group=group_of(row["group"]),
+        )
+        for row in crops
+        if row["blast"] != ""
     ]
     smears = [d for d in datasets if not d.single_cell]
     if not smears:
@@ -340,13 +413,20 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
     if mode not in STAGE3_IMAGES:
         raise TrainingDataError(f"train.stage3_images must be one of {', '.join(STAGE3_IMAGES)}, got {mode!r}")
     fab_classes = smears[0].classes
-    smear_units = [Unit(f"{d.name}/{r.image_id}", r.label, group_of(f"{d.name}/{r.group}")) for d in smears for r in d.records]
+    smear_units = [
+        Unit(f"{d.name}/{r.image_id}", r.label, group_of(f"{d.name}/{r.group}")) for d in smears for r in d.records
+    ]
     if mode == "cells":  # every isolated white cell of a smear, labelled with the smear's class
         names = {d.name for d in smears}
         smear_items = [
-            Item(square(cv2.cvtColor(cv2.imread(str(Path(cells_dir) / row["crop"])), cv2.COLOR_BGR2RGB), size), row["label"],
-                 source_id=f"{row['dataset']}/{row['source_image']}", group=group_of(row["group"]))
-            for row in crops if row["dataset"] in names
+            Item(
+                square(cv2.cvtColor(cv2.imread(str(Path(cells_dir) / row["crop"])), cv2.COLOR_BGR2RGB), size),
+                row["label"],
+                source_id=f"{row['dataset']}/{row['source_image']}",
+                group=group_of(row["group"]),
+            )
+            for row in crops
+            if row["dataset"] in names
         ]
     else:
         smear_items = []
@@ -358,30 +438,52 @@ def prepare_training_data(ingested: Path, cells_dir: Path, split: dict, fold_ind
                 if mode == "isolated":
                     if (dataset.name, record.image_id) not in with_cells:  # segment found no cell: its isolated image
                         continue  # would be black, carrying the class, not the cells; no item (scored as an error)
-                    image = cv2.cvtColor(cv2.imread(str(Path(cells_dir) / "isolated" / dataset.name / f"{record.image_id}.png")), cv2.COLOR_BGR2RGB)
+                    image = cv2.cvtColor(
+                        cv2.imread(str(Path(cells_dir) / "isolated" / dataset.name / f"{record.image_id}.png")),
+                        cv2.COLOR_BGR2RGB,
+                    )
                 else:
                     image = read_image(record.path, max_pixels=max_pixels).rgb
-                smear_items.append(Item(square(image, size), record.label, source_id=f"{dataset.name}/{record.image_id}",
-                                        group=group_of(f"{dataset.name}/{record.group}")))
+                smear_items.append(
+                    Item(
+                        square(image, size),
+                        record.label,
+                        source_id=f"{dataset.name}/{record.image_id}",
+                        group=group_of(f"{dataset.name}/{record.group}"),
+                    )
+                )
 
     stage1_items = raw_cells or isolated_cells  # without ALL-IDB2-style data, stage 1 adapts on isolated cells
-    summary = {"fold": fold["fold"], "repeat": fold["repeat"], "fold_id": fold["id"], "fold_index": fold_index, "input_size": size,
-               "stage1_source": "raw single-cell images" if raw_cells else "isolated cells",
-               "stage3_images": mode, "validation_fraction": profile.train.validation_fraction, "stages": {},
-               "evaluation_part": evaluation}
+    summary = {
+        "fold": fold["fold"],
+        "repeat": fold["repeat"],
+        "fold_id": fold["id"],
+        "fold_index": fold_index,
+        "input_size": size,
+        "stage1_source": "raw single-cell images" if raw_cells else "isolated cells",
+        "stage3_images": mode,
+        "validation_fraction": profile.train.validation_fraction,
+        "stages": {},
+        "evaluation_part": evaluation,
+    }
     # One inner validation split per fold, over the source groups (smears; single-cell images), that
     # every stage holds out: stage 2 must not train on the cells of the smears stage 3 validates on.
     seed = profile.seed * 1000 + fold_index * 10
     fraction = profile.train.validation_fraction
     val_groups = inner_validation_groups([u for u in smear_units if u.group not in eval_groups], fraction, seed)
-    val_groups |= inner_validation_groups([u for u in _units_of(raw_cells) if u.group not in eval_groups], fraction, seed + 1)
+    val_groups |= inner_validation_groups(
+        [u for u in _units_of(raw_cells) if u.group not in eval_groups], fraction, seed + 1
+    )
     summary["validation_groups"] = sorted(val_groups)
-    plan = (("stage1", stage1_items, _units_of(stage1_items), BLAST_CLASSES),
-            ("stage2", isolated_cells, _units_of(isolated_cells), BLAST_CLASSES),
-            ("stage3", smear_items, smear_units, fab_classes))
+    plan = (
+        ("stage1", stage1_items, _units_of(stage1_items), BLAST_CLASSES),
+        ("stage2", isolated_cells, _units_of(isolated_cells), BLAST_CLASSES),
+        ("stage3", smear_items, smear_units, fab_classes),
+    )
     for salt, (stage, items, units, classes) in enumerate(plan, start=1):
-        arrays, summary["stages"][stage] = _arrays(items, units, eval_groups, val_groups, classes, profile, seed + salt + 1,
-                                                   stage, fold["id"], evaluation)
+        arrays, summary["stages"][stage] = _arrays(
+            items, units, eval_groups, val_groups, classes, profile, seed + salt + 1, stage, fold["id"], evaluation
+        )
         arrays.save(Path(out_dir) / f"{stage}.npz")
     atomic_write_json(Path(out_dir) / "summary.json", summary)
     return summary
@@ -392,19 +494,33 @@ def run_split_task(dataset, split, backbones: list[str], profile: Profile) -> li
     pairs the training loop fans out over."""
     result = make_folds(load_datasets(Path(dataset.path) / DATA_DIR, profile.data, check=False), profile)
     atomic_write_json(Path(split.path), result)
-    split.metadata.update({"folds": len(result["folds"]), "repeats": result["repeats"],
-                           "merged_duplicate_groups": len(result["group_alias"])})
+    split.metadata.update(
+        {
+            "folds": len(result["folds"]),
+            "repeats": result["repeats"],
+            "merged_duplicate_groups": len(result["group_alias"]),
+        }
+    )
     return fold_runs(result, list(backbones))
 
 
 def run_augment_task(dataset, cells, split, fold: int, training_data, metrics, profile: Profile) -> dict:
     """The augment component's one call: one fold's stage 1/2/3 arrays into KFP's artifact, with their counts."""
-    summary = prepare_training_data(Path(dataset.path), Path(cells.path), json.loads(Path(split.path).read_text()), fold,
-                                    Path(training_data.path), profile)
-    training_data.metadata.update({"fold": summary["fold_id"], "input_size": summary["input_size"],
-                                   "stage1_source": summary["stage1_source"]})
+    summary = prepare_training_data(
+        Path(dataset.path),
+        Path(cells.path),
+        json.loads(Path(split.path).read_text()),
+        fold,
+        Path(training_data.path),
+        profile,
+    )
+    training_data.metadata.update(
+        {"fold": summary["fold_id"], "input_size": summary["input_size"], "stage1_source": summary["stage1_source"]}
+    )
     values = {}
     for stage, info in summary["stages"].items():
-        values.update({f"{stage}_train": info["train"], f"{stage}_augmented": info["augmented"], f"{stage}_eval": info["eval"]})
+        values.update(
+            {f"{stage}_train": info["train"], f"{stage}_augmented": info["augmented"], f"{stage}_eval": info["eval"]}
+        )
     log_metrics(metrics, values)
     return summary

@@ -46,8 +46,9 @@ def balanced_sample_weights(y: np.ndarray, n_classes: int) -> tuple[np.ndarray, 
     return np.array([per_class[c] for c in y.tolist()], np.float32), per_class
 
 
-def make_dataset(x, y: np.ndarray, batch_size: int, seed: int, *, shuffle: bool,
-                 sample_weight: np.ndarray | None = None):
+def make_dataset(
+    x, y: np.ndarray, batch_size: int, seed: int, *, shuffle: bool, sample_weight: np.ndarray | None = None
+):
     """uint8 images stay uint8 in memory; the cast to float happens per batch, in parallel.
     `x` may also be a tuple of arrays (a model with several inputs: cached frozen features)."""
     import tensorflow as tf
@@ -59,8 +60,10 @@ def make_dataset(x, y: np.ndarray, batch_size: int, seed: int, *, shuffle: bool,
         data = data.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     return (
         data.batch(batch_size)
-        .map(lambda images, *rest: (tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), images), *rest),
-             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(
+            lambda images, *rest: (tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), images), *rest),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         .prefetch(tf.data.AUTOTUNE)
     )
 
@@ -101,8 +104,11 @@ def split_at_frozen(model) -> FrozenSplit | None:
     else:
         crossing = []
         for tensor, consumer in edges:
-            if (id(_producer(tensor)) in frozen_ids and id(consumer) not in frozen_ids
-                    and all(tensor is not t for t in crossing)):
+            if (
+                id(_producer(tensor)) in frozen_ids
+                and id(consumer) not in frozen_ids
+                and all(tensor is not t for t in crossing)
+            ):
                 crossing.append(tensor)
         if any(id(_producer(tensor)) in frozen_ids for tensor in backbone.outputs):
             return None  # a frozen tensor leaves the backbone beside trainable ones
@@ -111,8 +117,11 @@ def split_at_frozen(model) -> FrozenSplit | None:
     frozen_part = keras.Model(backbone.input, crossing[0] if one else crossing)
     features = keras.Model(rgb, frozen_part(model.get_layer("preprocess_input")(rgb)), name="frozen_features")
     inputs = [keras.Input(tensor.shape[1:], name=f"frozen_{k}") for k, tensor in enumerate(crossing)]
-    backbone_out = (inputs[0] if frozen == len(layers)
-                    else keras.Model(crossing[0] if one else crossing, backbone.outputs[0])(inputs[0] if one else inputs))
+    backbone_out = (
+        inputs[0]
+        if frozen == len(layers)
+        else keras.Model(crossing[0] if one else crossing, backbone.outputs[0])(inputs[0] if one else inputs)
+    )
     head = keras.Model(model.get_layer("gap").input, model.output)
     trainable = keras.Model(inputs[0] if one else inputs, head(backbone_out), name="trainable_part")
     return FrozenSplit(features, trainable, frozen, [tuple(t.shape[1:]) for t in crossing])
@@ -143,9 +152,9 @@ def frozen_features(split: FrozenSplit, images: np.ndarray, batch_size: int):
     trainable part's inputs, in order)."""
     arrays = tuple(np.empty((len(images), *shape), np.float32) for shape in split.feature_shapes)
     for start in range(0, len(images), batch_size):
-        batch = split.features(images[start:start + batch_size].astype(np.float32), training=False)
+        batch = split.features(images[start : start + batch_size].astype(np.float32), training=False)
         for store, part in zip(arrays, batch if isinstance(batch, (list, tuple)) else [batch]):
-            store[start:start + len(part)] = np.asarray(part, np.float32)
+            store[start : start + len(part)] = np.asarray(part, np.float32)
     return arrays[0] if len(arrays) == 1 else arrays
 
 
@@ -187,7 +196,7 @@ def calibrate_batchnorm(model, images: np.ndarray, layers: list, batch_size: int
         for k, start in enumerate(range(0, len(sample), batch_size), start=1):
             for layer in layers:
                 layer.momentum = (k - 1) / k
-            model(sample[start:start + batch_size].astype(np.float32), training=True)
+            model(sample[start : start + batch_size].astype(np.float32), training=True)
     finally:
         for layer, trainable, momentum in saved:
             layer.trainable, layer.momentum = trainable, momentum
@@ -260,9 +269,21 @@ class FitResult:
     frozen_features: list[dict] = field(default_factory=list)  # per phase that reused them: layers, images, MB, seconds
 
 
-def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str, seed: int, *,
-              sample_weight: np.ndarray | None = None, val_sample_weight: np.ndarray | None = None,
-              random_backbone: bool = False, verbose: int = 2) -> FitResult:
+def fit_stage(
+    model,
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    cfg: TrainConfig,
+    head: str,
+    seed: int,
+    *,
+    sample_weight: np.ndarray | None = None,
+    val_sample_weight: np.ndarray | None = None,
+    random_backbone: bool = False,
+    verbose: int = 2,
+) -> FitResult:
     """Head-only warm-up on the frozen backbone, then fine-tuning with early stopping.
 
     (x_val, y_val) is the inner validation split of the training part (never the evaluation fold):
@@ -274,8 +295,9 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
     keras.utils.set_random_seed(seed)
     calibrated = {"before": 0, "after": 0}
     if random_backbone:  # a data-dependent start: every layer's statistics from the training images
-        calibrated["before"] = calibrate_batchnorm(model, x_train, batchnorm_layers(model), cfg.inference_batch_size,
-                                                   cfg.batchnorm_calibration_images, seed)
+        calibrated["before"] = calibrate_batchnorm(
+            model, x_train, batchnorm_layers(model), cfg.inference_batch_size, cfg.batchnorm_calibration_images, seed
+        )
     validating = x_val is not None and len(x_val) > 0
     image_feeds = None  # the images' tf.data feeds (a copy of them), built where a phase runs the whole backbone
     history: dict[str, list[float]] = {}
@@ -284,7 +306,8 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
     stopper = None
     if cfg.early_stopping_patience and validating:
         stopper = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=cfg.restore_best_weights)
+            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=cfg.restore_best_weights
+        )
         phases[1][2].append(stopper)
     steady: list[float] = []
     first_epochs = later_epochs = feature_seconds = 0.0
@@ -297,38 +320,83 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
         fitting, train_data, validation_data = model, None, None  # the previous phase's features freed first
         split = split_at_frozen(model) if cfg.frozen_features_mb else None
         if cfg.frozen_features_mb and split is None:
-            log.info("%s: no frozen layers to cut at: every epoch runs the whole backbone",
-                     "fine-tuning" if trainable else "warm-up")
+            log.info(
+                "%s: no frozen layers to cut at: every epoch runs the whole backbone",
+                "fine-tuning" if trainable else "warm-up",
+            )
         n_images = len(x_train) + (len(x_val) if validating else 0)
         if split is not None and split.bytes_for(n_images) > cfg.frozen_features_mb * 2**20:
-            log.info("frozen features of %d images would take %.0f MB (train.frozen_features_mb=%d): "
-                     "every epoch runs the whole backbone", n_images, split.bytes_for(n_images) / 2**20, cfg.frozen_features_mb)
+            log.info(
+                "frozen features of %d images would take %.0f MB (train.frozen_features_mb=%d): "
+                "every epoch runs the whole backbone",
+                n_images,
+                split.bytes_for(n_images) / 2**20,
+                cfg.frozen_features_mb,
+            )
             split = None
         if split is not None:
             computing = time.perf_counter()
-            train_data = make_dataset(frozen_features(split, x_train, cfg.inference_batch_size), y_train, cfg.batch_size,
-                                      seed, shuffle=True, sample_weight=sample_weight)
-            validation_data = (make_dataset(frozen_features(split, x_val, cfg.inference_batch_size), y_val, cfg.batch_size,
-                                            seed, shuffle=False, sample_weight=val_sample_weight) if validating else None)
+            train_data = make_dataset(
+                frozen_features(split, x_train, cfg.inference_batch_size),
+                y_train,
+                cfg.batch_size,
+                seed,
+                shuffle=True,
+                sample_weight=sample_weight,
+            )
+            validation_data = (
+                make_dataset(
+                    frozen_features(split, x_val, cfg.inference_batch_size),
+                    y_val,
+                    cfg.batch_size,
+                    seed,
+                    shuffle=False,
+                    sample_weight=val_sample_weight,
+                )
+                if validating
+                else None
+            )
             seconds = time.perf_counter() - computing
             feature_seconds += seconds
-            reuse.append({"phase": "fine-tuning" if trainable else "warm-up", "frozen_layers": split.frozen_layers,
-                          "images": n_images, "megabytes": round(split.bytes_for(n_images) / 2**20, 1),
-                          "seconds": round(seconds, 2)})
-            log.info("%s: the first %d backbone layers are frozen; their features of %d images (%.0f MB) computed "
-                     "once in %.1f s serve every epoch (up to %d)", reuse[-1]["phase"], split.frozen_layers, n_images,
-                     reuse[-1]["megabytes"], seconds, epochs)
+            reuse.append(
+                {
+                    "phase": "fine-tuning" if trainable else "warm-up",
+                    "frozen_layers": split.frozen_layers,
+                    "images": n_images,
+                    "megabytes": round(split.bytes_for(n_images) / 2**20, 1),
+                    "seconds": round(seconds, 2),
+                }
+            )
+            log.info(
+                "%s: the first %d backbone layers are frozen; their features of %d images (%.0f MB) computed "
+                "once in %.1f s serve every epoch (up to %d)",
+                reuse[-1]["phase"],
+                split.frozen_layers,
+                n_images,
+                reuse[-1]["megabytes"],
+                seconds,
+                epochs,
+            )
             fitting = split.trainable
         else:
             if image_feeds is None:  # one pair for every such phase: the shuffle goes on from phase to phase
-                image_feeds = (make_dataset(x_train, y_train, cfg.batch_size, seed, shuffle=True, sample_weight=sample_weight),
-                               make_dataset(x_val, y_val, cfg.batch_size, seed, shuffle=False, sample_weight=val_sample_weight)
-                               if validating else None)
+                image_feeds = (
+                    make_dataset(x_train, y_train, cfg.batch_size, seed, shuffle=True, sample_weight=sample_weight),
+                    make_dataset(x_val, y_val, cfg.batch_size, seed, shuffle=False, sample_weight=val_sample_weight)
+                    if validating
+                    else None,
+                )
             train_data, validation_data = image_feeds
         compile_classifier(fitting, cfg, head)
         timer = EpochTimer()
-        fitted = fitting.fit(train_data, validation_data=validation_data, epochs=epochs, verbose=verbose,
-                             callbacks=[*callbacks, timer], shuffle=False)
+        fitted = fitting.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=[*callbacks, timer],
+            shuffle=False,
+        )
         for name, values in fitted.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
         if not trainable:
@@ -338,14 +406,25 @@ def fit_stage(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, head: str
         if trainable:  # the fine-tuning phase is what costs; its first epoch also builds the graph
             steady = timer.seconds[1:]  # one epoch alone cannot tell training from graph building
     trained_norms = [layer for layer in batchnorm_layers(model) if layer.trainable]
-    calibrated["after"] = calibrate_batchnorm(model, x_train, trained_norms, cfg.inference_batch_size,
-                                              cfg.batchnorm_calibration_images, seed)
+    calibrated["after"] = calibrate_batchnorm(
+        model, x_train, trained_norms, cfg.inference_batch_size, cfg.batchnorm_calibration_images, seed
+    )
     seconds = time.time() - started
     per_epoch = float(np.median(steady)) if steady else 0.0
     best_epoch = None  # the epoch whose weights the model ends with
     if validating and history.get("val_loss"):
         losses = history["val_loss"]
         restored = stopper is not None and cfg.restore_best_weights
-        best_epoch = cfg.warmup_epochs + int(np.argmin(losses[cfg.warmup_epochs:])) + 1 if restored else len(losses)
-    return FitResult(history, seconds, len(x_train) / per_epoch if per_epoch else 0.0, first_epochs, later_epochs,
-                     best_epoch, calibrated, warmup_epochs, feature_seconds, reuse)
+        best_epoch = cfg.warmup_epochs + int(np.argmin(losses[cfg.warmup_epochs :])) + 1 if restored else len(losses)
+    return FitResult(
+        history,
+        seconds,
+        len(x_train) / per_epoch if per_epoch else 0.0,
+        first_epochs,
+        later_epochs,
+        best_epoch,
+        calibrated,
+        warmup_epochs,
+        feature_seconds,
+        reuse,
+    )
