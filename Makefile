@@ -27,11 +27,12 @@ LOCAL_BASE := leukemia-mtl-base:bookworm
 # the classic builder: Debian's docker.io has no buildx plugin; --network host reaches PyPI as the host does
 DOCKER_BUILD := DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile
 
-.PHONY: help venv demo readme test test-fast lint format bench compile images image-cpu image-gpu base-image push manifests lock clean
+.PHONY: help venv demo readme docs test test-fast lint format bench compile images image-cpu image-gpu base-image push manifests lock clean
 
 help:
 	@echo "make demo     create .venv and run the whole pipeline locally (kfp.local) on generated data"
 	@echo "make readme   after make demo: snapshot its summary into docs/demo-run/ and regenerate README's sample output"
+	@echo "make docs     regenerate docs/configuration.md from the settings in leukemia_mtl/config.py"
 	@echo "make test     create .venv and run the test suite"
 	@echo "make test-fast  the suite less its slow, Docker and browser tests (pytest markers; a few minutes on 2 cores)"
 	@echo "make lint     ruff: lint, and check the formatting (what CI runs)"
@@ -63,6 +64,9 @@ demo: $(STAMP)
 
 readme: $(STAMP)
 	$(PY) -m runners.readme $(DEMO_DIR)
+
+docs: $(STAMP)
+	$(PY) -m runners.config_reference
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

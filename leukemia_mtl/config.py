@@ -151,7 +151,7 @@ class PreprocessConfig:
     # level among the pixels darker than the background (itself Otsu's level over all pixels), which follows
     # a brighter or darker stain; 'nuclear': the nuclear stain's optical density (green's minus blue's, against
     # the image's own background), Otsu's level on it, and each nucleus grown over its cell rather than by a
-    # fixed margin (README, "Finding the white cells"; bench/cell_finder.py measures all three on four labs'
+    # fixed margin (docs/pipeline.md, "Finding the white cells"; bench/cell_finder.py measures all three on four labs'
     # annotated smears). paper and demo keep 'fixed'; the workstation profile, for other labs' smears, uses 'nuclear'.
     threshold_method: str = setting("fixed", choices=THRESHOLD_METHODS, doc="how the ROI step finds white cells")
     # below it Otsu's level is not trusted (a field without a white cell: Otsu would split red cells from plasma)
@@ -624,7 +624,7 @@ PROFILES: dict[str, Profile] = {
         split=SplitConfig(folds=paper.FOLDS),
     ),
     # A few hundred real multi-cell images (224 px fields or larger) and a few hundred single-cell images from
-    # any lab, on a 2-core workstation (README; BENCHMARKS.md has the measured run). The ROI
+    # any lab, on a 2-core workstation (docs/real-data.md; BENCHMARKS.md has the measured run). The ROI
     # threshold adapts to the stain, the pixel scale is estimated per dataset unless --pixel-size gives it, and
     # nothing is expected of the scores: on real data the colour baseline beside them is the bar.
     "workstation": Profile(

@@ -72,72 +72,23 @@ class TrainingStage:
         return self.arm is not None
 
 
+# A table reads best as rows: one stage per line, every field named (the formatter would give each field a line).
+# fmt: off
 TRAINING_STAGES: tuple[TrainingStage, ...] = (
-    TrainingStage(
-        key="stage1",
-        display="stage 1",
-        kind="stage1",
-        task="blast",
-        starts_from=None,
-        head="softmax",
-        arrays="stage1",
-        dense=False,
-    ),
-    TrainingStage(
-        key="stage2",
-        display="stage 2",
-        kind="stage2",
-        task="blast",
-        starts_from="stage1",
-        head="sigmoid",
-        arrays="stage2",
-        dense=True,
-    ),
-    TrainingStage(
-        key="stage3_detection",
-        display="stage 3 detection",
-        kind="stage3",
-        task="detection",
-        starts_from="stage2",
-        head="softmax",
-        arrays="stage3",
-        dense=True,
-        arm=MTL,
-    ),
-    TrainingStage(
-        key="stage3_fab",
-        display="stage 3 FAB",
-        kind="stage3",
-        task="fab",
-        starts_from="stage2",
-        head="softmax",
-        arrays="stage3",
-        dense=True,
-        arm=MTL,
-    ),
-    TrainingStage(
-        key="classical_detection",
-        display="classical detection",
-        kind="classical",
-        task="detection",
-        starts_from=None,
-        head="softmax",
-        arrays="stage3",
-        dense=True,
-        arm=CTL,
-    ),
-    TrainingStage(
-        key="classical_fab",
-        display="classical FAB",
-        kind="classical",
-        task="fab",
-        starts_from=None,
-        head="softmax",
-        arrays="stage3",
-        dense=True,
-        arm=CTL,
-    ),
+    TrainingStage(key="stage1", display="stage 1", kind="stage1", task="blast", starts_from=None,
+                  head="softmax", arrays="stage1", dense=False),
+    TrainingStage(key="stage2", display="stage 2", kind="stage2", task="blast", starts_from="stage1",
+                  head="sigmoid", arrays="stage2", dense=True),
+    TrainingStage(key="stage3_detection", display="stage 3 detection", kind="stage3", task="detection",
+                  starts_from="stage2", head="softmax", arrays="stage3", dense=True, arm=MTL),
+    TrainingStage(key="stage3_fab", display="stage 3 FAB", kind="stage3", task="fab",
+                  starts_from="stage2", head="softmax", arrays="stage3", dense=True, arm=MTL),
+    TrainingStage(key="classical_detection", display="classical detection", kind="classical", task="detection",
+                  starts_from=None, head="softmax", arrays="stage3", dense=True, arm=CTL),
+    TrainingStage(key="classical_fab", display="classical FAB", kind="classical", task="fab",
+                  starts_from=None, head="softmax", arrays="stage3", dense=True, arm=CTL),
 )
+# fmt: on
 ARMS = {s.kind: s.arm for s in TRAINING_STAGES if s.arm}  # stage kind -> arm: {"stage3": "mtl", "classical": "ctl"}
 KIND_OF_ARM = {arm: kind for kind, arm in ARMS.items()}
 CELL_SCORER = "stage2"  # the stage whose model predict scores single cells with (released beside stage 3)

@@ -4,6 +4,11 @@ holds the fixtures and hooks, which pytest finds by itself, and imports what it 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Small enough to keep the suite fast, large enough that every class and cell type appears.
 TINY = {
@@ -46,3 +51,10 @@ SEGMENT_STAGE = {
     "data.pixel_size_um": round(0.09 * 2592 / 480, 4),
     "data.cells_pixel_size_um": 0.09,
 }
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m leukemia_mtl ARGS` from the repository's root, as a user runs it: its exit status and text output."""
+    return subprocess.run(
+        [sys.executable, "-m", "leukemia_mtl", *args], cwd=REPO, capture_output=True, text=True, **kwargs
+    )

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import run_cli
+
 pytestmark = pytest.mark.slow  # each test predicts with the demo run's release (the session's whole DAG)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,24 +48,16 @@ def test_predict_gives_the_evaluation_paths_answer(demo_run, tmp_path):
     release_dir = Path(outputs["release"]["path"])
     manifest = json.loads((release_dir / "manifest.json").read_text())
     image, evaluated = _evaluated_smear(outputs, manifest, "detection")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "leukemia_mtl",
-            "predict",
-            "--model",
-            str(release_dir),
-            "--json",
-            "--overlays",
-            str(tmp_path / "overlays"),
-            "--csv",
-            str(tmp_path / "answers.csv"),
-            str(image),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "predict",
+        "--model",
+        str(release_dir),
+        "--json",
+        "--overlays",
+        str(tmp_path / "overlays"),
+        "--csv",
+        str(tmp_path / "answers.csv"),
+        str(image),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(result.stdout)
@@ -154,25 +148,17 @@ def test_a_12_bit_camera_image_gets_the_8_bit_copys_answer_and_every_output_says
     )
     narrow = tmp_path / "camera8.png"
     assert cv2.imwrite(str(narrow), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "leukemia_mtl",
-            "predict",
-            "--model",
-            release,
-            "--json",
-            "--kind",
-            "cell",
-            "--csv",
-            str(tmp_path / "answers.csv"),
-            str(narrow),
-            str(wide),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "predict",
+        "--model",
+        release,
+        "--json",
+        "--kind",
+        "cell",
+        "--csv",
+        str(tmp_path / "answers.csv"),
+        str(narrow),
+        str(wide),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     eight, twelve = json.loads(result.stdout)["predictions"]

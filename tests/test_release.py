@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
 from leukemia_mtl.config import get_profile
 
 pytestmark = pytest.mark.slow  # each test publishes or checks the demo run's release (the session's whole DAG)
@@ -31,24 +30,16 @@ def test_release_is_published_verified_and_predicts_from_s3(demo_run, tmp_path, 
     assert publish(release_dir, str(tmp_path / "shelf"), profile) == str(tmp_path / "shelf" / manifest["version"])
 
     image = next((Path(outputs["dataset"]["path"]) / "data" / "smears").glob("*.jpg"))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "leukemia_mtl",
-            "predict",
-            "--model",
-            uri,
-            "--cache",
-            str(tmp_path / "c2"),
-            "--overlays",
-            str(tmp_path / "o"),
-            str(image),
-            str(tmp_path / "missing.jpg"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "predict",
+        "--model",
+        uri,
+        "--cache",
+        str(tmp_path / "c2"),
+        "--overlays",
+        str(tmp_path / "o"),
+        str(image),
+        str(tmp_path / "missing.jpg"),
     )
     assert result.returncode == 1  # one image missing: reported, the other still classified
     assert f"{image} (smear): " in result.stdout and "missing.jpg" in result.stderr and "Traceback" not in result.stderr

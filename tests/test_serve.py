@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import run_cli
 from leukemia_mtl.stages import CELL_POSITIVE, POSITIVE_CLASS
 
 pytestmark = pytest.mark.slow  # the server serves the demo run's release (the session's whole DAG)
@@ -149,22 +150,14 @@ def _images(outputs: dict) -> tuple[Path, Path]:
 
 
 def _predict_cli(release: Path, images: list[Path], tmp_path: Path) -> list[dict]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "leukemia_mtl",
-            "predict",
-            "--model",
-            str(release),
-            "--json",
-            "--overlays",
-            str(tmp_path / "overlays"),
-            *map(str, images),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "predict",
+        "--model",
+        str(release),
+        "--json",
+        "--overlays",
+        str(tmp_path / "overlays"),
+        *map(str, images),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)["predictions"]
