@@ -41,7 +41,16 @@ def run_variant(run: Path, overrides: dict) -> dict:
 
             def stage(name, stage, task, previous=None, backbone=backbone, k=k, data=data):
                 out = tmp / f"{name}-{backbone}-{k}"
-                run_finetune_stage(stage, task, backbone, data, previous, out, tmp / f"{out.name}.html", profile)
+                run_finetune_stage(
+                    stage,
+                    task=task,
+                    backbone=backbone,
+                    data_dir=data,
+                    previous_dir=previous,
+                    model_dir=out,
+                    figure_html=tmp / f"{out.name}.html",
+                    profile=profile,
+                )
                 return out
 
             stage2 = stage("s2", "stage2", "blast", stage("s1", "stage1", "blast"))

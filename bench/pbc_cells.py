@@ -200,19 +200,26 @@ def finetune_predictions(
         labels = np.zeros_like(y)
         labels[train] = y_train  # the (possibly permuted) training labels travel with their images
         x_fit, y_fit = augmented(
-            images, labels, train[inner_train], np.concatenate([train[inner_val], test]), copies, x.shape[1], crop, seed
+            images,
+            labels,
+            train=train[inner_train],
+            evaluation=np.concatenate([train[inner_val], test]),
+            copies=copies,
+            size=x.shape[1],
+            crop=crop,
+            seed=seed,
         )
     weights_train, _ = balanced_sample_weights(y_fit, n_classes)
     weights_val, _ = balanced_sample_weights(y_train[inner_val], n_classes)
     fit = fit_stage(
         model,
-        x_fit,
-        y_fit,
-        x[train][inner_val],
-        y_train[inner_val],
-        cfg,
-        HEAD,
-        seed,
+        x_train=x_fit,
+        y_train=y_fit,
+        x_val=x[train][inner_val],
+        y_val=y_train[inner_val],
+        cfg=cfg,
+        head=HEAD,
+        seed=seed,
         sample_weight=weights_train,
         val_sample_weight=weights_val,
         random_backbone=not resolved.imagenet,

@@ -92,13 +92,13 @@ def score(
             )
             fit_stage(
                 model,
-                x,
-                y,
-                None,
-                None,
-                cfg,
-                "softmax",
-                fold,
+                x_train=x,
+                y_train=y,
+                x_val=None,
+                y_val=None,
+                cfg=cfg,
+                head="softmax",
+                seed=fold,
                 sample_weight=sample_weights,
                 random_backbone=weights.keras_argument is None,
                 verbose=0,
@@ -133,8 +133,26 @@ def main() -> None:
     for spec in args.views:
         view, size = spec.split(":")
         started = time.perf_counter()
-        detection = score(data, view, int(size), "detection", args.epochs, profile, backbone, weights)
-        fab = score(data, view, int(size), "fab", args.epochs, profile, backbone, weights)
+        detection = score(
+            data,
+            view=view,
+            size=int(size),
+            task="detection",
+            epochs=args.epochs,
+            profile=profile,
+            backbone=backbone,
+            weights_source=weights,
+        )
+        fab = score(
+            data,
+            view=view,
+            size=int(size),
+            task="fab",
+            epochs=args.epochs,
+            profile=profile,
+            backbone=backbone,
+            weights_source=weights,
+        )
         print(
             json.dumps(
                 {

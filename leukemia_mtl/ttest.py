@@ -14,11 +14,12 @@ from leukemia_mtl.results import CrossvalResult
 from leukemia_mtl.stats import compare_arms
 
 
-def run_ttest(crossval: CrossvalResult | dict | Path | str, out_json: Path | str, settings: Profile) -> dict:
-    """Every test on the arms of `crossval` (its JSON file, or the results themselves) by the profile's
+def run_ttest(crossval: CrossvalResult | Path | str, out_json: Path | str, settings: Profile) -> dict:
+    """Every test on the arms of `crossval` (its JSON file, or the CrossvalResult itself) by the profile's
     evaluate.ttest_metric, confidence and seed, and the paper's Table V re-tested (`paper_table_v`);
     written to `out_json` and returned."""
-    crossval = CrossvalResult.load(crossval) if isinstance(crossval, (str, Path)) else CrossvalResult.of(crossval)
+    if isinstance(crossval, (str, Path)):
+        crossval = CrossvalResult.load(crossval)
     cfg = settings.evaluate
     result = {
         **compare_arms(crossval, cfg.ttest_metric, cfg.confidence, settings.seed),

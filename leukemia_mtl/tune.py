@@ -218,13 +218,13 @@ def run_trial(
             model_dir = trial_dir / stage.key
             run_finetune_stage(
                 stage.kind,
-                stage.task,
-                backbone,
-                data_dir,
-                models.get(stage.starts_from),
-                model_dir,
-                trial_dir / f"{stage.key}.html",
-                settings,
+                task=stage.task,
+                backbone=backbone,
+                data_dir=data_dir,
+                previous_dir=models.get(stage.starts_from),
+                model_dir=model_dir,
+                figure_html=trial_dir / f"{stage.key}.html",
+                profile=settings,
             )
             models[stage.key] = model_dir
             stages[stage.key] = inner_score(model_dir, metric)

@@ -216,7 +216,16 @@ def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_o
 
 def _classifier_bundle(directory: Path, backbone: str, input_size: int, info_changes: dict | None = None) -> Path:
     model = build_classifier(backbone, input_size, 2, NO_WEIGHTS)
-    info = ClassifierInfo(backbone, input_size, ["normal", "ALL"], "sigmoid", "stage1", "blast", "none", False)
+    info = ClassifierInfo(
+        backbone=backbone,
+        input_size=input_size,
+        classes=["normal", "ALL"],
+        head="sigmoid",
+        stage="stage1",
+        task="blast",
+        weights="none",
+        imagenet=False,
+    )
     return save_bundle(model, directory, CLASSIFIER, {**dataclasses.asdict(info), **(info_changes or {})})
 
 
@@ -266,7 +275,16 @@ def test_a_classifier_with_a_lambda_layer_is_refused_without_running_it(tmp_path
     bundle.mkdir()
     keras.Model(inputs, outputs, name="Xception_classifier").save(bundle / MODEL_FILE)
     marker.unlink(missing_ok=True)  # saving traced the lambda once
-    info = ClassifierInfo("Xception", 71, ["normal", "ALL"], "sigmoid", "stage1", "blast", "none", False)
+    info = ClassifierInfo(
+        backbone="Xception",
+        input_size=71,
+        classes=["normal", "ALL"],
+        head="sigmoid",
+        stage="stage1",
+        task="blast",
+        weights="none",
+        imagenet=False,
+    )
     (bundle / META_FILE).write_text(json.dumps(dataclasses.asdict(info)))
     with pytest.raises(StageError, match="cannot be loaded as a Keras model .*Lambda"):
         load_classifier(bundle)

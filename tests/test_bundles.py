@@ -37,7 +37,16 @@ keras = pytest.importorskip("keras")
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier  # noqa: E402
 from leukemia_mtl.segment.unet import build_residual_unet  # noqa: E402
 
-INFO = ClassifierInfo("Xception", 71, ["normal", "ALL"], "sigmoid", "stage1", "blast", "random initialisation", False)
+INFO = ClassifierInfo(
+    backbone="Xception",
+    input_size=71,
+    classes=["normal", "ALL"],
+    head="sigmoid",
+    stage="stage1",
+    task="blast",
+    weights="random initialisation",
+    imagenet=False,
+)
 UNET_INFO = SegmenterInfo(32, 0.25, 2, 4, "ground truth", pixel_scales={"smear": {"scale": 0.5, "source": "given"}})
 
 

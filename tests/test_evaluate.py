@@ -72,18 +72,18 @@ def test_cross_validate_means_pooled_confusion_and_roc():
         labels, probabilities = _predictions(k)
         folds.append(
             FoldPredictions(
-                "fab",
-                "mtl",
-                "Xception",
-                f"r0f{k}",
-                0,
-                k,
-                CLASSES,
-                labels,
-                probabilities,
-                np.array([f"s/{k}-{i}" for i in range(len(labels))]),
-                80,
-                f"/m{k}",
+                task="fab",
+                arm="mtl",
+                backbone="Xception",
+                fold_id=f"r0f{k}",
+                repeat=0,
+                fold=k,
+                classes=CLASSES,
+                labels=labels,
+                probabilities=probabilities,
+                sources=np.array([f"s/{k}-{i}" for i in range(len(labels))]),
+                train_sources=80,
+                model_dir=f"/m{k}",
             )
         )
     result = cross_validate(folds)["fab"]["Xception"]["mtl"]
@@ -157,18 +157,18 @@ def _build_report(
                     probabilities = np.tile(np.bincount(labels, minlength=len(classes)) / len(labels), (len(labels), 1))
                 predictions.append(
                     FoldPredictions(
-                        task,
-                        arm,
-                        BASELINE_BACKBONES.get(arm, "InceptionV3"),
-                        f"r0f{k}",
-                        0,
-                        k,
-                        classes,
-                        labels,
-                        probabilities,
-                        np.array([group] * 24),
-                        48,
-                        "/m",
+                        task=task,
+                        arm=arm,
+                        backbone=BASELINE_BACKBONES.get(arm, "InceptionV3"),
+                        fold_id=f"r0f{k}",
+                        repeat=0,
+                        fold=k,
+                        classes=classes,
+                        labels=labels,
+                        probabilities=probabilities,
+                        sources=np.array([group] * 24),
+                        train_sources=48,
+                        model_dir="/m",
                     )
                 )
     scored = cross_validate(predictions)
@@ -192,7 +192,7 @@ def _build_report(
         if baselines
         else {},
     }
-    ttest = run_ttest(crossval, tmp_path / "ttest.json", get_profile("paper"))
+    ttest = run_ttest(CrossvalResult.from_dict(crossval), tmp_path / "ttest.json", get_profile("paper"))
     evaluations = {
         "stage 1": [
             {
@@ -351,18 +351,18 @@ def test_degenerate_predictions_are_flagged():
     assert degenerate_flags(CLASSES, _predictions(0)[1], 0.02) == []
     folds = [
         FoldPredictions(
-            "detection",
-            "mtl",
-            "Xception",
-            f"r0f{k}",
-            0,
-            k,
-            ("normal", "ALL"),
-            np.array([0, 1, 1, 1, 0, 1]),
-            constant,
-            np.array([f"s{k}{i}" for i in range(6)]),
-            12,
-            "/m",
+            task="detection",
+            arm="mtl",
+            backbone="Xception",
+            fold_id=f"r0f{k}",
+            repeat=0,
+            fold=k,
+            classes=("normal", "ALL"),
+            labels=np.array([0, 1, 1, 1, 0, 1]),
+            probabilities=constant,
+            sources=np.array([f"s{k}{i}" for i in range(6)]),
+            train_sources=12,
+            model_dir="/m",
         )
         for k in range(2)
     ]
@@ -424,20 +424,20 @@ def test_the_operating_point_is_chosen_on_inner_validation_and_scored_on_the_eva
         positive = np.clip(0.3 + 0.35 * labels + rng.normal(0, 0.15, len(labels)), 0, 1)
         val_positive = np.clip(0.3 + 0.35 * val_labels + rng.normal(0, 0.15, len(val_labels)), 0, 1)
         return FoldPredictions(
-            "detection",
-            "mtl",
-            "Xception",
-            f"r0f{k}",
-            0,
-            k,
-            ("normal", "ALL"),
-            labels,
-            np.stack([1 - positive, positive], axis=1),
-            np.array([f"s{k}{i}" for i in range(30)]),
-            40,
-            "/m",
-            val_labels if with_validation else None,
-            np.stack([1 - val_positive, val_positive], axis=1) if with_validation else None,
+            task="detection",
+            arm="mtl",
+            backbone="Xception",
+            fold_id=f"r0f{k}",
+            repeat=0,
+            fold=k,
+            classes=("normal", "ALL"),
+            labels=labels,
+            probabilities=np.stack([1 - positive, positive], axis=1),
+            sources=np.array([f"s{k}{i}" for i in range(30)]),
+            train_sources=40,
+            model_dir="/m",
+            val_labels=val_labels if with_validation else None,
+            val_probabilities=np.stack([1 - val_positive, val_positive], axis=1) if with_validation else None,
         )
 
     folds = [fold(0, True), fold(1, True)]
@@ -487,20 +487,20 @@ def _binary_fold(k: int, positive, val_positive=None, arm: str = "mtl", backbone
         val_labels = np.array([0] * (len(val_positive) // 2) + [1] * (len(val_positive) - len(val_positive) // 2))
         val_probabilities = np.stack([1 - val_positive, val_positive], axis=1)
     return FoldPredictions(
-        "detection",
-        arm,
-        backbone,
-        f"r0f{k}",
-        0,
-        k,
-        ("normal", "ALL"),
-        labels,
-        np.stack([1 - positive, positive], axis=1),
-        np.array([f"s{k}-{i}" for i in range(len(labels))]),
-        2 * len(labels),
-        "/m",
-        val_labels,
-        val_probabilities,
+        task="detection",
+        arm=arm,
+        backbone=backbone,
+        fold_id=f"r0f{k}",
+        repeat=0,
+        fold=k,
+        classes=("normal", "ALL"),
+        labels=labels,
+        probabilities=np.stack([1 - positive, positive], axis=1),
+        sources=np.array([f"s{k}-{i}" for i in range(len(labels))]),
+        train_sources=2 * len(labels),
+        model_dir="/m",
+        val_labels=val_labels,
+        val_probabilities=val_probabilities,
     )
 
 
@@ -550,14 +550,26 @@ def test_an_operating_point_that_calls_every_smear_all_is_flagged():
     assert (
         degenerate_operating_point(good) is None and degenerate_operating_point(good, np.array([0.7, 0.9])) is not None
     )
-    four = cross_validate(
-        [
+    folds = []
+    for k in range(2):
+        labels, probabilities = _predictions(k)
+        folds.append(
             FoldPredictions(
-                "fab", "mtl", "X", f"r0f{k}", 0, k, CLASSES, *_predictions(k), np.arange(40).astype(str), 80, "/m"
+                task="fab",
+                arm="mtl",
+                backbone="X",
+                fold_id=f"r0f{k}",
+                repeat=0,
+                fold=k,
+                classes=CLASSES,
+                labels=labels,
+                probabilities=probabilities,
+                sources=np.arange(40).astype(str),
+                train_sources=80,
+                model_dir="/m",
             )
-            for k in range(2)
-        ]
-    )["fab"]["X"]["mtl"]["operating_point"]
+        )
+    four = cross_validate(folds)["fab"]["X"]["mtl"]["operating_point"]
     assert four["kind"] == "multiclass" and "degenerate" not in four  # no threshold: nothing to flag
 
 

@@ -55,13 +55,13 @@ def planted_model():
     # every layer tuned: with the demo's frozen 90 % the layers the heat map is read from stay random
     fit_stage(
         model,
-        x,
-        y.astype(np.float32),
-        x_val,
-        y_val.astype(np.float32),
-        replace(profile.train, frozen_fraction=0.0),
-        "sigmoid",
-        1,
+        x_train=x,
+        y_train=y.astype(np.float32),
+        x_val=x_val,
+        y_val=y_val.astype(np.float32),
+        cfg=replace(profile.train, frozen_fraction=0.0),
+        head="sigmoid",
+        seed=1,
         random_backbone=True,
         verbose=0,
     )

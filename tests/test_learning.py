@@ -91,7 +91,16 @@ def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_cali
     monkeypatch.setattr(keras.Model, "fit", recording_fit)
     monkeypatch.setattr(finetune, "calibrate_batchnorm", recording_calibration)
     monkeypatch.setattr(finetune, "frozen_features", recording_features)
-    summary = run_finetune_stage("classical", "fab", BACKBONE, data, None, tmp_path / "m", tmp_path / "m.html", profile)
+    summary = run_finetune_stage(
+        "classical",
+        task="fab",
+        backbone=BACKBONE,
+        data_dir=data,
+        previous_dir=None,
+        model_dir=tmp_path / "m",
+        figure_html=tmp_path / "m.html",
+        profile=profile,
+    )
 
     training = {_digest(image) for image in arrays.x_train}
     assert seen["calibration"] and (seen["fit"] or seen["frozen features"])  # the instruments saw the training
@@ -120,20 +129,20 @@ def test_the_release_choice_ignores_the_evaluation_folds_and_follows_inner_valid
 
     def fold(arm, k, evaluation, inner):
         return FoldPredictions(
-            "detection",
-            arm,
-            "Xception",
-            f"r0f{k}",
-            0,
-            k,
-            classes,
-            labels,
-            evaluation,
-            np.array([f"s{k}{i}" for i in range(6)]),
-            12,
-            f"/{arm}{k}",
-            labels,
-            inner,
+            task="detection",
+            arm=arm,
+            backbone="Xception",
+            fold_id=f"r0f{k}",
+            repeat=0,
+            fold=k,
+            classes=classes,
+            labels=labels,
+            probabilities=evaluation,
+            sources=np.array([f"s{k}{i}" for i in range(6)]),
+            train_sources=12,
+            model_dir=f"/{arm}{k}",
+            val_labels=labels,
+            val_probabilities=inner,
         )
 
     # ctl is perfect on the evaluation folds and poor on its inner splits; mtl the other way round
@@ -223,7 +232,16 @@ def _uninformative(data, tmp_path, seed: int):
 
 def _held_out_scores(data, tmp_path, profile, name):
     """The stage training the pipeline runs (demo recipe); its held-out images, blast vs normal."""
-    run_finetune_stage("stage1", "blast", BACKBONE, data, None, tmp_path / name, tmp_path / f"{name}.html", profile)
+    run_finetune_stage(
+        "stage1",
+        task="blast",
+        backbone=BACKBONE,
+        data_dir=data,
+        previous_dir=None,
+        model_dir=tmp_path / name,
+        figure_html=tmp_path / f"{name}.html",
+        profile=profile,
+    )
     with np.load(tmp_path / name / "predictions.npz") as predictions:
         return fold_metrics(("normal", "blast"), predictions["labels"].astype(int), predictions["probabilities"])
 
@@ -259,9 +277,25 @@ def test_the_multistage_path_learns_stage_2_from_stage_1s_backbone_on_isolated_c
     """Stage 1 on the raw single-cell images, then stage 2 from its backbone on the cells segment
     isolated: stage 2's held-out cells (several per held-out smear) must be told apart."""
     data, _, profile = learning_data
-    run_finetune_stage("stage1", "blast", BACKBONE, data, None, tmp_path / "s1", tmp_path / "s1.html", profile)
+    run_finetune_stage(
+        "stage1",
+        task="blast",
+        backbone=BACKBONE,
+        data_dir=data,
+        previous_dir=None,
+        model_dir=tmp_path / "s1",
+        figure_html=tmp_path / "s1.html",
+        profile=profile,
+    )
     summary = run_finetune_stage(
-        "stage2", "blast", BACKBONE, data, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile
+        "stage2",
+        task="blast",
+        backbone=BACKBONE,
+        data_dir=data,
+        previous_dir=tmp_path / "s1",
+        model_dir=tmp_path / "s2",
+        figure_html=tmp_path / "s2.html",
+        profile=profile,
     )
     assert summary.carried_over == ["backbone"] and summary.val_images > 0
     with np.load(tmp_path / "s2" / "predictions.npz") as predictions:

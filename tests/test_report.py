@@ -154,18 +154,18 @@ def _run_inputs(tmp_path: Path) -> dict:
                 probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
                 predictions.append(
                     FoldPredictions(
-                        task,
-                        arm,
-                        "Xception",
-                        f"r0f{k}",
-                        0,
-                        k,
-                        classes,
-                        labels,
-                        probabilities,
-                        np.array([f"g{i}" for i in range(16)]),
-                        16,
-                        "/m",
+                        task=task,
+                        arm=arm,
+                        backbone="Xception",
+                        fold_id=f"r0f{k}",
+                        repeat=0,
+                        fold=k,
+                        classes=classes,
+                        labels=labels,
+                        probabilities=probabilities,
+                        sources=np.array([f"g{i}" for i in range(16)]),
+                        train_sources=16,
+                        model_dir="/m",
                     )
                 )
     tasks = cross_validate(predictions)
@@ -198,7 +198,7 @@ def _run_inputs(tmp_path: Path) -> dict:
         segment_html=report.page("segment", report.table(segment_metrics)),
         evaluations={"stage 1": [{"summary": {"imagenet": False, "backbone": "Xception"}, "history": history}] * 2},
         crossval=CrossvalResult.from_dict(crossval),
-        ttest=run_ttest(crossval, tmp_path / "ttest.json", get_profile("demo")),
+        ttest=run_ttest(CrossvalResult.from_dict(crossval), tmp_path / "ttest.json", get_profile("demo")),
         release=None,
         html_path=tmp_path / "report.html",
         summary_path=tmp_path / "summary.json",

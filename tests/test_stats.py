@@ -107,18 +107,18 @@ def test_the_ttest_step_writes_the_arms_tests_beside_the_paper_table_v(tmp_path)
             positive = np.clip(0.5 + (0.3 if arm == "mtl" else 0.1) * (2 * labels - 1) + rng.normal(0, 0.2, 12), 0, 1)
             predictions.append(
                 FoldPredictions(
-                    "detection",
-                    arm,
-                    backbones.get(arm, "Xception"),
-                    f"r0f{k}",
-                    0,
-                    k,
-                    ("normal", "ALL"),
-                    labels,
-                    np.stack([1 - positive, positive], 1),
-                    np.array([f"s{k}{i}" for i in range(12)]),
-                    24,
-                    "/m",
+                    task="detection",
+                    arm=arm,
+                    backbone=backbones.get(arm, "Xception"),
+                    fold_id=f"r0f{k}",
+                    repeat=0,
+                    fold=k,
+                    classes=("normal", "ALL"),
+                    labels=labels,
+                    probabilities=np.stack([1 - positive, positive], 1),
+                    sources=np.array([f"s{k}{i}" for i in range(12)]),
+                    train_sources=24,
+                    model_dir="/m",
                 )
             )
     scored = cross_validate(predictions)

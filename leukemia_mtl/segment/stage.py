@@ -235,7 +235,17 @@ def run_segment_stage(
             Path(out_dir) / "segmentation.png",
             _figure([e[:3] + (e[3][summary.isolation],) for e in examples], summary.isolation),
         )
-    _isolate_all(datasets, segmenter, roi_masks, scales, Path(out_dir), summary, profile, progress, Path(ingested))
+    _isolate_all(
+        datasets,
+        segmenter=segmenter,
+        roi_masks=roi_masks,
+        scales=scales,
+        out=Path(out_dir),
+        summary=summary,
+        profile=profile,
+        progress=progress,
+        ingested=Path(ingested),
+    )
     atomic_write_json(Path(out_dir) / "summary.json", {"config": asdict(cfg), **asdict(summary)})
     _write_report(Path(out_dir), figure_html, summary, profile)
     _stop_if_mostly_empty(datasets, summary, cfg, Path(ingested))

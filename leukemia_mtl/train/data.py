@@ -482,7 +482,16 @@ def prepare_training_data(
     )
     for salt, (stage, items, units, classes) in enumerate(plan, start=1):
         arrays, summary["stages"][stage] = _arrays(
-            items, units, eval_groups, val_groups, classes, profile, seed + salt + 1, stage, fold["id"], evaluation
+            items,
+            units=units,
+            eval_groups=eval_groups,
+            val_groups=val_groups,
+            classes=classes,
+            profile=profile,
+            seed=seed + salt + 1,
+            stage=stage,
+            fold_id=fold["id"],
+            with_evaluation=evaluation,
         )
         arrays.save(Path(out_dir) / f"{stage}.npz")
     atomic_write_json(Path(out_dir) / "summary.json", summary)

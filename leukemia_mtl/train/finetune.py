@@ -417,14 +417,14 @@ def fit_stage(
         restored = stopper is not None and cfg.restore_best_weights
         best_epoch = cfg.warmup_epochs + int(np.argmin(losses[cfg.warmup_epochs :])) + 1 if restored else len(losses)
     return FitResult(
-        history,
-        seconds,
-        len(x_train) / per_epoch if per_epoch else 0.0,
-        first_epochs,
-        later_epochs,
-        best_epoch,
-        calibrated,
-        warmup_epochs,
-        feature_seconds,
-        reuse,
+        history=history,
+        seconds=seconds,
+        images_per_second=len(x_train) / per_epoch if per_epoch else 0.0,
+        first_epochs_seconds=first_epochs,
+        steady_epochs_seconds=later_epochs,
+        best_epoch=best_epoch,
+        calibrated=calibrated,
+        warmup_epochs=warmup_epochs,
+        frozen_features_seconds=feature_seconds,
+        frozen_features=reuse,
     )
