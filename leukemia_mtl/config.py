@@ -349,7 +349,9 @@ class TrainConfig:
     inference_batch_size: int = setting(64, low=1, doc="images per call when calibrating and predicting")
     gpus: int = setting(1, doc="accelerator limit of each training task on a cluster (ignored locally)")
     mixed_precision: str = setting(
-        "auto", doc="float16 compute with float32 weights: 'auto' turns it on where a GPU is visible"
+        "auto",
+        choices=("auto", "on", "off"),
+        doc="float16 compute with float32 weights: 'auto' turns it on where a GPU is visible",
     )
     # the paper's 10 folds x 3 backbones would otherwise ask for 30 GPUs at the same moment
     parallel_runs: int = setting(0, doc="(fold, backbone) iterations a cluster runs at once (0: no limit)")
@@ -909,7 +911,7 @@ def reference_markdown() -> str:
         lines += [
             f"## {section.name}",
             "",
-            (type(value).__doc__ or "").strip().splitlines()[0],
+            " ".join((type(value).__doc__ or "").strip().split("\n\n")[0].split()),
             "",
             "| Setting | Type | " + " | ".join(REFERENCE_PROFILES) + " | Allowed | Description |",
             "|---|---|" + "---|" * len(REFERENCE_PROFILES) + "---|---|",

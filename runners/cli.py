@@ -211,7 +211,8 @@ def parser_for(dag: ModuleType) -> argparse.ArgumentParser:
         help="micrometres per pixel of the images (ALL-IDB: 0.09): UM for "
         "every input, or smears=UM,cells=UM (smears=UM alone covers "
         "the cells too); default: the profile's (paper: ALL-IDB's; "
-        "demo, workstation: estimated per dataset from its nuclei, "
+        "demo, workstation: estimated per dataset, smears from their red "
+        "cells (else their nuclei), cells from their nuclei, "
         "as --set data.pixel_size_um=0 does)",
     )
     parser.add_argument(

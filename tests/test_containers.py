@@ -89,6 +89,7 @@ def _owners(root: Path) -> set[int]:
     return {path.stat().st_uid for path in root.rglob("*") if path.is_file()}
 
 
+@pytest.mark.slow  # the demo run, then the DAG again in containers
 def test_the_dag_in_containers_gives_the_subprocess_runs_summary(cpu_image, demo_run, tmp_path):
     """Every task of the tiny DAG (ingest to report, six trainings per fold) in its own container:
     the same summary as the session's subprocess run, same seed, same CPU."""

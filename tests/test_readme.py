@@ -92,11 +92,17 @@ def test_the_readmes_step_map_names_the_component_function_and_module_that_run_e
     text = (REPO / "README.md").read_text(encoding="utf-8")
     assert text.index("## Where each step lives") < len("\n".join(text.splitlines()[:100]))  # in the first 100 lines
     rows = _step_map(text)
-    # the names pipeline.py's code uses (imports aside): a component is created by add(component, ...) or called
-    wired = {
-        node.id
+    # what pipeline.py adds to the DAG: the first argument of each add(component, ...), either side of a choice
+    firsts = [
+        node.args[0]
         for node in ast.walk(ast.parse((REPO / "pipeline.py").read_text(encoding="utf-8")))
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "add" and node.args
+    ]
+    wired = {
+        n.id
+        for first in firsts
+        for n in ([first.body, first.orelse] if isinstance(first, ast.IfExp) else [first])
+        if isinstance(n, ast.Name)
     }
     components = set()
     for step, _does, component, function, module in rows:

@@ -15,7 +15,6 @@ import pytest
 
 from helpers import PLANTED_ACCESS_KEY, PLANTED_SECRET_KEY, TINY, TINY_CLI_SETS
 
-pytestmark = pytest.mark.slow  # kills a DAG run mid-training and resumes it; reruns the demo
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -65,6 +64,7 @@ def killed_then_resumed(tmp_path_factory):
     )
 
 
+@pytest.mark.slow  # kills a DAG run mid-training and resumes it; reruns the demo
 def test_a_run_killed_mid_training_resumes_from_the_cached_tasks(killed_then_resumed):
     out, killed_run, outputs, _ = killed_then_resumed
     (resumed_run,) = set((out / "pipeline_root").glob("leukemia-mtl-*")) - {killed_run}
@@ -78,6 +78,7 @@ def test_a_run_killed_mid_training_resumes_from_the_cached_tasks(killed_then_res
     assert killed_task  # the task that died left no model, and nothing took its partial folder for a result
 
 
+@pytest.mark.slow  # kills a DAG run mid-training and resumes it; reruns the demo
 def test_the_same_seed_gives_the_same_summary_byte_for_byte(demo_run, killed_then_resumed):
     """demo_run ran the DAG in this process; the killed-and-resumed run computed every task again in
     other processes and another folder (nothing is shared between the two caches)."""
@@ -100,6 +101,7 @@ def test_another_seed_gives_other_splits_and_the_same_seed_the_same(synthetic_ro
     assert eval_groups(0) != eval_groups(1) != eval_groups(2)
 
 
+@pytest.mark.slow  # kills a DAG run mid-training and resumes it; reruns the demo
 def test_no_credential_reaches_logs_reports_or_artifacts(killed_then_resumed, tmp_path):
     """The runs above had planted MinIO credentials in their environment (PLANTED_ENV): neither
     value may appear in any log, report, summary, artifact or compiled pipeline."""

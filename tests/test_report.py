@@ -273,6 +273,7 @@ def _chromium_run(page: Path, tmp_path: Path, *arguments: str) -> subprocess.Com
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # the demo run
 def test_the_demo_report_rendered_by_chromium_holds_no_table_twice(demo_run, tmp_path):
     out, _, _ = demo_run
     dom = _chromium_run(out / "report.html", tmp_path, "--dump-dom").stdout
@@ -285,6 +286,7 @@ def test_the_demo_report_rendered_by_chromium_holds_no_table_twice(demo_run, tmp
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # the demo run
 def test_a_screenshot_of_the_demo_report_is_kept_and_is_not_blank(demo_run, tmp_path):
     import cv2
 
