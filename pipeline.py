@@ -5,11 +5,11 @@
 import json
 import sys
 from collections.abc import Callable
-from inspect import Parameter, Signature
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-from kfp import compiler, dsl
+from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Model
 
 from components.augment import augment
@@ -34,7 +34,9 @@ from leukemia_mtl.stages import (
     scored_stages,
 )
 from runners import local as local_runner
-from runners.placement import cluster_placement, local_placement, task_adder
+from runners import submit as submitter
+from runners.dag import pipeline_function, task_adder
+from runners.placement import cluster_placement, local_placement
 
 PIPELINE_NAME = "leukemia-mtl"
 DESCRIPTION = "Acute lymphoblastic leukemia detection and FAB classification by multistage transfer learning"
@@ -122,27 +124,6 @@ def _train_folds(
                 **common,
             )
     return tasks, searches
-
-
-def _pipeline_function(wire: Callable, defaults: dict, returns) -> Callable:
-    """The function kfp reads as the pipeline: its parameters are `defaults`' keys, in order, typed by their
-    defaults and described by PARAMETER_DESCRIPTIONS; kfp calls it once to wire the DAG. One builder for the
-    cluster's DAG and the local runner's, which alone has data_version."""
-    names = list(defaults)
-
-    def leukemia_pipeline(*values):
-        return wire(**dict(zip(names, values)))
-
-    leukemia_pipeline.__signature__ = Signature(
-        [
-            Parameter(name, Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=type(value))
-            for name, value in defaults.items()
-        ],
-        return_annotation=returns,
-    )
-    args = "".join(f"    {name}: {PARAMETER_DESCRIPTIONS[name]}\n" for name in names)
-    leukemia_pipeline.__doc__ = f"Screen blood smears for leukemia and type it by FAB.\n\nArgs:\n{args}"
-    return leukemia_pipeline
 
 
 def build_pipeline(
@@ -272,47 +253,16 @@ def build_pipeline(
     }
     if cluster:
         del defaults["data_version"]
-    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(_pipeline_function(wire, defaults, OUTPUTS[until]))
-
-
-def compile_pipeline(
-    output: Path, profile: str = "paper", compile_overrides: dict | None = None, run_overrides: dict | None = None
-) -> Path:
-    """The DAG for a cluster as KFP's YAML: images, resources and placement from the profile."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(
-        build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides, run_overrides=run_overrides),
-        package_path=str(output),
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(
+        pipeline_function(wire, defaults, OUTPUTS[until], PARAMETER_DESCRIPTIONS)
     )
-    return output
 
 
-def run_local(
-    profile: str,
-    smears: str,
-    cells: str,
-    output_dir: Path,
-    overrides: dict,
-    cache: bool = True,
-    until: str = "report",
-    runner: str = "subprocess",
-    compile_overrides: dict | None = None,
-) -> dict:
-    """This DAG run here (runners/local.py), each task in a subprocess or in its own container (`runner`);
-    returns {output: {path, metadata}}. `compile_overrides` name the images the docker runner uses."""
-    settings = get_profile(profile, {**(compile_overrides or {}), **overrides})  # once: a bad profile fails here
-    return local_runner.run_local(
-        build_pipeline,
-        profile=profile,
-        settings=settings,
-        overrides=overrides,
-        smears=smears,
-        cells=cells,
-        output_dir=output_dir,
-        cache=cache,
-        until=until,
-        runner=runner,
-    )
+# The two entry points, bound to this DAG (the runners take its builder): compile_pipeline(output, profile="paper",
+# compile_overrides=None, run_overrides=None) -> the YAML's path; run_local(profile=, smears=, cells=, output_dir=,
+# overrides=, cache=, until=, runner=, compile_overrides=) -> {output: {path, metadata}}
+compile_pipeline = partial(submitter.compile_pipeline, build_pipeline)
+run_local = partial(local_runner.run_local, build_pipeline)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,9 @@ def make_release(work: Path) -> Path:
     import pipeline
     from helpers import TINY
 
-    outputs = pipeline.run_local("demo", "synthetic", "synthetic", work / "run", dict(TINY))
+    outputs = pipeline.run_local(
+        profile="demo", smears="synthetic", cells="synthetic", output_dir=work / "run", overrides=dict(TINY)
+    )
     return Path(outputs["release"]["path"])
 
 

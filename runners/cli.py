@@ -331,7 +331,7 @@ def _run_local(dag: ModuleType, args: argparse.Namespace) -> int:
     try:
         started = time.time()
         outputs = dag.run_local(
-            args.profile or "demo",
+            profile=args.profile or "demo",
             smears=smears,
             cells=cells,
             output_dir=args.output_dir,

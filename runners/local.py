@@ -15,7 +15,7 @@ from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
-from leukemia_mtl.config import ConfigError, Profile
+from leukemia_mtl.config import ConfigError, Profile, get_profile
 from leukemia_mtl.data.storage import STORAGE_ENV
 from leukemia_mtl.io_utils import atomic_write_text, exclusive_folder
 from leukemia_mtl.models.catalog import OFFLINE_BACKBONES
@@ -177,18 +177,20 @@ def run_local(
     build_pipeline: Callable,
     *,
     profile: str,
-    settings: Profile,
     overrides: dict,
     smears: str,
     cells: str,
     output_dir: Path,
+    settings: Profile | None = None,
     cache: bool = True,
     until: str = "report",
     runner: str = "subprocess",
+    compile_overrides: dict | None = None,
 ) -> dict:
     """Run the DAG `build_pipeline(settings, ...)` builds (to `until`); returns {output: {path, metadata}}.
 
-    `settings` is resolved once, by the caller, from `profile` and `overrides`; the same profile
+    `settings` is resolved once, from `profile`, `compile_overrides` (which name the images the docker runner
+    uses) and `overrides` unless the caller did; the same profile
     name and overrides go to every task as its parameters, which it resolves in its own process.
     `runner="docker"` runs every task in the image `settings.image` names, checked first to hold this
     checkout's code; local inputs are passed as absolute paths, which the containers see mounted.
@@ -200,6 +202,8 @@ def run_local(
 
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    if settings is None:  # once: a bad profile or override fails here, before anything runs
+        settings = get_profile(profile, {**(compile_overrides or {}), **overrides})
     output_dir = Path(output_dir).resolve()
     with exclusive_folder(output_dir):
         version = fingerprint(smears, cells, settings)  # a blank or unreadable input stops here, before any task

@@ -77,19 +77,3 @@ def cluster_placement(settings: Profile) -> Placement:
         return task
 
     return place
-
-
-def task_adder(place: Placement) -> Callable:
-    """add(component, kind, ...): the one way a task joins the DAG: created from its inputs, shown in the UI by
-    `display` (else the component's name), cached as `caching` says (else kfp's default), and placed as a `kind`
-    task by `place` (resources, image, GPU, object storage's secret)."""
-
-    def add(component, kind: str, *, display="", gpu=False, storage=False, caching: bool | None = None, **inputs):
-        task = component(**inputs)
-        task.set_display_name(display or component.name)
-        if caching is not None:
-            task.set_caching_options(enable_caching=caching)
-        place(task, kind, gpu=gpu, storage=storage)
-        return task
-
-    return add

@@ -1,4 +1,5 @@
-"""Submitting the compiled DAG to a Kubeflow Pipelines server (kfp.Client): a run, or a recurring run."""
+"""Compiling the DAG for a cluster and submitting it to a Kubeflow Pipelines server (kfp.Client): a run, or a recurring
+run."""
 
 from __future__ import annotations
 
@@ -13,6 +14,25 @@ from pathlib import Path
 from leukemia_mtl.config import ConfigError, get_profile
 
 USERINFO = r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/@\s]*@"
+
+
+def compile_pipeline(
+    build_pipeline: Callable,
+    output: Path,
+    profile: str = "paper",
+    compile_overrides: dict | None = None,
+    run_overrides: dict | None = None,
+) -> Path:
+    """The DAG `build_pipeline` builds, for a cluster, as KFP's YAML: images, resources and placement from the
+    profile with `compile_overrides`; `run_overrides` become the `overrides` parameter's default."""
+    from kfp import compiler
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(
+        build_pipeline(profile=profile, cluster=True, compile_overrides=compile_overrides, run_overrides=run_overrides),
+        package_path=str(output),
+    )
+    return output
 
 
 def redact_url(url: str) -> str:

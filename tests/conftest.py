@@ -96,5 +96,7 @@ def demo_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("demo_run")
     started = time.time()
-    outputs = pipeline.run_local("demo", "synthetic", "synthetic", out, dict(TINY))
+    outputs = pipeline.run_local(
+        profile="demo", smears="synthetic", cells="synthetic", output_dir=out, overrides=dict(TINY)
+    )
     return out, outputs, time.time() - started

@@ -97,7 +97,13 @@ def test_the_dag_in_containers_gives_the_subprocess_runs_summary(cpu_image, demo
 
     subprocess_dir, _, _ = demo_run
     outputs = pipeline.run_local(
-        "demo", "synthetic", "synthetic", tmp_path / "docker", dict(TINY), cache=False, runner="docker"
+        profile="demo",
+        smears="synthetic",
+        cells="synthetic",
+        output_dir=tmp_path / "docker",
+        overrides=dict(TINY),
+        cache=False,
+        runner="docker",
     )
     root = tmp_path / "docker" / "pipeline_root"
     # the tasks wrote every artifact as the image's user (the host runs these tests as root) or the caller
@@ -121,7 +127,14 @@ def test_a_local_data_folder_is_mounted_read_only_for_the_containers(cpu_image, 
     relative = os.path.relpath(synthetic_copy, Path.cwd())  # a relative path, as a person types it
     before = sorted((p.relative_to(synthetic_copy), p.stat().st_mtime_ns) for p in synthetic_copy.rglob("*"))
     outputs = pipeline.run_local(
-        "demo", relative, relative, tmp_path / "mounted", dict(TINY), cache=False, until="preprocess", runner="docker"
+        profile="demo",
+        smears=relative,
+        cells=relative,
+        output_dir=tmp_path / "mounted",
+        overrides=dict(TINY),
+        cache=False,
+        until="preprocess",
+        runner="docker",
     )
     described = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
     assert described["smears"] == str(synthetic_copy.resolve())  # read from the folder, not generated

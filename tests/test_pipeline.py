@@ -239,7 +239,9 @@ def test_local_run_end_to_end_writes_report_and_summary_then_is_cached(demo_run)
     assert report.index("Headline") < report.index("Data and split")
 
     started = time.time()
-    again = pipeline.run_local("demo", "synthetic", "synthetic", out, dict(TINY))
+    again = pipeline.run_local(
+        profile="demo", smears="synthetic", cells="synthetic", output_dir=out, overrides=dict(TINY)
+    )
     assert time.time() - started < first / 4  # every task served from the cache but release (and report after it)
     assert again["crossval"]["path"] == outputs["crossval"]["path"]
     assert again["release"]["path"] != outputs["release"]["path"]  # release publishes outside the run: never cached
