@@ -2,7 +2,7 @@
 avoid (decoding, the ROI where the release isolates from it, each model's forward pass compiled) timed on the very
 tensors the answer gave the models. Issue 35, item 1.
 
-    python bench/predict_floor.py [--release runs/.../release/model] [--smears 8] [--cells 8] [--json OUT]
+    python bench/predict_floor.py [--release runs/.../release/model] [--smears 8] [--cells 8] [--json OUT] [--eager]
 
 Without --release, the tests' tiny DAG runs first (bench/predict_stream.py's make_release) to make one. The images
 are the demo profile's synthetic smears (640x480) and single-cell crops (257x257), seed 3, spread over the set.
@@ -13,10 +13,12 @@ What is timed, per image (median of --repeats):
            scale, the ROI when the segmenter isolates from it, `Segmenter.segment`: resize, the U-Net's sliding
            windows via `predict_on_batch`, blending, mask cleaning, the blue-channel step, crops), within it the
            U-Net's calls; `_batch` per role (squaring to the input and stain normalisation) and `_probabilities`
-           per role (the model called eagerly through `model_outputs`, Keras layer by layer). `read_image` and
-           `compute_roi` are timed alone, called as predict calls them.
+           per role (the model called as predict calls it: its `compiled_forward`, traced and warmed when the
+           Predictor loaded; with --eager, `Predictor(compiled=False)`: eagerly through `model_outputs`, Keras
+           layer by layer, as before issue 35). `read_image` and `compute_roi` are timed alone, called as predict
+           calls them. The Predictor's load (and its warm-up, the classifiers' traces) is printed, not in the answer.
   models   every batch each model was given during one answer is recorded, and each model's forward pass is timed
-           on those same arrays as (i) the eager call predict makes today, (ii) `predict_on_batch`, (iii) a
+           on those same arrays as (i) the eager call (`model_outputs`', predict's before issue 35), (ii) `predict_on_batch`, (iii) a
            `tf.function` with a fixed input signature (None, H, W, 3), (iv) the same with `jit_compile=True` (XLA;
            --no-xla to skip). The first call of each is timed apart (Keras' predict function built, the trace, XLA's
            compilation of every new batch shape) and left out. Each variant's output is compared with the eager
@@ -49,7 +51,6 @@ KINDS = ("smear", "cell")
 FLIGHT = 16
 VARIANTS = ("eager", "predict_on_batch", "tf.function", "xla")
 COMPILED = VARIANTS[1:]
-TODAY = {"unet": "predict_on_batch"}  # how predict calls each model today; the classifiers: "eager"
 
 
 def ms_since(started: float) -> float:
@@ -111,10 +112,11 @@ def instrumented(predictor, path: Path, kind: str, keep: bool) -> dict:
         return wrapper
 
     steps = ("_segment", "_batch", "_probabilities")
-    models, unet = predictor.models, predictor.segmenter.model
+    models, unet, forward = predictor.models, predictor.segmenter.model, predictor._forward
     for step in steps:
         setattr(predictor, step, timed(step, getattr(predictor, step)))
     predictor.models = {role: (Recorder(model, role, log, keep), info) for role, (model, info) in models.items()}
+    predictor._forward = {role: Recorder(call, role, log, keep) for role, call in forward.items()}  # compiled calls
     predictor.segmenter.model = Recorder(unet, "unet", log, keep)
     try:
         started = time.perf_counter()
@@ -123,7 +125,7 @@ def instrumented(predictor, path: Path, kind: str, keep: bool) -> dict:
     finally:
         for step in steps:
             delattr(predictor, step)
-        predictor.models, predictor.segmenter.model = models, unet
+        predictor.models, predictor.segmenter.model, predictor._forward = models, unet, forward
     return log
 
 
@@ -134,7 +136,7 @@ def variants(model, shape: tuple[int, ...], xla: bool) -> dict:
     spec = [tf.TensorSpec((None, *shape), tf.float32)]
     graph = tf.function(lambda x: model(x, training=False), input_signature=spec)
     calls = {
-        "eager": lambda x: np.asarray(model(x, training=False)),  # model_outputs' call
+        "eager": lambda x: np.asarray(model(x, training=False)),  # model_outputs' call (predict's before issue 35)
         "predict_on_batch": lambda x: np.asarray(model.predict_on_batch(x)),
         "tf.function": lambda x: graph(x).numpy(),
     }
@@ -301,11 +303,11 @@ def parts_table(measured: dict) -> list[tuple[str, dict, str]]:
     labels = {
         "answer": "the whole answer (instrumented run)",
         "_segment": "pixel scale + ROI (if used) + Segmenter.segment: resize, U-Net windows, blend, clean, blue, crops",
-        "model:unet": "  within it: the U-Net's predict_on_batch calls (today's)",
+        "model:unet": "  within it: the U-Net's predict_on_batch calls (as predict makes them)",
     }
     for role in ("detection", "fab", "cells"):
         labels[f"_batch:{role}"] = f"square + stain for the {role} model (Predictor._batch)"
-        labels[f"_probabilities:{role}"] = f"{role} model as called today (eager model_outputs + probabilities)"
+        labels[f"_probabilities:{role}"] = f"{role} model as predict calls it (compiled, or eager with --eager)"
     parts = []
     for key, what in labels.items():
         values = {
@@ -397,6 +399,9 @@ def main() -> None:
     parser.add_argument("--no-xla", dest="xla", action="store_false", help="skip tf.function(jit_compile=True)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-floor")
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument(
+        "--eager", action="store_true", help="answer with the classifiers called eagerly, as before issue 35"
+    )
     args = parser.parse_args()
     if min(args.smears, args.cells) < 1:
         parser.error("--smears and --cells: at least 1")
@@ -411,10 +416,12 @@ def main() -> None:
 
         args.release = make_release(args.work)
     images = pick_images(args)
-    predictor = Predictor(args.release)
+    predictor = Predictor(args.release, compiled=not args.eager)
     print(
         f"release {args.release} ({predictor.version}): input {predictor.input_size} px, stage-3 images "
-        f"{predictor.stage3_images}, segmenter isolation {predictor.segmenter.info.isolation}; "
+        f"{predictor.stage3_images}, segmenter isolation {predictor.segmenter.info.isolation}; classifiers "
+        f"{'eager' if args.eager else 'compiled'}, load {predictor.load_seconds:.1f} s (of which warm-up "
+        f"{predictor.warmup_seconds:.1f} s); "
         f"{args.smears} smears, {args.cells} cells, {args.repeats} repeats",
         flush=True,
     )
@@ -435,6 +442,8 @@ def main() -> None:
             "release": str(args.release),
             "version": predictor.version,
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "load_seconds": predictor.load_seconds,
+            "warmup_seconds": predictor.warmup_seconds,
             "summary": summary,
             "parts_ms": [{"part": key, "ms": values, "includes": what} for key, values, what in parts],
             "models": {f"{kind}/{name}": t for (kind, name), t in tables.items()},

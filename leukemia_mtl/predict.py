@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,17 @@ class PredictError(LeukemiaMtlError):
     """An image that cannot be classified (no white cell in it, wrong kind)."""
 
 
+def compiled_forward(model):
+    """`model(x, training=False)` as one `tf.function` with a fixed signature (None, H, W, 3) float32: any batch size
+    reuses one trace, and a call costs the graph's arithmetic, not Keras' layer-by-layer eager dispatch (issue 35;
+    bench/predict_floor.py: outputs within 4.4e-6 of the eager call's on the demo release). numpy in, numpy out."""
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec((None, *tuple(model.input_shape[1:])), tf.float32)]
+    graph = tf.function(lambda x: model(x, training=False), input_signature=spec, reduce_retracing=True)
+    return lambda x: graph(np.asarray(x, np.float32)).numpy()
+
+
 def _config(cls, values: dict):
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})
@@ -126,11 +138,19 @@ class Predictor:
 
     `pixel_size_um`: micrometres per pixel of the images to classify (--pixel-size); without it, the training
     images' pixel size of that kind (the release assumes the same microscope), else an estimate from the image.
-    `threshold`: P(ALL) at or above which a smear is called ALL; without it, the release's operating point."""
+    `threshold`: P(ALL) at or above which a smear is called ALL; without it, the release's operating point.
+    `compiled`: the classifiers called through one traced function each (`compiled_forward`, traced and warmed
+    at load: `warmup_seconds`); False calls them eagerly through `model_outputs`, as the evaluation does (the
+    same answers; the tests compare the two). `load_seconds`: the whole load, the warm-up included."""
 
     def __init__(
-        self, release_dir: Path | str, pixel_size_um: float | None = None, threshold: float | None = None
+        self,
+        release_dir: Path | str,
+        pixel_size_um: float | None = None,
+        threshold: float | None = None,
+        compiled: bool = True,
     ) -> None:
+        started = time.perf_counter()
         _check_pixel_size(pixel_size_um)
         _check_threshold(threshold)
         self.release_dir = Path(release_dir)
@@ -163,6 +183,15 @@ class Predictor:
         self.segmenter = Segmenter.load(self.release_dir / "segmenter")
         self.models = {role: load_classifier(self.release_dir / role) for role in ("detection", "fab", "cells")}
         self._explainers: dict = {}
+        self.compiled = compiled
+        self._forward: dict = {}
+        warming = time.perf_counter()
+        if compiled:  # traced now, on a zero batch of one, so the first answer does not pay the trace
+            for role, (model, _) in self.models.items():
+                self._forward[role] = compiled_forward(model)
+                self._forward[role](np.zeros((1, *tuple(model.input_shape[1:])), np.float32))
+        self.warmup_seconds = time.perf_counter() - warming
+        self.load_seconds = time.perf_counter() - started
 
     def settings(self) -> dict:
         """What every answer was made with: the model, the threshold, the pixel size, the stain targets."""
@@ -179,10 +208,13 @@ class Predictor:
             "gate_passed": (self.manifest.get("gate") or {}).get("passed"),
         }
 
-    def _batch(self, images: list[np.ndarray], role: str) -> np.ndarray:
+    def _square(self, images: list[np.ndarray]) -> np.ndarray:
+        return np.stack([square(image, self.input_size) for image in images])
+
+    def _batch(self, images: list[np.ndarray], role: str, squared: np.ndarray | None = None) -> np.ndarray:
         """Images squared to the models' input and stain-normalised with the role's model's own target, as the
-        evaluation arrays were."""
-        batch = np.stack([square(image, self.input_size) for image in images])
+        evaluation arrays were. `squared`: the same images already squared (`_square`), shared between roles."""
+        batch = self._square(images) if squared is None else squared
         if self.models[role][1].stain:
             batch, _ = normalise_batch(
                 batch, target_from_dict(self.models[role][1].stain, f"{self.release_dir / role}: stain")
@@ -192,7 +224,10 @@ class Predictor:
     def _probabilities(self, role: str, batch: np.ndarray) -> np.ndarray:
         """(images, classes) probabilities of one role's model."""
         model, info = self.models[role]
-        return class_probabilities(model_outputs(model, batch.astype(np.float32), len(batch)), info.head)
+        batch = batch.astype(np.float32)
+        if role in self._forward and len(batch):
+            return class_probabilities(self._forward[role](batch), info.head)
+        return class_probabilities(model_outputs(model, batch, len(batch)), info.head)
 
     def pixel_scale(self, rgb: np.ndarray, kind: str) -> tuple[float, str]:
         """(scale, where it came from) of an image of `kind`: see the class's docstring."""
@@ -348,18 +383,22 @@ class Predictor:
             )
         if self.stage3_images == "cells":  # as the evaluation scored smears: the mean over their cells
             images = [c.image for c in result.cells]
-            fab = self._probabilities("fab", self._batch(images, "fab")).mean(axis=0)
-            detection = self._probabilities("detection", self._batch(images, "detection")).mean(axis=0)
+            squared = self._square(images)  # once for every role: the same crops to the same input size
+            fab = self._probabilities("fab", self._batch(images, "fab", squared)).mean(axis=0)
+            detection = self._probabilities("detection", self._batch(images, "detection", squared)).mean(axis=0)
         else:
             image = result.isolated if self.stage3_images == "isolated" else rgb
-            fab = self._probabilities("fab", self._batch([image], "fab"))[0]
-            detection = self._probabilities("detection", self._batch([image], "detection"))[0]
+            squared = self._square([image])
+            fab = self._probabilities("fab", self._batch([image], "fab", squared))[0]
+            detection = self._probabilities("detection", self._batch([image], "detection", squared))[0]
         fab_classes, detection_classes = self.models["fab"][1].classes, self.models["detection"][1].classes
         all_probability = float(detection[detection_classes.index(POSITIVE_CLASS)])
         verdict = POSITIVE_CLASS if all_probability >= self.threshold else negative
         cells = []
         if result.cells:
-            scores = self._probabilities("cells", self._batch([c.image for c in result.cells], "cells"))[:, 1]
+            crops = [c.image for c in result.cells]
+            shared = squared if self.stage3_images == "cells" else None  # the stage-3 models' crops, squared
+            scores = self._probabilities("cells", self._batch(crops, "cells", shared))[:, 1]
             cells = [self._cell_entry(c, float(s)) for c, s in zip(result.cells, scores)]
         blasts = sum(c["blast"] for c in cells)
         fab_answer = None

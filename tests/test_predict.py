@@ -168,3 +168,45 @@ def test_a_12_bit_camera_image_gets_the_8_bit_copys_answer_and_every_output_says
     assert f"note: {wide}: 16-bit samples holding 12-bit data" in result.stderr
     rows = list(csv.DictReader((tmp_path / "answers.csv").open()))
     assert rows[0]["conversions"] == "" and "holding 12-bit data" in rows[1]["conversions"]
+
+
+def test_the_compiled_classifiers_give_the_eager_calls_answers_to_the_printed_precision(demo_run):
+    """Issue 35: the classifiers called through one traced function each (warmed at load) answer as the eager
+    calls the evaluation makes: every probability within 1e-5, every printed field the same."""
+    from leukemia_mtl.predict import PredictError, Predictor, csv_row, format_prediction
+
+    _, outputs, _ = demo_run
+    release_dir = Path(outputs["release"]["path"])
+    data = Path(outputs["dataset"]["path"]) / "data"
+    images = sorted(data.glob("smears/*.jpg"))[:3] + sorted(data.glob("cells/*.tif"))[:3]
+
+    def probabilities(p: dict) -> list[float]:
+        fab = list((p["fab"] or {}).get("probabilities", {}).values())
+        return [p["all_probability"], *fab, *(c["blast_probability"] for c in p["cells"])]
+
+    compared = 0
+    for threshold in (None, 1e-6):  # the release's operating point, and every smear called ALL (its FAB type shows)
+        compiled = Predictor(release_dir, threshold=threshold)
+        eager = Predictor(release_dir, threshold=threshold, compiled=False)
+        assert set(compiled._forward) == {"detection", "fab", "cells"} and not eager._forward
+        assert 0 < compiled.warmup_seconds <= compiled.load_seconds
+        for image in images:
+            try:
+                expected = eager.predict(image).to_dict()
+            except PredictError:  # no white cell found: the compiled path must say the same
+                with pytest.raises(PredictError):
+                    compiled.predict(image)
+                continue
+            answer = compiled.predict(image).to_dict()
+            assert len(probabilities(answer)) == len(probabilities(expected))
+            assert probabilities(answer) == pytest.approx(probabilities(expected), abs=1e-5)
+            assert format_prediction(answer) == format_prediction(expected)
+            assert csv_row(str(image), answer, None, "v") == csv_row(str(image), expected, None, "v")
+            assert (answer["verdict"], answer["cells_scored_as_blasts"], answer["disagreement"]) == (
+                expected["verdict"],
+                expected["cells_scored_as_blasts"],
+                expected["disagreement"],
+            )
+            assert [c["blast"] for c in answer["cells"]] == [c["blast"] for c in expected["cells"]]
+            compared += 1
+    assert compared >= 8
