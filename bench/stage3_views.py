@@ -133,25 +133,18 @@ def main() -> None:
     for spec in args.views:
         view, size = spec.split(":")
         started = time.perf_counter()
-        detection = score(
-            data,
-            view=view,
-            size=int(size),
-            task="detection",
-            epochs=args.epochs,
-            profile=profile,
-            backbone=backbone,
-            weights_source=weights,
-        )
-        fab = score(
-            data,
-            view=view,
-            size=int(size),
-            task="fab",
-            epochs=args.epochs,
-            profile=profile,
-            backbone=backbone,
-            weights_source=weights,
+        detection, fab = (
+            score(
+                data,
+                view=view,
+                size=int(size),
+                task=task,
+                epochs=args.epochs,
+                profile=profile,
+                backbone=backbone,
+                weights_source=weights,
+            )
+            for task in ("detection", "fab")
         )
         print(
             json.dumps(

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Small enough to keep the suite fast, large enough that every class and cell type appears.
@@ -57,4 +59,88 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """`python -m leukemia_mtl ARGS` from the repository's root, as a user runs it: its exit status and text output."""
     return subprocess.run(
         [sys.executable, "-m", "leukemia_mtl", *args], cwd=REPO, capture_output=True, text=True, **kwargs
+    )
+
+
+def fold_predictions(
+    task: str,
+    arm: str,
+    k: int,
+    labels,
+    probabilities,
+    *,
+    classes,
+    sources=None,
+    train_sources: int | None = None,
+    backbone: str = "Xception",
+    model_dir: str = "/m",
+    **optional,
+):
+    """Fold k of repeat 0 (fold_id "r0f{k}") as evaluate.FoldPredictions, for tests that build predictions by hand.
+    Unless given, its held-out images come from sources "s{k}{i}", one each, and it trained on twice as many sources;
+    `optional` gives the inner validation split's val_labels and val_probabilities, where a test has one."""
+    from leukemia_mtl.evaluate import FoldPredictions
+
+    if sources is None:
+        sources = np.array([f"s{k}{i}" for i in range(len(labels))])
+    if train_sources is None:
+        train_sources = 2 * len(labels)
+
+    return FoldPredictions(
+        task=task,
+        arm=arm,
+        backbone=backbone,
+        fold_id=f"r0f{k}",
+        repeat=0,
+        fold=k,
+        classes=classes,
+        labels=labels,
+        probabilities=probabilities,
+        sources=sources,
+        train_sources=train_sources,
+        model_dir=model_dir,
+        **optional,
+    )
+
+
+def classifier_info(**changes):
+    """A bundles.ClassifierInfo for tests that save or forge a classifier: a stage-1 blast-vs-normal Xception at
+    71 px with a sigmoid head and no ImageNet weights, but for the fields `changes` gives."""
+    from leukemia_mtl.bundles import ClassifierInfo
+
+    fields = {
+        "backbone": "Xception",
+        "input_size": 71,
+        "classes": ["normal", "ALL"],
+        "head": "sigmoid",
+        "stage": "stage1",
+        "task": "blast",
+        "weights": "none",
+        "imagenet": False,
+    }
+    return ClassifierInfo(**{**fields, **changes})
+
+
+def finetune_stage(stage: str, task: str, data_dir, model_dir: Path, profile, previous_dir: Path | None = None):
+    """train.stage.run_finetune_stage on the tests' backbone, writing its figure next to its model: MODEL_DIR.html."""
+    from leukemia_mtl.train.stage import run_finetune_stage
+
+    return run_finetune_stage(
+        stage,
+        task=task,
+        backbone=BACKBONE,
+        data_dir=data_dir,
+        previous_dir=previous_dir,
+        model_dir=model_dir,
+        figure_html=model_dir.with_suffix(".html"),
+        profile=profile,
+    )
+
+
+def run_demo(smears: str, cells: str, output_dir: Path, **options) -> dict:
+    """pipeline.run_local on the demo profile at the TINY settings; `options` as run_local takes them (until, runner...)."""
+    import pipeline
+
+    return pipeline.run_local(
+        profile="demo", smears=smears, cells=cells, output_dir=output_dir, overrides=dict(TINY), **options
     )

@@ -18,9 +18,9 @@ from kfp.dsl import Artifact, Dataset, Metrics
 
 from badinputs import DATASET_CORPUS, Planted, png_bomb, truncated_jpeg, write_rgb
 from components.ingest import ingest
-from helpers import TINY
+from helpers import TINY, classifier_info
 from leukemia_mtl import cli
-from leukemia_mtl.bundles import CLASSIFIER, META_FILE, MODEL_FILE, ClassifierInfo, load_classifier, save_bundle
+from leukemia_mtl.bundles import CLASSIFIER, META_FILE, MODEL_FILE, load_classifier, save_bundle
 from leukemia_mtl.errors import printable
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier
 from leukemia_mtl.stages import StageError
@@ -216,16 +216,7 @@ def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_o
 
 def _classifier_bundle(directory: Path, backbone: str, input_size: int, info_changes: dict | None = None) -> Path:
     model = build_classifier(backbone, input_size, 2, NO_WEIGHTS)
-    info = ClassifierInfo(
-        backbone=backbone,
-        input_size=input_size,
-        classes=["normal", "ALL"],
-        head="sigmoid",
-        stage="stage1",
-        task="blast",
-        weights="none",
-        imagenet=False,
-    )
+    info = classifier_info(backbone=backbone, input_size=input_size)
     return save_bundle(model, directory, CLASSIFIER, {**dataclasses.asdict(info), **(info_changes or {})})
 
 
@@ -275,16 +266,7 @@ def test_a_classifier_with_a_lambda_layer_is_refused_without_running_it(tmp_path
     bundle.mkdir()
     keras.Model(inputs, outputs, name="Xception_classifier").save(bundle / MODEL_FILE)
     marker.unlink(missing_ok=True)  # saving traced the lambda once
-    info = ClassifierInfo(
-        backbone="Xception",
-        input_size=71,
-        classes=["normal", "ALL"],
-        head="sigmoid",
-        stage="stage1",
-        task="blast",
-        weights="none",
-        imagenet=False,
-    )
+    info = classifier_info()
     (bundle / META_FILE).write_text(json.dumps(dataclasses.asdict(info)))
     with pytest.raises(StageError, match="cannot be loaded as a Keras model .*Lambda"):
         load_classifier(bundle)

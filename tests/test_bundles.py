@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import classifier_info
 from leukemia_mtl.bundles import (
     META_FILE,
     MODEL_FILE,
     SEGMENTER_META_FILE,
     SEGMENTER_MODEL_FILE,
-    ClassifierInfo,
     SegmenterInfo,
     class_probabilities,
     describe_classifier,
@@ -37,16 +37,7 @@ keras = pytest.importorskip("keras")
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier  # noqa: E402
 from leukemia_mtl.segment.unet import build_residual_unet  # noqa: E402
 
-INFO = ClassifierInfo(
-    backbone="Xception",
-    input_size=71,
-    classes=["normal", "ALL"],
-    head="sigmoid",
-    stage="stage1",
-    task="blast",
-    weights="random initialisation",
-    imagenet=False,
-)
+INFO = classifier_info(weights="random initialisation")
 UNET_INFO = SegmenterInfo(32, 0.25, 2, 4, "ground truth", pixel_scales={"smear": {"scale": 0.5, "source": "given"}})
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, TINY_CLI_SETS
+from helpers import TINY_CLI_SETS, run_demo
 from leukemia_mtl.config import ImageConfig
 from runners.images import ContainerImageError, check_local_images, source_digest
 from runners.local import IMAGE_UID, _run_container_keeping_its_status
@@ -93,18 +93,8 @@ def _owners(root: Path) -> set[int]:
 def test_the_dag_in_containers_gives_the_subprocess_runs_summary(cpu_image, demo_run, tmp_path):
     """Every task of the tiny DAG (ingest to report, six trainings per fold) in its own container:
     the same summary as the session's subprocess run, same seed, same CPU."""
-    import pipeline
-
     subprocess_dir, _, _ = demo_run
-    outputs = pipeline.run_local(
-        profile="demo",
-        smears="synthetic",
-        cells="synthetic",
-        output_dir=tmp_path / "docker",
-        overrides=dict(TINY),
-        cache=False,
-        runner="docker",
-    )
+    outputs = run_demo("synthetic", "synthetic", tmp_path / "docker", cache=False, runner="docker")
     root = tmp_path / "docker" / "pipeline_root"
     # the tasks wrote every artifact as the image's user (the host runs these tests as root) or the caller
     assert _owners(root) == {IMAGE_UID if os.getuid() == 0 else os.getuid()}
@@ -121,21 +111,10 @@ def _readable_by_others(folder: Path) -> None:
 
 
 def test_a_local_data_folder_is_mounted_read_only_for_the_containers(cpu_image, synthetic_copy, tmp_path):
-    import pipeline
-
     _readable_by_others(synthetic_copy)  # as data shared on a machine is; the next test: when it is not
     relative = os.path.relpath(synthetic_copy, Path.cwd())  # a relative path, as a person types it
     before = sorted((p.relative_to(synthetic_copy), p.stat().st_mtime_ns) for p in synthetic_copy.rglob("*"))
-    outputs = pipeline.run_local(
-        profile="demo",
-        smears=relative,
-        cells=relative,
-        output_dir=tmp_path / "mounted",
-        overrides=dict(TINY),
-        cache=False,
-        until="preprocess",
-        runner="docker",
-    )
+    outputs = run_demo(relative, relative, tmp_path / "mounted", cache=False, until="preprocess", runner="docker")
     described = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
     assert described["smears"] == str(synthetic_copy.resolve())  # read from the folder, not generated
     assert sum(described["datasets"]["smears"]["class_counts"].values()) == len(

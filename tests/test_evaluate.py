@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from helpers import fold_predictions
 from leukemia_mtl.config import get_profile
 from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.evaluate import FoldPredictions, cross_validate, fold_metrics, roc_curves
@@ -24,6 +25,11 @@ def _predictions(seed: int, n: int = 40, classes=CLASSES):
     logits = rng.normal(size=(n, len(classes))) + 1.5 * np.eye(len(classes))[labels]
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     return labels, probabilities
+
+
+def _fab_fold(k: int, **fields) -> FoldPredictions:
+    """Fold k of the fab task's multistage arm: _predictions(k)'s 40 images (`fields`: as fold_predictions takes them)."""
+    return fold_predictions("fab", "mtl", k, *_predictions(k), classes=CLASSES, **fields)
 
 
 def test_fold_metrics_equal_scikit_learn_on_fixed_predictions():
@@ -67,25 +73,7 @@ def test_a_class_missing_from_a_fold_has_no_auc_instead_of_an_error():
 
 
 def test_cross_validate_means_pooled_confusion_and_roc():
-    folds = []
-    for k in range(3):
-        labels, probabilities = _predictions(k)
-        folds.append(
-            FoldPredictions(
-                task="fab",
-                arm="mtl",
-                backbone="Xception",
-                fold_id=f"r0f{k}",
-                repeat=0,
-                fold=k,
-                classes=CLASSES,
-                labels=labels,
-                probabilities=probabilities,
-                sources=np.array([f"s/{k}-{i}" for i in range(len(labels))]),
-                train_sources=80,
-                model_dir=f"/m{k}",
-            )
-        )
+    folds = [_fab_fold(k, sources=np.array([f"s/{k}-{i}" for i in range(40)]), model_dir=f"/m{k}") for k in range(3)]
     result = cross_validate(folds)["fab"]["Xception"]["mtl"]
     accuracies = [fold_metrics(CLASSES, f.labels, f.probabilities)["accuracy"] for f in folds]
     assert result["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
@@ -156,19 +144,15 @@ def _build_report(
                 if arm == "majority":  # the training frequencies, whatever the image
                     probabilities = np.tile(np.bincount(labels, minlength=len(classes)) / len(labels), (len(labels), 1))
                 predictions.append(
-                    FoldPredictions(
-                        task=task,
-                        arm=arm,
-                        backbone=BASELINE_BACKBONES.get(arm, "InceptionV3"),
-                        fold_id=f"r0f{k}",
-                        repeat=0,
-                        fold=k,
+                    fold_predictions(
+                        task,
+                        arm,
+                        k,
+                        labels,
+                        probabilities,
                         classes=classes,
-                        labels=labels,
-                        probabilities=probabilities,
                         sources=np.array([group] * 24),
-                        train_sources=48,
-                        model_dir="/m",
+                        backbone=BASELINE_BACKBONES.get(arm, "InceptionV3"),
                     )
                 )
     scored = cross_validate(predictions)
@@ -350,19 +334,13 @@ def test_degenerate_predictions_are_flagged():
     assert any("probabilities barely vary" in f for f in flags)
     assert degenerate_flags(CLASSES, _predictions(0)[1], 0.02) == []
     folds = [
-        FoldPredictions(
-            task="detection",
-            arm="mtl",
-            backbone="Xception",
-            fold_id=f"r0f{k}",
-            repeat=0,
-            fold=k,
+        fold_predictions(
+            "detection",
+            "mtl",
+            k,
+            np.array([0, 1, 1, 1, 0, 1]),
+            constant,
             classes=("normal", "ALL"),
-            labels=np.array([0, 1, 1, 1, 0, 1]),
-            probabilities=constant,
-            sources=np.array([f"s{k}{i}" for i in range(6)]),
-            train_sources=12,
-            model_dir="/m",
         )
         for k in range(2)
     ]
@@ -423,19 +401,14 @@ def test_the_operating_point_is_chosen_on_inner_validation_and_scored_on_the_eva
         labels, val_labels = np.array([0] * 10 + [1] * 20), np.array([0] * 8 + [1] * 16)
         positive = np.clip(0.3 + 0.35 * labels + rng.normal(0, 0.15, len(labels)), 0, 1)
         val_positive = np.clip(0.3 + 0.35 * val_labels + rng.normal(0, 0.15, len(val_labels)), 0, 1)
-        return FoldPredictions(
-            task="detection",
-            arm="mtl",
-            backbone="Xception",
-            fold_id=f"r0f{k}",
-            repeat=0,
-            fold=k,
+        return fold_predictions(
+            "detection",
+            "mtl",
+            k,
+            labels,
+            np.stack([1 - positive, positive], axis=1),
             classes=("normal", "ALL"),
-            labels=labels,
-            probabilities=np.stack([1 - positive, positive], axis=1),
-            sources=np.array([f"s{k}{i}" for i in range(30)]),
             train_sources=40,
-            model_dir="/m",
             val_labels=val_labels if with_validation else None,
             val_probabilities=np.stack([1 - val_positive, val_positive], axis=1) if with_validation else None,
         )
@@ -486,19 +459,15 @@ def _binary_fold(k: int, positive, val_positive=None, arm: str = "mtl", backbone
         val_positive = np.asarray(val_positive, float)
         val_labels = np.array([0] * (len(val_positive) // 2) + [1] * (len(val_positive) - len(val_positive) // 2))
         val_probabilities = np.stack([1 - val_positive, val_positive], axis=1)
-    return FoldPredictions(
-        task="detection",
-        arm=arm,
-        backbone=backbone,
-        fold_id=f"r0f{k}",
-        repeat=0,
-        fold=k,
+    return fold_predictions(
+        "detection",
+        arm,
+        k,
+        labels,
+        np.stack([1 - positive, positive], axis=1),
         classes=("normal", "ALL"),
-        labels=labels,
-        probabilities=np.stack([1 - positive, positive], axis=1),
         sources=np.array([f"s{k}-{i}" for i in range(len(labels))]),
-        train_sources=2 * len(labels),
-        model_dir="/m",
+        backbone=backbone,
         val_labels=val_labels,
         val_probabilities=val_probabilities,
     )
@@ -550,25 +519,7 @@ def test_an_operating_point_that_calls_every_smear_all_is_flagged():
     assert (
         degenerate_operating_point(good) is None and degenerate_operating_point(good, np.array([0.7, 0.9])) is not None
     )
-    folds = []
-    for k in range(2):
-        labels, probabilities = _predictions(k)
-        folds.append(
-            FoldPredictions(
-                task="fab",
-                arm="mtl",
-                backbone="X",
-                fold_id=f"r0f{k}",
-                repeat=0,
-                fold=k,
-                classes=CLASSES,
-                labels=labels,
-                probabilities=probabilities,
-                sources=np.arange(40).astype(str),
-                train_sources=80,
-                model_dir="/m",
-            )
-        )
+    folds = [_fab_fold(k, sources=np.arange(40).astype(str), backbone="X") for k in range(2)]
     four = cross_validate(folds)["fab"]["X"]["mtl"]["operating_point"]
     assert four["kind"] == "multiclass" and "degenerate" not in four  # no threshold: nothing to flag
 

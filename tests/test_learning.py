@@ -24,10 +24,9 @@ from leukemia_mtl.train.data import StageArrays, make_folds, prepare_training_da
 
 keras = pytest.importorskip("keras")
 
-from helpers import BACKBONE  # noqa: E402
+from helpers import finetune_stage, fold_predictions  # noqa: E402
 from leukemia_mtl.evaluate import fold_metrics  # noqa: E402
 from leukemia_mtl.train import finetune  # noqa: E402
-from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
 
 
 def _digest(image: np.ndarray) -> str:
@@ -91,16 +90,7 @@ def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_cali
     monkeypatch.setattr(keras.Model, "fit", recording_fit)
     monkeypatch.setattr(finetune, "calibrate_batchnorm", recording_calibration)
     monkeypatch.setattr(finetune, "frozen_features", recording_features)
-    summary = run_finetune_stage(
-        "classical",
-        task="fab",
-        backbone=BACKBONE,
-        data_dir=data,
-        previous_dir=None,
-        model_dir=tmp_path / "m",
-        figure_html=tmp_path / "m.html",
-        profile=profile,
-    )
+    summary = finetune_stage("classical", "fab", data, tmp_path / "m", profile)
 
     training = {_digest(image) for image in arrays.x_train}
     assert seen["calibration"] and (seen["fit"] or seen["frozen features"])  # the instruments saw the training
@@ -119,7 +109,7 @@ def test_an_instrumented_fold_feeds_no_evaluation_image_to_fit_callbacks_or_cali
 
 
 def test_the_release_choice_ignores_the_evaluation_folds_and_follows_inner_validation():
-    from leukemia_mtl.evaluate import FoldPredictions, cross_validate
+    from leukemia_mtl.evaluate import cross_validate
     from leukemia_mtl.release import select
     from leukemia_mtl.results import CrossvalResult
 
@@ -128,18 +118,13 @@ def test_the_release_choice_ignores_the_evaluation_folds_and_follows_inner_valid
     right, wrong = np.eye(2)[labels] * 0.8 + 0.1, np.eye(2)[1 - labels] * 0.8 + 0.1
 
     def fold(arm, k, evaluation, inner):
-        return FoldPredictions(
-            task="detection",
-            arm=arm,
-            backbone="Xception",
-            fold_id=f"r0f{k}",
-            repeat=0,
-            fold=k,
+        return fold_predictions(
+            "detection",
+            arm,
+            k,
+            labels,
+            evaluation,
             classes=classes,
-            labels=labels,
-            probabilities=evaluation,
-            sources=np.array([f"s{k}{i}" for i in range(6)]),
-            train_sources=12,
             model_dir=f"/{arm}{k}",
             val_labels=labels,
             val_probabilities=inner,
@@ -232,16 +217,7 @@ def _uninformative(data, tmp_path, seed: int):
 
 def _held_out_scores(data, tmp_path, profile, name):
     """The stage training the pipeline runs (demo recipe); its held-out images, blast vs normal."""
-    run_finetune_stage(
-        "stage1",
-        task="blast",
-        backbone=BACKBONE,
-        data_dir=data,
-        previous_dir=None,
-        model_dir=tmp_path / name,
-        figure_html=tmp_path / f"{name}.html",
-        profile=profile,
-    )
+    finetune_stage("stage1", "blast", data, tmp_path / name, profile)
     with np.load(tmp_path / name / "predictions.npz") as predictions:
         return fold_metrics(("normal", "blast"), predictions["labels"].astype(int), predictions["probabilities"])
 
@@ -277,26 +253,8 @@ def test_the_multistage_path_learns_stage_2_from_stage_1s_backbone_on_isolated_c
     """Stage 1 on the raw single-cell images, then stage 2 from its backbone on the cells segment
     isolated: stage 2's held-out cells (several per held-out smear) must be told apart."""
     data, _, profile = learning_data
-    run_finetune_stage(
-        "stage1",
-        task="blast",
-        backbone=BACKBONE,
-        data_dir=data,
-        previous_dir=None,
-        model_dir=tmp_path / "s1",
-        figure_html=tmp_path / "s1.html",
-        profile=profile,
-    )
-    summary = run_finetune_stage(
-        "stage2",
-        task="blast",
-        backbone=BACKBONE,
-        data_dir=data,
-        previous_dir=tmp_path / "s1",
-        model_dir=tmp_path / "s2",
-        figure_html=tmp_path / "s2.html",
-        profile=profile,
-    )
+    finetune_stage("stage1", "blast", data, tmp_path / "s1", profile)
+    summary = finetune_stage("stage2", "blast", data, tmp_path / "s2", profile, previous_dir=tmp_path / "s1")
     assert summary.carried_over == ["backbone"] and summary.val_images > 0
     with np.load(tmp_path / "s2" / "predictions.npz") as predictions:
         scores = fold_metrics(("normal", "blast"), predictions["labels"].astype(int), predictions["probabilities"])

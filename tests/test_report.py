@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import fold_predictions
 from leukemia_mtl import report
 from leukemia_mtl.config import get_profile
 from leukemia_mtl.results import CrossvalResult
@@ -141,7 +142,7 @@ def test_the_check_finds_a_metrics_table_shown_twice_as_the_old_report_did():
 
 def _run_inputs(tmp_path: Path) -> dict:
     """build_report's inputs, made by hand: two folds of scored predictions, the stage pages as the stages write them."""
-    from leukemia_mtl.evaluate import FoldPredictions, _curve_points, cross_validate, roc_curves
+    from leukemia_mtl.evaluate import _curve_points, cross_validate, roc_curves
     from leukemia_mtl.ttest import run_ttest
 
     rng = np.random.default_rng(0)
@@ -153,19 +154,15 @@ def _run_inputs(tmp_path: Path) -> dict:
                 logits = rng.normal(size=(16, len(classes))) + 2.0 * np.eye(len(classes))[labels]
                 probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
                 predictions.append(
-                    FoldPredictions(
-                        task=task,
-                        arm=arm,
-                        backbone="Xception",
-                        fold_id=f"r0f{k}",
-                        repeat=0,
-                        fold=k,
+                    fold_predictions(
+                        task,
+                        arm,
+                        k,
+                        labels,
+                        probabilities,
                         classes=classes,
-                        labels=labels,
-                        probabilities=probabilities,
                         sources=np.array([f"g{i}" for i in range(16)]),
                         train_sources=16,
-                        model_dir="/m",
                     )
                 )
     tasks = cross_validate(predictions)

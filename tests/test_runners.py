@@ -11,34 +11,20 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
-from helpers import TINY
+from helpers import run_demo
 from runners.local import code_version
 from runners.placement import CODE_VERSION_ENV
 
 
 @pytest.mark.slow
 def test_local_run_reads_changed_folder_data_not_a_stale_cache(tmp_path, synthetic_copy):
-    first = pipeline.run_local(
-        profile="demo",
-        smears=str(synthetic_copy),
-        cells=str(synthetic_copy),
-        output_dir=tmp_path / "run",
-        overrides=dict(TINY),
-        until="preprocess",
-    )
+    first = run_demo(str(synthetic_copy), str(synthetic_copy), tmp_path / "run", until="preprocess")
     (synthetic_copy / "ALL_IDB1" / "Im001_1.jpg").unlink()
     (synthetic_copy / "ALL_IDB1" / "Im001_1.xyc").unlink()
     (synthetic_copy / "ALL_IDB1" / "masks" / "Im001_1.png").unlink()
     labels = synthetic_copy / "ALL_IDB1" / "labels.csv"
     labels.write_text("".join(line for line in labels.read_text().splitlines(True) if not line.startswith("Im001_1")))
-    second = pipeline.run_local(
-        profile="demo",
-        smears=str(synthetic_copy),
-        cells=str(synthetic_copy),
-        output_dir=tmp_path / "run",
-        overrides=dict(TINY),
-        until="preprocess",
-    )
+    second = run_demo(str(synthetic_copy), str(synthetic_copy), tmp_path / "run", until="preprocess")
     assert json.loads((Path(second["roi"]["path"]) / "summary.json").read_text())["images"] == 13
     assert first["roi"]["path"] != second["roi"]["path"]
 
@@ -50,26 +36,12 @@ def test_local_run_from_s3(tmp_path, synthetic_root, s3_env, capfd):
     store = ObjectStore.from_env()
     store.ensure_bucket("raw")
     store.upload_dir(synthetic_root, "s3://raw/allidb")
-    outputs = pipeline.run_local(
-        profile="demo",
-        smears="s3://raw/allidb/ALL_IDB1",
-        cells="s3://raw/allidb",
-        output_dir=tmp_path / "run",
-        overrides=dict(TINY),
-        until="preprocess",
-    )
+    outputs = run_demo("s3://raw/allidb/ALL_IDB1", "s3://raw/allidb", tmp_path / "run", until="preprocess")
     assert outputs["dataset"]["metadata"]["source"] == "smears: s3://raw/allidb/ALL_IDB1; cells: s3://raw/allidb"
     summary = json.loads((Path(outputs["dataset"]["path"]) / "dataset.json").read_text())
     assert sorted(summary["datasets"]) == ["cells", "smears"] and summary["datasets"]["cells"]["layout"] == "allidb2"
     with pytest.raises(StorageError, match="NoSuchBucket") as refused:  # found while fingerprinting the inputs
-        pipeline.run_local(
-            profile="demo",
-            smears="s3://no-such-bucket/x",
-            cells="none",
-            output_dir=tmp_path / "missing",
-            overrides=dict(TINY),
-            until="preprocess",
-        )
+        run_demo("s3://no-such-bucket/x", "none", tmp_path / "missing", until="preprocess")
     logged = capfd.readouterr()
     written = [
         p.read_text(errors="replace")

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from helpers import fold_predictions
 from leukemia_mtl import paper, stats
 from leukemia_mtl.config import get_profile
-from leukemia_mtl.evaluate import FoldPredictions, cross_validate
+from leukemia_mtl.evaluate import cross_validate
 from leukemia_mtl.results import CrossvalResult
 from leukemia_mtl.ttest import kfp_metrics, run_ttest
 
@@ -106,19 +107,14 @@ def test_the_ttest_step_writes_the_arms_tests_beside_the_paper_table_v(tmp_path)
             labels = np.arange(12) % 2
             positive = np.clip(0.5 + (0.3 if arm == "mtl" else 0.1) * (2 * labels - 1) + rng.normal(0, 0.2, 12), 0, 1)
             predictions.append(
-                FoldPredictions(
-                    task="detection",
-                    arm=arm,
-                    backbone=backbones.get(arm, "Xception"),
-                    fold_id=f"r0f{k}",
-                    repeat=0,
-                    fold=k,
+                fold_predictions(
+                    "detection",
+                    arm,
+                    k,
+                    labels,
+                    np.stack([1 - positive, positive], 1),
                     classes=("normal", "ALL"),
-                    labels=labels,
-                    probabilities=np.stack([1 - positive, positive], 1),
-                    sources=np.array([f"s{k}{i}" for i in range(12)]),
-                    train_sources=24,
-                    model_dir="/m",
+                    backbone=backbones.get(arm, "Xception"),
                 )
             )
     scored = cross_validate(predictions)

