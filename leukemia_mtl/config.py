@@ -831,12 +831,9 @@ def check(profile: Profile) -> None:
 
 
 def _check_fields(obj: Any, prefix: str) -> None:
-    """Every field of `obj` (and of its sections) against the bounds its `setting` gives."""
-    for f in dataclasses.fields(obj):
-        key, value, meta = prefix + f.name, getattr(obj, f.name), f.metadata
-        if dataclasses.is_dataclass(value):
-            _check_fields(value, key + ".")
-            continue
+    """Every setting of `obj` (its sections' too, walked as the reference walks them) against its bounds."""
+    for key, f, value in _leaves(obj, prefix):
+        meta = f.metadata
         choices, low, high, above = meta.get("choices"), meta.get("low"), meta.get("high"), meta.get("above")
         if isinstance(value, tuple):
             if choices is not None and (not value or any(v not in choices for v in value)):
