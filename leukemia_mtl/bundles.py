@@ -269,6 +269,28 @@ def model_outputs(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray
     return np.concatenate(batches) if batches else np.zeros((0, *model.output_shape[1:]), np.float32)
 
 
+def compiled_forward(model, *, frozen: bool = False):
+    """`model(x, training=False)` as one `tf.function` with a fixed signature (None, H, W, 3) float32: any batch size
+    reuses one trace, and a call costs the graph's arithmetic, not Keras' layer-by-layer eager dispatch (issue 35;
+    bench/predict_floor.py: outputs within 4.4e-6 of the eager call's on the demo release). numpy in, numpy out;
+    predict calls the classifiers and the U-Net through it.
+
+    `frozen`: the weights made constants, so TensorFlow's graph optimiser folds each batch normalisation into its
+    convolution (TensorFlow's own `convert_variables_to_constants_v2`). predict freezes the U-Net (a quarter of its
+    time on the demo release, outputs within 2e-6); not the classifiers, where it took loading from 12 to 30 s and
+    peak memory from 1.4 to 4.2 GB (BENCHMARKS.md)."""
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec((None, *tuple(model.input_shape[1:])), tf.float32)]
+    graph = tf.function(lambda x: model(x, training=False), input_signature=spec, reduce_retracing=True)
+    if not frozen:
+        return lambda x: graph(np.asarray(x, np.float32)).numpy()
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    constant = convert_variables_to_constants_v2(graph.get_concrete_function())
+    return lambda x: constant(tf.constant(np.asarray(x, np.float32)))[0].numpy()
+
+
 def class_probabilities(output: np.ndarray, head: str) -> np.ndarray:
     """(images, classes) probabilities from a model's output: a sigmoid head's one column becomes two."""
     if head == "sigmoid":

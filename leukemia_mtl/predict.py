@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from leukemia_mtl.bundles import class_probabilities, load_classifier, model_outputs, square
+from leukemia_mtl.bundles import class_probabilities, compiled_forward, load_classifier, model_outputs, square
 from leukemia_mtl.config import REFERENCE_PIXEL_SIZE_UM, DataConfig, EvaluateConfig, PreprocessConfig, SegmentConfig
 from leukemia_mtl.data.files import mark_output, not_regular, walk
 from leukemia_mtl.data.images import IMAGE_EXTENSIONS, decode_image, read_image
@@ -38,7 +38,7 @@ from leukemia_mtl.io_utils import write_image
 from leukemia_mtl.model_card import RESEARCH_USE
 from leukemia_mtl.preprocess import compute_roi, field_problem, measure_scale, scale_of, width_guess
 from leukemia_mtl.release import fetch, verify
-from leukemia_mtl.segment.infer import Segmenter
+from leukemia_mtl.segment.infer import Segmentation, Segmenter, SegmentRequest
 from leukemia_mtl.stages import CELL_NEGATIVE, CELL_POSITIVE, POSITIVE_CLASS
 from leukemia_mtl.stain import normalise_batch, target_from_dict
 
@@ -48,6 +48,11 @@ KINDS = ("auto", "smear", "cell")
 # auto: an image at most this many pixels on its longer side and nearly square is a single cell
 CELL_IMAGE_MAX_SIDE = 512
 CELL_IMAGE_MAX_ASPECT = 1.25
+# predict over a folder answers this many images per call of the models (--batch): bench/predict_side_by_side.py
+BATCH_IMAGES = 16
+# a call of the U-Net at predict holds at least this many pixels of windows (64 of the demo's 64 px patches: 25 %
+# less time per window than 16 on 2 cores; a paper-sized 256 px patch keeps the release's segment.predict_batch_size)
+WINDOW_PIXELS_PER_CALL = 64 * 64 * 64
 # the stage-2 cell model's boundary: a cell "scores as a blast" at P(blast) >= this (its sigmoid's middle; untuned)
 CELL_BLAST_THRESHOLD = 0.5
 NOTICE = RESEARCH_USE
@@ -83,17 +88,6 @@ class PredictError(LeukemiaMtlError):
     """An image that cannot be classified (no white cell in it, wrong kind)."""
 
 
-def compiled_forward(model):
-    """`model(x, training=False)` as one `tf.function` with a fixed signature (None, H, W, 3) float32: any batch size
-    reuses one trace, and a call costs the graph's arithmetic, not Keras' layer-by-layer eager dispatch (issue 35;
-    bench/predict_floor.py: outputs within 4.4e-6 of the eager call's on the demo release). numpy in, numpy out."""
-    import tensorflow as tf
-
-    spec = [tf.TensorSpec((None, *tuple(model.input_shape[1:])), tf.float32)]
-    graph = tf.function(lambda x: model(x, training=False), input_signature=spec, reduce_retracing=True)
-    return lambda x: graph(np.asarray(x, np.float32)).numpy()
-
-
 def _config(cls, values: dict):
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})
@@ -121,6 +115,29 @@ class Prediction:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class ImageRequest:
+    """One image to answer (`Predictor.predict_many`): the file, or `data` named by `path`; where to write its
+    overlay and heat maps."""
+
+    path: Path | str
+    kind: str = "auto"
+    overlay_path: Path | str | None = None
+    explain_path: Path | str | None = None
+    data: bytes | None = None
+
+
+@dataclass
+class _Staged:
+    """An image read and ready for the segmenter."""
+
+    request: ImageRequest
+    conversions: list[str]
+    kind: str
+    segment: SegmentRequest
+    scale_source: str
+
+
 def _check_pixel_size(pixel_size_um: float | None) -> None:
     if pixel_size_um is not None and not 0 < pixel_size_um <= 100:
         raise PredictError(
@@ -139,9 +156,10 @@ class Predictor:
     `pixel_size_um`: micrometres per pixel of the images to classify (--pixel-size); without it, the training
     images' pixel size of that kind (the release assumes the same microscope), else an estimate from the image.
     `threshold`: P(ALL) at or above which a smear is called ALL; without it, the release's operating point.
-    `compiled`: the classifiers called through one traced function each (`compiled_forward`, traced and warmed
-    at load: `warmup_seconds`); False calls them eagerly through `model_outputs`, as the evaluation does (the
-    same answers; the tests compare the two). `load_seconds`: the whole load, the warm-up included."""
+    `compiled`: the classifiers and the U-Net called through one traced function each (`compiled_forward`, traced
+    and warmed at load: `warmup_seconds`), the U-Net on `windows_per_call` windows at a time; False calls the
+    classifiers eagerly through `model_outputs`, as the evaluation does, and the U-Net as the segment stage does
+    (the same answers to the printed precision; the tests compare the two). `load_seconds`: the whole load, the warm-up included."""
 
     def __init__(
         self,
@@ -186,10 +204,19 @@ class Predictor:
         self.compiled = compiled
         self._forward: dict = {}
         warming = time.perf_counter()
+        self._unet = None  # the segmenter's network called through `compiled_forward`; None: its predict_on_batch
         if compiled:  # traced now, on a zero batch of one, so the first answer does not pay the trace
             for role, (model, _) in self.models.items():
                 self._forward[role] = compiled_forward(model)
                 self._forward[role](np.zeros((1, *tuple(model.input_shape[1:])), np.float32))
+            if self.segmenter.info.isolation != "roi":
+                self._unet = compiled_forward(self.segmenter.model, frozen=True)
+                patch = self.segmenter.info.patch_size
+                self._unet(np.zeros((1, patch, patch, 3), np.float32))
+        patch = self.segmenter.info.patch_size  # uncompiled: the U-Net called as the pipeline's segment stage calls it
+        self.windows_per_call = self.segment_cfg.predict_batch_size
+        if compiled:
+            self.windows_per_call = max(self.windows_per_call, WINDOW_PIXELS_PER_CALL // patch**2)
         self.warmup_seconds = time.perf_counter() - warming
         self.load_seconds = time.perf_counter() - started
 
@@ -209,25 +236,39 @@ class Predictor:
         }
 
     def _square(self, images: list[np.ndarray]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.input_size, self.input_size, 3), np.uint8)
         return np.stack([square(image, self.input_size) for image in images])
 
-    def _batch(self, images: list[np.ndarray], role: str, squared: np.ndarray | None = None) -> np.ndarray:
-        """Images squared to the models' input and stain-normalised with the role's model's own target, as the
-        evaluation arrays were. `squared`: the same images already squared (`_square`), shared between roles."""
-        batch = self._square(images) if squared is None else squared
-        if self.models[role][1].stain:
-            batch, _ = normalise_batch(
-                batch, target_from_dict(self.models[role][1].stain, f"{self.release_dir / role}: stain")
+    def _stained(self, squared: np.ndarray, role: str) -> np.ndarray:
+        """Squared images stain-normalised with the role's model's own target, as the evaluation arrays were (each
+        image on its own: a batch of many images' crops gives each the same pixels as alone)."""
+        if self.models[role][1].stain and len(squared):
+            squared, _ = normalise_batch(
+                squared, target_from_dict(self.models[role][1].stain, f"{self.release_dir / role}: stain")
             )
-        return batch
+        return squared
+
+    def _batch(self, images: list[np.ndarray], role: str) -> np.ndarray:
+        """Images squared to the models' input and stain-normalised for one role's model (the heat maps')."""
+        return self._stained(self._square(images), role)
 
     def _probabilities(self, role: str, batch: np.ndarray) -> np.ndarray:
         """(images, classes) probabilities of one role's model."""
         model, info = self.models[role]
         batch = batch.astype(np.float32)
-        if role in self._forward and len(batch):
+        if not len(batch):
+            return np.zeros((0, len(info.classes)), np.float32)
+        if role in self._forward:
             return class_probabilities(self._forward[role](batch), info.head)
         return class_probabilities(model_outputs(model, batch, len(batch)), info.head)
+
+    def _scores(self, role: str, squared: list[np.ndarray]) -> list[np.ndarray]:
+        """One role's model on several images' squared inputs in one call: its probabilities split back per image."""
+        if not squared:
+            return []
+        counts = np.cumsum([len(part) for part in squared])[:-1]
+        return np.split(self._probabilities(role, self._stained(np.concatenate(squared), role)), counts)
 
     def pixel_scale(self, rgb: np.ndarray, kind: str) -> tuple[float, str]:
         """(scale, where it came from) of an image of `kind`: see the class's docstring."""
@@ -258,14 +299,43 @@ class Predictor:
             rgb.shape[1], kind == "cell"
         ), "assumed from the image width (no nucleus or red cell to estimate it from)"
 
-    def _segment(self, rgb: np.ndarray, kind: str):
+    def _read(self, request: ImageRequest) -> _Staged:
+        """An image decoded, its kind decided and its pixel scale and ROI found: ready for the segmenter."""
+        if request.kind not in KINDS:
+            raise PredictError(f"kind must be one of {KINDS}, got {request.kind!r}")
+        limits = {"max_pixels": self.data_cfg.max_pixels, "min_side": self.data_cfg.min_side}
+        path = request.path
+        loaded = read_image(path, **limits) if request.data is None else decode_image(request.data, path, **limits)
+        rgb = loaded.rgb
+        kind = self.kind_of(rgb) if request.kind == "auto" else request.kind
+        if kind == "smear" and min(rgb.shape[:2]) < self.input_size:
+            raise PredictError(
+                f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
+                "input: too small for a smear (a single-cell image? try --kind cell)"
+            )
         scale, source = self.pixel_scale(rgb, kind)
         roi = compute_roi(rgb, self.preprocess_cfg, scale).roi_mask if self.segmenter.info.isolation == "roi" else None
-        return (
-            self.segmenter.segment(rgb, scale, self.segment_cfg, central_only=kind == "cell", roi_mask=roi),
-            scale,
-            source,
-        )
+        segment = SegmentRequest(rgb, scale, central_only=kind == "cell", roi_mask=roi)
+        return _Staged(request, loaded.conversions, kind, segment, source)
+
+    def _segment_all(self, staged: list[_Staged]) -> list[Segmentation | LeukemiaMtlError]:
+        """The segmenter on all images at once (the U-Net's windows pooled); where that fails on bad input, on each
+        alone, so one image's problem is that image's answer."""
+        requests = [s.segment for s in staged]
+        try:
+            return self.segmenter.segment_many(requests, self.segment_cfg, self._unet, self.windows_per_call)
+        except LeukemiaMtlError:
+            if len(requests) == 1:
+                raise
+        answers: list[Segmentation | LeukemiaMtlError] = []
+        for request in requests:
+            try:
+                answers.extend(
+                    self.segmenter.segment_many([request], self.segment_cfg, self._unet, self.windows_per_call)
+                )
+            except LeukemiaMtlError as exc:
+                answers.append(exc)
+        return answers
 
     def kind_of(self, rgb: np.ndarray) -> str:
         height, width = rgb.shape[:2]
@@ -307,44 +377,78 @@ class Predictor:
     ) -> Prediction:
         """One image's answer; the overlay and (given `explain_path`) the Grad-CAM heat maps written as PNGs.
         `data`: the image's bytes when they come from elsewhere than the file `path` (an upload); `path` names them."""
-        if kind not in KINDS:
-            raise PredictError(f"kind must be one of {KINDS}, got {kind!r}")
-        limits = {"max_pixels": self.data_cfg.max_pixels, "min_side": self.data_cfg.min_side}
-        loaded = read_image(path, **limits) if data is None else decode_image(data, path, **limits)
-        rgb = loaded.rgb
-        kind = self.kind_of(rgb) if kind == "auto" else kind
-        negative = self.data_cfg.negative_class
-        if kind == "cell":
-            result, scale, source = self._segment(rgb, "cell")
-            if not result.cells:
-                raise PredictError(f"{path}: no white cell found in this single-cell image{_why(rgb, scale)}")
-            blast = float(self._probabilities("cells", self._batch([result.cells[0].image], "cells"))[0, 1])
-            cell = self._cell_entry(result.cells[0], blast)
-            prediction = Prediction(
-                image=str(path),
-                kind=kind,
-                verdict=CELL_POSITIVE if blast >= CELL_BLAST_THRESHOLD else CELL_NEGATIVE,
-                all_probability=blast,
-                threshold=CELL_BLAST_THRESHOLD,
-                fab=None,
-                cells=[cell],
-                cells_scored_as_blasts=int(cell["blast"]),
-                pixel_scale=round(scale, 4),
-                pixel_scale_source=source,
-                model_version=self.version,
-            )
-            panels = [("cell model: blast", self.heatmap("cells", rgb, result, "blast"))] if explain_path else []
-        else:
-            if min(rgb.shape[:2]) < self.input_size:
-                raise PredictError(
-                    f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the model's {self.input_size} px "
-                    "input: too small for a smear (a single-cell image? try --kind cell)"
+        (answer,) = self.predict_many([ImageRequest(path, kind, overlay_path, explain_path, data)])
+        if isinstance(answer, LeukemiaMtlError):
+            raise answer
+        return answer
+
+    def predict_many(self, requests: list[ImageRequest]) -> list[Prediction | LeukemiaMtlError]:
+        """Several images' answers, in their order, computed together: the U-Net's windows of all of them in shared
+        calls, each classifier once on all their crops (issue 35). Each answer is the one `predict` gives the image
+        alone, to the printed precision; an image that cannot be classified gets its error in its place, and the
+        others their answers."""
+        answers: list[Prediction | LeukemiaMtlError | None] = [None] * len(requests)
+        staged: list[tuple[int, _Staged]] = []
+        for index, request in enumerate(requests):
+            try:
+                staged.append((index, self._read(request)))
+            except LeukemiaMtlError as exc:
+                answers[index] = exc
+        ready: list[tuple[int, _Staged, Segmentation]] = []
+        for (index, item), result in zip(staged, self._segment_all([item for _, item in staged]) if staged else []):
+            if isinstance(result, LeukemiaMtlError):
+                answers[index] = result
+            elif not result.cells and (item.kind == "cell" or self.stage3_images in ("cells", "isolated")):
+                what = (
+                    "single-cell image" if item.kind == "cell" else "smear"
+                )  # as training: no cell, nothing to classify
+                answers[index] = PredictError(
+                    f"{item.request.path}: no white cell found in this {what}{_why(item.segment.rgb, item.segment.scale)}"
+                    + ("" if item.kind == "cell" else ", so there is nothing to classify")
                 )
-            result, scale, source = self._segment(rgb, "smear")
-            prediction = self._smear_prediction(path, rgb, result, negative, scale)
-            prediction.pixel_scale, prediction.pixel_scale_source = round(scale, 4), source
-            panels = []
-            if explain_path:
+            else:
+                ready.append((index, item, result))
+        for (index, item, result), prediction in zip(ready, self._classify([(i, r) for _, i, r in ready])):
+            try:
+                answers[index] = self._finish(item, result, prediction)
+            except LeukemiaMtlError as exc:
+                answers[index] = exc
+        return answers  # type: ignore[return-value]  (every place is filled above)
+
+    def _classify(self, items: list[tuple[_Staged, Segmentation]]) -> list[Prediction]:
+        """The classifiers on every image's crops at once: the cell model on all cells, the detection model on all
+        smears, the FAB model on the smears called ALL (the only ones whose answer shows a type)."""
+        # each image's cells squared once, shared by every role that sees cells (a single cell: its central one)
+        cells = [self._square([c.image for c in (r.cells[:1] if i.kind == "cell" else r.cells)]) for i, r in items]
+        blast = [p[:, 1] for p in self._scores("cells", cells)]
+        smears = [k for k, (item, _) in enumerate(items) if item.kind == "smear"]
+        whole = {
+            k: cells[k]  # as the evaluation scored smears: the mean over their cells
+            if self.stage3_images == "cells"
+            else self._square([items[k][1].isolated if self.stage3_images == "isolated" else items[k][0].segment.rgb])
+            for k in smears
+        }
+        detection = dict(zip(smears, (p.mean(axis=0) for p in self._scores("detection", [whole[k] for k in smears]))))
+        classes = self.models["detection"][1].classes
+        called = [k for k in smears if detection[k][classes.index(POSITIVE_CLASS)] >= self.threshold]
+        fab = dict(zip(called, (p.mean(axis=0) for p in self._scores("fab", [whole[k] for k in called]))))
+        return [
+            self._cell_prediction(item, result, float(blast[k][0]))
+            if item.kind == "cell"
+            else self._smear_prediction(item, result, detection[k], fab.get(k), blast[k])
+            for k, (item, result) in enumerate(items)
+        ]
+
+    def _finish(self, item: _Staged, result: Segmentation, prediction: Prediction) -> Prediction:
+        """The pixel scale and conversions told, the heat maps and the overlay written."""
+        request, rgb = item.request, item.segment.rgb
+        prediction.pixel_scale, prediction.pixel_scale_source = round(item.segment.scale, 4), item.scale_source
+        prediction.conversions = list(item.conversions)
+        panels = []
+        if request.explain_path:
+            if item.kind == "cell":
+                panels.append(("cell model: blast", self.heatmap("cells", rgb, result, "blast")))
+            else:
                 panels.append(
                     (f"detection: {prediction.verdict}", self.heatmap("detection", rgb, result, prediction.verdict))
                 )
@@ -357,11 +461,10 @@ class Predictor:
                     )
                 if result.cells:
                     panels.append(("cell model: blast", self.heatmap("cells", rgb, result, "blast")))
-        prediction.conversions = list(loaded.conversions)
-        if overlay_path is not None:
-            prediction.overlay = str(write_overlay(rgb, result.refined_mask, prediction, Path(overlay_path)))
-        if explain_path is not None:
-            prediction.explanation = str(write_heatmap_panels(rgb, panels, Path(explain_path)))
+        if request.overlay_path is not None:
+            prediction.overlay = str(write_overlay(rgb, result.refined_mask, prediction, Path(request.overlay_path)))
+        if request.explain_path is not None:
+            prediction.explanation = str(write_heatmap_panels(rgb, panels, Path(request.explain_path)))
         return prediction
 
     @staticmethod
@@ -374,32 +477,29 @@ class Predictor:
             "blast": blast >= CELL_BLAST_THRESHOLD,
         }
 
-    def _smear_prediction(self, path, rgb: np.ndarray, result, negative: str, scale: float) -> Prediction:
-        if (
-            self.stage3_images in ("cells", "isolated") and not result.cells
-        ):  # as training: no cell, nothing to classify
-            raise PredictError(
-                f"{path}: no white cell found in this smear{_why(rgb, scale)}, so there is nothing to classify"
-            )
-        if self.stage3_images == "cells":  # as the evaluation scored smears: the mean over their cells
-            images = [c.image for c in result.cells]
-            squared = self._square(images)  # once for every role: the same crops to the same input size
-            fab = self._probabilities("fab", self._batch(images, "fab", squared)).mean(axis=0)
-            detection = self._probabilities("detection", self._batch(images, "detection", squared)).mean(axis=0)
-        else:
-            image = result.isolated if self.stage3_images == "isolated" else rgb
-            squared = self._square([image])
-            fab = self._probabilities("fab", self._batch([image], "fab", squared))[0]
-            detection = self._probabilities("detection", self._batch([image], "detection", squared))[0]
+    def _cell_prediction(self, item: _Staged, result: Segmentation, blast: float) -> Prediction:
+        cell = self._cell_entry(result.cells[0], blast)
+        return Prediction(
+            image=str(item.request.path),
+            kind="cell",
+            verdict=CELL_POSITIVE if blast >= CELL_BLAST_THRESHOLD else CELL_NEGATIVE,
+            all_probability=blast,
+            threshold=CELL_BLAST_THRESHOLD,
+            fab=None,
+            cells=[cell],
+            cells_scored_as_blasts=int(cell["blast"]),
+            model_version=self.version,
+        )
+
+    def _smear_prediction(
+        self, item: _Staged, result: Segmentation, detection: np.ndarray, fab: np.ndarray | None, blast: np.ndarray
+    ) -> Prediction:
+        """A smear's answer from its models' outputs: `fab` is None unless it is called ALL."""
+        negative = self.data_cfg.negative_class
         fab_classes, detection_classes = self.models["fab"][1].classes, self.models["detection"][1].classes
         all_probability = float(detection[detection_classes.index(POSITIVE_CLASS)])
         verdict = POSITIVE_CLASS if all_probability >= self.threshold else negative
-        cells = []
-        if result.cells:
-            crops = [c.image for c in result.cells]
-            shared = squared if self.stage3_images == "cells" else None  # the stage-3 models' crops, squared
-            scores = self._probabilities("cells", self._batch(crops, "cells", shared))[:, 1]
-            cells = [self._cell_entry(c, float(s)) for c, s in zip(result.cells, scores)]
+        cells = [self._cell_entry(c, float(s)) for c, s in zip(result.cells, blast)]
         blasts = sum(c["blast"] for c in cells)
         fab_answer = None
         if verdict == POSITIVE_CLASS:  # the type is a question only once the smear is called ALL; among the ALL types
@@ -428,7 +528,7 @@ class Predictor:
                 "blasts: look at those cells"
             )
         return Prediction(
-            image=str(path),
+            image=str(item.request.path),
             kind="smear",
             verdict=verdict,
             all_probability=all_probability,
@@ -558,28 +658,50 @@ def open_predictor(
 
 
 def iter_predictions(
-    predictor: Predictor, inputs: list[str], kind: str = "auto", overlay_dir: Path | None = None, explain: bool = False
+    predictor: Predictor,
+    inputs: list[str],
+    kind: str = "auto",
+    overlay_dir: Path | None = None,
+    explain: bool = False,
+    batch_images: int = BATCH_IMAGES,
 ) -> Iterator[tuple[str | None, dict | None, str | None]]:
-    """(image, prediction, None) or (image or None, None, error) per image, one at a time: a folder of
-    thousands streams through in constant memory, and one bad image does not stop the others.
-    `explain` writes Grad-CAM heat maps beside the overlays (<stem>_gradcam.png)."""
+    """(image, prediction, None) or (image or None, None, error) per image, in order: a folder of thousands streams
+    through in `batch_images` at a time (`Predictor.predict_many`: the models called once per batch), in constant
+    memory, and one bad image does not stop the others. `explain` writes Grad-CAM heat maps beside the overlays
+    (<stem>_gradcam.png)."""
     if explain and overlay_dir is None:  # never beside the inputs: a rerun over the folder would read them as images
         raise PredictError("explain writes the heat maps beside the overlays: give an overlay folder")
+    if batch_images < 1:
+        raise PredictError(f"batch of {batch_images!r} images: give 1 or more")
     overlay_names: set[str] = set()
     if overlay_dir is not None:  # marked first: a rerun over a folder holding it skips it
         mark_output(overlay_dir)
+    pending: list[tuple[Path | None, ImageRequest | str]] = []  # a problem in its place among the images
+
+    def answered():
+        requests = [item for _, item in pending if isinstance(item, ImageRequest)]
+        answers = iter(predictor.predict_many(requests) if requests else [])
+        for path, item in pending:
+            if isinstance(item, str):
+                yield None, None, item
+                continue
+            answer = next(answers)
+            if isinstance(answer, LeukemiaMtlError):
+                yield str(path), None, str(answer)
+            else:
+                yield str(path), answer.to_dict(), None
+        pending.clear()
+
     for path, problem in image_paths(inputs):
         if problem is not None:
-            yield None, None, problem
+            pending.append((None, problem))
             continue
         overlay = _overlay_path(overlay_dir, path, overlay_names)
         explanation = overlay.with_name(overlay.name.replace("_overlay.png", "_gradcam.png")) if explain else None
-        try:
-            prediction = predictor.predict(path, kind, overlay, explanation)
-        except LeukemiaMtlError as exc:
-            yield str(path), None, str(exc)
-        else:
-            yield str(path), prediction.to_dict(), None
+        pending.append((path, ImageRequest(path, kind, overlay, explanation)))
+        if sum(isinstance(item, ImageRequest) for _, item in pending) >= batch_images:
+            yield from answered()
+    yield from answered()
 
 
 def _overlay_path(overlay_dir: Path | None, image: Path, used: set[str]) -> Path | None:
