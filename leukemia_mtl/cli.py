@@ -17,7 +17,15 @@ from leukemia_mtl.data.datasets import load_datasets
 from leukemia_mtl.data.files import check_output, location_argument, mark_output, path_argument
 from leukemia_mtl.data.synth import generate
 from leukemia_mtl.errors import DatasetError, LeukemiaMtlError, environment_error_line, printable
-from leukemia_mtl.predict import CSV_COLUMNS, NOTICE, csv_row, format_prediction, iter_predictions, open_predictor
+from leukemia_mtl.predict import (
+    BATCH_IMAGES,
+    CSV_COLUMNS,
+    NOTICE,
+    csv_row,
+    format_prediction,
+    iter_predictions,
+    open_predictor,
+)
 from leukemia_mtl.preprocess import preprocess_datasets
 
 
@@ -118,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         "found its evidence",
     )
     pred.add_argument(
+        "--batch",
+        type=int,
+        default=BATCH_IMAGES,
+        metavar="N",
+        help="images answered per call of the models (default %(default)d; the same answers at any N, "
+        "more memory and faster at larger N)",
+    )
+    pred.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object: notice, model version, settings, predictions (errors in place) and errors",
@@ -194,6 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds a client has to send a request's body (default {ServeConfig.request_timeout_s:g}; "
         "then 408 and the connection closed)",
+    )
+    serve.add_argument(
+        "--batch-images",
+        type=int,
+        default=ServeConfig.batch_max_images,
+        metavar="N",
+        help="most images answered in one call of the models, across requests (default %(default)d)",
+    )
+    serve.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=ServeConfig.batch_wait_ms,
+        metavar="MS",
+        help="how long a request waits for others to join its batch while the models are idle "
+        "(default %(default)g; 0: no wait)",
+    )
+    serve.add_argument(
+        "--queue-images",
+        type=int,
+        default=ServeConfig.queue_max_images,
+        metavar="N",
+        help="images waiting beyond which a request is refused with 503 (default %(default)d)",
     )
     serve.add_argument("--pixel-size", type=float, metavar="UM", help="as for predict")
     serve.add_argument(
@@ -388,6 +426,15 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-images {args.max_images}: give 1 or more")
     if not 0 < args.request_timeout <= 3600:
         raise ConfigError(f"--request-timeout {args.request_timeout:g}: give seconds above 0, at most 3600")
+    if not 1 <= args.batch_images <= 256:
+        raise ConfigError(f"--batch-images {args.batch_images}: give 1 to 256")
+    if not 0 <= args.batch_wait_ms <= 1000:  # nan fails too
+        raise ConfigError(f"--batch-wait-ms {args.batch_wait_ms:g}: give milliseconds from 0 to 1000")
+    if args.queue_images < max(args.batch_images, args.max_images):
+        raise ConfigError(
+            f"--queue-images {args.queue_images}: give at least --batch-images ({args.batch_images}) and "
+            f"--max-images ({args.max_images}), or no request could wait"
+        )
     from leukemia_mtl.serve import serve  # kserve and its web stack: only for this command
 
     config = ServeConfig(
@@ -396,6 +443,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_request_bytes=int(args.max_request_mb * (1 << 20)),
         max_images_per_request=args.max_images,
         request_timeout_s=args.request_timeout,
+        batch_max_images=args.batch_images,
+        batch_wait_ms=args.batch_wait_ms,
+        queue_max_images=args.queue_images,
     )
     serve(args.model, config, args.cache, args.pixel_size, args.threshold)
     return 0
@@ -405,6 +455,8 @@ def _predict(args: argparse.Namespace) -> int:
     """Each answer is printed as soon as it exists (JSON: one object whose predictions array is written
     element by element), so a folder of thousands streams; errors go to stderr as they happen and
     into the JSON and CSV in place; exit 1 if any image could not be classified."""
+    if not 1 <= args.batch <= 1024:
+        raise ConfigError(f"--batch {args.batch}: give 1 to 1024 images per call of the models")
     # outputs never overwrite or land among the inputs; the overlay folder is marked, so a rerun skips it
     if args.overlays is not None:
         check_output("--overlays", args.overlays, args.images, kind="folder", marks=True, inside_inputs=True)
@@ -429,7 +481,7 @@ def _predict(args: argparse.Namespace) -> int:
             head = {"notice": NOTICE, "model_version": predictor.version, "settings": settings}
             print(json.dumps(head, indent=2)[:-2] + ',\n  "predictions": [', flush=True)
         for image, result, error in iter_predictions(
-            predictor, [str(i) for i in args.images], args.kind, args.overlays, args.explain
+            predictor, [str(i) for i in args.images], args.kind, args.overlays, args.explain, args.batch
         ):
             progress.update()
             if writer is not None:

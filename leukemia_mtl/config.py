@@ -526,6 +526,18 @@ class ServeConfig:
     # a client that opens a body and stalls is answered 408 and its connection closed, rather than held open (a
     # slow-loris client holds a worker)
     request_timeout_s: float = setting(30.0, doc="seconds a client has to send a request's body after its headers")
+    # requests that arrive together are answered by one call of the models (leukemia_mtl.batching): concurrent
+    # clients share the calls; bench/serve_load.py measured the defaults
+    batch_max_images: int = setting(16, low=1, high=256, doc="most images answered in one call of the models")
+    batch_wait_ms: float = setting(
+        10.0,
+        low=0.0,
+        high=1000.0,
+        doc="how long a request waits for others to join its batch while the models are idle",
+    )
+    queue_max_images: int = setting(
+        64, low=1, doc="images waiting for the models beyond which a request is refused (503: retry later)"
+    )
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,13 @@ server only decodes uploads, bounds them, and encodes the answers. Protocols, al
 - `/metrics` (Prometheus: kserve's per-step latencies and this module's requests, images, verdicts),
   and the page at `/ui/`.
 
-The server listens only once the release is loaded and verified (kserve's ModelServer starts with
-loaded models), so a connection that answers is a ready one. One worker thread runs the models:
-TensorFlow already spreads one call over the cores, and the event loop stays free for health
-checks and metrics while it works. Research use only.
+The server listens only once the release is loaded, verified and warmed up (kserve's ModelServer starts
+with loaded models; the warm-up answers a drawn smear and cell, so the first client does not pay the
+traces), so a connection that answers is a ready one. One worker thread runs the models: TensorFlow
+already spreads one call over the cores, and the event loop stays free for health checks and metrics
+while it works. Requests that arrive together are answered by one call (leukemia_mtl.batching: up
+to `batch_max_images`, waiting at most `batch_wait_ms` for company; a full queue answers 503).
+Research use only.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
+from leukemia_mtl.batching import MicroBatcher, QueueFull
 from leukemia_mtl.config import ServeConfig
 from leukemia_mtl.errors import LeukemiaMtlError, printable
-from leukemia_mtl.predict import KINDS, NOTICE, Predictor, open_predictor
+from leukemia_mtl.predict import KINDS, NOTICE, ImageRequest, Predictor, open_predictor
 from leukemia_mtl.release import MODEL_CARD
 from leukemia_mtl.stages import CELL_POSITIVE, POSITIVE_CLASS
 
@@ -53,7 +57,7 @@ from leukemia_mtl.stages import CELL_POSITIVE, POSITIVE_CLASS
 _argv, sys.argv = sys.argv, sys.argv[:1]
 try:
     from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
-    from kserve.errors import InferenceError, InvalidInput
+    from kserve.errors import InferenceError, InvalidInput, ServerNotReady
     from kserve.model_server import app as kserve_app
 finally:
     sys.argv = _argv
@@ -75,6 +79,18 @@ LATENCY = Histogram(
     "Inference request latency, decoding to encoding",
     ["protocol"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
+BATCH_IMAGES = Histogram(
+    "leukemia_mtl_batch_images",
+    "Images answered by one call of the models (requests that arrived together share it)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+QUEUED_IMAGES = Gauge("leukemia_mtl_queued_images", "Images waiting for the models")
+STARTUP = Gauge(
+    "leukemia_mtl_startup_seconds",
+    "Seconds the server took to start, by step: load (the release verified, loaded, its models traced), "
+    "warm_up (its first answers, before it listens)",
+    ["step"],
 )
 PAGE_FILES = {
     "": ("index.html", "text/html; charset=utf-8"),
@@ -115,6 +131,25 @@ def _base64(text, where: str) -> bytes:
         ) from None
 
 
+class Busy(ServerNotReady):
+    """The micro-batch queue is full: kserve answers 503, and the client retries."""
+
+
+def _warm_up_images() -> list[ImageRequest]:
+    """A drawn smear (pale field, red cells, two purple white cells) and a drawn single cell, PNG-encoded: answering
+    them runs every step an upload does (decoding, the segmenter, each classifier) once, before the first client."""
+    import cv2
+
+    smear = np.full((480, 640, 3), (236, 214, 222), np.uint8)
+    for x, y in ((80, 90), (520, 380), (300, 60), (420, 200), (150, 400)):
+        cv2.circle(smear, (x, y), 22, (214, 140, 150), -1)
+    for x, y in ((250, 250), (470, 110)):
+        cv2.circle(smear, (x, y), 30, (120, 60, 150), -1)
+    cell = cv2.resize(smear[190:310, 190:310], (257, 257))
+    encoded = [cv2.imencode(".png", image[..., ::-1])[1].tobytes() for image in (smear, cell)]
+    return [ImageRequest(f"warm-up {kind}", kind, data=data) for kind, data in zip(("smear", "cell"), encoded)]
+
+
 def _elements(tensor) -> list:
     """A BYTES tensor's elements, flat, as the JSON gave them (kserve's own `as_string` assumes bytes and
     fails on JSON strings)."""
@@ -138,11 +173,38 @@ class ReleaseModel(Model):
         self.predictor: Predictor | None = None
         self.card = ""
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._batcher = MicroBatcher(
+            self._answer_many,
+            self._worker,
+            max_images=config.batch_max_images,
+            wait_s=config.batch_wait_ms / 1000,
+            max_queued=config.queue_max_images,
+            on_batch=self._on_batch,
+        )
+        self.startup: dict[str, float] = {}
+
+    def _answer_many(self, requests: list[ImageRequest]) -> list:
+        try:
+            return self.predictor.predict_many(requests)
+        finally:
+            QUEUED_IMAGES.set(self._batcher.queued)
+
+    def _on_batch(self, images: int) -> None:
+        BATCH_IMAGES.observe(images)
+        QUEUED_IMAGES.set(self._batcher.queued)
 
     def load(self) -> bool:
+        """Verify and load the release, then answer the warm-up images, so the first client's answer costs what
+        every later one does (the traces and first calls are paid here, before the server listens)."""
+        started = time.perf_counter()
         self.predictor = open_predictor(self.location, self.cache_dir, self.pixel_size_um, self.threshold)
         card = self.predictor.release_dir / MODEL_CARD
         self.card = card.read_text(encoding="utf-8") if card.is_file() else ""
+        warming = time.perf_counter()
+        self.predictor.predict_many(_warm_up_images())  # their answers (or "no white cell") do not matter
+        self.startup = {"load": warming - started, "warm_up": time.perf_counter() - warming}
+        for step, seconds in self.startup.items():
+            STARTUP.labels(step).set(seconds)
         self.ready = True
         return self.ready
 
@@ -161,6 +223,7 @@ class ReleaseModel(Model):
             "positive": {"smear": POSITIVE_CLASS, "cell": CELL_POSITIVE},
             "max_request_bytes": self.config.max_request_bytes,
             "max_images_per_request": self.config.max_images_per_request,
+            "startup_seconds": {step: round(seconds, 3) for step, seconds in self.startup.items()},
         }
 
     def get_input_types(self) -> list[dict]:
@@ -193,10 +256,13 @@ class ReleaseModel(Model):
                 images, options = self._v2_images(payload)
             else:
                 images, options = self._v1_images(payload)
-            answers = await asyncio.get_running_loop().run_in_executor(self._worker, self._answer, images, options)
+            answers = await self._answer(images)
             response = self._v2_response(payload, answers, options) if protocol == "v2" else {"predictions": answers}
         except InvalidInput:
             REQUESTS.labels(protocol, "bad_request").inc()
+            raise
+        except Busy:
+            REQUESTS.labels(protocol, "busy").inc()
             raise
         except InferenceError:
             REQUESTS.labels(protocol, "error").inc()
@@ -264,21 +330,34 @@ class ReleaseModel(Model):
             images.append((where, _base64(image["b64"], where), options))
         return images, {}
 
-    def _answer(self, images: list[tuple[str, bytes, dict]], options: dict) -> list[dict]:
-        """predict's answer per image (the worker thread); the PNGs travel in the answer, base64."""
-        answers = []
+    async def _answer(self, images: list[tuple[str, bytes, dict]]) -> list[dict]:
+        """predict's answer per image, computed in a batch with other requests' images (`MicroBatcher`); the PNGs
+        travel in the answer, base64. One image predict refuses fails its request (400), not the batch."""
         with tempfile.TemporaryDirectory(prefix="leukemia-mtl-serve-") as scratch:
-            for i, (name, data, image_options) in enumerate(images):
-                overlay = Path(scratch) / f"{i}_overlay.png" if image_options["overlay"] else None
-                explanation = Path(scratch) / f"{i}_gradcam.png" if image_options["explain"] else None
-                try:
-                    prediction = self.predictor.predict(name, image_options["kind"], overlay, explanation, data=data)
-                except LeukemiaMtlError as exc:  # the bad-input kinds predict refuses: the client's to fix
-                    raise InvalidInput(printable(str(exc))) from None
-                except Exception:
-                    log.exception("predicting %s", name)
-                    raise InferenceError(f"{name}: the server failed to answer (its log says why)") from None
+            requests = [
+                ImageRequest(
+                    name,
+                    options["kind"],
+                    Path(scratch) / f"{i}_overlay.png" if options["overlay"] else None,
+                    Path(scratch) / f"{i}_gradcam.png" if options["explain"] else None,
+                    data,
+                )
+                for i, (name, data, options) in enumerate(images)
+            ]
+            try:
+                results = await self._batcher.submit(requests)
+            except QueueFull as exc:
+                raise Busy(str(exc)) from None
+            except Exception:
+                log.exception("predicting %s", ", ".join(name for name, _, _ in images))
+                raise InferenceError("the server failed to answer (its log says why)") from None
+            for result in results:
+                if isinstance(result, LeukemiaMtlError):  # the bad-input kinds predict refuses: the client's to fix
+                    raise InvalidInput(printable(str(result)))
+            answers = []
+            for request, prediction in zip(requests, results):
                 answer = prediction.to_dict()
+                overlay, explanation = request.overlay_path, request.explain_path
                 answer["overlay"] = base64.b64encode(overlay.read_bytes()).decode() if overlay else None
                 answer["explanation"] = base64.b64encode(explanation.read_bytes()).decode() if explanation else None
                 answers.append(answer)
@@ -448,7 +527,12 @@ class OneLineRejections(logging.Filter):
     """kserve logs every refused request (a bad input, an unknown model) with its full traceback: 314 of them in a
     short probe of bad traffic. A client's mistake is one line, with its status; a server fault keeps its traceback."""
 
-    STATUS: ClassVar[dict[str, int]] = {"InvalidInput": 400, "ModelNotFound": 404, "RequestValidationError": 422}
+    STATUS: ClassVar[dict[str, int]] = {
+        "InvalidInput": 400,
+        "ModelNotFound": 404,
+        "RequestValidationError": 422,
+        "Busy": 503,
+    }
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
@@ -502,11 +586,15 @@ def serve(
     install_page(kserve_app, release)
     check_port_free(config.port)  # again: the release took a while to load
     log.warning(
-        "serving %s (%s) on port %d: v2 /v2/models/%s/infer, page /ui/, metrics /metrics. %s",
+        "serving %s (%s) on port %d: v2 /v2/models/%s/infer, page /ui/, metrics /metrics; loaded in %.1f s, "
+        "warmed up in %.2f s; batches of up to %d images. %s",
         release.predictor.version,
         release.predictor.release_dir,
         config.port,
         config.model_name,
+        release.startup["load"],
+        release.startup["warm_up"],
+        config.batch_max_images,
         NOTICE,
     )
     ModelServer(http_port=config.port, enable_grpc=False, workers=1).start([release])

@@ -166,7 +166,7 @@ def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_o
     demo_run, tmp_path, capsys, synthetic_root, monkeypatch, caplog
 ):
     """`predict --csv *.jpg` (the shell puts the first image after --csv), an output naming an input, a CSV inside
-    the input folder and an empty path are refused before anything is written; `predict .` twice never classifies
+    the input folder, an empty path and a batch of no images are refused before anything is written; `predict .` twice never classifies
     the first run's overlays (the overlay folder is marked and every walk skips it, with a note)."""
     _, outputs, _ = demo_run
     model = outputs["release"]["path"]
@@ -189,6 +189,7 @@ def test_predict_never_writes_over_or_among_its_inputs_and_never_reads_its_own_o
             str(synthetic_root / "ALL_IDB2"),
             str(folder / "Im001_1.jpg"),
         ): "already holds images this tool did not write",  # marking it would hide them from every later walk
+        ("--batch", "0", str(folder)): "--batch 0: give 1 to 1024 images per call of the models",
     }
     for arguments, words in refused.items():
         code = cli.main(["predict", "--model", model, *arguments])

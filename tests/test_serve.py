@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import assert_same_answer, run_cli
 from leukemia_mtl.stages import CELL_POSITIVE, POSITIVE_CLASS
 
 pytestmark = pytest.mark.slow  # the server serves the demo run's release (the session's whole DAG)
@@ -212,9 +213,40 @@ def test_the_server_is_ready_when_it_answers_and_gives_predicts_answers(server, 
         f"{base}/v1/models/leukemia-mtl:predict",
         {"instances": [{"image": {"b64": base64.b64encode(smear.read_bytes()).decode()}, "name": smear.name}]},
     )
-    assert v1_status == 200 and _comparable(v1["predictions"][0]) == _comparable(
-        expected[0]
-    )  # what KServe's batcher speaks
+    assert v1_status == 200  # what KServe's batcher speaks; alone, so in other batches than predict's: same answer
+    assert_same_answer(v1["predictions"][0], expected[0])
+
+
+def test_requests_that_arrive_together_are_answered_together_each_with_its_own_answer(server, tmp_path):
+    """Issue 35: concurrent clients share the models' calls (the batch size histogram says so) and each gets the
+    answer predict gives its image; the server said how long it took to start, warm-up included."""
+    base = server["base"]
+    data = Path(server["outputs"]["dataset"]["path"]) / "data"
+    images = sorted(data.glob("smears/*.jpg"))[:4] + sorted(data.glob("cells/*.tif"))[:2]
+    expected = {Path(p["image"]).name: p for p in _predict_cli(server["release"], images, tmp_path)}
+    before = _get(f"{base}/metrics")[1].decode()
+    answers: dict[str, dict] = {}
+
+    def client(image: Path) -> None:
+        answers[image.name] = _post(f"{base}/v2/models/leukemia-mtl/infer", _v2([image.read_bytes()], [image.name]))
+
+    for _ in range(2):
+        threads = [threading.Thread(target=client, args=(image,)) for image in images]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name, (status, body) in answers.items():
+            assert status == 200, body
+            assert_same_answer(json.loads(_outputs(body)["prediction"]["data"][0]), expected[name])
+    after = _get(f"{base}/metrics")[1].decode()
+    grew = lambda name: _metric(after, name) - _metric(before, name)  # noqa: E731
+    assert grew("leukemia_mtl_batch_images_sum") == 2 * len(images)  # every image in exactly one batch
+    assert grew("leukemia_mtl_batch_images_count") < 2 * len(images)  # and some batches held several
+    assert _metric(after, "leukemia_mtl_queued_images") == 0
+    startup = json.loads(_get(f"{base}/ui/model.json")[1])["startup_seconds"]
+    assert startup["load"] > 0 and startup["warm_up"] > 0
+    assert _metric(after, "leukemia_mtl_startup_seconds", step="warm_up") == pytest.approx(startup["warm_up"], abs=1e-3)
 
 
 def _metric(text: str, name: str, **labels) -> float:
@@ -333,6 +365,39 @@ def test_serve_refuses_a_release_that_fails_its_checksums(server, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and target.name in errors[0], result.stderr[-2000:]
+
+
+def test_a_full_queue_answers_503_and_the_rest_are_answered(server, tmp_path):
+    """More images waiting than --queue-images: the request is refused with 503 and a message (retry later), one
+    log line, counted; the requests already queued are answered; the server's bad settings are refused first."""
+    refused = run_cli("serve", "--model", str(server["release"]), "--batch-images", "8", "--queue-images", "4")
+    assert refused.returncode == 1 and "error: --queue-images 4: give at least --batch-images (8)" in refused.stderr
+    port = _free_port()
+    process = _start(server["release"], port, "--batch-images", "1", "--queue-images", "3", "--batch-wait-ms", "0")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _first_answer(process, base)
+        smear, _ = _images(server["outputs"])
+        body = _v2([smear.read_bytes()] * 3, None)  # three images: one such request fills the queue
+        results: list[tuple[int, dict]] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(_post(f"{base}/v2/models/leukemia-mtl/infer", body)))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        statuses = sorted(status for status, _ in results)
+        assert statuses.count(200) >= 1 and statuses.count(503) >= 1 and set(statuses) <= {200, 503}, results
+        busy = next(answer for status, answer in results if status == 503)
+        assert "images are waiting" in busy["error"] and "retry" in busy["error"]
+        metrics = _get(f"{base}/metrics")[1].decode()
+        assert _metric(metrics, "leukemia_mtl_requests_total", protocol="v2", outcome="busy") == statuses.count(503)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        log = process.communicate(timeout=60)[0]
+    assert "rejected a request: 503 Busy" in log and "Traceback" not in log, log[-3000:]
 
 
 def _browser():
