@@ -9,24 +9,27 @@ are the demo profile's synthetic smears (640x480) and single-cell crops (257x257
 
 What is timed, per image (median of --repeats):
   answer   `Predictor.predict(path, kind)`, nothing else (no overlay, no heat maps).
-  parts    one answer again with the Predictor's own steps wrapped (its code runs unchanged): `_segment` (pixel
-           scale, the ROI when the segmenter isolates from it, `Segmenter.segment`: resize, the U-Net's sliding
-           windows via `predict_on_batch`, blending, mask cleaning, the blue-channel step, crops), within it the
-           U-Net's calls; `_batch` per role (squaring to the input and stain normalisation) and `_probabilities`
+  parts    one answer again with the Predictor's own steps wrapped (its code runs unchanged): `_read` (decoding, the pixel
+           scale, the ROI when the segmenter isolates from it), `_segment_all` (`Segmenter.segment_many`: resize,
+           the U-Net's sliding windows through its compiled call, blending, mask cleaning, the blue-channel step,
+           crops), within it the U-Net's calls; `_stained` per role (stain normalisation) and `_probabilities`
            per role (the model called as predict calls it: its `compiled_forward`, traced and warmed when the
            Predictor loaded; with --eager, `Predictor(compiled=False)`: eagerly through `model_outputs`, Keras
            layer by layer, as before issue 35). `read_image` and `compute_roi` are timed alone, called as predict
            calls them. The Predictor's load (and its warm-up, the classifiers' traces) is printed, not in the answer.
   models   every batch each model was given during one answer is recorded, and each model's forward pass is timed
-           on those same arrays as (i) the eager call (`model_outputs`', predict's before issue 35), (ii) `predict_on_batch`, (iii) a
-           `tf.function` with a fixed input signature (None, H, W, 3), (iv) the same with `jit_compile=True` (XLA;
-           --no-xla to skip). The first call of each is timed apart (Keras' predict function built, the trace, XLA's
+           on those same arrays as (i) the eager call (`model_outputs`', predict's before issue 35), (ii)
+           `predict_on_batch`, (iii) a `tf.function` with a fixed input signature (None, H, W, 3)
+           (`bundles.compiled_forward`, predict's call), (iv) the same frozen (the weights as constants, so the
+           graph optimiser folds batch normalisation into the convolutions; not predict's: it loads slower, in
+           more memory), (v) the tf.function with `jit_compile=True` (XLA; --no-xla to
+           skip). The first call of each is timed apart (Keras' predict function built, the trace, XLA's
            compilation of every new batch shape) and left out. Each variant's output is compared with the eager
            call's: a variant more than --tolerance away is not the same arithmetic and is left out of the floor.
   floor    per image: decoding + the ROI (only where predict computes it) + every model call of the answer at the
-           fastest compiled variant (ii-iv) of that model.
-  16 in flight: the answer is 16 images answered back to back by one Predictor (as predict over a folder does
-           today: no batching); the floor is their decoding and ROI plus each model called once on the 16 images'
+           fastest compiled variant (ii-v) of that model.
+  16 in flight: the answer is `Predictor.predict_many` of 16 images (as predict over a folder answers a batch;
+           the same 16 answered one at a time are printed beside it); the floor is their decoding and ROI plus each model called once on the 16 images'
            arrays concatenated (the crops of 16 smears in one batch, 16 cells in one batch; the U-Net's windows
            in batches of at most --max-batch), divided by 16. With fewer than 16 images the set is repeated.
 Everything runs in one process on the CPU the machine has; the ratio answer / floor is what carries over.
@@ -49,7 +52,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 KINDS = ("smear", "cell")
 FLIGHT = 16
-VARIANTS = ("eager", "predict_on_batch", "tf.function", "xla")
+VARIANTS = ("eager", "predict_on_batch", "tf.function", "frozen", "xla")
 COMPILED = VARIANTS[1:]
 
 
@@ -101,7 +104,7 @@ def instrumented(predictor, path: Path, kind: str, keep: bool) -> dict:
 
     def timed(step: str, method):
         def wrapper(*args, **kwargs):
-            role = {"_batch": lambda: args[1], "_probabilities": lambda: args[0]}.get(step, lambda: "")()
+            role = {"_stained": lambda: args[1], "_probabilities": lambda: args[0]}.get(step, lambda: "")()
             key = f"{step}:{role}" if role else step
             started = time.perf_counter()
             try:
@@ -111,13 +114,15 @@ def instrumented(predictor, path: Path, kind: str, keep: bool) -> dict:
 
         return wrapper
 
-    steps = ("_segment", "_batch", "_probabilities")
-    models, unet, forward = predictor.models, predictor.segmenter.model, predictor._forward
+    steps = ("_read", "_segment_all", "_stained", "_probabilities", "_finish")
+    models, unet, forward, unet_call = predictor.models, predictor.segmenter.model, predictor._forward, predictor._unet
     for step in steps:
         setattr(predictor, step, timed(step, getattr(predictor, step)))
     predictor.models = {role: (Recorder(model, role, log, keep), info) for role, (model, info) in models.items()}
     predictor._forward = {role: Recorder(call, role, log, keep) for role, call in forward.items()}  # compiled calls
-    predictor.segmenter.model = Recorder(unet, "unet", log, keep)
+    predictor.segmenter.model = Recorder(unet, "unet", log, keep)  # its predict_on_batch (--eager)
+    if unet_call is not None:
+        predictor._unet = Recorder(unet_call, "unet", log, keep)  # its compiled call
     try:
         started = time.perf_counter()
         predictor.predict(path, kind)
@@ -126,6 +131,7 @@ def instrumented(predictor, path: Path, kind: str, keep: bool) -> dict:
         for step in steps:
             delattr(predictor, step)
         predictor.models, predictor.segmenter.model, predictor._forward = models, unet, forward
+        predictor._unet = unet_call
     return log
 
 
@@ -135,10 +141,14 @@ def variants(model, shape: tuple[int, ...], xla: bool) -> dict:
 
     spec = [tf.TensorSpec((None, *shape), tf.float32)]
     graph = tf.function(lambda x: model(x, training=False), input_signature=spec)
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(graph.get_concrete_function())
     calls = {
         "eager": lambda x: np.asarray(model(x, training=False)),  # model_outputs' call (predict's before issue 35)
         "predict_on_batch": lambda x: np.asarray(model.predict_on_batch(x)),
         "tf.function": lambda x: graph(x).numpy(),
+        "frozen": lambda x: frozen(tf.constant(x))[0].numpy(),  # the weights constants, BN folded
     }
     if xla:
         compiled = tf.function(lambda x: model(x, training=False), input_signature=spec, jit_compile=True)
@@ -204,7 +214,7 @@ def pick_images(args) -> dict:
 
 def measure_kind(predictor, kind: str, paths: list[Path], args) -> dict:
     from leukemia_mtl.data.images import read_image
-    from leukemia_mtl.predict import PredictError
+    from leukemia_mtl.predict import ImageRequest, PredictError
     from leukemia_mtl.preprocess import compute_roi
 
     limits = {"max_pixels": predictor.data_cfg.max_pixels, "min_side": predictor.data_cfg.min_side}
@@ -232,8 +242,16 @@ def measure_kind(predictor, kind: str, paths: list[Path], args) -> dict:
     started = time.perf_counter()
     for row in flight:
         predictor.predict(row["image"], kind)
-    answer16 = ms_since(started) / FLIGHT
-    return {"per_image": per_image, "flight": flight, "answer16_ms": answer16, "roi_in_path": roi_in_path}
+    serial16 = ms_since(started) / FLIGHT
+    requests = [ImageRequest(row["image"], kind) for row in flight]
+    batched16 = median_ms(args.repeats, predictor.predict_many, requests) / FLIGHT
+    return {
+        "per_image": per_image,
+        "flight": flight,
+        "answer16_ms": batched16,
+        "serial16_ms": serial16,
+        "roi_in_path": roi_in_path,
+    }
 
 
 def model_tables(predictor, measured: dict, args) -> dict:
@@ -290,6 +308,7 @@ def summarise(measured: dict, tables: dict) -> dict:
             "1": {"answer_ms": answer1, "floor_ms": floor1, "ratio": answer1 / floor1},
             "16": {
                 "answer_ms": m["answer16_ms"],
+                "one_at_a_time_ms": m["serial16_ms"],
                 "answer_images_per_s": 1000 / m["answer16_ms"],
                 "floor_ms": floor16,
                 "ratio": m["answer16_ms"] / floor16,
@@ -302,12 +321,14 @@ def parts_table(measured: dict) -> list[tuple[str, dict, str]]:
     """(part, {kind: median ms per image}, what it includes)."""
     labels = {
         "answer": "the whole answer (instrumented run)",
-        "_segment": "pixel scale + ROI (if used) + Segmenter.segment: resize, U-Net windows, blend, clean, blue, crops",
-        "model:unet": "  within it: the U-Net's predict_on_batch calls (as predict makes them)",
+        "_read": "decoding, kind, pixel scale, ROI (if used)",
+        "_segment_all": "Segmenter.segment_many: resize, U-Net windows, blend, clean, blue, crops",
+        "model:unet": "  within it: the U-Net's calls (compiled, or predict_on_batch with --eager)",
     }
     for role in ("detection", "fab", "cells"):
-        labels[f"_batch:{role}"] = f"square + stain for the {role} model (Predictor._batch)"
+        labels[f"_stained:{role}"] = f"stain normalisation for the {role} model (Predictor._stained)"
         labels[f"_probabilities:{role}"] = f"{role} model as predict calls it (compiled, or eager with --eager)"
+    labels["_finish"] = "pixel scale told, overlay and heat maps (none here)"
     parts = []
     for key, what in labels.items():
         values = {
@@ -318,9 +339,7 @@ def parts_table(measured: dict) -> list[tuple[str, dict, str]]:
         parts.append((key, values, what))
     answer = dict(parts[0][1])
     accounted = {kind: sum(v.get(kind, 0.0) for key, v, _ in parts[1:] if key != "model:unet") for kind in measured}
-    parts.append(
-        ("rest", {k: answer[k] - accounted[k] for k in measured}, "read_image, kind, the Prediction: answer - above")
-    )
+    parts.append(("rest", {k: answer[k] - accounted[k] for k in measured}, "squaring, the Predictions: answer - above"))
     parts.append(
         (
             "read_image",
@@ -345,13 +364,23 @@ def parts_table(measured: dict) -> list[tuple[str, dict, str]]:
 
 
 def print_report(summary: dict, parts: list, tables: dict) -> None:
-    print("\nanswer vs floor (ms per image; at 16 in flight: 16 answers back to back / 16)")
-    print(f"{'kind':6} {'in flight':>9} {'answer ms':>10} {'floor ms':>9} {'answer/floor':>13} {'images/s':>9}")
+    print(
+        "\nanswer vs floor (ms per image; at 16 in flight: Predictor.predict_many of the 16 / 16, and in the last column"
+        " the 16 answered one at a time by predict)"
+    )
+    print(
+        f"{'kind':6} {'in flight':>9} {'answer ms':>10} {'floor ms':>9} {'answer/floor':>13} {'images/s':>9} "
+        f"{'one at a time ms':>17}"
+    )
     for kind, s in summary.items():
         for scenario in ("1", "16"):
             row = s[scenario]
             rate = f"{row['answer_images_per_s']:9.2f}" if "answer_images_per_s" in row else f"{'':9}"
-            print(f"{kind:6} {scenario:>9} {row['answer_ms']:10.1f} {row['floor_ms']:9.1f} {row['ratio']:13.1f} {rate}")
+            serial = f"{row['one_at_a_time_ms']:17.1f}" if "one_at_a_time_ms" in row else ""
+            print(
+                f"{kind:6} {scenario:>9} {row['answer_ms']:10.1f} {row['floor_ms']:9.1f} {row['ratio']:13.1f} "
+                f"{rate} {serial}"
+            )
     for kind, s in summary.items():
         print(f"floor of a {kind}: " + " + ".join(s["floor_includes"]))
     print("\nparts (median ms per image)")
