@@ -78,13 +78,18 @@ class MicroBatcher:
             self._runner = loop.create_task(self._run(), name="micro-batcher")
         waiting = _Waiting(list(items), loop.create_future(), loop.time())
         self._waiting.append(waiting)
+        waiting.future.add_done_callback(lambda _: self._forget(waiting))  # a client that left frees its place
         self._arrived.set()
         return await waiting.future
+
+    def _forget(self, waiting: _Waiting) -> None:
+        if waiting.future.cancelled() and waiting in self._waiting:
+            self._waiting.remove(waiting)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._waiting:
+            while not self._waiting:  # (a client that left may have emptied it again)
                 self._arrived.clear()
                 await self._arrived.wait()
             deadline = self._waiting[0].arrived + self.wait_s
@@ -101,13 +106,19 @@ class MicroBatcher:
                     continue
                 batch.append(waiting)
                 images += len(waiting.items)
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._answer(loop, batch, images)
+            except Exception as exc:  # a fault of this loop itself: its submitters hear of it, and the loop goes on
+                log.exception("answering a batch of %d submissions", len(batch))
+                for waiting in batch:
+                    _fail(waiting.future, exc)
 
     async def _answer(self, loop, batch: list[_Waiting], images: int) -> None:
-        self.on_batch(images)
         flat = [item for waiting in batch for item in waiting.items]
         try:
+            self.on_batch(images)
             answers = await loop.run_in_executor(self.executor, self.answer_many, flat)
         except Exception as exc:
             if len(batch) == 1:

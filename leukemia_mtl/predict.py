@@ -53,6 +53,8 @@ BATCH_IMAGES = 16
 # a call of the U-Net at predict holds at least this many pixels of windows (64 of the demo's 64 px patches: 25 %
 # less time per window than 16 on 2 cores; a paper-sized 256 px patch keeps the release's segment.predict_batch_size)
 WINDOW_PIXELS_PER_CALL = 64 * 64 * 64
+# a call of a classifier at predict holds at most this many cells (a batch of 16 smears has about 100 at the demo's)
+CROPS_PER_CALL = 64
 # the stage-2 cell model's boundary: a cell "scores as a blast" at P(blast) >= this (its sigmoid's middle; untuned)
 CELL_BLAST_THRESHOLD = 0.5
 NOTICE = RESEARCH_USE
@@ -259,8 +261,9 @@ class Predictor:
         batch = batch.astype(np.float32)
         if not len(batch):
             return np.zeros((0, len(info.classes)), np.float32)
-        if role in self._forward:
-            return class_probabilities(self._forward[role](batch), info.head)
+        if role in self._forward:  # at most CROPS_PER_CALL a call: a batch of many smears' cells stays bounded
+            calls = [self._forward[role](batch[i : i + CROPS_PER_CALL]) for i in range(0, len(batch), CROPS_PER_CALL)]
+            return class_probabilities(np.concatenate(calls), info.head)
         return class_probabilities(model_outputs(model, batch, len(batch)), info.head)
 
     def _scores(self, role: str, squared: list[np.ndarray]) -> list[np.ndarray]:
@@ -324,9 +327,9 @@ class Predictor:
         requests = [s.segment for s in staged]
         try:
             return self.segmenter.segment_many(requests, self.segment_cfg, self._unet, self.windows_per_call)
-        except LeukemiaMtlError:
+        except LeukemiaMtlError as exc:
             if len(requests) == 1:
-                raise
+                return [exc]
         answers: list[Segmentation | LeukemiaMtlError] = []
         for request in requests:
             try:
@@ -430,7 +433,7 @@ class Predictor:
         }
         detection = dict(zip(smears, (p.mean(axis=0) for p in self._scores("detection", [whole[k] for k in smears]))))
         classes = self.models["detection"][1].classes
-        called = [k for k in smears if detection[k][classes.index(POSITIVE_CLASS)] >= self.threshold]
+        called = [k for k in smears if float(detection[k][classes.index(POSITIVE_CLASS)]) >= self.threshold]
         fab = dict(zip(called, (p.mean(axis=0) for p in self._scores("fab", [whole[k] for k in called]))))
         return [
             self._cell_prediction(item, result, float(blast[k][0]))

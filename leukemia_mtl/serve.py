@@ -29,14 +29,17 @@ Research use only.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import binascii
 import errno
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -134,6 +137,10 @@ def _base64(text, where: str) -> bytes:
 class Busy(ServerNotReady):
     """The micro-batch queue is full: kserve answers 503, and the client retries."""
 
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.error_msg = f"busy: {detail}"
+
 
 def _warm_up_images() -> list[ImageRequest]:
     """A drawn smear (pale field, red cells, two purple white cells) and a drawn single cell, PNG-encoded: answering
@@ -181,17 +188,30 @@ class ReleaseModel(Model):
             max_queued=config.queue_max_images,
             on_batch=self._on_batch,
         )
+        QUEUED_IMAGES.set_function(lambda: self._batcher.queued)
         self.startup: dict[str, float] = {}
+        # the overlays and heat maps are written here and read back by the worker, which owns them: a client that
+        # leaves while its batch runs cannot delete them from under it, and none outlives its answer
+        self._scratch = Path(tempfile.mkdtemp(prefix="leukemia-mtl-serve-"))
+        atexit.register(shutil.rmtree, self._scratch, ignore_errors=True)
 
     def _answer_many(self, requests: list[ImageRequest]) -> list:
-        try:
-            return self.predictor.predict_many(requests)
-        finally:
-            QUEUED_IMAGES.set(self._batcher.queued)
+        """predict's answers (the worker thread), as JSON-ready dicts with the PNGs base64, or the errors in place."""
+        answers = []
+        for request, result in zip(requests, self.predictor.predict_many(requests)):
+            pngs = {"overlay": request.overlay_path, "explanation": request.explain_path}
+            if not isinstance(result, LeukemiaMtlError):
+                result = result.to_dict()
+                for key, path in pngs.items():
+                    result[key] = base64.b64encode(path.read_bytes()).decode() if path else None
+            for path in pngs.values():
+                if path:
+                    path.unlink(missing_ok=True)
+            answers.append(result)
+        return answers
 
     def _on_batch(self, images: int) -> None:
         BATCH_IMAGES.observe(images)
-        QUEUED_IMAGES.set(self._batcher.queued)
 
     def load(self) -> bool:
         """Verify and load the release, then answer the warm-up images, so the first client's answer costs what
@@ -333,36 +353,30 @@ class ReleaseModel(Model):
     async def _answer(self, images: list[tuple[str, bytes, dict]]) -> list[dict]:
         """predict's answer per image, computed in a batch with other requests' images (`MicroBatcher`); the PNGs
         travel in the answer, base64. One image predict refuses fails its request (400), not the batch."""
-        with tempfile.TemporaryDirectory(prefix="leukemia-mtl-serve-") as scratch:
-            requests = [
-                ImageRequest(
-                    name,
-                    options["kind"],
-                    Path(scratch) / f"{i}_overlay.png" if options["overlay"] else None,
-                    Path(scratch) / f"{i}_gradcam.png" if options["explain"] else None,
-                    data,
-                )
-                for i, (name, data, options) in enumerate(images)
-            ]
-            try:
-                results = await self._batcher.submit(requests)
-            except QueueFull as exc:
-                raise Busy(str(exc)) from None
-            except Exception:
-                log.exception("predicting %s", ", ".join(name for name, _, _ in images))
-                raise InferenceError("the server failed to answer (its log says why)") from None
-            for result in results:
-                if isinstance(result, LeukemiaMtlError):  # the bad-input kinds predict refuses: the client's to fix
-                    raise InvalidInput(printable(str(result)))
-            answers = []
-            for request, prediction in zip(requests, results):
-                answer = prediction.to_dict()
-                overlay, explanation = request.overlay_path, request.explain_path
-                answer["overlay"] = base64.b64encode(overlay.read_bytes()).decode() if overlay else None
-                answer["explanation"] = base64.b64encode(explanation.read_bytes()).decode() if explanation else None
-                answers.append(answer)
-                IMAGES.labels(answer["kind"]).inc()
-                VERDICTS.labels(answer["verdict"]).inc()
+        tag = uuid.uuid4().hex
+        requests = [
+            ImageRequest(
+                name,
+                options["kind"],
+                self._scratch / f"{tag}-{i}_overlay.png" if options["overlay"] else None,
+                self._scratch / f"{tag}-{i}_gradcam.png" if options["explain"] else None,
+                data,
+            )
+            for i, (name, data, options) in enumerate(images)
+        ]
+        try:
+            answers = await self._batcher.submit(requests)
+        except QueueFull as exc:
+            raise Busy(str(exc)) from None
+        except Exception:
+            log.exception("predicting %s", ", ".join(name for name, _, _ in images))
+            raise InferenceError("the server failed to answer (its log says why)") from None
+        for answer in answers:
+            if isinstance(answer, LeukemiaMtlError):  # the bad-input kinds predict refuses: the client's to fix
+                raise InvalidInput(printable(str(answer)))
+        for answer in answers:
+            IMAGES.labels(answer["kind"]).inc()
+            VERDICTS.labels(answer["verdict"]).inc()
         return answers
 
     def _v2_response(self, request: InferRequest, answers: list[dict], options: dict) -> InferResponse:

@@ -127,3 +127,41 @@ def test_a_client_that_left_is_not_answered_and_bad_bounds_are_refused():
     for bad in ({"max_images": 0}, {"max_queued": 4, "max_images": 8}, {"wait_s": -1}):
         with pytest.raises(ValueError, match="max_images"):
             _batcher(answer, **bad)
+
+
+def test_a_client_that_leaves_frees_its_place_in_the_queue_at_once():
+    answer = Doubler(seconds=0.2)
+    batcher = _batcher(answer, max_images=2, max_queued=2, wait_s=0)
+
+    async def clients():
+        running = asyncio.ensure_future(batcher.submit([1, 1]))
+        await asyncio.sleep(0.05)  # taken by the worker
+        leaving = asyncio.ensure_future(batcher.submit([2, 2]))
+        await asyncio.sleep(0)
+        assert batcher.queued == 2
+        leaving.cancel()
+        await asyncio.sleep(0)
+        assert batcher.queued == 0  # not only once the runner reaches it
+        return await running, await batcher.submit([3, 3])
+
+    assert asyncio.run(clients()) == ([2, 2], [6, 6])
+    assert [2, 2] not in answer.batches
+
+
+def test_a_fault_of_the_queue_itself_reaches_its_submitters_and_the_queue_goes_on():
+    answer, sizes = Doubler(seconds=0.01), []
+
+    def on_batch(images: int) -> None:
+        sizes.append(images)
+        if len(sizes) == 1:
+            raise RuntimeError("the histogram broke")
+
+    batcher = _batcher(answer, on_batch=on_batch)
+
+    async def clients():
+        first = await asyncio.gather(batcher.submit([1]), return_exceptions=True)
+        return first, await batcher.submit([2])
+
+    first, second = asyncio.run(clients())
+    assert isinstance(first[0], RuntimeError) and "histogram broke" in str(first[0])
+    assert second == [4] and answer.batches == [[2]]

@@ -189,29 +189,36 @@ def test_compiled_and_batched_answers_are_the_eager_one_at_a_time_answers_to_the
     inputs = [*images[:3], broken, *images[3:6], blank, *images[6:]]
 
     compared = 0
-    for threshold in (None, 1e-6):  # the release's operating point, and every smear called ALL (its FAB type shows)
+    # the release's operating point, and every smear called ALL (its FAB type shows); at the latter, the stage-3 models
+    # also given the isolated smear and the original (the release trained on cells: the paths' arithmetic, not its
+    # science), where a smear without cells is answered too
+    for threshold, modes in ((None, ("cells",)), (1e-6, ("cells", "isolated", "original"))):
         compiled = Predictor(release_dir, threshold=threshold)
         eager = Predictor(release_dir, threshold=threshold, compiled=False)
         assert set(compiled._forward) == {"detection", "fab", "cells"} and not eager._forward
         assert compiled._unet is not None and eager._unet is None
         assert compiled.windows_per_call == 64 > eager.windows_per_call == 16  # the demo's 64 px windows
         assert 0 < compiled.warmup_seconds <= compiled.load_seconds
-        expected = {}
-        for image in inputs:  # today's path: one image at a time, eager
-            try:
-                expected[str(image)] = eager.predict(image).to_dict()
-            except LeukemiaMtlError as exc:  # the image check's, or predict's "no white cell"
-                expected[str(image)] = str(exc)
-        assert isinstance(expected[str(broken)], str) and "no white cell" in expected[str(blank)]
-        for batch in (1, 4, 16):
-            answered = list(iter_predictions(compiled, [str(i) for i in inputs], batch_images=batch))
-            assert [image for image, _, _ in answered] == [str(i) for i in inputs]  # in order, errors in place
-            for image, answer, error in answered:
-                if isinstance(expected[image], str):
-                    assert answer is None and error == expected[image]
-                    continue
-                assert error is None, error
-                assert_same_answer(answer, expected[image])
-                compared += 1
-    assert compared >= 2 * 3 * 8
-    assert any(isinstance(e, dict) and e["fab"] for e in expected.values())  # the FAB path ran too
+        for mode in modes:
+            compiled.stage3_images = eager.stage3_images = mode
+            expected = {}
+            for image in inputs:  # today's path: one image at a time, eager
+                try:
+                    expected[str(image)] = eager.predict(image).to_dict()
+                except LeukemiaMtlError as exc:  # the image check's, or predict's "no white cell"
+                    expected[str(image)] = str(exc)
+            assert isinstance(expected[str(broken)], str)
+            assert ("no white cell" in expected[str(blank)]) == (mode != "original")
+            for batch in (1, 4, 16) if mode == "cells" else (16,):
+                answered = list(iter_predictions(compiled, [str(i) for i in inputs], batch_images=batch))
+                assert [image for image, _, _ in answered] == [str(i) for i in inputs]  # in order, errors in place
+                for image, answer, error in answered:
+                    if isinstance(expected[image], str):
+                        assert answer is None and error == expected[image]
+                        continue
+                    assert error is None, error
+                    assert_same_answer(answer, expected[image])
+                    compared += 1
+            if mode == "cells":
+                assert any(isinstance(e, dict) and e["fab"] for e in expected.values())  # the FAB path ran too
+    assert compared >= 2 * 3 * 8 + 2 * 8  # (73 on the tests' release)

@@ -391,7 +391,7 @@ def test_a_full_queue_answers_503_and_the_rest_are_answered(server, tmp_path):
         statuses = sorted(status for status, _ in results)
         assert statuses.count(200) >= 1 and statuses.count(503) >= 1 and set(statuses) <= {200, 503}, results
         busy = next(answer for status, answer in results if status == 503)
-        assert "images are waiting" in busy["error"] and "retry" in busy["error"]
+        assert busy["error"].startswith("busy: ") and "images are waiting" in busy["error"] and "retry" in busy["error"]
         metrics = _get(f"{base}/metrics")[1].decode()
         assert _metric(metrics, "leukemia_mtl_requests_total", protocol="v2", outcome="busy") == statuses.count(503)
     finally:
