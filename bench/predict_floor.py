@@ -38,7 +38,6 @@ Everything runs in one process on the CPU the machine has; the ratio answer / fl
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -195,16 +194,9 @@ def time_model(calls: dict, batches: dict, args) -> dict:
 
 
 def pick_images(args) -> dict:
-    from leukemia_mtl.config import get_profile
-    from leukemia_mtl.data.synth import generate
+    from predict_stream import demo_source
 
-    synth = get_profile("demo").synth
-    synth = dataclasses.replace(
-        synth, n_smears=max(synth.n_smears, args.smears), n_crops=max(synth.n_crops, args.cells)
-    )
-    source = args.work / f"source-{synth.n_smears}-{synth.n_crops}"
-    if not (source / "synth.json").is_file():
-        generate(source, synth, seed=3, progress=False)
+    source = demo_source(args.work, args.smears, args.cells)
     images = {}
     for kind, pattern, count in (("smear", "ALL_IDB1/*.jpg", args.smears), ("cell", "ALL_IDB2/*.tif", args.cells)):
         pool = sorted(source.glob(pattern))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
 
 from demo_side_by_side import worktree  # noqa: E402  (bench/ is on the path above)
+from predict_stream import demo_source  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -63,22 +65,11 @@ out.write_text(json.dumps({
 
 def make_smears(work: Path, count: int) -> Path:
     """`count` demo smears (synthetic, seed 3) in one folder."""
-    import dataclasses
-    import shutil
-
-    from leukemia_mtl.config import get_profile
-    from leukemia_mtl.data.synth import generate
-
     folder = work / f"smears-{count}"
     if len(list(folder.glob("*.jpg"))) == count:
         return folder
-    synth = get_profile("demo").synth
-    synth = dataclasses.replace(synth, n_smears=max(synth.n_smears, count))
-    source = work / f"source-{synth.n_smears}"
-    if not (source / "synth.json").is_file():
-        generate(source, synth, seed=3, progress=False)
     folder.mkdir(parents=True, exist_ok=True)
-    for path in sorted((source / "ALL_IDB1").glob("*.jpg"))[:count]:
+    for path in sorted((demo_source(work, smears=count) / "ALL_IDB1").glob("*.jpg"))[:count]:
         shutil.copy(path, folder / path.name)
     return folder
 

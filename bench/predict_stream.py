@@ -40,6 +40,22 @@ def make_release(work: Path) -> Path:
     return Path(outputs["release"]["path"])
 
 
+def demo_source(work: Path, smears: int = 0, cells: int = 0) -> Path:
+    """The demo profile's synthetic data (seed 3), with at least `smears` smears and `cells` single cells, generated
+    once under `work` (source-<smears>-<cells>)."""
+    import dataclasses
+
+    from leukemia_mtl.config import get_profile
+    from leukemia_mtl.data.synth import generate
+
+    synth = get_profile("demo").synth
+    synth = dataclasses.replace(synth, n_smears=max(synth.n_smears, smears), n_crops=max(synth.n_crops, cells))
+    source = work / f"source-{synth.n_smears}-{synth.n_crops}"
+    if not (source / "synth.json").is_file():
+        generate(source, synth, seed=3, progress=False)
+    return source
+
+
 def make_images(folder: Path, count: int) -> None:
     from leukemia_mtl.config import get_profile
     from leukemia_mtl.data.synth import generate

@@ -203,22 +203,20 @@ class Predictor:
         self.segmenter = Segmenter.load(self.release_dir / "segmenter")
         self.models = {role: load_classifier(self.release_dir / role) for role in ("detection", "fab", "cells")}
         self._explainers: dict = {}
-        self.compiled = compiled
         self._forward: dict = {}
-        warming = time.perf_counter()
         self._unet = None  # the segmenter's network called through `compiled_forward`; None: its predict_on_batch
+        # uncompiled, the U-Net is called as the pipeline's segment stage calls it
+        self.windows_per_call = self.segment_cfg.predict_batch_size
+        warming = time.perf_counter()
         if compiled:  # traced now, on a zero batch of one, so the first answer does not pay the trace
             for role, (model, _) in self.models.items():
                 self._forward[role] = compiled_forward(model)
                 self._forward[role](np.zeros((1, *tuple(model.input_shape[1:])), np.float32))
+            patch = self.segmenter.info.patch_size
+            self.windows_per_call = max(self.windows_per_call, WINDOW_PIXELS_PER_CALL // patch**2)
             if self.segmenter.info.isolation != "roi":
                 self._unet = compiled_forward(self.segmenter.model, frozen=True)
-                patch = self.segmenter.info.patch_size
                 self._unet(np.zeros((1, patch, patch, 3), np.float32))
-        patch = self.segmenter.info.patch_size  # uncompiled: the U-Net called as the pipeline's segment stage calls it
-        self.windows_per_call = self.segment_cfg.predict_batch_size
-        if compiled:
-            self.windows_per_call = max(self.windows_per_call, WINDOW_PIXELS_PER_CALL // patch**2)
         self.warmup_seconds = time.perf_counter() - warming
         self.load_seconds = time.perf_counter() - started
 

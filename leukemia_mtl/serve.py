@@ -186,7 +186,7 @@ class ReleaseModel(Model):
             max_images=config.batch_max_images,
             wait_s=config.batch_wait_ms / 1000,
             max_queued=config.queue_max_images,
-            on_batch=self._on_batch,
+            on_batch=BATCH_IMAGES.observe,
         )
         QUEUED_IMAGES.set_function(lambda: self._batcher.queued)
         self.startup: dict[str, float] = {}
@@ -209,9 +209,6 @@ class ReleaseModel(Model):
                     path.unlink(missing_ok=True)
             answers.append(result)
         return answers
-
-    def _on_batch(self, images: int) -> None:
-        BATCH_IMAGES.observe(images)
 
     def load(self) -> bool:
         """Verify and load the release, then answer the warm-up images, so the first client's answer costs what
